@@ -1,0 +1,323 @@
+"""Every write of the tenants app: keyword-only, typed, atomic; refusals raise BusinessError."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from tenants.audit import SYSTEM, Actor, audit
+from tenants.errors import BusinessError
+from tenants.models import ApiKey, Invitation, Membership, Role, Tenant, User
+from tenants.notifications import notify
+
+API_KEY_PREFIX = "alw_"
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "tenant"
+    slug, n = base, 1
+    while Tenant.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+# --- tenants and users -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def tenant_create(*, name: str, admin: User, actor: User | Actor | None = None) -> Tenant:
+    """Create a tenant with `admin` as its first administrator."""
+    name = name.strip()
+    if not name:
+        raise BusinessError("tenant_name_required", "Give your organization a name.")
+    tenant = Tenant.objects.create(name=name[:120], slug=_unique_slug(name))
+    Membership.objects.create(tenant=tenant, user=admin, role=Role.ADMIN)
+    audit(tenant=tenant, actor=actor or admin, action="tenant.created", target=tenant)
+    audit(tenant=tenant, actor=actor or admin, action="member.added", target_label=admin.email, data={"role": "admin"})
+    return tenant
+
+
+def _check_password(password: str, user: User | None = None) -> None:
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise BusinessError("weak_password", " ".join(exc.messages)) from exc
+
+
+@transaction.atomic
+def user_signup(*, email: str, password: str, organization: str, full_name: str = "") -> tuple[User, Tenant]:
+    """Sign-up: a new user and their own tenant, with them as its admin."""
+    email = email.strip().lower()
+    if User.objects.filter(email__iexact=email).exists():
+        raise BusinessError("email_taken", "An account with this email already exists. Log in instead.")
+    user = User(email=email, full_name=full_name.strip())
+    _check_password(password, user)
+    user.set_password(password)
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError as exc:  # a concurrent sign-up with the same address
+        raise BusinessError("email_taken", "An account with this email already exists. Log in instead.") from exc
+    tenant = tenant_create(name=organization, admin=user)
+    return user, tenant
+
+
+def set_password_link(user: User) -> str:
+    """An absolute link where `user` chooses a password (Django's password-reset token)."""
+    from django.contrib.auth.tokens import default_token_generator
+    from django.utils.encoding import force_bytes
+    from django.utils.http import urlsafe_base64_encode
+
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    return settings.SITE_URL + reverse("password_reset_confirm", kwargs={"uidb64": uid, "token": token})
+
+
+# --- memberships -------------------------------------------------------------------------------
+
+
+def _admin_count(tenant: Tenant) -> int:
+    return Membership.objects.filter(tenant=tenant, role=Role.ADMIN).count()
+
+
+def _lock_admins(tenant: Tenant) -> None:
+    # Serialize changes to a tenant's admins: two admins demoting each other at once must not
+    # leave the tenant with none.
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+
+
+@transaction.atomic
+def membership_change_role(*, tenant: Tenant, membership: Membership, role: Role | str, actor: User) -> Membership:
+    role = Role(role)
+    _lock_admins(tenant)
+    membership = Membership.objects.select_for_update().get(pk=membership.pk, tenant=tenant)
+    if membership.role == role:
+        return membership
+    if membership.role == Role.ADMIN and _admin_count(tenant) <= 1:
+        raise BusinessError(
+            "last_admin", "A tenant needs at least one admin. Make someone else an admin first.", status=409
+        )
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="member.role_changed",
+        target=membership,
+        target_label=membership.user.email,
+        data={"from": old, "to": role.value},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, tenant: Tenant, membership: Membership, actor: User) -> None:
+    _lock_admins(tenant)
+    membership = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk, tenant=tenant)
+    if membership.role == Role.ADMIN and _admin_count(tenant) <= 1:
+        raise BusinessError(
+            "last_admin", "A tenant needs at least one admin. Make someone else an admin first.", status=409
+        )
+    email = membership.user.email
+    membership.delete()
+    audit(tenant=tenant, actor=actor, action="member.removed", target_label=email)
+
+
+# --- invitations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    token: str  # only ever in the email; we keep its hash
+
+
+@transaction.atomic
+def invitation_create(*, tenant: Tenant, email: str, role: Role | str, actor: User) -> IssuedInvitation:
+    """Invite `email` to the tenant with `role`. A pending invitation to the same address is replaced."""
+    email = email.strip().lower()
+    role = Role(role)
+    if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
+        raise BusinessError("already_member", f"{email} is already a member of {tenant.name}.", status=409)
+    Invitation.objects.filter(tenant=tenant, email__iexact=email, status=Invitation.Status.PENDING).update(
+        status=Invitation.Status.REVOKED
+    )
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    invitation = Invitation.objects.create(
+        tenant=tenant,
+        email=email,
+        role=role,
+        token_hash=_sha256(token),
+        invited_by=actor,
+        created_at=now,
+        expires_at=now + settings.INVITATION_TTL,
+    )
+    audit(tenant=tenant, actor=actor, action="invitation.sent", target=invitation, data={"role": role.value})
+    notify(
+        key=f"invitation:{invitation.pk}",
+        tenant=tenant,
+        to=email,
+        template="invitation",
+        context={
+            "tenant": tenant,
+            "inviter": actor,
+            "role": role.label,
+            "link": settings.SITE_URL + reverse("invitation_accept", kwargs={"token": token}),
+            "expires_at": invitation.expires_at,
+        },
+    )
+    return IssuedInvitation(invitation=invitation, token=token)
+
+
+@transaction.atomic
+def invitation_revoke(*, tenant: Tenant, invitation: Invitation, actor: User) -> None:
+    updated = Invitation.objects.filter(
+        pk=invitation.pk, tenant=tenant, status=Invitation.Status.PENDING
+    ).update(status=Invitation.Status.REVOKED)
+    if updated:
+        audit(tenant=tenant, actor=actor, action="invitation.revoked", target=invitation)
+
+
+def invitation_for_token(token: str) -> Invitation:
+    """The pending, unexpired invitation behind `token`, or a BusinessError saying why not."""
+    invitation = Invitation.objects.select_related("tenant").filter(token_hash=_sha256(token)).first()
+    if invitation is None:
+        raise BusinessError("invitation_invalid", "This invitation link is not valid.", status=404)
+    if invitation.status == Invitation.Status.ACCEPTED:
+        raise BusinessError("invitation_used", "This invitation has already been used. Log in instead.", status=410)
+    if invitation.status == Invitation.Status.REVOKED:
+        raise BusinessError("invitation_revoked", "This invitation was withdrawn. Ask for a new one.", status=410)
+    if invitation.status == Invitation.Status.EXPIRED or invitation.is_expired():
+        raise BusinessError("invitation_expired", "This invitation has expired. Ask for a new one.", status=410)
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(
+    *, token: str, user: User | None = None, password: str = "", full_name: str = ""
+) -> tuple[User, Membership]:
+    """Accept an invitation: as the signed-in `user`, or as a new user choosing `password`.
+
+    Single use: the invitation row is locked and must still be pending."""
+    found = invitation_for_token(token)
+    invitation = Invitation.objects.select_for_update().select_related("tenant").get(pk=found.pk)
+    invitation_for_token(token)  # re-check under the lock: a concurrent accept may have won
+    if invitation.status != Invitation.Status.PENDING:
+        raise BusinessError("invitation_used", "This invitation has already been used. Log in instead.", status=410)
+    if user is None:
+        existing = User.objects.filter(email__iexact=invitation.email).first()
+        if existing is not None:
+            raise BusinessError(
+                "login_required", "You already have an account: log in to accept this invitation.", status=409
+            )
+        user = User(email=invitation.email, full_name=full_name.strip())
+        _check_password(password, user)
+        user.set_password(password)
+        user.save()
+    elif user.email.lower() != invitation.email.lower():
+        raise BusinessError(
+            "invitation_other_email",
+            f"This invitation is for {invitation.email}. Log out and accept it with that account.",
+            status=403,
+        )
+    membership, created = Membership.objects.get_or_create(
+        tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
+    )
+    invitation.status = Invitation.Status.ACCEPTED
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["status", "accepted_at", "accepted_by"])
+    audit(
+        tenant=invitation.tenant,
+        actor=user,
+        action="invitation.accepted",
+        target=invitation,
+        data={"role": membership.role, "new_member": created},
+    )
+    return user, membership
+
+
+def invitations_expire_due(*, now: datetime) -> int:
+    """Mark pending invitations past their expiry as expired (the sweeper); returns how many."""
+    expired = 0
+    with transaction.atomic():
+        due = list(
+            Invitation.objects.select_for_update(skip_locked=True)
+            .select_related("tenant")
+            .filter(status=Invitation.Status.PENDING, expires_at__lte=now)[:1000]
+        )
+        for invitation in due:
+            invitation.status = Invitation.Status.EXPIRED
+            invitation.save(update_fields=["status"])
+            audit(tenant=invitation.tenant, actor=SYSTEM, action="invitation.expired", target=invitation)
+            expired += 1
+    return expired
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    api_key: ApiKey
+    secret: str  # shown once, never stored
+
+
+@transaction.atomic
+def api_key_create(*, tenant: Tenant, name: str, actor: User | Actor) -> IssuedApiKey:
+    name = name.strip()
+    if not name:
+        raise BusinessError("api_key_name_required", "Give the key a name, for example the system that uses it.")
+    prefix = API_KEY_PREFIX + secrets.token_hex(4)  # visible part, e.g. alw_3f9a1c2e
+    secret = f"{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        tenant=tenant,
+        name=name[:80],
+        prefix=prefix,
+        key_hash=_sha256(secret),
+        created_by=actor if isinstance(actor, User) else None,
+    )
+    audit(tenant=tenant, actor=actor, action="api_key.created", target=key)
+    return IssuedApiKey(api_key=key, secret=secret)
+
+
+@transaction.atomic
+def api_key_revoke(*, tenant: Tenant, api_key: ApiKey, actor: User) -> ApiKey:
+    updated = ApiKey.objects.filter(pk=api_key.pk, tenant=tenant, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if updated:
+        audit(tenant=tenant, actor=actor, action="api_key.revoked", target=api_key)
+    return ApiKey.objects.get(pk=api_key.pk)
+
+
+def api_key_authenticate(secret: str) -> ApiKey | None:
+    """The active key whose secret this is, or None. Records last use at most once a minute."""
+    if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
+        return None
+    key = ApiKey.objects.select_related("tenant").filter(key_hash=_sha256(secret), revoked_at__isnull=True).first()
+    if key is None:
+        return None
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION)
+    if key.last_used_at is None or key.last_used_at < stale:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
