@@ -281,12 +281,17 @@ class IssuedApiKey:
 
 
 @transaction.atomic
-def api_key_create(*, tenant: Tenant, name: str, actor: User | Actor) -> IssuedApiKey:
+def api_key_create(*, tenant: Tenant, name: str, actor: User | Actor, secret: str | None = None) -> IssuedApiKey:
+    """A new key for the tenant. `secret` is for demo seeding only (a known key for the README);
+    everywhere else the secret is random and shown once."""
     name = name.strip()
     if not name:
         raise BusinessError("api_key_name_required", "Give the key a name, for example the system that uses it.")
-    prefix = API_KEY_PREFIX + secrets.token_hex(4)  # visible part, e.g. alw_3f9a1c2e
-    secret = f"{prefix}_{secrets.token_urlsafe(32)}"
+    if secret is None:
+        prefix = API_KEY_PREFIX + secrets.token_hex(4)  # visible part, e.g. alw_3f9a1c2e
+        secret = f"{prefix}_{secrets.token_urlsafe(32)}"
+    else:
+        prefix = secret[: len(API_KEY_PREFIX) + 8]
     key = ApiKey.objects.create(
         tenant=tenant,
         name=name[:80],

@@ -1,0 +1,74 @@
+"""Root fixtures: the personas every suite uses.
+
+`admin`, `member` and `finance` belong to `tenant`; `outsider` is the admin of `other_tenant`
+and of nothing else. Each persona is a User; `client_for(user)` gives a logged-in test client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from django.test import Client
+
+from tenants.factories import MembershipFactory, TenantFactory, UserFactory
+from tenants.models import Role, Tenant, User
+
+# Browser tests drive a live server from a sync Playwright API inside pytest's event-loop-free
+# thread; Django refuses ORM calls from a thread that has an event loop unless told it is fine.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def _settings_for_tests(settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.SECURE_SSL_REDIRECT = False  # tests run with DEBUG off; requests are plain http
+    settings.AXES_ENABLED = False
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def tenant(db) -> Tenant:
+    return TenantFactory(name="Acme Corp", slug="acme")
+
+
+@pytest.fixture
+def other_tenant(db) -> Tenant:
+    return TenantFactory(name="Globex Secret Holdings", slug="globex")
+
+
+def _persona(tenant: Tenant, role: Role, email: str) -> User:
+    return MembershipFactory(tenant=tenant, role=role, user=UserFactory(email=email)).user
+
+
+@pytest.fixture
+def admin(tenant) -> User:
+    return _persona(tenant, Role.ADMIN, "admin@acme.test")
+
+
+@pytest.fixture
+def member(tenant) -> User:
+    return _persona(tenant, Role.MEMBER, "member@acme.test")
+
+
+@pytest.fixture
+def finance(tenant) -> User:
+    return _persona(tenant, Role.FINANCE, "finance@acme.test")
+
+
+@pytest.fixture
+def outsider(other_tenant) -> User:
+    return _persona(other_tenant, Role.ADMIN, "outsider@globex.test")
+
+
+@pytest.fixture
+def client_for(db) -> Callable[[User], Client]:
+    def make(user: User) -> Client:
+        client = Client()
+        client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        return client
+
+    return make

@@ -1,0 +1,21 @@
+from django.http import HttpRequest
+
+from tenants.models import Membership
+from tenants.navigation import nav_for
+
+
+def navigation(request: HttpRequest) -> dict:
+    """The tenant switcher and the navigation of the current tenant, for the base layout."""
+    membership = getattr(request, "membership", None)
+    if membership is None or not request.user.is_authenticated:
+        return {}
+    match = request.resolver_match
+    return {
+        "tenant": membership.tenant,
+        "membership": membership,
+        "nav": nav_for(membership, match.url_name if match else None),
+        "my_tenants": Membership.objects.filter(user=request.user)
+        .select_related("tenant")
+        .order_by("tenant__name")
+        .only("role", "tenant__name", "tenant__slug"),
+    }

@@ -1,0 +1,55 @@
+"""The tenant navigation, in one place: label, URL name, and the roles that may see the item.
+
+Pages that a later issue builds appear here already; until their URL exists they show as
+"soon" and link nowhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.urls import NoReverseMatch, reverse
+
+from tenants.access import ADMIN_ONLY, ALL_ROLES, BILLING_READERS
+from tenants.models import Membership, Role
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    url_name: str
+    roles: tuple[Role, ...]
+    icon: str
+
+
+NAVIGATION: tuple[NavItem, ...] = (
+    NavItem("Overview", "tenant_home", ALL_ROLES, "home"),
+    NavItem("Billing", "billing", ALL_ROLES, "card"),
+    NavItem("Plans & Licenses", "plans_and_licenses", ALL_ROLES, "key"),
+    NavItem("AI Credits", "ai_credits", ALL_ROLES, "spark"),
+    NavItem("Sessions", "sessions", ALL_ROLES, "chat"),
+    NavItem("Invoices", "invoices", BILLING_READERS, "doc"),
+    NavItem("Team", "team", ADMIN_ONLY, "people"),
+    NavItem("API keys", "api_keys", ADMIN_ONLY, "lock"),
+    NavItem("Activity", "activity", ADMIN_ONLY, "list"),
+)
+
+
+@dataclass(frozen=True)
+class NavLink:
+    label: str
+    url: str | None
+    active: bool
+    icon: str
+
+
+def nav_for(membership: Membership, current_url_name: str | None) -> list[NavLink]:
+    links = []
+    for item in NAVIGATION:
+        if membership.role not in item.roles:
+            continue
+        try:
+            url: str | None = reverse(item.url_name, kwargs={"slug": membership.tenant.slug})
+        except NoReverseMatch:
+            url = None  # built by a later issue
+        links.append(NavLink(item.label, url, item.url_name == current_url_name, item.icon))
+    return links

@@ -1,0 +1,62 @@
+"""Every read of the tenants app that a view, task or other app needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant, User
+
+
+def memberships_of(*, user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name")
+
+
+def members_of(*, tenant: Tenant) -> QuerySet[Membership]:
+    return Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__email")
+
+
+def pending_invitations(*, tenant: Tenant) -> QuerySet[Invitation]:
+    return (
+        Invitation.objects.filter(tenant=tenant, status=Invitation.Status.PENDING, expires_at__gt=timezone.now())
+        .select_related("invited_by")
+        .order_by("-created_at")
+    )
+
+
+def admin_count(*, tenant: Tenant) -> int:
+    return Membership.objects.filter(tenant=tenant, role=Role.ADMIN).count()
+
+
+def api_keys_of(*, tenant: Tenant) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(tenant=tenant).select_related("created_by").order_by("revoked_at", "-created_at")
+
+
+@dataclass(frozen=True)
+class ActivityFilter:
+    action: str = ""
+    actor: str = ""  # matches the actor's label (an email or a key name)
+    since: date | None = None
+    until: date | None = None
+
+
+def activity(*, tenant: Tenant, filters: ActivityFilter) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.filter(tenant=tenant)
+    if filters.action:
+        events = events.filter(action__startswith=filters.action)
+    if filters.actor:
+        events = events.filter(actor_label__icontains=filters.actor)
+    if filters.since:
+        events = events.filter(created_at__gte=datetime.combine(filters.since, time.min, tzinfo=UTC))
+    if filters.until:
+        events = events.filter(created_at__lte=datetime.combine(filters.until, time.max, tzinfo=UTC))
+    return events.order_by("-created_at", "-id")
+
+
+def activity_actions(*, tenant: Tenant) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(tenant=tenant).order_by("action").values_list("action", flat=True).distinct()
+    )

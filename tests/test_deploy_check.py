@@ -1,0 +1,92 @@
+"""Production settings pass Django's deployment checklist, and refuse to load without a SECRET_KEY."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Everything the settings read from the environment; each test starts from none of them.
+APP_VARIABLES = {
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "SITE_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "EMAIL_URL",
+    "DEFAULT_FROM_EMAIL",
+    "PAYMENT_GATEWAY",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "CELERY_TASK_ALWAYS_EAGER",
+    "VAR_DIR",
+    "STATIC_ROOT",
+}
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        VAR_DIR=str(tmp_path / "var"),
+        STATIC_ROOT=str(tmp_path / "staticfiles"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_deploy_reports_no_issues_with_production_settings(tmp_path):
+    env = base_env(tmp_path)
+    env.update(
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(45),  # 60 characters
+        ALLOWED_HOSTS="billing.example.com",
+        CSRF_TRUSTED_ORIGINS="https://billing.example.com",
+        SITE_URL="https://billing.example.com",
+        DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/allowance"),
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        EMAIL_URL="smtp+tls://u:p@smtp.example.com:587",
+        DEFAULT_FROM_EMAIL="Allowance <billing@example.com>",
+        # Production takes money through Stripe; the local gateway is refused when DEBUG is off.
+        PAYMENT_GATEWAY="stripe",
+        STRIPE_SECRET_KEY="sk_test_" + secrets.token_hex(24),
+        STRIPE_WEBHOOK_SECRET="whsec_" + secrets.token_hex(16),
+    )
+    assert len(env["SECRET_KEY"]) == 60
+
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "System check identified no issues" in output, output
+
+
+def test_settings_refuse_to_load_without_secret_key_when_debug_is_off(tmp_path):
+    env = base_env(tmp_path)
+    env["DEBUG"] = "false"
+
+    result = manage("check", env=env)
+
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "SECRET_KEY" in output, output
