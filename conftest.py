@@ -24,6 +24,8 @@ def _settings_for_tests(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.SECURE_SSL_REDIRECT = False  # tests run with DEBUG off; requests are plain http
     settings.AXES_ENABLED = False
+    # Hashing cost is not under test here; PBKDF2's 1M rounds would dominate the suite's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

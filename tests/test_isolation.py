@@ -1,0 +1,257 @@
+"""The tenant isolation sweep: every URL of the project, called as someone who must not see or
+change the victim tenant's data.
+
+The victim is `tenant` (Acme) with members, invitations, keys and activity. The attacker is
+`outsider`, admin of `other_tenant` (Globex) and of nothing else, with a Globex API key.
+For every URL pattern:
+- tenant pages (`/t/<slug>/…`): every id is filled with a victim object, the slug with the victim's
+  slug AND with the attacker's own slug; GET and POST, plain and htmx: the answer is 404 or 403,
+  shows none of the victim's data, and the victim's rows are unchanged;
+- API endpoints: called with the attacker's key, ids filled with victim objects: 404/403 and none
+  of the victim's data; without a key: 401;
+- anonymous: tenant pages redirect to the login page, API endpoints answer 401.
+A URL whose parameters the sweep cannot fill and that is not on the commented allow-list below
+fails the test, so every URL added later is covered or consciously exempted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from tenants import services
+from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
+from tenants.factories import MembershipFactory, UserFactory
+
+# URLs that hold no tenant's data, by name, with why they are not swept as tenant URLs. They are
+# still called as the outsider and anonymously, and must never show the victim's data.
+NOT_TENANT_SCOPED = {
+    "home": "redirects to the signed-in user's own tenant",
+    "healthz": "load-balancer health check, no data",
+    "signup": "public sign-up form",
+    "login": "public login form",
+    "logout": "ends the caller's own session",
+    "password_reset": "public form; the email goes to the address's owner only",
+    "password_reset_done": "static confirmation page",
+    "password_reset_confirm": "bearer link: the signed token is the authorization; a forged one is refused",
+    "password_reset_complete": "static confirmation page",
+    "password_change": "the caller's own password",
+    "password_change_done": "static confirmation page",
+    "tenant_new": "creates a new tenant owned by the caller",
+    "invitation_accept": "bearer link: the emailed token is the authorization (tested in test_team)",
+    "api:openapi-json": "the API's schema, no data",
+    "api:openapi-view": "the API's documentation page, no data",
+    "api:api-root": "the API root, no data",
+}
+# Route prefixes exempt from the sweep, with why.
+EXEMPT_PREFIXES = {
+    "admin/": "Django admin: platform staff only; a non-staff user is sent to the admin login "
+    "(asserted in test_admin_is_closed_to_tenant_users below).",
+}
+# Values for non-object parameters of the not-tenant-scoped URLs.
+PUBLIC_FILLERS = {"uidb64": "MQ", "token": "not-a-real-token"}
+
+
+@dataclass(frozen=True)
+class Route:
+    route: str
+    name: str
+    params: tuple[str, ...]
+
+    @property
+    def is_api(self) -> bool:
+        return self.route.startswith("api/")
+
+    @property
+    def is_tenant(self) -> bool:
+        return "<slug:slug>" in self.route
+
+
+def _walk(patterns: list, prefix: str = "", namespace: str = "") -> Iterator[Route]:
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            ns = f"{namespace}{p.namespace}:" if p.namespace else namespace
+            yield from _walk(p.url_patterns, prefix + str(p.pattern), ns)
+        elif isinstance(p, URLPattern):
+            route = prefix + str(p.pattern)
+            params = tuple(re.findall(r"<(?:\w+:)?(\w+)>", route))
+            yield Route(route, f"{namespace}{p.name}" if p.name else route, params)
+
+
+def all_routes() -> list[Route]:
+    return [r for r in _walk(get_resolver().url_patterns) if not r.route.startswith(tuple(EXEMPT_PREFIXES))]
+
+
+def _fill(route: str, values: dict[str, Any]) -> str:
+    return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), route)
+
+
+@pytest.fixture
+def victim(tenant, admin, member, finance) -> dict[str, Any]:
+    """The victim tenant's objects, one per kind of id a URL can take, and the strings that must
+    never appear in an answer to the attacker."""
+    extra = MembershipFactory(tenant=tenant, role=Role.MEMBER, user=UserFactory(email="victim-member@acme.test"))
+    invitation = services.invitation_create(
+        tenant=tenant, email="victim-invitee@acme.test", role=Role.FINANCE, actor=admin
+    ).invitation
+    key = services.api_key_create(tenant=tenant, name="Acme production key", actor=admin).api_key
+    return {
+        "ids": {
+            "slug": tenant.slug,
+            "membership_id": extra.pk,
+            "invitation_id": invitation.pk,
+            "key_id": key.pk,
+        },
+        "markers": [
+            tenant.name,
+            "admin@acme.test",
+            "member@acme.test",
+            "finance@acme.test",
+            "victim-member@acme.test",
+            "victim-invitee@acme.test",
+            "Acme production key",
+            key.prefix,
+        ],
+    }
+
+
+def _snapshot(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "memberships": sorted(Membership.objects.filter(tenant=tenant).values_list("user_id", "role")),
+        "invitations": sorted(Invitation.objects.filter(tenant=tenant).values_list("pk", "status")),
+        "keys": sorted(ApiKey.objects.filter(tenant=tenant).values_list("pk", "revoked_at")),
+        "audit": AuditEvent.objects.filter(tenant=tenant).count(),
+        "tenant": Tenant.objects.filter(pk=tenant.pk).values("name", "slug").get(),
+    }
+
+
+def _calls(client: Client, url: str, **headers: str) -> Iterator[tuple[str, Any]]:
+    for method in ("get", "post"):
+        for htmx in (False, True):
+            extra = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+            extra.update(headers)
+            label = f"{method.upper()}{' (htmx)' if htmx else ''} {url}"
+            yield label, getattr(client, method)(url, **extra)
+
+
+def _assert_no_markers(label: str, response, markers: list[str]) -> None:
+    body = response.content.decode(errors="replace")
+    leaked = [m for m in markers if m in body]
+    assert not leaked, f"{label} shows the victim's data: {leaked}"
+
+
+def _unfillable(routes: list[Route], fillers: dict[str, Any]) -> list[str]:
+    problems = []
+    for r in routes:
+        if r.name in NOT_TENANT_SCOPED:
+            missing = [p for p in r.params if p not in PUBLIC_FILLERS]
+        elif r.is_tenant or r.is_api:
+            missing = [p for p in r.params if p not in fillers]
+        else:
+            missing = ["(neither a tenant page, an API endpoint, nor on the allow-list)"]
+        if missing:
+            problems.append(f"{r.route} [{r.name}]: cannot fill {missing}")
+    return problems
+
+
+@pytest.mark.django_db
+def test_every_url_is_covered_by_the_sweep_or_allow_listed(victim):
+    problems = _unfillable(all_routes(), victim["ids"])
+    assert not problems, "Add a filler in `victim` or a commented allow-list entry:\n" + "\n".join(problems)
+
+
+@pytest.mark.django_db
+def test_allow_list_names_only_urls_that_exist():
+    names = {r.name for r in all_routes()}
+    stale = set(NOT_TENANT_SCOPED) - names
+    assert not stale, f"allow-list entries for URLs that no longer exist: {stale}"
+
+
+@pytest.mark.django_db
+def test_outsider_cannot_see_or_change_another_tenants_data(victim, tenant, outsider, other_tenant, client_for):
+    client = client_for(outsider)
+    attacker_key = services.api_key_create(tenant=other_tenant, name="Globex key", actor=outsider).secret
+    before = _snapshot(tenant)
+    swept = 0
+    for r in all_routes():
+        if r.name in NOT_TENANT_SCOPED:
+            values = {p: PUBLIC_FILLERS[p] for p in r.params}
+            url = _fill(r.route, values)
+            if r.name == "logout":
+                continue  # would end the attacker's session for the rest of the sweep; holds no data
+            for label, response in _calls(client, url):
+                _assert_no_markers(label, response, victim["markers"])
+            continue
+        if r.is_tenant:
+            slugs = [tenant.slug]
+            if len(r.params) > 1:  # object ids in the URL: also try them under the attacker's own tenant
+                slugs.append(other_tenant.slug)
+            for slug in slugs:
+                url = _fill(r.route, {**victim["ids"], "slug": slug})
+                for label, response in _calls(client, url):
+                    # 405: the method does not exist on this URL, so no view code ran.
+                    assert response.status_code in (403, 404, 405), f"{label} answered {response.status_code}"
+                    if slug == tenant.slug:
+                        assert response.status_code == 404, f"{label}: a non-member must get 404"
+                    _assert_no_markers(label, response, victim["markers"])
+                    swept += 1
+        elif r.is_api:
+            url = _fill(r.route, victim["ids"])
+            for label, response in _calls(Client(), url, HTTP_AUTHORIZATION=f"Bearer {attacker_key}"):
+                if r.params:
+                    assert response.status_code in (403, 404, 405), f"{label} answered {response.status_code}"
+                _assert_no_markers(label, response, victim["markers"])
+                swept += 1
+    assert swept > 0
+    assert _snapshot(tenant) == before, "the outsider's requests changed the victim's data"
+
+
+@pytest.mark.django_db
+def test_anonymous_requests_are_sent_to_login_or_refused(victim, tenant):
+    client = Client()
+    before = _snapshot(tenant)
+    for r in all_routes():
+        if r.name in NOT_TENANT_SCOPED:
+            url = _fill(r.route, {p: PUBLIC_FILLERS[p] for p in r.params})
+            for label, response in _calls(client, url):
+                _assert_no_markers(label, response, victim["markers"])
+            continue
+        url = _fill(r.route, victim["ids"])
+        for label, response in _calls(client, url):
+            if r.is_api:
+                if response.status_code == 405:
+                    continue  # the method does not exist on this endpoint: nothing ran
+                assert response.status_code == 401, f"{label} answered {response.status_code}"
+                assert response.json()["error"]["code"] == "unauthorized"
+            else:
+                assert response.status_code == 302, f"{label} answered {response.status_code}"
+                assert response["Location"].startswith("/accounts/login/"), f"{label} → {response['Location']}"
+            _assert_no_markers(label, response, victim["markers"])
+    assert _snapshot(tenant) == before
+
+
+@pytest.mark.django_db
+def test_revoked_victim_key_cannot_reach_the_api(victim, tenant, admin):
+    """A key the victim revoked is refused everywhere, at once."""
+    issued = services.api_key_create(tenant=tenant, name="Soon revoked", actor=admin)
+    services.api_key_revoke(tenant=tenant, api_key=issued.api_key, actor=admin)
+    client = Client()
+    for r in all_routes():
+        if r.is_api and r.name not in NOT_TENANT_SCOPED:
+            response = client.get(_fill(r.route, victim["ids"]), HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+            assert response.status_code in (401, 405), f"{r.route} answered {response.status_code}"
+
+
+@pytest.mark.django_db
+def test_admin_is_closed_to_tenant_users(outsider, client_for):
+    response = client_for(outsider).get("/admin/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
