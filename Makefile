@@ -85,6 +85,8 @@ test: sync ## Run the test suite on PostgreSQL and Redis (PYTEST_ARGS=... passes
 	$(RUN) python scripts/check_services.py
 	$(RUN) pytest $(PYTEST_ARGS)
 
+# The mypy Django plugin imports the settings, which need a SECRET_KEY when DEBUG is off.
+lint: export SECRET_KEY ?= $(TEST_SECRET_KEY)
 lint: sync ## ruff check, ruff format --check, mypy (LINT_PATHS=... narrows them)
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)

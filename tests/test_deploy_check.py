@@ -29,6 +29,8 @@ APP_VARIABLES = {
     "CELERY_TASK_ALWAYS_EAGER",
     "VAR_DIR",
     "STATIC_ROOT",
+    # Set by the test harness (conftest.py, for Playwright); never in a deployment.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 }
 
 
