@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",
     "tenants",
+    "plans",
+    "billing_portal",
 ]
 
 MIDDLEWARE = [
@@ -181,6 +183,25 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 INVITATION_TTL = timedelta(days=env.int("INVITATION_TTL_DAYS", default=7))
 # How often an API key's last_used_at is written at most (seconds): one write a minute, not a request.
 API_KEY_LAST_USED_RESOLUTION = 60
+
+# --- Plans and billing ---------------------------------------------------------------------------
+# The free trial (AI Agents): its length and session allowance seed the trial plan in the catalog.
+TRIAL_DAYS = env.int("TRIAL_DAYS", default=14)
+TRIAL_SESSIONS = env.int("TRIAL_SESSIONS", default=50)
+# "Trial ending soon" from this many days before the end.
+TRIAL_ENDING_SOON_DAYS = env.int("TRIAL_ENDING_SOON_DAYS", default=3)
+# After a failed payment, access continues this long before the subscription is suspended.
+GRACE_PERIOD_DAYS = env.int("GRACE_PERIOD_DAYS", default=7)
+# Plan codes a new tenant starts on.
+NEW_TENANT_PLANS = env.list("NEW_TENANT_PLANS", default=["agents-trial", "credits-free"])
+# Hide the Billing tab for a deployment whose billing happens elsewhere (S03).
+BILLING_TAB_ENABLED = env.bool("BILLING_TAB_ENABLED", default=True)
+
+# The payment gateway: "local" (in-process stand-in, DEBUG only) or "stripe".
+PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="local" if DEBUG else "stripe")
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_local_development_only")
+STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)  # seconds
 
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 

@@ -1,0 +1,183 @@
+"""The payment gateway boundary: one interface, two implementations (Stripe, and a local stand-in
+for development, the demo and tests).
+
+This package is a leaf: it imports nothing of ours, so any page that takes money may call it.
+Everything crossing the boundary is a plain dataclass of primitives; amounts are integer minor
+units, times are aware UTC datetimes. Every create carries an idempotency key derived from one of
+our row ids, so a retried call creates nothing twice."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class GatewayError(Exception):
+    """The gateway refused or failed; `message` is safe to show to the user."""
+
+    def __init__(self, message: str, *, code: str = "gateway_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class GatewaySubscription:
+    id: str
+    customer_id: str
+    # Stripe's statuses: incomplete, incomplete_expired, trialing, active, past_due, canceled, unpaid, paused
+    status: str
+    price_id: str
+    current_period_start: datetime
+    current_period_end: datetime
+    cancel_at_period_end: bool = False
+    cancel_at: datetime | None = None
+    canceled_at: datetime | None = None
+    ended_at: datetime | None = None
+    schedule_id: str = ""
+    latest_invoice_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayInvoiceLine:
+    description: str
+    amount: int  # minor units
+    quantity: int = 1
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class GatewayInvoice:
+    id: str
+    customer_id: str
+    subscription_id: str
+    number: str
+    # draft, open, paid, uncollectible, void
+    status: str
+    currency: str
+    subtotal: int  # minor units
+    tax: int
+    total: int
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    created: datetime
+    period_start: datetime | None
+    period_end: datetime | None
+    paid_at: datetime | None
+    hosted_invoice_url: str
+    invoice_pdf: str
+    billing_reason: str = ""
+    attempt_count: int = 0
+    lines: tuple[GatewayInvoiceLine, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayCheckoutSession:
+    id: str
+    url: str
+    status: str  # open, complete, expired
+    customer_id: str = ""
+    subscription_id: str = ""
+    client_reference_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewaySchedule:
+    id: str
+    subscription_id: str
+    status: str  # not_started, active, completed, released, canceled
+
+
+@dataclass(frozen=True)
+class GatewayEvent:
+    """A verified webhook event: only what the handlers need; the object is re-read from the source."""
+
+    id: str
+    type: str
+    created: datetime
+    object_type: str
+    object_id: str
+    data: dict[str, Any]
+
+
+class PaymentGateway(abc.ABC):
+    """What Allowance asks of a payment rail."""
+
+    name: str
+
+    @abc.abstractmethod
+    def create_customer(self, *, email: str, name: str, metadata: dict[str, str], idempotency_key: str) -> str:
+        """A customer for a tenant; returns its id."""
+
+    @abc.abstractmethod
+    def create_checkout_session(
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        success_url: str,
+        cancel_url: str,
+        client_reference_id: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> GatewayCheckoutSession:
+        """A hosted checkout page for a new subscription to `price_id`."""
+
+    @abc.abstractmethod
+    def retrieve_checkout_session(self, session_id: str) -> GatewayCheckoutSession: ...
+
+    @abc.abstractmethod
+    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
+        """The hosted customer portal (payment methods, invoices, cancel); returns its URL."""
+
+    @abc.abstractmethod
+    def retrieve_subscription(self, subscription_id: str) -> GatewaySubscription: ...
+
+    @abc.abstractmethod
+    def list_subscriptions(self, *, customer_id: str) -> list[GatewaySubscription]: ...
+
+    @abc.abstractmethod
+    def change_subscription_price(
+        self, *, subscription_id: str, price_id: str, idempotency_key: str
+    ) -> GatewaySubscription:
+        """Switch the subscription to `price_id` now, prorating."""
+
+    @abc.abstractmethod
+    def schedule_subscription_change(
+        self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
+    ) -> GatewaySchedule:
+        """Keep the current price until `at`, then switch to `price_id` (a subscription schedule)."""
+
+    @abc.abstractmethod
+    def release_schedule(self, schedule_id: str, *, idempotency_key: str) -> None:
+        """Undo a scheduled change: the subscription stays on its current price."""
+
+    @abc.abstractmethod
+    def cancel_subscription(self, *, subscription_id: str, at_period_end: bool, idempotency_key: str) -> GatewaySubscription: ...
+
+    @abc.abstractmethod
+    def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice: ...
+
+    @abc.abstractmethod
+    def list_invoices(self, *, customer_id: str, created_since: datetime | None = None) -> list[GatewayInvoice]: ...
+
+    @abc.abstractmethod
+    def charge_one_off(
+        self, *, customer_id: str, amount: int, currency: str, description: str, metadata: dict[str, str], idempotency_key: str
+    ) -> GatewayInvoice:
+        """Invoice and collect a one-off amount now (extra credit packs)."""
+
+    @abc.abstractmethod
+    def verify_webhook(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
+        """Check the signature and timestamp tolerance; raise WebhookSignatureError otherwise."""
+
+
+class WebhookSignatureError(Exception):
+    pass

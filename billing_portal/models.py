@@ -1,0 +1,133 @@
+"""Billing portal tables: the tenant's customer at the gateway, checkout sessions we opened, the
+webhook event log, and the invoice mirror finance reads. Money in integer minor units."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from billing_portal.gateway.store import LocalGatewayObject
+from plans.models import Plan
+from tenants.models import Tenant
+
+__all__ = ["BillingCustomer", "CheckoutSession", "Invoice", "InvoiceLine", "LocalGatewayObject", "WebhookEvent"]
+
+
+class BillingCustomer(models.Model):
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="billing_customer")
+    gateway = models.CharField(max_length=16)
+    customer_id = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.tenant} @ {self.gateway}: {self.customer_id}"
+
+
+class CheckoutSession(models.Model):
+    """A hosted checkout we opened for a tenant; its id is the idempotency key of the gateway call."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        COMPLETE = "complete", "Complete"
+        EXPIRED = "expired", "Expired"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    gateway_session_id = models.CharField(max_length=200, blank=True)
+    url = models.URLField(max_length=1000, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway_session_id"], condition=~models.Q(gateway_session_id=""), name="checkout_gateway_id_unique"
+            )
+        ]
+
+
+class WebhookEvent(models.Model):
+    """Every verified gateway event, stored by its id before it is applied."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSING = "processing", "Processing"
+        PROCESSED = "processed", "Processed"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed"
+
+    event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=80, db_index=True)
+    object_type = models.CharField(max_length=60, blank=True)
+    object_id = models.CharField(max_length=100, blank=True)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    event_created = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["status", "received_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id} ({self.status})"
+
+
+class Invoice(models.Model):
+    """Mirror of a gateway invoice, kept from webhooks and reconciliation."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        OPEN = "open", "Open"
+        PAID = "paid", "Paid"
+        UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+        VOID = "void", "Void"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invoices")
+    gateway_invoice_id = models.CharField(max_length=100, unique=True)
+    gateway_subscription_id = models.CharField(max_length=100, blank=True)
+    number = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    currency = models.CharField(max_length=3)
+    subtotal = models.BigIntegerField()  # minor units
+    tax = models.BigIntegerField(default=0)  # minor units
+    total = models.BigIntegerField()  # minor units
+    amount_due = models.BigIntegerField()  # minor units
+    amount_paid = models.BigIntegerField()  # minor units
+    amount_remaining = models.BigIntegerField()  # minor units
+    billing_reason = models.CharField(max_length=40, blank=True)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    issued_at = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+    hosted_invoice_url = models.URLField(max_length=1000, blank=True)
+    pdf_url = models.URLField(max_length=1000, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-pk"]
+        indexes = [models.Index(fields=["tenant", "-issued_at"]), models.Index(fields=["tenant", "status"])]
+
+    def __str__(self) -> str:
+        return self.number or self.gateway_invoice_id
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    description = models.CharField(max_length=500)
+    quantity = models.IntegerField(default=1)
+    amount = models.BigIntegerField()  # minor units
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position_unique")]

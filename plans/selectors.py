@@ -1,0 +1,282 @@
+"""Reads of the plans app. `entitlements(tenant=...)` is the single answer to "what may this tenant
+do, per product": every page, the API and every job ask it; none re-derives a plan rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from plans.models import Lead, Plan, Product, ScheduledChange, Subscription
+from tenants.models import Tenant
+
+State = Subscription.State
+
+MSG_ENDED = "Your subscription has ended. Please upgrade your plan to continue."
+MSG_OVERDUE = "Your payment is overdue and the grace period has expired."
+
+BADGES = {
+    "trial": "Trial subscription",
+    "trial_ending": "Trial ending soon",
+    "active": "Active subscription",
+    "upcoming": "Upcoming subscription",
+    "payment_issue": "Payment issue",
+    "canceled": "Canceled subscription",
+    "expired": "Expired subscription",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    session_limit: int | None  # billable sessions a period (the plan's base limit)
+    answered_only: bool
+    included_credits: int  # thousandths of a credit
+    credit_renewal: str
+    extra_packs_allowed: bool
+    ai_licenses: int
+    chat_licenses: int
+    ticket_credits_per_license: int
+    ticket_credits: int  # ai_licenses × ticket_credits_per_license, refreshed each cycle
+    unlimited_ai: bool
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    change_id: int
+    plan_code: str
+    plan_name: str
+    starts_on: datetime
+    price_amount: int
+    currency: str
+    interval: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ProductEntitlement:
+    product: str
+    product_name: str
+    subscription_id: int | None
+    plan_code: str | None
+    plan_name: str | None
+    plan_kind: str | None
+    price_amount: int
+    currency: str
+    interval: str
+    state: str  # trialing, active, past_due, suspended, canceled, expired, none
+    badge: str
+    badge_tone: str  # success, warning, danger, info, neutral
+    period_start: datetime | None
+    period_end: datetime | None
+    next_billing_date: datetime | None
+    trial_ends_at: datetime | None
+    trial_days_left: int | None
+    grace_until: datetime | None
+    ends_at: datetime | None  # when a canceled or free plan stops
+    limits: Limits
+    upcoming: Upcoming | None
+    refusal: Refusal | None  # why new work is refused, or None
+
+    @property
+    def active(self) -> bool:
+        """May the product accept new work (sessions, credits, tickets)?"""
+        return self.refusal is None
+
+    @property
+    def is_trial(self) -> bool:
+        return self.state == State.TRIALING
+
+    @property
+    def is_paid(self) -> bool:
+        return self.plan_kind == Plan.Kind.SELF_SERVE and self.state != State.EXPIRED
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self) | {"active": self.active}
+
+
+@dataclass(frozen=True)
+class Entitlements:
+    tenant_slug: str
+    products: dict[str, ProductEntitlement]
+
+    def __getitem__(self, code: str) -> ProductEntitlement:
+        return self.products[code]
+
+    def get(self, code: str) -> ProductEntitlement | None:
+        return self.products.get(code)
+
+
+NO_LIMITS = Limits(None, False, 0, Plan.CreditRenewal.NONE, False, 0, 0, 0, 0, False)
+
+
+def _limits(plan: Plan) -> Limits:
+    return Limits(
+        session_limit=plan.session_limit,
+        answered_only=plan.answered_only,
+        included_credits=plan.included_credits,
+        credit_renewal=plan.credit_renewal,
+        extra_packs_allowed=plan.extra_packs_allowed,
+        ai_licenses=plan.ai_licenses,
+        chat_licenses=plan.chat_licenses,
+        ticket_credits_per_license=plan.ticket_credits_per_license,
+        ticket_credits=plan.ai_licenses * plan.ticket_credits_per_license,
+        unlimited_ai=plan.unlimited_ai,
+    )
+
+
+def _badge(sub: Subscription, now: datetime) -> tuple[str, str]:
+    if sub.state == State.TRIALING:
+        assert sub.trial_ends_at is not None
+        if sub.trial_ends_at - now <= timedelta(days=settings.TRIAL_ENDING_SOON_DAYS):
+            return BADGES["trial_ending"], "warning"
+        return BADGES["trial"], "info"
+    return {
+        State.ACTIVE: (BADGES["active"], "success"),
+        State.PAST_DUE: (BADGES["payment_issue"], "danger"),
+        State.SUSPENDED: (BADGES["payment_issue"], "danger"),
+        State.CANCELED: (BADGES["canceled"], "warning"),
+        State.EXPIRED: (BADGES["expired"], "neutral"),
+    }[State(sub.state)]
+
+
+def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
+    if sub is None or sub.state == State.EXPIRED:
+        return Refusal("subscription_ended", MSG_ENDED)
+    if sub.state == State.SUSPENDED:
+        return Refusal("payment_overdue", MSG_OVERDUE)
+    # The database decides even before a sweeper runs: past the end is ended, past grace is overdue.
+    if sub.state == State.TRIALING and sub.trial_ends_at and sub.trial_ends_at <= now:
+        return Refusal("subscription_ended", MSG_ENDED)
+    if sub.state == State.CANCELED and sub.ends_at and sub.ends_at <= now:
+        return Refusal("subscription_ended", MSG_ENDED)
+    if sub.state == State.ACTIVE and sub.plan.kind == Plan.Kind.FREE and sub.ends_at and sub.ends_at <= now:
+        return Refusal("subscription_ended", MSG_ENDED)
+    if sub.state == State.PAST_DUE and sub.grace_until and sub.grace_until <= now:
+        return Refusal("payment_overdue", MSG_OVERDUE)
+    return None
+
+
+def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> ProductEntitlement:
+    if sub is None:
+        return ProductEntitlement(
+            product=product.code, product_name=product.name, subscription_id=None, plan_code=None, plan_name=None,
+            plan_kind=None, price_amount=0, currency="usd", interval="", state="none",
+            badge=BADGES["expired"], badge_tone="neutral", period_start=None, period_end=None,
+            next_billing_date=None, trial_ends_at=None, trial_days_left=None, grace_until=None, ends_at=None,
+            limits=NO_LIMITS, upcoming=None, refusal=_refusal(None, now),
+        )
+    plan = sub.plan
+    badge, tone = _badge(sub, now)
+    change = next(iter(getattr(sub, "upcoming_changes", [])), None)
+    upcoming = (
+        Upcoming(change.pk, change.to_plan.code, change.to_plan.name, change.effective_at,
+                 change.to_plan.price_amount, change.to_plan.currency, change.to_plan.interval)
+        if change else None
+    )
+    days_left = None
+    if sub.state == State.TRIALING and sub.trial_ends_at:
+        days_left = max(0, -(-int((sub.trial_ends_at - now).total_seconds()) // 86400))  # whole days, rounded up
+    renews = sub.state == State.ACTIVE and plan.is_paid
+    return ProductEntitlement(
+        product=product.code,
+        product_name=product.name,
+        subscription_id=sub.pk,
+        plan_code=plan.code,
+        plan_name=plan.name,
+        plan_kind=plan.kind,
+        price_amount=plan.price_amount,
+        currency=plan.currency,
+        interval=plan.interval,
+        state=sub.state,
+        badge=badge,
+        badge_tone=tone,
+        period_start=sub.current_period_start,
+        period_end=sub.current_period_end,
+        next_billing_date=sub.current_period_end if renews else None,
+        trial_ends_at=sub.trial_ends_at,
+        trial_days_left=days_left,
+        grace_until=sub.grace_until,
+        ends_at=sub.ends_at,
+        limits=_limits(plan) if sub.state != State.EXPIRED else NO_LIMITS,
+        upcoming=upcoming,
+        refusal=_refusal(sub, now),
+    )
+
+
+def entitlements(*, tenant: Tenant, now: datetime | None = None) -> Entitlements:
+    """Per product: the live subscription (or the latest ended one), its plan, state, badge, period,
+    limits, flags and any upcoming change. Three queries whatever the catalog's size."""
+    now = now or timezone.now()
+    products = list(Product.objects.order_by("sort_order", "name"))
+    subs = (
+        Subscription.objects.filter(tenant=tenant)
+        .select_related("plan")
+        .prefetch_related(
+            Prefetch(
+                "scheduled_changes",
+                queryset=ScheduledChange.objects.filter(status=ScheduledChange.Status.SCHEDULED)
+                .select_related("to_plan")
+                .order_by("effective_at"),
+                to_attr="upcoming_changes",
+            )
+        )
+        .order_by("product_id", "-started_at", "-pk")
+    )
+    chosen: dict[int, Subscription] = {}
+    for sub in subs:
+        current = chosen.get(sub.product_id)
+        # The live row wins; otherwise the most recent ended one (for "Expired subscription").
+        if current is None or (current.state == State.EXPIRED and sub.state != State.EXPIRED):
+            chosen[sub.product_id] = sub
+    return Entitlements(
+        tenant_slug=tenant.slug,
+        products={p.code: _entitlement(p, chosen.get(p.pk), now) for p in products},
+    )
+
+
+def catalog(*, product: Product | None = None) -> QuerySet[Plan]:
+    plans = Plan.objects.select_related("product").filter(is_public=True)
+    if product is not None:
+        plans = plans.filter(product=product)
+    return plans.order_by("product__sort_order", "rank", "price_amount")
+
+
+def live_subscription(*, tenant: Tenant, product_code: str) -> Subscription | None:
+    return (
+        Subscription.objects.select_related("plan", "product")
+        .filter(tenant=tenant, product__code=product_code)
+        .exclude(state=State.EXPIRED)
+        .first()
+    )
+
+
+def trial_used(*, tenant: Tenant, product: Product) -> bool:
+    from plans.models import TrialGrant
+
+    return TrialGrant.objects.filter(tenant=tenant, product=product).exists()
+
+
+def open_leads(*, tenant: Tenant) -> set[int]:
+    """Plan ids the tenant has an open sales request for ("Request received")."""
+    return set(Lead.objects.filter(tenant=tenant, status=Lead.Status.NEW).values_list("plan_id", flat=True))
+
+
+def days_until(moment: datetime | None, now: datetime | None = None) -> int | None:
+    if moment is None:
+        return None
+    return (moment.date() - (now or timezone.now()).date()).days
+
+
+def as_date(moment: datetime | None) -> date | None:
+    return moment.date() if moment else None

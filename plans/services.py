@@ -1,0 +1,462 @@
+"""Every write of the plans app: the subscription state machine, trials, scheduled changes, leads.
+
+Each transition locks the subscription row, returns early if the target state is already reached,
+writes an audit event and queues its email once (the notification log's unique key). Gateway
+facts arrive as a `GatewaySubscription` (billing_portal hands it down) and are applied from the
+object's current state, never from an event's position, so replays and reordering converge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from billing_portal.gateway.base import GatewaySubscription
+from plans.models import Lead, Plan, Product, ScheduledChange, Subscription, TrialGrant
+from tenants.audit import SYSTEM, Actor, audit
+from tenants.errors import BusinessError
+from tenants.models import Membership, Role, Tenant, User
+from tenants.notifications import notify
+
+State = Subscription.State
+
+from plans.selectors import MSG_ENDED, MSG_OVERDUE  # noqa: E402
+
+
+def _admins_emails(tenant: Tenant) -> list[str]:
+    return list(
+        Membership.objects.filter(tenant=tenant, role=Role.ADMIN).values_list("user__email", flat=True).order_by("pk")
+    )
+
+
+def _notify_admins(*, tenant: Tenant, key: str, template: str, context: dict) -> None:
+    """One email per admin under `key:<email>`: a job that runs twice sends each once."""
+    for email in _admins_emails(tenant):
+        notify(key=f"{key}:{email}", tenant=tenant, to=email, template=template, context={"tenant": tenant, **context})
+
+
+def _lock_live(tenant: Tenant, product: Product) -> Subscription | None:
+    return (
+        Subscription.objects.select_for_update()
+        .select_related("plan", "product")
+        .filter(tenant=tenant, product=product)
+        .exclude(state=State.EXPIRED)
+        .first()
+    )
+
+
+def _transition(sub: Subscription, state: str, *, actor: User | Actor | None, action: str, **data: object) -> None:
+    old = sub.state
+    sub.state = state
+    sub.save()
+    audit(
+        tenant=sub.tenant,
+        actor=actor or SYSTEM,
+        action=action,
+        target=sub,
+        target_label=f"{sub.plan.name}",
+        data={"from": old, "to": state, **{k: str(v) for k, v in data.items()}},
+    )
+
+
+# --- trials and free plans ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def trial_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None) -> Subscription:
+    """Start `plan` (a trial) for the tenant: once per tenant and product, ever."""
+    now = now or timezone.now()
+    if plan.kind != Plan.Kind.TRIAL:
+        raise BusinessError("not_a_trial", f"{plan.name} is not a trial.")
+    try:
+        with transaction.atomic():
+            TrialGrant.objects.create(tenant=tenant, product=plan.product, granted_at=now)
+    except IntegrityError as exc:
+        raise BusinessError(
+            "trial_used", "The free trial is available once per tenant. Subscribe to a plan to continue.", status=409
+        ) from exc
+    if _lock_live(tenant, plan.product) is not None:
+        raise BusinessError("already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409)
+    ends = now + timedelta(days=plan.validity_days or settings.TRIAL_DAYS)
+    sub = Subscription.objects.create(
+        tenant=tenant,
+        product=plan.product,
+        plan=plan,
+        state=State.TRIALING,
+        started_at=now,
+        current_period_start=now,
+        current_period_end=ends,
+        trial_ends_at=ends,
+    )
+    audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.trial_started", target=sub, target_label=plan.name,
+          data={"ends": ends.isoformat()})
+    return sub
+
+
+@transaction.atomic
+def free_plan_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None) -> Subscription:
+    """Start a free plan (no payment) valid for its validity period; once per tenant and product."""
+    now = now or timezone.now()
+    if plan.kind != Plan.Kind.FREE:
+        raise BusinessError("not_free", f"{plan.name} is not a free plan.")
+    if Subscription.objects.filter(tenant=tenant, plan=plan).exists():
+        raise BusinessError("free_plan_used", f"{plan.name} was already used by {tenant.name}.", status=409)
+    if _lock_live(tenant, plan.product) is not None:
+        raise BusinessError("already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409)
+    ends = now + timedelta(days=plan.validity_days or 0)
+    sub = Subscription.objects.create(
+        tenant=tenant, product=plan.product, plan=plan, state=State.ACTIVE, started_at=now,
+        current_period_start=now, current_period_end=ends, ends_at=ends,
+    )
+    audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.started", target=sub, target_label=plan.name)
+    return sub
+
+
+def tenant_provision(*, tenant: Tenant, now: datetime | None = None, actor: User | Actor | None = None) -> list[Subscription]:
+    """What a new tenant starts on: every plan code in settings.NEW_TENANT_PLANS (the AI Agents trial,
+    AI Free)."""
+    started = []
+    for code in settings.NEW_TENANT_PLANS:
+        plan = Plan.objects.select_related("product").filter(code=code).first()
+        if plan is None:
+            continue
+        try:
+            if plan.kind == Plan.Kind.TRIAL:
+                started.append(trial_start(tenant=tenant, plan=plan, now=now, actor=actor))
+            elif plan.kind == Plan.Kind.FREE:
+                started.append(free_plan_start(tenant=tenant, plan=plan, now=now, actor=actor))
+        except BusinessError:
+            continue  # already has it (a re-run): nothing to do
+    return started
+
+
+@transaction.atomic
+def trial_end(*, subscription: Subscription, reason: str, now: datetime | None = None) -> Subscription:
+    """End a trial now (days or sessions ran out). Idempotent."""
+    now = now or timezone.now()
+    sub = Subscription.objects.select_for_update().select_related("plan", "tenant").get(pk=subscription.pk)
+    if sub.state != State.TRIALING:
+        return sub  # already ended, or converted to a paid plan
+    sub.ended_at = now
+    _transition(sub, State.EXPIRED, actor=SYSTEM, action="subscription.trial_ended", reason=reason)
+    _notify_admins(tenant=sub.tenant, key=f"trial-ended:{sub.pk}", template="trial_ended",
+                   context={"subscription": sub, "reason": reason})
+    return sub
+
+
+def trials_expire_due(*, now: datetime) -> int:
+    """Sweeper: trials whose days have run out expire."""
+    done = 0
+    ids = list(
+        Subscription.objects.filter(state=State.TRIALING, trial_ends_at__lte=now).values_list("pk", flat=True)[:1000]
+    )
+    for pk in ids:
+        with transaction.atomic():
+            sub = Subscription.objects.select_for_update(skip_locked=True).filter(pk=pk, state=State.TRIALING).first()
+            if sub is not None:
+                trial_end(subscription=sub, reason="days", now=now)
+                done += 1
+    return done
+
+
+TRIAL_DAY_REMINDERS = (7, 2)
+
+
+def trial_reminders_due(*, now: datetime) -> int:
+    """Sweeper: the 7-days and 2-days-left emails, each once per trial."""
+    sent = 0
+    horizon = now + timedelta(days=max(TRIAL_DAY_REMINDERS))
+    for sub in Subscription.objects.select_related("tenant", "plan").filter(
+        state=State.TRIALING, trial_ends_at__gt=now, trial_ends_at__lte=horizon
+    ):
+        assert sub.trial_ends_at is not None
+        left = sub.trial_ends_at - now
+        # The smallest threshold reached is the one owed; a missed earlier one is not sent late.
+        owed = min((d for d in TRIAL_DAY_REMINDERS if left <= timedelta(days=d)), default=None)
+        if owed is None:
+            continue
+        with transaction.atomic():
+            _notify_admins(tenant=sub.tenant, key=f"trial-days-left:{sub.pk}:{owed}", template="trial_days_left",
+                           context={"subscription": sub, "days": owed})
+        sent += 1
+    return sent
+
+
+# --- paid subscriptions: applying the gateway's facts ------------------------------------------
+
+
+def plan_for_price(price_id: str) -> Plan:
+    plan = Plan.objects.select_related("product").filter(stripe_price_id=price_id).first()
+    if plan is None:
+        raise BusinessError("unknown_price", f"No plan in the catalog has the price {price_id!r}.", status=422)
+    return plan
+
+
+GATEWAY_LIVE = {"active", "trialing", "past_due", "unpaid", "paused"}
+
+
+@transaction.atomic
+def subscription_apply_gateway(
+    *, tenant: Tenant, gw: GatewaySubscription, now: datetime | None = None, actor: User | Actor | None = None
+) -> Subscription | None:
+    """Bring our subscription in line with the gateway's current object. Idempotent: applying the
+    same object twice, or an older event's trigger after a newer one, ends in the same state because
+    `gw` is always the object as it is now."""
+    now = now or timezone.now()
+    if gw.status in {"incomplete"}:
+        return None  # checkout not finished: nothing is owed or granted yet
+    plan = plan_for_price(gw.price_id)
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # serialize per tenant
+    sub = (
+        Subscription.objects.select_for_update()
+        .select_related("plan", "product")
+        .filter(tenant=tenant, gateway_subscription_id=gw.id)
+        .first()
+    )
+    if sub is None:
+        if gw.status not in GATEWAY_LIVE:
+            return None  # an ended subscription we never knew: nothing to grant
+        sub = _lock_live(tenant, plan.product)
+        if sub is not None and sub.gateway_subscription_id:
+            # Another paid subscription is live: the newer one replaces it.
+            sub.ended_at = now
+            _transition(sub, State.EXPIRED, actor=SYSTEM, action="subscription.replaced")
+            sub = None
+        if sub is not None:
+            # A trial or free plan becomes the paid subscription (same row: one live per product).
+            audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.converted", target=sub,
+                  target_label=plan.name, data={"from_plan": sub.plan.code, "to_plan": plan.code})
+            sub.trial_ends_at = None
+            sub.ends_at = None
+        else:
+            sub = Subscription(tenant=tenant, product=plan.product, plan=plan, started_at=now, state="")
+        sub.gateway_subscription_id = gw.id
+
+    old_plan_id, old_state = sub.plan_id, sub.state
+    sub.plan = plan
+    sub.current_period_start = gw.current_period_start
+    sub.current_period_end = gw.current_period_end
+    target = _target_state(sub, gw, now=now)
+
+    if not old_state:
+        sub.state = target
+        sub.save()
+        audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.started", target=sub,
+              target_label=plan.name, data={"state": target})
+        _on_entered(sub, target, now=now)
+    elif target != old_state:
+        _transition(sub, target, actor=actor, action=f"subscription.{_verb(target)}")
+        _on_entered(sub, target, now=now)
+    else:
+        sub.save()
+    if old_plan_id and old_plan_id != plan.pk:
+        audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.plan_changed", target=sub,
+              target_label=plan.name, data={"to_plan": plan.code})
+    _settle_scheduled_changes(sub, now=now)
+    return sub
+
+
+def _target_state(sub: Subscription, gw: GatewaySubscription, *, now: datetime) -> str:
+    """The state the gateway's object implies, setting the dates that go with it on `sub`."""
+    if gw.status in {"canceled", "incomplete_expired"}:
+        sub.ended_at = sub.ended_at or gw.ended_at or now
+        return State.EXPIRED
+    if gw.status in {"past_due", "unpaid"}:
+        if sub.payment_failed_at is None:  # the grace period starts at the first failure seen
+            sub.payment_failed_at = now
+            sub.grace_until = now + timedelta(days=settings.GRACE_PERIOD_DAYS)
+        # Only the grace sweeper suspends; the gateway reporting past_due again does not undo it.
+        return State.SUSPENDED if sub.state == State.SUSPENDED else State.PAST_DUE
+    sub.payment_failed_at = sub.grace_until = None
+    if gw.cancel_at_period_end or gw.cancel_at:
+        sub.canceled_at = sub.canceled_at or gw.canceled_at or now
+        sub.ends_at = gw.cancel_at or gw.current_period_end
+        return State.CANCELED
+    sub.canceled_at = sub.ends_at = None
+    return State.ACTIVE
+
+
+def _verb(state: str) -> str:
+    return {
+        State.ACTIVE: "activated",
+        State.PAST_DUE: "payment_failed",
+        State.SUSPENDED: "suspended",
+        State.CANCELED: "canceled",
+        State.EXPIRED: "expired",
+        State.TRIALING: "trialing",
+    }[State(state)]
+
+
+def _on_entered(sub: Subscription, state: str, *, now: datetime) -> None:
+    if state == State.PAST_DUE and sub.payment_failed_at:
+        _notify_admins(
+            tenant=sub.tenant,
+            key=f"payment-failed:{sub.pk}:{sub.payment_failed_at:%Y%m%d%H%M%S}",
+            template="payment_failed",
+            context={"subscription": sub, "grace_until": sub.grace_until},
+        )
+    if state in (State.CANCELED, State.EXPIRED):
+        ScheduledChange.objects.filter(subscription=sub, status=ScheduledChange.Status.SCHEDULED).update(
+            status=ScheduledChange.Status.CANCELED, resolved_at=now
+        )
+
+
+def _settle_scheduled_changes(sub: Subscription, *, now: datetime) -> None:
+    """A scheduled change whose plan is now the subscription's plan has been applied."""
+    ScheduledChange.objects.filter(
+        subscription=sub, status=ScheduledChange.Status.SCHEDULED, to_plan=sub.plan
+    ).update(status=ScheduledChange.Status.APPLIED, resolved_at=now)
+
+
+def grace_periods_expire_due(*, now: datetime) -> int:
+    """Sweeper: a payment issue still unpaid when the grace period ends suspends the subscription."""
+    done = 0
+    for pk in list(Subscription.objects.filter(state=State.PAST_DUE, grace_until__lte=now).values_list("pk", flat=True)[:1000]):
+        with transaction.atomic():
+            sub = (
+                Subscription.objects.select_for_update(skip_locked=True).select_related("tenant", "plan")
+                .filter(pk=pk, state=State.PAST_DUE, grace_until__lte=now).first()
+            )
+            if sub is None:
+                continue  # paid meanwhile, or another worker has it
+            _transition(sub, State.SUSPENDED, actor=SYSTEM, action="subscription.suspended")
+            _notify_admins(tenant=sub.tenant, key=f"suspended:{sub.pk}:{sub.grace_until:%Y%m%d%H%M%S}",
+                           template="subscription_suspended", context={"subscription": sub})
+            done += 1
+    return done
+
+
+def subscriptions_end_due(*, now: datetime) -> int:
+    """Sweeper: canceled subscriptions past their end date, and free plans past their validity,
+    expire — our database decides, even if the gateway's final webhook is late or lost."""
+    done = 0
+    due = Subscription.objects.filter(
+        Q(state=State.CANCELED, ends_at__lte=now) | Q(state=State.ACTIVE, plan__kind=Plan.Kind.FREE, ends_at__lte=now)
+    ).values_list("pk", flat=True)[:1000]
+    for pk in list(due):
+        with transaction.atomic():
+            sub = (
+                Subscription.objects.select_for_update(skip_locked=True).select_related("tenant", "plan")
+                .filter(pk=pk, ends_at__lte=now).exclude(state=State.EXPIRED).first()
+            )
+            if sub is None:
+                continue
+            sub.ended_at = sub.ends_at
+            _transition(sub, State.EXPIRED, actor=SYSTEM, action="subscription.expired")
+            _on_entered(sub, State.EXPIRED, now=now)
+            done += 1
+    return done
+
+
+# --- scheduled changes -------------------------------------------------------------------------
+
+
+class When:
+    IMMEDIATELY = "immediately"
+    PERIOD_END = "period_end"
+    CUSTOM_DATE = "custom_date"
+    CHOICES = ((IMMEDIATELY, "Immediately"), (PERIOD_END, "End of the current period"), (CUSTOM_DATE, "On custom date"))
+
+
+@dataclass(frozen=True)
+class ChangeRequest:
+    subscription: Subscription
+    to_plan: Plan
+    when: str
+    effective_at: datetime | None  # None for immediately
+
+
+def plan_change_validate(
+    *, tenant: Tenant, to_plan: Plan, when: str, custom_date: datetime | None, now: datetime | None = None
+) -> ChangeRequest:
+    """Check a requested plan change; raise a BusinessError that says what is wrong. Changes nothing."""
+    now = now or timezone.now()
+    sub = (
+        Subscription.objects.select_related("plan", "product")
+        .filter(tenant=tenant, product=to_plan.product).exclude(state=State.EXPIRED).first()
+    )
+    if sub is None or not sub.gateway_subscription_id:
+        raise BusinessError("no_paid_subscription", "Subscribe to a paid plan first.", status=409)
+    if not to_plan.is_paid:
+        raise BusinessError("plan_not_self_serve", f"{to_plan.name} cannot be bought here.", status=422)
+    if sub.plan_id == to_plan.pk:
+        raise BusinessError("same_plan", f"You are already on {to_plan.name}.", status=409)
+    if sub.state in (State.SUSPENDED,):
+        raise BusinessError("payment_overdue", MSG_OVERDUE, status=402)
+    if sub.state == State.CANCELED:
+        raise BusinessError(
+            "subscription_canceled", "Your subscription is canceled. Resume it in the billing portal to change plans.",
+            status=409,
+        )
+    if ScheduledChange.objects.filter(subscription=sub, status=ScheduledChange.Status.SCHEDULED).exists() and when != When.IMMEDIATELY:
+        raise BusinessError(
+            "change_already_scheduled", "A plan change is already scheduled. Cancel it first.", status=409
+        )
+    if when == When.IMMEDIATELY:
+        return ChangeRequest(sub, to_plan, when, None)
+    if when == When.PERIOD_END:
+        return ChangeRequest(sub, to_plan, when, sub.current_period_end)
+    if when == When.CUSTOM_DATE:
+        if custom_date is None:
+            raise BusinessError("date_required", "Pick the date the change applies on.", status=422)
+        if custom_date <= now:
+            raise BusinessError("date_in_past", "Pick a date in the future.", status=422)
+        if custom_date > now + timedelta(days=366):
+            raise BusinessError("date_too_far", "Pick a date within the next year.", status=422)
+        return ChangeRequest(sub, to_plan, when, custom_date)
+    raise BusinessError("when_invalid", "Choose when the change applies.", status=422)
+
+
+@transaction.atomic
+def scheduled_change_record(
+    *, request: ChangeRequest, gateway_schedule_id: str, actor: User | Actor
+) -> ScheduledChange:
+    assert request.effective_at is not None
+    sub = Subscription.objects.select_for_update().get(pk=request.subscription.pk)
+    change = ScheduledChange.objects.create(
+        tenant=sub.tenant,
+        subscription=sub,
+        to_plan=request.to_plan,
+        effective_at=request.effective_at,
+        gateway_schedule_id=gateway_schedule_id,
+        created_by=actor if isinstance(actor, User) else None,
+    )
+    audit(tenant=sub.tenant, actor=actor, action="subscription.change_scheduled", target=sub,
+          target_label=request.to_plan.name, data={"starts_on": request.effective_at.date().isoformat()})
+    return change
+
+
+@transaction.atomic
+def scheduled_change_cancel(*, tenant: Tenant, change: ScheduledChange, actor: User | Actor) -> ScheduledChange:
+    change = ScheduledChange.objects.select_for_update().select_related("to_plan").get(pk=change.pk, tenant=tenant)
+    if change.status != ScheduledChange.Status.SCHEDULED:
+        return change
+    change.status = ScheduledChange.Status.CANCELED
+    change.resolved_at = timezone.now()
+    change.save(update_fields=["status", "resolved_at"])
+    audit(tenant=tenant, actor=actor, action="subscription.change_canceled", target=change.subscription,
+          target_label=change.to_plan.name)
+    return change
+
+
+# --- leads ---------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def lead_create(*, tenant: Tenant, user: User, plan: Plan, kind: str, message: str = "") -> tuple[Lead, bool]:
+    """Record a request for sales (Book a demo, Speak with Specialist, registered interest). Sending
+    it again while one is open returns the open one: one CRM record, not two."""
+    existing = Lead.objects.filter(tenant=tenant, plan=plan, status=Lead.Status.NEW).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            lead = Lead.objects.create(tenant=tenant, user=user, plan=plan, kind=kind, message=message.strip()[:2000])
+    except IntegrityError:
+        return Lead.objects.get(tenant=tenant, plan=plan, status=Lead.Status.NEW), False
+    audit(tenant=tenant, actor=user, action="lead.created", target=lead, target_label=plan.name, data={"kind": kind})
+    return lead, True
