@@ -25,11 +25,32 @@ def _settings_for_tests(settings):
     settings.SECURE_SSL_REDIRECT = False  # tests run with DEBUG off; requests are plain http
     settings.AXES_ENABLED = False
     # Hashing cost is not under test here; PBKDF2's 1M rounds would dominate the suite's time.
+    # The in-process payment gateway; Stripe itself is faked only at the gateway boundary.
+    settings.PAYMENT_GATEWAY = "local"
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_test_secret"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True)
+def _catalog(request):
+    """The plan catalog comes from a data migration; a transactional test's flush deletes it, so it
+    is put back for any test that uses the database."""
+    if not ({"db", "transactional_db"} & set(request.fixturenames)) and not request.node.get_closest_marker(
+        "django_db"
+    ):
+        return
+    request.getfixturevalue("_django_db_helper")  # whichever kind of database access the test asked for
+    from django.conf import settings as dj_settings
+
+    from plans.catalog import ensure_catalog
+    from plans.models import Plan, Product
+
+    if not Plan.objects.exists():
+        ensure_catalog(Product, Plan, trial_days=dj_settings.TRIAL_DAYS, trial_sessions=dj_settings.TRIAL_SESSIONS)
 
 
 @pytest.fixture

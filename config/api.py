@@ -8,6 +8,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
+from plans.api import router as plans_router
 from tenants.api import router as tenants_router
 from tenants.errors import BusinessError, error_body
 from tenants.models import ApiKey
@@ -69,3 +70,4 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 
 api.add_router("/", tenants_router)
+api.add_router("/", plans_router)

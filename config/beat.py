@@ -19,4 +19,20 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "tenants.tasks.expire_invitations",
         "schedule": crontab(minute=15),
     },
+    # --- billing (plans and billing_portal); each sweeper claims due rows and is safe to run twice
+    # Trials whose days ran out end ("Expired subscription"); the sessions issue ends them on usage.
+    "expire-trials": {"task": "plans.tasks.expire_trials", "schedule": crontab(minute="*/5")},
+    # The 7-days and 2-days-left trial emails, once each (notification log keys).
+    "trial-reminders": {"task": "plans.tasks.send_trial_reminders", "schedule": crontab(minute=5)},
+    # A payment issue unpaid when its grace period ends suspends the subscription.
+    "expire-grace-periods": {"task": "plans.tasks.expire_grace_periods", "schedule": crontab(minute="*/5")},
+    # Canceled subscriptions past their end date, and free plans past their validity, expire.
+    "end-subscriptions": {"task": "plans.tasks.end_subscriptions", "schedule": crontab(minute="*/5")},
+    # Local gateway's clock: period roll-overs (renewal invoices) and scheduled changes falling due.
+    # Stripe runs its own clock in production; there this does nothing.
+    "advance-gateway-clock": {"task": "billing_portal.tasks.advance_gateway_clock", "schedule": crontab(minute="*")},
+    # Webhook events whose handler failed (or whose worker died) are applied again.
+    "retry-webhook-events": {"task": "billing_portal.tasks.retry_webhook_events", "schedule": crontab(minute="*/10")},
+    # Nightly: re-read subscriptions and recent invoices from the gateway, repairing missed webhooks.
+    "reconcile-billing": {"task": "billing_portal.tasks.reconcile", "schedule": crontab(hour=3, minute=30)},
 }

@@ -3,6 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
+from billing_portal import urls as billing_urls
+from billing_portal import views as billing_views
 from config.api import api
 from tenants import views as tenant_views
 from tenants.errors import error_body
@@ -10,7 +12,7 @@ from tenants.forms import LoginForm, QueuedPasswordResetForm
 from tenants.urls import tenant_patterns
 
 accounts = [
-    path("signup/", tenant_views.signup, name="signup"),
+    path("signup/", billing_views.signup, name="signup"),
     path(
         "login/",
         auth_views.LoginView.as_view(authentication_form=LoginForm, redirect_authenticated_user=True),
@@ -40,8 +42,10 @@ urlpatterns = [
     path("healthz", tenant_views.healthz, name="healthz"),
     path("accounts/", include(accounts)),
     path("invitations/<str:token>/", tenant_views.invitation_accept, name="invitation_accept"),
-    path("organizations/new/", tenant_views.tenant_new, name="tenant_new"),
+    path("organizations/new/", billing_views.tenant_new, name="tenant_new"),
     path("t/<slug:slug>/", include(tenant_patterns)),
+    path("t/<slug:slug>/", include(billing_urls.tenant_patterns)),
+    path("", include(billing_urls.global_patterns)),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
 ]

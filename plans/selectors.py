@@ -27,6 +27,7 @@ BADGES = {
     "payment_issue": "Payment issue",
     "canceled": "Canceled subscription",
     "expired": "Expired subscription",
+    "none": "Not subscribed",
 }
 
 
@@ -151,7 +152,9 @@ def _badge(sub: Subscription, now: datetime) -> tuple[str, str]:
 
 
 def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
-    if sub is None or sub.state == State.EXPIRED:
+    if sub is None:
+        return Refusal("no_subscription", "There is no subscription for this product. Subscribe to a plan to continue.")
+    if sub.state == State.EXPIRED:
         return Refusal("subscription_ended", MSG_ENDED)
     if sub.state == State.SUSPENDED:
         return Refusal("payment_overdue", MSG_OVERDUE)
@@ -172,7 +175,7 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
         return ProductEntitlement(
             product=product.code, product_name=product.name, subscription_id=None, plan_code=None, plan_name=None,
             plan_kind=None, price_amount=0, currency="usd", interval="", state="none",
-            badge=BADGES["expired"], badge_tone="neutral", period_start=None, period_end=None,
+            badge=BADGES["none"], badge_tone="neutral", period_start=None, period_end=None,
             next_billing_date=None, trial_ends_at=None, trial_days_left=None, grace_until=None, ends_at=None,
             limits=NO_LIMITS, upcoming=None, refusal=_refusal(None, now),
         )

@@ -16,6 +16,15 @@ class LoginForm(AuthenticationForm):
     username = forms.EmailField(label="Email", widget=forms.EmailInput(attrs={"autofocus": True}))
 
 
+def login_throttle_username(request, credentials: dict | None) -> str | None:
+    """The name django-axes counts a login attempt under (AXES_USERNAME_CALLABLE): the email as
+    the login matches it, case-insensitively. Counted verbatim, `Admin@x` and `admin@x` would each
+    get their own allowance of failures, and changing the case would escape the lockout."""
+    data = credentials if credentials else getattr(request, "data", request.POST)
+    username = data.get(settings.AXES_USERNAME_FORM_FIELD)
+    return username.strip().lower() if isinstance(username, str) else username
+
+
 class InviteForm(forms.Form):
     email = forms.EmailField()
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
 from tenants.access import ADMIN_ONLY, ALL_ROLES, BILLING_READERS
@@ -47,6 +48,8 @@ def nav_for(membership: Membership, current_url_name: str | None) -> list[NavLin
     for item in NAVIGATION:
         if membership.role not in item.roles:
             continue
+        if item.url_name == "billing" and not settings.BILLING_TAB_ENABLED:
+            continue  # billing happens outside the portal on this deployment (S03)
         try:
             url: str | None = reverse(item.url_name, kwargs={"slug": membership.tenant.slug})
         except NoReverseMatch:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -25,7 +24,6 @@ from tenants.forms import (
     ApiKeyForm,
     InviteForm,
     RoleForm,
-    SignupForm,
 )
 from tenants.models import ApiKey, Invitation, Membership, Tenant
 
@@ -47,39 +45,6 @@ def home(request: HttpRequest) -> HttpResponse:
     last = request.session.get("last_tenant")
     chosen = next((m for m in memberships if m.tenant.slug == last), memberships[0])
     return redirect("tenant_home", slug=chosen.tenant.slug)
-
-
-@require_http_methods(["GET", "POST"])
-def signup(request: HttpRequest) -> HttpResponse:
-    if request.user.is_authenticated:
-        return redirect("home")
-    form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            user, tenant = services.user_signup(**form.cleaned_data)
-        except BusinessError as exc:
-            form.add_error("email" if exc.code == "email_taken" else "password", exc.message)
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, f"Welcome to Allowance. {tenant.name} is ready.")
-            return redirect("tenant_home", slug=tenant.slug)
-    return render(request, "registration/signup.html", {"form": form})
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def tenant_new(request: HttpRequest) -> HttpResponse:
-    """A signed-in user creates another organization (they become its admin)."""
-    name = request.POST.get("name", "")
-    if request.method == "POST":
-        try:
-            tenant = services.tenant_create(name=name, admin=request.user)  # type: ignore[arg-type]
-        except BusinessError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, f"{tenant.name} is ready.")
-            return redirect("tenant_home", slug=tenant.slug)
-    return render(request, "tenants/tenant_new.html", {"name": name})
 
 
 @tenant_view()

@@ -17,7 +17,7 @@ fails the test, so every URL added later is covered or consciously exempted.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +25,13 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
+from billing_portal.models import BillingCustomer, CheckoutSession, Invoice
+from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
+from plans.models import Lead, ScheduledChange, Subscription
 from tenants import services
-from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
 from tenants.factories import MembershipFactory, UserFactory
+from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
 
 # URLs that hold no tenant's data, by name, with why they are not swept as tenant URLs. They are
 # still called as the outsider and anonymously, and must never show the victim's data.
@@ -48,6 +52,11 @@ NOT_TENANT_SCOPED = {
     "api:openapi-json": "the API's schema, no data",
     "api:openapi-view": "the API's documentation page, no data",
     "api:api-root": "the API root, no data",
+    "stripe_webhook": "the gateway's webhook: the signature is the authorization; an unsigned or "
+    "forged body is a 400 and stores nothing (billing_portal/tests/test_webhooks.py)",
+    "dev_checkout": "local gateway stand-in: 404 unless DEBUG, and then only for an admin of the "
+    "customer's tenant (billing_portal/tests/test_dev_pages.py sweeps it with DEBUG on)",
+    "dev_portal": "local gateway stand-in: as dev_checkout",
 }
 # Route prefixes exempt from the sweep, with why.
 EXEMPT_PREFIXES = {
@@ -55,7 +64,9 @@ EXEMPT_PREFIXES = {
     "(asserted in test_admin_is_closed_to_tenant_users below).",
 }
 # Values for non-object parameters of the not-tenant-scoped URLs.
-PUBLIC_FILLERS = {"uidb64": "MQ", "token": "not-a-real-token"}
+PUBLIC_FILLERS = {"uidb64": "MQ", "token": "not-a-real-token", "session_id": "cs_x", "customer_id": "cus_x"}
+# Parameters that name shared things, not the victim's objects (the catalog is the same for all).
+SHARED_FILLERS = {"plan_code": "agents-scale"}
 
 
 @dataclass(frozen=True)
@@ -101,12 +112,20 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
         tenant=tenant, email="victim-invitee@acme.test", role=Role.FINANCE, actor=admin
     ).invitation
     key = services.api_key_create(tenant=tenant, name="Acme production key", actor=admin).api_key
+    invoice = InvoiceFactory(
+        tenant=tenant, number="ACME-VICTIM-0001", gateway_invoice_id="in_victim_acme_0001"
+    )
+    InvoiceLineFactory(invoice=invoice, description="Acme victim invoice line")
+    subscription = SubscriptionFactory(tenant=tenant, plan=plan("agents-growth"), gateway_subscription_id="sub_victim_acme")
+    change = ScheduledChangeFactory(subscription=subscription, to_plan=plan("agents-starter"))
     return {
         "ids": {
             "slug": tenant.slug,
             "membership_id": extra.pk,
             "invitation_id": invitation.pk,
             "key_id": key.pk,
+            "invoice_id": invoice.pk,
+            "change_id": change.pk,
         },
         "markers": [
             tenant.name,
@@ -117,6 +136,10 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "victim-invitee@acme.test",
             "Acme production key",
             key.prefix,
+            "ACME-VICTIM-0001",
+            "in_victim_acme_0001",
+            "Acme victim invoice line",
+            "sub_victim_acme",
         ],
     }
 
@@ -127,6 +150,14 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
         "invitations": sorted(Invitation.objects.filter(tenant=tenant).values_list("pk", "status")),
         "keys": sorted(ApiKey.objects.filter(tenant=tenant).values_list("pk", "revoked_at")),
         "audit": AuditEvent.objects.filter(tenant=tenant).count(),
+        "invoices": sorted(
+            Invoice.objects.filter(tenant=tenant).values_list("pk", "status", "amount_paid", "updated_at")
+        ),
+        "subscriptions": sorted(Subscription.objects.filter(tenant=tenant).values_list("pk", "plan_id", "state")),
+        "changes": sorted(ScheduledChange.objects.filter(tenant=tenant).values_list("pk", "status")),
+        "leads": Lead.objects.filter(tenant=tenant).count(),
+        "checkouts": CheckoutSession.objects.filter(tenant=tenant).count(),
+        "customer": BillingCustomer.objects.filter(tenant=tenant).count(),
         "tenant": Tenant.objects.filter(pk=tenant.pk).values("name", "slug").get(),
     }
 
@@ -152,7 +183,7 @@ def _unfillable(routes: list[Route], fillers: dict[str, Any]) -> list[str]:
         if r.name in NOT_TENANT_SCOPED:
             missing = [p for p in r.params if p not in PUBLIC_FILLERS]
         elif r.is_tenant or r.is_api:
-            missing = [p for p in r.params if p not in fillers]
+            missing = [p for p in r.params if p not in fillers and p not in SHARED_FILLERS]
         else:
             missing = ["(neither a tenant page, an API endpoint, nor on the allow-list)"]
         if missing:
@@ -190,10 +221,11 @@ def test_outsider_cannot_see_or_change_another_tenants_data(victim, tenant, outs
             continue
         if r.is_tenant:
             slugs = [tenant.slug]
-            if len(r.params) > 1:  # object ids in the URL: also try them under the attacker's own tenant
+            if any(p in victim["ids"] for p in r.params if p != "slug"):
+                # The victim's object ids in the URL: also try them under the attacker's own tenant.
                 slugs.append(other_tenant.slug)
             for slug in slugs:
-                url = _fill(r.route, {**victim["ids"], "slug": slug})
+                url = _fill(r.route, {**SHARED_FILLERS, **victim["ids"], "slug": slug})
                 for label, response in _calls(client, url):
                     # 405: the method does not exist on this URL, so no view code ran.
                     assert response.status_code in (403, 404, 405), f"{label} answered {response.status_code}"
@@ -222,7 +254,7 @@ def test_anonymous_requests_are_sent_to_login_or_refused(victim, tenant):
             for label, response in _calls(client, url):
                 _assert_no_markers(label, response, victim["markers"])
             continue
-        url = _fill(r.route, victim["ids"])
+        url = _fill(r.route, {**SHARED_FILLERS, **victim["ids"]})
         for label, response in _calls(client, url):
             if r.is_api:
                 if response.status_code == 405:

@@ -1,0 +1,26 @@
+"""The payment gateway boundary (see base.py). The implementations are imported from their own
+modules, so importing the interface does not load the Stripe SDK."""
+
+from billing_portal.gateway.base import (
+    GatewayCheckoutSession,
+    GatewayError,
+    GatewayEvent,
+    GatewayInvoice,
+    GatewayInvoiceLine,
+    GatewaySchedule,
+    GatewaySubscription,
+    PaymentGateway,
+    WebhookSignatureError,
+)
+
+__all__ = [
+    "GatewayCheckoutSession",
+    "GatewayError",
+    "GatewayEvent",
+    "GatewayInvoice",
+    "GatewayInvoiceLine",
+    "GatewaySchedule",
+    "GatewaySubscription",
+    "PaymentGateway",
+    "WebhookSignatureError",
+]

@@ -1,0 +1,40 @@
+"""Starting a tenant on a plan without a person at the checkout: for `create_tenant --plan` and the
+demo data. Paid plans go through the local gateway's checkout (DEBUG only), so the subscription,
+its invoice and every webhook are exactly what a real checkout produces."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from billing_portal import services
+from billing_portal.gateways import get_gateway
+from plans import services as plan_services
+from plans.models import Plan, Subscription
+from tenants.audit import Actor
+from tenants.errors import BusinessError
+from tenants.models import Membership, Role, Tenant, User
+
+
+def local_gateway_available() -> bool:
+    return settings.PAYMENT_GATEWAY == "local"
+
+
+def start_plan(*, tenant: Tenant, plan: Plan, actor: User | Actor) -> Subscription | None:
+    if plan.kind == Plan.Kind.TRIAL:
+        return plan_services.trial_start(tenant=tenant, plan=plan, actor=actor)
+    if plan.kind == Plan.Kind.FREE:
+        return plan_services.free_plan_start(tenant=tenant, plan=plan, actor=actor)
+    if not plan.is_paid or not local_gateway_available():
+        raise BusinessError("cannot_start", f"{plan.name} cannot be started without a checkout.")
+    admin = Membership.objects.filter(tenant=tenant, role=Role.ADMIN).select_related("user").order_by("pk").first()
+    assert admin is not None
+    url = services.checkout_start(
+        tenant=tenant, plan=plan, actor=admin.user, success_url="/", cancel_url="/"
+    )
+    session_id = url.rstrip("/").rsplit("/", 1)[-1]
+    get_gateway().complete_checkout(session_id)  # type: ignore[attr-defined]
+    return (
+        Subscription.objects.filter(tenant=tenant, product=plan.product)
+        .exclude(state=Subscription.State.EXPIRED)
+        .first()
+    )

@@ -1,0 +1,117 @@
+"""Hosted-page stand-ins of the local payment gateway, at /dev/billing/…: the checkout page and the
+customer portal. They act on the local gateway, which emits the events Stripe would send, signed,
+through the real webhook view. Refused (404) unless DEBUG is on and the local gateway is in use, and
+only for a signed-in admin of the tenant that owns the customer."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+
+from billing_portal.gateway.base import GatewayError
+from billing_portal.gateways import get_gateway
+from billing_portal.models import BillingCustomer
+from plans.models import Plan
+from tenants.models import Membership, Role
+
+
+def _local_gateway(request: HttpRequest, customer_id: str):
+    if not (settings.DEBUG and settings.PAYMENT_GATEWAY == "local"):
+        raise Http404
+    gateway = get_gateway()
+    bc = BillingCustomer.objects.select_related("tenant").filter(customer_id=customer_id).first()
+    if (
+        bc is None
+        or not request.user.is_authenticated
+        or not Membership.objects.filter(tenant=bc.tenant, user=request.user, role=Role.ADMIN).exists()
+    ):
+        raise Http404
+    return gateway, bc.tenant
+
+
+def _safe_return(request: HttpRequest, url: str, fallback: str = "/") -> str:
+    ok = url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return url if url and ok else fallback
+
+
+@require_http_methods(["GET", "POST"])
+def checkout(request: HttpRequest, session_id: str) -> HttpResponse:
+    if not (settings.DEBUG and settings.PAYMENT_GATEWAY == "local"):
+        raise Http404
+    gateway = get_gateway()
+    try:
+        session = gateway.retrieve_checkout_session(session_id)
+    except GatewayError as exc:
+        raise Http404 from exc
+    _, tenant = _local_gateway(request, session.customer_id)
+    plan = Plan.objects.select_related("product").filter(code=session.metadata.get("plan", "")).first()
+    back = reverse("billing", kwargs={"slug": tenant.slug}) + (f"?product={plan.product.code}" if plan else "?")
+    error = None
+    if request.method == "POST":
+        action = request.POST.get("action")
+        try:
+            if action == "decline":
+                gateway.set_card(session.customer_id, failing=True, last4="0002")  # type: ignore[attr-defined]
+                gateway.complete_checkout(session_id)  # type: ignore[attr-defined]
+            elif action == "cancel":
+                gateway.expire_checkout(session_id)  # type: ignore[attr-defined]
+                return HttpResponseRedirect(back + "&checkout=canceled")
+            else:
+                gateway.set_card(session.customer_id, failing=False, last4="4242")  # type: ignore[attr-defined]
+                gateway.complete_checkout(session_id)  # type: ignore[attr-defined]
+                return HttpResponseRedirect(back + "&checkout=success")
+        except GatewayError as exc:
+            error = exc.message
+    return render(
+        request,
+        "billing_portal/dev/checkout.html",
+        {"session": session, "plan": plan, "tenant": tenant, "error": error, "back": back},
+        status=402 if error else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def portal(request: HttpRequest, customer_id: str) -> HttpResponse:
+    gateway, tenant = _local_gateway(request, customer_id)
+    return_url = _safe_return(request, request.GET.get("return", ""))
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        subscription_id = request.POST.get("subscription", "")
+        owned = {s.id for s in gateway.list_subscriptions(customer_id=customer_id)}
+        if subscription_id and subscription_id not in owned:
+            raise Http404
+        try:
+            if action == "pay":
+                gateway.pay_open_invoices(customer_id)  # type: ignore[attr-defined]
+                messages.success(request, "Payment received.")
+            elif action == "fail_next_payment":
+                gateway.fail_next_payment(subscription_id)  # type: ignore[attr-defined]
+                messages.warning(request, "The next payment was attempted and declined.")
+            elif action == "update_card":
+                gateway.set_card(customer_id, failing=False, last4=request.POST.get("last4", "4242")[-4:])  # type: ignore[attr-defined]
+                messages.success(request, "Payment method updated.")
+            elif action == "cancel":
+                gateway.cancel_subscription(
+                    subscription_id=subscription_id, at_period_end=True, idempotency_key=f"portal-cancel:{subscription_id}"
+                )
+                messages.success(request, "Your subscription will be canceled at the end of the period.")
+            elif action == "resume":
+                gateway.resume_subscription(subscription_id)  # type: ignore[attr-defined]
+                messages.success(request, "Your subscription will renew.")
+            else:
+                raise Http404
+        except GatewayError as exc:
+            messages.error(request, exc.message)
+        return HttpResponseRedirect(request.get_full_path())
+    overview = gateway.customer_overview(customer_id)  # type: ignore[attr-defined]
+    plans = {p.stripe_price_id: p for p in Plan.objects.exclude(stripe_price_id="")}
+    return render(
+        request,
+        "billing_portal/dev/portal.html",
+        {"overview": overview, "tenant": tenant, "return_url": return_url, "plans": plans, "customer_id": customer_id},
+    )

@@ -1,0 +1,523 @@
+"""Stripe behind the PaymentGateway boundary, on the official SDK's `StripeClient`.
+
+Every request names the pinned API version, so the shapes read here (billing periods on subscription
+items, the invoice's `parent`) cannot move when the account's default version does. Every write
+carries an idempotency key derived from the caller's, so a retried call creates nothing twice. Stripe's
+errors leave as `GatewayError` with a message fit for the user; the original is chained for the logs.
+
+The `*_from_stripe` functions map plain Stripe JSON (dicts, as in a webhook body) to the boundary's
+dataclasses; the local gateway may reuse them on the Stripe-shaped objects it builds."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import stripe
+
+from billing_portal.gateway.base import (
+    GatewayCheckoutSession,
+    GatewayError,
+    GatewayEvent,
+    GatewayInvoice,
+    GatewayInvoiceLine,
+    GatewaySchedule,
+    GatewaySubscription,
+    PaymentGateway,
+    WebhookSignatureError,
+)
+
+if TYPE_CHECKING:
+    from stripe.params import SubscriptionScheduleUpdateParamsPhaseItem
+
+logger = logging.getLogger(__name__)
+
+# The API version of every request. This module's mapping and the SDK's types are written for it;
+# move both together (a contract test fails when the installed SDK's version moves on without us).
+PINNED_API_VERSION = "2026-10-28.endive"
+
+# Stripe's largest page, and how many objects a list reads at most before it stops paging.
+LIST_PAGE_SIZE = 100
+LIST_CAP = 1000
+
+MSG_UNREACHABLE = "The payment provider could not be reached. Try again in a minute."
+MSG_REFUSED = "The payment provider refused this request. Contact support if it keeps happening."
+MSG_DECLINED = "Your card was declined."
+
+# Errors worth retrying later: the provider was down, slow or rate-limiting us. Anything else is a
+# refusal (bad request, bad key, idempotency-key reuse with other parameters) that a retry won't fix.
+_TRANSIENT_ERRORS = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
+
+
+class StripeGateway(PaymentGateway):
+    name = "stripe"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        webhook_secret: str,
+        http_client: stripe.HTTPClient | None = None,
+        webhook_tolerance: int = 300,  # seconds
+    ) -> None:
+        if webhook_tolerance <= 0:
+            # The SDK reads a tolerance of 0 as "don't check the timestamp": replays would pass.
+            raise ValueError("webhook_tolerance must be a positive number of seconds")
+        self._client = stripe.StripeClient(
+            api_key,
+            stripe_version=PINNED_API_VERSION,
+            http_client=http_client,
+            max_network_retries=2,
+        )
+        self._webhook_secret = webhook_secret
+        self._webhook_tolerance = webhook_tolerance
+
+    # --- customers, checkout, portal --------------------------------------------------------------
+
+    def create_customer(
+        self, *, email: str, name: str, metadata: dict[str, str], idempotency_key: str
+    ) -> str:
+        with _translated_errors():
+            customer = self._client.v1.customers.create(
+                params={"email": email, "name": name, "metadata": metadata},
+                options={"idempotency_key": idempotency_key},
+            )
+        return customer.id
+
+    def create_checkout_session(
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        success_url: str,
+        cancel_url: str,
+        client_reference_id: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> GatewayCheckoutSession:
+        with _translated_errors():
+            session = self._client.v1.checkout.sessions.create(
+                params={
+                    "mode": "subscription",
+                    "customer": customer_id,
+                    "line_items": [{"price": price_id, "quantity": 1}],
+                    "success_url": success_url,
+                    "cancel_url": cancel_url,
+                    "client_reference_id": client_reference_id,
+                    "metadata": metadata,
+                    # The subscription carries the same metadata, so its own events name the tenant.
+                    "subscription_data": {"metadata": metadata},
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        return checkout_session_from_stripe(session.to_dict())
+
+    def retrieve_checkout_session(self, session_id: str) -> GatewayCheckoutSession:
+        with _translated_errors():
+            session = self._client.v1.checkout.sessions.retrieve(session_id)
+        return checkout_session_from_stripe(session.to_dict())
+
+    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
+        # No key of ours: a portal session is a short-lived link, and a second one harms nothing.
+        # The SDK still sends a random Idempotency-Key, which makes its own network retries safe.
+        with _translated_errors():
+            session = self._client.v1.billing_portal.sessions.create(
+                params={"customer": customer_id, "return_url": return_url},
+            )
+        return session.url
+
+    # --- subscriptions ----------------------------------------------------------------------------
+
+    def retrieve_subscription(self, subscription_id: str) -> GatewaySubscription:
+        return subscription_from_stripe(self._retrieve_subscription(subscription_id))
+
+    def list_subscriptions(self, *, customer_id: str) -> list[GatewaySubscription]:
+        with _translated_errors():
+            page = self._client.v1.subscriptions.list(
+                params={"customer": customer_id, "status": "all", "limit": LIST_PAGE_SIZE},
+            )
+            found = _capped(page.auto_paging_iter(), what=f"subscriptions of {customer_id}")
+        return [subscription_from_stripe(sub) for sub in found]
+
+    def change_subscription_price(
+        self, *, subscription_id: str, price_id: str, idempotency_key: str
+    ) -> GatewaySubscription:
+        current = self._retrieve_subscription(subscription_id)
+        item = _first_item(current)
+        if _id_of(item.get("price")) == price_id:
+            return subscription_from_stripe(current)  # already there: nothing to prorate
+        # cancel_at_period_end is left alone: plans refuses a change on a canceled subscription
+        # ("Resume it in the billing portal"), so a price change never doubles as an un-cancel.
+        with _translated_errors():
+            updated = self._client.v1.subscriptions.update(
+                subscription_id,
+                params={
+                    "items": [{"id": item["id"], "price": price_id}],
+                    "proration_behavior": "always_invoice",
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        return subscription_from_stripe(updated.to_dict())
+
+    def schedule_subscription_change(
+        self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
+    ) -> GatewaySchedule:
+        switch_at = _unix(at)
+        with _translated_errors():
+            created = self._client.v1.subscription_schedules.create(
+                params={"from_subscription": subscription_id},
+                options={"idempotency_key": f"{idempotency_key}:create"},
+            ).to_dict()
+        # A schedule made from a subscription has one phase, the current one; Stripe wants it restated
+        # unchanged (same start, same items) ahead of the phase we add.
+        current_phase = created["phases"][0]
+        current_items: list[SubscriptionScheduleUpdateParamsPhaseItem] = [
+            {"price": _id_of(item["price"]), "quantity": item.get("quantity") or 1}
+            for item in current_phase["items"]
+        ]
+        next_items: list[SubscriptionScheduleUpdateParamsPhaseItem] = [
+            {"price": price_id, "quantity": current_items[0].get("quantity", 1)},
+            *current_items[1:],
+        ]
+        with _translated_errors():
+            try:
+                schedule = self._client.v1.subscription_schedules.update(
+                    created["id"],
+                    params={
+                        "phases": [
+                            {
+                                "items": current_items,
+                                "start_date": current_phase["start_date"],
+                                "end_date": switch_at,
+                            },
+                            {"items": next_items, "start_date": switch_at},
+                        ],
+                        # After the last phase the subscription goes on by itself, on the new price.
+                        "end_behavior": "release",
+                    },
+                    options={"idempotency_key": f"{idempotency_key}:update"},
+                )
+            except (*_TRANSIENT_ERRORS, stripe.IdempotencyError):
+                # Transient: a retry with the same key replays the create and completes the update.
+                # Idempotency: the key was used before with other parameters, so the schedule the
+                # create replayed is an earlier, working one; it is not ours to undo.
+                raise
+            except stripe.StripeError:
+                # Refused (e.g. `at` inside the current phase's past): the same call would be refused
+                # again, so don't leave the subscription held by a schedule nobody knows the id of.
+                self._release_quietly(created["id"], idempotency_key=f"{idempotency_key}:undo")
+                raise
+        return schedule_from_stripe(schedule.to_dict())
+
+    def release_schedule(self, schedule_id: str, *, idempotency_key: str) -> None:
+        with _translated_errors():
+            self._client.v1.subscription_schedules.release(
+                schedule_id,
+                options={"idempotency_key": idempotency_key},
+            )
+
+    def cancel_subscription(
+        self, *, subscription_id: str, at_period_end: bool, idempotency_key: str
+    ) -> GatewaySubscription:
+        with _translated_errors():
+            if at_period_end:
+                sub = self._client.v1.subscriptions.update(
+                    subscription_id,
+                    params={"cancel_at_period_end": True},
+                    options={"idempotency_key": idempotency_key},
+                )
+            else:
+                # A DELETE: Stripe ignores the key there (deleting twice is already harmless), but
+                # sending it keeps "every write carries our key" true in the request log.
+                sub = self._client.v1.subscriptions.cancel(
+                    subscription_id,
+                    options={"idempotency_key": idempotency_key},
+                )
+        return subscription_from_stripe(sub.to_dict())
+
+    # --- invoices -----------------------------------------------------------------------------------
+
+    def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice:
+        with _translated_errors():
+            invoice = self._client.v1.invoices.retrieve(invoice_id)
+        return invoice_from_stripe(invoice.to_dict())
+
+    def list_invoices(
+        self, *, customer_id: str, created_since: datetime | None = None
+    ) -> list[GatewayInvoice]:
+        with _translated_errors():
+            if created_since is None:
+                page = self._client.v1.invoices.list(
+                    params={"customer": customer_id, "limit": LIST_PAGE_SIZE}
+                )
+            else:
+                page = self._client.v1.invoices.list(
+                    params={
+                        "customer": customer_id,
+                        "created": {"gte": _unix(created_since)},
+                        "limit": LIST_PAGE_SIZE,
+                    },
+                )
+            found = _capped(page.auto_paging_iter(), what=f"invoices of {customer_id}")
+        return [invoice_from_stripe(invoice) for invoice in found]
+
+    def charge_one_off(
+        self,
+        *,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> GatewayInvoice:
+        # The invoice first, then its item attached to it by id: an invoice that sweeps in the
+        # customer's pending items would also collect the prorations a plan change left for the
+        # next renewal. The draft does not advance by itself, so a crash before `finalize` leaves
+        # an inert draft rather than a stray item that the next renewal would charge.
+        with _translated_errors():
+            draft = self._client.v1.invoices.create(
+                params={
+                    "customer": customer_id,
+                    "currency": currency,
+                    "collection_method": "charge_automatically",
+                    "auto_advance": False,
+                    "pending_invoice_items_behavior": "exclude",
+                    "description": description,
+                    "metadata": metadata,
+                },
+                options={"idempotency_key": f"{idempotency_key}:invoice"},
+            )
+            invoice_id = draft.id
+            self._client.v1.invoice_items.create(
+                params={
+                    "customer": customer_id,
+                    "invoice": invoice_id,
+                    "amount": amount,
+                    "currency": currency,
+                    "description": description,
+                    "metadata": metadata,
+                },
+                options={"idempotency_key": f"{idempotency_key}:item"},
+            )
+            # From here Stripe collects by itself (retries per the account's dunning settings) if
+            # the immediate payment below fails.
+            finalized = self._client.v1.invoices.finalize_invoice(
+                invoice_id,
+                params={"auto_advance": True},
+                options={"idempotency_key": f"{idempotency_key}:finalize"},
+            )
+            if finalized.status == "paid":
+                return invoice_from_stripe(finalized.to_dict())  # the customer's balance covered it
+            paid = self._client.v1.invoices.pay(
+                invoice_id,
+                options={"idempotency_key": f"{idempotency_key}:pay"},
+            )
+        return invoice_from_stripe(paid.to_dict())
+
+    # --- webhooks -----------------------------------------------------------------------------------
+
+    def verify_webhook(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, signature_header, self._webhook_secret, self._webhook_tolerance
+            )
+            event = json.loads(payload)
+        except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
+            raise WebhookSignatureError(str(exc)) from exc
+        if not isinstance(event, dict) or event.get("object") != "event":
+            raise WebhookSignatureError("The payload is not a Stripe event.")
+        return event_from_stripe(event)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _release_quietly(self, schedule_id: str, *, idempotency_key: str) -> None:
+        try:
+            self._client.v1.subscription_schedules.release(
+                schedule_id, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            logger.warning("Could not release the half-made schedule %s: %r", schedule_id, exc)
+
+    def _retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
+        with _translated_errors():
+            return self._client.v1.subscriptions.retrieve(subscription_id).to_dict()
+
+
+# --- Stripe JSON -> boundary dataclasses ---------------------------------------------------------------
+
+
+def subscription_from_stripe(data: Mapping[str, Any]) -> GatewaySubscription:
+    item = _first_item(data)
+    # Since API version 2025-03-31 the billing period lives on each item; the subscription-level
+    # fields are read only when an older object still carries them.
+    period_start = item.get("current_period_start", data.get("current_period_start"))
+    period_end = item.get("current_period_end", data.get("current_period_end"))
+    return GatewaySubscription(
+        id=data["id"],
+        customer_id=_id_of(data.get("customer")),
+        status=data["status"],
+        price_id=_id_of(item.get("price")),
+        current_period_start=_datetime(period_start),
+        current_period_end=_datetime(period_end),
+        cancel_at_period_end=bool(data.get("cancel_at_period_end")),
+        cancel_at=_optional_datetime(data.get("cancel_at")),
+        canceled_at=_optional_datetime(data.get("canceled_at")),
+        ended_at=_optional_datetime(data.get("ended_at")),
+        schedule_id=_id_of(data.get("schedule")),
+        latest_invoice_id=_id_of(data.get("latest_invoice")),
+        metadata=_metadata(data.get("metadata")),
+    )
+
+
+def invoice_from_stripe(data: Mapping[str, Any]) -> GatewayInvoice:
+    lines = (data.get("lines") or {}).get("data") or []
+    transitions = data.get("status_transitions") or {}
+    return GatewayInvoice(
+        id=data["id"],
+        customer_id=_id_of(data.get("customer")),
+        subscription_id=_invoice_subscription_id(data),
+        number=data.get("number") or "",
+        status=data.get("status") or "",
+        currency=data.get("currency") or "",
+        subtotal=data.get("subtotal") or 0,
+        tax=_invoice_tax(data),
+        total=data.get("total") or 0,
+        amount_due=data.get("amount_due") or 0,
+        amount_paid=data.get("amount_paid") or 0,
+        amount_remaining=data.get("amount_remaining") or 0,
+        created=_datetime(data["created"]),
+        period_start=_optional_datetime(data.get("period_start")),
+        period_end=_optional_datetime(data.get("period_end")),
+        paid_at=_optional_datetime(transitions.get("paid_at")),
+        hosted_invoice_url=data.get("hosted_invoice_url") or "",
+        invoice_pdf=data.get("invoice_pdf") or "",
+        billing_reason=data.get("billing_reason") or "",
+        attempt_count=data.get("attempt_count") or 0,
+        lines=tuple(_invoice_line_from_stripe(line) for line in lines),
+        metadata=_metadata(data.get("metadata")),
+    )
+
+
+def checkout_session_from_stripe(data: Mapping[str, Any]) -> GatewayCheckoutSession:
+    return GatewayCheckoutSession(
+        id=data["id"],
+        url=data.get("url") or "",  # null once the session is complete or expired
+        status=data.get("status") or "",
+        customer_id=_id_of(data.get("customer")),
+        subscription_id=_id_of(data.get("subscription")),
+        client_reference_id=data.get("client_reference_id") or "",
+        metadata=_metadata(data.get("metadata")),
+    )
+
+
+def schedule_from_stripe(data: Mapping[str, Any]) -> GatewaySchedule:
+    return GatewaySchedule(
+        id=data["id"],
+        # A released schedule no longer points at its subscription, only `released_subscription` does.
+        subscription_id=_id_of(data.get("subscription") or data.get("released_subscription")),
+        status=data["status"],
+    )
+
+
+def event_from_stripe(data: Mapping[str, Any]) -> GatewayEvent:
+    obj = (data.get("data") or {}).get("object") or {}
+    return GatewayEvent(
+        id=data["id"],
+        type=data["type"],
+        created=_datetime(data["created"]),
+        object_type=obj.get("object") or "",
+        object_id=obj.get("id") or "",
+        data=dict(obj),
+    )
+
+
+def _invoice_line_from_stripe(data: Mapping[str, Any]) -> GatewayInvoiceLine:
+    period = data.get("period") or {}
+    return GatewayInvoiceLine(
+        description=data.get("description") or "",
+        amount=data.get("amount") or 0,
+        quantity=data.get("quantity") or 1,
+        period_start=_optional_datetime(period.get("start")),
+        period_end=_optional_datetime(period.get("end")),
+    )
+
+
+def _invoice_subscription_id(data: Mapping[str, Any]) -> str:
+    details = (data.get("parent") or {}).get("subscription_details") or {}
+    if details.get("subscription"):
+        return _id_of(details["subscription"])
+    return _id_of(data.get("subscription"))  # API versions before 2025-03-31
+
+
+def _invoice_tax(data: Mapping[str, Any]) -> int:
+    """Minor units of tax on the invoice: the sum of `total_taxes` (the legacy `tax` field before it)."""
+    taxes = data.get("total_taxes")
+    if taxes:
+        return sum(tax.get("amount") or 0 for tax in taxes)
+    return data.get("tax") or 0
+
+
+def _first_item(subscription: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Our subscriptions have one item: the plan's price (checkout sells quantity 1 of one price)."""
+    items = (subscription.get("items") or {}).get("data") or []
+    if not items:
+        raise GatewayError(MSG_REFUSED, code="subscription_without_items")
+    first: Mapping[str, Any] = items[0]
+    return first
+
+
+def _id_of(value: Any) -> str:
+    """The id of a field Stripe sends either as an id or, when expanded, as the object."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return str(value.get("id") or "")
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    return {str(key): str(val) for key, val in (value or {}).items()}
+
+
+def _datetime(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)  # Stripe's times are unix seconds
+
+
+def _optional_datetime(timestamp: int | None) -> datetime | None:
+    return None if timestamp is None else _datetime(timestamp)
+
+
+def _unix(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        # A naive datetime would be read in the server's local zone: refuse rather than guess.
+        raise ValueError(f"an aware datetime is needed, got {moment!r}")
+    return int(moment.timestamp())
+
+
+def _capped(objects: Iterator[Any], *, what: str) -> list[dict[str, Any]]:
+    found = [obj.to_dict() for obj in itertools.islice(objects, LIST_CAP + 1)]
+    if len(found) > LIST_CAP:
+        logger.warning("Stopped reading %s at %d", what, LIST_CAP)
+        del found[LIST_CAP:]
+    return found
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except stripe.CardError as exc:
+        # Card errors carry messages Stripe writes for the cardholder ("Your card has insufficient funds.").
+        raise GatewayError(exc.user_message or MSG_DECLINED, code=exc.code or "card_declined") from exc
+    except _TRANSIENT_ERRORS as exc:
+        logger.warning("Stripe unavailable: %r", exc)
+        raise GatewayError(MSG_UNREACHABLE, code=exc.code or "gateway_unavailable") from exc
+    except stripe.StripeError as exc:
+        logger.warning("Stripe refused a request: %r", exc)
+        raise GatewayError(MSG_REFUSED, code=exc.code or "gateway_refused") from exc

@@ -1,0 +1,160 @@
+"""The Invoices pages: finance (and admins) review the tenant's invoices. Read-only: GET only.
+
+Thin views: access check → filter form → selectors → render."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
+
+from billing_portal import selectors
+from billing_portal.invoice_forms import InvoiceFilterForm
+from billing_portal.invoice_pdf import invoice_pdf as render_invoice_pdf
+from billing_portal.models import Invoice
+from billing_portal.money import decimal_string
+from tenants.access import BILLING_READERS, tenant_view
+from tenants.models import Tenant
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+PAGE_SIZE = 25
+CSV_HEADER = (
+    "number",
+    "status",
+    "issued_date",
+    "paid_date",
+    "period_start",
+    "period_end",
+    "currency",
+    "subtotal",
+    "tax",
+    "total",
+    "amount_paid",
+    "amount_remaining",
+)
+
+
+def _filtered(
+    request: HttpRequest, tenant: Tenant
+) -> tuple[InvoiceFilterForm, dict[str, Any], QuerySet[Invoice]]:
+    form = InvoiceFilterForm(request.GET or None)
+    filters = form.filters()
+    return form, filters, selectors.invoices_for(tenant=tenant, **filters)
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
+
+
+@tenant_view(BILLING_READERS)
+@require_GET
+def invoices(request: HtmxHttpRequest, tenant: Tenant) -> HttpResponse:
+    form, filters, found = _filtered(request, tenant)
+    context = {
+        "form": form,
+        "filtered": bool(filters),
+        "page": Paginator(found, PAGE_SIZE).get_page(request.GET.get("page")),
+        "totals": selectors.invoice_totals(found),
+        "query": _query_without_page(request),
+    }
+    template = "billing_portal/invoices.html#table" if request.htmx else "billing_portal/invoices.html"
+    return render(request, template, context)
+
+
+class _Echo:
+    """A file-like object whose write() hands the line back, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _day(value: datetime | None) -> str:
+    return timezone.localtime(value).date().isoformat() if value else ""
+
+
+def _csv_text(value: str) -> str:
+    # A cell starting with one of these is run as a formula by spreadsheet programs.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _csv_rows(found: QuerySet[Invoice]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_HEADER)
+    for invoice in found.iterator(chunk_size=500):
+        currency = invoice.currency
+        yield writer.writerow(
+            (
+                _csv_text(str(invoice)),
+                invoice.status,
+                _day(invoice.issued_at),
+                _day(invoice.paid_at),
+                _day(invoice.period_start),
+                _day(invoice.period_end),
+                currency.upper(),
+                decimal_string(invoice.subtotal, currency),
+                decimal_string(invoice.tax, currency),
+                decimal_string(invoice.total, currency),
+                decimal_string(invoice.amount_paid, currency),
+                decimal_string(invoice.amount_remaining, currency),
+            )
+        )
+
+
+@tenant_view(BILLING_READERS)
+@require_GET
+def invoice_csv(request: HttpRequest, tenant: Tenant) -> StreamingHttpResponse:
+    """The filtered list as CSV, amounts as decimal strings made from the integer minor units."""
+    _form, _filters, found = _filtered(request, tenant)
+    filename = f"invoices-{tenant.slug}-{timezone.localdate().isoformat()}.csv"
+    return StreamingHttpResponse(
+        _csv_rows(found),
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": content_disposition_header(True, filename)},
+    )
+
+
+def _invoice_or_404(tenant: Tenant, invoice_id: int) -> Invoice:
+    try:
+        return selectors.invoice_detail(tenant=tenant, invoice_id=invoice_id)
+    except Invoice.DoesNotExist:
+        raise Http404("No such invoice.") from None
+
+
+@tenant_view(BILLING_READERS)
+@require_GET
+def invoice_detail(request: HttpRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
+    return render(
+        request, "billing_portal/invoice_detail.html", {"invoice": _invoice_or_404(tenant, invoice_id)}
+    )
+
+
+@tenant_view(BILLING_READERS)
+@require_GET
+def invoice_pdf(request: HttpRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
+    """The gateway's PDF when it has one (Stripe's is the document of record); otherwise ours."""
+    invoice = _invoice_or_404(tenant, invoice_id)
+    if invoice.pdf_url:
+        return HttpResponseRedirect(invoice.pdf_url)
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", str(invoice)) + ".pdf"
+    return HttpResponse(
+        render_invoice_pdf(invoice=invoice),
+        content_type="application/pdf",
+        headers={"Content-Disposition": content_disposition_header(False, filename)},
+    )

@@ -1,0 +1,18 @@
+"""Re-read subscriptions and recent invoices from the payment gateway and repair local state
+(for missed or failed webhooks)."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from billing_portal.services import billing_reconcile
+
+
+class Command(BaseCommand):
+    help = "Repair local billing state from the payment gateway."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--since-days", type=int, default=35, help="How far back to re-read invoices")
+
+    def handle(self, *args, **options) -> None:
+        self.stdout.write(json.dumps(billing_reconcile(since_days=options["since_days"])))

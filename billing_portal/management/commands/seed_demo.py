@@ -1,0 +1,116 @@
+"""Idempotent demo data for `make run`: an MSP partner (Helpdesk AI), a marketplace on AI credits,
+an AI-agent platform, and one AI Agents tenant in each subscription state — each tenant with an
+admin, a member and a finance user — plus one platform staff user. Paid plans are bought through
+the local gateway's checkout, so subscriptions, invoices and webhook events are the real thing.
+Every password is DEMO_PASSWORD; the README lists the logins."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.utils import timezone
+
+from billing_portal import services as billing
+from billing_portal.demo import start_plan
+from billing_portal.gateways import get_gateway
+from config.celery import app as celery_app
+from plans import services as plan_services
+from plans.models import Plan, Subscription
+from tenants import services
+from tenants.audit import SYSTEM
+from tenants.models import Membership, Role, Tenant, User
+
+DEMO_PASSWORD = "allowance-demo"
+
+# (slug, name, plan code to buy or "", state to put the AI Agents subscription in)
+DEMO_TENANTS = [
+    ("northwind", "Northwind IT Partners", "helpdesk-pro", ""),
+    ("lumen", "Lumen Marketplace", "credits-plus", ""),
+    ("helix", "Helix Agents", "agents-growth", ""),
+    ("orbit", "Orbit Support", "", "trial"),
+    ("nimbus", "Nimbus Care", "", "trial_ending"),
+    ("tidewater", "Tidewater Travel", "agents-starter", "upcoming"),
+    ("kestrel", "Kestrel Labs", "agents-growth", "payment_issue"),
+    ("juniper", "Juniper Health", "agents-scale", "canceled"),
+    ("quill", "Quill Analytics", "", "expired"),
+]
+
+
+def demo_api_key(slug: str) -> str:
+    return f"alw_demo{slug[:4]}_{slug}-demo-key-not-secret"
+
+
+class Command(BaseCommand):
+    help = "Create (or bring up to date) the demo tenants and users. Safe to run any number of times."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--force", action="store_true", help="Seed even with DEBUG off (never in production)")
+
+    def handle(self, *args, **options) -> None:
+        if not settings.DEBUG and not options["force"]:
+            raise CommandError("seed_demo creates known passwords and keys: it runs only with DEBUG=true (or --force).")
+        # Apply the local gateway's webhooks here and now, not later in a worker: the demo is ready
+        # when this command returns.
+        celery_app.conf.task_always_eager = True
+        staff = self._user("staff@allowance.test", "Platform Staff")
+        if not (staff.is_staff and staff.is_superuser):
+            staff.is_staff = staff.is_superuser = True
+            staff.save(update_fields=["is_staff", "is_superuser"])
+        created = 0
+        for slug, name, plan_code, state in DEMO_TENANTS:
+            if Tenant.objects.filter(slug=slug).exists():
+                self._people(Tenant.objects.get(slug=slug), slug)
+                continue
+            with transaction.atomic():
+                admin = self._user(f"admin@{slug}.test", f"{name.split()[0]} Admin")
+                tenant = billing.organization_create(name=name, admin=admin, actor=SYSTEM)
+                if tenant.slug != slug:
+                    Tenant.objects.filter(pk=tenant.pk).update(slug=slug)
+                    tenant.refresh_from_db()
+                self._people(tenant, slug)
+                services.api_key_create(tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug))
+            if plan_code:
+                start_plan(tenant=tenant, plan=Plan.objects.get(code=plan_code), actor=admin)
+            self._shape(tenant, state, admin)
+            created += 1
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data ready ({created} new tenants). Every demo password is {DEMO_PASSWORD!r}."
+            )
+        )
+
+    def _people(self, tenant: Tenant, slug: str) -> None:
+        for role in (Role.ADMIN, Role.MEMBER, Role.FINANCE):
+            user = self._user(f"{role.value}@{slug}.test", f"{tenant.name.split()[0]} {role.label}")
+            Membership.objects.get_or_create(tenant=tenant, user=user, defaults={"role": role})
+
+    def _shape(self, tenant: Tenant, state: str, admin: User) -> None:
+        """Put the AI Agents subscription in the demo state, through the same paths users take."""
+        sub = Subscription.objects.filter(tenant=tenant, product__code="ai_agents").exclude(state="expired").first()
+        now = timezone.now()
+        gateway = get_gateway()
+        if state == "trial_ending" and sub is not None:
+            ends = now + timedelta(days=2)
+            Subscription.objects.filter(pk=sub.pk).update(trial_ends_at=ends, current_period_end=ends)
+        elif state == "expired" and sub is not None:
+            plan_services.trial_end(subscription=sub, reason="days", now=now)
+        elif state == "upcoming" and sub is not None:
+            billing.plan_change(
+                tenant=tenant, to_plan=Plan.objects.get(code="agents-growth"), when="period_end", custom_date=None,
+                actor=admin,
+            )
+        elif state == "payment_issue" and sub is not None:
+            gateway.fail_next_payment(sub.gateway_subscription_id)  # type: ignore[attr-defined]
+        elif state == "canceled" and sub is not None:
+            gateway.cancel_subscription(
+                subscription_id=sub.gateway_subscription_id, at_period_end=True, idempotency_key=f"demo-cancel:{sub.pk}"
+            )
+
+    def _user(self, email: str, full_name: str) -> User:
+        user = User.objects.filter(email__iexact=email).first()
+        if user is None:
+            user = User.objects.create_user(email, DEMO_PASSWORD, full_name=full_name)
+        return user

@@ -1,0 +1,72 @@
+"""Every read of the billing portal that a view, task or other app needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from django.db.models import BigIntegerField, Count, QuerySet, Sum
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from billing_portal.models import Invoice
+from tenants.models import Tenant
+
+# --- Invoices ----------------------------------------------------------------------------------
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+
+def invoices_for(
+    *, tenant: Tenant, status: str | None = None, since: date | None = None, until: date | None = None
+) -> QuerySet[Invoice]:
+    """The tenant's invoices, newest first; `since` and `until` are issue dates, both included."""
+    invoices = Invoice.objects.filter(tenant=tenant)
+    if status:
+        invoices = invoices.filter(status=status)
+    if since:
+        invoices = invoices.filter(issued_at__gte=_start_of(since))
+    if until:
+        invoices = invoices.filter(issued_at__lt=_start_of(until + timedelta(days=1)))
+    return invoices.order_by("-issued_at", "-pk")
+
+
+@dataclass(frozen=True)
+class CurrencyTotals:
+    currency: str
+    count: int
+    total: int  # minor units
+    amount_paid: int  # minor units
+    amount_remaining: int  # minor units
+
+
+def _sum(field: str) -> Cast:
+    # PostgreSQL sums bigint into numeric; cast back so the sums arrive as Python ints.
+    return Cast(Sum(field), BigIntegerField())
+
+
+def invoice_totals(invoices: QuerySet[Invoice]) -> list[CurrencyTotals]:
+    """Count and sums of `invoices` per currency, in one query; amounts in different currencies are
+    never added together."""
+    rows = (
+        invoices.order_by()
+        .values("currency")
+        .annotate(
+            count=Count("pk"),
+            total=_sum("total"),
+            amount_paid=_sum("amount_paid"),
+            amount_remaining=_sum("amount_remaining"),
+        )
+        .order_by("currency")
+    )
+    return [CurrencyTotals(**row) for row in rows]
+
+
+def invoice_detail(*, tenant: Tenant, invoice_id: int) -> Invoice:
+    """One of the tenant's invoices with its lines; raises Invoice.DoesNotExist for another
+    tenant's invoice, exactly as for one that does not exist."""
+    return (
+        Invoice.objects.select_related("tenant").prefetch_related("lines").get(tenant=tenant, pk=invoice_id)
+    )

@@ -1,0 +1,403 @@
+"""The Invoices pages: finance and admins read the tenant's invoices; nobody changes anything."""
+
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
+from billing_portal.invoice_pdf import invoice_pdf
+from billing_portal.models import Invoice
+from billing_portal.selectors import CurrencyTotals, invoice_totals, invoices_for
+from tenants.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+Status = Invoice.Status
+
+
+def at(day: str, hour: int = 12, minute: int = 0) -> datetime:
+    return datetime.fromisoformat(day).replace(hour=hour, minute=minute, tzinfo=UTC)
+
+
+def url(name: str, tenant, **kwargs) -> str:
+    return reverse(name, kwargs={"slug": tenant.slug, **kwargs})
+
+
+def numbers(response) -> list[str]:
+    return [invoice.number for invoice in response.context["page"].object_list]
+
+
+@pytest.fixture
+def invoices(tenant):
+    """Four invoices of Acme in two currencies, and one of Globex that must never show."""
+    return {
+        "jan": InvoiceFactory(
+            tenant=tenant,
+            number="ACME-0001",
+            status=Status.PAID,
+            subtotal=1000,
+            tax=200,
+            issued_at=at("2026-01-10"),
+        ),
+        "feb": InvoiceFactory(
+            tenant=tenant, number="ACME-0002", status=Status.OPEN, subtotal=2500, issued_at=at("2026-02-15")
+        ),
+        "mar": InvoiceFactory(
+            tenant=tenant,
+            number="ACME-0003",
+            status=Status.PAID,
+            currency="eur",
+            subtotal=1250,
+            issued_at=at("2026-03-01", 23, 30),  # late on the last day of the range: still inside
+        ),
+        "apr": InvoiceFactory(
+            tenant=tenant,
+            number="ACME-0004",
+            status=Status.VOID,
+            subtotal=700,
+            issued_at=at("2026-04-02", 0, 0),
+        ),
+    }
+
+
+@pytest.fixture
+def foreign_invoice(other_tenant):
+    return InvoiceFactory(
+        tenant=other_tenant, number="GLOBEX-0001", subtotal=99900, issued_at=at("2026-02-20")
+    )
+
+
+# --- access ------------------------------------------------------------------------------------
+
+
+def _all_urls(tenant, invoice):
+    return [
+        url("invoices", tenant),
+        url("invoice_csv", tenant),
+        url("invoice_detail", tenant, invoice_id=invoice.pk),
+        url("invoice_pdf", tenant, invoice_id=invoice.pk),
+    ]
+
+
+@pytest.mark.parametrize("persona", ["finance", "admin"])
+def test_finance_and_admins_see_the_invoice_list(
+    persona, request, tenant, invoices, foreign_invoice, client_for
+):
+    client = client_for(request.getfixturevalue(persona))
+    response = client.get(url("invoices", tenant))
+    assert response.status_code == 200
+    assert numbers(response) == ["ACME-0004", "ACME-0003", "ACME-0002", "ACME-0001"]
+    body = response.content.decode()
+    assert "GLOBEX-0001" not in body
+    assert 'aria-current="page">Invoices</a>' in body  # the navigation item lights up
+
+
+def test_member_is_refused_every_invoice_page(tenant, member, invoices, client_for):
+    client = client_for(member)
+    for page in _all_urls(tenant, invoices["jan"]):
+        assert client.get(page).status_code == 403, page
+
+
+def test_outsider_gets_404_on_every_invoice_page(tenant, other_tenant, outsider, invoices, client_for):
+    client = client_for(outsider)
+    for page in _all_urls(tenant, invoices["jan"]):
+        assert client.get(page).status_code == 404, page
+    # Acme's invoice id under the outsider's own tenant is not found either.
+    for page in _all_urls(other_tenant, invoices["jan"])[2:]:
+        assert client.get(page).status_code == 404, page
+
+
+def test_nothing_can_be_posted(tenant, finance, admin, invoices, client_for):
+    for user in (finance, admin):
+        client = client_for(user)
+        for page in _all_urls(tenant, invoices["feb"]):
+            assert client.post(page).status_code == 405, page
+            assert client.post(page, HTTP_HX_REQUEST="true").status_code == 405, page
+    assert Invoice.objects.get(pk=invoices["feb"].pk).status == Status.OPEN
+
+
+# --- filters and totals --------------------------------------------------------------------------
+
+
+def test_status_filter_returns_exactly_the_matching_invoices(tenant, finance, invoices, client_for):
+    client = client_for(finance)
+    assert numbers(client.get(url("invoices", tenant), {"status": "paid"})) == ["ACME-0003", "ACME-0001"]
+    assert numbers(client.get(url("invoices", tenant), {"status": "open"})) == ["ACME-0002"]
+    assert numbers(client.get(url("invoices", tenant), {"status": "uncollectible"})) == []
+
+
+def test_date_range_includes_both_end_days(tenant, finance, invoices, client_for):
+    client = client_for(finance)
+    response = client.get(url("invoices", tenant), {"since": "2026-02-15", "until": "2026-03-01"})
+    assert numbers(response) == ["ACME-0003", "ACME-0002"]
+    assert numbers(client.get(url("invoices", tenant), {"since": "2026-03-02"})) == ["ACME-0004"]
+    assert numbers(client.get(url("invoices", tenant), {"until": "2026-01-10"})) == ["ACME-0001"]
+
+
+def test_status_and_dates_combine(tenant, finance, invoices, client_for):
+    response = client_for(finance).get(
+        url("invoices", tenant), {"status": "paid", "since": "2026-02-01", "until": "2026-04-30"}
+    )
+    assert numbers(response) == ["ACME-0003"]
+    assert response.context["totals"] == [CurrencyTotals("eur", 1, 1250, 1250, 0)]
+
+
+def test_reversed_date_range_shows_an_error_and_keeps_the_valid_filter(tenant, finance, invoices, client_for):
+    response = client_for(finance).get(
+        url("invoices", tenant), {"since": "2026-03-01", "until": "2026-02-01"}
+    )
+    assert response.status_code == 200
+    assert "The end date is before the start date." in response.content.decode()
+    assert numbers(response) == ["ACME-0004", "ACME-0003"]
+
+
+def test_no_matches_shows_the_empty_state(tenant, finance, invoices, client_for):
+    response = client_for(finance).get(url("invoices", tenant), {"status": "draft"})
+    body = response.content.decode()
+    assert "No invoices match these filters." in body
+    assert 'data-testid="invoice-totals"' not in body
+
+
+def test_tenant_without_invoices_shows_the_empty_state(tenant, finance, client_for):
+    body = client_for(finance).get(url("invoices", tenant)).content.decode()
+    assert "No invoices yet." in body
+    assert 'data-testid="csv-export"' not in body
+
+
+def test_totals_per_currency_are_exact(tenant, invoices, foreign_invoice):
+    InvoiceFactory(
+        tenant=tenant, status=Status.OPEN, subtotal=3000, amount_paid=1000, issued_at=at("2026-02-20")
+    )
+    assert invoice_totals(invoices_for(tenant=tenant)) == [
+        CurrencyTotals(currency="eur", count=1, total=1250, amount_paid=1250, amount_remaining=0),
+        # 1200 (paid) + 2500 (open) + 700 (void) + 3000 (open, 1000 paid)
+        CurrencyTotals(currency="usd", count=4, total=7400, amount_paid=2200, amount_remaining=4500),
+    ]
+    # Sums arrive as ints (PostgreSQL would hand back Decimal for a bigint sum without the cast).
+    usd = invoice_totals(invoices_for(tenant=tenant, status=Status.OPEN))[0]
+    assert [type(v) for v in (usd.count, usd.total, usd.amount_paid, usd.amount_remaining)] == [int] * 4
+
+
+def test_totals_card_shows_formatted_amounts(tenant, finance, invoices, client_for):
+    response = client_for(finance).get(url("invoices", tenant))
+    assert response.context["totals"] == [
+        CurrencyTotals("eur", 1, 1250, 1250, 0),
+        CurrencyTotals("usd", 3, 4400, 1200, 2500),
+    ]
+    body = response.content.decode()
+    assert "€12.50" in body
+    assert "$44.00" in body
+    assert "$25.00" in body
+
+
+def test_htmx_request_gets_only_the_table_partial(tenant, finance, invoices, client_for):
+    response = client_for(finance).get(url("invoices", tenant), {"status": "open"}, HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="invoices"')
+    assert "<html" not in body
+    assert "ACME-0002" in body
+    assert "ACME-0001" not in body
+    # The export link inside the swapped part keeps the filter.
+    assert f'href="{url("invoice_csv", tenant)}?status=open"' in body
+
+
+def test_list_is_paginated_by_25(tenant, finance, client_for):
+    for day in range(1, 28):
+        InvoiceFactory(tenant=tenant, number=f"P-{day:02d}", issued_at=at(f"2026-05-{day:02d}"))
+    client = client_for(finance)
+    first = client.get(url("invoices", tenant))
+    assert len(numbers(first)) == 25
+    assert numbers(first)[0] == "P-27"
+    second = client.get(url("invoices", tenant), {"page": 2})
+    assert numbers(second) == ["P-02", "P-01"]
+    assert "Page 2 of 2" in second.content.decode()
+
+
+def test_list_query_count_does_not_grow_with_invoices(tenant, finance, client_for):
+    client = client_for(finance)
+
+    def queries_for_list() -> int:
+        client.get(url("invoices", tenant))  # warm the session
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url("invoices", tenant)).status_code == 200
+        return len(captured)
+
+    InvoiceFactory.create_batch(3, tenant=tenant)
+    with_three = queries_for_list()
+    InvoiceFactory.create_batch(27, tenant=tenant, currency="eur")
+    assert queries_for_list() == with_three
+
+
+def test_detail_query_count_does_not_grow_with_lines(tenant, finance, client_for):
+    client = client_for(finance)
+    small = InvoiceFactory(tenant=tenant)
+    InvoiceLineFactory.create_batch(2, invoice=small)
+    large = InvoiceFactory(tenant=tenant)
+    InvoiceLineFactory.create_batch(20, invoice=large)
+
+    def queries_for(invoice) -> int:
+        client.get(url("invoice_detail", tenant, invoice_id=invoice.pk))
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url("invoice_detail", tenant, invoice_id=invoice.pk)).status_code == 200
+        return len(captured)
+
+    assert queries_for(small) == queries_for(large)
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+
+
+def test_csv_export_is_exact_and_keeps_the_filters(tenant, finance, invoices, foreign_invoice, client_for):
+    InvoiceFactory(
+        tenant=tenant,
+        number="ACME-0005",
+        status=Status.OPEN,
+        subtotal=100005,
+        tax=20001,
+        amount_paid=5,
+        issued_at=at("2026-02-28"),
+        period_start=at("2026-02-01", 0),
+        period_end=at("2026-03-01", 0),
+    )
+    with time_machine.travel(at("2026-06-30"), tick=False):
+        response = client_for(finance).get(url("invoice_csv", tenant), {"until": "2026-03-01"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == 'attachment; filename="invoices-acme-2026-06-30.csv"'
+    assert b"".join(response.streaming_content).decode().splitlines() == [
+        "number,status,issued_date,paid_date,period_start,period_end,currency,subtotal,tax,total,amount_paid,amount_remaining",
+        "ACME-0003,paid,2026-03-01,2026-03-01,2026-03-01,2026-03-31,EUR,12.50,0.00,12.50,12.50,0.00",
+        "ACME-0005,open,2026-02-28,,2026-02-01,2026-03-01,USD,1000.05,200.01,1200.06,0.05,1200.01",
+        "ACME-0002,open,2026-02-15,,2026-02-15,2026-03-17,USD,25.00,0.00,25.00,0.00,25.00",
+        "ACME-0001,paid,2026-01-10,2026-01-10,2026-01-10,2026-02-09,USD,10.00,2.00,12.00,12.00,0.00",
+    ]
+
+
+def test_list_links_to_the_csv_with_the_same_filters(tenant, finance, invoices, client_for):
+    body = (
+        client_for(finance)
+        .get(url("invoices", tenant), {"status": "paid", "since": "2026-01-01"})
+        .content.decode()
+    )
+    assert f'href="{url("invoice_csv", tenant)}?status=paid&amp;since=2026-01-01"' in body
+
+
+def test_csv_by_status(tenant, finance, invoices, client_for):
+    response = client_for(finance).get(url("invoice_csv", tenant), {"status": "void"})
+    rows = b"".join(response.streaming_content).decode().splitlines()
+    assert rows[1:] == ["ACME-0004,void,2026-04-02,,2026-04-02,2026-05-02,USD,7.00,0.00,7.00,0.00,0.00"]
+
+
+# --- detail --------------------------------------------------------------------------------------
+
+
+def test_detail_shows_lines_totals_and_links(tenant, finance, client_for):
+    invoice = InvoiceFactory(
+        tenant=tenant,
+        number="ACME-0042",
+        status=Status.OPEN,
+        subtotal=4500,
+        tax=900,
+        hosted_invoice_url="https://invoice.stripe.com/i/acct_1/test_42",
+    )
+    InvoiceLineFactory(invoice=invoice, position=1, description="Pro plan · monthly", amount=4000)
+    InvoiceLineFactory(
+        invoice=invoice, position=2, description="Extra pack of 100 sessions", quantity=2, amount=500
+    )
+    response = client_for(finance).get(url("invoice_detail", tenant, invoice_id=invoice.pk))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert [line.description for line in response.context["invoice"].lines.all()] == [
+        "Pro plan · monthly",
+        "Extra pack of 100 sessions",
+    ]
+    assert body.count('data-testid="invoice-line"') == 2
+    assert "Pro plan · monthly" in body
+    assert "Extra pack of 100 sessions" in body
+    for amount in ("$40.00", "$5.00", "$45.00", "$9.00", "$54.00"):
+        assert amount in body
+    assert '<span class="badge warning" data-testid="status">Open</span>' in body
+    assert 'href="https://invoice.stripe.com/i/acct_1/test_42"' in body
+    assert f'href="{url("invoice_pdf", tenant, invoice_id=invoice.pk)}"' in body
+
+
+def test_detail_without_hosted_url_has_no_hosted_link(tenant, finance, client_for):
+    invoice = InvoiceFactory(tenant=tenant)
+    body = client_for(finance).get(url("invoice_detail", tenant, invoice_id=invoice.pk)).content.decode()
+    assert "Hosted invoice" not in body
+    assert "Download PDF" in body
+    assert "This invoice has no line items." in body
+
+
+# --- PDF -----------------------------------------------------------------------------------------
+
+
+def test_pdf_redirects_to_the_gateways_pdf_when_there_is_one(tenant, finance, client_for):
+    invoice = InvoiceFactory(tenant=tenant, pdf_url="https://pay.stripe.com/invoice/acct_1/test_1/pdf")
+    response = client_for(finance).get(url("invoice_pdf", tenant, invoice_id=invoice.pk))
+    assert response.status_code == 302
+    assert response["Location"] == "https://pay.stripe.com/invoice/acct_1/test_1/pdf"
+
+
+def test_pdf_is_rendered_by_us_without_a_gateway_pdf(tenant, finance, client_for):
+    invoice = InvoiceFactory(
+        tenant=tenant, number="ACME-0077", status=Status.PAID, currency="eur", subtotal=4200
+    )
+    InvoiceLineFactory(invoice=invoice, position=1, description="Pro plan", amount=4200)
+    response = client_for(finance).get(url("invoice_pdf", tenant, invoice_id=invoice.pk))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == 'inline; filename="ACME-0077.pdf"'
+    assert response.content.startswith(b"%PDF")
+    assert b"ACME-0077" in response.content
+    assert b"Acme Corp" in response.content
+    assert b"Pro plan" in response.content
+    assert b"(PAID)" in response.content
+
+
+def test_pdf_of_an_open_invoice_has_no_paid_stamp(tenant):
+    invoice = InvoiceFactory(tenant=tenant, number="ACME-0078", status=Status.OPEN)
+    pdf = invoice_pdf(invoice=invoice)
+    assert pdf.startswith(b"%PDF")
+    assert b"ACME-0078" in pdf
+    assert b"(PAID)" not in pdf
+
+
+def test_pdf_of_an_invoice_with_many_lines_spans_pages(tenant):
+    invoice = InvoiceFactory(tenant=tenant, number="ACME-0079")
+    InvoiceLineFactory.create_batch(80, invoice=invoice)
+    pdf = invoice_pdf(invoice=invoice)
+    assert b"(Page 2)" in pdf
+
+
+# --- platform admin ------------------------------------------------------------------------------
+
+
+def test_platform_staff_see_every_tenants_invoices_read_only(tenant, other_tenant, client_for):
+    staff = UserFactory(email="ops@allowance.test", is_staff=True, is_superuser=True)
+    acme = InvoiceFactory(tenant=tenant, number="ACME-0100", gateway_invoice_id="in_acme_0100")
+    InvoiceLineFactory(invoice=acme, description="Pro plan")
+    InvoiceFactory(tenant=other_tenant, number="GLOBEX-0100")
+    client = client_for(staff)
+
+    listing = client.get("/admin/billing_portal/invoice/").content.decode()
+    assert "ACME-0100" in listing
+    assert "GLOBEX-0100" in listing
+    found = client.get("/admin/billing_portal/invoice/", {"q": "in_acme_0100"}).content.decode()
+    assert "ACME-0100" in found
+    assert "GLOBEX-0100" not in found
+
+    change = client.get(f"/admin/billing_portal/invoice/{acme.pk}/change/")
+    assert change.status_code == 200
+    assert "Pro plan" in change.content.decode()
+    assert (
+        client.post(f"/admin/billing_portal/invoice/{acme.pk}/change/", {"status": "void"}).status_code == 403
+    )
+    assert client.get("/admin/billing_portal/invoice/add/").status_code == 403
+    for model in ("webhookevent", "billingcustomer", "checkoutsession"):
+        assert client.get(f"/admin/billing_portal/{model}/").status_code == 200, model
+        assert client.get(f"/admin/billing_portal/{model}/add/").status_code == 403, model

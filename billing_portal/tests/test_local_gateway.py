@@ -1,0 +1,910 @@
+"""The local gateway plays Stripe: Stripe-shaped objects, Stripe's events in Stripe's order, signed
+so that Stripe's own SDK accepts them, delivered only after the change commits."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import stripe
+from django.db import connection, transaction
+
+from billing_portal.gateway.base import GatewayError, WebhookSignatureError
+from billing_portal.gateway.local import LocalGateway, add_months
+from billing_portal.gateway.store import LocalGatewayObject
+from billing_portal.gateway.stripe_gateway import (
+    checkout_session_from_stripe,
+    event_from_stripe,
+    invoice_from_stripe,
+    schedule_from_stripe,
+    subscription_from_stripe,
+)
+
+SECRET = "whsec_local_test_secret"
+START = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
+PRICES = {
+    "price_basic": (1000, "usd", "month"),
+    "price_pro": (3000, "usd", "month"),
+    "price_pro_yearly": (30000, "usd", "year"),
+}
+MAPPERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "subscription": subscription_from_stripe,
+    "invoice": invoice_from_stripe,
+    "checkout.session": checkout_session_from_stripe,
+    "subscription_schedule": schedule_from_stripe,
+}
+
+
+@dataclass
+class Local:
+    """The gateway with a movable clock and a mailbox of delivered (payload, signature) pairs."""
+
+    capture: Any
+    now: datetime = START
+    sent: list[tuple[bytes, str]] = field(default_factory=list)
+    gateway: LocalGateway = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gateway = LocalGateway(
+            webhook_secret=SECRET,
+            deliver=lambda payload, header: self.sent.append((payload, header)),
+            base_url="http://testserver",
+            price_catalog=PRICES.__getitem__,
+            clock=lambda: self.now,
+        )
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a gateway method as a request would: its deliveries run when it commits."""
+        with self.capture(execute=True):
+            return getattr(self.gateway, method)(*args, **kwargs)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The delivered events, each checked the way the webhook view and Stripe's SDK check them,
+        and each object mapped to the boundary's dataclasses; the mailbox is emptied."""
+        out = []
+        for payload, header in self.sent:
+            assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", header)
+            verified = self.gateway.verify_webhook(payload=payload, signature_header=header)
+            sdk_event = stripe.Webhook.construct_event(payload, header, SECRET)
+            event = json.loads(payload)
+            assert sdk_event.id == verified.id == event["id"]
+            assert event_from_stripe(event) == verified
+            assert re.fullmatch(r"evt_local_[0-9a-f]+", event["id"])
+            assert event["object"] == "event"
+            assert event["livemode"] is False
+            assert event["pending_webhooks"] == 1
+            assert event["api_version"] == stripe.api_version
+            assert set(event) >= {
+                "id",
+                "object",
+                "api_version",
+                "created",
+                "livemode",
+                "pending_webhooks",
+                "type",
+                "data",
+            }
+            obj = event["data"]["object"]
+            mapper = MAPPERS.get(obj["object"])
+            if mapper is not None:
+                mapper(obj)  # the Stripe gateway's mapping reads every object we emit
+            out.append(event)
+        self.sent.clear()
+        return out
+
+    def types(self) -> list[str]:
+        return [event["type"] for event in self.events()]
+
+    def subscribe(self, price_id: str = "price_pro") -> tuple[str, Any]:
+        customer_id = self(
+            "create_customer",
+            email="admin@acme.test",
+            name="Acme",
+            metadata={"tenant": "1"},
+            idempotency_key=f"customer-{price_id}",
+        )
+        session = self(
+            "create_checkout_session",
+            customer_id=customer_id,
+            price_id=price_id,
+            success_url="http://testserver/billing/?session={CHECKOUT_SESSION_ID}",
+            cancel_url="http://testserver/billing/",
+            client_reference_id="7",
+            metadata={"tenant": "1"},
+            idempotency_key=f"checkout-{price_id}",
+        )
+        sub = self("complete_checkout", session.id)
+        self.sent.clear()
+        return customer_id, sub
+
+
+@pytest.fixture
+def local(db, django_capture_on_commit_callbacks) -> Local:
+    return Local(capture=django_capture_on_commit_callbacks)
+
+
+def count(object_type: str) -> int:
+    return LocalGatewayObject.objects.filter(object_type=object_type).count()
+
+
+# --- signatures --------------------------------------------------------------------------------------
+
+
+def test_events_are_signed_like_stripe_and_verified_like_stripe(local):
+    customer_id, _ = local.subscribe()
+    local(
+        "charge_one_off",
+        customer_id=customer_id,
+        amount=500,
+        currency="usd",
+        description="Credit pack",
+        metadata={},
+        idempotency_key="pack-1",
+    )
+    payload, header = local.sent[0]
+    assert local.events()  # LocalGateway.verify_webhook and stripe.Webhook.construct_event accept them
+
+    verify = local.gateway.verify_webhook
+    with pytest.raises(WebhookSignatureError):
+        verify(payload=payload.replace(b"invoice", b"invoicf"), signature_header=header)
+    with pytest.raises(WebhookSignatureError):
+        verify(payload=payload, signature_header="")
+    with pytest.raises(WebhookSignatureError):
+        verify(payload=payload, signature_header="garbage")
+    with pytest.raises(WebhookSignatureError):
+        verify(payload=payload, signature_header=header.split(",")[0])  # no v1
+    other = LocalGateway(webhook_secret="whsec_other", deliver=lambda *a: None)
+    with pytest.raises(WebhookSignatureError):
+        other.verify_webhook(payload=payload, signature_header=header)
+
+    # Stripe's rules: any of several v1 signatures may match; a stale timestamp is refused.
+    fresh = stripe.WebhookSignature.generate_signature_header(payload.decode(), SECRET, int(time.time()))
+    assert (
+        verify(payload=payload, signature_header=f"{fresh},v1={'0' * 64}").type == json.loads(payload)["type"]
+    )
+    stale = stripe.WebhookSignature.generate_signature_header(
+        payload.decode(), SECRET, int(time.time()) - 301
+    )
+    with pytest.raises(WebhookSignatureError, match="tolerance"):
+        verify(payload=payload, signature_header=stale)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(payload, stale, SECRET)
+    not_event = b'{"object": "invoice", "id": "in_1"}'
+    signed = stripe.WebhookSignature.generate_signature_header(not_event.decode(), SECRET, int(time.time()))
+    with pytest.raises(WebhookSignatureError):
+        verify(payload=not_event, signature_header=signed)
+
+
+def _customer(local: Local) -> str:
+    return str(LocalGatewayObject.objects.filter(object_type="customer").latest("id").object_id)
+
+
+def test_events_go_out_only_after_commit(local, django_capture_on_commit_callbacks):
+    with (  # noqa: PT012
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        local.gateway.create_customer(email="a@b.c", name="A", metadata={}, idempotency_key="k1")
+        local.gateway.set_card(_customer(local), failing=False, last4="4242")
+        raise RuntimeError("the request failed")
+    assert local.sent == []
+    assert count("customer") == 0
+    customer_id, _ = local.subscribe()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        local.gateway.fail_next_payment(local.gateway.list_subscriptions(customer_id=customer_id)[0].id)
+    assert local.sent == []
+    assert len(callbacks) == 3
+    for callback in callbacks:
+        callback()
+    assert [e["type"] for e in local.events()] == [
+        "invoice.finalized",
+        "invoice.payment_failed",
+        "customer.subscription.updated",
+    ]
+
+
+# --- checkout ----------------------------------------------------------------------------------------
+
+
+def test_checkout_completion_creates_subscription_and_paid_invoice_with_four_events(local):
+    customer_id = local(
+        "create_customer",
+        email="admin@acme.test",
+        name="Acme",
+        metadata={"tenant": "1"},
+        idempotency_key="c-1",
+    )
+    assert re.fullmatch(r"cus_local_[0-9a-f]+", customer_id)
+    session = local(
+        "create_checkout_session",
+        customer_id=customer_id,
+        price_id="price_pro",
+        success_url="http://testserver/ok",
+        cancel_url="http://testserver/no",
+        client_reference_id="42",
+        metadata={"tenant": "1"},
+        idempotency_key="cs-1",
+    )
+    assert re.fullmatch(r"cs_local_[0-9a-f]+", session.id)
+    assert session.url == f"http://testserver/dev/billing/checkout/{session.id}/"
+    assert session.status == "open"
+    assert session.customer_id == customer_id
+    assert session.client_reference_id == "42"
+    assert local.sent == []
+
+    sub = local("complete_checkout", session.id)
+
+    assert re.fullmatch(r"sub_local_[0-9a-f]+", sub.id)
+    assert (sub.status, sub.price_id, sub.customer_id) == ("active", "price_pro", customer_id)
+    assert sub.current_period_start == START
+    assert sub.current_period_end == datetime(2027, 2, 15, 12, 0, tzinfo=UTC)
+    assert sub.metadata == {"tenant": "1"}
+    invoice = local.gateway.retrieve_invoice(sub.latest_invoice_id)
+    suffix = customer_id.removeprefix("cus_local_")
+    assert invoice.number == f"LOCAL-{suffix}-0001"
+    assert (invoice.status, invoice.billing_reason, invoice.subscription_id) == (
+        "paid",
+        "subscription_create",
+        sub.id,
+    )
+    assert (invoice.total, invoice.amount_paid, invoice.amount_remaining, invoice.currency) == (
+        3000,
+        3000,
+        0,
+        "usd",
+    )
+    assert invoice.paid_at == START
+    assert invoice.hosted_invoice_url == ""
+    assert invoice.invoice_pdf == ""
+    assert [(line.amount, line.period_start, line.period_end) for line in invoice.lines] == [
+        (3000, START, sub.current_period_end)
+    ]
+    done = local.gateway.retrieve_checkout_session(session.id)
+    assert (done.status, done.subscription_id, done.customer_id) == ("complete", sub.id, customer_id)
+
+    events = local.events()
+    assert [e["type"] for e in events] == [
+        "customer.subscription.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "checkout.session.completed",
+    ]
+    created, finalized, paid, completed = (e["data"]["object"] for e in events)
+    assert created["items"]["data"][0]["price"]["id"] == "price_pro"
+    assert created["items"]["data"][0]["current_period_end"] == int(sub.current_period_end.timestamp())
+    assert finalized["status"] == "open"
+    assert paid["status"] == "paid"
+    assert paid["parent"]["subscription_details"]["subscription"] == sub.id
+    assert paid["status_transitions"]["paid_at"] == int(START.timestamp())
+    assert completed["subscription"] == sub.id
+    assert completed["customer"] == customer_id
+    assert completed["client_reference_id"] == "42"
+
+    # Completing again (the stand-in page reloaded) changes nothing.
+    assert local("complete_checkout", session.id) == sub
+    assert local.sent == []
+    assert count("subscription") == 1
+    assert count("invoice") == 1
+
+
+def test_a_declining_card_at_checkout_creates_nothing(local):
+    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
+    local("set_card", customer_id, failing=True, last4="0002")
+    session = local(
+        "create_checkout_session",
+        customer_id=customer_id,
+        price_id="price_pro",
+        success_url="s",
+        cancel_url="c",
+        client_reference_id="",
+        metadata={},
+        idempotency_key="cs",
+    )
+    with pytest.raises(GatewayError) as exc:
+        local("complete_checkout", session.id)
+    assert exc.value.code == "card_declined"
+    assert exc.value.message == "Your card was declined."
+    assert count("subscription") == count("invoice") == count("event") == 0
+    assert local.sent == []
+    assert local.gateway.retrieve_checkout_session(session.id).status == "open"
+    # A working card: the same session goes through.
+    local("set_card", customer_id, failing=False, last4="4242")
+    assert local("complete_checkout", session.id).status == "active"
+
+
+def test_expired_checkout_cannot_complete(local):
+    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
+    session = local(
+        "create_checkout_session",
+        customer_id=customer_id,
+        price_id="price_pro",
+        success_url="s",
+        cancel_url="c",
+        client_reference_id="",
+        metadata={},
+        idempotency_key="cs",
+    )
+    expired = local("expire_checkout", session.id)
+    assert (expired.status, expired.url) == ("expired", "")
+    assert local.types() == ["checkout.session.expired"]
+    assert local("expire_checkout", session.id).status == "expired"
+    assert local.sent == []
+    with pytest.raises(GatewayError):
+        local("complete_checkout", session.id)
+    # Sessions left open expire after 24 hours on the clock tick.
+    other = local(
+        "create_checkout_session",
+        customer_id=customer_id,
+        price_id="price_pro",
+        success_url="s",
+        cancel_url="c",
+        client_reference_id="",
+        metadata={},
+        idempotency_key="cs2",
+    )
+    assert local("advance", START + timedelta(hours=23)) == 0
+    assert local("advance", START + timedelta(hours=24)) == 1
+    assert local.gateway.retrieve_checkout_session(other.id).status == "expired"
+
+
+def test_unknown_ids_and_prices_are_gateway_errors(local):
+    with pytest.raises(GatewayError) as exc:
+        local.gateway.retrieve_subscription("sub_local_nope")
+    assert exc.value.code == "resource_missing"
+    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
+    with pytest.raises(GatewayError) as exc:
+        local(
+            "create_checkout_session",
+            customer_id=customer_id,
+            price_id="price_nope",
+            success_url="s",
+            cancel_url="c",
+            client_reference_id="",
+            metadata={},
+            idempotency_key="cs",
+        )
+    assert exc.value.code == "resource_missing"
+
+
+# --- idempotency -------------------------------------------------------------------------------------
+
+
+def test_idempotency_keys_return_the_same_objects(local):
+    first = local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="tenant-1")
+    assert local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="tenant-1") == first
+    assert count("customer") == 1
+    with pytest.raises(GatewayError) as exc:
+        local("create_customer", email="other@b.c", name="A", metadata={}, idempotency_key="tenant-1")
+    assert exc.value.code == "idempotency_error"
+
+    args = {
+        "customer_id": first,
+        "price_id": "price_pro",
+        "success_url": "s",
+        "cancel_url": "c",
+        "client_reference_id": "",
+        "metadata": {},
+        "idempotency_key": "checkout-9",
+    }
+    assert local("create_checkout_session", **args) == local("create_checkout_session", **args)
+    assert count("checkout.session") == 1
+
+    sub = local("complete_checkout", local("create_checkout_session", **args).id)
+    local.now = START + timedelta(days=10)
+    change = {"subscription_id": sub.id, "price_id": "price_pro_yearly", "idempotency_key": "change-1"}
+    assert local("change_subscription_price", **change) == local("change_subscription_price", **change)
+    charge = {
+        "customer_id": first,
+        "amount": 700,
+        "currency": "usd",
+        "description": "Pack",
+        "metadata": {},
+        "idempotency_key": "pack-1",
+    }
+    assert local("charge_one_off", **charge) == local("charge_one_off", **charge)
+    schedule = {
+        "subscription_id": sub.id,
+        "price_id": "price_pro",
+        "at": START + timedelta(days=40),
+        "idempotency_key": "sched-1",
+    }
+    assert local("schedule_subscription_change", **schedule) == local(
+        "schedule_subscription_change", **schedule
+    )
+    cancel = {"subscription_id": sub.id, "at_period_end": False, "idempotency_key": "cancel-1"}
+    assert local("cancel_subscription", **cancel) == local("cancel_subscription", **cancel)
+    # One creation each: checkout invoice, one proration invoice, one one-off invoice; one schedule.
+    assert count("invoice") == 3
+    assert count("subscription_schedule") == 1
+    types = local.types()
+    assert types.count("invoice.paid") == 3
+    assert types.count("customer.subscription.deleted") == 1
+
+
+# --- plan changes ------------------------------------------------------------------------------------
+
+
+def test_change_price_switches_now_and_invoices_the_prorated_difference(local):
+    _customer_id, sub = local.subscribe("price_basic")  # 10.00/month, Jan 15 -> Feb 15 (31 days)
+    local.now = START + timedelta(days=10)  # 21 of 31 days left
+
+    changed = local(
+        "change_subscription_price", subscription_id=sub.id, price_id="price_pro", idempotency_key="up"
+    )
+
+    assert changed.price_id == "price_pro"
+    assert changed.status == "active"
+    assert (changed.current_period_start, changed.current_period_end) == (
+        sub.current_period_start,
+        sub.current_period_end,
+    )
+    invoice = local.gateway.retrieve_invoice(changed.latest_invoice_id)
+    assert invoice.total == round(2000 * 21 / 31) == 1355
+    assert sum(line.amount for line in invoice.lines) == invoice.total
+    assert (invoice.status, invoice.billing_reason, invoice.amount_paid) == (
+        "paid",
+        "subscription_update",
+        1355,
+    )
+    assert invoice.number.endswith("-0002")
+    events = local.events()
+    assert [e["type"] for e in events] == [
+        "customer.subscription.updated",
+        "invoice.finalized",
+        "invoice.paid",
+    ]
+    previous = events[0]["data"]["previous_attributes"]
+    assert previous["items"]["data"][0]["price"]["id"] == "price_basic"
+
+    # A downgrade switches too, but there is nothing to charge.
+    down = local(
+        "change_subscription_price", subscription_id=sub.id, price_id="price_basic", idempotency_key="down"
+    )
+    assert down.price_id == "price_basic"
+    assert down.latest_invoice_id == invoice.id
+    assert local.types() == ["customer.subscription.updated"]
+    # The same price again: nothing at all.
+    local("change_subscription_price", subscription_id=sub.id, price_id="price_basic", idempotency_key="same")
+    assert local.sent == []
+
+
+def test_change_to_another_interval_restarts_the_cycle(local):
+    _, sub = local.subscribe("price_pro")
+    local.now = START + timedelta(days=10)
+    changed = local(
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_pro_yearly",
+        idempotency_key="yearly",
+    )
+    assert changed.current_period_start == local.now
+    assert changed.current_period_end == add_months(local.now, 12)
+    invoice = local.gateway.retrieve_invoice(changed.latest_invoice_id)
+    assert invoice.total == 30000 - round(3000 * 21 / 31)
+
+
+def test_scheduled_change_applies_at_its_date_on_advance(local):
+    _, sub = local.subscribe("price_pro")
+    end = sub.current_period_end
+    schedule = local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=end,
+        idempotency_key="sched",
+    )
+    assert re.fullmatch(r"sub_sched_local_[0-9a-f]+", schedule.id)
+    assert (schedule.subscription_id, schedule.status) == (sub.id, "active")
+    assert local.gateway.retrieve_subscription(sub.id).schedule_id == schedule.id
+    assert local.types() == ["subscription_schedule.created", "customer.subscription.updated"]
+    with pytest.raises(GatewayError) as exc:  # one schedule at a time, as at Stripe
+        local(
+            "schedule_subscription_change",
+            subscription_id=sub.id,
+            price_id="price_basic",
+            at=end,
+            idempotency_key="sched-again",
+        )
+    assert exc.value.code == "subscription_schedule_exists"
+
+    assert local("advance", end - timedelta(seconds=1)) == 0
+    assert local.sent == []
+    assert local("advance", end) == 2  # the subscription and its schedule
+
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert (after.price_id, after.schedule_id, after.status) == ("price_basic", "", "active")
+    assert (after.current_period_start, after.current_period_end) == (end, add_months(end, 1))
+    renewal = local.gateway.retrieve_invoice(after.latest_invoice_id)
+    assert (renewal.billing_reason, renewal.total, renewal.status) == ("subscription_cycle", 1000, "paid")
+    events = local.events()
+    assert [e["type"] for e in events] == [
+        "customer.subscription.updated",
+        "subscription_schedule.completed",
+        "invoice.finalized",
+        "invoice.paid",
+        "customer.subscription.updated",
+    ]
+    assert events[1]["data"]["object"]["status"] == "completed"
+    assert local("advance", end) == 0
+    assert local.sent == []
+
+
+def test_scheduled_change_on_a_custom_date_switches_mid_period(local):
+    _, sub = local.subscribe("price_pro")
+    at = START + timedelta(days=5)
+    local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=at,
+        idempotency_key="s",
+    )
+    local.sent.clear()
+    assert local("advance", at + timedelta(hours=1)) == 2
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert after.price_id == "price_basic"
+    assert after.current_period_end == sub.current_period_end  # the period goes on
+    assert count("invoice") == 1
+    assert local.types() == ["customer.subscription.updated", "subscription_schedule.completed"]
+
+
+def test_released_schedule_changes_nothing_later(local):
+    _, sub = local.subscribe("price_pro")
+    schedule = local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=sub.current_period_end,
+        idempotency_key="s",
+    )
+    local.sent.clear()
+    assert local("release_schedule", schedule.id, idempotency_key="r") is None
+    assert local("release_schedule", schedule.id, idempotency_key="r") is None  # a retry
+    assert local.types() == ["subscription_schedule.released", "customer.subscription.updated"]
+    assert local.gateway.retrieve_subscription(sub.id).schedule_id == ""
+    with pytest.raises(GatewayError):
+        local("release_schedule", schedule.id, idempotency_key="r2")  # already released, as at Stripe
+    local("advance", sub.current_period_end)
+    assert local.gateway.retrieve_subscription(sub.id).price_id == "price_pro"
+
+
+# --- cancellation ------------------------------------------------------------------------------------
+
+
+def test_cancel_at_period_end_then_advance_deletes(local):
+    _, sub = local.subscribe()
+    local.now = START + timedelta(days=3)
+    canceled = local("cancel_subscription", subscription_id=sub.id, at_period_end=True, idempotency_key="x")
+    assert canceled.status == "active"
+    assert canceled.cancel_at_period_end
+    assert canceled.canceled_at == local.now
+    assert canceled.cancel_at == sub.current_period_end
+    assert local.types() == ["customer.subscription.updated"]
+
+    assert local("advance", sub.current_period_end) == 1
+    ended = local.gateway.retrieve_subscription(sub.id)
+    assert (ended.status, ended.ended_at) == ("canceled", sub.current_period_end)
+    assert count("invoice") == 1  # no renewal
+    events = local.events()
+    assert [e["type"] for e in events] == ["customer.subscription.deleted"]
+    assert local("advance", sub.current_period_end + timedelta(days=90)) == 0
+
+
+def test_resume_undoes_cancel_at_period_end(local):
+    _, sub = local.subscribe()
+    local("cancel_subscription", subscription_id=sub.id, at_period_end=True, idempotency_key="x")
+    local.sent.clear()
+    resumed = local("resume_subscription", sub.id)
+    assert (resumed.cancel_at_period_end, resumed.cancel_at, resumed.canceled_at) == (False, None, None)
+    assert local.types() == ["customer.subscription.updated"]
+    local("advance", sub.current_period_end)
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+
+
+def test_cancel_now_deletes_at_once(local):
+    _, sub = local.subscribe()
+    local.now = START + timedelta(days=3)
+    ended = local("cancel_subscription", subscription_id=sub.id, at_period_end=False, idempotency_key="x")
+    assert (ended.status, ended.ended_at, ended.canceled_at) == ("canceled", local.now, local.now)
+    assert local.types() == ["customer.subscription.deleted"]
+    with pytest.raises(GatewayError):
+        local(
+            "change_subscription_price", subscription_id=sub.id, price_id="price_basic", idempotency_key="y"
+        )
+
+
+def test_cancel_at_period_end_is_refused_while_a_schedule_holds_the_subscription(local):
+    _, sub = local.subscribe()
+    local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=sub.current_period_end,
+        idempotency_key="s",
+    )
+    with pytest.raises(GatewayError) as exc:
+        local("cancel_subscription", subscription_id=sub.id, at_period_end=True, idempotency_key="x")
+    assert exc.value.code == "subscription_schedule_managed"
+
+
+# --- failed payments -----------------------------------------------------------------------------------
+
+
+def test_failed_payment_makes_past_due_and_a_working_card_recovers(local):
+    customer_id, sub = local.subscribe()
+    local.now = START + timedelta(days=7)
+
+    invoice = local("fail_next_payment", sub.id)
+
+    assert (invoice.status, invoice.attempt_count, invoice.billing_reason) == (
+        "open",
+        1,
+        "subscription_cycle",
+    )
+    assert (invoice.amount_due, invoice.amount_paid, invoice.amount_remaining) == (3000, 0, 3000)
+    overdue = local.gateway.retrieve_subscription(sub.id)
+    assert overdue.status == "past_due"
+    assert overdue.latest_invoice_id == invoice.id
+    assert (overdue.current_period_start, overdue.current_period_end) == (local.now, add_months(local.now, 1))
+    assert local.types() == ["invoice.finalized", "invoice.payment_failed", "customer.subscription.updated"]
+    card = local.gateway.customer_overview(customer_id)["card"]
+    assert card["failing"] is True
+
+    local.now += timedelta(days=1)
+    local("set_card", customer_id, failing=False, last4="4242")
+
+    paid = local.gateway.retrieve_invoice(invoice.id)
+    assert (paid.status, paid.amount_paid, paid.amount_remaining, paid.paid_at) == (
+        "paid",
+        3000,
+        0,
+        local.now,
+    )
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+    assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+    overview = local.gateway.customer_overview(customer_id)
+    assert overview["card"] == {
+        "id": overview["card"]["id"],
+        "brand": "visa",
+        "last4": "4242",
+        "failing": False,
+    }
+
+
+def test_renewal_on_a_declining_card_goes_past_due_and_pay_open_invoices_recovers(local):
+    customer_id, sub = local.subscribe()
+    local("set_card", customer_id, failing=True, last4="0341")
+    assert local("advance", sub.current_period_end) == 1
+    overdue = local.gateway.retrieve_subscription(sub.id)
+    assert overdue.status == "past_due"
+    assert local.types() == ["invoice.finalized", "invoice.payment_failed", "customer.subscription.updated"]
+    paid = local("pay_open_invoices", customer_id)
+    assert [invoice.id for invoice in paid] == [overdue.latest_invoice_id]
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+    assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+
+
+def test_charge_one_off_pays_or_is_declined(local):
+    customer_id, _ = local.subscribe()
+    invoice = local(
+        "charge_one_off",
+        customer_id=customer_id,
+        amount=1500,
+        currency="USD",
+        description="1,000 credits",
+        metadata={"pack": "small"},
+        idempotency_key="pack-1",
+    )
+    assert (invoice.status, invoice.total, invoice.currency, invoice.subscription_id) == (
+        "paid",
+        1500,
+        "usd",
+        "",
+    )
+    assert [(line.description, line.amount) for line in invoice.lines] == [("1,000 credits", 1500)]
+    assert invoice.metadata == {"pack": "small"}
+    assert invoice.billing_reason == "manual"
+    assert local.types() == ["invoice.finalized", "invoice.paid"]
+
+    local("set_card", customer_id, failing=True, last4="0002")
+    with pytest.raises(GatewayError) as exc:
+        local(
+            "charge_one_off",
+            customer_id=customer_id,
+            amount=1500,
+            currency="usd",
+            description="1,000 credits",
+            metadata={},
+            idempotency_key="pack-2",
+        )
+    assert exc.value.code == "card_declined"
+    declined = local.gateway.list_invoices(customer_id=customer_id)[0]
+    assert (declined.status, declined.attempt_count) == ("open", 1)
+    assert local.types() == ["invoice.finalized", "invoice.payment_failed"]
+
+
+# --- the clock -----------------------------------------------------------------------------------------
+
+
+def test_advance_twice_renews_once(local):
+    _, sub = local.subscribe()
+    moment = sub.current_period_end + timedelta(hours=1)
+    assert local("advance", moment) == 1
+    assert count("invoice") == 2
+    assert local.types() == ["invoice.finalized", "invoice.paid", "customer.subscription.updated"]
+    assert local("advance", moment) == 0
+    assert count("invoice") == 2
+    assert local.sent == []
+    renewed = local.gateway.retrieve_subscription(sub.id)
+    assert renewed.current_period_start == sub.current_period_end
+
+
+def test_advance_over_several_periods_bills_each_and_keeps_the_anchor_day(local):
+    local.now = datetime(2027, 1, 31, 9, 0, tzinfo=UTC)
+    _, sub = local.subscribe()
+    assert sub.current_period_end == datetime(2027, 2, 28, 9, 0, tzinfo=UTC)
+    local("advance", datetime(2027, 4, 1, tzinfo=UTC))
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert after.current_period_start == datetime(2027, 3, 31, 9, 0, tzinfo=UTC)  # back on the 31st
+    assert after.current_period_end == datetime(2027, 4, 30, 9, 0, tzinfo=UTC)
+    invoices = local.gateway.list_invoices(customer_id=sub.customer_id)
+    assert [invoice.billing_reason for invoice in invoices] == [
+        "subscription_cycle",
+        "subscription_cycle",
+        "subscription_create",
+    ]
+    assert [invoice.number[-4:] for invoice in invoices] == ["0003", "0002", "0001"]
+    since = local.gateway.list_invoices(
+        customer_id=sub.customer_id, created_since=datetime(2027, 3, 1, tzinfo=UTC)
+    )
+    assert len(since) == 1
+
+
+def test_add_months_clamps_the_day():
+    assert add_months(datetime(2027, 1, 31, tzinfo=UTC), 1) == datetime(2027, 2, 28, tzinfo=UTC)
+    assert add_months(datetime(2028, 1, 31, tzinfo=UTC), 1) == datetime(2028, 2, 29, tzinfo=UTC)
+    assert add_months(datetime(2027, 11, 30, tzinfo=UTC), 3) == datetime(2028, 2, 29, tzinfo=UTC)
+    assert add_months(datetime(2028, 2, 29, tzinfo=UTC), 12) == datetime(2029, 2, 28, tzinfo=UTC)
+
+
+# --- portal --------------------------------------------------------------------------------------------
+
+
+def test_portal_url_and_customer_overview(local):
+    customer_id, sub = local.subscribe()
+    url = local.gateway.create_portal_session(
+        customer_id=customer_id, return_url="http://testserver/billing/?tab=1"
+    )
+    assert (
+        url
+        == f"http://testserver/dev/billing/portal/{customer_id}/?return=http%3A%2F%2Ftestserver%2Fbilling%2F%3Ftab%3D1"
+    )
+    local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=sub.current_period_end,
+        idempotency_key="s",
+    )
+    local.now = START + timedelta(days=1)
+    local(
+        "charge_one_off",
+        customer_id=customer_id,
+        amount=500,
+        currency="usd",
+        description="Pack",
+        metadata={},
+        idempotency_key="p",
+    )
+    overview = local.gateway.customer_overview(customer_id)
+    assert (overview["email"], overview["name"]) == ("admin@acme.test", "Acme")
+    assert overview["card"]["last4"] == "4242"
+    assert overview["card"]["failing"] is False
+    [row] = overview["subscriptions"]
+    assert (row["id"], row["price_id"], row["status"], row["amount"], row["interval"]) == (
+        sub.id,
+        "price_pro",
+        "active",
+        3000,
+        "month",
+    )
+    assert (row["scheduled_price_id"], row["scheduled_at"]) == ("price_basic", sub.current_period_end)
+    assert [invoice.billing_reason for invoice in overview["invoices"]] == ["manual", "subscription_create"]
+    assert overview["has_open_invoices"] is False
+    local("fail_next_payment", sub.id)
+    assert local.gateway.customer_overview(customer_id)["has_open_invoices"] is True
+
+
+def test_a_schedule_after_the_period_end_renews_first_then_switches(local):
+    _, sub = local.subscribe("price_pro")
+    at = sub.current_period_end + timedelta(days=3)
+    local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=at,
+        idempotency_key="s",
+    )
+    local.sent.clear()
+    assert local("advance", at) == 2
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert after.price_id == "price_basic"
+    assert local.gateway.retrieve_invoice(after.latest_invoice_id).total == 3000  # renewed on the old price
+    assert local.types() == [
+        "invoice.finalized",
+        "invoice.paid",
+        "customer.subscription.updated",
+        "customer.subscription.updated",
+        "subscription_schedule.completed",
+    ]
+
+
+# --- concurrency: real transactions, two connections -----------------------------------------------------
+
+
+def _in_parallel(*calls: Callable[[], Any]) -> list[Any]:
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(index: int, call: Callable[[], Any]) -> None:
+        try:
+            barrier.wait()
+            results[index] = call()
+        except Exception as exc:  # reported to the test below
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_advances_renew_once_and_concurrent_creates_make_one_customer():
+    sent: list[tuple[bytes, str]] = []
+    lock = threading.Lock()
+
+    def deliver(payload: bytes, header: str) -> None:
+        with lock:
+            sent.append((payload, header))
+
+    gateway = LocalGateway(
+        webhook_secret=SECRET, deliver=deliver, price_catalog=PRICES.__getitem__, clock=lambda: START
+    )
+    ids = _in_parallel(
+        *[lambda: gateway.create_customer(email="a@b.c", name="A", metadata={}, idempotency_key="same")] * 2
+    )
+    assert ids[0] == ids[1]
+    assert count("customer") == 1
+    session = gateway.create_checkout_session(
+        customer_id=ids[0],
+        price_id="price_pro",
+        success_url="s",
+        cancel_url="c",
+        client_reference_id="",
+        metadata={},
+        idempotency_key="cs",
+    )
+    sub = gateway.complete_checkout(session.id)
+    sent.clear()
+    moment = sub.current_period_end + timedelta(minutes=1)
+    changed = _in_parallel(lambda: gateway.advance(moment), lambda: gateway.advance(moment))
+    assert sorted(changed) == [0, 1]
+    assert count("invoice") == 2
+    assert [json.loads(payload)["type"] for payload, _ in sent] == [
+        "invoice.finalized",
+        "invoice.paid",
+        "customer.subscription.updated",
+    ]

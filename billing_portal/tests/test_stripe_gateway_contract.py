@@ -1,0 +1,986 @@
+"""The Stripe gateway against the wire: what StripeClient sends for each call, and how the answer maps.
+
+A recording HTTP client stands in for the network under the real SDK. It keeps each request as Stripe
+would receive it (method, path, decoded form or query parameters, headers) and answers with the
+project's trimmed Stripe objects from `stripe_fixtures/`. Those are held against Stripe's published
+example objects where `../shared/stripe/fixtures3.json` exists. No database, no network."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import stripe
+import time_machine
+
+from billing_portal.gateway import stripe_gateway
+from billing_portal.gateway.base import (
+    GatewayCheckoutSession,
+    GatewayError,
+    GatewayEvent,
+    GatewayInvoice,
+    GatewayInvoiceLine,
+    GatewaySchedule,
+    WebhookSignatureError,
+)
+from billing_portal.gateway.stripe_gateway import (
+    MSG_REFUSED,
+    MSG_UNREACHABLE,
+    PINNED_API_VERSION,
+    StripeGateway,
+    invoice_from_stripe,
+)
+
+FIXTURES = Path(__file__).parent / "stripe_fixtures"
+# parents: [0] tests, [1] billing_portal, [2] the repository (/work/main), [3] its parent (/work).
+REFERENCE = Path(__file__).resolve().parents[3] / "shared/stripe/fixtures3.json"
+
+API_KEY = "sk_test_allowance_contract"
+WEBHOOK_SECRET = "whsec_allowance_contract_tests"
+
+CUS = "cus_RAcmeTenant001"
+SUB = "sub_1RAcmeAgents0001"
+SI = "si_RAcmeAgents0001"
+STARTER = "price_1RAgentsStarter01"
+GROWTH = "price_1RAgentsGrowth001"
+SCHED = "sub_sched_1RAcmeDowngr01"
+INV = "in_1RAcmeFeb2026001"
+PACK_INV = "in_1RAcmePack000001"
+CS = "cs_test_a1RAcmeAgentsStarterCheckout0001"
+
+JAN1 = datetime(2026, 1, 1, tzinfo=UTC)
+FEB1 = datetime(2026, 2, 1, tzinfo=UTC)
+MAR1 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return data
+
+
+def unix(moment: datetime) -> str:
+    """As the form encoding carries it."""
+    return str(int(moment.timestamp()))
+
+
+# --- the recording HTTP client ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    method: str
+    path: str
+    params: dict[str, Any]  # one value per key, a list where the key repeats
+    headers: dict[str, str]
+
+
+class RecordingHTTPClient(stripe.HTTPClient):
+    """Answers StripeClient's requests from a route table and records them; never opens a socket."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Sent] = []
+        self._answers: dict[tuple[str, str], list[tuple[int, Any]]] = {}
+        self._failures: dict[tuple[str, str], Exception] = {}
+
+    def answer(self, method: str, path: str, body: Any, *, status: int = 200) -> None:
+        """Queue an answer; the last one queued for a route repeats."""
+        self._answers.setdefault((method, path), []).append((status, body))
+
+    def fail(self, method: str, path: str, error: Exception) -> None:
+        self._failures[(method, path)] = error
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        parts = urlsplit(url)
+        assert (parts.scheme, parts.netloc) == ("https", "api.stripe.com"), url
+        encoded = post_data if method == "post" else parts.query
+        if isinstance(encoded, bytes):
+            encoded = encoded.decode()
+        params = {
+            key: values[0] if len(values) == 1 else values
+            for key, values in parse_qs(encoded or "", keep_blank_values=True).items()
+        }
+        route = (method.upper(), parts.path)
+        self.sent.append(Sent(route[0], route[1], params, dict(headers or {})))
+        if route in self._failures:
+            raise self._failures[route]
+        answers = self._answers.get(route)
+        if not answers:
+            raise AssertionError(f"unexpected request {route[0]} {route[1]}")
+        status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        return json.dumps(body), status, {"content-type": "application/json"}
+
+    def request_stream(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[Any, int, Mapping[str, str]]:
+        raise AssertionError("the gateway never streams")
+
+    def close(self) -> None:
+        pass
+
+
+def assert_sent(sent: Sent, method: str, path: str, *, idempotency_key: str | None = None) -> None:
+    """Method, path and the headers every request carries; a POST carries the key we derived."""
+    assert (sent.method, sent.path) == (method, path)
+    assert sent.headers["Stripe-Version"] == PINNED_API_VERSION
+    assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
+    if idempotency_key is not None:
+        assert sent.headers["Idempotency-Key"] == idempotency_key
+    elif method == "GET":
+        assert "Idempotency-Key" not in sent.headers
+
+
+@pytest.fixture
+def http() -> RecordingHTTPClient:
+    return RecordingHTTPClient()
+
+
+@pytest.fixture
+def gateway(http: RecordingHTTPClient) -> StripeGateway:
+    return StripeGateway(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, http_client=http)
+
+
+def card_declined(message: str = "Your card has insufficient funds.") -> dict[str, Any]:
+    return {
+        "error": {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": "insufficient_funds",
+            "message": message,
+            "doc_url": "https://docs.stripe.com/error-codes/card-declined",
+            "request_log_url": "https://dashboard.stripe.com/test/logs/req_1RDeclined0001",
+        }
+    }
+
+
+def invalid_request(message: str, *, code: str, param: str = "") -> dict[str, Any]:
+    return {"error": {"type": "invalid_request_error", "code": code, "message": message, "param": param}}
+
+
+def page(objects: list[dict[str, Any]], *, url: str, has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": objects, "has_more": has_more, "url": url}
+
+
+# --- the pin ------------------------------------------------------------------------------------------
+
+
+def test_pinned_api_version_is_the_installed_sdks_own() -> None:
+    # The mapping reads this version's shapes; an SDK upgrade that moves the version must move the pin
+    # (and a look at the changelog) in the same change.
+    assert PINNED_API_VERSION == stripe.api_version == "2026-10-28.endive"
+
+
+def test_requests_name_the_pinned_version_not_the_sdks_default(http, monkeypatch) -> None:
+    # The pin equals the SDK's default today, so only a different pin shows it is what is sent.
+    monkeypatch.setattr(stripe_gateway, "PINNED_API_VERSION", "2099-01-01.pinned")
+    gateway = StripeGateway(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, http_client=http)
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    gateway.retrieve_subscription(SUB)
+
+    assert http.sent[0].headers["Stripe-Version"] == "2099-01-01.pinned"
+
+
+def test_a_webhook_tolerance_of_zero_is_refused() -> None:
+    # The SDK reads 0 as "skip the timestamp check", which would accept replayed events forever.
+    with pytest.raises(ValueError, match="webhook_tolerance"):
+        StripeGateway(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, webhook_tolerance=0)
+
+
+# --- customers, checkout, portal --------------------------------------------------------------------
+
+
+def test_create_customer_posts_email_name_metadata_with_our_key(gateway, http) -> None:
+    http.answer("POST", "/v1/customers", fixture("customer"))
+
+    customer_id = gateway.create_customer(
+        email="billing@acme.test",
+        name="Acme Corp",
+        metadata={"tenant": "acme"},
+        idempotency_key="tenant-7:customer",
+    )
+
+    assert customer_id == CUS
+    [sent] = http.sent
+    assert_sent(sent, "POST", "/v1/customers", idempotency_key="tenant-7:customer")
+    assert sent.params == {"email": "billing@acme.test", "name": "Acme Corp", "metadata[tenant]": "acme"}
+
+
+def test_create_checkout_session_asks_for_a_subscription_to_one_price(gateway, http) -> None:
+    http.answer("POST", "/v1/checkout/sessions", fixture("checkout_session"))
+
+    session = gateway.create_checkout_session(
+        customer_id=CUS,
+        price_id=STARTER,
+        success_url="https://allowance.test/t/acme/billing/return?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url="https://allowance.test/t/acme/billing/plans",
+        client_reference_id="tenant:acme",
+        metadata={"tenant": "acme"},
+        idempotency_key="checkout-31",
+    )
+
+    [sent] = http.sent
+    assert_sent(sent, "POST", "/v1/checkout/sessions", idempotency_key="checkout-31")
+    assert sent.params == {
+        "mode": "subscription",
+        "customer": CUS,
+        "line_items[0][price]": STARTER,
+        "line_items[0][quantity]": "1",
+        "success_url": "https://allowance.test/t/acme/billing/return?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "https://allowance.test/t/acme/billing/plans",
+        "client_reference_id": "tenant:acme",
+        "metadata[tenant]": "acme",
+        "subscription_data[metadata][tenant]": "acme",
+    }
+    assert session == GatewayCheckoutSession(
+        id=CS,
+        url=f"https://checkout.stripe.com/c/pay/{CS}",
+        status="open",
+        customer_id=CUS,
+        subscription_id="",
+        client_reference_id="tenant:acme",
+        metadata={"tenant": "acme"},
+    )
+
+
+def test_retrieve_checkout_session_names_the_subscription_once_complete(gateway, http) -> None:
+    complete = fixture("checkout_session") | {
+        "status": "complete",
+        "payment_status": "paid",
+        "subscription": SUB,
+        "url": None,
+    }
+    http.answer("GET", f"/v1/checkout/sessions/{CS}", complete)
+
+    session = gateway.retrieve_checkout_session(CS)
+
+    [sent] = http.sent
+    assert_sent(sent, "GET", f"/v1/checkout/sessions/{CS}")
+    assert sent.params == {}
+    assert (session.status, session.subscription_id, session.url) == ("complete", SUB, "")
+
+
+def test_create_portal_session_returns_the_portal_url(gateway, http) -> None:
+    http.answer("POST", "/v1/billing_portal/sessions", fixture("billing_portal_session"))
+
+    url = gateway.create_portal_session(customer_id=CUS, return_url="https://allowance.test/t/acme/billing")
+
+    assert url == "https://billing.stripe.com/p/session/test_YWNjdF8xUkFsbG93YW5jZQ"
+    [sent] = http.sent
+    assert_sent(sent, "POST", "/v1/billing_portal/sessions")
+    assert sent.params == {"customer": CUS, "return_url": "https://allowance.test/t/acme/billing"}
+    # The interface gives no key here; the SDK's own random one still makes its retries safe.
+    assert sent.headers["Idempotency-Key"]
+
+
+# --- subscriptions ------------------------------------------------------------------------------------
+
+
+def test_retrieve_subscription_takes_the_period_from_its_item(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.retrieve_subscription(SUB)
+
+    assert_sent(http.sent[0], "GET", f"/v1/subscriptions/{SUB}")
+    assert sub.id == SUB
+    assert sub.customer_id == CUS
+    assert sub.status == "active"
+    assert sub.price_id == STARTER
+    assert sub.current_period_start == FEB1
+    assert sub.current_period_end == MAR1
+    assert sub.current_period_start.utcoffset() == timedelta(0)
+    assert (sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at, sub.ended_at) == (
+        False,
+        None,
+        None,
+        None,
+    )
+    assert (sub.schedule_id, sub.latest_invoice_id) == ("", INV)
+    assert sub.metadata == {"tenant": "acme"}
+
+
+def test_list_subscriptions_asks_for_every_status_and_reads_every_page(gateway, http) -> None:
+    first = fixture("subscription")
+    older = fixture("subscription") | {
+        "id": "sub_1RAcmeOld0000001",
+        "status": "canceled",
+        "canceled_at": int(JAN1.timestamp()) - 86400,
+        "ended_at": int(JAN1.timestamp()) - 86400,
+    }
+    http.answer("GET", "/v1/subscriptions", page([first], url="/v1/subscriptions", has_more=True))
+    http.answer("GET", "/v1/subscriptions", page([older], url="/v1/subscriptions", has_more=False))
+
+    subs = gateway.list_subscriptions(customer_id=CUS)
+
+    assert [(sub.id, sub.status) for sub in subs] == [(SUB, "active"), ("sub_1RAcmeOld0000001", "canceled")]
+    assert subs[1].ended_at == JAN1 - timedelta(days=1)
+    one, two = http.sent
+    assert_sent(one, "GET", "/v1/subscriptions")
+    assert one.params == {"customer": CUS, "status": "all", "limit": "100"}
+    assert_sent(two, "GET", "/v1/subscriptions")
+    assert two.params == {"customer": CUS, "status": "all", "limit": "100", "starting_after": SUB}
+
+
+def on_growth(subscription: dict[str, Any]) -> dict[str, Any]:
+    changed = copy.deepcopy(subscription)
+    item = changed["items"]["data"][0]
+    item["price"] |= {"id": GROWTH, "lookup_key": "agents-growth", "nickname": "Growth", "unit_amount": 19900}
+    item["price"]["unit_amount_decimal"] = "19900"
+    return changed
+
+
+def test_change_subscription_price_swaps_the_items_price_and_prorates(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+    http.answer("POST", f"/v1/subscriptions/{SUB}", on_growth(fixture("subscription")))
+
+    sub = gateway.change_subscription_price(subscription_id=SUB, price_id=GROWTH, idempotency_key="change-12")
+
+    read, update = http.sent
+    assert_sent(read, "GET", f"/v1/subscriptions/{SUB}")
+    assert_sent(update, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="change-12")
+    # The item is named by id, so its price is replaced rather than a second item added; a pending
+    # cancellation is not touched.
+    assert update.params == {
+        "items[0][id]": SI,
+        "items[0][price]": GROWTH,
+        "proration_behavior": "always_invoice",
+    }
+    assert sub.price_id == GROWTH
+    assert sub.current_period_end == MAR1
+
+
+def test_change_to_the_price_already_held_sends_no_update(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.change_subscription_price(
+        subscription_id=SUB, price_id=STARTER, idempotency_key="change-13"
+    )
+
+    assert [(sent.method, sent.path) for sent in http.sent] == [("GET", f"/v1/subscriptions/{SUB}")]
+    assert sub.price_id == STARTER
+
+
+def two_phases(schedule: dict[str, Any]) -> dict[str, Any]:
+    updated = copy.deepcopy(schedule)
+    current = updated["phases"][0]
+    updated["phases"].append(
+        current
+        | {
+            "start_date": int(MAR1.timestamp()),
+            "end_date": int(MAR1.timestamp()) + 31 * 86400,
+            "items": [{"metadata": {}, "price": GROWTH, "quantity": 1}],
+        }
+    )
+    return updated
+
+
+def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_the_date(
+    gateway, http
+) -> None:
+    http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(fixture("subscription_schedule")))
+
+    schedule = gateway.schedule_subscription_change(
+        subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="scheduled-change-5"
+    )
+
+    assert schedule == GatewaySchedule(id=SCHED, subscription_id=SUB, status="active")
+    create, update = http.sent
+    assert_sent(create, "POST", "/v1/subscription_schedules", idempotency_key="scheduled-change-5:create")
+    assert create.params == {"from_subscription": SUB}
+    assert_sent(
+        update, "POST", f"/v1/subscription_schedules/{SCHED}", idempotency_key="scheduled-change-5:update"
+    )
+    assert update.params == {
+        "phases[0][items][0][price]": STARTER,
+        "phases[0][items][0][quantity]": "1",
+        "phases[0][start_date]": unix(FEB1),  # the current phase's own start, as Stripe requires
+        "phases[0][end_date]": unix(MAR1),
+        "phases[1][items][0][price]": GROWTH,
+        "phases[1][items][0][quantity]": "1",
+        "phases[1][start_date]": unix(MAR1),
+        "end_behavior": "release",
+    }
+
+
+def test_a_refused_schedule_update_releases_the_schedule_it_made(gateway, http) -> None:
+    http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
+    http.answer(
+        "POST",
+        f"/v1/subscription_schedules/{SCHED}",
+        invalid_request("The phase end date must be after its start date.", code="parameter_invalid_integer"),
+        status=400,
+    )
+    released = fixture("subscription_schedule") | {"status": "released", "subscription": None}
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}/release", released)
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.schedule_subscription_change(
+            subscription_id=SUB, price_id=GROWTH, at=JAN1, idempotency_key="scheduled-change-6"
+        )
+
+    assert refused.value.message == MSG_REFUSED
+    assert refused.value.code == "parameter_invalid_integer"
+    assert [(sent.method, sent.path) for sent in http.sent] == [
+        ("POST", "/v1/subscription_schedules"),
+        ("POST", f"/v1/subscription_schedules/{SCHED}"),
+        ("POST", f"/v1/subscription_schedules/{SCHED}/release"),
+    ]
+    assert_sent(
+        http.sent[2],
+        "POST",
+        f"/v1/subscription_schedules/{SCHED}/release",
+        idempotency_key="scheduled-change-6:undo",
+    )
+
+
+def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_for_the_retry(
+    gateway, http
+) -> None:
+    http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
+    http.answer(
+        "POST",
+        f"/v1/subscription_schedules/{SCHED}",
+        {"error": {"type": "rate_limit_error", "message": "Too many requests."}},
+        status=429,
+    )
+
+    with pytest.raises(GatewayError) as failed:
+        gateway.schedule_subscription_change(
+            subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="scheduled-change-7"
+        )
+
+    assert failed.value.message == MSG_UNREACHABLE
+    assert [sent.path for sent in http.sent] == [
+        "/v1/subscription_schedules",
+        f"/v1/subscription_schedules/{SCHED}",
+    ]
+
+
+def test_schedule_subscription_change_refuses_a_naive_datetime(gateway, http) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        gateway.schedule_subscription_change(
+            subscription_id=SUB,
+            price_id=GROWTH,
+            at=datetime(2026, 3, 1),
+            idempotency_key="scheduled-change-8",
+        )
+    assert http.sent == []
+
+
+def test_release_schedule_posts_release_with_our_key(gateway, http) -> None:
+    released = fixture("subscription_schedule") | {
+        "status": "released",
+        "subscription": None,
+        "released_subscription": SUB,
+        "released_at": 1770100000,
+    }
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}/release", released)
+
+    gateway.release_schedule(SCHED, idempotency_key="scheduled-change-5:release")
+
+    [sent] = http.sent
+    assert_sent(
+        sent,
+        "POST",
+        f"/v1/subscription_schedules/{SCHED}/release",
+        idempotency_key="scheduled-change-5:release",
+    )
+    assert sent.params == {}
+
+
+def test_cancel_at_period_end_sets_the_flag_and_the_subscription_runs_on(gateway, http) -> None:
+    http.answer("POST", f"/v1/subscriptions/{SUB}", fixture("subscription") | {"cancel_at_period_end": True})
+
+    sub = gateway.cancel_subscription(subscription_id=SUB, at_period_end=True, idempotency_key="cancel-3")
+
+    [sent] = http.sent
+    assert_sent(sent, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="cancel-3")
+    assert sent.params == {"cancel_at_period_end": "true"}
+    assert (sub.status, sub.cancel_at_period_end, sub.current_period_end) == ("active", True, MAR1)
+
+
+def test_cancel_now_deletes_the_subscription(gateway, http) -> None:
+    ended = int(datetime(2026, 2, 10, 12, tzinfo=UTC).timestamp())
+    http.answer(
+        "DELETE",
+        f"/v1/subscriptions/{SUB}",
+        fixture("subscription") | {"status": "canceled", "canceled_at": ended, "ended_at": ended},
+    )
+
+    sub = gateway.cancel_subscription(subscription_id=SUB, at_period_end=False, idempotency_key="cancel-4")
+
+    [sent] = http.sent
+    assert_sent(sent, "DELETE", f"/v1/subscriptions/{SUB}", idempotency_key="cancel-4")
+    assert sent.params == {}
+    assert sub.status == "canceled"
+    assert sub.ended_at == sub.canceled_at == datetime(2026, 2, 10, 12, tzinfo=UTC)
+
+
+# --- invoices -----------------------------------------------------------------------------------------
+
+
+def test_retrieve_invoice_maps_amounts_tax_dates_lines_and_the_subscription(gateway, http) -> None:
+    http.answer("GET", f"/v1/invoices/{INV}", fixture("invoice"))
+
+    invoice = gateway.retrieve_invoice(INV)
+
+    assert_sent(http.sent[0], "GET", f"/v1/invoices/{INV}")
+    assert invoice == GatewayInvoice(
+        id=INV,
+        customer_id=CUS,
+        subscription_id=SUB,  # from parent.subscription_details
+        number="ACME0001-0002",
+        status="paid",
+        currency="usd",
+        subtotal=4900,
+        tax=980,
+        total=5880,
+        amount_due=5880,
+        amount_paid=5880,
+        amount_remaining=0,
+        created=FEB1,
+        period_start=JAN1,
+        period_end=FEB1,
+        paid_at=datetime(2026, 2, 1, 1, 2, 3, tzinfo=UTC),
+        hosted_invoice_url="https://invoice.stripe.com/i/acct_1RAllowance0001/test_YWNjdF8xUkFsbG93YW5jZTAwMDE",
+        invoice_pdf="https://pay.stripe.com/invoice/acct_1RAllowance0001/test_YWNjdF8xUkFsbG93YW5jZTAwMDE/pdf",
+        billing_reason="subscription_cycle",
+        attempt_count=1,
+        lines=(
+            GatewayInvoiceLine(
+                description="1 × Starter (at $49.00 / month)",  # noqa: RUF001  (Stripe's own sign)
+                amount=4900,
+                quantity=1,
+                period_start=FEB1,
+                period_end=MAR1,
+            ),
+        ),
+        metadata={},
+    )
+
+
+def test_an_invoice_in_the_older_shape_names_its_subscription_at_the_top() -> None:
+    legacy = fixture("invoice") | {"parent": None, "subscription": SUB, "tax": 980}
+    del legacy["total_taxes"]
+
+    invoice = invoice_from_stripe(legacy)
+
+    assert (invoice.subscription_id, invoice.tax) == (SUB, 980)
+
+
+def test_list_invoices_since_a_date_filters_on_created_and_reads_every_page(gateway, http) -> None:
+    march = fixture("invoice") | {"id": "in_1RAcmeMar2026001", "created": int(MAR1.timestamp())}
+    http.answer("GET", "/v1/invoices", page([march], url="/v1/invoices", has_more=True))
+    http.answer("GET", "/v1/invoices", page([fixture("invoice")], url="/v1/invoices", has_more=False))
+
+    invoices = gateway.list_invoices(customer_id=CUS, created_since=FEB1)
+
+    assert [(invoice.id, invoice.created) for invoice in invoices] == [
+        ("in_1RAcmeMar2026001", MAR1),
+        (INV, FEB1),
+    ]
+    one, two = http.sent
+    assert_sent(one, "GET", "/v1/invoices")
+    assert one.params == {"customer": CUS, "created[gte]": unix(FEB1), "limit": "100"}
+    assert two.params == {
+        "customer": CUS,
+        "created[gte]": unix(FEB1),
+        "limit": "100",
+        "starting_after": "in_1RAcmeMar2026001",
+    }
+
+
+def test_list_invoices_without_a_date_sends_no_created_filter(gateway, http) -> None:
+    http.answer("GET", "/v1/invoices", page([], url="/v1/invoices", has_more=False))
+
+    assert gateway.list_invoices(customer_id=CUS) == []
+    assert http.sent[0].params == {"customer": CUS, "limit": "100"}
+
+
+PACK_CREATED = 1770638400  # 2026-02-09 12:00 UTC
+
+
+def pack_invoice(status: str) -> dict[str, Any]:
+    """The one-off invoice for an extra pack, as Stripe returns it at each step."""
+    invoice = fixture("invoice") | {
+        "id": PACK_INV,
+        "billing_reason": "manual",
+        "created": PACK_CREATED,
+        "period_start": PACK_CREATED,
+        "period_end": PACK_CREATED,
+        "parent": None,
+        "metadata": {"tenant": "acme", "extra_pack": "42"},
+        "subtotal": 0,
+        "subtotal_excluding_tax": 0,
+        "total": 0,
+        "total_excluding_tax": 0,
+        "total_taxes": [],
+        "amount_due": 0,
+        "amount_paid": 0,
+        "amount_remaining": 0,
+        "attempt_count": 0,
+        "attempted": False,
+        "status": "draft",
+        "number": None,
+        "hosted_invoice_url": None,
+        "invoice_pdf": None,
+        "status_transitions": {
+            "finalized_at": None,
+            "marked_uncollectible_at": None,
+            "paid_at": None,
+            "voided_at": None,
+        },
+        "lines": page([], url=f"/v1/invoices/{PACK_INV}/lines", has_more=False),
+    }
+    if status == "draft":
+        return invoice
+    line = copy.deepcopy(fixture("invoice")["lines"]["data"][0]) | {
+        "id": "il_1RAcmePack000001",
+        "invoice": PACK_INV,
+        "amount": 1500,
+        "subtotal": 1500,
+        "description": "Extra pack: 1,000 AI credits",
+        "period": {"start": PACK_CREATED, "end": PACK_CREATED},
+        "parent": {
+            "type": "invoice_item_details",
+            "invoice_item_details": {
+                "invoice_item": "ii_1RAcmePack000001",
+                "proration": False,
+                "proration_details": {"credited_items": None},
+                "subscription": None,
+            },
+            "subscription_item_details": None,
+        },
+    }
+    invoice |= {
+        "status": "open",
+        "number": "ACME0001-0003",
+        "subtotal": 1500,
+        "subtotal_excluding_tax": 1500,
+        "total": 1500,
+        "total_excluding_tax": 1500,
+        "amount_due": 1500,
+        "amount_remaining": 1500,
+        "auto_advance": True,
+        "hosted_invoice_url": "https://invoice.stripe.com/i/acct_1RAllowance0001/test_UGFjazQy",
+        "invoice_pdf": "https://pay.stripe.com/invoice/acct_1RAllowance0001/test_UGFjazQy/pdf",
+        "status_transitions": invoice["status_transitions"] | {"finalized_at": PACK_CREATED + 1},
+        "lines": page([line], url=f"/v1/invoices/{PACK_INV}/lines", has_more=False),
+    }
+    if status == "open":
+        return invoice
+    return invoice | {
+        "status": "paid",
+        "amount_paid": 1500,
+        "amount_remaining": 0,
+        "attempt_count": 1,
+        "attempted": True,
+        "status_transitions": invoice["status_transitions"] | {"paid_at": PACK_CREATED + 2},
+    }
+
+
+def charge_pack(gateway: StripeGateway) -> GatewayInvoice:
+    return gateway.charge_one_off(
+        customer_id=CUS,
+        amount=1500,
+        currency="usd",
+        description="Extra pack: 1,000 AI credits",
+        metadata={"tenant": "acme", "extra_pack": "42"},
+        idempotency_key="extra-pack-42",
+    )
+
+
+def test_charge_one_off_invoices_exactly_the_one_item_and_collects_it_now(gateway, http) -> None:
+    http.answer("POST", "/v1/invoices", pack_invoice("draft"))
+    http.answer("POST", "/v1/invoiceitems", fixture("invoiceitem"))
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/finalize", pack_invoice("open"))
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/pay", pack_invoice("paid"))
+
+    invoice = charge_pack(gateway)
+
+    create, item, finalize, pay = http.sent
+    assert_sent(create, "POST", "/v1/invoices", idempotency_key="extra-pack-42:invoice")
+    assert create.params == {
+        "customer": CUS,
+        "currency": "usd",
+        "collection_method": "charge_automatically",
+        "auto_advance": "false",
+        # Not the customer's other pending items (a plan change's prorations wait for the renewal).
+        "pending_invoice_items_behavior": "exclude",
+        "description": "Extra pack: 1,000 AI credits",
+        "metadata[tenant]": "acme",
+        "metadata[extra_pack]": "42",
+    }
+    assert_sent(item, "POST", "/v1/invoiceitems", idempotency_key="extra-pack-42:item")
+    assert item.params == {
+        "customer": CUS,
+        "invoice": PACK_INV,
+        "amount": "1500",
+        "currency": "usd",
+        "description": "Extra pack: 1,000 AI credits",
+        "metadata[tenant]": "acme",
+        "metadata[extra_pack]": "42",
+    }
+    assert_sent(
+        finalize, "POST", f"/v1/invoices/{PACK_INV}/finalize", idempotency_key="extra-pack-42:finalize"
+    )
+    assert finalize.params == {"auto_advance": "true"}
+    assert_sent(pay, "POST", f"/v1/invoices/{PACK_INV}/pay", idempotency_key="extra-pack-42:pay")
+    assert pay.params == {}
+
+    assert (invoice.id, invoice.status, invoice.subscription_id, invoice.billing_reason) == (
+        PACK_INV,
+        "paid",
+        "",
+        "manual",
+    )
+    assert (invoice.total, invoice.amount_paid, invoice.amount_remaining, invoice.tax) == (1500, 1500, 0, 0)
+    assert invoice.paid_at == datetime.fromtimestamp(PACK_CREATED + 2, tz=UTC)
+    assert invoice.lines == (
+        GatewayInvoiceLine(
+            description="Extra pack: 1,000 AI credits",
+            amount=1500,
+            quantity=1,
+            period_start=datetime(2026, 2, 9, 12, tzinfo=UTC),
+            period_end=datetime(2026, 2, 9, 12, tzinfo=UTC),
+        ),
+    )
+    assert invoice.metadata == {"tenant": "acme", "extra_pack": "42"}
+
+
+def test_charge_one_off_settled_by_the_customer_balance_at_finalize_is_not_paid_again(gateway, http) -> None:
+    http.answer("POST", "/v1/invoices", pack_invoice("draft"))
+    http.answer("POST", "/v1/invoiceitems", fixture("invoiceitem"))
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/finalize", pack_invoice("paid"))
+
+    invoice = charge_pack(gateway)
+
+    assert invoice.status == "paid"
+    assert [sent.path for sent in http.sent] == [
+        "/v1/invoices",
+        "/v1/invoiceitems",
+        f"/v1/invoices/{PACK_INV}/finalize",
+    ]
+
+
+def test_a_declined_card_is_a_gateway_error_with_stripes_message_for_the_cardholder(gateway, http) -> None:
+    http.answer("POST", "/v1/invoices", pack_invoice("draft"))
+    http.answer("POST", "/v1/invoiceitems", fixture("invoiceitem"))
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/finalize", pack_invoice("open"))
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/pay", card_declined(), status=402)
+
+    with pytest.raises(GatewayError) as declined:
+        charge_pack(gateway)
+
+    assert declined.value.message == "Your card has insufficient funds."
+    assert declined.value.code == "card_declined"
+    assert isinstance(declined.value.__cause__, stripe.CardError)
+    assert len(http.sent) == 4  # a decline is an answer, not a reason to retry
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+def test_a_missing_object_is_a_refusal_that_keeps_stripes_code(gateway, http) -> None:
+    http.answer(
+        "GET",
+        f"/v1/invoices/{INV}",
+        invalid_request(f"No such invoice: '{INV}'", code="resource_missing", param="id"),
+        status=404,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.retrieve_invoice(INV)
+
+    assert (refused.value.message, refused.value.code) == (MSG_REFUSED, "resource_missing")
+    assert INV not in refused.value.message  # Stripe's own wording stays in the logs
+
+
+def test_a_network_failure_is_reported_as_unreachable(gateway, http) -> None:
+    http.fail(
+        "GET", f"/v1/subscriptions/{SUB}", stripe.APIConnectionError("Connection refused", should_retry=False)
+    )
+
+    with pytest.raises(GatewayError) as failed:
+        gateway.retrieve_subscription(SUB)
+
+    assert failed.value.message == MSG_UNREACHABLE
+    assert failed.value.message == "The payment provider could not be reached. Try again in a minute."
+
+
+# --- webhooks -----------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 2, 1, 1, 2, 10, tzinfo=UTC)
+
+
+def signed(payload: bytes, *, at: datetime = NOW, secret: str = WEBHOOK_SECRET) -> str:
+    """A Stripe-Signature header, made the way Stripe makes it: t=<unix>,v1=HMAC-SHA256(secret, "t.payload")."""
+    return stripe.WebhookSignature.generate_signature_header(
+        payload.decode(), secret, timestamp=int(at.timestamp())
+    )
+
+
+@pytest.fixture
+def invoice_paid() -> bytes:
+    return json.dumps(fixture("event")).encode()
+
+
+@pytest.fixture
+def now():
+    with time_machine.travel(NOW, tick=False) as traveller:
+        yield traveller
+
+
+def test_verify_webhook_accepts_a_signed_event_and_maps_it(gateway, http, invoice_paid, now) -> None:
+    event = gateway.verify_webhook(payload=invoice_paid, signature_header=signed(invoice_paid))
+
+    assert event == GatewayEvent(
+        id="evt_1RAcmeInvPaid0001",
+        type="invoice.paid",
+        created=datetime(2026, 2, 1, 1, 2, 4, tzinfo=UTC),
+        object_type="invoice",
+        object_id=INV,
+        data=fixture("invoice"),
+    )
+    assert type(event.data) is dict
+    assert http.sent == []  # verifying reads nothing from Stripe
+
+
+def test_verify_webhook_accepts_an_event_signed_just_inside_the_tolerance(gateway, invoice_paid, now) -> None:
+    header = signed(invoice_paid, at=NOW - timedelta(seconds=299))
+
+    assert gateway.verify_webhook(payload=invoice_paid, signature_header=header).id == "evt_1RAcmeInvPaid0001"
+
+
+def test_verify_webhook_rejects_a_stale_timestamp(gateway, invoice_paid, now) -> None:
+    header = signed(invoice_paid, at=NOW - timedelta(seconds=301))
+
+    with pytest.raises(WebhookSignatureError, match="tolerance"):
+        gateway.verify_webhook(payload=invoice_paid, signature_header=header)
+
+
+def test_verify_webhook_rejects_a_signature_made_with_another_secret(gateway, invoice_paid, now) -> None:
+    header = signed(invoice_paid, secret="whsec_someone_else")
+
+    with pytest.raises(WebhookSignatureError):
+        gateway.verify_webhook(payload=invoice_paid, signature_header=header)
+
+
+def test_verify_webhook_rejects_a_garbled_signature(gateway, invoice_paid, now) -> None:
+    timestamp = int(NOW.timestamp())
+
+    for header in ("", "garbage", f"t={timestamp}", f"t={timestamp},v1={'0' * 64}", f"v1={'0' * 64}"):
+        with pytest.raises(WebhookSignatureError):
+            gateway.verify_webhook(payload=invoice_paid, signature_header=header)
+
+
+def test_verify_webhook_rejects_a_payload_with_one_byte_changed(gateway, invoice_paid, now) -> None:
+    header = signed(invoice_paid)
+    position = invoice_paid.index(b'"amount_paid": 5880') + len(b'"amount_paid": ')
+    tampered = invoice_paid[:position] + b"9" + invoice_paid[position + 1 :]
+    assert len(tampered) == len(invoice_paid)
+    assert tampered != invoice_paid
+
+    with pytest.raises(WebhookSignatureError):
+        gateway.verify_webhook(payload=tampered, signature_header=header)
+
+
+def test_verify_webhook_rejects_a_signed_body_that_is_not_an_event(gateway, now) -> None:
+    payload = json.dumps(fixture("invoice")).encode()
+
+    with pytest.raises(WebhookSignatureError):
+        gateway.verify_webhook(payload=payload, signature_header=signed(payload))
+
+
+def test_verify_webhook_uses_the_real_clock_when_time_is_not_frozen(gateway, invoice_paid) -> None:
+    fresh = stripe.WebhookSignature.generate_signature_header(invoice_paid.decode(), WEBHOOK_SECRET)
+    assert gateway.verify_webhook(payload=invoice_paid, signature_header=fresh).type == "invoice.paid"
+
+    stale_at = int(time.time()) - 3600
+    stale = stripe.WebhookSignature.generate_signature_header(invoice_paid.decode(), WEBHOOK_SECRET, stale_at)
+    with pytest.raises(WebhookSignatureError):
+        gateway.verify_webhook(payload=invoice_paid, signature_header=stale)
+
+
+# --- the fixtures against Stripe's published objects --------------------------------------------------
+
+FIXTURE_RESOURCES = {
+    "customer": "customer",
+    "checkout_session": "checkout.session",
+    "billing_portal_session": "billing_portal.session",
+    "subscription": "subscription",
+    "subscription_schedule": "subscription_schedule",
+    "invoice": "invoice",
+    "invoiceitem": "invoiceitem",
+    "event": "event",
+}
+
+
+def test_every_fixture_file_is_held_against_the_reference() -> None:
+    assert sorted(path.stem for path in FIXTURES.glob("*.json")) == sorted(FIXTURE_RESOURCES)
+
+
+def keys_outside(
+    ours: Mapping[str, Any], real: Mapping[str, Any], resources: Mapping[str, Any], at: str
+) -> list[str]:
+    """Keys of `ours` that Stripe's example object lacks, at every depth where both sides are objects.
+    A nested object of another type than the example's (an event's `data.object`) is held against its
+    own resource; an empty example object is a map of free keys (metadata) and is not looked into."""
+    kind = ours.get("object")
+    if isinstance(kind, str) and kind != real.get("object") and kind in resources:
+        real = resources[kind]
+    outside = []
+    for key, value in ours.items():
+        if key not in real:
+            outside.append(f"{at}{key}")
+            continue
+        reference = real[key]
+        if (
+            isinstance(value, dict) and isinstance(reference, dict) and reference
+        ):  # {} is a free map (metadata)
+            outside += keys_outside(value, reference, resources, f"{at}{key}.")
+        elif (
+            isinstance(value, list)
+            and isinstance(reference, list)
+            and reference
+            and isinstance(reference[0], dict)
+        ):
+            for index, element in enumerate(value):
+                if isinstance(element, dict):
+                    outside += keys_outside(element, reference[0], resources, f"{at}{key}[{index}].")
+    return outside
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason=f"Stripe's reference objects are not at {REFERENCE}")
+@pytest.mark.parametrize(("name", "resource"), FIXTURE_RESOURCES.items())
+def test_fixture_has_only_keys_stripes_object_has(name: str, resource: str) -> None:
+    resources = json.loads(REFERENCE.read_text())["resources"]
+    ours = fixture(name)
+
+    assert ours["object"] == resources[resource]["object"] == resource
+    assert keys_outside(ours, resources[resource], resources, "") == []

@@ -1,0 +1,268 @@
+"""The Billing tab (subscription card, Plans section, plan-change dialogs), sign-up, and the
+gateway's webhook endpoint. Thin views: access check → form → one service → render."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from billing_portal import services
+from billing_portal.forms import LeadForm, PlanChangeForm
+from billing_portal.gateway.base import WebhookSignatureError
+from billing_portal.gateways import get_gateway
+from billing_portal.webhooks import webhook_event_record
+from plans import selectors as plan_selectors
+from plans import services as plan_services
+from plans.models import Lead, Plan, Product, ScheduledChange
+from tenants.access import ADMIN_ONLY, ALL_ROLES, tenant_view
+from tenants.errors import BusinessError
+from tenants.forms import SignupForm
+from tenants.models import Role, Tenant
+
+log = logging.getLogger(__name__)
+
+
+# --- sign-up (a new tenant starts on the trial: orchestrated here, above tenants and plans) -----
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user, tenant = services.organization_signup(**form.cleaned_data)
+        except BusinessError as exc:
+            form.add_error("email" if exc.code == "email_taken" else "password", exc.message)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, f"Welcome to Allowance. {tenant.name} is ready.")
+            return redirect("tenant_home", slug=tenant.slug)
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tenant_new(request: HttpRequest) -> HttpResponse:
+    """A signed-in user creates another organization (they become its admin)."""
+    name = request.POST.get("name", "")
+    if request.method == "POST":
+        try:
+            tenant = services.organization_create(name=name, admin=request.user)  # type: ignore[arg-type]
+        except BusinessError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"{tenant.name} is ready.")
+            return redirect("tenant_home", slug=tenant.slug)
+    return render(request, "tenants/tenant_new.html", {"name": name})
+
+
+# --- the Billing tab -----------------------------------------------------------------------------
+
+
+def _billing_enabled() -> None:
+    if not settings.BILLING_TAB_ENABLED:
+        raise Http404("Billing is handled outside the portal on this deployment.")
+
+
+def _product(request: HttpRequest) -> Product:
+    code = request.GET.get("product") or request.POST.get("product") or Product.Code.AI_AGENTS
+    product = Product.objects.filter(code=code).first()
+    if product is None:
+        raise Http404("No such product.")
+    return product
+
+
+def billing_context(request: HttpRequest, tenant: Tenant, product: Product) -> dict:
+    ent = plan_selectors.entitlements(tenant=tenant)
+    current = ent[product.code]
+    plans = list(plan_selectors.catalog(product=product))
+    requested = plan_selectors.open_leads(tenant=tenant)
+    is_admin = request.membership.role == Role.ADMIN  # type: ignore[attr-defined]
+    cards = [_plan_card(plan, current, is_admin=is_admin, requested=plan.pk in requested) for plan in plans]
+    return {
+        "products": Product.objects.order_by("sort_order"),
+        "product": product,
+        "ent": current,
+        "cards": cards,
+        "is_admin": is_admin,
+        "change_form": PlanChangeForm(),
+        "lead_form": LeadForm(),
+        "trial_used": plan_selectors.trial_used(tenant=tenant, product=product),
+    }
+
+
+def _plan_card(plan: Plan, current, *, is_admin: bool, requested: bool) -> dict:
+    """What the plan's card offers this viewer: the one place the button rules live."""
+    is_current = current.plan_code == plan.code and current.state not in ("expired", "none")
+    if plan.kind == Plan.Kind.CONTACT_SALES:
+        action = "requested" if requested else "lead"
+    elif is_current:
+        action = "current"
+    elif plan.kind != Plan.Kind.SELF_SERVE:
+        action = "none"
+    elif not is_admin:
+        action = "ask_admin"
+    elif current.is_paid and current.state not in ("suspended",):
+        action = "change"
+    else:
+        action = "subscribe"
+    return {"plan": plan, "action": action, "is_current": is_current}
+
+
+@tenant_view(ALL_ROLES)
+@require_GET
+def billing(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+    _billing_enabled()
+    return render(request, "billing_portal/billing.html", billing_context(request, tenant, _product(request)))
+
+
+def _back(tenant: Tenant, product: Product) -> str:
+    return reverse("billing", kwargs={"slug": tenant.slug}) + f"?product={product.code}"
+
+
+def _absolute(request: HttpRequest, path: str) -> str:
+    return request.build_absolute_uri(path)
+
+
+@tenant_view(ADMIN_ONLY)
+@require_POST
+def subscribe(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+    """Subscribe: open the hosted checkout (the form targets a new tab)."""
+    _billing_enabled()
+    plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    back = _back(tenant, plan.product)
+    try:
+        url = services.checkout_start(
+            tenant=tenant,
+            plan=plan,
+            actor=request.user,  # type: ignore[arg-type]
+            success_url=_absolute(request, back + "&checkout=success"),
+            cancel_url=_absolute(request, back + "&checkout=canceled"),
+        )
+    except BusinessError as exc:
+        messages.error(request, exc.message)
+        return redirect(back)
+    return HttpResponseRedirect(url)
+
+
+@tenant_view(ADMIN_ONLY)
+@require_POST
+def manage(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+    """Manage: open the gateway's customer portal (payment methods, invoices, cancel)."""
+    _billing_enabled()
+    product = _product(request)
+    try:
+        url = services.portal_url(tenant=tenant, return_url=_absolute(request, _back(tenant, product)))
+    except BusinessError as exc:
+        messages.error(request, exc.message)
+        return redirect(_back(tenant, product))
+    return HttpResponseRedirect(url)
+
+
+@tenant_view(ADMIN_ONLY)
+@require_http_methods(["GET", "POST"])
+def change_plan(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+    """Apply subscription updates: Immediately, End of the current period, or On custom date."""
+    _billing_enabled()
+    plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    form = PlanChangeForm(request.POST or None)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = services.plan_change(
+                tenant=tenant,
+                to_plan=plan,
+                when=form.cleaned_data["when"],
+                custom_date=form.effective_custom_date(),
+                actor=request.user,  # type: ignore[arg-type]
+            )
+        except BusinessError as exc:
+            error = exc.message
+        else:
+            if result.applied_now:
+                messages.success(request, f"You are now on {plan.name}. Your limits are updated.")
+            else:
+                assert result.scheduled is not None
+                messages.success(
+                    request, f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}."
+                )
+            back = _back(tenant, plan.product)
+            if request.htmx:
+                from django_htmx.http import HttpResponseClientRedirect
+
+                return HttpResponseClientRedirect(back)
+            return redirect(back)
+    current = plan_selectors.entitlements(tenant=tenant)[plan.product.code]
+    context = {"plan": plan, "form": form, "error": error, "ent": current, "product": plan.product}
+    template = "billing_portal/change_plan.html#dialog" if request.htmx else "billing_portal/change_plan.html"
+    # htmx swaps only 2xx answers: the dialog with its error comes back as 200 to htmx, 422 otherwise.
+    return render(request, template, context, status=422 if (error or form.errors) and not request.htmx else 200)
+
+
+@tenant_view(ADMIN_ONLY)
+@require_http_methods(["GET", "POST"])
+def cancel_scheduled(request: HttpRequest, tenant: Tenant, change_id: int) -> HttpResponse:
+    """Cancel scheduled plan (the Upcoming subscription card's Cancel)."""
+    _billing_enabled()
+    change = get_object_or_404(
+        ScheduledChange.objects.select_related("to_plan__product", "subscription"), tenant=tenant, pk=change_id
+    )
+    back = _back(tenant, change.to_plan.product)
+    if request.method == "POST":
+        try:
+            services.scheduled_change_undo(tenant=tenant, change=change, actor=request.user)  # type: ignore[arg-type]
+        except BusinessError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"The scheduled change to {change.to_plan.name} is canceled.")
+        return redirect(back)
+    template = "billing_portal/cancel_scheduled.html#dialog" if request.htmx else "billing_portal/cancel_scheduled.html"
+    return render(request, template, {"change": change, "back": back})
+
+
+@tenant_view(ALL_ROLES)
+@require_POST
+def request_contact(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+    """Book a demo / Speak with Specialist / register interest: a Lead for sales; "Request received"."""
+    plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    form = LeadForm(request.POST)
+    message = form.cleaned_data["message"] if form.is_valid() else ""
+    kind = {
+        "Book a demo": Lead.Kind.BOOK_DEMO,
+        "Speak with Specialist": Lead.Kind.SPECIALIST,
+    }.get(plan.contact_label, Lead.Kind.INTEREST)
+    plan_services.lead_create(tenant=tenant, user=request.user, plan=plan, kind=kind, message=message)  # type: ignore[arg-type]
+    if request.htmx:
+        return render(request, "billing_portal/billing.html#request-received", {"plan": plan})
+    messages.success(request, "Request received. Our team will get in touch.")
+    return redirect(_back(tenant, plan.product))
+
+
+# --- webhook -------------------------------------------------------------------------------------
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    """Verify (signature and timestamp tolerance), store by event id, apply after commit.
+    A bad signature is a 400 and stores nothing."""
+    try:
+        event = get_gateway().verify_webhook(
+            payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
+        )
+    except WebhookSignatureError as exc:
+        return JsonResponse({"error": {"code": "bad_signature", "message": str(exc)}}, status=400)
+    row, created = webhook_event_record(event=event, payload=json.loads(request.body))
+    return JsonResponse({"received": True, "duplicate": not created, "status": row.status})
