@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Notification, Tenant, User
 
@@ -12,8 +13,31 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class _LowercaseEmail:
+    """Emails are stored lower-case everywhere (UserManager, sign-up, invitations): staff typing
+    `Pat@X.test` get `pat@x.test`, and a case variant of a taken address is a plain duplicate."""
+
+    cleaned_data: dict
+
+    def clean_email(self) -> str:
+        return self.cleaned_data["email"].strip().lower()
+
+
+class StaffUserCreationForm(_LowercaseEmail, AdminUserCreationForm):
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("email",)
+
+
+class StaffUserChangeForm(_LowercaseEmail, UserChangeForm):
+    class Meta(UserChangeForm.Meta):
+        model = User
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    form = StaffUserChangeForm
+    add_form = StaffUserCreationForm
     ordering = ["email"]
     list_display = ["email", "full_name", "is_staff", "is_active", "date_joined", "last_login"]
     list_filter = ["is_staff", "is_superuser", "is_active"]

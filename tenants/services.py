@@ -187,12 +187,14 @@ def invitation_create(*, tenant: Tenant, email: str, role: Role | str, actor: Us
 
 
 @transaction.atomic
-def invitation_revoke(*, tenant: Tenant, invitation: Invitation, actor: User) -> None:
+def invitation_revoke(*, tenant: Tenant, invitation: Invitation, actor: User) -> bool:
+    """Withdraw a pending invitation; False when it was no longer pending (accepted, expired...)."""
     updated = Invitation.objects.filter(
         pk=invitation.pk, tenant=tenant, status=Invitation.Status.PENDING
     ).update(status=Invitation.Status.REVOKED)
     if updated:
         audit(tenant=tenant, actor=actor, action="invitation.revoked", target=invitation)
+    return bool(updated)
 
 
 def invitation_for_token(token: str) -> Invitation:

@@ -95,8 +95,10 @@ def invitation_create(request: HttpRequest, tenant: Tenant) -> HttpResponse:
 @require_POST
 def invitation_revoke(request: HttpRequest, tenant: Tenant, invitation_id: int) -> HttpResponse:
     invitation = get_object_or_404(Invitation, tenant=tenant, pk=invitation_id)
-    services.invitation_revoke(tenant=tenant, invitation=invitation, actor=request.user)
-    messages.success(request, f"Invitation to {invitation.email} withdrawn.")
+    if services.invitation_revoke(tenant=tenant, invitation=invitation, actor=request.user):
+        messages.success(request, f"Invitation to {invitation.email} withdrawn.")
+    else:
+        messages.error(request, f"The invitation to {invitation.email} was no longer pending.")
     return _back_to_team(request, tenant)
 
 
