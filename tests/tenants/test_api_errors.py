@@ -139,3 +139,13 @@ def test_other_http_error_keeps_its_status_and_message(request_):
 
     assert response.status_code == 413
     assert _body(response) == {"error": {"code": "http_error", "message": "Payload too large."}}
+
+
+@pytest.mark.django_db
+def test_method_not_allowed_on_the_api_has_the_error_shape(client):
+    response = client.post("/api/v1/tenant")
+    assert response.status_code == 405
+    assert response.json() == {
+        "error": {"code": "method_not_allowed", "message": "This method is not allowed on this endpoint."}
+    }
+    assert "GET" in response["Allow"]
