@@ -1,0 +1,75 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright's sync API against pytest-django's live_server.
+
+One browser per test module; every persona gets its own context (cookies, storage), so two people
+can be signed in side by side. Playwright never downloads a browser here: we launch /usr/bin/chromium."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+# Playwright's sync API runs an event loop in the test thread; Django refuses ORM calls from such a
+# thread unless told it is fine (the root conftest sets this too).
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DEFAULT_TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="session")
+def _plain_http_live_server() -> Iterator[None]:
+    """Tests run with DEBUG off, so the settings turn SECURE_SSL_REDIRECT on. The root conftest turns
+    it off per test, but SecurityMiddleware reads it once, when the live server thread builds its
+    handler, i.e. before any per-test override: start the server with it off already."""
+    from django.test import override_settings
+
+    with override_settings(SECURE_SSL_REDIRECT=False):
+        yield
+
+
+@pytest.fixture(scope="session")
+def live_server(_plain_http_live_server, live_server):
+    """pytest-django's live_server, started over plain http (see `_plain_http_live_server`)."""
+    return live_server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=DEFAULT_TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_context(browser, live_server) -> Iterator[Callable]:
+    """`new_context(**options)` opens a fresh browser context (one persona) on the live server.
+
+    With DEBUG off the session and CSRF cookies are Secure; Chromium still keeps them over plain
+    http because the live server is on localhost, a secure context (keep --liveserver on localhost)."""
+    contexts = []
+
+    def make(**options):
+        context = browser.new_context(base_url=live_server.url, **options)
+        context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+        contexts.append(context)
+        return context
+
+    yield make
+    for context in contexts:
+        context.close()
