@@ -109,7 +109,9 @@ def portal(request: HttpRequest, customer_id: str) -> HttpResponse:
             messages.error(request, exc.message)
         return HttpResponseRedirect(request.get_full_path())
     overview = gateway.customer_overview(customer_id)  # type: ignore[attr-defined]
-    plans = {p.stripe_price_id: p for p in Plan.objects.exclude(stripe_price_id="")}
+    plans = {p.stripe_price_id: p for p in Plan.objects.select_related("product").exclude(stripe_price_id="")}
+    for sub in overview["subscriptions"]:
+        sub["plan"] = plans.get(sub["price_id"])  # the template has no dict lookup by a variable key
     return render(
         request,
         "billing_portal/dev/portal.html",

@@ -33,10 +33,14 @@ def _admins_emails(tenant: Tenant) -> list[str]:
     )
 
 
-def _notify_admins(*, tenant: Tenant, key: str, template: str, context: dict) -> None:
-    """One email per admin under `key:<email>`: a job that runs twice sends each once."""
+def _notify_admins(*, tenant: Tenant, key: str, template: str, context: dict) -> int:
+    """One email per admin under `key:<email>`: a job that runs twice sends each once. Returns how
+    many were queued now."""
+    queued = 0
     for email in _admins_emails(tenant):
-        notify(key=f"{key}:{email}", tenant=tenant, to=email, template=template, context={"tenant": tenant, **context})
+        if notify(key=f"{key}:{email}", tenant=tenant, to=email, template=template, context={"tenant": tenant, **context}):
+            queued += 1
+    return queued
 
 
 def _lock_live(tenant: Tenant, product: Product) -> Subscription | None:
@@ -93,7 +97,7 @@ def trial_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, acto
         trial_ends_at=ends,
     )
     audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.trial_started", target=sub, target_label=plan.name,
-          data={"ends": ends.isoformat()})
+          data={"ends": ends.date().isoformat()})
     return sub
 
 
@@ -180,9 +184,10 @@ def trial_reminders_due(*, now: datetime) -> int:
         if owed is None:
             continue
         with transaction.atomic():
-            _notify_admins(tenant=sub.tenant, key=f"trial-days-left:{sub.pk}:{owed}", template="trial_days_left",
-                           context={"subscription": sub, "days": owed})
-        sent += 1
+            queued = _notify_admins(tenant=sub.tenant, key=f"trial-days-left:{sub.pk}:{owed}",
+                                    template="trial_days_left", context={"subscription": sub, "days": owed})
+        if queued:  # already reminded (an earlier run): nothing sent, nothing counted
+            sent += 1
     return sent
 
 
@@ -385,7 +390,9 @@ def plan_change_validate(
         raise BusinessError("plan_not_self_serve", f"{to_plan.name} cannot be bought here.", status=422)
     if sub.plan_id == to_plan.pk:
         raise BusinessError("same_plan", f"You are already on {to_plan.name}.", status=409)
-    if sub.state in (State.SUSPENDED,):
+    # Past grace_until is overdue even before the sweeper suspends it, as entitlements() says.
+    overdue = sub.state == State.PAST_DUE and sub.grace_until is not None and sub.grace_until <= now
+    if sub.state == State.SUSPENDED or overdue:
         raise BusinessError("payment_overdue", MSG_OVERDUE, status=402)
     if sub.state == State.CANCELED:
         raise BusinessError(

@@ -55,7 +55,7 @@ NOT_TENANT_SCOPED = {
     "stripe_webhook": "the gateway's webhook: the signature is the authorization; an unsigned or "
     "forged body is a 400 and stores nothing (billing_portal/tests/test_webhooks.py)",
     "dev_checkout": "local gateway stand-in: 404 unless DEBUG, and then only for an admin of the "
-    "customer's tenant (billing_portal/tests/test_dev_pages.py sweeps it with DEBUG on)",
+    "customer's tenant (billing_portal/tests/test_billing_views.py sweeps it with DEBUG on)",
     "dev_portal": "local gateway stand-in: as dev_checkout",
 }
 # Route prefixes exempt from the sweep, with why.

@@ -50,7 +50,12 @@ class Command(BaseCommand):
                 new_user = admin is None
                 if admin is None:
                     admin = User.objects.create_user(email)
-                tenant = organization_create(name=options["name"], admin=admin, actor=SYSTEM)
+                if plan is None:
+                    tenant = organization_create(name=options["name"], admin=admin, actor=SYSTEM)
+                else:
+                    # The plan replaces the default new-tenant plans: provisioning them first would
+                    # use up the very trial or free plan asked for.
+                    tenant = services.tenant_create(name=options["name"], admin=admin, actor=SYSTEM)
                 if new_user:
                     notify(
                         key=f"welcome-admin:{tenant.pk}:{admin.pk}",

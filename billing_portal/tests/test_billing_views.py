@@ -1,0 +1,677 @@
+"""The Billing tab (spec 002): the subscription card for every role, the admin-only buttons, the
+checkout and portal through the local gateway's stand-ins, the plan-change dialogs, sales requests,
+the deployment switch, and a query count that does not grow with history."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import URLPattern, reverse
+from django.utils import timezone
+
+from billing_portal import services, urls
+from billing_portal.factories import InvoiceFactory
+from billing_portal.gateway.store import LocalGatewayObject
+from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, WebhookEvent
+from plans import services as plan_services
+from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
+from plans.models import Lead, ScheduledChange, Subscription
+from tenants.factories import MembershipFactory, TenantFactory, UserFactory
+from tenants.models import Role
+
+from .conftest import checkout_open, customer_id_of, live_sub, local_gateway
+
+BILLING = "/t/acme/billing/"
+
+
+def badge(response) -> str:
+    match = re.search(r'data-testid="badge">([^<]+)<', response.content.decode())
+    assert match, "no subscription badge on the page"
+    return match.group(1)
+
+
+def day(moment: datetime | date) -> str:
+    """A date as the Billing tab shows it ("j M Y")."""
+    return f"{moment.day} {moment:%b %Y}"
+
+
+def text(response) -> str:
+    return response.content.decode()
+
+
+def nothing_changed_snapshot(tenant) -> dict[str, Any]:
+    return {
+        "checkouts": CheckoutSession.objects.count(),
+        "customers": BillingCustomer.objects.count(),
+        "gateway_objects": LocalGatewayObject.objects.count(),
+        "subscriptions": sorted(
+            Subscription.objects.filter(tenant=tenant).values_list("pk", "plan_id", "state")
+        ),
+        "changes": sorted(ScheduledChange.objects.filter(tenant=tenant).values_list("pk", "status")),
+        "invoices": Invoice.objects.count(),
+        "webhook_events": WebhookEvent.objects.count(),
+    }
+
+
+@pytest.fixture
+def debug(settings):
+    """The local gateway's stand-in pages exist only with DEBUG on."""
+    settings.DEBUG = True
+    return settings
+
+
+@pytest.fixture
+def scheduled(subscribed, trial_tenant, admin, live) -> ScheduledChange:
+    """Growth, with a change to Scale scheduled for the end of the period."""
+    with live():
+        result = services.plan_change(
+            tenant=trial_tenant,
+            to_plan=plan("agents-scale"),
+            when="period_end",
+            custom_date=None,
+            actor=admin,
+        )
+    assert result.scheduled is not None
+    return result.scheduled
+
+
+# --- the tab for each role ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persona", ["admin", "member", "finance"])
+def test_billing_tab_shows_the_subscription_card_to_every_role(persona, request, trial_tenant, client_for):
+    """S01, S09: every member sees the card; a new tenant is on the trial."""
+    response = client_for(request.getfixturevalue(persona)).get(BILLING)
+
+    assert response.status_code == 200
+    assert badge(response) == "Trial subscription"
+    assert "Trial sessions left" in text(response)
+    assert "Trial days left" in text(response)
+    for code in ("agents-starter", "agents-growth", "agents-scale", "agents-enterprise"):
+        assert f'data-testid="plan-{code}"' in text(response)  # S14
+
+
+def test_admin_sees_subscribe_buttons_that_open_checkout_in_a_new_tab(trial_tenant, admin, client_for):
+    """S15: Subscribe posts to a form that targets a new tab."""
+    page = text(client_for(admin).get(BILLING))
+
+    for code in ("agents-starter", "agents-growth", "agents-scale"):
+        action = f"/t/acme/billing/plans/{code}/subscribe/"
+        assert re.search(rf'<form method="post" action="{action}" target="_blank">', page), code
+        assert f'data-testid="subscribe-{code}"' in page
+    assert "Ask your account administrator to subscribe" not in page
+
+
+@pytest.mark.parametrize("persona", ["member", "finance"])
+def test_member_and_finance_see_no_subscribe_or_manage_button(persona, request, subscribed, client_for):
+    """S18: only admins subscribe or change plans; finance reads. C21: ask the administrator."""
+    response = client_for(request.getfixturevalue(persona)).get(BILLING)
+
+    assert response.status_code == 200
+    assert badge(response) == "Active subscription"
+    page = text(response)
+    assert 'data-testid="subscribe-' not in page
+    assert 'data-testid="manage"' not in page
+    for path in ("/subscribe/", "/billing/manage/", "/change/"):
+        assert not re.search(rf'(action|href|hx-get|hx-post)="/t/acme/billing/[^"]*{path}', page), path
+    assert "Ask your account administrator to subscribe" in page
+
+
+def test_admin_of_a_paid_plan_sees_manage_and_subscribe_opens_the_change_dialog(
+    subscribed, admin, client_for
+):
+    page = text(client_for(admin).get(BILLING))
+
+    assert re.search(r'<form method="post" action="/t/acme/billing/manage/" target="_blank"', page)
+    assert 'href="/t/acme/billing/plans/agents-scale/change/"' in page  # S18
+    assert "Current plan" in page
+    assert "Next billing date" in page  # S30
+
+
+# --- permissions: member and finance can change nothing -----------------------------------------
+
+
+ADMIN_ACTIONS = [
+    ("post", "/t/acme/billing/plans/agents-growth/subscribe/", {}),
+    ("post", "/t/acme/billing/plans/agents-scale/subscribe/", {}),
+    ("get", "/t/acme/billing/plans/agents-starter/change/", {}),
+    ("post", "/t/acme/billing/plans/agents-starter/change/", {"when": "immediately"}),
+    ("post", "/t/acme/billing/plans/agents-starter/change/", {"when": "period_end"}),
+    ("get", "/t/acme/billing/scheduled/{change}/cancel/", {}),
+    ("post", "/t/acme/billing/scheduled/{change}/cancel/", {}),
+    ("post", "/t/acme/billing/manage/", {}),
+]
+
+
+@pytest.mark.parametrize("persona", ["member", "finance"])
+def test_member_and_finance_are_refused_every_billing_action(
+    persona, request, scheduled, trial_tenant, client_for
+):
+    client = client_for(request.getfixturevalue(persona))
+    before = nothing_changed_snapshot(trial_tenant)
+
+    for method, url, data in ADMIN_ACTIONS:
+        for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
+            response = getattr(client, method)(url.format(change=scheduled.pk), data, **headers)
+            assert response.status_code == 403, f"{persona} {method.upper()} {url}: {response.status_code}"
+
+    assert nothing_changed_snapshot(trial_tenant) == before
+    assert ScheduledChange.objects.get(pk=scheduled.pk).status == "scheduled"
+
+
+# --- subscribe and the checkout stand-in --------------------------------------------------------
+
+
+def test_subscribe_on_the_trial_redirects_to_the_checkout(trial_tenant, admin, client_for):
+    response = client_for(admin).post("/t/acme/billing/plans/agents-growth/subscribe/")
+
+    assert response.status_code == 302
+    assert re.fullmatch(r"/dev/billing/checkout/cs_local_[0-9a-f]+/", response["Location"])
+    session = CheckoutSession.objects.get(tenant=trial_tenant)
+    assert (session.plan.code, session.status, session.url) == ("agents-growth", "open", response["Location"])
+    assert BillingCustomer.objects.filter(tenant=trial_tenant).count() == 1
+
+
+def test_subscribing_to_enterprise_is_refused_with_the_reason(trial_tenant, admin, client_for):
+    client = client_for(admin)
+    response = client.post("/t/acme/billing/plans/agents-enterprise/subscribe/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/t/acme/billing/?product=ai_agents"
+    assert "Enterprise is contracted through our sales team." in text(client.get(response["Location"]))
+    assert CheckoutSession.objects.count() == 0
+
+
+def test_paying_on_the_checkout_stand_in_activates_the_subscription(
+    debug, trial_tenant, admin, client_for, live
+):
+    """S15: pay on the hosted checkout; the webhook (not the redirect) makes it Active."""
+    client = client_for(admin)
+    checkout_url = client.post("/t/acme/billing/plans/agents-growth/subscribe/")["Location"]
+
+    page = client.get(checkout_url)
+    assert page.status_code == 200
+    assert "Pay Acme Corp's subscription" in text(page)
+    assert "$199.00" in text(page)
+
+    with live():
+        paid = client.post(checkout_url, {"action": "pay"})
+
+    assert paid.status_code == 302
+    assert paid["Location"] == "/t/acme/billing/?product=ai_agents&checkout=success"
+    event = WebhookEvent.objects.get(type="checkout.session.completed")
+    assert (event.status, event.tenant) == ("processed", trial_tenant)
+    billing = client.get(paid["Location"])
+    assert badge(billing) == "Active subscription"
+    assert "Payment received" in text(billing)  # the checkout=success banner
+    sub = live_sub(trial_tenant)
+    assert (sub.plan.code, sub.state) == ("agents-growth", "active")
+    assert CheckoutSession.objects.get(tenant=trial_tenant).status == "complete"
+    assert list(Invoice.objects.filter(tenant=trial_tenant).values_list("status", "total")) == [
+        ("paid", 19900)
+    ]
+    # Paying again (a double submit) changes nothing.
+    with live():
+        client.post(checkout_url, {"action": "pay"})
+    assert Subscription.objects.filter(tenant=trial_tenant).exclude(gateway_subscription_id="").count() == 1
+    assert Invoice.objects.count() == 1
+
+
+def test_a_declining_card_on_the_checkout_stand_in_is_402_and_creates_nothing(
+    debug, trial_tenant, admin, client_for, live
+):
+    client = client_for(admin)
+    checkout_url = client.post("/t/acme/billing/plans/agents-growth/subscribe/")["Location"]
+    subs_before = sorted(
+        Subscription.objects.filter(tenant=trial_tenant).values_list("pk", "plan_id", "state")
+    )
+
+    with live():
+        response = client.post(checkout_url, {"action": "decline"})
+
+    assert response.status_code == 402
+    assert "Your card was declined." in text(response)
+    assert (
+        sorted(Subscription.objects.filter(tenant=trial_tenant).values_list("pk", "plan_id", "state"))
+        == subs_before
+    )
+    assert live_sub(trial_tenant).state == "trialing"
+    assert (
+        LocalGatewayObject.objects.filter(object_type__in=["subscription", "invoice", "event"]).count() == 0
+    )
+    assert (Invoice.objects.count(), WebhookEvent.objects.count()) == (0, 0)
+    assert CheckoutSession.objects.get(tenant=trial_tenant).status == "open"
+
+
+def test_canceling_on_the_checkout_stand_in_goes_back_with_nothing_charged(
+    debug, trial_tenant, admin, client_for, live
+):
+    client = client_for(admin)
+    checkout_url = client.post("/t/acme/billing/plans/agents-growth/subscribe/")["Location"]
+
+    with live():
+        response = client.post(checkout_url, {"action": "cancel"})
+
+    assert response["Location"] == "/t/acme/billing/?product=ai_agents&checkout=canceled"
+    assert "Checkout canceled: nothing was charged." in text(client.get(response["Location"]))
+    assert CheckoutSession.objects.get(tenant=trial_tenant).status == "expired"
+    assert live_sub(trial_tenant).state == "trialing"
+
+
+# --- the stand-ins are closed outside DEBUG and to outsiders ---------------------------------------
+
+
+DEV_URL_NAMES = sorted(
+    p.name for p in urls.global_patterns if isinstance(p, URLPattern) and p.name.startswith("dev_")
+)
+
+
+def _dev_urls(session_id: str, customer_id: str) -> list[str]:
+    values = {"session_id": session_id, "customer_id": customer_id}
+    found = []
+    for name in DEV_URL_NAMES:
+        pattern = next(p for p in urls.global_patterns if p.name == name)
+        params = re.findall(r"<(?:\w+:)?(\w+)>", str(pattern.pattern))
+        found.append(reverse(name, kwargs={p: values[p] for p in params}))
+    return found
+
+
+@pytest.fixture
+def victim_dev_urls(trial_tenant, admin) -> list[str]:
+    session_id = checkout_open(trial_tenant, admin, "agents-growth")
+    urls_ = _dev_urls(session_id, customer_id_of(trial_tenant))
+    assert len(urls_) == len(DEV_URL_NAMES) == 2
+    return urls_
+
+
+DEV_CALLS = [
+    ("get", {}),
+    ("post", {"action": "pay"}),
+    ("post", {"action": "decline"}),
+    ("post", {"action": "cancel"}),
+    ("post", {"action": "update_card", "last4": "4242"}),
+]
+
+
+@pytest.mark.parametrize("persona", ["admin", "member", "outsider"])
+def test_dev_pages_are_404_for_everyone_with_debug_off(
+    persona, request, settings, trial_tenant, victim_dev_urls, client_for, live
+):
+    settings.DEBUG = False
+    client = client_for(request.getfixturevalue(persona))
+    before = nothing_changed_snapshot(trial_tenant)
+
+    for url in victim_dev_urls:
+        for method, data in DEV_CALLS:
+            with live():
+                response = getattr(client, method)(url, data)
+            assert response.status_code == 404, f"{persona} {method.upper()} {url}"
+
+    assert nothing_changed_snapshot(trial_tenant) == before
+
+
+@pytest.mark.parametrize("persona", ["outsider", "member", "finance"])
+def test_dev_pages_are_404_for_anyone_but_an_admin_of_the_customers_tenant(
+    persona, request, debug, trial_tenant, victim_dev_urls, client_for, live
+):
+    client = client_for(request.getfixturevalue(persona))
+    before = nothing_changed_snapshot(trial_tenant)
+
+    for url in victim_dev_urls:
+        for method, data in DEV_CALLS:
+            with live():
+                response = getattr(client, method)(url, data)
+            assert response.status_code == 404, f"{persona} {method.upper()} {url}"
+            assert "Acme Corp" not in text(response)
+
+    assert nothing_changed_snapshot(trial_tenant) == before
+
+
+def test_dev_pages_are_404_for_unknown_ids_and_anonymous_users(debug, victim_dev_urls, admin, client_for):
+    from django.test import Client
+
+    for url in victim_dev_urls:
+        assert Client().get(url).status_code == 404
+    for url in _dev_urls("cs_local_nope", "cus_local_nope"):
+        assert client_for(admin).get(url).status_code == 404
+
+
+def test_the_portal_refuses_a_subscription_of_another_customer(
+    debug, subscribed, admin, other_tenant, client_for
+):
+    # Globex has its own customer and subscription at the gateway.
+    globex_admin = MembershipFactory(tenant=other_tenant, role=Role.ADMIN, user=UserFactory()).user
+    plan_services.tenant_provision(tenant=other_tenant)
+    session_id = checkout_open(other_tenant, globex_admin, "agents-starter")
+    foreign_sub = local_gateway().complete_checkout(session_id).id
+    portal = client_for(admin).post("/t/acme/billing/manage/")["Location"]
+
+    response = client_for(admin).post(portal, {"action": "cancel", "subscription": foreign_sub})
+
+    assert response.status_code == 404
+    assert local_gateway().retrieve_subscription(foreign_sub).cancel_at_period_end is False
+
+
+# --- the portal stand-in: payment methods, failed payments, cancel ---------------------------------
+
+
+def test_portal_fail_fix_and_cancel_show_on_the_billing_tab(
+    debug, subscribed, trial_tenant, admin, client_for, live
+):
+    """S17, S26, S27, S29 through the Manage button and the portal stand-in."""
+    client = client_for(admin)
+    manage = client.post("/t/acme/billing/manage/", {"product": "ai_agents"})
+    customer_id = customer_id_of(trial_tenant)
+    back = quote("http://testserver/t/acme/billing/?product=ai_agents", safe="")
+    assert manage.status_code == 302
+    assert manage["Location"] == f"/dev/billing/portal/{customer_id}/?return={back}"
+    portal_url = manage["Location"]
+    portal = client.get(portal_url)
+    assert portal.status_code == 200
+    for label in (
+        "AI Agents — Growth",
+        "Payment Method",
+        "+ Add payment method",
+        "Fail next payment",
+        "Cancel subscription",
+    ):
+        assert label in text(portal)
+    sub_id = subscribed.gateway_subscription_id
+
+    # S26: a renewal fails — Payment issue, and the Payment pending banner with the grace date.
+    with live():
+        assert (
+            client.post(portal_url, {"action": "fail_next_payment", "subscription": sub_id}).status_code
+            == 302
+        )
+    page = client.get(BILLING)
+    sub = live_sub(trial_tenant)
+    assert sub.state == "past_due"
+    assert sub.grace_until - sub.payment_failed_at == timedelta(days=7)
+    assert badge(page) == "Payment issue"
+    assert "Payment pending." in text(page)
+    assert f"Access continues until {day(sub.grace_until)}" in text(page)
+    assert list(Invoice.objects.order_by("issued_at", "pk").values_list("status", flat=True)) == [
+        "paid",
+        "open",
+    ]
+
+    # S27: a working card settles what is open.
+    with live():
+        client.post(portal_url, {"action": "update_card", "last4": "4242 4242 4242 4444"})
+    page = client.get(BILLING)
+    assert badge(page) == "Active subscription"
+    assert "Payment pending" not in text(page)
+    assert list(Invoice.objects.order_by("issued_at", "pk").values_list("status", flat=True)) == [
+        "paid",
+        "paid",
+    ]
+    assert local_gateway().customer_overview(customer_id)["card"]["last4"] == "4444"
+
+    # S29: cancel — Canceled subscription with the date it expires.
+    with live():
+        client.post(portal_url, {"action": "cancel", "subscription": sub_id})
+    page = client.get(BILLING)
+    sub = live_sub(trial_tenant)
+    assert badge(page) == "Canceled subscription"
+    assert sub.ends_at == sub.current_period_end
+    assert re.search(rf'data-testid="expires-on">{day(sub.ends_at)}<', text(page))
+    assert "Expires on" in text(page)
+
+
+# --- the plan-change dialogs ------------------------------------------------------------------------
+
+
+def test_change_dialog_offers_the_three_moments(subscribed, admin, client_for):
+    """S18: Apply subscription updates — Immediately, End of the current period, On custom date."""
+    client = client_for(admin)
+    for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
+        response = client.get("/t/acme/billing/plans/agents-scale/change/", **headers)
+        assert response.status_code == 200
+        page = text(response)
+        assert "Apply subscription updates" in page
+        labels = re.findall(r'<label class="choice"><input[^>]*> ([^<(]+?)\s*(?:<|$)', page, re.M)
+        assert labels == ["Immediately", "End of the current period", "On custom date"]
+        assert "Update subscription" in page
+    assert "<html" not in page  # the htmx answer is the dialog alone
+
+
+def test_change_at_period_end_shows_the_upcoming_card_and_cancel_removes_it(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """S19 then S20."""
+    client = client_for(admin)
+    with live():
+        response = client.post("/t/acme/billing/plans/agents-scale/change/", {"when": "period_end"})
+    assert response.status_code == 302
+    assert response["Location"] == "/t/acme/billing/?product=ai_agents"
+
+    page = client.get(BILLING)
+    change = ScheduledChange.objects.get(tenant=trial_tenant)
+    assert (change.to_plan.code, change.status, change.effective_at) == (
+        "agents-scale",
+        "scheduled",
+        subscribed.current_period_end,
+    )
+    assert badge(page) == "Active subscription"  # the current plan stays until then
+    assert 'data-testid="upcoming-card"' in text(page)
+    assert "Upcoming subscription" in text(page)
+    assert re.search(rf'data-testid="starts-on">{day(change.effective_at)}<', text(page))
+    assert "Starts on" in text(page)
+    assert f"Scale starts on {day(change.effective_at)}." in text(page)
+    assert local_gateway().retrieve_subscription(subscribed.gateway_subscription_id).schedule_id
+
+    cancel_url = f"/t/acme/billing/scheduled/{change.pk}/cancel/"
+    dialog = client.get(cancel_url)
+    assert dialog.status_code == 200
+    assert "Cancel scheduled plan" in text(dialog)
+    assert "Cancel scheduled plan" in text(client.get(cancel_url, HTTP_HX_REQUEST="true"))
+    with live():
+        response = client.post(cancel_url)
+    assert response.status_code == 302
+
+    page = client.get(response["Location"])
+    assert 'data-testid="upcoming-card"' not in text(page)
+    assert "Upcoming subscription" not in text(page)
+    assert "The scheduled change to Scale is canceled." in text(page)
+    assert ScheduledChange.objects.get(pk=change.pk).status == "canceled"
+    assert local_gateway().retrieve_subscription(subscribed.gateway_subscription_id).schedule_id in ("", None)
+    assert live_sub(trial_tenant).plan.code == "agents-growth"
+
+
+def test_change_immediately_switches_the_plan_and_its_limits(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """S21: the upgrade applies now, with Scale's session limit."""
+    client = client_for(admin)
+    with live():
+        response = client.post("/t/acme/billing/plans/agents-scale/change/", {"when": "immediately"})
+
+    assert response.status_code == 302
+    page = client.get(BILLING)
+    assert badge(page) == "Active subscription"
+    assert "You are now on Scale. Your limits are updated." in text(page)
+    assert "5,000 billable sessions / period" in text(page)
+    sub = live_sub(trial_tenant)
+    assert (sub.pk, sub.plan.code, sub.state) == (subscribed.pk, "agents-scale", "active")
+    assert ScheduledChange.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"when": "custom_date", "custom_date": "2020-01-01"}, "Pick a date in the future."),
+        ({"when": "custom_date"}, "Pick the date the change applies on."),
+        (
+            {"when": "custom_date", "custom_date": (date.today() + timedelta(days=400)).isoformat()},
+            "Pick a date within the next year.",
+        ),
+    ],
+)
+def test_change_with_a_bad_date_is_422_and_changes_nothing(
+    data, message, subscribed, trial_tenant, admin, client_for, live
+):
+    client = client_for(admin)
+    before = nothing_changed_snapshot(trial_tenant)
+
+    with live():
+        response = client.post("/t/acme/billing/plans/agents-scale/change/", data)
+
+    assert response.status_code == 422
+    assert message in text(response)
+    assert "Apply subscription updates" in text(response)
+    assert nothing_changed_snapshot(trial_tenant) == before
+
+
+def test_htmx_change_with_an_error_answers_200_with_the_dialog_and_the_error(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """htmx swaps only 2xx answers: the dialog comes back with its error."""
+    before = nothing_changed_snapshot(trial_tenant)
+
+    with live():
+        response = client_for(admin).post(
+            "/t/acme/billing/plans/agents-scale/change/",
+            {"when": "custom_date", "custom_date": "2020-01-01"},
+            HTTP_HX_REQUEST="true",
+        )
+
+    assert response.status_code == 200
+    page = text(response)
+    assert 'data-testid="change-dialog"' in page
+    assert "Pick a date in the future." in page
+    assert "<html" not in page
+    assert nothing_changed_snapshot(trial_tenant) == before
+
+
+def test_htmx_change_on_a_custom_date_redirects_the_client(subscribed, trial_tenant, admin, client_for, live):
+    starts = (timezone.now() + timedelta(days=10)).date()
+    with live():
+        response = client_for(admin).post(
+            "/t/acme/billing/plans/agents-starter/change/",
+            {"when": "custom_date", "custom_date": starts.isoformat()},
+            HTTP_HX_REQUEST="true",
+        )
+
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/t/acme/billing/?product=ai_agents"
+    change = ScheduledChange.objects.get(tenant=trial_tenant)
+    assert (change.to_plan.code, change.effective_at) == (
+        "agents-starter",
+        datetime.combine(starts, datetime.min.time(), tzinfo=UTC),
+    )
+
+
+# --- Book a demo, Speak with Specialist ------------------------------------------------------------
+
+
+def test_book_a_demo_plain_form_redirects_with_request_received(trial_tenant, member, client_for):
+    """S16: any member may ask for Enterprise; the card then shows Request received."""
+    client = client_for(member)
+    page = text(client.get(BILLING))
+    assert re.search(r'data-testid="contact-agents-enterprise">Book a demo<', page)
+
+    response = client.post("/t/acme/billing/plans/agents-enterprise/contact/", {"message": "200 agents"})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/t/acme/billing/?product=ai_agents"
+    page = text(client.get(response["Location"]))
+    assert 'data-testid="request-received">Request received<' in page
+    assert "Request received. Our team will get in touch." in page
+    lead = Lead.objects.get()
+    assert (lead.tenant, lead.user, lead.plan.code, lead.kind, lead.message) == (
+        trial_tenant,
+        member,
+        "agents-enterprise",
+        "book_demo",
+        "200 agents",
+    )
+
+
+def test_book_a_demo_with_htmx_answers_the_partial_and_twice_is_one_lead(trial_tenant, admin, client_for):
+    client = client_for(admin)
+    for _ in range(2):
+        response = client.post("/t/acme/billing/plans/agents-enterprise/contact/", HTTP_HX_REQUEST="true")
+        assert response.status_code == 200
+        assert 'data-testid="request-received">Request received<' in text(response)
+        assert "Our team will get in touch about Enterprise." in text(response)
+        assert "<html" not in text(response)
+    assert Lead.objects.filter(tenant=trial_tenant).count() == 1
+
+
+def test_speak_with_specialist_on_the_ai_credits_tab(trial_tenant, finance, client_for):
+    """C07, C16: AI Ultra is contracted through sales."""
+    client = client_for(finance)
+    page = text(client.get(BILLING + "?product=ai_credits"))
+    assert re.search(r'data-testid="contact-credits-ultra">Speak with Specialist<', page)
+
+    response = client.post("/t/acme/billing/plans/credits-ultra/contact/", HTTP_HX_REQUEST="true")
+
+    assert 'data-testid="request-received">Request received<' in text(response)
+    lead = Lead.objects.get()
+    assert (lead.plan.code, lead.kind) == ("credits-ultra", "specialist")
+    assert 'data-testid="request-received"' in text(client.get(BILLING + "?product=ai_credits"))
+
+
+# --- the deployment switch --------------------------------------------------------------------------
+
+
+def test_billing_tab_is_gone_when_the_deployment_disables_it(settings, trial_tenant, admin, client_for):
+    """S03, S31: billing happens outside the portal — the tab 404s and is not in the navigation."""
+    client = client_for(admin)
+    assert f'href="{BILLING}"' in text(client.get("/t/acme/"))
+    settings.BILLING_TAB_ENABLED = False
+
+    assert client.get(BILLING).status_code == 404
+    assert client.post("/t/acme/billing/plans/agents-growth/subscribe/").status_code == 404
+    assert client.post("/t/acme/billing/manage/").status_code == 404
+    assert client.get("/t/acme/billing/plans/agents-growth/change/").status_code == 404
+    home = client.get("/t/acme/")
+    assert home.status_code == 200
+    assert f'href="{BILLING}"' not in text(home)
+    assert CheckoutSession.objects.count() == 0
+
+
+# --- query count ------------------------------------------------------------------------------------
+
+
+def _billing_queries(client, slug: str) -> int:
+    client.get(f"/t/{slug}/billing/")  # warm the session and caches alike for both
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"/t/{slug}/billing/")
+    assert response.status_code == 200
+    return len(queries)
+
+
+def test_billing_tab_query_count_does_not_grow_with_history(trial_tenant, admin, client_for):
+    """A tenant with five past subscriptions, their invoices and past changes costs what a new one does."""
+    fresh = TenantFactory(name="Fresh Co", slug="fresh")
+    fresh_admin = MembershipFactory(tenant=fresh, role=Role.ADMIN, user=UserFactory()).user
+    plan_services.tenant_provision(tenant=fresh)
+    now = timezone.now()
+    for i in range(5):
+        started = now - timedelta(days=60 * (i + 1))
+        past = SubscriptionFactory(
+            tenant=trial_tenant,
+            plan=plan(["agents-starter", "agents-growth", "agents-scale"][i % 3]),
+            state="expired",
+            started_at=started,
+            current_period_start=started,
+            current_period_end=started + timedelta(days=30),
+            ended_at=started + timedelta(days=30),
+        )
+        ScheduledChangeFactory(subscription=past, status="canceled")
+        InvoiceFactory(
+            tenant=trial_tenant, gateway_subscription_id=past.gateway_subscription_id, issued_at=started
+        )
+    plan_services.lead_create(
+        tenant=trial_tenant, user=admin, plan=plan("agents-enterprise"), kind="book_demo"
+    )
+
+    assert _billing_queries(client_for(admin), "acme") == _billing_queries(client_for(fresh_admin), "fresh")

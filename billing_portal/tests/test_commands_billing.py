@@ -1,0 +1,276 @@
+"""Operator commands of billing: `billing_tick` (every sweeper once, JSON counts, safe to repeat),
+`billing_reconcile` (repairs what a lost webhook missed), `create_tenant --plan` and `seed_demo`."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+import time_machine
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from billing_portal import gateways
+from billing_portal.models import Invoice, WebhookEvent
+from plans import selectors as plan_selectors
+from plans.factories import SubscriptionFactory, plan
+from plans.models import Plan, Subscription
+from tenants.factories import MembershipFactory, TenantFactory, UserFactory
+from tenants.models import ApiKey, AuditEvent, Notification, Role, Tenant, User
+
+from .conftest import checkout_open, live_sub, local_gateway
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _tenant_with_admin(slug: str) -> tuple[Tenant, User]:
+    tenant = TenantFactory(name=slug.title(), slug=slug)
+    admin = MembershipFactory(
+        tenant=tenant, role=Role.ADMIN, user=UserFactory(email=f"admin@{slug}.test")
+    ).user
+    return tenant, admin
+
+
+# --- billing_tick --------------------------------------------------------------------------------
+
+
+def test_billing_tick_runs_every_sweeper_once_and_a_second_run_finds_nothing(db, live):
+    """D03 and DESIGN principle 5: the gateway's renewal, trial expiry (S12), the 2-days-left reminder
+    (S11), the end of a grace period (S28) and of a canceled subscription (S29), each once."""
+    now = timezone.now()
+    trial = plan("agents-trial")
+    ended_trial, _ = _tenant_with_admin("ended-trial")
+    SubscriptionFactory(
+        tenant=ended_trial, plan=trial, state="trialing", gateway_subscription_id="",
+        trial_ends_at=now - timedelta(hours=1), current_period_end=now - timedelta(hours=1),
+    )  # fmt: skip
+    ending_trial, _ = _tenant_with_admin("ending-trial")
+    SubscriptionFactory(
+        tenant=ending_trial, plan=trial, state="trialing", gateway_subscription_id="",
+        trial_ends_at=now + timedelta(days=2, hours=-1), current_period_end=now + timedelta(days=2, hours=-1),
+    )  # fmt: skip
+    overdue, _ = _tenant_with_admin("overdue")
+    SubscriptionFactory(
+        tenant=overdue,
+        state="past_due",
+        payment_failed_at=now - timedelta(days=8),
+        grace_until=now - timedelta(hours=1),
+    )
+    leaving, _ = _tenant_with_admin("leaving")
+    SubscriptionFactory(
+        tenant=leaving,
+        state="canceled",
+        canceled_at=now - timedelta(days=20),
+        ends_at=now - timedelta(hours=1),
+    )
+    renewing, renewing_admin = _tenant_with_admin("renewing")
+    with time_machine.travel(now - timedelta(days=32)):
+        session_id = checkout_open(renewing, renewing_admin, "agents-starter")
+        with live():
+            sub_id = local_gateway().complete_checkout(session_id).id
+    first_period_end = local_gateway().retrieve_subscription(sub_id).current_period_end
+    assert first_period_end < now
+
+    with live():
+        first = json.loads(run("billing_tick"))
+    notifications = Notification.objects.count()
+    with live():
+        second = json.loads(run("billing_tick"))
+
+    assert first == {
+        "gateway_advanced": 1,
+        "trials_expired": 1,
+        "trial_reminders": 1,
+        "grace_expired": 1,
+        "subscriptions_ended": 1,
+    }
+    assert second == dict.fromkeys(first, 0)
+    assert Notification.objects.count() == notifications  # the second run sent nothing either
+    assert sorted(Notification.objects.values_list("template", "to_email")) == [
+        ("subscription_suspended", "admin@overdue.test"),
+        ("trial_days_left", "admin@ending-trial.test"),
+        ("trial_ended", "admin@ended-trial.test"),
+    ]
+    assert Subscription.objects.get(tenant=ended_trial).state == "expired"
+    assert Subscription.objects.get(tenant=ending_trial).state == "trialing"
+    assert Subscription.objects.get(tenant=overdue).state == "suspended"
+    assert Subscription.objects.get(tenant=leaving).state == "expired"
+    renewed = local_gateway().retrieve_subscription(sub_id)
+    assert renewed.current_period_start == first_period_end
+    assert renewed.current_period_end > now
+    assert list(
+        Invoice.objects.filter(tenant=renewing).order_by("issued_at").values_list("billing_reason", "status")
+    ) == [
+        ("subscription_create", "paid"),
+        ("subscription_cycle", "paid"),
+    ]
+    assert live_sub(renewing).current_period_end == renewed.current_period_end
+
+
+# --- billing_reconcile ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhooks_lost(monkeypatch, fresh_gateway) -> None:
+    """The gateway's deliveries go nowhere (our endpoint was down)."""
+    monkeypatch.setattr(gateways, "_deliver_in_process", lambda payload, header: None)
+
+
+def test_billing_reconcile_repairs_a_checkout_whose_webhooks_were_lost(
+    webhooks_lost, trial_tenant, admin, live
+):
+    session_id = checkout_open(trial_tenant, admin, "agents-growth")
+    with live():
+        sub_id = local_gateway().complete_checkout(session_id).id
+    assert WebhookEvent.objects.count() == 0
+    assert live_sub(trial_tenant).state == "trialing"
+    assert Invoice.objects.count() == 0
+
+    first = json.loads(run("billing_reconcile"))
+    second = json.loads(run("billing_reconcile"))
+
+    assert first == second == {"customers": 1, "subscriptions": 1, "invoices": 1, "errors": 0}
+    sub = live_sub(trial_tenant)
+    assert (sub.plan.code, sub.state, sub.gateway_subscription_id) == ("agents-growth", "active", sub_id)
+    assert plan_selectors.entitlements(tenant=trial_tenant)["ai_agents"].badge == "Active subscription"
+    invoice = Invoice.objects.get()
+    assert (
+        invoice.tenant,
+        invoice.status,
+        invoice.total,
+        invoice.amount_paid,
+        invoice.gateway_subscription_id,
+    ) == (
+        trial_tenant,
+        "paid",
+        19900,
+        19900,
+        sub_id,
+    )
+    assert list(invoice.lines.values_list("amount", flat=True)) == [19900]
+    assert AuditEvent.objects.filter(tenant=trial_tenant, action="subscription.activated").count() == 1
+
+
+# --- create_tenant --plan ------------------------------------------------------------------------
+
+
+def test_create_tenant_on_a_paid_plan_through_the_local_gateway(db, live):
+    with live():
+        output = run(
+            "create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", "agents-growth", "--api-key"
+        )
+
+    result = last_json(output)
+    assert result["tenant"] == "acme"
+    assert result["api_key"].startswith("alw_")
+    tenant = Tenant.objects.get(slug="acme")
+    ent = plan_selectors.entitlements(tenant=tenant)["ai_agents"]
+    assert (ent.plan_code, ent.state, ent.badge) == ("agents-growth", "active", "Active subscription")
+    assert list(Invoice.objects.filter(tenant=tenant).values_list("status", "total")) == [("paid", 19900)]
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}
+    assert ApiKey.objects.filter(tenant=tenant).count() == 1
+
+
+@pytest.mark.parametrize("code", ["agents-trial", "credits-free"])
+def test_create_tenant_on_a_trial_or_free_plan_starts_it_at_once(code, db, live):
+    with live():
+        output = run("create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", code)
+
+    tenant = Tenant.objects.get(slug=last_json(output)["tenant"])
+    sub = Subscription.objects.get(tenant=tenant, plan__code=code)
+    assert sub.state == ("trialing" if code == "agents-trial" else "active")
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("agents-enterprise", "Enterprise is contracted through sales; it has no self-serve start."),
+        ("credits-ultra", "AI Ultra is contracted through sales; it has no self-serve start."),
+    ],
+)
+def test_create_tenant_on_a_contact_sales_plan_is_refused(code, message, db):
+    with pytest.raises(CommandError) as error:
+        run("create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", code)
+
+    assert str(error.value) == message
+    assert (Tenant.objects.count(), User.objects.count()) == (0, 0)
+
+
+def test_create_tenant_with_an_unknown_plan_lists_the_plans(db):
+    with pytest.raises(CommandError) as error:
+        run("create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", "nope")
+
+    codes = ", ".join(sorted(Plan.objects.values_list("code", flat=True)))
+    assert str(error.value) == f"No plan 'nope'. Plans: {codes}."
+    assert "agents-growth" in codes
+    assert "agents-enterprise" in codes
+    assert (Tenant.objects.count(), User.objects.count()) == (0, 0)
+
+
+def test_create_tenant_on_a_paid_plan_with_the_stripe_gateway_is_refused(db, settings):
+    settings.PAYMENT_GATEWAY = "stripe"
+
+    with pytest.raises(CommandError) as error:
+        run("create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", "agents-growth")
+
+    assert (
+        str(error.value)
+        == "Growth is paid: with the Stripe gateway the tenant's admin subscribes on the Billing tab."
+    )
+    assert Tenant.objects.count() == 0
+
+
+# --- seed_demo -----------------------------------------------------------------------------------
+
+DEMO_STATES = {
+    "orbit": ("agents-trial", "trialing", "Trial subscription"),
+    "nimbus": ("agents-trial", "trialing", "Trial ending soon"),
+    "tidewater": ("agents-starter", "active", "Active subscription"),
+    "kestrel": ("agents-growth", "past_due", "Payment issue"),
+    "juniper": ("agents-scale", "canceled", "Canceled subscription"),
+    "quill": ("agents-trial", "expired", "Expired subscription"),
+    "helix": ("agents-growth", "active", "Active subscription"),
+}
+
+
+def _billing_rows() -> dict[str, int]:
+    return {
+        "subscriptions": Subscription.objects.count(),
+        "invoices": Invoice.objects.count(),
+        "webhook_events": WebhookEvent.objects.count(),
+        "tenants": Tenant.objects.count(),
+    }
+
+
+# The demo buys plans through the local gateway, and a scheduled change needs the subscription its
+# webhooks made: real commits are needed.
+@pytest.mark.django_db(transaction=True)
+def test_seed_demo_puts_a_tenant_in_each_state_and_is_idempotent(settings):
+    """Every badge of S30 has a demo tenant, made through the real checkout and webhooks."""
+    settings.DEBUG = True
+
+    run("seed_demo")
+    first = _billing_rows()
+    run("seed_demo")
+
+    assert _billing_rows() == first
+    assert first["webhook_events"] > 0
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}
+    for slug, (code, state, badge) in DEMO_STATES.items():
+        ent = plan_selectors.entitlements(tenant=Tenant.objects.get(slug=slug))["ai_agents"]
+        assert (ent.plan_code, ent.state, ent.badge) == (code, state, badge), slug
+    upcoming = plan_selectors.entitlements(tenant=Tenant.objects.get(slug="tidewater"))["ai_agents"].upcoming
+    assert upcoming is not None
+    assert upcoming.plan_code == "agents-growth"
+    assert plan_selectors.entitlements(tenant=Tenant.objects.get(slug="kestrel"))["ai_agents"].grace_until
+    assert plan_selectors.entitlements(tenant=Tenant.objects.get(slug="juniper"))["ai_agents"].ends_at
