@@ -50,7 +50,9 @@ def _catalog(request):
     from plans.models import Plan, Product
 
     if not Plan.objects.exists():
-        ensure_catalog(Product, Plan, trial_days=dj_settings.TRIAL_DAYS, trial_sessions=dj_settings.TRIAL_SESSIONS)
+        ensure_catalog(
+            Product, Plan, trial_days=dj_settings.TRIAL_DAYS, trial_sessions=dj_settings.TRIAL_SESSIONS
+        )
 
 
 @pytest.fixture

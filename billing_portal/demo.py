@@ -26,11 +26,14 @@ def start_plan(*, tenant: Tenant, plan: Plan, actor: User | Actor) -> Subscripti
         return plan_services.free_plan_start(tenant=tenant, plan=plan, actor=actor)
     if not plan.is_paid or not local_gateway_available():
         raise BusinessError("cannot_start", f"{plan.name} cannot be started without a checkout.")
-    admin = Membership.objects.filter(tenant=tenant, role=Role.ADMIN).select_related("user").order_by("pk").first()
-    assert admin is not None
-    url = services.checkout_start(
-        tenant=tenant, plan=plan, actor=admin.user, success_url="/", cancel_url="/"
+    admin = (
+        Membership.objects.filter(tenant=tenant, role=Role.ADMIN)
+        .select_related("user")
+        .order_by("pk")
+        .first()
     )
+    assert admin is not None
+    url = services.checkout_start(tenant=tenant, plan=plan, actor=admin.user, success_url="/", cancel_url="/")
     session_id = url.rstrip("/").rsplit("/", 1)[-1]
     get_gateway().complete_checkout(session_id)  # type: ignore[attr-defined]
     return (

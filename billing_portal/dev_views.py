@@ -35,7 +35,9 @@ def _local_gateway(request: HttpRequest, customer_id: str):
 
 
 def _safe_return(request: HttpRequest, url: str, fallback: str = "/") -> str:
-    ok = url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    ok = url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
     return url if url and ok else fallback
 
 
@@ -50,7 +52,9 @@ def checkout(request: HttpRequest, session_id: str) -> HttpResponse:
         raise Http404 from exc
     _, tenant = _local_gateway(request, session.customer_id)
     plan = Plan.objects.select_related("product").filter(code=session.metadata.get("plan", "")).first()
-    back = reverse("billing", kwargs={"slug": tenant.slug}) + (f"?product={plan.product.code}" if plan else "?")
+    back = reverse("billing", kwargs={"slug": tenant.slug}) + (
+        f"?product={plan.product.code}" if plan else "?"
+    )
     error = None
     if request.method == "POST":
         action = request.POST.get("action")
@@ -87,33 +91,41 @@ def portal(request: HttpRequest, customer_id: str) -> HttpResponse:
             raise Http404
         try:
             if action == "pay":
-                gateway.pay_open_invoices(customer_id)  # type: ignore[attr-defined]
+                gateway.pay_open_invoices(customer_id)
                 messages.success(request, "Payment received.")
             elif action == "fail_next_payment":
-                gateway.fail_next_payment(subscription_id)  # type: ignore[attr-defined]
+                gateway.fail_next_payment(subscription_id)
                 messages.warning(request, "The next payment was attempted and declined.")
             elif action == "update_card":
-                gateway.set_card(customer_id, failing=False, last4=request.POST.get("last4", "4242")[-4:])  # type: ignore[attr-defined]
+                gateway.set_card(customer_id, failing=False, last4=request.POST.get("last4", "4242")[-4:])
                 messages.success(request, "Payment method updated.")
             elif action == "cancel":
                 gateway.cancel_subscription(
-                    subscription_id=subscription_id, at_period_end=True, idempotency_key=f"portal-cancel:{subscription_id}"
+                    subscription_id=subscription_id,
+                    at_period_end=True,
+                    idempotency_key=f"portal-cancel:{subscription_id}",
                 )
                 messages.success(request, "Your subscription will be canceled at the end of the period.")
             elif action == "resume":
-                gateway.resume_subscription(subscription_id)  # type: ignore[attr-defined]
+                gateway.resume_subscription(subscription_id)
                 messages.success(request, "Your subscription will renew.")
             else:
                 raise Http404
         except GatewayError as exc:
             messages.error(request, exc.message)
         return HttpResponseRedirect(request.get_full_path())
-    overview = gateway.customer_overview(customer_id)  # type: ignore[attr-defined]
+    overview = gateway.customer_overview(customer_id)
     plans = {p.stripe_price_id: p for p in Plan.objects.select_related("product").exclude(stripe_price_id="")}
     for sub in overview["subscriptions"]:
         sub["plan"] = plans.get(sub["price_id"])  # the template has no dict lookup by a variable key
     return render(
         request,
         "billing_portal/dev/portal.html",
-        {"overview": overview, "tenant": tenant, "return_url": return_url, "plans": plans, "customer_id": customer_id},
+        {
+            "overview": overview,
+            "tenant": tenant,
+            "return_url": return_url,
+            "plans": plans,
+            "customer_id": customer_id,
+        },
     )

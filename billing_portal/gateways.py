@@ -25,7 +25,10 @@ def _deliver_in_process(payload: bytes, signature: str) -> None:
     from billing_portal.views import stripe_webhook
 
     request = RequestFactory().post(
-        "/billing/webhooks/stripe/", data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature
+        "/billing/webhooks/stripe/",
+        data=payload,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=signature,
     )
     response = stripe_webhook(request)
     if response.status_code != 200:
@@ -38,11 +41,16 @@ def _build(kind: str, secret: str, api_key: str, site_url: str) -> PaymentGatewa
         from billing_portal.gateway.local import LocalGateway
 
         return LocalGateway(
-            webhook_secret=secret, deliver=_deliver_in_process, base_url=site_url, price_catalog=_price_catalog
+            webhook_secret=secret,
+            deliver=_deliver_in_process,
+            base_url=site_url,
+            price_catalog=_price_catalog,
         )
     from billing_portal.gateway.stripe_gateway import StripeGateway
 
-    return StripeGateway(api_key=api_key, webhook_secret=secret, webhook_tolerance=settings.STRIPE_WEBHOOK_TOLERANCE)
+    return StripeGateway(
+        api_key=api_key, webhook_secret=secret, webhook_tolerance=settings.STRIPE_WEBHOOK_TOLERANCE
+    )
 
 
 def get_gateway() -> PaymentGateway:

@@ -24,7 +24,7 @@ from billing_portal.invoice_forms import InvoiceFilterForm
 from billing_portal.invoice_pdf import invoice_pdf as render_invoice_pdf
 from billing_portal.models import Invoice
 from billing_portal.money import decimal_string
-from tenants.access import BILLING_READERS, tenant_view
+from tenants.access import BILLING_READERS, TenantRequest, tenant_view
 from tenants.models import Tenant
 
 
@@ -119,7 +119,7 @@ def _csv_rows(found: QuerySet[Invoice]) -> Iterator[str]:
 
 @tenant_view(BILLING_READERS)
 @require_GET
-def invoice_csv(request: HttpRequest, tenant: Tenant) -> StreamingHttpResponse:
+def invoice_csv(request: TenantRequest, tenant: Tenant) -> StreamingHttpResponse:
     """The filtered list as CSV, amounts as decimal strings made from the integer minor units."""
     _form, _filters, found = _filtered(request, tenant)
     filename = f"invoices-{tenant.slug}-{timezone.localdate().isoformat()}.csv"
@@ -139,7 +139,7 @@ def _invoice_or_404(tenant: Tenant, invoice_id: int) -> Invoice:
 
 @tenant_view(BILLING_READERS)
 @require_GET
-def invoice_detail(request: HttpRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
+def invoice_detail(request: TenantRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
     return render(
         request, "billing_portal/invoice_detail.html", {"invoice": _invoice_or_404(tenant, invoice_id)}
     )
@@ -147,7 +147,7 @@ def invoice_detail(request: HttpRequest, tenant: Tenant, invoice_id: int) -> Htt
 
 @tenant_view(BILLING_READERS)
 @require_GET
-def invoice_pdf(request: HttpRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
+def invoice_pdf(request: TenantRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
     """The gateway's PDF when it has one (Stripe's is the document of record); otherwise ours."""
     invoice = _invoice_or_404(tenant, invoice_id)
     if invoice.pdf_url:

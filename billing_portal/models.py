@@ -11,7 +11,14 @@ from billing_portal.gateway.store import LocalGatewayObject
 from plans.models import Plan
 from tenants.models import Tenant
 
-__all__ = ["BillingCustomer", "CheckoutSession", "Invoice", "InvoiceLine", "LocalGatewayObject", "WebhookEvent"]
+__all__ = [
+    "BillingCustomer",
+    "CheckoutSession",
+    "Invoice",
+    "InvoiceLine",
+    "LocalGatewayObject",
+    "WebhookEvent",
+]
 
 
 class BillingCustomer(models.Model):
@@ -34,7 +41,9 @@ class CheckoutSession(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     gateway_session_id = models.CharField(max_length=200, blank=True)
     url = models.URLField(max_length=1000, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
@@ -44,9 +53,14 @@ class CheckoutSession(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["gateway_session_id"], condition=~models.Q(gateway_session_id=""), name="checkout_gateway_id_unique"
+                fields=["gateway_session_id"],
+                condition=~models.Q(gateway_session_id=""),
+                name="checkout_gateway_id_unique",
             )
         ]
+
+    def __str__(self) -> str:
+        return f"Checkout {self.pk} ({self.status})"
 
 
 class WebhookEvent(models.Model):
@@ -130,4 +144,9 @@ class InvoiceLine(models.Model):
 
     class Meta:
         ordering = ["position"]
-        constraints = [models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.description

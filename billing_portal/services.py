@@ -36,7 +36,9 @@ def _gateway_error(exc: GatewayError) -> BusinessError:
 
 
 @transaction.atomic
-def organization_signup(*, email: str, password: str, organization: str, full_name: str = "") -> tuple[User, Tenant]:
+def organization_signup(
+    *, email: str, password: str, organization: str, full_name: str = ""
+) -> tuple[User, Tenant]:
     """Sign-up: the user, their tenant, and the plans a new tenant starts on (the AI Agents trial)."""
     user, tenant = tenant_services.user_signup(
         email=email, password=password, organization=organization, full_name=full_name
@@ -61,7 +63,10 @@ def customer_ensure(*, tenant: Tenant) -> str:
     if existing is not None:
         return existing.customer_id
     admin_email = (
-        Membership.objects.filter(tenant=tenant, role=Role.ADMIN).order_by("pk").values_list("user__email", flat=True).first()
+        Membership.objects.filter(tenant=tenant, role=Role.ADMIN)
+        .order_by("pk")
+        .values_list("user__email", flat=True)
+        .first()
         or ""
     )
     try:
@@ -135,13 +140,17 @@ def plan_change(
 ) -> ChangeResult:
     """Apply subscription updates: now (prorated, entitlements recalculated at once), at the end of the
     current period, or on a custom date (an Upcoming subscription until then)."""
-    request = plan_services.plan_change_validate(tenant=tenant, to_plan=to_plan, when=when, custom_date=custom_date)
+    request = plan_services.plan_change_validate(
+        tenant=tenant, to_plan=to_plan, when=when, custom_date=custom_date
+    )
     sub = request.subscription
     gateway = get_gateway()
     try:
         if request.effective_at is None:
             # An immediate change supersedes a scheduled one: release that schedule first.
-            for change in ScheduledChange.objects.filter(subscription=sub, status=ScheduledChange.Status.SCHEDULED):
+            for change in ScheduledChange.objects.filter(
+                subscription=sub, status=ScheduledChange.Status.SCHEDULED
+            ):
                 scheduled_change_undo(tenant=tenant, change=change, actor=actor)
             gw = gateway.change_subscription_price(
                 subscription_id=sub.gateway_subscription_id,
@@ -166,7 +175,9 @@ def plan_change(
         )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
-    change = plan_services.scheduled_change_record(request=request, gateway_schedule_id=schedule.id, actor=actor)
+    change = plan_services.scheduled_change_record(
+        request=request, gateway_schedule_id=schedule.id, actor=actor
+    )
     return ChangeResult(applied_now=False, subscription=sub, scheduled=change)
 
 
@@ -176,7 +187,9 @@ def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: Use
         return change
     if change.gateway_schedule_id:
         try:
-            get_gateway().release_schedule(change.gateway_schedule_id, idempotency_key=f"schedule-release:{change.pk}")
+            get_gateway().release_schedule(
+                change.gateway_schedule_id, idempotency_key=f"schedule-release:{change.pk}"
+            )
         except GatewayError as exc:
             raise _gateway_error(exc) from exc
     return plan_services.scheduled_change_cancel(tenant=tenant, change=change, actor=actor)
@@ -226,4 +239,12 @@ def billing_tick(*, now: datetime) -> dict[str, int]:
     }
 
 
-__all__ = ["SYSTEM", "When", "billing_reconcile", "billing_tick", "checkout_start", "organization_signup", "plan_change"]
+__all__ = [
+    "SYSTEM",
+    "When",
+    "billing_reconcile",
+    "billing_tick",
+    "checkout_start",
+    "organization_signup",
+    "plan_change",
+]

@@ -27,7 +27,8 @@ def retry_webhook_events() -> int:
     )
     ids = list(
         WebhookEvent.objects.filter(
-            Q(status=WebhookEvent.Status.FAILED) | Q(status=WebhookEvent.Status.RECEIVED, received_at__lt=stale),
+            Q(status=WebhookEvent.Status.FAILED)
+            | Q(status=WebhookEvent.Status.RECEIVED, received_at__lt=stale),
             attempts__lt=8,
         ).values_list("pk", flat=True)[:200]
     )

@@ -13,7 +13,9 @@ tenant_patterns = [
     path("billing/plans/<slug:plan_code>/subscribe/", views.subscribe, name="billing_subscribe"),
     path("billing/plans/<slug:plan_code>/change/", views.change_plan, name="billing_change_plan"),
     path("billing/plans/<slug:plan_code>/contact/", views.request_contact, name="billing_contact"),
-    path("billing/scheduled/<int:change_id>/cancel/", views.cancel_scheduled, name="billing_cancel_scheduled"),
+    path(
+        "billing/scheduled/<int:change_id>/cancel/", views.cancel_scheduled, name="billing_cancel_scheduled"
+    ),
     # Invoices
     path("invoices/", invoice_views.invoices, name="invoices"),
     path("invoices/export.csv", invoice_views.invoice_csv, name="invoice_csv"),

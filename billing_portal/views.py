@@ -24,7 +24,7 @@ from billing_portal.webhooks import webhook_event_record
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Lead, Plan, Product, ScheduledChange
-from tenants.access import ADMIN_ONLY, ALL_ROLES, tenant_view
+from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
 from tenants.errors import BusinessError
 from tenants.forms import SignupForm
 from tenants.models import Role, Tenant
@@ -84,12 +84,12 @@ def _product(request: HttpRequest) -> Product:
     return product
 
 
-def billing_context(request: HttpRequest, tenant: Tenant, product: Product) -> dict:
+def billing_context(request: TenantRequest, tenant: Tenant, product: Product) -> dict:
     ent = plan_selectors.entitlements(tenant=tenant)
     current = ent[product.code]
     plans = list(plan_selectors.catalog(product=product))
     requested = plan_selectors.open_leads(tenant=tenant)
-    is_admin = request.membership.role == Role.ADMIN  # type: ignore[attr-defined]
+    is_admin = request.membership.role == Role.ADMIN
     cards = [_plan_card(plan, current, is_admin=is_admin, requested=plan.pk in requested) for plan in plans]
     return {
         "products": Product.objects.order_by("sort_order"),
@@ -123,7 +123,7 @@ def _plan_card(plan: Plan, current, *, is_admin: bool, requested: bool) -> dict:
 
 @tenant_view(ALL_ROLES)
 @require_GET
-def billing(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def billing(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     _billing_enabled()
     return render(request, "billing_portal/billing.html", billing_context(request, tenant, _product(request)))
 
@@ -138,7 +138,7 @@ def _absolute(request: HttpRequest, path: str) -> str:
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
-def subscribe(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+def subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
     """Subscribe: open the hosted checkout (the form targets a new tab)."""
     _billing_enabled()
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
@@ -147,7 +147,7 @@ def subscribe(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpRespo
         url = services.checkout_start(
             tenant=tenant,
             plan=plan,
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request.user,
             success_url=_absolute(request, back + "&checkout=success"),
             cancel_url=_absolute(request, back + "&checkout=canceled"),
         )
@@ -159,7 +159,7 @@ def subscribe(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpRespo
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
-def manage(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def manage(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     """Manage: open the gateway's customer portal (payment methods, invoices, cancel)."""
     _billing_enabled()
     product = _product(request)
@@ -173,7 +173,7 @@ def manage(request: HttpRequest, tenant: Tenant) -> HttpResponse:
 
 @tenant_view(ADMIN_ONLY)
 @require_http_methods(["GET", "POST"])
-def change_plan(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
     """Apply subscription updates: Immediately, End of the current period, or On custom date."""
     _billing_enabled()
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
@@ -186,7 +186,7 @@ def change_plan(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpRes
                 to_plan=plan,
                 when=form.cleaned_data["when"],
                 custom_date=form.effective_custom_date(),
-                actor=request.user,  # type: ignore[arg-type]
+                actor=request.user,
             )
         except BusinessError as exc:
             error = exc.message
@@ -195,9 +195,7 @@ def change_plan(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpRes
                 messages.success(request, f"You are now on {plan.name}. Your limits are updated.")
             else:
                 assert result.scheduled is not None
-                messages.success(
-                    request, f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}."
-                )
+                messages.success(request, f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}.")
             back = _back(tenant, plan.product)
             if request.htmx:
                 from django_htmx.http import HttpResponseClientRedirect
@@ -208,33 +206,41 @@ def change_plan(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpRes
     context = {"plan": plan, "form": form, "error": error, "ent": current, "product": plan.product}
     template = "billing_portal/change_plan.html#dialog" if request.htmx else "billing_portal/change_plan.html"
     # htmx swaps only 2xx answers: the dialog with its error comes back as 200 to htmx, 422 otherwise.
-    return render(request, template, context, status=422 if (error or form.errors) and not request.htmx else 200)
+    return render(
+        request, template, context, status=422 if (error or form.errors) and not request.htmx else 200
+    )
 
 
 @tenant_view(ADMIN_ONLY)
 @require_http_methods(["GET", "POST"])
-def cancel_scheduled(request: HttpRequest, tenant: Tenant, change_id: int) -> HttpResponse:
+def cancel_scheduled(request: TenantRequest, tenant: Tenant, change_id: int) -> HttpResponse:
     """Cancel scheduled plan (the Upcoming subscription card's Cancel)."""
     _billing_enabled()
     change = get_object_or_404(
-        ScheduledChange.objects.select_related("to_plan__product", "subscription"), tenant=tenant, pk=change_id
+        ScheduledChange.objects.select_related("to_plan__product", "subscription"),
+        tenant=tenant,
+        pk=change_id,
     )
     back = _back(tenant, change.to_plan.product)
     if request.method == "POST":
         try:
-            services.scheduled_change_undo(tenant=tenant, change=change, actor=request.user)  # type: ignore[arg-type]
+            services.scheduled_change_undo(tenant=tenant, change=change, actor=request.user)
         except BusinessError as exc:
             messages.error(request, exc.message)
         else:
             messages.success(request, f"The scheduled change to {change.to_plan.name} is canceled.")
         return redirect(back)
-    template = "billing_portal/cancel_scheduled.html#dialog" if request.htmx else "billing_portal/cancel_scheduled.html"
+    template = (
+        "billing_portal/cancel_scheduled.html#dialog"
+        if request.htmx
+        else "billing_portal/cancel_scheduled.html"
+    )
     return render(request, template, {"change": change, "back": back})
 
 
 @tenant_view(ALL_ROLES)
 @require_POST
-def request_contact(request: HttpRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+def request_contact(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
     """Book a demo / Speak with Specialist / register interest: a Lead for sales; "Request received"."""
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
     form = LeadForm(request.POST)
@@ -243,7 +249,7 @@ def request_contact(request: HttpRequest, tenant: Tenant, plan_code: str) -> Htt
         "Book a demo": Lead.Kind.BOOK_DEMO,
         "Speak with Specialist": Lead.Kind.SPECIALIST,
     }.get(plan.contact_label, Lead.Kind.INTEREST)
-    plan_services.lead_create(tenant=tenant, user=request.user, plan=plan, kind=kind, message=message)  # type: ignore[arg-type]
+    plan_services.lead_create(tenant=tenant, user=request.user, plan=plan, kind=kind, message=message)
     if request.htmx:
         return render(request, "billing_portal/billing.html#request-received", {"plan": plan})
     messages.success(request, "Request received. Our team will get in touch.")

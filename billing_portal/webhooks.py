@@ -61,7 +61,9 @@ def webhook_event_process(*, event_pk: int) -> str:
     except Exception as exc:
         log.exception("webhook %s (%s) failed", row.event_id, row.type)
         # Recorded, not raised: the retry sweeper tries it again (and the gateway redelivers).
-        WebhookEvent.objects.filter(pk=row.pk).update(status=WebhookEvent.Status.FAILED, error=repr(exc)[:4000])
+        WebhookEvent.objects.filter(pk=row.pk).update(
+            status=WebhookEvent.Status.FAILED, error=repr(exc)[:4000]
+        )
         return WebhookEvent.Status.FAILED
     WebhookEvent.objects.filter(pk=row.pk).update(
         status=status, error="", processed_at=timezone.now(), tenant=tenant
@@ -116,7 +118,9 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
         "hosted_invoice_url": inv.hosted_invoice_url,
         "pdf_url": inv.invoice_pdf,
     }
-    invoice, _ = Invoice.objects.select_for_update().update_or_create(gateway_invoice_id=inv.id, defaults=fields)
+    invoice, _ = Invoice.objects.select_for_update().update_or_create(
+        gateway_invoice_id=inv.id, defaults=fields
+    )
     invoice.lines.all().delete()
     InvoiceLine.objects.bulk_create(
         InvoiceLine(
@@ -141,9 +145,9 @@ def _on_checkout(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
             status=CheckoutSession.Status.COMPLETE
         ).update(status=CheckoutSession.Status.COMPLETE, completed_at=timezone.now())
     elif session.status == "expired":
-        CheckoutSession.objects.filter(gateway_session_id=session.id, status=CheckoutSession.Status.OPEN).update(
-            status=CheckoutSession.Status.EXPIRED
-        )
+        CheckoutSession.objects.filter(
+            gateway_session_id=session.id, status=CheckoutSession.Status.OPEN
+        ).update(status=CheckoutSession.Status.EXPIRED)
     if session.subscription_id:
         return sync_subscription(gateway, session.subscription_id) or tenant
     return tenant
@@ -174,9 +178,9 @@ def _on_schedule(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
         from plans.models import ScheduledChange
 
         # The gateway will not switch plans any more: a change still scheduled here is void.
-        ScheduledChange.objects.filter(gateway_schedule_id=row.object_id, status=ScheduledChange.Status.SCHEDULED).update(
-            status=ScheduledChange.Status.CANCELED, resolved_at=timezone.now()
-        )
+        ScheduledChange.objects.filter(
+            gateway_schedule_id=row.object_id, status=ScheduledChange.Status.SCHEDULED
+        ).update(status=ScheduledChange.Status.CANCELED, resolved_at=timezone.now())
     return tenant
 
 

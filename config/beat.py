@@ -30,9 +30,15 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "end-subscriptions": {"task": "plans.tasks.end_subscriptions", "schedule": crontab(minute="*/5")},
     # Local gateway's clock: period roll-overs (renewal invoices) and scheduled changes falling due.
     # Stripe runs its own clock in production; there this does nothing.
-    "advance-gateway-clock": {"task": "billing_portal.tasks.advance_gateway_clock", "schedule": crontab(minute="*")},
+    "advance-gateway-clock": {
+        "task": "billing_portal.tasks.advance_gateway_clock",
+        "schedule": crontab(minute="*"),
+    },
     # Webhook events whose handler failed (or whose worker died) are applied again.
-    "retry-webhook-events": {"task": "billing_portal.tasks.retry_webhook_events", "schedule": crontab(minute="*/10")},
+    "retry-webhook-events": {
+        "task": "billing_portal.tasks.retry_webhook_events",
+        "schedule": crontab(minute="*/10"),
+    },
     # Nightly: re-read subscriptions and recent invoices from the gateway, repairing missed webhooks.
     "reconcile-billing": {"task": "billing_portal.tasks.reconcile", "schedule": crontab(hour=3, minute=30)},
 }

@@ -11,8 +11,23 @@ from typing import Any
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django_htmx.middleware import HtmxDetails
 
-from tenants.models import Membership, Role, Tenant
+from tenants.models import Membership, Role, Tenant, User
+
+
+class TenantRequest(HttpRequest):
+    """What a view under `tenant_view` receives: a signed-in member, their tenant and membership."""
+
+    user: User
+    htmx: HtmxDetails
+    tenant: Tenant
+    membership: Membership
+
+
+class HtmxRequest(HttpRequest):
+    htmx: HtmxDetails
+
 
 ALL_ROLES = (Role.ADMIN, Role.MEMBER, Role.FINANCE)
 ADMIN_ONLY = (Role.ADMIN,)
@@ -23,7 +38,9 @@ def resolve_membership(request: HttpRequest, slug: str) -> Membership:
     if not request.user.is_authenticated:
         raise Http404
     membership = (
-        Membership.objects.select_related("tenant", "user").filter(tenant__slug=slug, user=request.user).first()
+        Membership.objects.select_related("tenant", "user")
+        .filter(tenant__slug=slug, user=request.user)
+        .first()
     )
     if membership is None:
         raise Http404("No such tenant.")
@@ -60,4 +77,14 @@ def can(membership: Membership | None, roles: Iterable[Role]) -> bool:
     return membership is not None and membership.role in set(roles)
 
 
-__all__ = ["ADMIN_ONLY", "ALL_ROLES", "BILLING_READERS", "Tenant", "can", "resolve_membership", "tenant_view"]
+__all__ = [
+    "ADMIN_ONLY",
+    "ALL_ROLES",
+    "BILLING_READERS",
+    "HtmxRequest",
+    "Tenant",
+    "TenantRequest",
+    "can",
+    "resolve_membership",
+    "tenant_view",
+]

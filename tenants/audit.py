@@ -50,7 +50,7 @@ def audit(
         actor_api_key=who.api_key,
         actor_label=who.label[:200],
         action=action,
-        target_type=target._meta.model_name if target is not None else "",
+        target_type=(target._meta.model_name or "") if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
         target_label=(target_label or (str(target) if target is not None else ""))[:200],
         data=data or {},

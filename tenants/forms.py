@@ -56,13 +56,19 @@ class QueuedPasswordResetForm(PasswordResetForm):
     Also reaches active users who never chose a password (created by an operator or invited),
     so "Forgot your password?" works for them too."""
 
-    def get_users(self, email):  # type: ignore[override]
+    def get_users(self, email):
         from tenants.models import User
 
         return User.objects.filter(email__iexact=email, is_active=True)
 
-    def send_mail(  # type: ignore[override]
-        self, subject_template_name, email_template_name, context, from_email, to_email, html_email_template_name=None
+    def send_mail(
+        self,
+        subject_template_name,
+        email_template_name,
+        context,
+        from_email,
+        to_email,
+        html_email_template_name=None,
     ) -> None:
         import secrets
 

@@ -21,7 +21,9 @@ def members_of(*, tenant: Tenant) -> QuerySet[Membership]:
 
 def pending_invitations(*, tenant: Tenant) -> QuerySet[Invitation]:
     return (
-        Invitation.objects.filter(tenant=tenant, status=Invitation.Status.PENDING, expires_at__gt=timezone.now())
+        Invitation.objects.filter(
+            tenant=tenant, status=Invitation.Status.PENDING, expires_at__gt=timezone.now()
+        )
         .select_related("invited_by")
         .order_by("-created_at")
     )
@@ -32,7 +34,11 @@ def admin_count(*, tenant: Tenant) -> int:
 
 
 def api_keys_of(*, tenant: Tenant) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(tenant=tenant).select_related("created_by").order_by("revoked_at", "-created_at")
+    return (
+        ApiKey.objects.filter(tenant=tenant)
+        .select_related("created_by")
+        .order_by("revoked_at", "-created_at")
+    )
 
 
 @dataclass(frozen=True)
@@ -58,5 +64,8 @@ def activity(*, tenant: Tenant, filters: ActivityFilter) -> QuerySet[AuditEvent]
 
 def activity_actions(*, tenant: Tenant) -> list[str]:
     return list(
-        AuditEvent.objects.filter(tenant=tenant).order_by("action").values_list("action", flat=True).distinct()
+        AuditEvent.objects.filter(tenant=tenant)
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
     )

@@ -48,7 +48,13 @@ def tenant_create(*, name: str, admin: User, actor: User | Actor | None = None) 
     tenant = Tenant.objects.create(name=name[:120], slug=_unique_slug(name))
     Membership.objects.create(tenant=tenant, user=admin, role=Role.ADMIN)
     audit(tenant=tenant, actor=actor or admin, action="tenant.created", target=tenant)
-    audit(tenant=tenant, actor=actor or admin, action="member.added", target_label=admin.email, data={"role": "admin"})
+    audit(
+        tenant=tenant,
+        actor=actor or admin,
+        action="member.added",
+        target_label=admin.email,
+        data={"role": "admin"},
+    )
     return tenant
 
 
@@ -72,7 +78,9 @@ def user_signup(*, email: str, password: str, organization: str, full_name: str 
         with transaction.atomic():
             user.save()
     except IntegrityError as exc:  # a concurrent sign-up with the same address
-        raise BusinessError("email_taken", "An account with this email already exists. Log in instead.") from exc
+        raise BusinessError(
+            "email_taken", "An account with this email already exists. Log in instead."
+        ) from exc
     tenant = tenant_create(name=organization, admin=user)
     return user, tenant
 
@@ -102,7 +110,9 @@ def _lock_admins(tenant: Tenant) -> None:
 
 
 @transaction.atomic
-def membership_change_role(*, tenant: Tenant, membership: Membership, role: Role | str, actor: User) -> Membership:
+def membership_change_role(
+    *, tenant: Tenant, membership: Membership, role: Role | str, actor: User
+) -> Membership:
     role = Role(role)
     _lock_admins(tenant)
     membership = Membership.objects.select_for_update().get(pk=membership.pk, tenant=tenant)
@@ -129,7 +139,9 @@ def membership_change_role(*, tenant: Tenant, membership: Membership, role: Role
 @transaction.atomic
 def membership_remove(*, tenant: Tenant, membership: Membership, actor: User) -> None:
     _lock_admins(tenant)
-    membership = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk, tenant=tenant)
+    membership = (
+        Membership.objects.select_for_update().select_related("user").get(pk=membership.pk, tenant=tenant)
+    )
     if membership.role == Role.ADMIN and _admin_count(tenant) <= 1:
         raise BusinessError(
             "last_admin", "A tenant needs at least one admin. Make someone else an admin first.", status=409
@@ -203,11 +215,17 @@ def invitation_for_token(token: str) -> Invitation:
     if invitation is None:
         raise BusinessError("invitation_invalid", "This invitation link is not valid.", status=404)
     if invitation.status == Invitation.Status.ACCEPTED:
-        raise BusinessError("invitation_used", "This invitation has already been used. Log in instead.", status=410)
+        raise BusinessError(
+            "invitation_used", "This invitation has already been used. Log in instead.", status=410
+        )
     if invitation.status == Invitation.Status.REVOKED:
-        raise BusinessError("invitation_revoked", "This invitation was withdrawn. Ask for a new one.", status=410)
+        raise BusinessError(
+            "invitation_revoked", "This invitation was withdrawn. Ask for a new one.", status=410
+        )
     if invitation.status == Invitation.Status.EXPIRED or invitation.is_expired():
-        raise BusinessError("invitation_expired", "This invitation has expired. Ask for a new one.", status=410)
+        raise BusinessError(
+            "invitation_expired", "This invitation has expired. Ask for a new one.", status=410
+        )
     return invitation
 
 
@@ -222,7 +240,9 @@ def invitation_accept(
     invitation = Invitation.objects.select_for_update().select_related("tenant").get(pk=found.pk)
     invitation_for_token(token)  # re-check under the lock: a concurrent accept may have won
     if invitation.status != Invitation.Status.PENDING:
-        raise BusinessError("invitation_used", "This invitation has already been used. Log in instead.", status=410)
+        raise BusinessError(
+            "invitation_used", "This invitation has already been used. Log in instead.", status=410
+        )
     if user is None:
         existing = User.objects.filter(email__iexact=invitation.email).first()
         if existing is not None:
@@ -283,12 +303,16 @@ class IssuedApiKey:
 
 
 @transaction.atomic
-def api_key_create(*, tenant: Tenant, name: str, actor: User | Actor, secret: str | None = None) -> IssuedApiKey:
+def api_key_create(
+    *, tenant: Tenant, name: str, actor: User | Actor, secret: str | None = None
+) -> IssuedApiKey:
     """A new key for the tenant. `secret` is for demo seeding only (a known key for the README);
     everywhere else the secret is random and shown once."""
     name = name.strip()
     if not name:
-        raise BusinessError("api_key_name_required", "Give the key a name, for example the system that uses it.")
+        raise BusinessError(
+            "api_key_name_required", "Give the key a name, for example the system that uses it."
+        )
     if secret is None:
         prefix = API_KEY_PREFIX + secrets.token_hex(4)  # visible part, e.g. alw_3f9a1c2e
         secret = f"{prefix}_{secrets.token_urlsafe(32)}"
@@ -319,7 +343,11 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
     """The active key whose secret this is, or None. Records last use at most once a minute."""
     if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
         return None
-    key = ApiKey.objects.select_related("tenant").filter(key_hash=_sha256(secret), revoked_at__isnull=True).first()
+    key = (
+        ApiKey.objects.select_related("tenant")
+        .filter(key_hash=_sha256(secret), revoked_at__isnull=True)
+        .first()
+    )
     if key is None:
         return None
     now = timezone.now()

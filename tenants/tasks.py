@@ -20,7 +20,9 @@ def retry_stuck_notifications() -> int:
     """Requeue emails left pending or failed for more than ten minutes (a worker died, SMTP was down)."""
     cutoff = timezone.now() - timedelta(minutes=10)
     stuck = Notification.objects.filter(
-        status__in=[Notification.Status.PENDING, Notification.Status.FAILED], created_at__lt=cutoff, attempts__lt=5
+        status__in=[Notification.Status.PENDING, Notification.Status.FAILED],
+        created_at__lt=cutoff,
+        attempts__lt=5,
     ).values_list("pk", flat=True)[:500]
     # Rows stuck in SENDING (a worker died mid-send) go back to FAILED so they are tried again.
     Notification.objects.filter(status=Notification.Status.SENDING, claimed_at__lt=cutoff).update(

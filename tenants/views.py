@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from tenants import selectors, services
-from tenants.access import ADMIN_ONLY, tenant_view
+from tenants.access import ADMIN_ONLY, TenantRequest, tenant_view
 from tenants.errors import BusinessError
 from tenants.forms import (
     AcceptInvitationForm,
@@ -39,7 +39,7 @@ def home(request: HttpRequest) -> HttpResponse:
     """Signed in: the last tenant used, or the first one; otherwise the login page."""
     if not request.user.is_authenticated:
         return redirect("login")
-    memberships = list(selectors.memberships_of(user=request.user))  # type: ignore[arg-type]
+    memberships = list(selectors.memberships_of(user=request.user))
     if not memberships:
         return render(request, "tenants/no_tenant.html")
     last = request.session.get("last_tenant")
@@ -48,7 +48,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @tenant_view()
-def tenant_home(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def tenant_home(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     return render(request, "tenants/home.html", {"member_count": tenant.memberships.count()})
 
 
@@ -66,18 +66,21 @@ def _team_context(tenant: Tenant, invite_form: InviteForm | None = None) -> dict
 
 @tenant_view(ADMIN_ONLY)
 @require_GET
-def team(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def team(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     return render(request, "tenants/team.html", _team_context(tenant))
 
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
-def invitation_create(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def invitation_create(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     form = InviteForm(request.POST)
     if form.is_valid():
         try:
             services.invitation_create(
-                tenant=tenant, email=form.cleaned_data["email"], role=form.cleaned_data["role"], actor=request.user
+                tenant=tenant,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=request.user,
             )
         except BusinessError as exc:
             form.add_error("email", exc.message)
@@ -93,7 +96,7 @@ def invitation_create(request: HttpRequest, tenant: Tenant) -> HttpResponse:
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
-def invitation_revoke(request: HttpRequest, tenant: Tenant, invitation_id: int) -> HttpResponse:
+def invitation_revoke(request: TenantRequest, tenant: Tenant, invitation_id: int) -> HttpResponse:
     invitation = get_object_or_404(Invitation, tenant=tenant, pk=invitation_id)
     if services.invitation_revoke(tenant=tenant, invitation=invitation, actor=request.user):
         messages.success(request, f"Invitation to {invitation.email} withdrawn.")
@@ -104,7 +107,7 @@ def invitation_revoke(request: HttpRequest, tenant: Tenant, invitation_id: int) 
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
-def member_change_role(request: HttpRequest, tenant: Tenant, membership_id: int) -> HttpResponse:
+def member_change_role(request: TenantRequest, tenant: Tenant, membership_id: int) -> HttpResponse:
     membership = get_object_or_404(Membership.objects.select_related("user"), tenant=tenant, pk=membership_id)
     form = RoleForm(request.POST)
     if not form.is_valid():
@@ -118,14 +121,17 @@ def member_change_role(request: HttpRequest, tenant: Tenant, membership_id: int)
             messages.error(request, exc.message)
         else:
             messages.success(request, f"{membership.user.email} is now {form.cleaned_data['role']}.")
-    if membership.user_id == request.user.pk and not Membership.objects.filter(pk=membership.pk, role="admin").exists():
+    if (
+        membership.user_id == request.user.pk
+        and not Membership.objects.filter(pk=membership.pk, role="admin").exists()
+    ):
         return _redirect(request, reverse("tenant_home", kwargs={"slug": tenant.slug}))
     return _back_to_team(request, tenant)
 
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
-def member_remove(request: HttpRequest, tenant: Tenant, membership_id: int) -> HttpResponse:
+def member_remove(request: TenantRequest, tenant: Tenant, membership_id: int) -> HttpResponse:
     membership = get_object_or_404(Membership.objects.select_related("user"), tenant=tenant, pk=membership_id)
     try:
         services.membership_remove(tenant=tenant, membership=membership, actor=request.user)
@@ -138,11 +144,11 @@ def member_remove(request: HttpRequest, tenant: Tenant, membership_id: int) -> H
     return _back_to_team(request, tenant)
 
 
-def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+def _redirect(request: TenantRequest, url: str) -> HttpResponse:
     return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)
 
 
-def _back_to_team(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def _back_to_team(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     if request.htmx:
         return render(request, "tenants/team.html#team", _team_context(tenant))
     return redirect("team", slug=tenant.slug)
@@ -163,10 +169,12 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         try:
             if user is not None:
-                user, membership = services.invitation_accept(token=token, user=user)  # type: ignore[arg-type]
+                user, membership = services.invitation_accept(token=token, user=user)
             elif form is not None and form.is_valid():
                 user, membership = services.invitation_accept(
-                    token=token, password=form.cleaned_data["password"], full_name=form.cleaned_data["full_name"]
+                    token=token,
+                    password=form.cleaned_data["password"],
+                    full_name=form.cleaned_data["full_name"],
                 )
                 login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             else:
@@ -178,7 +186,9 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
                 messages.error(request, exc.message)
             membership = None
         if membership is not None:
-            messages.success(request, f"You joined {membership.tenant.name} as {membership.get_role_display()}.")
+            messages.success(
+                request, f"You joined {membership.tenant.name} as {membership.get_role_display()}."
+            )
             return redirect("tenant_home", slug=membership.tenant.slug)
     return render(
         request,
@@ -192,12 +202,14 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 
 @tenant_view(ADMIN_ONLY)
 @require_http_methods(["GET", "POST"])
-def api_keys(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def api_keys(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     issued = None
     if request.method == "POST" and form.is_valid():
         try:
-            issued = services.api_key_create(tenant=tenant, name=form.cleaned_data["name"], actor=request.user)
+            issued = services.api_key_create(
+                tenant=tenant, name=form.cleaned_data["name"], actor=request.user
+            )
         except BusinessError as exc:
             form.add_error("name", exc.message)
         else:
@@ -209,7 +221,7 @@ def api_keys(request: HttpRequest, tenant: Tenant) -> HttpResponse:
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
-def api_key_revoke(request: HttpRequest, tenant: Tenant, key_id: int) -> HttpResponse:
+def api_key_revoke(request: TenantRequest, tenant: Tenant, key_id: int) -> HttpResponse:
     key = get_object_or_404(ApiKey, tenant=tenant, pk=key_id)
     services.api_key_revoke(tenant=tenant, api_key=key, actor=request.user)
     messages.success(request, f"Key {key.name} revoked: it is refused from now on.")
@@ -224,12 +236,12 @@ def api_key_revoke(request: HttpRequest, tenant: Tenant, key_id: int) -> HttpRes
 
 @tenant_view(ADMIN_ONLY)
 @require_GET
-def activity(request: HttpRequest, tenant: Tenant) -> HttpResponse:
+def activity(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     form = ActivityFilterForm(request.GET or None)
     filters = selectors.ActivityFilter(**form.cleaned_data) if form.is_valid() else selectors.ActivityFilter()
-    page = Paginator(
-        selectors.activity(tenant=tenant, filters=filters).select_related(None), 50
-    ).get_page(request.GET.get("page"))
+    page = Paginator(selectors.activity(tenant=tenant, filters=filters).select_related(None), 50).get_page(
+        request.GET.get("page")
+    )
     query = request.GET.copy()
     query.pop("page", None)
     context = {

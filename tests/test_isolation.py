@@ -107,7 +107,9 @@ def _fill(route: str, values: dict[str, Any]) -> str:
 def victim(tenant, admin, member, finance) -> dict[str, Any]:
     """The victim tenant's objects, one per kind of id a URL can take, and the strings that must
     never appear in an answer to the attacker."""
-    extra = MembershipFactory(tenant=tenant, role=Role.MEMBER, user=UserFactory(email="victim-member@acme.test"))
+    extra = MembershipFactory(
+        tenant=tenant, role=Role.MEMBER, user=UserFactory(email="victim-member@acme.test")
+    )
     invitation = services.invitation_create(
         tenant=tenant, email="victim-invitee@acme.test", role=Role.FINANCE, actor=admin
     ).invitation
@@ -116,7 +118,9 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
         tenant=tenant, number="ACME-VICTIM-0001", gateway_invoice_id="in_victim_acme_0001"
     )
     InvoiceLineFactory(invoice=invoice, description="Acme victim invoice line")
-    subscription = SubscriptionFactory(tenant=tenant, plan=plan("agents-growth"), gateway_subscription_id="sub_victim_acme")
+    subscription = SubscriptionFactory(
+        tenant=tenant, plan=plan("agents-growth"), gateway_subscription_id="sub_victim_acme"
+    )
     change = ScheduledChangeFactory(subscription=subscription, to_plan=plan("agents-starter"))
     return {
         "ids": {
@@ -153,7 +157,9 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
         "invoices": sorted(
             Invoice.objects.filter(tenant=tenant).values_list("pk", "status", "amount_paid", "updated_at")
         ),
-        "subscriptions": sorted(Subscription.objects.filter(tenant=tenant).values_list("pk", "plan_id", "state")),
+        "subscriptions": sorted(
+            Subscription.objects.filter(tenant=tenant).values_list("pk", "plan_id", "state")
+        ),
         "changes": sorted(ScheduledChange.objects.filter(tenant=tenant).values_list("pk", "status")),
         "leads": Lead.objects.filter(tenant=tenant).count(),
         "checkouts": CheckoutSession.objects.filter(tenant=tenant).count(),
@@ -205,7 +211,9 @@ def test_allow_list_names_only_urls_that_exist():
 
 
 @pytest.mark.django_db
-def test_outsider_cannot_see_or_change_another_tenants_data(victim, tenant, outsider, other_tenant, client_for):
+def test_outsider_cannot_see_or_change_another_tenants_data(
+    victim, tenant, outsider, other_tenant, client_for
+):
     client = client_for(outsider)
     attacker_key = services.api_key_create(tenant=other_tenant, name="Globex key", actor=outsider).secret
     before = _snapshot(tenant)
@@ -263,7 +271,9 @@ def test_anonymous_requests_are_sent_to_login_or_refused(victim, tenant):
                 assert response.json()["error"]["code"] == "unauthorized"
             else:
                 assert response.status_code == 302, f"{label} answered {response.status_code}"
-                assert response["Location"].startswith("/accounts/login/"), f"{label} → {response['Location']}"
+                assert response["Location"].startswith("/accounts/login/"), (
+                    f"{label} → {response['Location']}"
+                )
             _assert_no_markers(label, response, victim["markers"])
     assert _snapshot(tenant) == before
 
@@ -285,5 +295,3 @@ def test_admin_is_closed_to_tenant_users(outsider, client_for):
     response = client_for(outsider).get("/admin/")
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
-
-

@@ -113,7 +113,9 @@ class PaymentGateway(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def create_customer(self, *, email: str, name: str, metadata: dict[str, str], idempotency_key: str) -> str:
+    def create_customer(
+        self, *, email: str, name: str, metadata: dict[str, str], idempotency_key: str
+    ) -> str:
         """A customer for a tenant; returns its id."""
 
     @abc.abstractmethod
@@ -160,17 +162,28 @@ class PaymentGateway(abc.ABC):
         """Undo a scheduled change: the subscription stays on its current price."""
 
     @abc.abstractmethod
-    def cancel_subscription(self, *, subscription_id: str, at_period_end: bool, idempotency_key: str) -> GatewaySubscription: ...
+    def cancel_subscription(
+        self, *, subscription_id: str, at_period_end: bool, idempotency_key: str
+    ) -> GatewaySubscription: ...
 
     @abc.abstractmethod
     def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice: ...
 
     @abc.abstractmethod
-    def list_invoices(self, *, customer_id: str, created_since: datetime | None = None) -> list[GatewayInvoice]: ...
+    def list_invoices(
+        self, *, customer_id: str, created_since: datetime | None = None
+    ) -> list[GatewayInvoice]: ...
 
     @abc.abstractmethod
     def charge_one_off(
-        self, *, customer_id: str, amount: int, currency: str, description: str, metadata: dict[str, str], idempotency_key: str
+        self,
+        *,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
     ) -> GatewayInvoice:
         """Invoice and collect a one-off amount now (extra credit packs)."""
 

@@ -21,7 +21,7 @@ class Command(BaseCommand):
     help = "Create a tenant and its admin; optionally an API key and a plan."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("name", help="The organization's name, e.g. \"Acme\"")
+        parser.add_argument("name", help='The organization\'s name, e.g. "Acme"')
         parser.add_argument("--admin-email", required=True, help="Email of the tenant's first admin")
         parser.add_argument(
             "--plan",

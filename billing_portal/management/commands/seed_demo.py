@@ -47,11 +47,15 @@ class Command(BaseCommand):
     help = "Create (or bring up to date) the demo tenants and users. Safe to run any number of times."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--force", action="store_true", help="Seed even with DEBUG off (never in production)")
+        parser.add_argument(
+            "--force", action="store_true", help="Seed even with DEBUG off (never in production)"
+        )
 
     def handle(self, *args, **options) -> None:
         if not settings.DEBUG and not options["force"]:
-            raise CommandError("seed_demo creates known passwords and keys: it runs only with DEBUG=true (or --force).")
+            raise CommandError(
+                "seed_demo creates known passwords and keys: it runs only with DEBUG=true (or --force)."
+            )
         # Apply the local gateway's webhooks here and now, not later in a worker: the demo is ready
         # when this command returns.
         celery_app.conf.task_always_eager = True
@@ -71,7 +75,9 @@ class Command(BaseCommand):
                     Tenant.objects.filter(pk=tenant.pk).update(slug=slug)
                     tenant.refresh_from_db()
                 self._people(tenant, slug)
-                services.api_key_create(tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug))
+                services.api_key_create(
+                    tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug)
+                )
             if plan_code:
                 start_plan(tenant=tenant, plan=Plan.objects.get(code=plan_code), actor=admin)
             self._shape(tenant, state, admin)
@@ -89,7 +95,11 @@ class Command(BaseCommand):
 
     def _shape(self, tenant: Tenant, state: str, admin: User) -> None:
         """Put the AI Agents subscription in the demo state, through the same paths users take."""
-        sub = Subscription.objects.filter(tenant=tenant, product__code="ai_agents").exclude(state="expired").first()
+        sub = (
+            Subscription.objects.filter(tenant=tenant, product__code="ai_agents")
+            .exclude(state="expired")
+            .first()
+        )
         now = timezone.now()
         gateway = get_gateway()
         if state == "trial_ending" and sub is not None:
@@ -99,14 +109,19 @@ class Command(BaseCommand):
             plan_services.trial_end(subscription=sub, reason="days", now=now)
         elif state == "upcoming" and sub is not None:
             billing.plan_change(
-                tenant=tenant, to_plan=Plan.objects.get(code="agents-growth"), when="period_end", custom_date=None,
+                tenant=tenant,
+                to_plan=Plan.objects.get(code="agents-growth"),
+                when="period_end",
+                custom_date=None,
                 actor=admin,
             )
         elif state == "payment_issue" and sub is not None:
             gateway.fail_next_payment(sub.gateway_subscription_id)  # type: ignore[attr-defined]
         elif state == "canceled" and sub is not None:
             gateway.cancel_subscription(
-                subscription_id=sub.gateway_subscription_id, at_period_end=True, idempotency_key=f"demo-cancel:{sub.pk}"
+                subscription_id=sub.gateway_subscription_id,
+                at_period_end=True,
+                idempotency_key=f"demo-cancel:{sub.pk}",
             )
 
     def _user(self, email: str, full_name: str) -> User:
