@@ -5,6 +5,8 @@ only for a signed-in admin of the tenant that owns the customer."""
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -103,7 +105,9 @@ def portal(request: HttpRequest, customer_id: str) -> HttpResponse:
                 gateway.cancel_subscription(
                     subscription_id=subscription_id,
                     at_period_end=True,
-                    idempotency_key=f"portal-cancel:{subscription_id}",
+                    # Per request: a key per subscription made a cancel after a renewal replay the
+                    # first cancel (nothing changed). Canceling twice is a no-op at the gateway anyway.
+                    idempotency_key=f"portal-cancel:{subscription_id}:{secrets.token_hex(8)}",
                 )
                 messages.success(request, "Your subscription will be canceled at the end of the period.")
             elif action == "resume":

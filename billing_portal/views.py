@@ -118,7 +118,7 @@ def _plan_card(plan: Plan, current, *, is_admin: bool, requested: bool) -> dict:
         action = "change"
     else:
         action = "subscribe"
-    return {"plan": plan, "action": action, "is_current": is_current}
+    return {"plan": plan, "action": action, "is_current": is_current, "requested": requested}
 
 
 @tenant_view(ALL_ROLES)

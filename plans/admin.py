@@ -12,21 +12,58 @@ class ProductAdmin(admin.ModelAdmin):
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "code", "product", "kind", "price_amount", "currency", "interval", "stripe_price_id", "is_public"]
+    list_display = [
+        "name",
+        "code",
+        "product",
+        "kind",
+        "price_amount",
+        "currency",
+        "interval",
+        "stripe_price_id",
+        "is_public",
+    ]
     list_filter = ["product", "kind", "is_public"]
     search_fields = ["name", "code", "stripe_price_id"]
     fieldsets = (
-        (None, {"fields": ("product", "code", "name", "tagline", "features", "kind", "contact_label", "rank", "is_public")}),
+        (
+            None,
+            {
+                "fields": (
+                    "product",
+                    "code",
+                    "name",
+                    "tagline",
+                    "features",
+                    "kind",
+                    "contact_label",
+                    "rank",
+                    "is_public",
+                )
+            },
+        ),
         ("Price", {"fields": ("price_amount", "currency", "interval", "stripe_price_id", "validity_days")}),
         ("AI Agents", {"fields": ("session_limit", "answered_only")}),
         ("AI Credits", {"fields": ("included_credits", "credit_renewal", "extra_packs_allowed")}),
-        ("Helpdesk AI", {"fields": ("ai_licenses", "chat_licenses", "ticket_credits_per_license", "unlimited_ai")}),
+        (
+            "Helpdesk AI",
+            {"fields": ("ai_licenses", "chat_licenses", "ticket_credits_per_license", "unlimited_ai")},
+        ),
     )
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["tenant", "product", "plan", "state", "current_period_end", "trial_ends_at", "grace_until", "ends_at"]
+    list_display = [
+        "tenant",
+        "product",
+        "plan",
+        "state",
+        "current_period_end",
+        "trial_ends_at",
+        "grace_until",
+        "ends_at",
+    ]
     list_filter = ["state", "product", "plan"]
     search_fields = ["tenant__name", "tenant__slug", "gateway_subscription_id"]
     list_select_related = ["tenant", "product", "plan"]

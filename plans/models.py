@@ -59,14 +59,20 @@ class Plan(models.Model):
     currency = models.CharField(max_length=3, default="usd")
     interval = models.CharField(max_length=8, choices=Interval.choices, default=Interval.MONTH)
     stripe_price_id = models.CharField(max_length=100, blank=True, db_index=True)
-    rank = models.PositiveSmallIntegerField(default=0, help_text="Higher is a bigger plan: decides upgrade vs downgrade.")
+    rank = models.PositiveSmallIntegerField(
+        default=0, help_text="Higher is a bigger plan: decides upgrade vs downgrade."
+    )
     is_public = models.BooleanField(default=True, help_text="Listed in the Plans section.")
     # Validity of a trial or a free plan (days); paid plans renew every interval instead.
     validity_days = models.PositiveIntegerField(null=True, blank=True)
 
     # Entitlements — AI Agents
-    session_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Billable sessions a period (base limit).")
-    answered_only = models.BooleanField(default=False, help_text="Only sessions the customer answered are billed.")
+    session_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Billable sessions a period (base limit)."
+    )
+    answered_only = models.BooleanField(
+        default=False, help_text="Only sessions the customer answered are billed."
+    )
     # Entitlements — AI Credits
     included_credits = models.PositiveBigIntegerField(default=0, help_text="Thousandths of a credit.")
     credit_renewal = models.CharField(max_length=8, choices=CreditRenewal.choices, default=CreditRenewal.NONE)
@@ -170,6 +176,9 @@ class TrialGrant(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "product"], name="trial_once_per_tenant")]
 
+    def __str__(self) -> str:
+        return f"{self.tenant} trial of {self.product}"
+
 
 class ScheduledChange(models.Model):
     """A plan change that takes effect later (end of the current period, or a chosen date)."""
@@ -194,9 +203,14 @@ class ScheduledChange(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["subscription"], condition=Q(status="scheduled"), name="one_scheduled_change_per_subscription"
+                fields=["subscription"],
+                condition=Q(status="scheduled"),
+                name="one_scheduled_change_per_subscription",
             )
         ]
+
+    def __str__(self) -> str:
+        return f"→ {self.to_plan} on {self.effective_at:%Y-%m-%d} ({self.status})"
 
 
 class Lead(models.Model):

@@ -41,7 +41,7 @@ class Limits:
     ai_licenses: int
     chat_licenses: int
     ticket_credits_per_license: int
-    ticket_credits: int  # ai_licenses × ticket_credits_per_license, refreshed each cycle
+    ticket_credits: int  # ai_licenses * ticket_credits_per_license, refreshed each cycle
     unlimited_ai: bool
 
 
@@ -153,7 +153,9 @@ def _badge(sub: Subscription, now: datetime) -> tuple[str, str]:
 
 def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
     if sub is None:
-        return Refusal("no_subscription", "There is no subscription for this product. Subscribe to a plan to continue.")
+        return Refusal(
+            "no_subscription", "There is no subscription for this product. Subscribe to a plan to continue."
+        )
     if sub.state == State.EXPIRED:
         return Refusal("subscription_ended", MSG_ENDED)
     if sub.state == State.SUSPENDED:
@@ -173,23 +175,54 @@ def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
 def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> ProductEntitlement:
     if sub is None:
         return ProductEntitlement(
-            product=product.code, product_name=product.name, subscription_id=None, plan_code=None, plan_name=None,
-            plan_kind=None, price_amount=0, currency="usd", interval="", state="none",
-            badge=BADGES["none"], badge_tone="neutral", period_start=None, period_end=None,
-            next_billing_date=None, trial_ends_at=None, trial_days_left=None, grace_until=None, ends_at=None,
-            limits=NO_LIMITS, upcoming=None, refusal=_refusal(None, now),
+            product=product.code,
+            product_name=product.name,
+            subscription_id=None,
+            plan_code=None,
+            plan_name=None,
+            plan_kind=None,
+            price_amount=0,
+            currency="usd",
+            interval="",
+            state="none",
+            badge=BADGES["none"],
+            badge_tone="neutral",
+            period_start=None,
+            period_end=None,
+            next_billing_date=None,
+            trial_ends_at=None,
+            trial_days_left=None,
+            grace_until=None,
+            ends_at=None,
+            limits=NO_LIMITS,
+            upcoming=None,
+            refusal=_refusal(None, now),
         )
     plan = sub.plan
+    refusal = _refusal(sub, now)
     badge, tone = _badge(sub, now)
+    if refusal is not None and refusal.code == "subscription_ended":
+        # Past its end but not yet swept: the card says what the refusal says, not "Trial ending soon".
+        badge, tone = BADGES["expired"], "neutral"
     change = next(iter(getattr(sub, "upcoming_changes", [])), None)
     upcoming = (
-        Upcoming(change.pk, change.to_plan.code, change.to_plan.name, change.effective_at,
-                 change.to_plan.price_amount, change.to_plan.currency, change.to_plan.interval)
-        if change else None
+        Upcoming(
+            change.pk,
+            change.to_plan.code,
+            change.to_plan.name,
+            change.effective_at,
+            change.to_plan.price_amount,
+            change.to_plan.currency,
+            change.to_plan.interval,
+        )
+        if change
+        else None
     )
     days_left = None
     if sub.state == State.TRIALING and sub.trial_ends_at:
-        days_left = max(0, -(-int((sub.trial_ends_at - now).total_seconds()) // 86400))  # whole days, rounded up
+        days_left = max(
+            0, -(-int((sub.trial_ends_at - now).total_seconds()) // 86400)
+        )  # whole days, rounded up
     renews = sub.state == State.ACTIVE and plan.is_paid
     return ProductEntitlement(
         product=product.code,
@@ -213,7 +246,7 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
         ends_at=sub.ends_at,
         limits=_limits(plan) if sub.state != State.EXPIRED else NO_LIMITS,
         upcoming=upcoming,
-        refusal=_refusal(sub, now),
+        refusal=refusal,
     )
 
 
@@ -273,13 +306,3 @@ def trial_used(*, tenant: Tenant, product: Product) -> bool:
 def open_leads(*, tenant: Tenant) -> set[int]:
     """Plan ids the tenant has an open sales request for ("Request received")."""
     return set(Lead.objects.filter(tenant=tenant, status=Lead.Status.NEW).values_list("plan_id", flat=True))
-
-
-def days_until(moment: datetime | None, now: datetime | None = None) -> int | None:
-    if moment is None:
-        return None
-    return (moment.date() - (now or timezone.now()).date()).days
-
-
-def as_date(moment: datetime | None) -> date | None:
-    return moment.date() if moment else None

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from billing_portal.gateway.base import GatewaySubscription
 from plans.models import Lead, Plan, Product, ScheduledChange, Subscription, TrialGrant
+from plans.selectors import MSG_OVERDUE
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
@@ -24,12 +25,12 @@ from tenants.notifications import notify
 
 State = Subscription.State
 
-from plans.selectors import MSG_ENDED, MSG_OVERDUE  # noqa: E402
-
 
 def _admins_emails(tenant: Tenant) -> list[str]:
     return list(
-        Membership.objects.filter(tenant=tenant, role=Role.ADMIN).values_list("user__email", flat=True).order_by("pk")
+        Membership.objects.filter(tenant=tenant, role=Role.ADMIN)
+        .values_list("user__email", flat=True)
+        .order_by("pk")
     )
 
 
@@ -38,7 +39,13 @@ def _notify_admins(*, tenant: Tenant, key: str, template: str, context: dict) ->
     many were queued now."""
     queued = 0
     for email in _admins_emails(tenant):
-        if notify(key=f"{key}:{email}", tenant=tenant, to=email, template=template, context={"tenant": tenant, **context}):
+        if notify(
+            key=f"{key}:{email}",
+            tenant=tenant,
+            to=email,
+            template=template,
+            context={"tenant": tenant, **context},
+        ):
             queued += 1
     return queued
 
@@ -53,7 +60,9 @@ def _lock_live(tenant: Tenant, product: Product) -> Subscription | None:
     )
 
 
-def _transition(sub: Subscription, state: str, *, actor: User | Actor | None, action: str, **data: object) -> None:
+def _transition(
+    sub: Subscription, state: str, *, actor: User | Actor | None, action: str, **data: object
+) -> None:
     old = sub.state
     sub.state = state
     sub.save()
@@ -71,7 +80,9 @@ def _transition(sub: Subscription, state: str, *, actor: User | Actor | None, ac
 
 
 @transaction.atomic
-def trial_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None) -> Subscription:
+def trial_start(
+    *, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None
+) -> Subscription:
     """Start `plan` (a trial) for the tenant: once per tenant and product, ever."""
     now = now or timezone.now()
     if plan.kind != Plan.Kind.TRIAL:
@@ -81,10 +92,14 @@ def trial_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, acto
             TrialGrant.objects.create(tenant=tenant, product=plan.product, granted_at=now)
     except IntegrityError as exc:
         raise BusinessError(
-            "trial_used", "The free trial is available once per tenant. Subscribe to a plan to continue.", status=409
+            "trial_used",
+            "The free trial is available once per tenant. Subscribe to a plan to continue.",
+            status=409,
         ) from exc
     if _lock_live(tenant, plan.product) is not None:
-        raise BusinessError("already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409)
+        raise BusinessError(
+            "already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409
+        )
     ends = now + timedelta(days=plan.validity_days or settings.TRIAL_DAYS)
     sub = Subscription.objects.create(
         tenant=tenant,
@@ -96,13 +111,21 @@ def trial_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, acto
         current_period_end=ends,
         trial_ends_at=ends,
     )
-    audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.trial_started", target=sub, target_label=plan.name,
-          data={"ends": ends.date().isoformat()})
+    audit(
+        tenant=tenant,
+        actor=actor or SYSTEM,
+        action="subscription.trial_started",
+        target=sub,
+        target_label=plan.name,
+        data={"ends": ends.date().isoformat()},
+    )
     return sub
 
 
 @transaction.atomic
-def free_plan_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None) -> Subscription:
+def free_plan_start(
+    *, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None
+) -> Subscription:
     """Start a free plan (no payment) valid for its validity period; once per tenant and product."""
     now = now or timezone.now()
     if plan.kind != Plan.Kind.FREE:
@@ -110,17 +133,33 @@ def free_plan_start(*, tenant: Tenant, plan: Plan, now: datetime | None = None, 
     if Subscription.objects.filter(tenant=tenant, plan=plan).exists():
         raise BusinessError("free_plan_used", f"{plan.name} was already used by {tenant.name}.", status=409)
     if _lock_live(tenant, plan.product) is not None:
-        raise BusinessError("already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409)
+        raise BusinessError(
+            "already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409
+        )
     ends = now + timedelta(days=plan.validity_days or 0)
     sub = Subscription.objects.create(
-        tenant=tenant, product=plan.product, plan=plan, state=State.ACTIVE, started_at=now,
-        current_period_start=now, current_period_end=ends, ends_at=ends,
+        tenant=tenant,
+        product=plan.product,
+        plan=plan,
+        state=State.ACTIVE,
+        started_at=now,
+        current_period_start=now,
+        current_period_end=ends,
+        ends_at=ends,
     )
-    audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.started", target=sub, target_label=plan.name)
+    audit(
+        tenant=tenant,
+        actor=actor or SYSTEM,
+        action="subscription.started",
+        target=sub,
+        target_label=plan.name,
+    )
     return sub
 
 
-def tenant_provision(*, tenant: Tenant, now: datetime | None = None, actor: User | Actor | None = None) -> list[Subscription]:
+def tenant_provision(
+    *, tenant: Tenant, now: datetime | None = None, actor: User | Actor | None = None
+) -> list[Subscription]:
     """What a new tenant starts on: every plan code in settings.NEW_TENANT_PLANS (the AI Agents trial,
     AI Free)."""
     started = []
@@ -147,8 +186,12 @@ def trial_end(*, subscription: Subscription, reason: str, now: datetime | None =
         return sub  # already ended, or converted to a paid plan
     sub.ended_at = now
     _transition(sub, State.EXPIRED, actor=SYSTEM, action="subscription.trial_ended", reason=reason)
-    _notify_admins(tenant=sub.tenant, key=f"trial-ended:{sub.pk}", template="trial_ended",
-                   context={"subscription": sub, "reason": reason})
+    _notify_admins(
+        tenant=sub.tenant,
+        key=f"trial-ended:{sub.pk}",
+        template="trial_ended",
+        context={"subscription": sub, "reason": reason},
+    )
     return sub
 
 
@@ -156,11 +199,17 @@ def trials_expire_due(*, now: datetime) -> int:
     """Sweeper: trials whose days have run out expire."""
     done = 0
     ids = list(
-        Subscription.objects.filter(state=State.TRIALING, trial_ends_at__lte=now).values_list("pk", flat=True)[:1000]
+        Subscription.objects.filter(state=State.TRIALING, trial_ends_at__lte=now).values_list(
+            "pk", flat=True
+        )[:1000]
     )
     for pk in ids:
         with transaction.atomic():
-            sub = Subscription.objects.select_for_update(skip_locked=True).filter(pk=pk, state=State.TRIALING).first()
+            sub = (
+                Subscription.objects.select_for_update(skip_locked=True)
+                .filter(pk=pk, state=State.TRIALING)
+                .first()
+            )
             if sub is not None:
                 trial_end(subscription=sub, reason="days", now=now)
                 done += 1
@@ -184,8 +233,12 @@ def trial_reminders_due(*, now: datetime) -> int:
         if owed is None:
             continue
         with transaction.atomic():
-            queued = _notify_admins(tenant=sub.tenant, key=f"trial-days-left:{sub.pk}:{owed}",
-                                    template="trial_days_left", context={"subscription": sub, "days": owed})
+            queued = _notify_admins(
+                tenant=sub.tenant,
+                key=f"trial-days-left:{sub.pk}:{owed}",
+                template="trial_days_left",
+                context={"subscription": sub, "days": owed},
+            )
         if queued:  # already reminded (an earlier run): nothing sent, nothing counted
             sent += 1
     return sent
@@ -197,7 +250,9 @@ def trial_reminders_due(*, now: datetime) -> int:
 def plan_for_price(price_id: str) -> Plan:
     plan = Plan.objects.select_related("product").filter(stripe_price_id=price_id).first()
     if plan is None:
-        raise BusinessError("unknown_price", f"No plan in the catalog has the price {price_id!r}.", status=422)
+        raise BusinessError(
+            "unknown_price", f"No plan in the catalog has the price {price_id!r}.", status=422
+        )
     return plan
 
 
@@ -233,8 +288,14 @@ def subscription_apply_gateway(
             sub = None
         if sub is not None:
             # A trial or free plan becomes the paid subscription (same row: one live per product).
-            audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.converted", target=sub,
-                  target_label=plan.name, data={"from_plan": sub.plan.code, "to_plan": plan.code})
+            audit(
+                tenant=tenant,
+                actor=actor or SYSTEM,
+                action="subscription.converted",
+                target=sub,
+                target_label=plan.name,
+                data={"from_plan": sub.plan.code, "to_plan": plan.code},
+            )
             sub.trial_ends_at = None
             sub.ends_at = None
         else:
@@ -250,8 +311,14 @@ def subscription_apply_gateway(
     if not old_state:
         sub.state = target
         sub.save()
-        audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.started", target=sub,
-              target_label=plan.name, data={"state": target})
+        audit(
+            tenant=tenant,
+            actor=actor or SYSTEM,
+            action="subscription.started",
+            target=sub,
+            target_label=plan.name,
+            data={"state": target},
+        )
         _on_entered(sub, target, now=now)
     elif target != old_state:
         _transition(sub, target, actor=actor, action=f"subscription.{_verb(target)}")
@@ -259,8 +326,14 @@ def subscription_apply_gateway(
     else:
         sub.save()
     if old_plan_id and old_plan_id != plan.pk:
-        audit(tenant=tenant, actor=actor or SYSTEM, action="subscription.plan_changed", target=sub,
-              target_label=plan.name, data={"to_plan": plan.code})
+        audit(
+            tenant=tenant,
+            actor=actor or SYSTEM,
+            action="subscription.plan_changed",
+            target=sub,
+            target_label=plan.name,
+            data={"to_plan": plan.code},
+        )
     _settle_scheduled_changes(sub, now=now)
     return sub
 
@@ -320,17 +393,27 @@ def _settle_scheduled_changes(sub: Subscription, *, now: datetime) -> None:
 def grace_periods_expire_due(*, now: datetime) -> int:
     """Sweeper: a payment issue still unpaid when the grace period ends suspends the subscription."""
     done = 0
-    for pk in list(Subscription.objects.filter(state=State.PAST_DUE, grace_until__lte=now).values_list("pk", flat=True)[:1000]):
+    for pk in list(
+        Subscription.objects.filter(state=State.PAST_DUE, grace_until__lte=now).values_list("pk", flat=True)[
+            :1000
+        ]
+    ):
         with transaction.atomic():
             sub = (
-                Subscription.objects.select_for_update(skip_locked=True).select_related("tenant", "plan")
-                .filter(pk=pk, state=State.PAST_DUE, grace_until__lte=now).first()
+                Subscription.objects.select_for_update(skip_locked=True)
+                .select_related("tenant", "plan")
+                .filter(pk=pk, state=State.PAST_DUE, grace_until__lte=now)
+                .first()
             )
             if sub is None:
                 continue  # paid meanwhile, or another worker has it
             _transition(sub, State.SUSPENDED, actor=SYSTEM, action="subscription.suspended")
-            _notify_admins(tenant=sub.tenant, key=f"suspended:{sub.pk}:{sub.grace_until:%Y%m%d%H%M%S}",
-                           template="subscription_suspended", context={"subscription": sub})
+            _notify_admins(
+                tenant=sub.tenant,
+                key=f"suspended:{sub.pk}:{sub.grace_until:%Y%m%d%H%M%S}",
+                template="subscription_suspended",
+                context={"subscription": sub},
+            )
             done += 1
     return done
 
@@ -340,13 +423,17 @@ def subscriptions_end_due(*, now: datetime) -> int:
     expire — our database decides, even if the gateway's final webhook is late or lost."""
     done = 0
     due = Subscription.objects.filter(
-        Q(state=State.CANCELED, ends_at__lte=now) | Q(state=State.ACTIVE, plan__kind=Plan.Kind.FREE, ends_at__lte=now)
+        Q(state=State.CANCELED, ends_at__lte=now)
+        | Q(state=State.ACTIVE, plan__kind=Plan.Kind.FREE, ends_at__lte=now)
     ).values_list("pk", flat=True)[:1000]
     for pk in list(due):
         with transaction.atomic():
             sub = (
-                Subscription.objects.select_for_update(skip_locked=True).select_related("tenant", "plan")
-                .filter(pk=pk, ends_at__lte=now).exclude(state=State.EXPIRED).first()
+                Subscription.objects.select_for_update(skip_locked=True)
+                .select_related("tenant", "plan")
+                .filter(pk=pk, ends_at__lte=now)
+                .exclude(state=State.EXPIRED)
+                .first()
             )
             if sub is None:
                 continue
@@ -364,7 +451,11 @@ class When:
     IMMEDIATELY = "immediately"
     PERIOD_END = "period_end"
     CUSTOM_DATE = "custom_date"
-    CHOICES = ((IMMEDIATELY, "Immediately"), (PERIOD_END, "End of the current period"), (CUSTOM_DATE, "On custom date"))
+    CHOICES = (
+        (IMMEDIATELY, "Immediately"),
+        (PERIOD_END, "End of the current period"),
+        (CUSTOM_DATE, "On custom date"),
+    )
 
 
 @dataclass(frozen=True)
@@ -382,7 +473,9 @@ def plan_change_validate(
     now = now or timezone.now()
     sub = (
         Subscription.objects.select_related("plan", "product")
-        .filter(tenant=tenant, product=to_plan.product).exclude(state=State.EXPIRED).first()
+        .filter(tenant=tenant, product=to_plan.product)
+        .exclude(state=State.EXPIRED)
+        .first()
     )
     if sub is None or not sub.gateway_subscription_id:
         raise BusinessError("no_paid_subscription", "Subscribe to a paid plan first.", status=409)
@@ -396,10 +489,14 @@ def plan_change_validate(
         raise BusinessError("payment_overdue", MSG_OVERDUE, status=402)
     if sub.state == State.CANCELED:
         raise BusinessError(
-            "subscription_canceled", "Your subscription is canceled. Resume it in the billing portal to change plans.",
+            "subscription_canceled",
+            "Your subscription is canceled. Resume it in the billing portal to change plans.",
             status=409,
         )
-    if ScheduledChange.objects.filter(subscription=sub, status=ScheduledChange.Status.SCHEDULED).exists() and when != When.IMMEDIATELY:
+    if (
+        ScheduledChange.objects.filter(subscription=sub, status=ScheduledChange.Status.SCHEDULED).exists()
+        and when != When.IMMEDIATELY
+    ):
         raise BusinessError(
             "change_already_scheduled", "A plan change is already scheduled. Cancel it first.", status=409
         )
@@ -432,21 +529,36 @@ def scheduled_change_record(
         gateway_schedule_id=gateway_schedule_id,
         created_by=actor if isinstance(actor, User) else None,
     )
-    audit(tenant=sub.tenant, actor=actor, action="subscription.change_scheduled", target=sub,
-          target_label=request.to_plan.name, data={"starts_on": request.effective_at.date().isoformat()})
+    audit(
+        tenant=sub.tenant,
+        actor=actor,
+        action="subscription.change_scheduled",
+        target=sub,
+        target_label=request.to_plan.name,
+        data={"starts_on": request.effective_at.date().isoformat()},
+    )
     return change
 
 
 @transaction.atomic
-def scheduled_change_cancel(*, tenant: Tenant, change: ScheduledChange, actor: User | Actor) -> ScheduledChange:
-    change = ScheduledChange.objects.select_for_update().select_related("to_plan").get(pk=change.pk, tenant=tenant)
+def scheduled_change_cancel(
+    *, tenant: Tenant, change: ScheduledChange, actor: User | Actor
+) -> ScheduledChange:
+    change = (
+        ScheduledChange.objects.select_for_update().select_related("to_plan").get(pk=change.pk, tenant=tenant)
+    )
     if change.status != ScheduledChange.Status.SCHEDULED:
         return change
     change.status = ScheduledChange.Status.CANCELED
     change.resolved_at = timezone.now()
     change.save(update_fields=["status", "resolved_at"])
-    audit(tenant=tenant, actor=actor, action="subscription.change_canceled", target=change.subscription,
-          target_label=change.to_plan.name)
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.change_canceled",
+        target=change.subscription,
+        target_label=change.to_plan.name,
+    )
     return change
 
 
@@ -462,8 +574,17 @@ def lead_create(*, tenant: Tenant, user: User, plan: Plan, kind: str, message: s
         return existing, False
     try:
         with transaction.atomic():
-            lead = Lead.objects.create(tenant=tenant, user=user, plan=plan, kind=kind, message=message.strip()[:2000])
+            lead = Lead.objects.create(
+                tenant=tenant, user=user, plan=plan, kind=kind, message=message.strip()[:2000]
+            )
     except IntegrityError:
         return Lead.objects.get(tenant=tenant, plan=plan, status=Lead.Status.NEW), False
-    audit(tenant=tenant, actor=user, action="lead.created", target=lead, target_label=plan.name, data={"kind": kind})
+    audit(
+        tenant=tenant,
+        actor=user,
+        action="lead.created",
+        target=lead,
+        target_label=plan.name,
+        data={"kind": kind},
+    )
     return lead, True

@@ -675,3 +675,22 @@ def test_billing_tab_query_count_does_not_grow_with_history(trial_tenant, admin,
     )
 
     assert _billing_queries(client_for(admin), "acme") == _billing_queries(client_for(fresh_admin), "fresh")
+
+
+def test_member_registers_interest_in_a_paid_plan_and_sees_request_received(trial_tenant, member, client_for):
+    """C18: a non-administrator cannot buy but can register interest; sending twice keeps one lead."""
+    from plans.models import Lead
+
+    client = client_for(member)
+    page = text(client.get(BILLING))
+    assert 'data-testid="interest-agents-growth"' in page
+
+    for _ in range(2):
+        response = client.post("/t/acme/billing/plans/agents-growth/contact/", HTTP_HX_REQUEST="true")
+        assert response.status_code == 200
+        assert "Request received" in text(response)
+    leads = Lead.objects.filter(tenant=trial_tenant, plan__code="agents-growth")
+    assert [(lead.kind, lead.user_id) for lead in leads] == [(Lead.Kind.INTEREST, member.pk)]
+    page = text(client.get(BILLING))
+    assert 'data-testid="interest-agents-growth"' not in page
+    assert 'data-testid="request-received"' in page

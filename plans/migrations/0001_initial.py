@@ -7,157 +7,408 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tenants', '0001_initial'),
+        ("tenants", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Product',
+            name="Product",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(choices=[('ai_agents', 'AI Agents'), ('ai_credits', 'AI Credits'), ('helpdesk_ai', 'Helpdesk AI')], max_length=32, unique=True)),
-                ('name', models.CharField(max_length=80)),
-                ('description', models.TextField(blank=True)),
-                ('sort_order', models.PositiveSmallIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.CharField(
+                        choices=[
+                            ("ai_agents", "AI Agents"),
+                            ("ai_credits", "AI Credits"),
+                            ("helpdesk_ai", "Helpdesk AI"),
+                        ],
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                ("name", models.CharField(max_length=80)),
+                ("description", models.TextField(blank=True)),
+                ("sort_order", models.PositiveSmallIntegerField(default=0)),
             ],
             options={
-                'ordering': ['sort_order', 'name'],
+                "ordering": ["sort_order", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Plan',
+            name="Plan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(max_length=40, unique=True)),
-                ('name', models.CharField(max_length=80)),
-                ('tagline', models.CharField(blank=True, max_length=160)),
-                ('features', models.TextField(blank=True, help_text='One feature a line, shown on the plan card.')),
-                ('kind', models.CharField(choices=[('trial', 'Free trial'), ('free', 'Free'), ('self_serve', 'Self-serve'), ('contact_sales', 'Contact sales')], default='self_serve', max_length=16)),
-                ('contact_label', models.CharField(blank=True, help_text='Button on contact-sales cards, e.g. "Book a demo".', max_length=40)),
-                ('price_amount', models.PositiveIntegerField(default=0, help_text='Minor units (cents) per interval.')),
-                ('currency', models.CharField(default='usd', max_length=3)),
-                ('interval', models.CharField(choices=[('month', 'Monthly'), ('year', 'Yearly'), ('none', 'One-off')], default='month', max_length=8)),
-                ('stripe_price_id', models.CharField(blank=True, db_index=True, max_length=100)),
-                ('rank', models.PositiveSmallIntegerField(default=0, help_text='Higher is a bigger plan: decides upgrade vs downgrade.')),
-                ('is_public', models.BooleanField(default=True, help_text='Listed in the Plans section.')),
-                ('validity_days', models.PositiveIntegerField(blank=True, null=True)),
-                ('session_limit', models.PositiveIntegerField(blank=True, help_text='Billable sessions a period (base limit).', null=True)),
-                ('answered_only', models.BooleanField(default=False, help_text='Only sessions the customer answered are billed.')),
-                ('included_credits', models.PositiveBigIntegerField(default=0, help_text='Thousandths of a credit.')),
-                ('credit_renewal', models.CharField(choices=[('none', 'No renewal'), ('monthly', 'Monthly renewal')], default='none', max_length=8)),
-                ('extra_packs_allowed', models.BooleanField(default=False)),
-                ('ai_licenses', models.PositiveIntegerField(default=0)),
-                ('chat_licenses', models.PositiveIntegerField(default=0)),
-                ('ticket_credits_per_license', models.PositiveIntegerField(default=3)),
-                ('unlimited_ai', models.BooleanField(default=False)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='plans', to='plans.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.SlugField(max_length=40, unique=True)),
+                ("name", models.CharField(max_length=80)),
+                ("tagline", models.CharField(blank=True, max_length=160)),
+                (
+                    "features",
+                    models.TextField(blank=True, help_text="One feature a line, shown on the plan card."),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("trial", "Free trial"),
+                            ("free", "Free"),
+                            ("self_serve", "Self-serve"),
+                            ("contact_sales", "Contact sales"),
+                        ],
+                        default="self_serve",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "contact_label",
+                    models.CharField(
+                        blank=True,
+                        help_text='Button on contact-sales cards, e.g. "Book a demo".',
+                        max_length=40,
+                    ),
+                ),
+                (
+                    "price_amount",
+                    models.PositiveIntegerField(default=0, help_text="Minor units (cents) per interval."),
+                ),
+                ("currency", models.CharField(default="usd", max_length=3)),
+                (
+                    "interval",
+                    models.CharField(
+                        choices=[("month", "Monthly"), ("year", "Yearly"), ("none", "One-off")],
+                        default="month",
+                        max_length=8,
+                    ),
+                ),
+                ("stripe_price_id", models.CharField(blank=True, db_index=True, max_length=100)),
+                (
+                    "rank",
+                    models.PositiveSmallIntegerField(
+                        default=0, help_text="Higher is a bigger plan: decides upgrade vs downgrade."
+                    ),
+                ),
+                ("is_public", models.BooleanField(default=True, help_text="Listed in the Plans section.")),
+                ("validity_days", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "session_limit",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Billable sessions a period (base limit).", null=True
+                    ),
+                ),
+                (
+                    "answered_only",
+                    models.BooleanField(
+                        default=False, help_text="Only sessions the customer answered are billed."
+                    ),
+                ),
+                (
+                    "included_credits",
+                    models.PositiveBigIntegerField(default=0, help_text="Thousandths of a credit."),
+                ),
+                (
+                    "credit_renewal",
+                    models.CharField(
+                        choices=[("none", "No renewal"), ("monthly", "Monthly renewal")],
+                        default="none",
+                        max_length=8,
+                    ),
+                ),
+                ("extra_packs_allowed", models.BooleanField(default=False)),
+                ("ai_licenses", models.PositiveIntegerField(default=0)),
+                ("chat_licenses", models.PositiveIntegerField(default=0)),
+                ("ticket_credits_per_license", models.PositiveIntegerField(default=3)),
+                ("unlimited_ai", models.BooleanField(default=False)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="plans", to="plans.product"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['product__sort_order', 'rank', 'price_amount'],
+                "ordering": ["product__sort_order", "rank", "price_amount"],
             },
         ),
         migrations.CreateModel(
-            name='Subscription',
+            name="Subscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('trialing', 'Trial'), ('active', 'Active'), ('past_due', 'Payment issue'), ('suspended', 'Suspended'), ('canceled', 'Canceled'), ('expired', 'Expired')], max_length=16)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('current_period_start', models.DateTimeField()),
-                ('current_period_end', models.DateTimeField()),
-                ('trial_ends_at', models.DateTimeField(blank=True, null=True)),
-                ('payment_failed_at', models.DateTimeField(blank=True, null=True)),
-                ('grace_until', models.DateTimeField(blank=True, null=True)),
-                ('canceled_at', models.DateTimeField(blank=True, null=True)),
-                ('ends_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('gateway_subscription_id', models.CharField(blank=True, max_length=100)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='subscriptions', to='plans.plan')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='plans.product')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='subscriptions', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("trialing", "Trial"),
+                            ("active", "Active"),
+                            ("past_due", "Payment issue"),
+                            ("suspended", "Suspended"),
+                            ("canceled", "Canceled"),
+                            ("expired", "Expired"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("current_period_start", models.DateTimeField()),
+                ("current_period_end", models.DateTimeField()),
+                ("trial_ends_at", models.DateTimeField(blank=True, null=True)),
+                ("payment_failed_at", models.DateTimeField(blank=True, null=True)),
+                ("grace_until", models.DateTimeField(blank=True, null=True)),
+                ("canceled_at", models.DateTimeField(blank=True, null=True)),
+                ("ends_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                ("gateway_subscription_id", models.CharField(blank=True, max_length=100)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="subscriptions",
+                        to="plans.plan",
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="plans.product"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="subscriptions",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ScheduledChange',
+            name="ScheduledChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('effective_at', models.DateTimeField()),
-                ('status', models.CharField(choices=[('scheduled', 'Scheduled'), ('applied', 'Applied'), ('canceled', 'Canceled')], default='scheduled', max_length=16)),
-                ('gateway_schedule_id', models.CharField(blank=True, max_length=100)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
-                ('to_plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='plans.plan')),
-                ('subscription', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scheduled_changes', to='plans.subscription')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("effective_at", models.DateTimeField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("scheduled", "Scheduled"),
+                            ("applied", "Applied"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="scheduled",
+                        max_length=16,
+                    ),
+                ),
+                ("gateway_schedule_id", models.CharField(blank=True, max_length=100)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
+                (
+                    "to_plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="plans.plan"
+                    ),
+                ),
+                (
+                    "subscription",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scheduled_changes",
+                        to="plans.subscription",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='TrialGrant',
+            name="TrialGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('granted_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='plans.product')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("granted_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="plans.product"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Lead',
+            name="Lead",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('book_demo', 'Book a demo'), ('specialist', 'Speak with Specialist'), ('interest', 'Registered interest')], max_length=16)),
-                ('message', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('new', 'New'), ('contacted', 'Contacted'), ('won', 'Won'), ('lost', 'Lost')], default='new', max_length=16)),
-                ('staff_notes', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='leads', to='tenants.tenant')),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='leads', to='plans.plan')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("book_demo", "Book a demo"),
+                            ("specialist", "Speak with Specialist"),
+                            ("interest", "Registered interest"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("message", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("new", "New"),
+                            ("contacted", "Contacted"),
+                            ("won", "Won"),
+                            ("lost", "Lost"),
+                        ],
+                        default="new",
+                        max_length=16,
+                    ),
+                ),
+                ("staff_notes", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="leads", to="tenants.tenant"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="leads", to="plans.plan"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status', 'new')), fields=('tenant', 'plan'), name='lead_one_open_per_plan')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "new")),
+                        fields=("tenant", "plan"),
+                        name="lead_one_open_per_plan",
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='plan',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'self_serve'), _negated=True), ('price_amount__gt', 0), _connector='OR'), name='plan_self_serve_has_price'),
+            model_name="plan",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "self_serve"), _negated=True), ("price_amount__gt", 0), _connector="OR"
+                ),
+                name="plan_self_serve_has_price",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='plan',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind__in', ['trial', 'free']), _negated=True), ('validity_days__isnull', False), _connector='OR'), name='plan_trial_free_has_validity'),
+            model_name="plan",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind__in", ["trial", "free"]), _negated=True),
+                    ("validity_days__isnull", False),
+                    _connector="OR",
+                ),
+                name="plan_trial_free_has_validity",
+            ),
         ),
         migrations.AddIndex(
-            model_name='subscription',
-            index=models.Index(fields=['state', 'trial_ends_at'], name='plans_subsc_state_99db62_idx'),
+            model_name="subscription",
+            index=models.Index(fields=["state", "trial_ends_at"], name="plans_subsc_state_99db62_idx"),
         ),
         migrations.AddIndex(
-            model_name='subscription',
-            index=models.Index(fields=['state', 'grace_until'], name='plans_subsc_state_bf8045_idx'),
+            model_name="subscription",
+            index=models.Index(fields=["state", "grace_until"], name="plans_subsc_state_bf8045_idx"),
         ),
         migrations.AddIndex(
-            model_name='subscription',
-            index=models.Index(fields=['state', 'current_period_end'], name='plans_subsc_state_a02020_idx'),
+            model_name="subscription",
+            index=models.Index(fields=["state", "current_period_end"], name="plans_subsc_state_a02020_idx"),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.UniqueConstraint(condition=models.Q(('state', 'expired'), _negated=True), fields=('tenant', 'product'), name='subscription_one_live_per_product'),
+            model_name="subscription",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("state", "expired"), _negated=True),
+                fields=("tenant", "product"),
+                name="subscription_one_live_per_product",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.UniqueConstraint(condition=models.Q(('gateway_subscription_id', ''), _negated=True), fields=('gateway_subscription_id',), name='subscription_gateway_id_unique'),
+            model_name="subscription",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("gateway_subscription_id", ""), _negated=True),
+                fields=("gateway_subscription_id",),
+                name="subscription_gateway_id_unique",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='scheduledchange',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'scheduled')), fields=('subscription',), name='one_scheduled_change_per_subscription'),
+            model_name="scheduledchange",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "scheduled")),
+                fields=("subscription",),
+                name="one_scheduled_change_per_subscription",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trialgrant',
-            constraint=models.UniqueConstraint(fields=('tenant', 'product'), name='trial_once_per_tenant'),
+            model_name="trialgrant",
+            constraint=models.UniqueConstraint(fields=("tenant", "product"), name="trial_once_per_tenant"),
         ),
     ]

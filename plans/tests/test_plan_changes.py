@@ -1,0 +1,340 @@
+"""Apply subscription updates: Immediately (prorated, limits recalculated at once), End of the
+current period, or On custom date (an Upcoming subscription until then), undo, and the refusals —
+through billing_portal.services.plan_change and the local gateway's subscription schedules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from billing_portal import services as billing
+from billing_portal.gateway.store import LocalGatewayObject
+from billing_portal.models import Invoice
+from plans.factories import plan
+from plans.models import ScheduledChange, Subscription
+from plans.selectors import MSG_OVERDUE, entitlements
+from plans.services import When
+from plans.tests.helpers import START, customer_id, gateway, live, subscribe
+from tenants.errors import BusinessError
+from tenants.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+PERIOD_END = datetime(2021, 4, 10, 9, 0, tzinfo=UTC)  # Growth bought at START renews here
+
+
+@pytest.fixture
+def paid(org, capture):
+    return subscribe(tenant=org.tenant, actor=org.founder, plan_code="agents-growth", capture=capture)
+
+
+def change(org, capture, code: str, when: str, custom_date: datetime | None = None) -> billing.ChangeResult:
+    with capture(execute=True):
+        return billing.plan_change(
+            tenant=org.tenant, to_plan=plan(code), when=when, custom_date=custom_date, actor=org.founder
+        )
+
+
+def world(tenant) -> dict[str, object]:
+    """Everything a refused change must leave alone (at the gateway: the customer's objects and the
+    idempotency records of this subscription's calls)."""
+    sub = live(tenant)
+    customer = customer_id(tenant)
+    return {
+        "subscriptions": list(Subscription.objects.filter(tenant=tenant).order_by("pk").values()),
+        "changes": list(ScheduledChange.objects.filter(tenant=tenant).order_by("pk").values()),
+        "gateway_objects": list(
+            LocalGatewayObject.objects.filter(customer_id=customer).order_by("pk").values()
+        ),
+        "gateway_calls": LocalGatewayObject.objects.filter(
+            object_type="idempotency", data__key__contains=f":{sub.pk}:"
+        ).count(),
+        "schedules": LocalGatewayObject.objects.filter(
+            object_type="subscription_schedule", customer_id=customer
+        ).count(),
+        "audit": AuditEvent.objects.filter(tenant=tenant).count(),
+        "invoices": Invoice.objects.filter(tenant=tenant).count(),
+    }
+
+
+def gateway_subscription(sub: Subscription) -> dict:
+    return LocalGatewayObject.objects.get(object_id=sub.gateway_subscription_id).data
+
+
+def test_immediate_upgrade_switches_the_plan_and_limits_at_once_and_prorates(org, paid, clock, capture):
+    """S18, S21"""
+    clock.move_to(START + timedelta(days=10))  # 21 of the period's 31 days are left
+    result = change(org, capture, "agents-scale", When.IMMEDIATELY)
+
+    assert result.applied_now is True
+    assert result.scheduled is None
+    sub = live(org.tenant)
+    assert (sub.pk, sub.plan.code, sub.state) == (paid.pk, "agents-scale", "active")
+    assert (sub.current_period_start, sub.current_period_end) == (START, PERIOD_END)  # same cycle
+    ent = entitlements(tenant=org.tenant)["ai_agents"]
+    assert (ent.plan_code, ent.limits.session_limit, ent.badge, ent.upcoming) == (
+        "agents-scale",
+        5000,
+        "Active subscription",
+        None,
+    )
+    # The prorated difference for the 21 days left: (49900 - 19900) * 21/31 cents, rounded once.
+    invoice = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update")
+    assert (invoice.status, invoice.total, invoice.amount_paid) == ("paid", 20323, 20323)
+    assert list(invoice.lines.values_list("amount", flat=True)) == [-13481, 33804]
+    assert AuditEvent.objects.filter(tenant=org.tenant, action="subscription.plan_changed").latest(
+        "id"
+    ).data == {"to_plan": "agents-scale"}
+
+
+def test_immediate_downgrade_lowers_the_limits_at_once_without_an_invoice(org, paid, clock, capture):
+    """S18, S21"""
+    clock.move_to(START + timedelta(days=10))
+    change(org, capture, "agents-starter", When.IMMEDIATELY)
+    ent = entitlements(tenant=org.tenant)["ai_agents"]
+    assert (ent.plan_code, ent.limits.session_limit, ent.limits.answered_only) == (
+        "agents-starter",
+        300,
+        True,
+    )
+    assert Invoice.objects.filter(tenant=org.tenant).count() == 1  # the first one only: nothing to charge
+
+
+def test_end_of_period_change_is_upcoming_until_the_period_ends(org, paid, clock, capture):
+    """S18, S19, S21, S30"""
+    clock.move_to(START + timedelta(days=10))
+    result = change(org, capture, "agents-scale", When.PERIOD_END)
+
+    assert result.applied_now is False
+    scheduled = ScheduledChange.objects.get(tenant=org.tenant)
+    assert scheduled == result.scheduled
+    assert (scheduled.status, scheduled.effective_at, scheduled.to_plan.code, scheduled.created_by) == (
+        "scheduled",
+        PERIOD_END,
+        "agents-scale",
+        org.founder,
+    )
+    schedule = LocalGatewayObject.objects.get(object_id=scheduled.gateway_schedule_id)
+    assert schedule.data["status"] == "active"
+    assert gateway_subscription(paid)["schedule"] == scheduled.gateway_schedule_id
+
+    ent = entitlements(tenant=org.tenant)["ai_agents"]
+    assert (ent.plan_code, ent.limits.session_limit, ent.badge) == (
+        "agents-growth",
+        1500,
+        "Active subscription",
+    )
+    assert ent.upcoming is not None
+    assert (
+        ent.upcoming.change_id,
+        ent.upcoming.plan_code,
+        ent.upcoming.plan_name,
+        ent.upcoming.starts_on,
+    ) == (
+        scheduled.pk,
+        "agents-scale",
+        "Scale",
+        PERIOD_END,
+    )
+    assert (ent.upcoming.price_amount, ent.upcoming.interval) == (49900, "month")
+
+    clock.move_to(PERIOD_END - timedelta(minutes=1))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    assert live(org.tenant).plan.code == "agents-growth"
+
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    sub = live(org.tenant)
+    assert (sub.pk, sub.plan.code, sub.state) == (paid.pk, "agents-scale", "active")
+    assert (sub.current_period_start, sub.current_period_end) == (
+        PERIOD_END,
+        datetime(2021, 5, 10, 9, 0, tzinfo=UTC),
+    )
+    scheduled.refresh_from_db()
+    assert (scheduled.status, scheduled.resolved_at) == ("applied", PERIOD_END + timedelta(minutes=1))
+    ent = entitlements(tenant=org.tenant)["ai_agents"]
+    assert (ent.plan_code, ent.limits.session_limit, ent.upcoming) == ("agents-scale", 5000, None)
+    renewal = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_cycle")
+    assert (renewal.status, renewal.total) == ("paid", 49900)  # the new period at the new price
+
+
+def test_custom_date_change_takes_effect_when_the_clock_passes_the_date(org, paid, clock, capture):
+    """S18, S19"""
+    clock.move_to(START + timedelta(days=2))
+    on = datetime(2021, 3, 25, tzinfo=UTC)  # mid-period: a date picked in the dialog is 00:00 UTC
+    change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=on)
+    assert entitlements(tenant=org.tenant)["ai_agents"].upcoming.starts_on == on
+
+    clock.move_to(on - timedelta(seconds=1))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    assert live(org.tenant).plan.code == "agents-growth"
+
+    clock.move_to(on + timedelta(minutes=1))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    sub = live(org.tenant)
+    assert (sub.plan.code, sub.current_period_end) == ("agents-scale", PERIOD_END)
+    assert ScheduledChange.objects.get(tenant=org.tenant).status == "applied"
+    ent = entitlements(tenant=org.tenant)["ai_agents"]
+    assert (ent.limits.session_limit, ent.upcoming) == (5000, None)
+
+
+@pytest.mark.parametrize(
+    ("custom_date", "code", "message"),
+    [
+        (None, "date_required", "Pick the date the change applies on."),
+        (START - timedelta(days=1), "date_in_past", "Pick a date in the future."),
+        (START, "date_in_past", "Pick a date in the future."),
+        (START + timedelta(days=367), "date_too_far", "Pick a date within the next year."),
+    ],
+    ids=["missing", "past", "now", "more-than-a-year"],
+)
+def test_invalid_custom_date_is_refused_and_changes_nothing(org, paid, capture, custom_date, code, message):
+    """S18"""
+    before = world(org.tenant)
+    with pytest.raises(BusinessError) as exc:
+        change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=custom_date)
+    assert (exc.value.code, exc.value.message, exc.value.status) == (code, message, 422)
+    assert world(org.tenant) == before
+    assert entitlements(tenant=org.tenant)["ai_agents"].upcoming is None
+
+
+def test_a_second_scheduled_change_is_refused_while_one_is_pending(org, paid, capture):
+    """S18, S19"""
+    change(org, capture, "agents-scale", When.PERIOD_END)
+    before = world(org.tenant)
+    for when, date in [(When.PERIOD_END, None), (When.CUSTOM_DATE, START + timedelta(days=5))]:
+        with pytest.raises(BusinessError) as exc:
+            change(org, capture, "agents-starter", when, custom_date=date)
+        assert (exc.value.code, exc.value.message) == (
+            "change_already_scheduled",
+            "A plan change is already scheduled. Cancel it first.",
+        )
+    assert world(org.tenant) == before
+    assert entitlements(tenant=org.tenant)["ai_agents"].upcoming.plan_code == "agents-scale"
+
+
+def test_undo_cancels_the_scheduled_change_and_releases_the_gateway_schedule(org, paid, clock, capture):
+    """S19, S20"""
+    scheduled = change(org, capture, "agents-scale", When.PERIOD_END).scheduled
+    clock.move_to(START + timedelta(days=1))
+    with capture(execute=True):
+        undone = billing.scheduled_change_undo(tenant=org.tenant, change=scheduled, actor=org.founder)
+    assert (undone.status, undone.resolved_at) == ("canceled", START + timedelta(days=1))
+    assert entitlements(tenant=org.tenant)["ai_agents"].upcoming is None
+    assert (
+        LocalGatewayObject.objects.get(object_id=scheduled.gateway_schedule_id).data["status"] == "released"
+    )
+    assert gateway_subscription(paid)["schedule"] is None
+    assert AuditEvent.objects.filter(tenant=org.tenant, action="subscription.change_canceled").count() == 1
+
+    # Undoing again changes nothing.
+    with capture(execute=True):
+        billing.scheduled_change_undo(tenant=org.tenant, change=undone, actor=org.founder)
+    assert AuditEvent.objects.filter(tenant=org.tenant, action="subscription.change_canceled").count() == 1
+
+    # The period ends on the old plan.
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    assert live(org.tenant).plan.code == "agents-growth"
+    assert ScheduledChange.objects.get(pk=scheduled.pk).status == "canceled"
+
+    # A new change can be scheduled afterwards.
+    again = change(org, capture, "agents-starter", When.PERIOD_END).scheduled
+    assert (again.status, again.effective_at) == ("scheduled", datetime(2021, 5, 10, 9, 0, tzinfo=UTC))
+
+
+def test_immediate_change_supersedes_a_pending_scheduled_change(org, paid, capture):
+    """S18, S20, S21"""
+    scheduled = change(org, capture, "agents-scale", When.PERIOD_END).scheduled
+    change(org, capture, "agents-starter", When.IMMEDIATELY)
+    assert live(org.tenant).plan.code == "agents-starter"
+    assert ScheduledChange.objects.get(pk=scheduled.pk).status == "canceled"
+    assert (
+        LocalGatewayObject.objects.get(object_id=scheduled.gateway_schedule_id).data["status"] == "released"
+    )
+    ent = entitlements(tenant=org.tenant)["ai_agents"]
+    assert (ent.limits.session_limit, ent.upcoming) == (300, None)
+
+
+def test_changing_to_the_same_plan_is_refused(org, paid, capture):
+    """S18"""
+    before = world(org.tenant)
+    for when in (When.IMMEDIATELY, When.PERIOD_END):
+        with pytest.raises(BusinessError) as exc:
+            change(org, capture, "agents-growth", when)
+        assert (exc.value.code, exc.value.message) == ("same_plan", "You are already on Growth.")
+    assert world(org.tenant) == before
+
+
+@pytest.mark.parametrize("code", ["agents-enterprise", "agents-trial"])
+def test_changing_to_a_plan_that_is_not_self_serve_is_refused(org, paid, capture, code):
+    """S16, S18: Enterprise is a Book a demo card; the trial is never bought."""
+    before = world(org.tenant)
+    with pytest.raises(BusinessError) as exc:
+        change(org, capture, code, When.IMMEDIATELY)
+    assert (exc.value.code, exc.value.message) == (
+        "plan_not_self_serve",
+        f"{plan(code).name} cannot be bought here.",
+    )
+    assert world(org.tenant) == before
+
+
+def test_changing_plans_without_a_paid_subscription_is_refused(org, capture):
+    """S18: on the trial the tenant subscribes (checkout) instead."""
+    with pytest.raises(BusinessError) as exc:
+        change(org, capture, "agents-scale", When.IMMEDIATELY)
+    assert (exc.value.code, exc.value.message) == ("no_paid_subscription", "Subscribe to a paid plan first.")
+    assert live(org.tenant).plan.code == "agents-trial"
+
+
+def test_changing_plans_while_suspended_is_refused_with_the_overdue_message(org, paid, clock, capture):
+    """S18, S28, S34"""
+    clock.move_to(START + timedelta(days=3))
+    with capture(execute=True):
+        gateway().fail_next_payment(paid.gateway_subscription_id)
+    clock.move_to(START + timedelta(days=11))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    assert live(org.tenant).state == "suspended"
+    before = world(org.tenant)
+    for when in (When.IMMEDIATELY, When.PERIOD_END):
+        with pytest.raises(BusinessError) as exc:
+            change(org, capture, "agents-scale", when)
+        assert (exc.value.code, exc.value.message, exc.value.status) == ("payment_overdue", MSG_OVERDUE, 402)
+    assert world(org.tenant) == before
+
+
+def test_changing_plans_past_the_grace_period_is_refused_before_the_sweeper_runs(org, paid, clock, capture):
+    """S28, S34: past grace_until the database decides, as entitlements do."""
+    clock.move_to(START + timedelta(days=3))
+    with capture(execute=True):
+        gateway().fail_next_payment(paid.gateway_subscription_id)
+    clock.move_to(START + timedelta(days=10, minutes=1))
+    assert live(org.tenant).state == "past_due"  # no sweeper yet
+    before = world(org.tenant)
+    with pytest.raises(BusinessError) as exc:
+        change(org, capture, "agents-scale", When.IMMEDIATELY)
+    assert (exc.value.code, exc.value.message) == ("payment_overdue", MSG_OVERDUE)
+    assert world(org.tenant) == before
+
+
+def test_changing_plans_after_cancelling_is_refused(org, paid, capture):
+    """S29"""
+    with capture(execute=True):
+        gateway().cancel_subscription(
+            subscription_id=paid.gateway_subscription_id, at_period_end=True, idempotency_key="test-cancel"
+        )
+    with pytest.raises(BusinessError) as exc:
+        change(org, capture, "agents-scale", When.IMMEDIATELY)
+    assert (exc.value.code, exc.value.message) == (
+        "subscription_canceled",
+        "Your subscription is canceled. Resume it in the billing portal to change plans.",
+    )
+    assert live(org.tenant).plan.code == "agents-growth"
