@@ -4,7 +4,7 @@ do, per product": every page, the API and every job ask it; none re-derives a pl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
