@@ -279,7 +279,15 @@ def subscription_apply_gateway(
     )
     if sub is None:
         if gw.status not in GATEWAY_LIVE:
-            return None  # an ended subscription we never knew: nothing to grant
+            # A paid subscription that ended before we ever saw it (its webhooks were late or lost):
+            # nothing to grant, but a trial it had converted does not come back (S13).
+            live = _lock_live(tenant, plan.product)
+            if live is not None and live.state == State.TRIALING:
+                live.ended_at = now
+                _transition(
+                    live, State.EXPIRED, actor=SYSTEM, action="subscription.trial_ended", reason="converted"
+                )
+            return None
         sub = _lock_live(tenant, plan.product)
         if sub is not None and sub.gateway_subscription_id:
             # Another paid subscription is live: the newer one replaces it.

@@ -274,3 +274,26 @@ def test_seed_demo_puts_a_tenant_in_each_state_and_is_idempotent(settings):
     assert upcoming.plan_code == "agents-growth"
     assert plan_selectors.entitlements(tenant=Tenant.objects.get(slug="kestrel"))["ai_agents"].grace_until
     assert plan_selectors.entitlements(tenant=Tenant.objects.get(slug="juniper"))["ai_agents"].ends_at
+
+
+def test_a_paid_plan_that_ended_before_its_webhooks_arrived_does_not_bring_the_trial_back(
+    webhooks_lost, trial_tenant, admin, live
+):
+    """S13: the trial converted into the paid plan stays used up even if we learn of the plan only
+    after it was canceled."""
+    session_id = checkout_open(trial_tenant, admin, "agents-growth")
+    with live():
+        sub_id = local_gateway().complete_checkout(session_id).id
+        local_gateway().cancel_subscription(
+            subscription_id=sub_id, at_period_end=False, idempotency_key="gone"
+        )
+    assert live_sub(trial_tenant).state == "trialing"  # nothing applied yet
+
+    run("billing_reconcile")
+
+    from plans.selectors import entitlements
+
+    ent = entitlements(tenant=trial_tenant)["ai_agents"]
+    assert (ent.state, ent.badge) == ("expired", "Expired subscription")
+    assert ent.refusal is not None
+    assert ent.refusal.code == "subscription_ended"
