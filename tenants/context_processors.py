@@ -9,11 +9,10 @@ def navigation(request: HttpRequest) -> dict:
     membership = getattr(request, "membership", None)
     if membership is None or not request.user.is_authenticated:
         return {}
-    match = request.resolver_match
     return {
         "tenant": membership.tenant,
         "membership": membership,
-        "nav": nav_for(membership, match.url_name if match else None),
+        "nav": nav_for(membership, request.path),
         "my_tenants": Membership.objects.filter(user=request.user)
         .select_related("tenant")
         .order_by("tenant__name")

@@ -43,8 +43,10 @@ class NavLink:
     icon: str
 
 
-def nav_for(membership: Membership, current_url_name: str | None) -> list[NavLink]:
-    links = []
+def nav_for(membership: Membership, current_path: str) -> list[NavLink]:
+    """The items this member may see; the active one is the longest whose URL starts the current
+    path, so an invoice's detail page highlights Invoices (and Overview only the overview)."""
+    found: list[tuple[NavItem, str | None]] = []
     for item in NAVIGATION:
         if membership.role not in item.roles:
             continue
@@ -54,5 +56,7 @@ def nav_for(membership: Membership, current_url_name: str | None) -> list[NavLin
             url: str | None = reverse(item.url_name, kwargs={"slug": membership.tenant.slug})
         except NoReverseMatch:
             url = None  # built by a later issue
-        links.append(NavLink(item.label, url, item.url_name == current_url_name, item.icon))
-    return links
+        found.append((item, url))
+    matches = [url for _, url in found if url and current_path.startswith(url)]
+    active = max(matches, key=len, default=None)
+    return [NavLink(item.label, url, url is not None and url == active, item.icon) for item, url in found]

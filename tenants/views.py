@@ -190,10 +190,13 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
                 request, f"You joined {membership.tenant.name} as {membership.get_role_display()}."
             )
             return redirect("tenant_home", slug=membership.tenant.slug)
+    # Signed in as someone else than the invitee: the page says so, and the status says refused.
+    wrong_user = user is not None and user.email.lower() != invitation.email.lower()
     return render(
         request,
         "tenants/invitation_accept.html",
         {"invitation": invitation, "form": form, "has_account": has_account, "token": token},
+        status=403 if wrong_user else 400 if form is not None and form.errors else 200,
     )
 
 

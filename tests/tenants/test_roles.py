@@ -212,3 +212,17 @@ def test_anonymous_overview_redirects_to_login(tenant, client):
 
 def test_unknown_tenant_is_404_like_a_foreign_one(admin, client_for):
     assert client_for(admin).get("/t/no-such-tenant/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_navigation_highlights_the_section_of_a_detail_page(admin, tenant, client_for):
+    """The longest matching nav URL is active: an invoice's page highlights Invoices, not Overview."""
+    from billing_portal.factories import InvoiceFactory
+
+    invoice = InvoiceFactory(tenant=tenant)
+    client = client_for(admin)
+    page = client.get(f"/t/{tenant.slug}/invoices/{invoice.pk}/").content.decode()
+    assert f'<a href="/t/{tenant.slug}/invoices/" aria-current="page"' in page
+    assert f'<a href="/t/{tenant.slug}/" aria-current="page"' not in page
+    page = client.get(f"/t/{tenant.slug}/").content.decode()
+    assert f'<a href="/t/{tenant.slug}/" aria-current="page"' in page

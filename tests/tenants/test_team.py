@@ -213,7 +213,7 @@ def test_new_user_with_a_weak_password_is_refused_and_the_invitation_stays_open(
 
     response = Client().post(path, {"password": "1234567890"})
 
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert response.context["form"].non_field_errors() == [
         "This password is too common. This password is entirely numeric."
     ]
@@ -259,13 +259,14 @@ def test_invitation_for_someone_else_is_refused_to_the_logged_in_user(
     client = client_for(outsider)
 
     page = client.get(path)
+    assert page.status_code == 403
     assert (
         b"You are logged in as outsider@globex.test. This invitation is for pat@elsewhere.test"
         in page.content
     )
     response = client.post(path)
 
-    assert response.status_code == 200
+    assert response.status_code == 403
     assert messages_of(response) == [
         "This invitation is for pat@elsewhere.test. Log out and accept it with that account."
     ]
