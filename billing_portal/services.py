@@ -21,7 +21,7 @@ from plans import services as plan_services
 from plans.models import Plan, ScheduledChange, Subscription
 from plans.services import When
 from tenants import services as tenant_services
-from tenants.audit import SYSTEM, Actor, audit
+from tenants.audit import Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
 
@@ -240,7 +240,6 @@ def billing_tick(*, now: datetime) -> dict[str, int]:
 
 
 __all__ = [
-    "SYSTEM",
     "When",
     "billing_reconcile",
     "billing_tick",

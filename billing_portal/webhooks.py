@@ -175,12 +175,7 @@ def _on_schedule(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
     tenant = sync_subscription(gateway, subscription_id) if subscription_id else None
     status = row.payload.get("data", {}).get("object", {}).get("status")
     if status in ("released", "canceled"):
-        from plans.models import ScheduledChange
-
-        # The gateway will not switch plans any more: a change still scheduled here is void.
-        ScheduledChange.objects.filter(
-            gateway_schedule_id=row.object_id, status=ScheduledChange.Status.SCHEDULED
-        ).update(status=ScheduledChange.Status.CANCELED, resolved_at=timezone.now())
+        plan_services.scheduled_changes_void(gateway_schedule_id=row.object_id)
     return tenant
 
 

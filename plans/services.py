@@ -79,6 +79,43 @@ def _transition(
 # --- trials and free plans ---------------------------------------------------------------------
 
 
+def _start_unpaid(
+    *,
+    tenant: Tenant,
+    plan: Plan,
+    now: datetime,
+    ends: datetime,
+    state: str,
+    action: str,
+    actor,
+    **dates: datetime,
+) -> Subscription:
+    """Open a subscription that no payment backs (a trial, a free plan), if the product has none live."""
+    if _lock_live(tenant, plan.product) is not None:
+        raise BusinessError(
+            "already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409
+        )
+    sub = Subscription.objects.create(
+        tenant=tenant,
+        product=plan.product,
+        plan=plan,
+        state=state,
+        started_at=now,
+        current_period_start=now,
+        current_period_end=ends,
+        **dates,
+    )
+    audit(
+        tenant=tenant,
+        actor=actor or SYSTEM,
+        action=action,
+        target=sub,
+        target_label=plan.name,
+        data={"ends": ends.date().isoformat()},
+    )
+    return sub
+
+
 @transaction.atomic
 def trial_start(
     *, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None
@@ -96,30 +133,17 @@ def trial_start(
             "The free trial is available once per tenant. Subscribe to a plan to continue.",
             status=409,
         ) from exc
-    if _lock_live(tenant, plan.product) is not None:
-        raise BusinessError(
-            "already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409
-        )
     ends = now + timedelta(days=plan.validity_days or settings.TRIAL_DAYS)
-    sub = Subscription.objects.create(
+    return _start_unpaid(
         tenant=tenant,
-        product=plan.product,
         plan=plan,
+        now=now,
+        ends=ends,
         state=State.TRIALING,
-        started_at=now,
-        current_period_start=now,
-        current_period_end=ends,
+        action="subscription.trial_started",
+        actor=actor,
         trial_ends_at=ends,
     )
-    audit(
-        tenant=tenant,
-        actor=actor or SYSTEM,
-        action="subscription.trial_started",
-        target=sub,
-        target_label=plan.name,
-        data={"ends": ends.date().isoformat()},
-    )
-    return sub
 
 
 @transaction.atomic
@@ -132,29 +156,17 @@ def free_plan_start(
         raise BusinessError("not_free", f"{plan.name} is not a free plan.")
     if Subscription.objects.filter(tenant=tenant, plan=plan).exists():
         raise BusinessError("free_plan_used", f"{plan.name} was already used by {tenant.name}.", status=409)
-    if _lock_live(tenant, plan.product) is not None:
-        raise BusinessError(
-            "already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409
-        )
     ends = now + timedelta(days=plan.validity_days or 0)
-    sub = Subscription.objects.create(
+    return _start_unpaid(
         tenant=tenant,
-        product=plan.product,
         plan=plan,
+        now=now,
+        ends=ends,
         state=State.ACTIVE,
-        started_at=now,
-        current_period_start=now,
-        current_period_end=ends,
+        action="subscription.started",
+        actor=actor,
         ends_at=ends,
     )
-    audit(
-        tenant=tenant,
-        actor=actor or SYSTEM,
-        action="subscription.started",
-        target=sub,
-        target_label=plan.name,
-    )
-    return sub
 
 
 def tenant_provision(
@@ -546,6 +558,13 @@ def scheduled_change_record(
         data={"starts_on": request.effective_at.date().isoformat()},
     )
     return change
+
+
+def scheduled_changes_void(*, gateway_schedule_id: str, now: datetime | None = None) -> int:
+    """The gateway released or canceled a schedule: a change still scheduled on it will not happen."""
+    return ScheduledChange.objects.filter(
+        gateway_schedule_id=gateway_schedule_id, status=ScheduledChange.Status.SCHEDULED
+    ).update(status=ScheduledChange.Status.CANCELED, resolved_at=now or timezone.now())
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ from playwright.sync_api import Page, expect
 from billing_portal.demo import start_plan
 from billing_portal.services import organization_create
 from plans.factories import plan
+from plans.models import Subscription
 from tenants.factories import PASSWORD, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -78,7 +79,10 @@ def test_schedule_a_change_for_period_end_then_cancel_it(billing_settings, new_c
     upcoming = page.get_by_test_id("upcoming-card")
     expect(upcoming).to_contain_text("Upcoming subscription")
     expect(upcoming).to_contain_text("Scale")
-    expect(upcoming.get_by_test_id("starts-on")).not_to_be_empty()
+    period_end = Subscription.objects.get(
+        tenant=tenant, product__code="ai_agents", state="active"
+    ).current_period_end
+    expect(upcoming.get_by_test_id("starts-on")).to_have_text(f"{period_end.day} {period_end:%b %Y}")
     expect(page.get_by_test_id("badge")).to_have_text("Active subscription")  # still on Starter
 
     upcoming.get_by_role("link", name="Cancel").click()
