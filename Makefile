@@ -87,9 +87,10 @@ test: sync ## Run the test suite on PostgreSQL and Redis (PYTEST_ARGS=... passes
 
 # The mypy Django plugin imports the settings, which need a SECRET_KEY when DEBUG is off.
 lint: export SECRET_KEY ?= $(TEST_SECRET_KEY)
-lint: sync ## ruff check, ruff format --check, mypy (LINT_PATHS=... narrows them)
+lint: sync ## ruff check, ruff format --check, mypy, and the architecture (import-linter contracts)
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)
+	$(RUN) lint-imports
 	$(RUN) mypy $(LINT_PATHS)
 
 fmt: sync ## Format the code and apply ruff's safe fixes

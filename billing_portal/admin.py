@@ -14,7 +14,7 @@ from billing_portal.models import (
     LocalGatewayObject,
     WebhookEvent,
 )
-from billing_portal.money import format_money
+from plans.money import format_money
 
 
 class ReadOnlyAdminMixin:

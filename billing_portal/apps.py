@@ -6,4 +6,14 @@ class BillingPortalConfig(AppConfig):
     verbose_name = "Billing portal, payments and invoices"
 
     def ready(self) -> None:
-        from billing_portal import checks  # noqa: F401  (registers the system checks)
+        from billing_portal import (
+            checks,  # noqa: F401  (registers the system checks)
+            navigation,
+        )
+        from billing_portal.gateway.factory import wire_local
+        from billing_portal.services import price_of
+        from billing_portal.tasks import deliver_in_process
+
+        # The local stand-in delivers its events to our webhook receiver and prices from our catalog.
+        wire_local(deliver=deliver_in_process, price_catalog=price_of)
+        navigation.register()

@@ -7,7 +7,8 @@ from __future__ import annotations
 from django.conf import settings
 
 from billing_portal import services
-from billing_portal.gateways import get_gateway
+from billing_portal.gateway.factory import get_gateway
+from billing_portal.gateway.local import LocalGateway
 from plans import services as plan_services
 from plans.models import Plan, Subscription
 from tenants.audit import Actor
@@ -35,7 +36,11 @@ def start_plan(*, tenant: Tenant, plan: Plan, actor: User | Actor) -> Subscripti
     assert admin is not None
     url = services.checkout_start(tenant=tenant, plan=plan, actor=admin.user, success_url="/", cancel_url="/")
     session_id = url.rstrip("/").rsplit("/", 1)[-1]
-    get_gateway().complete_checkout(session_id)  # type: ignore[attr-defined]
+    gateway = get_gateway()
+    assert isinstance(gateway, LocalGateway)
+    gateway.complete_checkout(session_id)
+    # Applied here and now, not when a worker gets to the webhooks: the caller needs the result.
+    services.checkout_sync(session_id=session_id)
     return (
         Subscription.objects.filter(tenant=tenant, product=plan.product)
         .exclude(state=Subscription.State.EXPIRED)

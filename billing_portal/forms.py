@@ -2,7 +2,7 @@ from datetime import UTC, datetime, time
 
 from django import forms
 
-from billing_portal.services import When
+from plans.services import When
 
 
 class PlanChangeForm(forms.Form):

@@ -18,7 +18,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from billing_portal.models import Invoice
-from billing_portal.money import format_money
+from plans.money import format_money
 
 INK = colors.HexColor("#141a2e")
 MUTED = colors.HexColor("#5d6680")

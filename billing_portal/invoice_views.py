@@ -17,20 +17,14 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
-from django_htmx.middleware import HtmxDetails
 
 from billing_portal import selectors
 from billing_portal.invoice_forms import InvoiceFilterForm
 from billing_portal.invoice_pdf import invoice_pdf as render_invoice_pdf
 from billing_portal.models import Invoice
-from billing_portal.money import decimal_string
+from plans.money import decimal_string
 from tenants.access import BILLING_READERS, TenantRequest, tenant_view
 from tenants.models import Tenant
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
 
 PAGE_SIZE = 25
 CSV_HEADER = (
@@ -65,7 +59,7 @@ def _query_without_page(request: HttpRequest) -> str:
 
 @tenant_view(BILLING_READERS)
 @require_GET
-def invoices(request: HtmxHttpRequest, tenant: Tenant) -> HttpResponse:
+def invoices(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     form, filters, found = _filtered(request, tenant)
     context = {
         "form": form,

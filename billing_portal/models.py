@@ -81,6 +81,8 @@ class WebhookEvent(models.Model):
     payload = models.JSONField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # When a worker claimed it (status processing); a claim older than the timeout is a dead worker's.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     event_created = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)

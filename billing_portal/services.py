@@ -5,6 +5,7 @@ what the gateway answers is then applied through plans' state machine in one tra
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,20 +13,20 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing_portal.gateway.base import GatewayError
-from billing_portal.gateways import get_gateway
-from billing_portal.models import BillingCustomer, CheckoutSession
-from billing_portal.webhooks import invoice_upsert, sync_subscription
+from billing_portal.gateway.base import GatewayError, GatewayInvoice, GatewaySubscription, PaymentGateway
+from billing_portal.gateway.factory import get_gateway
+from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, InvoiceLine
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, ScheduledChange, Subscription
-from plans.services import When
+from plans.payments import PaidSubscriptionFacts, PaymentStatus
 from tenants import services as tenant_services
 from tenants.audit import Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
 
 State = Subscription.State
+log = logging.getLogger(__name__)
 
 
 def _gateway_error(exc: GatewayError) -> BusinessError:
@@ -117,6 +118,30 @@ def checkout_start(*, tenant: Tenant, plan: Plan, actor: User, success_url: str,
     return gw.url
 
 
+def checkout_sync(*, session_id: str) -> Tenant | None:
+    """Apply a checkout session as the gateway has it now: our record of it, its subscription and
+    that subscription's first invoice. The webhook handler calls it; so may anyone who must not wait
+    for the webhook (the demo, the return from checkout)."""
+    gateway = get_gateway()
+    session = gateway.retrieve_checkout_session(session_id)
+    tenant = tenant_for(customer_id=session.customer_id, metadata=session.metadata)
+    if session.status == "complete":
+        CheckoutSession.objects.filter(gateway_session_id=session.id).exclude(
+            status=CheckoutSession.Status.COMPLETE
+        ).update(status=CheckoutSession.Status.COMPLETE, completed_at=timezone.now())
+    elif session.status == "expired":
+        CheckoutSession.objects.filter(
+            gateway_session_id=session.id, status=CheckoutSession.Status.OPEN
+        ).update(status=CheckoutSession.Status.EXPIRED)
+    if not session.subscription_id:
+        return tenant
+    gw = gateway.retrieve_subscription(session.subscription_id)
+    tenant = subscription_sync(gateway, gw.id) or tenant
+    if tenant is not None and gw.latest_invoice_id:
+        invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(gw.latest_invoice_id))
+    return tenant
+
+
 def portal_url(*, tenant: Tenant, return_url: str) -> str:
     customer_id = customer_ensure(tenant=tenant)
     try:
@@ -160,7 +185,9 @@ def plan_change(
                 idempotency_key=f"plan-change:{sub.pk}:{to_plan.pk}:{sub.updated_at.timestamp():.6f}",
             )
             with transaction.atomic():
-                updated = plan_services.subscription_apply_gateway(tenant=tenant, gw=gw, actor=actor)
+                updated = plan_services.subscription_apply_facts(
+                    tenant=tenant, gw=subscription_facts(gw), actor=actor
+                )
             assert updated is not None
             return ChangeResult(applied_now=True, subscription=updated)
         schedule = gateway.schedule_subscription_change(
@@ -195,28 +222,157 @@ def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: Use
     return plan_services.scheduled_change_cancel(tenant=tenant, change=change, actor=actor)
 
 
+# --- the gateway's facts, applied ---------------------------------------------------------------
+
+# Every status a Stripe subscription can have, in the plans app's words. An unknown status is an
+# error (the event fails and is retried), never a silent "active".
+# https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+STRIPE_STATUS: dict[str, PaymentStatus] = {
+    "incomplete": PaymentStatus.PENDING,  # first invoice not paid within checkout
+    "incomplete_expired": PaymentStatus.ENDED,  # first invoice never paid (23 hours)
+    "trialing": PaymentStatus.PAID,  # a trial at the gateway: access, nothing owed yet
+    "active": PaymentStatus.PAID,
+    "past_due": PaymentStatus.PAYMENT_FAILED,  # a renewal failed; Smart Retries running
+    "unpaid": PaymentStatus.PAYMENT_OVERDUE,  # retries exhausted, invoices left open
+    "paused": PaymentStatus.PAUSED,  # trial ended without a payment method
+    "canceled": PaymentStatus.ENDED,
+}
+
+
+def subscription_facts(gw: GatewaySubscription) -> PaidSubscriptionFacts:
+    """Translate the gateway's subscription into the plans app's facts."""
+    status = STRIPE_STATUS.get(gw.status)
+    if status is None:
+        raise ValueError(f"unknown subscription status {gw.status!r} on {gw.id}")
+    return PaidSubscriptionFacts(
+        reference=gw.id,
+        status=status,
+        price_id=gw.price_id,
+        current_period_start=gw.current_period_start,
+        current_period_end=gw.current_period_end,
+        cancel_at_period_end=gw.cancel_at_period_end,
+        cancel_at=gw.cancel_at,
+        canceled_at=gw.canceled_at,
+        ended_at=gw.ended_at,
+    )
+
+
+def price_of(price_id: str) -> tuple[int, str, str]:
+    """(amount in minor units, currency, interval) of a catalog price: what the local gateway charges."""
+    plan = Plan.objects.filter(stripe_price_id=price_id).first()
+    if plan is None:
+        raise GatewayError(f"No such price: '{price_id}'", code="resource_missing")
+    return plan.price_amount, plan.currency, plan.interval if plan.interval != Plan.Interval.NONE else "month"
+
+
+def tenant_for(*, customer_id: str = "", metadata: dict | None = None) -> Tenant | None:
+    """The tenant a gateway object belongs to: by our metadata, else by its customer."""
+    tenant_id = (metadata or {}).get("tenant_id")
+    if tenant_id and str(tenant_id).isdigit():
+        tenant = Tenant.objects.filter(pk=int(tenant_id)).first()
+        if tenant is not None:
+            return tenant
+    if customer_id:
+        bc = BillingCustomer.objects.select_related("tenant").filter(customer_id=customer_id).first()
+        return bc.tenant if bc else None
+    return None
+
+
+def subscription_sync(
+    gateway: PaymentGateway, subscription_id: str, *, actor: User | Actor | None = None
+) -> Tenant | None:
+    """Re-read a subscription from the gateway and apply it as it is now; returns its tenant."""
+    gw = gateway.retrieve_subscription(subscription_id)
+    tenant = tenant_for(customer_id=gw.customer_id, metadata=gw.metadata)
+    if tenant is None:
+        log.warning("subscription %s belongs to no tenant we know", subscription_id)
+        return None
+    plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
+    return tenant
+
+
+def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
+    """Mirror the gateway's invoice as it is now (lines replaced wholesale: they are the gateway's)."""
+    fields = {
+        "tenant": tenant,
+        "gateway_subscription_id": inv.subscription_id,
+        "number": inv.number,
+        "status": inv.status,
+        "currency": inv.currency,
+        "subtotal": inv.subtotal,
+        "tax": inv.tax,
+        "total": inv.total,
+        "amount_due": inv.amount_due,
+        "amount_paid": inv.amount_paid,
+        "amount_remaining": inv.amount_remaining,
+        "billing_reason": inv.billing_reason,
+        "period_start": inv.period_start,
+        "period_end": inv.period_end,
+        "issued_at": inv.created,
+        "paid_at": inv.paid_at,
+        "hosted_invoice_url": inv.hosted_invoice_url,
+        "pdf_url": inv.invoice_pdf,
+    }
+    invoice, _ = Invoice.objects.select_for_update().update_or_create(
+        gateway_invoice_id=inv.id, defaults=fields
+    )
+    invoice.lines.all().delete()
+    InvoiceLine.objects.bulk_create(
+        InvoiceLine(
+            invoice=invoice,
+            position=i,
+            description=line.description[:500],
+            quantity=line.quantity,
+            amount=line.amount,
+            period_start=line.period_start,
+            period_end=line.period_end,
+        )
+        for i, line in enumerate(inv.lines)
+    )
+    return invoice
+
+
 # --- reconciliation and the clock --------------------------------------------------------------
+
+
+def customer_reconcile(*, customer: BillingCustomer, since: datetime) -> dict[str, int]:
+    """Re-read one customer's subscriptions and recent invoices from the gateway and apply them."""
+    gateway = get_gateway()
+    counts = {"subscriptions": 0, "invoices": 0}
+    for gw in gateway.list_subscriptions(customer_id=customer.customer_id):
+        with transaction.atomic():
+            subscription_sync(gateway, gw.id)
+        counts["subscriptions"] += 1
+    for inv in gateway.list_invoices(customer_id=customer.customer_id, created_since=since):
+        with transaction.atomic():
+            invoice_upsert(tenant=customer.tenant, inv=inv)
+        counts["invoices"] += 1
+    return counts
+
+
+def tenant_reconcile(*, tenant: Tenant, since_days: int = 35) -> dict[str, int]:
+    """The tenant's billing as the gateway has it now (the demo and operators, without waiting for
+    webhooks)."""
+    customer = BillingCustomer.objects.select_related("tenant").filter(tenant=tenant).first()
+    if customer is None:
+        return {"subscriptions": 0, "invoices": 0}
+    return customer_reconcile(customer=customer, since=timezone.now() - timedelta(days=since_days))
 
 
 def billing_reconcile(*, since_days: int = 35) -> dict[str, int]:
     """Re-read every customer's subscriptions and recent invoices from the gateway and repair local
     state (missed or failed webhooks)."""
-    gateway = get_gateway()
     counts = {"customers": 0, "subscriptions": 0, "invoices": 0, "errors": 0}
     since = timezone.now() - timedelta(days=since_days)
     for bc in BillingCustomer.objects.select_related("tenant").order_by("pk"):
         counts["customers"] += 1
         try:
-            for gw in gateway.list_subscriptions(customer_id=bc.customer_id):
-                with transaction.atomic():
-                    sync_subscription(gateway, gw.id)
-                counts["subscriptions"] += 1
-            for inv in gateway.list_invoices(customer_id=bc.customer_id, created_since=since):
-                with transaction.atomic():
-                    invoice_upsert(tenant=bc.tenant, inv=inv)
-                counts["invoices"] += 1
+            done = customer_reconcile(customer=bc, since=since)
         except GatewayError:
             counts["errors"] += 1
+            continue
+        counts["subscriptions"] += done["subscriptions"]
+        counts["invoices"] += done["invoices"]
     return counts
 
 
@@ -240,7 +396,6 @@ def billing_tick(*, now: datetime) -> dict[str, int]:
 
 
 __all__ = [
-    "When",
     "billing_reconcile",
     "billing_tick",
     "checkout_start",

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
-from django.db.models import Q
 from django.utils import timezone
 
-from billing_portal import services
-from billing_portal.models import WebhookEvent
-from billing_portal.webhooks import webhook_event_process
+from billing_portal import services, webhooks
 
 
 @shared_task(acks_late=True)
 def process_webhook_event(event_pk: int) -> str:
-    return webhook_event_process(event_pk=event_pk)
+    return webhooks.webhook_event_process(event_pk=event_pk)
 
 
 @shared_task(acks_late=True)
 def retry_webhook_events() -> int:
-    """Events that failed (or whose worker died mid-way) are tried again, up to 8 attempts."""
-    stale = timezone.now() - timedelta(minutes=10)
-    WebhookEvent.objects.filter(status=WebhookEvent.Status.PROCESSING, received_at__lt=stale).update(
-        status=WebhookEvent.Status.FAILED
-    )
-    ids = list(
-        WebhookEvent.objects.filter(
-            Q(status=WebhookEvent.Status.FAILED)
-            | Q(status=WebhookEvent.Status.RECEIVED, received_at__lt=stale),
-            attempts__lt=8,
-        ).values_list("pk", flat=True)[:200]
-    )
+    """Failed events, events nobody picked up, and claims of workers that died are tried again, up
+    to MAX_ATTEMPTS; an event a worker is applying right now is left alone."""
+    ids = webhooks.webhook_events_due(now=timezone.now())
     for pk in ids:
         process_webhook_event.delay(pk)
     return len(ids)
@@ -46,3 +32,9 @@ def advance_gateway_clock() -> int:
 @shared_task(acks_late=True)
 def reconcile() -> dict[str, int]:
     return services.billing_reconcile()
+
+
+def deliver_in_process(payload: bytes, signature: str) -> None:
+    """The local gateway's webhook delivery: the endpoint's own receiver, signature and all, then a
+    worker applies the event, as with a delivery over HTTP."""
+    webhooks.webhook_receive(payload=payload, signature=signature, enqueue=process_webhook_event.delay)

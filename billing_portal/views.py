@@ -3,7 +3,6 @@ gateway's webhook endpoint. Thin views: access check → form → one service �
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.conf import settings
@@ -16,16 +15,14 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing_portal import services
+from billing_portal import services, tasks, webhooks
 from billing_portal.forms import LeadForm, PlanChangeForm
-from billing_portal.gateway.base import WebhookSignatureError
-from billing_portal.gateways import get_gateway
-from billing_portal.webhooks import webhook_event_record
+from billing_portal.gateway.base import WebhookRejected, WebhookSignatureError
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Lead, Plan, Product, ScheduledChange
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
-from tenants.errors import BusinessError
+from tenants.errors import BusinessError, error_response
 from tenants.forms import SignupForm
 from tenants.models import Role, Tenant
 
@@ -263,12 +260,16 @@ def request_contact(request: TenantRequest, tenant: Tenant, plan_code: str) -> H
 @require_POST
 def stripe_webhook(request: HttpRequest) -> HttpResponse:
     """Verify (signature and timestamp tolerance), store by event id, apply after commit.
-    A bad signature is a 400 and stores nothing."""
+    A bad signature or an unusable event is a 400 and stores nothing."""
     try:
-        event = get_gateway().verify_webhook(
-            payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
+        received = webhooks.webhook_receive(
+            payload=request.body,
+            signature=request.headers.get("Stripe-Signature", ""),
+            enqueue=tasks.process_webhook_event.delay,
         )
     except WebhookSignatureError as exc:
-        return JsonResponse({"error": {"code": "bad_signature", "message": str(exc)}}, status=400)
-    row, created = webhook_event_record(event=event, payload=json.loads(request.body))
-    return JsonResponse({"received": True, "duplicate": not created, "status": row.status})
+        return error_response("bad_signature", str(exc), status=400)
+    except WebhookRejected as exc:
+        return error_response("bad_event", str(exc), status=400)
+    row = received.event
+    return JsonResponse({"received": True, "duplicate": not received.created, "status": row.status})

@@ -1,27 +1,15 @@
-"""The integration API under /api/v1/, authenticated by `Authorization: Bearer <key>`.
-
-Every error answers `{"error": {"code": ..., "message": ...}}`: ninja's own validation and
-authentication errors are mapped to that shape here, as are our BusinessErrors."""
+"""The integration API under /api/v1/: mounts each app's router (`<app>/api.py`) and maps exceptions
+to the error body of `tenants.errors` (the only place that builds it). Errors that ninja or Django
+produce before any handler runs (405, 404, 500) are shaped by `config.middleware`."""
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import HttpBearer
 
 from plans.api import router as plans_router
 from tenants.api import router as tenants_router
-from tenants.errors import BusinessError, error_body
-from tenants.models import ApiKey
-from tenants.services import api_key_authenticate
-
-
-class ApiKeyAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
-        key = api_key_authenticate(token)
-        if key is not None:
-            request.tenant = key.tenant  # type: ignore[attr-defined]
-        return key
-
+from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
+from tenants.errors import BusinessError, error_body, http_error
 
 api = NinjaAPI(
     title="Allowance integration API",
@@ -32,8 +20,10 @@ api = NinjaAPI(
 )
 
 
-def _error(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:
-    return api.create_response(request, error_body(code, message), status=status)
+def _error(
+    request: HttpRequest, status: int, code: str, message: str, details: object = None
+) -> HttpResponse:
+    return api.create_response(request, error_body(code, message, details=details), status=status)
 
 
 @api.exception_handler(BusinessError)
@@ -43,9 +33,7 @@ def on_business_error(request: HttpRequest, exc: BusinessError) -> HttpResponse:
 
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return _error(
-        request, 401, "unauthorized", "A valid API key is required: send it as 'Authorization: Bearer <key>'."
-    )
+    return _error(request, 401, "unauthorized", UNAUTHORIZED_MESSAGE)
 
 
 @api.exception_handler(ValidationError)
@@ -53,15 +41,12 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     first = exc.errors[0] if exc.errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
     message = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "Invalid request.")
-    response = api.create_response(
-        request, {"error": {"code": "invalid_request", "message": message, "details": exc.errors}}, status=422
-    )
-    return response
+    return _error(request, 422, "invalid_request", message, details=exc.errors)
 
 
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return _error(request, 404, "not_found", "Not found.")
+    return _error(request, 404, *http_error(404))  # never the exception's text: it names our models
 
 
 @api.exception_handler(HttpError)

@@ -6,18 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-from tenants.errors import error_body
-
-CODES = {
-    400: ("bad_request", "The request could not be understood."),
-    401: ("unauthorized", "A valid API key is required: send it as 'Authorization: Bearer <key>'."),
-    403: ("forbidden", "This key may not do that."),
-    404: ("not_found", "Not found."),
-    405: ("method_not_allowed", "This method is not allowed on this endpoint."),
-    500: ("server_error", "Something went wrong on our side. Try again later."),
-}
+from tenants.errors import error_response, http_error
 
 
 class ApiErrorShapeMiddleware:
@@ -34,8 +25,9 @@ class ApiErrorShapeMiddleware:
                     return response
             except (ValueError, TypeError):
                 pass
-        code, message = CODES.get(response.status_code, ("error", "The request failed."))
-        shaped = JsonResponse(error_body(code, message), status=response.status_code)
-        if response.has_header("Allow"):
-            shaped["Allow"] = response["Allow"]
+        code, message = http_error(response.status_code)
+        shaped = error_response(code, message, status=response.status_code)
+        for header in ("Allow", "Retry-After"):
+            if response.has_header(header):
+                shaped[header] = response[header]
         return shaped

@@ -1,13 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
 from billing_portal import urls as billing_urls
 from billing_portal import views as billing_views
 from config.api import api
 from tenants import views as tenant_views
-from tenants.errors import error_body
 from tenants.forms import LoginForm, QueuedPasswordResetForm
 from tenants.urls import tenant_patterns
 
@@ -51,14 +49,3 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
 ]
-
-
-def api_aware_404(request: HttpRequest, exception: Exception) -> object:
-    if request.path.startswith("/api/"):
-        return JsonResponse(error_body("not_found", "Not found."), status=404)
-    from django.views.defaults import page_not_found
-
-    return page_not_found(request, exception)
-
-
-handler404 = api_aware_404

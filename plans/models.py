@@ -119,8 +119,6 @@ class Subscription(models.Model):
         CANCELED = "canceled", "Canceled"  # cancellation scheduled: active until ends_at
         EXPIRED = "expired", "Expired"
 
-    LIVE_STATES = (State.TRIALING, State.ACTIVE, State.PAST_DUE, State.SUSPENDED, State.CANCELED)
-
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="subscriptions")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
@@ -160,10 +158,6 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant} · {self.plan} ({self.state})"
-
-    @property
-    def is_live(self) -> bool:
-        return self.state != self.State.EXPIRED
 
 
 class TrialGrant(models.Model):

@@ -93,10 +93,6 @@ class ProductEntitlement:
         return self.refusal is None
 
     @property
-    def is_trial(self) -> bool:
-        return self.state == State.TRIALING
-
-    @property
     def is_paid(self) -> bool:
         return self.plan_kind == Plan.Kind.SELF_SERVE and self.state != State.EXPIRED
 

@@ -1,8 +1,8 @@
 """Every write of the plans app: the subscription state machine, trials, scheduled changes, leads.
 
 Each transition locks the subscription row, returns early if the target state is already reached,
-writes an audit event and queues its email once (the notification log's unique key). Gateway
-facts arrive as a `GatewaySubscription` (billing_portal hands it down) and are applied from the
+writes an audit event and queues its email once (the notification log's unique key). Payment
+facts arrive as `PaidSubscriptionFacts` (billing_portal translates the gateway's objects) and are applied from the
 object's current state, never from an event's position, so replays and reordering converge."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing_portal.gateway.base import GatewaySubscription
 from plans.models import Lead, Plan, Product, ScheduledChange, Subscription, TrialGrant
+from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
 from plans.selectors import MSG_OVERDUE
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
@@ -268,29 +268,30 @@ def plan_for_price(price_id: str) -> Plan:
     return plan
 
 
-GATEWAY_LIVE = {"active", "trialing", "past_due", "unpaid", "paused"}
-
-
 @transaction.atomic
-def subscription_apply_gateway(
-    *, tenant: Tenant, gw: GatewaySubscription, now: datetime | None = None, actor: User | Actor | None = None
+def subscription_apply_facts(
+    *,
+    tenant: Tenant,
+    gw: PaidSubscriptionFacts,
+    now: datetime | None = None,
+    actor: User | Actor | None = None,
 ) -> Subscription | None:
-    """Bring our subscription in line with the gateway's current object. Idempotent: applying the
-    same object twice, or an older event's trigger after a newer one, ends in the same state because
-    `gw` is always the object as it is now."""
+    """Bring our subscription in line with what the payment rail says of it now. Idempotent:
+    applying the same facts twice, or an older event's trigger after a newer one, ends in the same
+    state because `gw` is always the subscription as it is now."""
     now = now or timezone.now()
-    if gw.status in {"incomplete"}:
+    if gw.status == PaymentStatus.PENDING:
         return None  # checkout not finished: nothing is owed or granted yet
     plan = plan_for_price(gw.price_id)
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # serialize per tenant
     sub = (
         Subscription.objects.select_for_update()
         .select_related("plan", "product")
-        .filter(tenant=tenant, gateway_subscription_id=gw.id)
+        .filter(tenant=tenant, gateway_subscription_id=gw.reference)
         .first()
     )
     if sub is None:
-        if gw.status not in GATEWAY_LIVE:
+        if gw.status not in RUNNING:
             # A paid subscription that ended before we ever saw it (its webhooks were late or lost):
             # nothing to grant, but a trial it had converted does not come back (S13).
             live = _lock_live(tenant, plan.product)
@@ -320,7 +321,7 @@ def subscription_apply_gateway(
             sub.ends_at = None
         else:
             sub = Subscription(tenant=tenant, product=plan.product, plan=plan, started_at=now, state="")
-        sub.gateway_subscription_id = gw.id
+        sub.gateway_subscription_id = gw.reference
 
     old_plan_id, old_state = sub.plan_id, sub.state
     sub.plan = plan
@@ -358,24 +359,34 @@ def subscription_apply_gateway(
     return sub
 
 
-def _target_state(sub: Subscription, gw: GatewaySubscription, *, now: datetime) -> str:
-    """The state the gateway's object implies, setting the dates that go with it on `sub`."""
-    if gw.status in {"canceled", "incomplete_expired"}:
-        sub.ended_at = sub.ended_at or gw.ended_at or now
-        return State.EXPIRED
-    if gw.status in {"past_due", "unpaid"}:
-        if sub.payment_failed_at is None:  # the grace period starts at the first failure seen
-            sub.payment_failed_at = now
-            sub.grace_until = now + timedelta(days=settings.GRACE_PERIOD_DAYS)
-        # Only the grace sweeper suspends; the gateway reporting past_due again does not undo it.
-        return State.SUSPENDED if sub.state == State.SUSPENDED else State.PAST_DUE
-    sub.payment_failed_at = sub.grace_until = None
-    if gw.cancel_at_period_end or gw.cancel_at:
-        sub.canceled_at = sub.canceled_at or gw.canceled_at or now
-        sub.ends_at = gw.cancel_at or gw.current_period_end
-        return State.CANCELED
-    sub.canceled_at = sub.ends_at = None
-    return State.ACTIVE
+def _target_state(sub: Subscription, gw: PaidSubscriptionFacts, *, now: datetime) -> str:
+    """The state the payment facts imply, setting the dates that go with it on `sub`. Every
+    PaymentStatus has its branch; a status without one is an error, never Active by default."""
+    match gw.status:
+        case PaymentStatus.ENDED | PaymentStatus.PENDING:
+            sub.ended_at = sub.ended_at or gw.ended_at or now
+            return State.EXPIRED
+        case PaymentStatus.PAYMENT_OVERDUE | PaymentStatus.PAUSED:
+            # The rail gave up retrying (or paused collection): no grace left, no access (S28).
+            if sub.payment_failed_at is None:
+                sub.payment_failed_at = now
+            sub.grace_until = min(sub.grace_until or now, now)
+            return State.SUSPENDED
+        case PaymentStatus.PAYMENT_FAILED:
+            if sub.payment_failed_at is None:  # the grace period starts at the first failure seen
+                sub.payment_failed_at = now
+                sub.grace_until = now + timedelta(days=settings.GRACE_PERIOD_DAYS)
+            # Only the grace sweeper suspends; the rail reporting the failure again does not undo it.
+            return State.SUSPENDED if sub.state == State.SUSPENDED else State.PAST_DUE
+        case PaymentStatus.PAID:
+            sub.payment_failed_at = sub.grace_until = None
+            if gw.cancel_at_period_end or gw.cancel_at:
+                sub.canceled_at = sub.canceled_at or gw.canceled_at or now
+                sub.ends_at = gw.cancel_at or gw.current_period_end
+                return State.CANCELED
+            sub.canceled_at = sub.ends_at = None
+            return State.ACTIVE
+    raise ValueError(f"no subscription state for payment status {gw.status!r}")
 
 
 def _verb(state: str) -> str:

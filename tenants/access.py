@@ -15,9 +15,15 @@ from django_htmx.middleware import HtmxDetails
 
 from tenants.models import Membership, Role, Tenant, User
 
+ALL_ROLES = (Role.ADMIN, Role.MEMBER, Role.FINANCE)
+ADMIN_ONLY = (Role.ADMIN,)
+BILLING_READERS = (Role.ADMIN, Role.FINANCE)
+
+MSG_ROLE = "Your role does not allow this."
+
 
 class TenantRequest(HttpRequest):
-    """What a view under `tenant_view` receives: a signed-in member, their tenant and membership."""
+    """What a tenant view receives: a signed-in member, their tenant and membership, htmx details."""
 
     user: User
     htmx: HtmxDetails
@@ -25,66 +31,42 @@ class TenantRequest(HttpRequest):
     membership: Membership
 
 
-class HtmxRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
-ALL_ROLES = (Role.ADMIN, Role.MEMBER, Role.FINANCE)
-ADMIN_ONLY = (Role.ADMIN,)
-BILLING_READERS = (Role.ADMIN, Role.FINANCE)
-
-
-def resolve_membership(request: HttpRequest, slug: str) -> Membership:
+def member_access(request: HttpRequest, roles: Iterable[Role], **tenant_lookup: Any) -> Membership:
+    """The signed-in user's membership of the tenant `tenant_lookup` names (`slug=…` or `tenant=…`),
+    set on the request as `request.tenant` and `request.membership`. Raises Http404 for anyone who
+    is not a member (or not signed in) and PermissionDenied for a member without one of `roles`."""
     if not request.user.is_authenticated:
         raise Http404
+    lookup = {f"tenant__{k}" if k != "tenant" else k: v for k, v in tenant_lookup.items()}
     membership = (
-        Membership.objects.select_related("tenant", "user")
-        .filter(tenant__slug=slug, user=request.user)
-        .first()
+        Membership.objects.select_related("tenant", "user").filter(user=request.user, **lookup).first()
     )
     if membership is None:
         raise Http404("No such tenant.")
+    if membership.role not in {Role(r) for r in roles}:
+        raise PermissionDenied(MSG_ROLE)
+    request.tenant = membership.tenant  # type: ignore[attr-defined]
+    request.membership = membership  # type: ignore[attr-defined]
     return membership
 
 
 def tenant_view(roles: Iterable[Role] = ALL_ROLES) -> Callable:
-    """Decorate a view `view(request, tenant, **kwargs)` under `/t/<slug>/`.
+    """Decorate a view `view(request: TenantRequest, tenant, **kwargs)` under `/t/<slug>/`.
 
-    Sets `request.tenant` and `request.membership`; answers 404 to non-members and 403 to members
-    whose role is not in `roles`. Anonymous users are sent to the login page."""
-    allowed = frozenset(Role(r) for r in roles)
+    Answers 404 to non-members and 403 to members whose role is not in `roles`. Anonymous users are
+    sent to the login page."""
+    allowed = tuple(Role(r) for r in roles)
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
         def wrapper(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            membership = resolve_membership(request, slug)
-            if membership.role not in allowed:
-                raise PermissionDenied("Your role does not allow this.")
-            request.tenant = membership.tenant  # type: ignore[attr-defined]
-            request.membership = membership  # type: ignore[attr-defined]
+            membership = member_access(request, allowed, slug=slug)
             request.session["last_tenant"] = membership.tenant.slug
             return view(request, membership.tenant, *args, **kwargs)
 
-        wrapper.tenant_roles = allowed  # type: ignore[attr-defined]
+        wrapper.tenant_roles = frozenset(allowed)  # type: ignore[attr-defined]
         return wrapper
 
     return decorator
-
-
-def can(membership: Membership | None, roles: Iterable[Role]) -> bool:
-    return membership is not None and membership.role in set(roles)
-
-
-__all__ = [
-    "ADMIN_ONLY",
-    "ALL_ROLES",
-    "BILLING_READERS",
-    "HtmxRequest",
-    "Tenant",
-    "TenantRequest",
-    "can",
-    "resolve_membership",
-    "tenant_view",
-]

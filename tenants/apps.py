@@ -4,3 +4,14 @@ from django.apps import AppConfig
 class TenantsConfig(AppConfig):
     name = "tenants"
     verbose_name = "Tenants and access"
+
+    def ready(self) -> None:
+        from tenants.access import ADMIN_ONLY, ALL_ROLES
+        from tenants.navigation import NavItem, register
+
+        register(
+            NavItem("Overview", "tenant_home", ALL_ROLES, order=0, icon="home"),
+            NavItem("Team", "team", ADMIN_ONLY, order=80, icon="people"),
+            NavItem("API keys", "api_keys", ADMIN_ONLY, order=85, icon="lock"),
+            NavItem("Activity", "activity", ADMIN_ONLY, order=90, icon="list"),
+        )

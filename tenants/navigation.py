@@ -1,16 +1,16 @@
-"""The tenant navigation, in one place: label, URL name, and the roles that may see the item.
+"""The sidebar: a registry each app fills from its `AppConfig.ready` with the pages it owns, so
+tenants (the lowest layer) names no URL of the apps above it.
 
-Pages that a later issue builds appear here already; until their URL exists they show as
-"soon" and link nowhere."""
+An item is a label, a URL name under /t/<slug>/, the roles that see it, a position, and optionally
+a condition (a deployment setting, say) that hides it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-from django.conf import settings
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
-from tenants.access import ADMIN_ONLY, ALL_ROLES, BILLING_READERS
 from tenants.models import Membership, Role
 
 
@@ -19,44 +19,42 @@ class NavItem:
     label: str
     url_name: str
     roles: tuple[Role, ...]
-    icon: str
+    order: int
+    icon: str = ""
+    shown: Callable[[], bool] = field(default=lambda: True, compare=False)
 
 
-NAVIGATION: tuple[NavItem, ...] = (
-    NavItem("Overview", "tenant_home", ALL_ROLES, "home"),
-    NavItem("Billing", "billing", ALL_ROLES, "card"),
-    NavItem("Plans & Licenses", "plans_and_licenses", ALL_ROLES, "key"),
-    NavItem("AI Credits", "ai_credits", ALL_ROLES, "spark"),
-    NavItem("Sessions", "sessions", ALL_ROLES, "chat"),
-    NavItem("Invoices", "invoices", BILLING_READERS, "doc"),
-    NavItem("Team", "team", ADMIN_ONLY, "people"),
-    NavItem("API keys", "api_keys", ADMIN_ONLY, "lock"),
-    NavItem("Activity", "activity", ADMIN_ONLY, "list"),
-)
+_REGISTRY: dict[str, NavItem] = {}
+
+
+def register(*items: NavItem) -> None:
+    """Add sidebar entries (idempotent: registering a URL name again replaces its entry)."""
+    for item in items:
+        _REGISTRY[item.url_name] = item
+
+
+def registered() -> list[NavItem]:
+    return sorted(_REGISTRY.values(), key=lambda item: (item.order, item.label))
 
 
 @dataclass(frozen=True)
 class NavLink:
     label: str
-    url: str | None
+    url: str
     active: bool
     icon: str
 
 
-def nav_for(membership: Membership, current_path: str) -> list[NavLink]:
+def nav_for(
+    membership: Membership, current_path: str, items: Iterable[NavItem] | None = None
+) -> list[NavLink]:
     """The items this member may see; the active one is the longest whose URL starts the current
     path, so an invoice's detail page highlights Invoices (and Overview only the overview)."""
-    found: list[tuple[NavItem, str | None]] = []
-    for item in NAVIGATION:
-        if membership.role not in item.roles:
-            continue
-        if item.url_name == "billing" and not settings.BILLING_TAB_ENABLED:
-            continue  # billing happens outside the portal on this deployment (S03)
-        try:
-            url: str | None = reverse(item.url_name, kwargs={"slug": membership.tenant.slug})
-        except NoReverseMatch:
-            url = None  # built by a later issue
-        found.append((item, url))
-    matches = [url for _, url in found if url and current_path.startswith(url)]
+    found: list[tuple[NavItem, str]] = [
+        (item, reverse(item.url_name, kwargs={"slug": membership.tenant.slug}))
+        for item in (registered() if items is None else items)
+        if membership.role in item.roles and item.shown()
+    ]
+    matches = [url for _, url in found if current_path.startswith(url)]
     active = max(matches, key=len, default=None)
-    return [NavLink(item.label, url, url is not None and url == active, item.icon) for item, url in found]
+    return [NavLink(item.label, url, url == active, item.icon) for item, url in found]

@@ -8,7 +8,7 @@ import time_machine
 from django.utils import timezone
 
 from billing_portal.demo import start_plan
-from billing_portal.gateways import get_gateway
+from billing_portal.gateway.factory import get_gateway
 from billing_portal.services import billing_tick, organization_create
 from plans.factories import plan
 from plans.models import Subscription

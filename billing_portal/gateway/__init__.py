@@ -10,6 +10,7 @@ from billing_portal.gateway.base import (
     GatewaySchedule,
     GatewaySubscription,
     PaymentGateway,
+    WebhookRejected,
     WebhookSignatureError,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "GatewaySchedule",
     "GatewaySubscription",
     "PaymentGateway",
+    "WebhookRejected",
     "WebhookSignatureError",
 ]

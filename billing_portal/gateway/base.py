@@ -158,6 +158,10 @@ class PaymentGateway(abc.ABC):
         """Keep the current price until `at`, then switch to `price_id` (a subscription schedule)."""
 
     @abc.abstractmethod
+    def retrieve_schedule(self, schedule_id: str) -> GatewaySchedule:
+        """The subscription schedule as it is now (webhook handlers re-read it, never trust the body)."""
+
+    @abc.abstractmethod
     def release_schedule(self, schedule_id: str, *, idempotency_key: str) -> None:
         """Undo a scheduled change: the subscription stays on its current price."""
 
@@ -192,5 +196,9 @@ class PaymentGateway(abc.ABC):
         """Check the signature and timestamp tolerance; raise WebhookSignatureError otherwise."""
 
 
-class WebhookSignatureError(Exception):
+class WebhookRejected(Exception):
+    """A webhook delivery we refuse (400): a bad signature, or a body that is not a usable event."""
+
+
+class WebhookSignatureError(WebhookRejected):
     pass

@@ -572,6 +572,9 @@ class LocalGateway(PaymentGateway):
             schedule_row.save()
             self._emit("subscription_schedule.canceled", schedule_row.data, now=now)
 
+    def retrieve_schedule(self, schedule_id: str) -> GatewaySchedule:
+        return schedule_from_stripe(_read(schedule_id, "subscription_schedule"))
+
     # --- invoices -----------------------------------------------------------------------------------
 
     def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice:

@@ -29,6 +29,7 @@ from billing_portal.gateway.base import (
     GatewaySchedule,
     GatewaySubscription,
     PaymentGateway,
+    WebhookRejected,
     WebhookSignatureError,
 )
 
@@ -240,6 +241,11 @@ class StripeGateway(PaymentGateway):
                 )
         return subscription_from_stripe(sub.to_dict())
 
+    def retrieve_schedule(self, schedule_id: str) -> GatewaySchedule:
+        with _translated_errors():
+            schedule = self._client.v1.subscription_schedules.retrieve(schedule_id)
+        return schedule_from_stripe(schedule.to_dict())
+
     # --- invoices -----------------------------------------------------------------------------------
 
     def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice:
@@ -425,14 +431,37 @@ def schedule_from_stripe(data: Mapping[str, Any]) -> GatewaySchedule:
     )
 
 
+# The longest values our event log stores; Stripe's ids and types are far shorter.
+EVENT_ID_MAX, EVENT_TYPE_MAX, OBJECT_TYPE_MAX, OBJECT_ID_MAX = 100, 80, 60, 100
+_LAST_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def event_from_stripe(data: Mapping[str, Any]) -> GatewayEvent:
-    obj = (data.get("data") or {}).get("object") or {}
+    """The event's envelope, checked: a signed body without a usable id, type, creation time or
+    object is refused (WebhookRejected, answered 400), never stored half-read."""
+
+    def text(value: object, what: str, longest: int, *, required: bool = True) -> str:
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or (required and not value) or len(value) > longest:
+            raise WebhookRejected(
+                f"The event's {what} is missing or not a string of at most {longest} characters."
+            )
+        return value
+
+    event_data = data.get("data")
+    obj = event_data.get("object") if isinstance(event_data, Mapping) else None
+    if not isinstance(obj, Mapping):
+        raise WebhookRejected("The event has no data.object.")
+    created = data.get("created")
+    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created <= _LAST_TIMESTAMP:
+        raise WebhookRejected("The event's created is not a Unix timestamp.")
     return GatewayEvent(
-        id=data["id"],
-        type=data["type"],
-        created=_datetime(data["created"]),
-        object_type=obj.get("object") or "",
-        object_id=obj.get("id") or "",
+        id=text(data.get("id"), "id", EVENT_ID_MAX),
+        type=text(data.get("type"), "type", EVENT_TYPE_MAX),
+        created=_datetime(created),
+        object_type=text(obj.get("object"), "object type", OBJECT_TYPE_MAX, required=False),
+        object_id=text(obj.get("id"), "object id", OBJECT_ID_MAX, required=False),
         data=dict(obj),
     )
 

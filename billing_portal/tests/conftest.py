@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from billing_portal import gateways, services
+from billing_portal import services
+from billing_portal.gateway import factory
 from billing_portal.gateway.local import LocalGateway
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.models import BillingCustomer
@@ -57,7 +58,7 @@ def emitted_events(customer_id: str) -> list[dict[str, Any]]:
 
 
 def local_gateway() -> LocalGateway:
-    gateway = gateways.get_gateway()
+    gateway = factory.get_gateway()
     assert isinstance(gateway, LocalGateway)
     return gateway
 
@@ -86,9 +87,9 @@ def live_sub(tenant: Tenant, product: str = "ai_agents") -> Subscription:
 def fresh_gateway():
     """get_gateway() is cached per settings: drop it before and after, so a patched delivery is the
     one the gateway is built with, and the next test gets the real one again."""
-    gateways._build.cache_clear()
+    factory.reset()
     yield
-    gateways._build.cache_clear()
+    factory.reset()
 
 
 @pytest.fixture

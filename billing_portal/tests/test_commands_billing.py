@@ -12,7 +12,7 @@ import time_machine
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from billing_portal import gateways
+from billing_portal.gateway import factory
 from billing_portal.models import Invoice, WebhookEvent
 from plans import selectors as plan_selectors
 from plans.factories import SubscriptionFactory, plan
@@ -123,7 +123,7 @@ def test_billing_tick_runs_every_sweeper_once_and_a_second_run_finds_nothing(db,
 @pytest.fixture
 def webhooks_lost(monkeypatch, fresh_gateway) -> None:
     """The gateway's deliveries go nowhere (our endpoint was down)."""
-    monkeypatch.setattr(gateways, "_deliver_in_process", lambda payload, header: None)
+    monkeypatch.setattr(factory.WIRING, "deliver", lambda payload, header: None)
 
 
 def test_billing_reconcile_repairs_a_checkout_whose_webhooks_were_lost(

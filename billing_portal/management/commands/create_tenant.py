@@ -8,7 +8,6 @@ from django.db import transaction
 
 from billing_portal.demo import local_gateway_available, start_plan
 from billing_portal.services import organization_create
-from config.celery import app as celery_app
 from plans.models import Plan
 from tenants import services
 from tenants.audit import SYSTEM
@@ -65,8 +64,6 @@ class Command(BaseCommand):
                         context={"tenant": tenant, "link": services.set_password_link(admin)},
                     )
                 if plan is not None:
-                    # The local gateway's webhooks apply now, not later in a worker.
-                    celery_app.conf.task_always_eager = True
                     start_plan(tenant=tenant, plan=plan, actor=SYSTEM)
                 secret = None
                 if options["api_key"]:

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from billing_portal import services as billing
 from billing_portal.demo import start_plan
-from billing_portal.gateways import get_gateway
-from config.celery import app as celery_app
+from billing_portal.gateway.factory import get_gateway
+from billing_portal.gateway.local import LocalGateway
 from plans import services as plan_services
 from plans.models import Plan, Subscription
 from tenants import services
@@ -56,9 +56,6 @@ class Command(BaseCommand):
             raise CommandError(
                 "seed_demo creates known passwords and keys: it runs only with DEBUG=true (or --force)."
             )
-        # Apply the local gateway's webhooks here and now, not later in a worker: the demo is ready
-        # when this command returns.
-        celery_app.conf.task_always_eager = True
         staff = self._user("staff@allowance.test", "Platform Staff")
         if not (staff.is_staff and staff.is_superuser):
             staff.is_staff = staff.is_superuser = True
@@ -81,6 +78,9 @@ class Command(BaseCommand):
             if plan_code:
                 start_plan(tenant=tenant, plan=Plan.objects.get(code=plan_code), actor=admin)
             self._shape(tenant, state, admin)
+            # What the gateway did is applied here and now, not when a worker gets to the webhooks:
+            # the demo is ready when this command returns.
+            billing.tenant_reconcile(tenant=tenant)
             created += 1
         self.stdout.write(
             self.style.SUCCESS(
@@ -102,6 +102,7 @@ class Command(BaseCommand):
         )
         now = timezone.now()
         gateway = get_gateway()
+        assert isinstance(gateway, LocalGateway)
         if state == "trial_ending" and sub is not None:
             ends = now + timedelta(days=2)
             Subscription.objects.filter(pk=sub.pk).update(trial_ends_at=ends, current_period_end=ends)
@@ -116,7 +117,7 @@ class Command(BaseCommand):
                 actor=admin,
             )
         elif state == "payment_issue" and sub is not None:
-            gateway.fail_next_payment(sub.gateway_subscription_id)  # type: ignore[attr-defined]
+            gateway.fail_next_payment(sub.gateway_subscription_id)
         elif state == "canceled" and sub is not None:
             gateway.cancel_subscription(
                 subscription_id=sub.gateway_subscription_id,

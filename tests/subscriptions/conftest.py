@@ -8,9 +8,9 @@ import pytest
 import time_machine
 
 from billing_portal import services as billing
-from plans.tests.helpers import START, Org
 from tenants.factories import MembershipFactory, UserFactory
 from tenants.models import Role
+from tests.subscriptions.helpers import START, Org
 
 
 @pytest.fixture

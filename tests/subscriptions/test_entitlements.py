@@ -11,9 +11,9 @@ from django.test import Client
 from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
 from plans.models import Subscription
 from plans.selectors import entitlements
-from plans.tests.helpers import START, subscribe
 from tenants.audit import SYSTEM
 from tenants.services import api_key_create
+from tests.subscriptions.helpers import START, subscribe
 
 pytestmark = pytest.mark.django_db
 

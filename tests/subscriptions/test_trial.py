@@ -16,10 +16,10 @@ from plans import services as plan_services
 from plans.factories import plan
 from plans.models import Subscription, TrialGrant
 from plans.selectors import MSG_ENDED, entitlements
-from plans.tests.helpers import ADMIN_EMAILS, START, gateway, live, subscribe
-from plans.tests.helpers import org_mail as sent
 from tenants.errors import BusinessError
 from tenants.models import AuditEvent
+from tests.subscriptions.helpers import ADMIN_EMAILS, START, gateway, live, subscribe
+from tests.subscriptions.helpers import org_mail as sent
 
 pytestmark = pytest.mark.django_db
 

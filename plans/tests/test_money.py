@@ -3,7 +3,7 @@
 import pytest
 from django.template import Context, Template
 
-from billing_portal.money import decimal_string, format_money, minor_unit_digits
+from plans.money import decimal_string, format_money, minor_unit_digits
 
 
 @pytest.mark.parametrize(

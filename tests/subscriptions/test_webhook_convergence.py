@@ -1,6 +1,6 @@
 """Gateway facts converge: applying the same subscription object again changes nothing, and an old
 event delivered after a newer one still ends in the state the gateway has now, because the handlers
-re-read the object (billing_portal.webhooks.sync_subscription) instead of trusting the event body."""
+re-read the object (billing_portal.services.subscription_sync) instead of trusting the event body."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 from django.db.models import Q
 
 from billing_portal.models import WebhookEvent
-from billing_portal.webhooks import sync_subscription
+from billing_portal.services import subscription_facts, subscription_sync
 from plans import services as plan_services
 from plans.models import Subscription
 from plans.selectors import entitlements
-from plans.tests.helpers import (
+from tenants.models import AuditEvent, Notification
+from tests.subscriptions.helpers import (
     ADMIN_EMAILS,
     START,
     assert_webhooks_applied,
@@ -26,7 +27,6 @@ from plans.tests.helpers import (
     subscribe,
     subscription_rows,
 )
-from tenants.models import AuditEvent, Notification
 
 pytestmark = pytest.mark.django_db
 
@@ -58,13 +58,13 @@ def test_applying_the_same_gateway_object_three_times_gives_the_same_state(org, 
     gw = gateway().retrieve_subscription(paid.gateway_subscription_id)
     assert gw.cancel_at_period_end is True
 
-    plan_services.subscription_apply_gateway(tenant=org.tenant, gw=gw)
+    plan_services.subscription_apply_facts(tenant=org.tenant, gw=subscription_facts(gw))
     snapshot, transitions = subscription_rows(org.tenant), transition_count(org.tenant)
     assert live(org.tenant).state == "canceled"
 
     for minutes in (1, 2):  # later redeliveries of the same object
         clock.move_to(START + timedelta(minutes=minutes))
-        plan_services.subscription_apply_gateway(tenant=org.tenant, gw=gw)
+        plan_services.subscription_apply_facts(tenant=org.tenant, gw=subscription_facts(gw))
         assert subscription_rows(org.tenant) == snapshot
         assert transition_count(org.tenant) == transitions
 
@@ -80,7 +80,7 @@ def test_a_repeated_payment_failure_keeps_its_grace_period_and_sends_one_email(o
     with capture(execute=True):
         for hours in (0, 5, 30):
             clock.move_to(failed_at + timedelta(hours=hours))
-            plan_services.subscription_apply_gateway(tenant=org.tenant, gw=gw)
+            plan_services.subscription_apply_facts(tenant=org.tenant, gw=subscription_facts(gw))
     sub = live(org.tenant)
     assert (sub.state, sub.payment_failed_at, sub.grace_until) == (
         "past_due",
@@ -121,7 +121,7 @@ def test_an_old_event_after_a_newer_one_ends_in_the_gateways_current_state(org, 
 
     # A stale trigger for the same subscription (a retry, reconciliation) re-reads and agrees.
     snapshot = subscription_rows(org.tenant)
-    assert sync_subscription(gateway(), paid.gateway_subscription_id) == org.tenant
+    assert subscription_sync(gateway(), paid.gateway_subscription_id) == org.tenant
     assert subscription_rows(org.tenant) == snapshot
 
     # Redelivering every event (same ids) is recognised as duplicates and applies nothing.
@@ -163,7 +163,7 @@ def test_applying_an_old_object_directly_would_regress(org, paid, capture):
             subscription_id=paid.gateway_subscription_id, at_period_end=True, idempotency_key="test-cancel"
         )
     assert live(org.tenant).state == "canceled"
-    plan_services.subscription_apply_gateway(tenant=org.tenant, gw=old)
+    plan_services.subscription_apply_facts(tenant=org.tenant, gw=subscription_facts(old))
     assert live(org.tenant).state == "active"  # what replaying a stale body would do
-    sync_subscription(gateway(), paid.gateway_subscription_id)
+    subscription_sync(gateway(), paid.gateway_subscription_id)
     assert live(org.tenant).state == "canceled"  # re-reading puts it right

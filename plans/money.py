@@ -66,3 +66,38 @@ def format_money(amount: int, currency: str) -> str:
     if symbol:
         return f"{sign}{symbol}{number}"
     return f"{sign}{number} {currency.upper()}"
+
+
+# --- credits: stored as integer thousandths of a credit ------------------------------------------
+
+CREDIT = 1000  # thousandths in one credit
+
+
+def credits_string(thousandths: int) -> str:
+    """The exact decimal form the API and exports use: 49900 → "49.9", 100 → "0.1", 2000000 → "2000"."""
+    sign = "-" if thousandths < 0 else ""
+    whole, frac = divmod(abs(thousandths), CREDIT)
+    return f"{sign}{whole}" + (f".{frac:03d}".rstrip("0") if frac else "")
+
+
+def format_credits(thousandths: int) -> str:
+    """The form for people: 2000000 → "2,000 credits", 12500 → "12.5 credits", 1000 → "1 credit"."""
+    sign = "-" if thousandths < 0 else ""
+    whole, frac = divmod(abs(thousandths), CREDIT)
+    text = f"{sign}{whole:,}" + (f".{frac:03d}".rstrip("0") if frac else "")
+    return f"{text} credit" if thousandths == CREDIT else f"{text} credits"
+
+
+def parse_credits(text: str) -> int:
+    """ "2.5" → 2500 thousandths, exactly; refuses anything that is not a plain decimal with at most
+    three decimals (no exponent, no sign other than a leading minus, no float rounding)."""
+    value = text.strip()
+    negative = value.startswith("-")
+    digits = value[1:] if negative else value
+    whole, _, frac = digits.partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > 3 or (digits.endswith(".")):
+        raise ValueError(f"{text!r} is not a quantity of credits with at most three decimals")
+    if not whole.isascii() or not frac.isascii():
+        raise ValueError(f"{text!r} is not a quantity of credits with at most three decimals")
+    amount = int(whole) * CREDIT + int(frac.ljust(3, "0") or "0")
+    return -amount if negative else amount

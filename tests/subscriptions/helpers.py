@@ -15,8 +15,8 @@ from typing import Any
 from django.core import mail
 
 from billing_portal import services as billing
+from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
-from billing_portal.gateways import get_gateway
 from billing_portal.models import BillingCustomer, WebhookEvent
 from plans.factories import plan
 from plans.models import Subscription

@@ -19,10 +19,10 @@ from plans import services as plan_services
 from plans.factories import SubscriptionFactory, plan
 from plans.models import Subscription
 from plans.selectors import MSG_ENDED, MSG_OVERDUE, entitlements
-from plans.tests.helpers import ADMIN_EMAILS, START, customer_id, gateway, live, subscribe
-from plans.tests.helpers import org_mail as subjects
 from tenants.errors import BusinessError
 from tenants.models import AuditEvent
+from tests.subscriptions.helpers import ADMIN_EMAILS, START, customer_id, gateway, live, subscribe
+from tests.subscriptions.helpers import org_mail as subjects
 
 pytestmark = pytest.mark.django_db
 

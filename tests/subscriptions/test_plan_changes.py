@@ -16,9 +16,9 @@ from plans.factories import plan
 from plans.models import ScheduledChange, Subscription
 from plans.selectors import MSG_OVERDUE, entitlements
 from plans.services import When
-from plans.tests.helpers import START, customer_id, gateway, live, subscribe
 from tenants.errors import BusinessError
 from tenants.models import AuditEvent
+from tests.subscriptions.helpers import START, customer_id, gateway, live, subscribe
 
 pytestmark = pytest.mark.django_db
 

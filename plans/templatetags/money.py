@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from billing_portal.money import format_money
+from plans.money import format_money
 
 register = template.Library()
 

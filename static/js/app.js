@@ -1,0 +1,71 @@
+// Allowance's one script. Pages carry no inline scripts or handlers (the Content-Security-Policy
+// allows scripts from our own origin only); behaviour hangs on data attributes instead.
+(function () {
+  "use strict";
+
+  // The sidebar: open beside the page on wide screens, folded under "Menu" on phones (it is open
+  // in the HTML, so it works without JavaScript).
+  function fitSidebar() {
+    var menu = document.querySelector(".sidebar-toggle");
+    if (!menu) return;
+    var narrow = window.matchMedia("(max-width: 760px)");
+    var fit = function () { menu.open = !narrow.matches; };
+    fit();
+    narrow.addEventListener("change", fit);
+  }
+
+  // A dialog opens when htmx swaps content into it (the links that fill it also work as plain
+  // links to a full page).
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var dialog = event.target.closest && event.target.closest("dialog");
+    if (dialog && !dialog.open) dialog.showModal();
+  });
+
+  document.addEventListener("click", function (event) {
+    // [data-confirm="question"]: ask before the click goes through.
+    var asking = event.target.closest("[data-confirm]");
+    if (asking && !window.confirm(asking.getAttribute("data-confirm"))) {
+      event.preventDefault();
+      return;
+    }
+    // [data-close-dialog]: close the dialog around it instead of following the link.
+    var closer = event.target.closest("[data-close-dialog]");
+    if (closer) {
+      var dialog = closer.closest("dialog");
+      if (dialog) {
+        event.preventDefault();
+        dialog.close();
+      }
+      return;
+    }
+    // [data-dismiss]: remove the message or banner it sits in.
+    var dismiss = event.target.closest("[data-dismiss]");
+    if (dismiss) {
+      event.preventDefault();
+      var box = dismiss.closest("[data-dismissible]");
+      if (box) box.remove();
+    }
+  });
+
+  // [data-show-when="name=value"]: shown only while the radio button `name` has `value` checked
+  // (the "On custom date" field of Apply subscription updates).
+  function syncConditional(root) {
+    (root || document).querySelectorAll("[data-show-when]").forEach(function (el) {
+      var parts = el.getAttribute("data-show-when").split("=");
+      var form = el.closest("form") || document;
+      var checked = form.querySelector('input[name="' + parts[0] + '"]:checked');
+      el.hidden = !(checked && checked.value === parts[1]);
+    });
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.matches && event.target.matches("input[type=radio]")) syncConditional(event.target.form);
+  });
+  document.addEventListener("htmx:afterSwap", function (event) { syncConditional(event.target); });
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { fitSidebar(); syncConditional(); });
+  } else {
+    fitSidebar();
+    syncConditional();
+  }
+})();

@@ -1,0 +1,30 @@
+"""API-key authentication for django-ninja: `Authorization: Bearer <key>`; the key decides the tenant.
+
+Every app's router uses it (it is the API's default auth, set where the routers are mounted)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer
+
+from tenants.errors import http_error
+from tenants.models import ApiKey, Tenant
+from tenants.services import api_key_authenticate
+
+
+class ApiKeyAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        key = api_key_authenticate(token)
+        if key is not None:
+            request.tenant = key.tenant  # type: ignore[attr-defined]
+        return key
+
+
+class ApiRequest(HttpRequest):
+    """What an endpoint behind `ApiKeyAuth` receives."""
+
+    auth: ApiKey
+    tenant: Tenant
+
+
+UNAUTHORIZED_MESSAGE = http_error(401)[1]
