@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant, User
+
+if TYPE_CHECKING:
+    from tenants.access import TenantRequest
 
 
 def memberships_of(*, user: User) -> QuerySet[Membership]:
@@ -69,3 +73,19 @@ def activity_actions(*, tenant: Tenant) -> list[str]:
         .values_list("action", flat=True)
         .distinct()
     )
+
+
+def team_tile(request: TenantRequest) -> dict[str, Any]:
+    """The Overview's team tile (admins): members and pending invitations, in one query."""
+    tenant = request.tenant
+    counts = Tenant.objects.filter(pk=tenant.pk).aggregate(
+        member_count=Count("memberships", distinct=True),
+        pending_invitations=Count(
+            "invitations",
+            filter=Q(
+                invitations__status=Invitation.Status.PENDING, invitations__expires_at__gt=timezone.now()
+            ),
+            distinct=True,
+        ),
+    )
+    return {"slug": tenant.slug, **counts}

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from tenants import selectors, services
+from tenants import dashboard, selectors, services
 from tenants.access import ADMIN_ONLY, TenantRequest, tenant_view
 from tenants.errors import BusinessError
 from tenants.forms import (
@@ -48,8 +48,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @tenant_view()
+@require_GET
 def tenant_home(request: TenantRequest, tenant: Tenant) -> HttpResponse:
-    return render(request, "tenants/home.html", {"member_count": tenant.memberships.count()})
+    """The Overview: the tiles every app registers (tenants.dashboard), alerts first."""
+    return render(request, "tenants/home.html", {"tiles": dashboard.tiles_for(request)})
 
 
 # --- team ----------------------------------------------------------------------------------
