@@ -674,7 +674,7 @@ def _hold_answer(hold: Hold, figures: Figures) -> dict[str, Any]:
         "quantity": hold.quantity,
         "client_id": hold.client_id or None,
         "credits": credits_string(hold.amount),
-        "status": hold.status,
+        "status": Hold.Status(hold.status).value,
         "expires_at": hold.expires_at.isoformat(),
         **figures.as_strings(),
     }
@@ -920,16 +920,17 @@ def credits_hold_release(
     else:
         _release_entry(hold, wallet, now=now, who=actor, note="released").save()
         hold.status = Hold.Status.RELEASED
+        Hold.objects.filter(pk=hold.pk).update(status=hold.status, resolved_at=now)
     answer = {
         "id": hold.pk,
         "idempotency_key": hold.idempotency_key,
-        "status": hold.status,
+        "status": Hold.Status(hold.status).value,
         "credits": credits_string(hold.amount),
         "released": credits_string(hold.amount),
         **wallet_figures(wallet, now).as_strings(),
     }
     if hold.status == Hold.Status.RELEASED:
-        Hold.objects.filter(pk=hold.pk).update(status=hold.status, resolved_at=now, resolve_response=answer)
+        Hold.objects.filter(pk=hold.pk).update(resolve_response=answer)
     return Outcome(answer, created=created)
 
 
