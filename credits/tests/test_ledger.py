@@ -1,4 +1,4 @@
-"""The ledger's rules, one by one, through the services (C08, C13–C15 and the issue's Ledger
+"""The ledger's rules, one by one, through the services (C08, C13 to C15 and the issue's Ledger
 section). Each test ends by checking the invariants from the rows."""
 
 from __future__ import annotations
@@ -448,7 +448,7 @@ def test_a_retry_of_a_consumption_answers_even_after_the_plan_ended(plus):
     assert consume(plus, "k") == first
 
 
-# --- extra packs (C13–C15) ------------------------------------------------------------------------
+# --- extra packs (C13 to C15) ------------------------------------------------------------------------
 
 
 def _pack(code: str = "extra-500"):

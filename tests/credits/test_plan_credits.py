@@ -179,7 +179,7 @@ def test_a_late_invoice_for_an_older_period_never_shortens_the_newer_one(org, cl
     newer.refresh_from_db()
     assert (newer.valid_from, newer.expires_at) == (june, july)
     assert (late.valid_from, late.expires_at) == (may, june)
-    assert late.source == "plan_included" and newer.source == "plan_included"
+    assert (late.source, newer.source) == ("plan_included", "plan_included")
 
 
 def test_staff_grants_for_ai_ultra_are_usable(org, admin):
