@@ -3,10 +3,11 @@ rows themselves, and short ways to call the services."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from credits import services
@@ -46,34 +47,40 @@ def check_invariants(tenant: Tenant, now: datetime | None = None) -> None:
         assert 0 <= g.remaining <= g.amount
         if g.is_live(now):
             live_total += g.remaining
-        drawn_late = Entry.objects.filter(
-            grant=g, kind__in=[Entry.Kind.CONSUME, Entry.Kind.COMMIT, Entry.Kind.ADJUST]
-        )
-        if g.expires_at is not None:
-            assert not drawn_late.filter(created_at__gte=g.expires_at).exists(), (
-                f"grant {g.pk} drawn after expiry"
-            )
-        assert not drawn_late.filter(created_at__lt=g.valid_from).exists(), f"grant {g.pk} drawn before start"
+    drawn = Entry.objects.filter(
+        wallet=wallet, kind__in=[Entry.Kind.CONSUME, Entry.Kind.COMMIT, Entry.Kind.ADJUST]
+    )
+    late = drawn.filter(grant__expires_at__isnull=False, created_at__gte=F("grant__expires_at"))
+    assert not late.exists(), f"drawn after expiry: {list(late.values_list('grant_id', 'kind'))}"
+    assert not drawn.filter(created_at__lt=F("grant__valid_from")).exists(), "drawn before a grant started"
     shown = figures(tenant_id=tenant.pk, now=now)
     assert shown.balance == live_total
     assert ledger_as_of(tenant=tenant, as_of=now).balance == live_total
-    for c in Consumption.objects.filter(wallet=wallet):
-        drawn = -sum(
-            c.entries.filter(kind__in=[Entry.Kind.CONSUME, Entry.Kind.COMMIT]).values_list(
-                "quantity", flat=True
-            )
-        )
-        assert drawn == c.amount, f"consumption {c.idempotency_key}: entries {drawn} != {c.amount}"
-        refunded = sum(c.entries.filter(kind=Entry.Kind.REFUND).values_list("quantity", flat=True))
-        assert refunded == (c.refunded_amount or 0)
-    for h in Hold.objects.filter(wallet=wallet):
-        kinds = sorted(h.entries.filter(grant__isnull=True).values_list("kind", "quantity"))
+    per_consumption: dict[int, dict[str, int]] = defaultdict(dict)
+    for consumption_id, kind, total in (
+        Entry.objects.filter(wallet=wallet, consumption__isnull=False)
+        .values("consumption_id", "kind")
+        .annotate(s=Sum("quantity"))
+        .values_list("consumption_id", "kind", "s")
+    ):
+        per_consumption[consumption_id][kind] = total
+    for pk, key, amount, refunded in Consumption.objects.filter(wallet=wallet).values_list(
+        "pk", "idempotency_key", "amount", "refunded_amount"
+    ):
+        kinds = per_consumption.get(pk, {})
+        taken = -(kinds.get(Entry.Kind.CONSUME, 0) + kinds.get(Entry.Kind.COMMIT, 0))
+        assert taken == amount, f"consumption {key}: entries {taken} != {amount}"
+        assert kinds.get(Entry.Kind.REFUND, 0) == (refunded or 0)
+    reservations: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for hold_id, kind, quantity in Entry.objects.filter(wallet=wallet, grant__isnull=True).values_list(
+        "hold_id", "kind", "quantity"
+    ):
+        reservations[hold_id].append((kind, quantity))
+    for pk, status, amount in Hold.objects.filter(wallet=wallet).values_list("pk", "status", "amount"):
         expected = (
-            [("hold", -h.amount)]
-            if h.status == Hold.Status.HELD
-            else [("hold", -h.amount), ("release", h.amount)]
+            [("hold", -amount)] if status == Hold.Status.HELD else [("hold", -amount), ("release", amount)]
         )
-        assert kinds == sorted(expected), f"hold {h.pk} ({h.status}): {kinds}"
+        assert sorted(reservations[pk]) == sorted(expected), f"hold {pk} ({status}): {reservations[pk]}"
 
 
 def consume(
