@@ -125,12 +125,14 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def expect(self, call: Any, code: str, **kwargs: Any) -> Any:
         """Call the service; it must succeed when the model says "ok", else raise `code`."""
+        refusal = None
         try:
             outcome = call(tenant=self.tenant, now=self.now, **kwargs)
         except BusinessError as exc:
-            assert exc.code == code, f"{call.__name__}{kwargs}: refused {exc.code}, the model says {code}"
-            return None
-        assert code == "ok", f"{call.__name__}{kwargs}: accepted, the model says {code}"
+            refusal, outcome = exc.code, None
+        assert (refusal or "ok") == code, (
+            f"{call.__name__}{kwargs}: {refusal or 'accepted'}, the model says {code}"
+        )
         return outcome
 
     @initialize()
