@@ -156,3 +156,34 @@ def test_a_grant_of_the_same_reference_from_10_threads_is_made_once(hot):
     assert len({g.pk for _, g in results}) == 1
     assert Grant.objects.filter(tenant=hot).count() == 1
     check_invariants(hot)
+
+
+def test_the_same_key_posted_from_10_threads_at_once_answers_one_201_and_nine_200_with_one_body(hot):
+    """Through the API: the second request waits for the first, never a 409 "in progress"."""
+    import json
+
+    from django.test import Client
+
+    from tenants.audit import SYSTEM
+    from tenants.services import api_key_create
+
+    grant(hot, 10)
+    secret = api_key_create(tenant=hot, name="runtime", actor=SYSTEM).secret
+    body = json.dumps({"feature": "ai_review", "quantity": 2, "idempotency_key": "api-same"})
+
+    def post() -> Any:
+        response = Client().post(
+            "/api/v1/credits/consume",
+            data=body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {secret}",
+        )
+        return response.status_code, response.json()
+
+    results = run_all([post] * 10, together=True)
+    assert sorted(status for _, (status, _) in results) == [200] * 9 + [201]
+    bodies = [payload for _, (_, payload) in results]
+    assert all(b == bodies[0] for b in bodies)
+    assert bodies[0]["balance"] == "9.8"
+    assert Consumption.objects.filter(tenant=hot).count() == 1
+    check_invariants(hot)
