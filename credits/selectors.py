@@ -15,8 +15,9 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from credits.models import PLAN_SOURCES, Consumption, Entry, FeatureCost, Grant, Hold, Source, Unit, Wallet
+from plans.models import Plan, Product
 from plans.money import CREDIT, credits_string
-from plans.selectors import ProductEntitlement, entitlements
+from plans.selectors import ProductEntitlement, catalog, entitlements
 from tenants.models import Tenant
 
 
@@ -372,6 +373,10 @@ class Statistics:
     def total(self) -> int:
         return sum(self.totals.values())
 
+    @property
+    def feature_totals(self) -> list[tuple[str, int]]:
+        return [(name, self.totals[code]) for code, name in self.features]
+
     def chart(self) -> dict[str, Any]:
         """What the chart draws (credits as numbers with three decimals at most, exact strings)."""
         return {
@@ -490,3 +495,37 @@ def consumption_rows(*, tenant: Tenant, start: datetime, end: datetime) -> Itera
 
 def feature_costs() -> list[FeatureCost]:
     return list(FeatureCost.objects.filter(active=True).order_by("cost", "feature"))
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanCard:
+    plan: Plan
+    is_current: bool
+    includes: list[str]  # what the plan includes, one line each
+
+
+def plan_cards(*, ent: ProductEntitlement | None) -> list[PlanCard]:
+    """The AI Credits plans (AI Free, AI Plus, AI Ultra) in catalog order, the current one marked:
+    the tenant's live (not ended) AI Credits plan. One query."""
+    current = ent.plan_code if ent is not None and ent.state not in ("expired", "none") else None
+    return [
+        PlanCard(plan=p, is_current=p.code == current, includes=p.feature_list)
+        for p in catalog().filter(product__code="ai_credits")
+    ]
+
+
+@dataclass(frozen=True)
+class MarketplaceProduct:
+    code: str
+    name: str
+    description: str
+
+
+def marketplace_products() -> list[MarketplaceProduct]:
+    return [
+        MarketplaceProduct(p.code, p.name, p.description)
+        for p in Product.objects.order_by("sort_order", "name")
+    ]
