@@ -225,6 +225,18 @@ def _close_grant(grant: Grant, *, now: datetime, who: Who, note: str) -> None:
     grant.remaining, grant.expires_at = 0, now
 
 
+def _end_grant_at(grant: Grant, moment: datetime, *, now: datetime, note: str) -> None:
+    """End a grant at `moment`: now (an EXPIRE entry for what is left) when that is already past,
+    else by moving its expiry earlier (the sweeper writes the entry when it comes)."""
+    if moment <= now:
+        if grant.is_live(now):
+            _close_grant(grant, now=now, who=SYSTEM, note=note)
+        elif grant.valid_from > now:
+            Grant.objects.filter(pk=grant.pk).update(expires_at=grant.valid_from)  # never to start
+    elif grant.expires_at is None or grant.expires_at > moment:
+        Grant.objects.filter(pk=grant.pk).update(expires_at=moment)
+
+
 @transaction.atomic
 def credits_grant(
     *,
@@ -292,10 +304,13 @@ def credits_grant_plan_period(
     each monthly period, C06), valid from the period's start to its end, granted once per
     `reference` (the paid invoice, or the free plan's subscription).
 
-    A plan period replaces the plan credits of the periods before it: at renewal the previous
-    month's plan credits expire (the expiry is the period's end); moving from AI Free to AI Plus
-    ends what is left of the Free credits. A period older than one already granted (a late
-    invoice) never shortens the newer one."""
+    A plan period replaces the plan credits before it:
+    - of the same plan, the earlier periods end where this one starts (at renewal the previous
+      month's credits expire); a period older than one already granted (a late invoice) ends where
+      the newer one starts and never shortens it;
+    - of another plan (AI Free when AI Plus starts), what is live when this period is current
+      ends then. Gateway period starts are whole seconds, so they are not compared with the
+      other plan's start: a Free plan begun a moment later is still the one being replaced."""
     amount = plan.included_credits
     if amount <= 0:
         return None
@@ -306,10 +321,10 @@ def credits_grant_plan_period(
     if existing is not None:
         return existing
     plan_grants = Grant.objects.filter(wallet=wallet, source__in=PLAN_SOURCES)
-    earlier = plan_grants.filter(Q(valid_from__lt=period_start) | Q(valid_from=period_start))
-    renewal = plan_grants.filter(plan=plan, valid_from__lt=period_start).exists()
+    same_plan = plan_grants.filter(plan=plan)
+    renewal = same_plan.filter(valid_from__lt=period_start).exists()
     newer_start = (
-        plan_grants.filter(valid_from__gt=period_start)
+        same_plan.filter(valid_from__gt=period_start)
         .order_by("valid_from")
         .values_list("valid_from", flat=True)
         .first()
@@ -330,13 +345,12 @@ def credits_grant_plan_period(
         plan=plan,
         note=label,
     )
-    # Earlier plan periods (and one granted before this one for the same start) end where this
-    # one starts.
-    for older in earlier.filter(live_q(now) | Q(valid_from__gt=now)).exclude(pk=grant.pk):
-        if period_start <= now:
-            _close_grant(older, now=now, who=SYSTEM, note=f"Replaced by {label}")
-        elif older.expires_at is None or older.expires_at > period_start:
-            Grant.objects.filter(pk=older.pk).update(expires_at=period_start)
+    unexpired = live_q(now) | Q(valid_from__gt=now)
+    replaced = list(same_plan.filter(unexpired, valid_from__lte=period_start).exclude(pk=grant.pk))
+    if expires_at > now:  # this period is current (or to come): other plans' credits give way
+        replaced += list(plan_grants.filter(unexpired).exclude(plan=plan))
+    for older in replaced:
+        _end_grant_at(older, max(period_start, older.valid_from), now=now, note=f"Replaced by {label}")
     audit(
         tenant=tenant,
         actor=SYSTEM,

@@ -570,3 +570,61 @@ def test_a_second_tenant_has_its_own_wallet(plus, other_tenant):
     consume(other_tenant, "k")
     consume(plus, "k")  # the same key in another wallet is another consumption
     assert (balance(plus), balance(other_tenant)) == ("4", "0")
+
+
+# --- plan periods replacing each other --------------------------------------------------------------
+
+
+def test_a_plus_period_that_starts_a_moment_before_the_free_plan_still_replaces_it(plus, clock):
+    """Gateway periods start on whole seconds: AI Plus bought within a second of signing up starts
+    "before" AI Free. Plus keeps its whole period; what is left of Free ends."""
+    from plans.factories import plan
+
+    clock.move_to(START + timedelta(seconds=1))
+    free = services.credits_grant_plan_period(
+        tenant=plus,
+        plan=plan("credits-free"),
+        period_start=START + timedelta(milliseconds=500),
+        period_end=START + timedelta(days=90),
+        reference="subscription:1:free",
+    )
+    paid = services.credits_grant_plan_period(
+        tenant=plus,
+        plan=plan("credits-plus"),
+        period_start=START,
+        period_end=START + timedelta(days=30),
+        reference="invoice:in_1",
+    )
+    free.refresh_from_db()
+    paid.refresh_from_db()
+    assert (paid.expires_at, paid.remaining) == (START + timedelta(days=30), 2000 * K)
+    assert (free.expires_at, free.remaining) == (START + timedelta(seconds=1), 0)
+    assert balance(plus) == "2000"
+    check_invariants(plus)
+
+
+def test_a_future_plan_period_shortens_the_current_one_to_its_start(plus, clock):
+    from plans.factories import plan
+
+    plus_plan = plan("credits-plus")
+    now_period = services.credits_grant_plan_period(
+        tenant=plus,
+        plan=plus_plan,
+        period_start=START,
+        period_end=START + timedelta(days=31),
+        reference="invoice:a",
+    )
+    services.credits_grant_plan_period(
+        tenant=plus,
+        plan=plus_plan,
+        period_start=START + timedelta(days=30),
+        period_end=START + timedelta(days=60),
+        reference="invoice:b",
+    )
+    now_period.refresh_from_db()
+    assert (now_period.expires_at, now_period.remaining) == (START + timedelta(days=30), 2000 * K)
+    assert balance(plus) == "2000"
+    clock.move_to(START + timedelta(days=30))
+    assert balance(plus) == "2000"  # the next period's credits, the previous month's expired
+    assert Grant.objects.get(reference="invoice:b").source == "plan_renewal"
+    check_invariants(plus)

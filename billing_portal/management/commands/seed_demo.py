@@ -17,6 +17,7 @@ from billing_portal import services as billing
 from billing_portal.demo import start_plan
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
+from credits.demo import demo_month
 from plans import services as plan_services
 from plans.models import Plan, Subscription
 from tenants import services
@@ -72,15 +73,18 @@ class Command(BaseCommand):
                     Tenant.objects.filter(pk=tenant.pk).update(slug=slug)
                     tenant.refresh_from_db()
                 self._people(tenant, slug)
-                services.api_key_create(
+                key = services.api_key_create(
                     tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug)
-                )
+                ).api_key
             if plan_code:
                 start_plan(tenant=tenant, plan=Plan.objects.get(code=plan_code), actor=admin)
             self._shape(tenant, state, admin)
             # What the gateway did is applied here and now, not when a worker gets to the webhooks:
             # the demo is ready when this command returns.
             billing.tenant_reconcile(tenant=tenant)
+            if plan_code == "credits-plus":
+                # Lumen: a month of AI-credit consumption and an active extra pack (AI Statistics).
+                demo_month(tenant=tenant, plan=Plan.objects.get(code=plan_code), api_key=key)
             created += 1
         self.stdout.write(
             self.style.SUCCESS(
