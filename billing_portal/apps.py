@@ -8,6 +8,7 @@ class BillingPortalConfig(AppConfig):
     def ready(self) -> None:
         from billing_portal import (
             checks,  # noqa: F401  (registers the system checks)
+            dashboard,
             navigation,
         )
         from billing_portal.gateway.factory import wire_local
@@ -17,3 +18,4 @@ class BillingPortalConfig(AppConfig):
         # The local stand-in delivers its events to our webhook receiver and prices from our catalog.
         wire_local(deliver=deliver_in_process, price_catalog=price_of)
         navigation.register()
+        dashboard.register()  # the Overview's alerts, product and next-invoice tiles
