@@ -27,13 +27,17 @@ from tenants.access import BILLING_READERS, TenantRequest, tenant_view
 from tenants.models import Tenant
 
 PAGE_SIZE = 25
+# service_period_*: what the lines pay for (the period the pages show); gateway_period_*: the
+# gateway's own invoice period (at Stripe, the window in which items could be added to the invoice).
 CSV_HEADER = (
     "number",
     "status",
     "issued_date",
     "paid_date",
-    "period_start",
-    "period_end",
+    "service_period_start",
+    "service_period_end",
+    "gateway_period_start",
+    "gateway_period_end",
     "currency",
     "subtotal",
     "tax",
@@ -99,6 +103,8 @@ def _csv_rows(found: QuerySet[Invoice]) -> Iterator[str]:
                 invoice.status,
                 _day(invoice.issued_at),
                 _day(invoice.paid_at),
+                _day(invoice.service_period_start),
+                _day(invoice.service_period_end),
                 _day(invoice.period_start),
                 _day(invoice.period_end),
                 currency.upper(),

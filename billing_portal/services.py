@@ -13,7 +13,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing_portal.gateway.base import GatewayError, GatewayInvoice, GatewaySubscription, PaymentGateway
+from billing_portal.gateway.base import (
+    CatalogPrice,
+    GatewayError,
+    GatewayInvoice,
+    GatewayInvoicePreview,
+    GatewaySubscription,
+    PaymentGateway,
+)
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, InvoiceLine
 from plans import selectors as plan_selectors
@@ -208,6 +215,20 @@ def plan_change(
     return ChangeResult(applied_now=False, subscription=sub, scheduled=change)
 
 
+def plan_change_preview(*, tenant: Tenant, to_plan: Plan) -> GatewayInvoicePreview:
+    """What "Immediately" would charge now for a change to `to_plan`: the gateway's preview of the very
+    update `plan_change` makes. Refuses (BusinessError) what `plan_change` would refuse; changes nothing."""
+    request = plan_services.plan_change_validate(
+        tenant=tenant, to_plan=to_plan, when=plan_services.When.IMMEDIATELY, custom_date=None
+    )
+    try:
+        return get_gateway().preview_price_change(
+            subscription_id=request.subscription.gateway_subscription_id, price_id=to_plan.stripe_price_id
+        )
+    except GatewayError as exc:
+        raise _gateway_error(exc) from exc
+
+
 def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
     """Cancel scheduled plan: release the gateway's schedule, then mark the change canceled."""
     if change.status != ScheduledChange.Status.SCHEDULED:
@@ -257,12 +278,14 @@ def subscription_facts(gw: GatewaySubscription) -> PaidSubscriptionFacts:
     )
 
 
-def price_of(price_id: str) -> tuple[int, str, str]:
-    """(amount in minor units, currency, interval) of a catalog price: what the local gateway charges."""
+def price_of(price_id: str) -> CatalogPrice:
+    """What a catalog price costs and the name of what it buys (the plan's name, as Stripe names a
+    price's product): what the local gateway charges and writes on its invoice lines."""
     plan = Plan.objects.filter(stripe_price_id=price_id).first()
     if plan is None:
         raise GatewayError(f"No such price: '{price_id}'", code="resource_missing")
-    return plan.price_amount, plan.currency, plan.interval if plan.interval != Plan.Interval.NONE else "month"
+    interval = plan.interval if plan.interval != Plan.Interval.NONE else "month"
+    return CatalogPrice(plan.price_amount, plan.currency, interval, plan.name)
 
 
 def tenant_for(*, customer_id: str = "", metadata: dict | None = None) -> Tenant | None:
@@ -291,8 +314,18 @@ def subscription_sync(
     return tenant
 
 
+def service_period(inv: GatewayInvoice) -> tuple[datetime | None, datetime | None]:
+    """The service an invoice's lines pay for: the earliest line start to the latest line end. The
+    invoice's own period_start/end is not it: at Stripe it is the window in which items could be
+    added (a subscription's first invoice: a single instant), and lines carry the service period."""
+    starts = [line.period_start for line in inv.lines if line.period_start is not None]
+    ends = [line.period_end for line in inv.lines if line.period_end is not None]
+    return (min(starts) if starts else None, max(ends) if ends else None)
+
+
 def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
     """Mirror the gateway's invoice as it is now (lines replaced wholesale: they are the gateway's)."""
+    service_start, service_end = service_period(inv)
     fields = {
         "tenant": tenant,
         "gateway_subscription_id": inv.subscription_id,
@@ -308,6 +341,8 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
         "billing_reason": inv.billing_reason,
         "period_start": inv.period_start,
         "period_end": inv.period_end,
+        "service_period_start": service_start,
+        "service_period_end": service_end,
         "issued_at": inv.created,
         "paid_at": inv.paid_at,
         "hosted_invoice_url": inv.hosted_invoice_url,

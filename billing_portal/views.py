@@ -3,7 +3,9 @@ gateway's webhook endpoint. Thin views: access check → form → one service �
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,9 +14,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing_portal import selectors as billing_selectors
 from billing_portal import services, tasks, webhooks
 from billing_portal.forms import LeadForm, PlanChangeForm
 from billing_portal.gateway.base import WebhookRejected, WebhookSignatureError
@@ -251,6 +255,61 @@ def request_contact(request: TenantRequest, tenant: Tenant, plan_code: str) -> H
         return render(request, "billing_portal/billing.html#request-received", {"plan": plan})
     messages.success(request, "Request received. Our team will get in touch.")
     return redirect(_back(tenant, plan.product))
+
+
+# --- the preview of "Immediately" and the checkout watch ----------------------------------------
+
+
+@tenant_view(ADMIN_ONLY)
+@require_GET
+def change_preview(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+    """What "Immediately" charges now (the gateway's invoice preview), for Apply subscription updates.
+    A refusal or a gateway failure is a calm "Preview unavailable", never a broken dialog."""
+    _billing_enabled()
+    plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    preview, unavailable = None, ""
+    try:
+        preview = services.plan_change_preview(tenant=tenant, to_plan=plan)
+    except BusinessError as exc:
+        unavailable = exc.message
+    context = {"plan": plan, "product": plan.product, "preview": preview, "unavailable": unavailable}
+    template = (
+        "billing_portal/change_preview.html#preview" if request.htmx else "billing_portal/change_preview.html"
+    )
+    return render(request, template, context)
+
+
+# Unix seconds the watch accepts as "the page was rendered at": from 2020 to 2100.
+_SINCE_RANGE = range(1_577_836_800, 4_102_444_800)
+
+
+def _since(value: str) -> datetime:
+    seconds = int(value) if value.isascii() and value.isdigit() and len(value) <= 12 else -1
+    if seconds not in _SINCE_RANGE:
+        return timezone.now()
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+@tenant_view(ADMIN_ONLY)
+@require_GET
+def checkout_status(request: TenantRequest, tenant: Tenant) -> HttpResponse:
+    """The Billing tab that opened a checkout in a new tab asks this every few seconds (S15): a note
+    while the payment is pending, the updated page once it is paid, a calm word if it was canceled."""
+    _billing_enabled()
+    product = _product(request)
+    state = billing_selectors.checkout_watch(
+        tenant=tenant, product=product, since=_since(request.GET.get("since", ""))
+    )
+    back = _back(tenant, product)
+    if state == billing_selectors.CheckoutWatch.PAID:
+        if not request.htmx:
+            return redirect(back)
+        # htmx fetches the Billing page and swaps its content in: the card now shows the paid plan.
+        location = {"path": back, "target": "#billing-page", "select": "#billing-page", "swap": "outerHTML"}
+        return HttpResponse(headers={"HX-Location": json.dumps(location)})
+    polling = state in (billing_selectors.CheckoutWatch.WAITING, billing_selectors.CheckoutWatch.ACTIVATING)
+    context = {"state": state, "polling": polling, "status_url": request.get_full_path(), "back": back}
+    return render(request, "billing_portal/checkout_watch.html", context)
 
 
 # --- webhook -------------------------------------------------------------------------------------

@@ -244,9 +244,10 @@ def api_key_revoke(request: TenantRequest, tenant: Tenant, key_id: int) -> HttpR
 def activity(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     form = ActivityFilterForm(request.GET or None)
     filters = selectors.ActivityFilter(**form.cleaned_data) if form.is_valid() else selectors.ActivityFilter()
-    page = Paginator(selectors.activity(tenant=tenant, filters=filters).select_related(None), 50).get_page(
-        request.GET.get("page")
-    )
+    events = selectors.activity(tenant=tenant, filters=filters).select_related(
+        "actor_user"
+    )  # names in sentences
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {

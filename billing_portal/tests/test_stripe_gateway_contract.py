@@ -28,6 +28,7 @@ from billing_portal.gateway.base import (
     GatewayEvent,
     GatewayInvoice,
     GatewayInvoiceLine,
+    GatewayInvoicePreview,
     GatewaySchedule,
     WebhookSignatureError,
 )
@@ -382,6 +383,97 @@ def test_change_to_the_price_already_held_sends_no_update(gateway, http) -> None
 
     assert [(sent.method, sent.path) for sent in http.sent] == [("GET", f"/v1/subscriptions/{SUB}")]
     assert sub.price_id == STARTER
+
+
+def test_preview_price_change_asks_stripe_for_the_invoice_the_change_would_make(gateway, http) -> None:
+    """Stripe's create preview invoice endpoint with the same item swap and `always_invoice` as the
+    change itself: what Immediately charges now (https://docs.stripe.com/api/invoices/create_preview)."""
+    from stripe.params import InvoiceCreatePreviewParams
+    from stripe.params._invoice_create_preview_params import (
+        InvoiceCreatePreviewParamsSubscriptionDetails,
+        InvoiceCreatePreviewParamsSubscriptionDetailsItem,
+    )
+
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+    http.answer("POST", "/v1/invoices/create_preview", fixture("invoice_preview"))
+
+    preview = gateway.preview_price_change(subscription_id=SUB, price_id=GROWTH)
+
+    read, ask = http.sent
+    assert_sent(read, "GET", f"/v1/subscriptions/{SUB}")
+    assert_sent(ask, "POST", "/v1/invoices/create_preview")
+    assert ask.params == {
+        "subscription": SUB,
+        "subscription_details[items][0][id]": SI,
+        "subscription_details[items][0][price]": GROWTH,
+        "subscription_details[proration_behavior]": "always_invoice",
+    }
+    # Every key we send is one the SDK's own typed parameters know.
+    assert {"subscription", "subscription_details"} <= set(InvoiceCreatePreviewParams.__annotations__)
+    assert {"items", "proration_behavior"} <= set(
+        InvoiceCreatePreviewParamsSubscriptionDetails.__annotations__
+    )
+    assert {"id", "price"} <= set(InvoiceCreatePreviewParamsSubscriptionDetailsItem.__annotations__)
+    # A preview creates nothing: no key of ours (the SDK's random one only makes its retries safe).
+    assert ask.headers["Idempotency-Key"] != ""
+    assert preview == GatewayInvoicePreview(
+        currency="usd",
+        amount_due=7500,
+        total=7500,
+        lines=(
+            GatewayInvoiceLine(
+                description="Unused time on Starter after 15 Feb 2026",
+                amount=-2450,
+                period_start=datetime(2026, 2, 15, 12, tzinfo=UTC),
+                period_end=MAR1,
+            ),
+            GatewayInvoiceLine(
+                description="Remaining time on Growth after 15 Feb 2026",
+                amount=9950,
+                period_start=datetime(2026, 2, 15, 12, tzinfo=UTC),
+                period_end=MAR1,
+            ),
+        ),
+    )
+
+
+def test_preview_of_a_downgrade_is_a_credit_with_nothing_due(gateway, http) -> None:
+    credit = fixture("invoice_preview") | {
+        "amount_due": 0,
+        "amount_remaining": 0,
+        "total": -2450,
+        "subtotal": -2450,
+    }
+    http.answer("GET", f"/v1/subscriptions/{SUB}", on_growth(fixture("subscription")))
+    http.answer("POST", "/v1/invoices/create_preview", credit)
+
+    preview = gateway.preview_price_change(subscription_id=SUB, price_id=STARTER)
+
+    assert (preview.amount_due, preview.total, preview.credit) == (0, -2450, 2450)
+
+
+def test_preview_of_the_price_already_held_asks_nothing_more(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    preview = gateway.preview_price_change(subscription_id=SUB, price_id=STARTER)
+
+    assert [(sent.method, sent.path) for sent in http.sent] == [("GET", f"/v1/subscriptions/{SUB}")]
+    assert preview == GatewayInvoicePreview(currency="usd", amount_due=0, total=0)
+
+
+def test_a_refused_preview_is_a_gateway_error(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+    http.answer(
+        "POST",
+        "/v1/invoices/create_preview",
+        invalid_request("No such price: 'price_gone'", code="resource_missing", param="subscription_details"),
+        status=400,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.preview_price_change(subscription_id=SUB, price_id="price_gone")
+
+    assert (refused.value.code, refused.value.message) == ("resource_missing", MSG_REFUSED)
 
 
 def two_phases(schedule: dict[str, Any]) -> dict[str, Any]:
@@ -936,6 +1028,7 @@ FIXTURE_RESOURCES = {
     "subscription": "subscription",
     "subscription_schedule": "subscription_schedule",
     "invoice": "invoice",
+    "invoice_preview": "invoice",
     "invoiceitem": "invoiceitem",
     "event": "event",
 }

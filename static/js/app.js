@@ -62,6 +62,21 @@
   });
   document.addEventListener("htmx:afterSwap", function (event) { syncConditional(event.target); });
 
+  // [data-checkout-watch="status URL"] with [data-watch-forms="selector"]: when a matching form is
+  // submitted (Subscribe opens the checkout in a new tab), this tab shows the note and lets the
+  // status fragment take over: it polls itself and swaps in the updated page once the payment lands.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    document.querySelectorAll("[data-checkout-watch]").forEach(function (watch) {
+      var forms = watch.getAttribute("data-watch-forms");
+      if (!forms || !form.matches || !form.matches(forms)) return;
+      watch.hidden = false;
+      if (window.htmx) {
+        window.htmx.ajax("GET", watch.getAttribute("data-checkout-watch"), { target: watch, swap: "outerHTML" });
+      }
+    });
+  });
+
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () { fitSidebar(); syncConditional(); });
   } else {
