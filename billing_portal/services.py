@@ -10,7 +10,9 @@ commit. A second click waits for the first to commit, then finds the state it le
 with the card's sentence — so one click makes one gateway call, and nothing is left half done if
 the process dies between the call and the write (the call's idempotency key replays it). The price
 is that a slow gateway holds the tenant's subscription writes (webhooks included) for as long as
-the call takes; the SDK's timeout bounds it."""
+the call takes, bounded by the SDK's timeout and retries; other tenants are not held. (The other
+way, a pending row written under the lock before the call, needs a sweeper for rows a crash leaves
+pending and every reader to treat "pending" as "scheduled".)"""
 
 from __future__ import annotations
 

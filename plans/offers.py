@@ -21,9 +21,11 @@ The rules, for a tenant, a product and a member's role:
 - A change already scheduled: Change still offers Immediately (it supersedes the schedule), and
   the dialog says "A plan change is already scheduled. Cancel it first." of the later two up
   front; the Upcoming subscription card keeps its Cancel (S19, S20).
-- Payment issue (past due, grace running): no plan change until the payment is fixed — Stripe
-  would invoice the proration to the card that just failed, and a downgrade would step around an
-  open invoice. The card says to update the payment method (Manage) first (S26, S27).
+- Payment issue (past due, grace running): no plan change until the payment is fixed. Stripe
+  applies a change whether or not its proration invoice is paid, and rolling it back is manual
+  (https://docs.stripe.com/billing/subscriptions/pending-updates): an upgrade would charge the card
+  that just failed, a downgrade would step around the open invoice. The card says to update the
+  payment method (Manage) first (S26, S27).
 - Overdue (suspended, or past the grace period before the sweeper ran): nothing can be bought or
   changed: "Your payment is overdue and the grace period has expired. Click Manage to settle the
   failed payment." (S28, S34).
@@ -31,6 +33,9 @@ The rules, for a tenant, a product and a member's role:
   ask their administrator); other self-serve plans: "Your subscription is canceled. Resume it to
   change plans." (S29).
 - On a contact-sales plan (a contract): other plans show no button; sales changes the contract.
+- Buttons read as the spec spells them: Subscribe (S15; on another plan too, where it opens the
+  dialog, S18), Subscribe Now on AI Credits (C09), Book a demo, Speak with Specialist, Register
+  interest, Request received, Current plan, Resume.
 - An action the card does not offer is refused with the card's reason when it shows one, else with
   a sentence naming what the card offers instead. Statuses: 403 the role, 402 a payment, 409 the
   subscription's state, 422 a plan that is never bought here.
