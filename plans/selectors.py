@@ -297,15 +297,6 @@ def catalog(*, product: Product | None = None) -> QuerySet[Plan]:
     return plans.order_by("product__sort_order", "rank", "price_amount")
 
 
-def live_subscription(*, tenant: Tenant, product_code: str) -> Subscription | None:
-    return (
-        Subscription.objects.select_related("plan", "product")
-        .filter(tenant=tenant, product__code=product_code)
-        .exclude(state=State.EXPIRED)
-        .first()
-    )
-
-
 def trial_used(*, tenant: Tenant, product: Product) -> bool:
     from plans.models import TrialGrant
 

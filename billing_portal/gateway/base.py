@@ -201,6 +201,11 @@ class PaymentGateway(abc.ABC):
     ) -> GatewaySubscription: ...
 
     @abc.abstractmethod
+    def resume_subscription(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        """Undo a cancellation at period end: the subscription renews again. A subscription that is
+        not canceled is returned as it is; one that has ended cannot be resumed (GatewayError)."""
+
+    @abc.abstractmethod
     def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice: ...
 
     @abc.abstractmethod

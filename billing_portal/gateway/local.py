@@ -872,24 +872,35 @@ class LocalGateway(PaymentGateway):
             customer_row = _lock(customer_id, "customer")
             return [invoice_from_stripe(inv) for inv in self._pay_open(customer_row, now=self._now())]
 
-    def resume_subscription(self, subscription_id: str) -> GatewaySubscription:
-        """Undo a cancellation at period end (the portal's "Renew" button)."""
+    def resume_subscription(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        """Undo a cancellation at period end (the API's `cancel_at_period_end=false`, the portal's
+        "Renew"): one customer.subscription.updated, as Stripe sends. Resuming what is not canceled
+        changes and emits nothing; an ended subscription is refused, as at Stripe."""
         with transaction.atomic():
-            _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
-            sub = sub_row.data
-            if sub["status"] in ENDED:
-                raise GatewayError("A canceled subscription cannot be resumed.", code="subscription_canceled")
-            if sub["cancel_at_period_end"] or sub.get("cancel_at"):
-                before = copy.deepcopy(sub)
-                sub.update(
-                    cancel_at_period_end=False,
-                    cancel_at=None,
-                    canceled_at=None,
-                    cancellation_details={"comment": None, "feedback": None, "reason": None},
-                )
-                sub_row.save()
-                self._emit("customer.subscription.updated", sub, now=self._now(), before=before)
-            return subscription_from_stripe(sub)
+            self._idempotent(
+                idempotency_key,
+                "resume_subscription",
+                {"subscription_id": subscription_id},
+                lambda: self._resume(subscription_id),
+            )
+            return self.retrieve_subscription(subscription_id)
+
+    def _resume(self, subscription_id: str) -> str:
+        _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
+        sub = sub_row.data
+        if sub["status"] in ENDED:
+            raise GatewayError("A canceled subscription cannot be resumed.", code="subscription_canceled")
+        if sub["cancel_at_period_end"] or sub.get("cancel_at"):
+            before = copy.deepcopy(sub)
+            sub.update(
+                cancel_at_period_end=False,
+                cancel_at=None,
+                canceled_at=None,
+                cancellation_details={"comment": None, "feedback": None, "reason": None},
+            )
+            sub_row.save()
+            self._emit("customer.subscription.updated", sub, now=self._now(), before=before)
+        return subscription_id
 
     def advance(self, now: datetime | None = None) -> int:
         """Stripe's clock: apply scheduled changes that are due, end subscriptions canceled at period

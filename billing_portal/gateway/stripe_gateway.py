@@ -35,7 +35,7 @@ from billing_portal.gateway.base import (
 )
 
 if TYPE_CHECKING:
-    from stripe.params import SubscriptionScheduleUpdateParamsPhaseItem
+    from stripe.params import SubscriptionScheduleUpdateParamsPhaseItem, SubscriptionUpdateParams
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class StripeGateway(PaymentGateway):
         if _id_of(item.get("price")) == price_id:
             return subscription_from_stripe(current)  # already there: nothing to prorate
         # cancel_at_period_end is left alone: plans refuses a change on a canceled subscription
-        # ("Resume it in the billing portal"), so a price change never doubles as an un-cancel.
+        # ("Resume it to change plans"), so a price change never doubles as an un-cancel.
         with _translated_errors():
             updated = self._client.v1.subscriptions.update(
                 subscription_id,
@@ -264,6 +264,28 @@ class StripeGateway(PaymentGateway):
                     options={"idempotency_key": idempotency_key},
                 )
         return subscription_from_stripe(sub.to_dict())
+
+    def resume_subscription(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        # "You can reactivate subscriptions scheduled for cancellation (with the cancel_at_period_end
+        # parameter) by updating cancel_at_period_end to false ... at any point up to the end of the
+        # period." https://docs.stripe.com/billing/subscriptions/cancel
+        # A cancellation set as a date (`cancel_at`, e.g. by the customer portal) is undone by
+        # unsetting that date instead (an empty string unsets a parameter in Stripe's API).
+        current = self._retrieve_subscription(subscription_id)
+        if current.get("status") in ("canceled", "incomplete_expired"):
+            # Stripe refuses to update an ended subscription; say so in our words, without asking.
+            raise GatewayError("A canceled subscription cannot be resumed.", code="subscription_canceled")
+        if current.get("cancel_at_period_end"):
+            params: SubscriptionUpdateParams = {"cancel_at_period_end": False}
+        elif current.get("cancel_at"):
+            params = {"cancel_at": ""}
+        else:
+            return subscription_from_stripe(current)  # not canceled: nothing to undo, nothing sent
+        with _translated_errors():
+            updated = self._client.v1.subscriptions.update(
+                subscription_id, params=params, options={"idempotency_key": idempotency_key}
+            )
+        return subscription_from_stripe(updated.to_dict())
 
     def retrieve_schedule(self, schedule_id: str) -> GatewaySchedule:
         with _translated_errors():

@@ -633,6 +633,72 @@ def test_cancel_now_deletes_the_subscription(gateway, http) -> None:
     assert sub.ended_at == sub.canceled_at == datetime(2026, 2, 10, 12, tzinfo=UTC)
 
 
+def test_resume_sets_cancel_at_period_end_back_to_false_with_our_key(gateway, http) -> None:
+    """docs.stripe.com/billing/subscriptions/cancel: reactivate by updating cancel_at_period_end to false."""
+    canceled = fixture("subscription") | {
+        "cancel_at_period_end": True,
+        "cancel_at": int(MAR1.timestamp()),
+        "canceled_at": int(FEB1.timestamp()) + 86400,
+    }
+    http.answer("GET", f"/v1/subscriptions/{SUB}", canceled)
+    http.answer("POST", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-7:1770000000.000000")
+
+    read, update = http.sent
+    assert_sent(read, "GET", f"/v1/subscriptions/{SUB}")
+    assert_sent(update, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="resume-7:1770000000.000000")
+    assert update.params == {"cancel_at_period_end": "false"}
+    assert (sub.status, sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at) == (
+        "active",
+        False,
+        None,
+        None,
+    )
+    assert sub.current_period_end == MAR1
+
+
+def test_resume_of_a_cancellation_set_as_a_date_unsets_the_date(gateway, http) -> None:
+    http.answer(
+        "GET", f"/v1/subscriptions/{SUB}", fixture("subscription") | {"cancel_at": int(MAR1.timestamp())}
+    )
+    http.answer("POST", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-8")
+
+    update = http.sent[1]
+    assert_sent(update, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="resume-8")
+    assert update.params == {"cancel_at": ""}  # an empty string unsets a parameter
+    assert sub.cancel_at is None
+
+
+def test_resume_of_a_subscription_that_is_not_canceled_sends_no_update(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-9")
+
+    assert [(sent.method, sent.path) for sent in http.sent] == [("GET", f"/v1/subscriptions/{SUB}")]
+    assert (sub.status, sub.cancel_at_period_end) == ("active", False)
+
+
+def test_an_ended_subscription_cannot_be_resumed(gateway, http) -> None:
+    ended = int(datetime(2026, 2, 10, 12, tzinfo=UTC).timestamp())
+    http.answer(
+        "GET",
+        f"/v1/subscriptions/{SUB}",
+        fixture("subscription") | {"status": "canceled", "canceled_at": ended, "ended_at": ended},
+    )
+
+    with pytest.raises(GatewayError) as exc:
+        gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-10")
+
+    assert (exc.value.code, exc.value.message) == (
+        "subscription_canceled",
+        "A canceled subscription cannot be resumed.",
+    )
+    assert [sent.method for sent in http.sent] == ["GET"]
+
+
 # --- invoices -----------------------------------------------------------------------------------------
 
 
