@@ -312,7 +312,11 @@ def content_security_policy(*, gateway: str, hosted_origins: Sequence[str]) -> d
     }
 
 
-SECURE_CSP = content_security_policy(gateway=PAYMENT_GATEWAY, hosted_origins=STRIPE_HOSTED_ORIGINS)
+_csp = content_security_policy(gateway=PAYMENT_GATEWAY, hosted_origins=STRIPE_HOSTED_ORIGINS)
+# Enforced whenever DEBUG is off (production, the test suite). In DEBUG only reported (the browser's
+# console lists what it would block): Django's technical error pages carry inline styles and scripts.
+SECURE_CSP = {} if DEBUG else _csp
+SECURE_CSP_REPORT_ONLY = _csp if DEBUG else {}
 # Powerful browser features no page of ours uses, switched off for every page (and any frame).
 PERMISSIONS_POLICY = [
     "accelerometer",

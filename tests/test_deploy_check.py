@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
 from pathlib import Path
+
+from config.settings import content_security_policy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -166,3 +169,40 @@ def test_in_debug_the_local_gateway_needs_no_keys(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "local"
+
+
+def _csp_settings(env: dict[str, str]) -> list[dict[str, list[str]]]:
+    """[SECURE_CSP, SECURE_CSP_REPORT_ONLY] as the app starts with `env`."""
+    code = (
+        "import json, config.wsgi; from django.conf import settings; "
+        "print(json.dumps([settings.SECURE_CSP, settings.SECURE_CSP_REPORT_ONLY]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_csp_is_enforced_with_debug_off_and_only_reported_in_debug(tmp_path):
+    """Django's technical error pages (DEBUG only) carry inline styles and scripts."""
+    production = production_env(
+        tmp_path, STRIPE_SECRET_KEY="sk_live_123", STRIPE_WEBHOOK_SECRET="whsec_live_123"
+    )
+    development = base_env(tmp_path) | {"DEBUG": "true"}
+    stripe_pages = ["https://checkout.stripe.com", "https://billing.stripe.com"]
+
+    assert _csp_settings(production) == [
+        content_security_policy(gateway="stripe", hosted_origins=stripe_pages),
+        {},
+    ]
+    assert _csp_settings(development) == [
+        {},
+        content_security_policy(gateway="local", hosted_origins=stripe_pages),
+    ]
