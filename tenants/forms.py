@@ -1,4 +1,5 @@
 import logging
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -86,9 +87,10 @@ class QueuedPasswordResetForm(PasswordResetForm):
     (settings.PASSWORD_RESET_LIMIT_*), silently: over a limit the page answers exactly as when an
     email was sent, and nothing is sent."""
 
-    def save(self, *args, request: HttpRequest | None = None, **kwargs) -> None:  # type: ignore[override]
-        if password_reset_allowed(email=self.cleaned_data["email"], request=request):
-            super().save(*args, request=request, **kwargs)
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # PasswordResetView passes everything by keyword, `request` included.
+        if password_reset_allowed(email=self.cleaned_data["email"], request=kwargs.get("request")):
+            super().save(*args, **kwargs)
 
     def get_users(self, email):
         from tenants.models import User
