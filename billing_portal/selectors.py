@@ -32,7 +32,11 @@ def invoices_for(
     if since:
         invoices = invoices.filter(issued_at__gte=_start_of(since))
     if until:
-        invoices = invoices.filter(issued_at__lt=_start_of(until + timedelta(days=1)))
+        # Up to the end of `until` (time.max: PostgreSQL keeps microseconds), never the next day's
+        # start: the day after 9999-12-31 does not exist (OverflowError, a 500 from a query string).
+        invoices = invoices.filter(
+            issued_at__lte=datetime.combine(until, time.max, tzinfo=timezone.get_current_timezone())
+        )
     return invoices.order_by("-issued_at", "-pk")
 
 

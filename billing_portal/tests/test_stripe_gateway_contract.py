@@ -605,6 +605,47 @@ def test_release_schedule_posts_release_with_our_key(gateway, http) -> None:
     assert sent.params == {}
 
 
+def test_retrieve_schedule_gets_the_schedule_and_maps_its_status(gateway, http) -> None:
+    """The schedule webhooks re-read the schedule: a GET, no parameters, no idempotency key."""
+    http.answer("GET", f"/v1/subscription_schedules/{SCHED}", fixture("subscription_schedule"))
+
+    schedule = gateway.retrieve_schedule(SCHED)
+
+    [sent] = http.sent
+    assert_sent(sent, "GET", f"/v1/subscription_schedules/{SCHED}")
+    assert sent.params == {}
+    assert schedule == GatewaySchedule(id=SCHED, subscription_id=SUB, status="active")
+
+
+@pytest.mark.parametrize("status", ["released", "canceled", "completed"])
+def test_retrieve_schedule_of_an_ended_schedule_still_names_its_subscription(gateway, http, status) -> None:
+    """A released schedule's `subscription` is null; `released_subscription` names it
+    (https://docs.stripe.com/api/subscription_schedules/object#subscription_schedule_object-released_subscription)."""
+    ended = fixture("subscription_schedule") | {
+        "status": status,
+        "subscription": None if status == "released" else SUB,
+        "released_subscription": SUB if status == "released" else None,
+        "released_at": 1770100000 if status == "released" else None,
+    }
+    http.answer("GET", f"/v1/subscription_schedules/{SCHED}", ended)
+
+    assert gateway.retrieve_schedule(SCHED) == GatewaySchedule(id=SCHED, subscription_id=SUB, status=status)
+
+
+def test_retrieve_schedule_of_an_unknown_schedule_is_a_refusal_with_stripes_code(gateway, http) -> None:
+    http.answer(
+        "GET",
+        f"/v1/subscription_schedules/{SCHED}",
+        invalid_request(f"No such subscription_schedule: '{SCHED}'", code="resource_missing", param="id"),
+        status=404,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.retrieve_schedule(SCHED)
+
+    assert (refused.value.message, refused.value.code) == (MSG_REFUSED, "resource_missing")
+
+
 def test_cancel_at_period_end_sets_the_flag_and_the_subscription_runs_on(gateway, http) -> None:
     http.answer("POST", f"/v1/subscriptions/{SUB}", fixture("subscription") | {"cancel_at_period_end": True})
 
