@@ -141,6 +141,10 @@ AXES_USERNAME_CALLABLE = "tenants.forms.login_throttle_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0)
+# django-ipware is not installed, so axes would ignore AXES_IPWARE_PROXY_COUNT and see every login
+# behind a proxy as the proxy's address: the password-reset throttle's reading of the client's
+# address (X-Forwarded-For, N proxies from the right) decides for both.
+AXES_CLIENT_IP_CALLABLE = "tenants.throttle.client_ip"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -41,6 +41,7 @@ SENTENCES: dict[str, Sentence] = {
     "subscription.trialing": "{actor} put {target} on a trial",
     "subscription.change_scheduled": "{actor} scheduled a change to {target} on {starts_on}",
     "subscription.change_canceled": "{actor} canceled the scheduled change to {target}",
+    "subscription.resumed": "{actor} resumed {target}: it renews again",
     "lead.created": _lead,
 }
 LABELS = {
@@ -58,5 +59,6 @@ LABELS = {
     "subscription.trialing": "Trial resumed",
     "subscription.change_scheduled": "Plan change scheduled",
     "subscription.change_canceled": "Scheduled change canceled",
+    "subscription.resumed": "Subscription resumed",
     "lead.created": "Sales request",
 }

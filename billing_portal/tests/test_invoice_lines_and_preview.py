@@ -255,7 +255,7 @@ def test_preview_and_immediate_change_agree_to_the_cent_through_the_services(
     """S18 Immediately: what the dialog announces is what the change invoices."""
     later = subscribed.current_period_start + timedelta(days=9, hours=5, seconds=13)
     with time_machine.travel(later, tick=False):
-        preview = services.plan_change_preview(tenant=trial_tenant, to_plan=plan("agents-scale"))
+        preview = services.plan_change_preview(tenant=trial_tenant, to_plan=plan("agents-scale"), actor=admin)
         with live():
             services.plan_change(
                 tenant=trial_tenant,
@@ -281,10 +281,10 @@ def test_preview_and_immediate_change_agree_to_the_cent_through_the_services(
 
 
 @pytest.mark.django_db
-def test_preview_is_refused_as_the_change_would_be(trial_tenant):
+def test_preview_is_refused_as_the_change_would_be(trial_tenant, admin):
     """The trial has no paid subscription: the preview says what the change would say."""
     with pytest.raises(services.BusinessError, match=r"Subscribe to a paid plan first\."):
-        services.plan_change_preview(tenant=trial_tenant, to_plan=plan("agents-scale"))
+        services.plan_change_preview(tenant=trial_tenant, to_plan=plan("agents-scale"), actor=admin)
 
 
 @pytest.mark.django_db

@@ -87,7 +87,7 @@ def test_sentences_name_people_plans_and_dates(tenant, admin, client_for):
     )
     key = ApiKeyFactory(tenant=tenant, name="Production")
     audit(tenant=tenant, actor=key, action="api_key.used", target=key)
-    plan_services.lead_create(tenant=tenant, user=ana, plan=plan("agents-enterprise"), kind="book_demo")
+    plan_services.lead_create(tenant=tenant, user=ana, plan=plan("agents-enterprise"))
 
     response = client_for(admin).get("/t/acme/activity/")
     sentences = re.findall(
