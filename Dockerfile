@@ -38,9 +38,11 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY . .
 
 # Static files are collected (hashed and compressed by WhiteNoise) at build time. The settings
-# refuse to load without a SECRET_KEY when DEBUG is off, so a throwaway one is given here only.
+# refuse to load without a SECRET_KEY and the Stripe keys when DEBUG is off, so throwaway values
+# are given here only (collectstatic calls nothing); the real ones come from .env at run time.
 RUN mkdir -p static \
     && DEBUG=false SECRET_KEY=collectstatic-build-only-not-a-secret-0123456789abcdefghijklmnop \
+       STRIPE_SECRET_KEY=sk_build_only_not_a_key STRIPE_WEBHOOK_SECRET=whsec_build_only_not_a_secret \
        VAR_DIR=/tmp/build-var python manage.py collectstatic --noinput \
     && rm -rf /tmp/build-var
 

@@ -27,6 +27,11 @@ RUN := $(UV) run --frozen --no-sync
 TEST_DATABASE_URL := postgres://postgres@127.0.0.1:5432/allowance
 TEST_REDIS_URL := redis://127.0.0.1:6379/0
 TEST_SECRET_KEY := test-secret-key-not-for-production-0123456789-abcdefghijklmnopqrstuvwxyz
+# With DEBUG off the settings refuse to load without the Stripe gateway's keys (as without a
+# SECRET_KEY). The suite never calls Stripe (the root conftest forces the local gateway and its own
+# webhook secret); these placeholders only let the settings load.
+TEST_STRIPE_SECRET_KEY := sk_test_placeholder_for_the_test_suite
+TEST_STRIPE_WEBHOOK_SECRET := whsec_placeholder_for_the_test_suite
 
 PYTEST_ARGS ?=
 LINT_PATHS ?= .
@@ -80,13 +85,18 @@ check-services: sync ## Check that PostgreSQL and Redis answer (as make test nee
 test: export DATABASE_URL ?= $(TEST_DATABASE_URL)
 test: export REDIS_URL ?= $(TEST_REDIS_URL)
 test: export SECRET_KEY ?= $(TEST_SECRET_KEY)
+test: export STRIPE_SECRET_KEY ?= $(TEST_STRIPE_SECRET_KEY)
+test: export STRIPE_WEBHOOK_SECRET ?= $(TEST_STRIPE_WEBHOOK_SECRET)
 test: export DEBUG := false
 test: sync ## Run the test suite on PostgreSQL and Redis (PYTEST_ARGS=... passes options)
 	$(RUN) python scripts/check_services.py
 	$(RUN) pytest $(PYTEST_ARGS)
 
-# The mypy Django plugin imports the settings, which need a SECRET_KEY when DEBUG is off.
+# The mypy Django plugin imports the settings, which need a SECRET_KEY (and, for the Stripe
+# gateway that DEBUG off defaults to, its keys) when DEBUG is off.
 lint: export SECRET_KEY ?= $(TEST_SECRET_KEY)
+lint: export STRIPE_SECRET_KEY ?= $(TEST_STRIPE_SECRET_KEY)
+lint: export STRIPE_WEBHOOK_SECRET ?= $(TEST_STRIPE_WEBHOOK_SECRET)
 lint: sync ## ruff check, ruff format --check, mypy, and the architecture (import-linter contracts)
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)

@@ -36,6 +36,15 @@ def _settings_for_tests(settings):
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache():
+    """Every test starts with an empty cache: counters (the password-reset throttle) that earlier
+    tests or runs left in Redis would otherwise refuse this test's requests."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _catalog(request):
     """The plan and credit catalogs come from data migrations; a transactional test's flush deletes it, so it
     is put back for any test that uses the database."""

@@ -8,12 +8,19 @@ class BillingPortalConfig(AppConfig):
     def ready(self) -> None:
         from billing_portal import (
             checks,  # noqa: F401  (registers the system checks)
+            dashboard,
             navigation,
         )
         from billing_portal.gateway.factory import wire_local
         from billing_portal.services import price_of
         from billing_portal.tasks import deliver_in_process
+        from tenants.audit import register_sentences
 
         # The local stand-in delivers its events to our webhook receiver and prices from our catalog.
         wire_local(deliver=deliver_in_process, price_catalog=price_of)
         navigation.register()
+        dashboard.register()  # the Overview's alerts, product and next-invoice tiles
+        register_sentences(
+            {"checkout.started": "{actor} opened the checkout for {target}"},
+            labels={"checkout.started": "Checkout opened"},
+        )

@@ -118,7 +118,10 @@ def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
                 )
                 messages.success(request, "Your subscription will be canceled at the end of the period.")
             elif action == "resume":
-                gateway.resume_subscription(subscription_id)
+                gateway.resume_subscription(
+                    subscription_id=subscription_id,
+                    idempotency_key=f"portal-resume:{subscription_id}:{secrets.token_hex(8)}",
+                )
                 messages.success(request, "Your subscription will renew.")
             else:
                 raise Http404

@@ -35,6 +35,9 @@ class InvoiceFactory(factory.django.DjangoModelFactory):
     issued_at = factory.LazyFunction(timezone.now)
     period_start = factory.LazyAttribute(lambda o: o.issued_at)
     period_end = factory.LazyAttribute(lambda o: o.issued_at + timedelta(days=30))
+    # What the lines pay for; by default the same as the gateway's period.
+    service_period_start = factory.LazyAttribute(lambda o: o.period_start)
+    service_period_end = factory.LazyAttribute(lambda o: o.period_end)
     paid_at = factory.LazyAttribute(lambda o: o.issued_at if o.status == Invoice.Status.PAID else None)
 
 

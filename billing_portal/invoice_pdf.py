@@ -18,6 +18,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from billing_portal.models import Invoice
+from billing_portal.templatetags.periods import format_period
 from plans.money import format_money
 
 INK = colors.HexColor("#141a2e")
@@ -33,10 +34,6 @@ def _day(value: datetime | None) -> str:
         return "\N{EM DASH}"
     local = timezone.localtime(value)
     return f"{local.day} {local:%b %Y}"
-
-
-def _period(start: datetime | None, end: datetime | None) -> str:
-    return f"{_day(start)} \N{EN DASH} {_day(end)}" if start or end else "\N{EM DASH}"
 
 
 def invoice_pdf(*, invoice: Invoice) -> bytes:
@@ -77,7 +74,7 @@ def invoice_pdf(*, invoice: Invoice) -> bytes:
         ("Status", escape(invoice.get_status_display())),
         ("Issued", _day(invoice.issued_at)),
         ("Paid", _day(invoice.paid_at)),
-        ("Period", _period(invoice.period_start, invoice.period_end)),
+        ("Service period", format_period(invoice.service_period_start, invoice.service_period_end)),
         ("Currency", invoice.currency.upper()),
     ]
     facts_table = Table(
@@ -95,7 +92,7 @@ def invoice_pdf(*, invoice: Invoice) -> bytes:
         rows.append(
             [
                 Paragraph(escape(line.description), body),
-                Paragraph(_period(line.period_start, line.period_end), muted),
+                Paragraph(format_period(line.period_start, line.period_end), muted),
                 str(line.quantity),
                 money(line.amount),
             ]

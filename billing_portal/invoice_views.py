@@ -1,6 +1,8 @@
 """The Invoices pages: finance (and admins) review the tenant's invoices. Read-only: GET only.
 
-Thin views: access check → filter form → selectors → render."""
+Thin views: access check → filter form → selectors → render. An invoice's detail, its PDF and the
+CSV export are never stored by the browser or a proxy (`Cache-Control: no-store`): billing data
+stays off shared machines' disks."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import content_disposition_header
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from billing_portal import selectors
@@ -27,13 +30,17 @@ from tenants.access import BILLING_READERS, TenantRequest, tenant_view
 from tenants.models import Tenant
 
 PAGE_SIZE = 25
+# service_period_*: what the lines pay for (the period the pages show); gateway_period_*: the
+# gateway's own invoice period (at Stripe, the window in which items could be added to the invoice).
 CSV_HEADER = (
     "number",
     "status",
     "issued_date",
     "paid_date",
-    "period_start",
-    "period_end",
+    "service_period_start",
+    "service_period_end",
+    "gateway_period_start",
+    "gateway_period_end",
     "currency",
     "subtotal",
     "tax",
@@ -99,6 +106,8 @@ def _csv_rows(found: QuerySet[Invoice]) -> Iterator[str]:
                 invoice.status,
                 _day(invoice.issued_at),
                 _day(invoice.paid_at),
+                _day(invoice.service_period_start),
+                _day(invoice.service_period_end),
                 _day(invoice.period_start),
                 _day(invoice.period_end),
                 currency.upper(),
@@ -112,6 +121,7 @@ def _csv_rows(found: QuerySet[Invoice]) -> Iterator[str]:
 
 
 @tenant_view(BILLING_READERS)
+@never_cache
 @require_GET
 def invoice_csv(request: TenantRequest, tenant: Tenant) -> StreamingHttpResponse:
     """The filtered list as CSV, amounts as decimal strings made from the integer minor units."""
@@ -132,6 +142,7 @@ def _invoice_or_404(tenant: Tenant, invoice_id: int) -> Invoice:
 
 
 @tenant_view(BILLING_READERS)
+@never_cache
 @require_GET
 def invoice_detail(request: TenantRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
     return render(
@@ -140,6 +151,7 @@ def invoice_detail(request: TenantRequest, tenant: Tenant, invoice_id: int) -> H
 
 
 @tenant_view(BILLING_READERS)
+@never_cache
 @require_GET
 def invoice_pdf(request: TenantRequest, tenant: Tenant, invoice_id: int) -> HttpResponse:
     """The gateway's PDF when it has one (Stripe's is the document of record); otherwise ours."""

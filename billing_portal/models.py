@@ -119,8 +119,15 @@ class Invoice(models.Model):
     amount_paid = models.BigIntegerField()  # minor units
     amount_remaining = models.BigIntegerField()  # minor units
     billing_reason = models.CharField(max_length=40, blank=True)
+    # The gateway's own period: for Stripe, the window in which invoice items could be added to the
+    # invoice (a subscription's first invoice: one instant; a renewal: the period that just ended).
     period_start = models.DateTimeField(null=True, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
+    # The service the lines pay for: the earliest line start to the latest line end. What the pages,
+    # the PDF and the CSV call the invoice's period. Stripe: "Use the line item period to get the
+    # service period for each price" (https://docs.stripe.com/api/invoices/object#invoice_object-period_start).
+    service_period_start = models.DateTimeField(null=True, blank=True)
+    service_period_end = models.DateTimeField(null=True, blank=True)
     issued_at = models.DateTimeField()
     paid_at = models.DateTimeField(null=True, blank=True)
     hosted_invoice_url = models.URLField(max_length=1000, blank=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from enum import StrEnum
 
 from django.db.models import BigIntegerField, Count, QuerySet, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from billing_portal.models import Invoice
+from billing_portal.models import CheckoutSession, Invoice
+from plans import selectors as plan_selectors
+from plans.models import Product
 from tenants.models import Tenant
 
 # --- Invoices ----------------------------------------------------------------------------------
@@ -29,7 +32,11 @@ def invoices_for(
     if since:
         invoices = invoices.filter(issued_at__gte=_start_of(since))
     if until:
-        invoices = invoices.filter(issued_at__lt=_start_of(until + timedelta(days=1)))
+        # Up to the end of `until` (time.max: PostgreSQL keeps microseconds), never the next day's
+        # start: the day after 9999-12-31 does not exist (OverflowError, a 500 from a query string).
+        invoices = invoices.filter(
+            issued_at__lte=datetime.combine(until, time.max, tzinfo=timezone.get_current_timezone())
+        )
     return invoices.order_by("-issued_at", "-pk")
 
 
@@ -70,3 +77,44 @@ def invoice_detail(*, tenant: Tenant, invoice_id: int) -> Invoice:
     return (
         Invoice.objects.select_related("tenant").prefetch_related("lines").get(tenant=tenant, pk=invoice_id)
     )
+
+
+def last_invoice(*, tenant: Tenant) -> Invoice | None:
+    """The tenant's most recently issued invoice (the Overview's next-invoice tile)."""
+    return Invoice.objects.filter(tenant=tenant).order_by("-issued_at", "-pk").first()
+
+
+# --- the Billing tab left behind by a checkout in a new tab -------------------------------------
+
+
+class CheckoutWatch(StrEnum):
+    WAITING = "waiting"  # no payment yet: the checkout tab is open (or still loading)
+    ACTIVATING = "activating"  # the checkout completed; the payment provider's confirmation is on its way
+    PAID = "paid"  # the product is on a paid plan now: show the updated page
+    CLOSED = "closed"  # the checkout was canceled or expired: nothing was charged
+    TIMED_OUT = "timed_out"  # stop asking; the page says to reload once the payment is done
+
+
+WATCH_FOR = timedelta(minutes=30)  # how long the tab left behind keeps asking
+
+
+def checkout_watch(
+    *, tenant: Tenant, product: Product, since: datetime, now: datetime | None = None
+) -> CheckoutWatch:
+    """Where the checkout opened from the Billing tab (rendered at `since`) stands, for that tab."""
+    now = now or timezone.now()
+    if plan_selectors.entitlements(tenant=tenant, now=now)[product.code].is_paid:
+        return CheckoutWatch.PAID
+    latest = (
+        CheckoutSession.objects.filter(tenant=tenant, plan__product=product, created_at__gte=since)
+        .order_by("-created_at", "-pk")
+        .values_list("status", flat=True)
+        .first()
+    )
+    if latest == CheckoutSession.Status.EXPIRED:
+        return CheckoutWatch.CLOSED
+    if now - since > WATCH_FOR:
+        return CheckoutWatch.TIMED_OUT
+    if latest == CheckoutSession.Status.COMPLETE:
+        return CheckoutWatch.ACTIVATING
+    return CheckoutWatch.WAITING

@@ -1,7 +1,18 @@
 """Billing orchestration: the services that span layers (gateway + plans + tenants).
 
-Gateway calls happen outside our row locks and carry idempotency keys derived from our row ids;
-what the gateway answers is then applied through plans' state machine in one transaction."""
+Gateway calls carry idempotency keys derived from our row ids; what the gateway answers is applied
+through plans' state machine. What a tenant's member may buy, change or resume is asked of
+`plans.offers` (the rule the plan cards render from), never decided here.
+
+A plan change, a resume and a Cancel scheduled plan hold the tenant's and the subscription's row
+locks across their gateway call (`plans.services.subscription_lock`): lock, check, call, write,
+commit. A second click waits for the first to commit, then finds the state it left and is refused
+with the card's sentence — so one click makes one gateway call, and nothing is left half done if
+the process dies between the call and the write (the call's idempotency key replays it). The price
+is that a slow gateway holds the tenant's subscription writes (webhooks included) for as long as
+the call takes, bounded by the SDK's timeout and retries; other tenants are not held. (The other
+way, a pending row written under the lock before the call, needs a sweeper for rows a crash leaves
+pending and every reader to treat "pending" as "scheduled".)"""
 
 from __future__ import annotations
 
@@ -13,13 +24,20 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing_portal.gateway.base import GatewayError, GatewayInvoice, GatewaySubscription, PaymentGateway
+from billing_portal.gateway.base import (
+    CatalogPrice,
+    GatewayError,
+    GatewayInvoice,
+    GatewayInvoicePreview,
+    GatewaySubscription,
+    PaymentGateway,
+)
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, InvoiceLine
 from credits import services as credit_services
-from plans import selectors as plan_selectors
 from plans import services as plan_services
-from plans.models import Plan, ScheduledChange, Subscription
+from plans.models import Plan, Product, ScheduledChange, Subscription
+from plans.offers import OfferAction, actor_role, offer_require
 from plans.payments import PaidSubscriptionFacts, PaymentStatus
 from tenants import services as tenant_services
 from tenants.audit import Actor, audit
@@ -101,18 +119,13 @@ def customer_ensure(*, tenant: Tenant) -> str:
 
 
 def checkout_start(*, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str) -> str:
-    """Open the gateway's hosted checkout for a first paid subscription to `plan`; returns its URL."""
-    if plan.kind == Plan.Kind.CONTACT_SALES:
-        raise BusinessError("contact_sales", f"{plan.name} is contracted through our sales team.", status=422)
-    if not plan.is_paid or not plan.stripe_price_id:
-        raise BusinessError("plan_not_self_serve", f"{plan.name} cannot be bought here.", status=422)
-    live = plan_selectors.live_subscription(tenant=tenant, product_code=plan.product.code)
-    if live is not None and live.gateway_subscription_id and live.state != State.EXPIRED:
-        raise BusinessError(
-            "already_subscribed",
-            "You already have a paid subscription: choose when the change applies in Apply subscription updates.",
-            status=409,
-        )
+    """Open the gateway's hosted checkout for a first paid subscription to `plan`, when its card
+    offers Subscribe to `actor`; returns its URL."""
+    offer_require(
+        tenant=tenant, plan=plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.SUBSCRIBE
+    )
+    if not plan.stripe_price_id:
+        raise BusinessError("plan_not_self_serve", f"{plan.name} cannot be bought here yet.", status=422)
     customer_id = customer_ensure(tenant=tenant)
     session = CheckoutSession.objects.create(tenant=tenant, plan=plan, created_by=actor)
     metadata = {"tenant_id": str(tenant.pk), "plan": plan.code, "checkout": str(session.pk)}
@@ -177,13 +190,20 @@ class ChangeResult:
     scheduled: ScheduledChange | None = None
 
 
+@transaction.atomic
 def plan_change(
     *, tenant: Tenant, to_plan: Plan, when: str, custom_date: datetime | None, actor: User
 ) -> ChangeResult:
     """Apply subscription updates: now (prorated, entitlements recalculated at once), at the end of the
-    current period, or on a custom date (an Upcoming subscription until then)."""
+    current period, or on a custom date (an Upcoming subscription until then). Lock, check (the plan
+    card's offer and the dialog's choices), call the gateway, write — see the module's docstring."""
+    plan_services.subscription_lock(tenant=tenant, product=to_plan.product)
     request = plan_services.plan_change_validate(
-        tenant=tenant, to_plan=to_plan, when=when, custom_date=custom_date
+        tenant=tenant,
+        to_plan=to_plan,
+        role=actor_role(tenant=tenant, user=actor),
+        when=when,
+        custom_date=custom_date,
     )
     sub = request.subscription
     gateway = get_gateway()
@@ -193,26 +213,25 @@ def plan_change(
             for change in ScheduledChange.objects.filter(
                 subscription=sub, status=ScheduledChange.Status.SCHEDULED
             ):
-                scheduled_change_undo(tenant=tenant, change=change, actor=actor)
+                _scheduled_change_release(tenant=tenant, change=change, actor=actor)
             gw = gateway.change_subscription_price(
                 subscription_id=sub.gateway_subscription_id,
                 price_id=to_plan.stripe_price_id,
-                # The row's last write time makes A→B, B→A, A→B three keys, while a double click
-                # (nothing changed in between) repeats the first one.
+                # The row's last write time makes A→B, B→A, A→B three keys, while a retry of the
+                # same request (nothing changed in between) repeats the first one.
                 idempotency_key=f"plan-change:{sub.pk}:{to_plan.pk}:{sub.updated_at.timestamp():.6f}",
             )
-            with transaction.atomic():
-                updated = plan_services.subscription_apply_facts(
-                    tenant=tenant, gw=subscription_facts(gw), actor=actor
-                )
+            updated = plan_services.subscription_apply_facts(
+                tenant=tenant, gw=subscription_facts(gw), actor=actor
+            )
             assert updated is not None
             return ChangeResult(applied_now=True, subscription=updated)
         schedule = gateway.schedule_subscription_change(
             subscription_id=sub.gateway_subscription_id,
             price_id=to_plan.stripe_price_id,
             at=request.effective_at,
-            # Keyed by how many changes this subscription has had scheduled: a double click repeats
-            # the key, scheduling again after a cancel does not.
+            # Keyed by how many changes this subscription has had scheduled: a retry repeats the
+            # key, scheduling again after a cancel does not.
             idempotency_key=(
                 f"plan-schedule:{sub.pk}:{ScheduledChange.objects.filter(subscription=sub).count()}:{to_plan.pk}"
             ),
@@ -225,8 +244,39 @@ def plan_change(
     return ChangeResult(applied_now=False, subscription=sub, scheduled=change)
 
 
+def plan_change_preview(*, tenant: Tenant, to_plan: Plan, actor: User) -> GatewayInvoicePreview:
+    """What "Immediately" would charge now for a change to `to_plan`: the gateway's preview of the very
+    update `plan_change` makes. Refuses (BusinessError) what `plan_change` would refuse; changes nothing."""
+    request = plan_services.plan_change_validate(
+        tenant=tenant,
+        to_plan=to_plan,
+        role=actor_role(tenant=tenant, user=actor),
+        when=plan_services.When.IMMEDIATELY,
+        custom_date=None,
+    )
+    try:
+        return get_gateway().preview_price_change(
+            subscription_id=request.subscription.gateway_subscription_id, price_id=to_plan.stripe_price_id
+        )
+    except GatewayError as exc:
+        raise _gateway_error(exc) from exc
+
+
+MSG_CANCEL_SCHEDULED_ROLE = "Ask your account administrator to cancel the scheduled change."
+
+
+@transaction.atomic
 def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
-    """Cancel scheduled plan: release the gateway's schedule, then mark the change canceled."""
+    """Cancel scheduled plan (admins): lock, then — if it is still scheduled — release the gateway's
+    schedule and mark the change canceled. A second click finds it canceled and changes nothing."""
+    if actor_role(tenant=tenant, user=actor) != Role.ADMIN:
+        raise BusinessError("role_not_allowed", MSG_CANCEL_SCHEDULED_ROLE, status=403)
+    change = plan_services.scheduled_change_lock(tenant=tenant, change=change)
+    return _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+
+
+def _scheduled_change_release(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
+    """Under the tenant's lock: release the gateway's schedule, then mark the change canceled."""
     if change.status != ScheduledChange.Status.SCHEDULED:
         return change
     if change.gateway_schedule_id:
@@ -237,6 +287,39 @@ def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: Use
         except GatewayError as exc:
             raise _gateway_error(exc) from exc
     return plan_services.scheduled_change_cancel(tenant=tenant, change=change, actor=actor)
+
+
+@transaction.atomic
+def subscription_resume(*, tenant: Tenant, product: Product, actor: User) -> Subscription:
+    """Resume: undo the cancellation at period end of the tenant's `product` subscription, when its
+    card offers Resume to `actor` (admins). The gateway's answer is applied at once, so the card
+    shows Active before the webhook arrives."""
+    sub = plan_services.subscription_lock(tenant=tenant, product=product)
+    if sub is None:
+        raise BusinessError("not_canceled", "There is no subscription to resume.", status=409)
+    offer_require(
+        tenant=tenant, plan=sub.plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.RESUME
+    )
+    # Keyed by the cancellation it undoes: a retry repeats it, resuming a later one does not.
+    canceled = sub.canceled_at or sub.updated_at
+    try:
+        gw = get_gateway().resume_subscription(
+            subscription_id=sub.gateway_subscription_id,
+            idempotency_key=f"resume:{sub.pk}:{canceled.timestamp():.6f}",
+        )
+    except GatewayError as exc:
+        raise _gateway_error(exc) from exc
+    resumed = plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
+    assert resumed is not None
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.resumed",
+        target=resumed,
+        target_label=resumed.plan.name,
+        data={"state": resumed.state},
+    )
+    return resumed
 
 
 # --- the gateway's facts, applied ---------------------------------------------------------------
@@ -274,12 +357,14 @@ def subscription_facts(gw: GatewaySubscription) -> PaidSubscriptionFacts:
     )
 
 
-def price_of(price_id: str) -> tuple[int, str, str]:
-    """(amount in minor units, currency, interval) of a catalog price: what the local gateway charges."""
+def price_of(price_id: str) -> CatalogPrice:
+    """What a catalog price costs and the name of what it buys (the plan's name, as Stripe names a
+    price's product): what the local gateway charges and writes on its invoice lines."""
     plan = Plan.objects.filter(stripe_price_id=price_id).first()
     if plan is None:
         raise GatewayError(f"No such price: '{price_id}'", code="resource_missing")
-    return plan.price_amount, plan.currency, plan.interval if plan.interval != Plan.Interval.NONE else "month"
+    interval = plan.interval if plan.interval != Plan.Interval.NONE else "month"
+    return CatalogPrice(plan.price_amount, plan.currency, interval, plan.name)
 
 
 def tenant_for(*, customer_id: str = "", metadata: dict | None = None) -> Tenant | None:
@@ -306,6 +391,15 @@ def subscription_sync(
         return None
     plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
     return tenant
+
+
+def service_period(inv: GatewayInvoice) -> tuple[datetime | None, datetime | None]:
+    """The service an invoice's lines pay for: the earliest line start to the latest line end. The
+    invoice's own period_start/end is not it: at Stripe it is the window in which items could be
+    added (a subscription's first invoice: a single instant), and lines carry the service period."""
+    starts = [line.period_start for line in inv.lines if line.period_start is not None]
+    ends = [line.period_end for line in inv.lines if line.period_end is not None]
+    return (min(starts) if starts else None, max(ends) if ends else None)
 
 
 def invoice_credits_grant(*, tenant: Tenant, inv: GatewayInvoice) -> None:
@@ -339,6 +433,7 @@ def invoice_credits_grant(*, tenant: Tenant, inv: GatewayInvoice) -> None:
 
 def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
     """Mirror the gateway's invoice as it is now (lines replaced wholesale: they are the gateway's)."""
+    service_start, service_end = service_period(inv)
     fields = {
         "tenant": tenant,
         "gateway_subscription_id": inv.subscription_id,
@@ -354,6 +449,8 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
         "billing_reason": inv.billing_reason,
         "period_start": inv.period_start,
         "period_end": inv.period_end,
+        "service_period_start": service_start,
+        "service_period_end": service_end,
         "issued_at": inv.created,
         "paid_at": inv.paid_at,
         "hosted_invoice_url": inv.hosted_invoice_url,
@@ -449,4 +546,5 @@ __all__ = [
     "checkout_start",
     "organization_signup",
     "plan_change",
+    "subscription_resume",
 ]

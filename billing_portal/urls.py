@@ -10,9 +10,12 @@ tenant_patterns = [
     # Billing tab
     path("billing/", views.billing, name="billing"),
     path("billing/manage/", views.manage, name="billing_manage"),
+    path("billing/resume/", views.resume, name="billing_resume"),
     path("billing/plans/<slug:plan_code>/subscribe/", views.subscribe, name="billing_subscribe"),
     path("billing/plans/<slug:plan_code>/change/", views.change_plan, name="billing_change_plan"),
     path("billing/plans/<slug:plan_code>/contact/", views.request_contact, name="billing_contact"),
+    path("billing/plans/<slug:plan_code>/preview/", views.change_preview, name="billing_change_preview"),
+    path("billing/checkout-status/", views.checkout_status, name="billing_checkout_status"),
     path(
         "billing/scheduled/<int:change_id>/cancel/", views.cancel_scheduled, name="billing_cancel_scheduled"
     ),

@@ -3,7 +3,9 @@ gateway's webhook endpoint. Thin views: access check → form → one service �
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,15 +14,18 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing_portal import selectors as billing_selectors
 from billing_portal import services, tasks, webhooks
 from billing_portal.forms import LeadForm, PlanChangeForm
 from billing_portal.gateway.base import WebhookRejected, WebhookSignatureError
 from plans import selectors as plan_selectors
 from plans import services as plan_services
-from plans.models import Lead, Plan, Product, ScheduledChange
+from plans.models import Plan, Product, ScheduledChange
+from plans.offers import OfferAction, When, plan_offer, plan_offers, subscription_actions
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
 from tenants.errors import BusinessError, error_response
 from tenants.forms import SignupForm
@@ -82,40 +87,21 @@ def _product(request: HttpRequest) -> Product:
 
 
 def billing_context(request: TenantRequest, tenant: Tenant, product: Product) -> dict:
-    ent = plan_selectors.entitlements(tenant=tenant)
-    current = ent[product.code]
-    plans = list(plan_selectors.catalog(product=product))
-    requested = plan_selectors.open_leads(tenant=tenant)
-    is_admin = request.membership.role == Role.ADMIN
-    cards = [_plan_card(plan, current, is_admin=is_admin, requested=plan.pk in requested) for plan in plans]
+    role = request.membership.role
+    ents = plan_selectors.entitlements(tenant=tenant)
+    current = ents[product.code]
     return {
         "products": Product.objects.order_by("sort_order"),
         "product": product,
         "ent": current,
-        "cards": cards,
-        "is_admin": is_admin,
-        "change_form": PlanChangeForm(),
+        # What each plan card offers this member, and the subscription card's own actions: the
+        # template picks markup by them and decides nothing about roles or states.
+        "offers": plan_offers(tenant=tenant, product=product, role=role, ents=ents),
+        "card_actions": subscription_actions(ent=current, role=role),
+        "is_admin": role == Role.ADMIN,
         "lead_form": LeadForm(),
         "trial_used": plan_selectors.trial_used(tenant=tenant, product=product),
     }
-
-
-def _plan_card(plan: Plan, current, *, is_admin: bool, requested: bool) -> dict:
-    """What the plan's card offers this viewer: the one place the button rules live."""
-    is_current = current.plan_code == plan.code and current.state not in ("expired", "none")
-    if plan.kind == Plan.Kind.CONTACT_SALES:
-        action = "requested" if requested else "lead"
-    elif is_current:
-        action = "current"
-    elif plan.kind != Plan.Kind.SELF_SERVE:
-        action = "none"
-    elif not is_admin:
-        action = "ask_admin"
-    elif current.is_paid and current.state not in ("suspended",):
-        action = "change"
-    else:
-        action = "subscribe"
-    return {"plan": plan, "action": action, "is_current": is_current, "requested": requested}
 
 
 @tenant_view(ALL_ROLES)
@@ -171,7 +157,8 @@ def manage(request: TenantRequest, tenant: Tenant) -> HttpResponse:
 @tenant_view(ADMIN_ONLY)
 @require_http_methods(["GET", "POST"])
 def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
-    """Apply subscription updates: Immediately, End of the current period, or On custom date."""
+    """Apply subscription updates: Immediately, End of the current period, or On custom date — the
+    choices the plan's offer allows, shown up front."""
     _billing_enabled()
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
     form = PlanChangeForm(request.POST or None)
@@ -199,13 +186,30 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
 
                 return HttpResponseClientRedirect(back)
             return redirect(back)
-    current = plan_selectors.entitlements(tenant=tenant)[plan.product.code]
-    context = {"plan": plan, "form": form, "error": error, "ent": current, "product": plan.product}
+    ents = plan_selectors.entitlements(tenant=tenant)
+    offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role, ents=ents)
+    refusal = offer.refused(OfferAction.CHANGE)
+    if refusal is not None and error is None:
+        error = refusal.message  # said up front, not after the dialog was filled in
+    if request.method == "GET":
+        allowed = [c.value for c in offer.when_choices if c.available]
+        form = PlanChangeForm(
+            initial={"when": When.PERIOD_END if When.PERIOD_END in allowed else When.IMMEDIATELY}
+        )
+    context = {
+        "plan": plan,
+        "form": form,
+        "error": error,
+        "offer": offer,
+        "ent": ents[plan.product.code],
+        "product": plan.product,
+    }
     template = "billing_portal/change_plan.html#dialog" if request.htmx else "billing_portal/change_plan.html"
-    # htmx swaps only 2xx answers: the dialog with its error comes back as 200 to htmx, 422 otherwise.
-    return render(
-        request, template, context, status=422 if (error or form.errors) and not request.htmx else 200
-    )
+    # htmx swaps only 2xx answers: the dialog with its error comes back as 200 to htmx, 4xx otherwise.
+    status = 200
+    if (error or form.errors) and not request.htmx:
+        status = refusal.status if refusal is not None else 422
+    return render(request, template, context, status=status)
 
 
 @tenant_view(ADMIN_ONLY)
@@ -235,22 +239,94 @@ def cancel_scheduled(request: TenantRequest, tenant: Tenant, change_id: int) -> 
     return render(request, template, {"change": change, "back": back})
 
 
+@tenant_view(ADMIN_ONLY)
+@require_POST
+def resume(request: TenantRequest, tenant: Tenant) -> HttpResponse:
+    """Resume: keep a subscription that is canceled at the end of its period."""
+    _billing_enabled()
+    product = _product(request)
+    try:
+        sub = services.subscription_resume(tenant=tenant, product=product, actor=request.user)
+    except BusinessError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Your {sub.plan.name} subscription is active again and will renew.")
+    return redirect(_back(tenant, product))
+
+
 @tenant_view(ALL_ROLES)
 @require_POST
 def request_contact(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
-    """Book a demo / Speak with Specialist / register interest: a Lead for sales; "Request received"."""
+    """Book a demo / Speak with Specialist / Register interest: a Lead for sales; "Request received"."""
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
     form = LeadForm(request.POST)
     message = form.cleaned_data["message"] if form.is_valid() else ""
-    kind = {
-        "Book a demo": Lead.Kind.BOOK_DEMO,
-        "Speak with Specialist": Lead.Kind.SPECIALIST,
-    }.get(plan.contact_label, Lead.Kind.INTEREST)
-    plan_services.lead_create(tenant=tenant, user=request.user, plan=plan, kind=kind, message=message)
+    try:
+        plan_services.lead_create(tenant=tenant, user=request.user, plan=plan, message=message)
+    except BusinessError as exc:
+        if request.htmx:
+            return render(request, "billing_portal/billing.html#plan-refused", {"error": exc.message})
+        messages.error(request, exc.message)
+        return redirect(_back(tenant, plan.product))
     if request.htmx:
         return render(request, "billing_portal/billing.html#request-received", {"plan": plan})
     messages.success(request, "Request received. Our team will get in touch.")
     return redirect(_back(tenant, plan.product))
+
+
+# --- the preview of "Immediately" and the checkout watch ----------------------------------------
+
+
+@tenant_view(ADMIN_ONLY)
+@require_GET
+def change_preview(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+    """What "Immediately" charges now (the gateway's invoice preview), for Apply subscription updates.
+    A refusal or a gateway failure is a calm "Preview unavailable", never a broken dialog."""
+    _billing_enabled()
+    plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    preview, unavailable = None, ""
+    try:
+        preview = services.plan_change_preview(tenant=tenant, to_plan=plan, actor=request.user)
+    except BusinessError as exc:
+        unavailable = exc.message
+    context = {"plan": plan, "product": plan.product, "preview": preview, "unavailable": unavailable}
+    template = (
+        "billing_portal/change_preview.html#preview" if request.htmx else "billing_portal/change_preview.html"
+    )
+    return render(request, template, context)
+
+
+# Unix seconds the watch accepts as "the page was rendered at": from 2020 to 2100.
+_SINCE_RANGE = range(1_577_836_800, 4_102_444_800)
+
+
+def _since(value: str) -> datetime:
+    seconds = int(value) if value.isascii() and value.isdigit() and len(value) <= 12 else -1
+    if seconds not in _SINCE_RANGE:
+        return timezone.now()
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+@tenant_view(ADMIN_ONLY)
+@require_GET
+def checkout_status(request: TenantRequest, tenant: Tenant) -> HttpResponse:
+    """The Billing tab that opened a checkout in a new tab asks this every few seconds (S15): a note
+    while the payment is pending, the updated page once it is paid, a calm word if it was canceled."""
+    _billing_enabled()
+    product = _product(request)
+    state = billing_selectors.checkout_watch(
+        tenant=tenant, product=product, since=_since(request.GET.get("since", ""))
+    )
+    back = _back(tenant, product)
+    if state == billing_selectors.CheckoutWatch.PAID:
+        if not request.htmx:
+            return redirect(back)
+        # htmx fetches the Billing page and swaps its content in: the card now shows the paid plan.
+        location = {"path": back, "target": "#billing-page", "select": "#billing-page", "swap": "outerHTML"}
+        return HttpResponse(headers={"HX-Location": json.dumps(location)})
+    polling = state in (billing_selectors.CheckoutWatch.WAITING, billing_selectors.CheckoutWatch.ACTIVATING)
+    context = {"state": state, "polling": polling, "status_url": request.get_full_path(), "back": back}
+    return render(request, "billing_portal/checkout_watch.html", context)
 
 
 # --- webhook -------------------------------------------------------------------------------------

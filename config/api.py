@@ -3,7 +3,7 @@ to the error body of `tenants.errors` (the only place that builds it). Errors th
 produce before any handler runs (405, 404, 500) are shaped by `config.middleware`."""
 
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from credits.api import router as credits_router
@@ -15,8 +15,14 @@ from tenants.errors import BusinessError, error_body, http_error
 api = NinjaAPI(
     title="Allowance integration API",
     version="1",
+    description="Every request carries `Authorization: Bearer <key>`; the key decides the tenant. "
+    'Every error answers `{"error": {"code", "message"}}` (with `details` on 422): branch on `code`, '
+    "show `message`. Credits are counted in thousandths of a credit; times are ISO 8601 in UTC.",
     urls_namespace="api",
     auth=ApiKeyAuth(),
+    # Swagger UI from our own origin ("ninja" is in INSTALLED_APPS; its template has no inline
+    # script), without the badge that would fetch validator.swagger.io (offline, and the CSP).
+    docs=Swagger(settings={"validatorUrl": None}),
     docs_url="/docs",
 )
 

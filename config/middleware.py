@@ -1,14 +1,78 @@
-"""Every answer of the integration API that is an error has our shape, including those that ninja
-or Django produce before any handler of ours runs (405 Method Not Allowed, 404, 500)."""
+"""Project-wide middleware: bad input refused at the door, browser feature policy, and the API's
+error shape on every error answer (including those ninja or Django produce before any handler of
+ours runs: 405 Method Not Allowed, 404, 500)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
-from tenants.errors import error_response, http_error
+from tenants.errors import NUL_REFUSED, error_response, http_error
+
+API_PREFIX = "/api/"
+NUL = "\x00"
+
+# A JSON body's NUL: the raw byte, or the escape \u0000 that is not itself escaped (`\\u0000` is a
+# backslash followed by the text "u0000").
+_JSON_NUL = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _nul_in(request: HttpRequest) -> str | None:
+    """Where the request carries a NUL, or None. PostgreSQL cannot hold NUL in text: a value that
+    reached a query would fail as a DataError, a 500 for what a client sent."""
+    if NUL in request.path:
+        return "path"
+    if any(NUL in key or any(NUL in v for v in values) for key, values in request.GET.lists()):
+        return "query"
+    for key, value in request.META.items():
+        if (key.startswith("HTTP_") or key == "CONTENT_TYPE") and isinstance(value, str) and NUL in value:
+            return "headers"
+    content_type = request.content_type or ""
+    if request.method == "POST" and content_type in _FORM_TYPES:
+        # Read the body first: POST is then parsed from the copy, and a view can still read the body
+        # (multipart parsing would otherwise consume the stream). No upload is accepted anywhere, and
+        # DATA_UPLOAD_MAX_MEMORY_SIZE bounds the copy (a larger body is a 400).
+        request.body  # noqa: B018
+        fields = request.POST.lists()
+        return "form" if any(NUL in key or any(NUL in v for v in values) for key, values in fields) else None
+    # JSON only under the API: the webhook endpoint verifies its signature first and refuses NULs itself.
+    is_api_json = request.path.startswith(API_PREFIX) and content_type == "application/json"
+    return "body" if is_api_json and _JSON_NUL.search(request.body) else None
+
+
+class RejectNulMiddleware:
+    """Answers 400 to a request with a NUL in its path, query, headers, form fields or (under /api/)
+    JSON body: the API's error shape under /api/, the styled 400 page elsewhere. Nothing runs."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _nul_in(request) is None:
+            return self.get_response(request)
+        if request.path.startswith(API_PREFIX):
+            return error_response(*NUL_REFUSED, status=400)
+        return render(request, "400.html", {"reason": NUL_REFUSED[1]}, status=400)
+
+
+class PermissionsPolicyMiddleware:
+    """`Permissions-Policy`: every feature in settings.PERMISSIONS_POLICY is off (`feature=()`)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.header = ", ".join(f"{feature}=()" for feature in settings.PERMISSIONS_POLICY)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if self.header:
+            response.setdefault("Permissions-Policy", self.header)
+        return response
 
 
 class ApiErrorShapeMiddleware:
@@ -17,7 +81,7 @@ class ApiErrorShapeMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if not request.path.startswith("/api/") or response.status_code < 400:
+        if not request.path.startswith(API_PREFIX) or response.status_code < 400:
             return response
         if response.get("Content-Type", "").startswith("application/json"):
             try:

@@ -5,10 +5,14 @@ Celery's filesystem broker under `var/`, mail to the console, the local payment 
 sets DEBUG=false, SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL, EMAIL_URL (see README).
 """
 
+import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -20,7 +24,7 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise environ.ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789"
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
@@ -38,6 +42,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    # Serves Swagger UI's assets for /api/v1/docs from our origin (ninja's CDN template otherwise).
+    "ninja",
     "tenants",
     "plans",
     "credits",
@@ -46,7 +52,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "config.middleware.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads the session, the user or a form: a NUL never reaches PostgreSQL.
+    "config.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -78,13 +88,24 @@ TEMPLATES = [
     },
 ]
 
+
+def conn_max_age(argv: Sequence[str], configured: int) -> int:
+    """Seconds a database connection outlives its request. runserver serves each request on a new
+    thread, and a persistent connection belongs to its thread: kept, they pile up idle (80+ seen)
+    until PostgreSQL refuses new ones. gunicorn's and Celery's workers reuse theirs."""
+    command = argv[1] if len(argv) > 1 else ""
+    return 0 if command == "runserver" else configured
+
+
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'allowance.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default: a web server and a worker share the file; wait instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_MAX_AGE"] = conn_max_age(
+        sys.argv, env.int("DATABASE_CONN_MAX_AGE", default=60)
+    )
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -103,6 +124,11 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 PASSWORD_RESET_TIMEOUT = 60 * 60 * 24  # seconds
+# Password-reset requests, counted in the cache per hour: per address (the victim's inbox) and per
+# client IP (one sender spraying addresses). Over either limit the page answers the same, no email.
+PASSWORD_RESET_LIMIT_PER_EMAIL = env.int("PASSWORD_RESET_LIMIT_PER_EMAIL", default=3)
+PASSWORD_RESET_LIMIT_PER_IP = env.int("PASSWORD_RESET_LIMIT_PER_IP", default=20)
+PASSWORD_RESET_LIMIT_WINDOW = 60 * 60  # seconds
 
 # Login throttling. Failures are counted per (email, IP) pair, so an attacker hammering an
 # address from their own IP locks only themselves out, never the real owner on another IP.
@@ -116,6 +142,10 @@ AXES_USERNAME_CALLABLE = "tenants.forms.login_throttle_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0)
+# django-ipware is not installed, so axes would ignore AXES_IPWARE_PROXY_COUNT and see every login
+# behind a proxy as the proxy's address: the password-reset throttle's reading of the client's
+# address (X-Forwarded-For, N proxies from the right) decides for both.
+AXES_CLIENT_IP_CALLABLE = "tenants.throttle.client_ip"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -160,6 +190,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# A worker logs what tasks print at this level; the console mailer prints every email, which is
+# information, not a warning (Celery's default).
+CELERY_WORKER_REDIRECT_STDOUTS_LEVEL = "INFO"
 
 # Mail: the console in development, SMTP (EMAIL_URL=smtp+tls://user:pass@host:587) in production.
 # Django 6.1's MAILERS (EMAIL_BACKEND and EMAIL_HOST* are deprecated).
@@ -211,9 +244,50 @@ CREDITS_HOLD_TTL_DEFAULT = 900
 
 # The payment gateway: "local" (in-process stand-in, DEBUG only) or "stripe".
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="local" if DEBUG else "stripe")
+# The webhook secret signs what the local gateway sends in development; this value is public, so
+# with DEBUG off there is no default, and the settings refuse to load without Stripe and both of
+# its keys (billing_portal's system check runs for manage.py only, not under gunicorn: refuse
+# here, as for SECRET_KEY).
+DEVELOPMENT_WEBHOOK_SECRET = "whsec_local_development_only"
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
-STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_local_development_only")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default=DEVELOPMENT_WEBHOOK_SECRET if DEBUG else "")
 STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)  # seconds
+
+
+def payment_settings_problems(
+    *, debug: bool, gateway: str, secret_key: str, webhook_secret: str
+) -> list[str]:
+    """Why these payment settings cannot serve: nothing in DEBUG (the local gateway and its public
+    secret are for development); with DEBUG off only Stripe, with both of its keys."""
+    if gateway not in ("local", "stripe"):
+        return [f"PAYMENT_GATEWAY must be 'local' or 'stripe', not {gateway!r}."]
+    if debug:
+        return []
+    if gateway == "local":
+        return ["PAYMENT_GATEWAY=local is the development stand-in: it cannot run with DEBUG off."]
+    missing = [] if secret_key else ["STRIPE_SECRET_KEY"]
+    if not webhook_secret or webhook_secret == DEVELOPMENT_WEBHOOK_SECRET:
+        missing.append("STRIPE_WEBHOOK_SECRET")
+    if missing:
+        return [f"{' and '.join(missing)} must be set when DEBUG is off (PAYMENT_GATEWAY=stripe)."]
+    return []
+
+
+if _payment_problems := payment_settings_problems(
+    debug=DEBUG,
+    gateway=PAYMENT_GATEWAY,
+    secret_key=STRIPE_SECRET_KEY,
+    webhook_secret=STRIPE_WEBHOOK_SECRET,
+):
+    raise ImproperlyConfigured(" ".join(_payment_problems))
+
+# Where Stripe's hosted pages live: Subscribe and Manage POST to us and we redirect there.
+# https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-url (checkout.stripe.com)
+# https://docs.stripe.com/api/customer_portal/sessions/object#portal_session_object-url (billing.stripe.com)
+# Override for a custom domain (https://docs.stripe.com/payments/checkout/custom-domains).
+STRIPE_HOSTED_ORIGINS = env.list(
+    "STRIPE_HOSTED_ORIGINS", default=["https://checkout.stripe.com", "https://billing.stripe.com"]
+)
 
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
@@ -232,10 +306,55 @@ if not DEBUG:
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
+
+def content_security_policy(*, gateway: str, hosted_origins: Sequence[str]) -> dict[str, list[str]]:
+    """Our own origin only: pages carry no inline script, handler or style (behaviour is in
+    static/js/app.js, htmx is told not to eval or inject styles). `form-action` also allows Stripe's
+    hosted pages when Stripe is the gateway: Chrome applies it to the redirect that follows a form's
+    POST (Subscribe → Checkout, Manage → the customer portal)."""
+    form_action = [CSP.SELF, *(hosted_origins if gateway == "stripe" else ())]
+    return {
+        "default-src": [CSP.SELF],
+        "script-src": [CSP.SELF],
+        "style-src": [CSP.SELF],
+        "img-src": [CSP.SELF, "data:"],
+        "object-src": [CSP.NONE],
+        "base-uri": [CSP.SELF],
+        "frame-ancestors": [CSP.NONE],
+        "form-action": form_action,
+    }
+
+
+_csp = content_security_policy(gateway=PAYMENT_GATEWAY, hosted_origins=STRIPE_HOSTED_ORIGINS)
+# Enforced whenever DEBUG is off (production, the test suite). In DEBUG only reported (the browser's
+# console lists what it would block): Django's technical error pages carry inline styles and scripts.
+SECURE_CSP = {} if DEBUG else _csp
+SECURE_CSP_REPORT_ONLY = _csp if DEBUG else {}
+# Powerful browser features no page of ours uses, switched off for every page (and any frame).
+PERMISSIONS_POLICY = [
+    "accelerometer",
+    "autoplay",
+    "camera",
+    "display-capture",
+    "geolocation",
+    "gyroscope",
+    "magnetometer",
+    "microphone",
+    "midi",
+    "payment",
+    "usb",
+    "xr-spatial-tracking",
+]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"permission_denied": {"()": "config.log_filters.PermissionDeniedWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # A 403 is a refusal we meant, not a failure: one line, no traceback.
+        "django.request": {"filters": ["permission_denied"]},
+    },
 }

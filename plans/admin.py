@@ -17,6 +17,7 @@ class PlanAdmin(admin.ModelAdmin):
         "code",
         "product",
         "kind",
+        "lead_kind",
         "price_amount",
         "currency",
         "interval",
@@ -36,7 +37,7 @@ class PlanAdmin(admin.ModelAdmin):
                     "tagline",
                     "features",
                     "kind",
-                    "contact_label",
+                    "lead_kind",
                     "rank",
                     "is_public",
                 )

@@ -3,66 +3,103 @@
 from datetime import datetime
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Field, Path, Router, Schema
 
-from plans.selectors import entitlements
+from plans.selectors import MSG_ENDED, MSG_OVERDUE, entitlements
+from tenants.api_docs import NOT_FOUND, ErrorCase, documented
 from tenants.errors import BusinessError
 
 router = Router(tags=["entitlements"])
 
 
 class LimitsOut(Schema):
-    session_limit: int | None
-    answered_only: bool
-    included_credits: int  # thousandths of a credit
-    credit_renewal: str
-    extra_packs_allowed: bool
-    ai_licenses: int
-    chat_licenses: int
-    ticket_credits_per_license: int
-    ticket_credits: int
-    unlimited_ai: bool
+    session_limit: int | None = Field(
+        description="AI Agents: billable sessions included each period; null when the plan sets no limit."
+    )
+    answered_only: bool = Field(
+        description="AI Agents: only answered conversations count as billable sessions."
+    )
+    included_credits: int = Field(
+        description="AI Credits: credits the plan includes, in thousandths of a credit (49900 is 49.9 credits)."
+    )
+    credit_renewal: str = Field(
+        description="AI Credits: when the included credits are granted again: `none` or `monthly`."
+    )
+    extra_packs_allowed: bool = Field(
+        description="AI Credits: extra credit packs may be bought on this plan."
+    )
+    ai_licenses: int = Field(description="Helpdesk AI: AI licenses the plan includes.")
+    chat_licenses: int = Field(description="Helpdesk AI: Chat licenses the plan includes.")
+    ticket_credits_per_license: int = Field(
+        description="Helpdesk AI: ticket credits each AI license brings every cycle."
+    )
+    ticket_credits: int = Field(
+        description="Helpdesk AI: ticket credits granted each cycle (ai_licenses times ticket_credits_per_license)."
+    )
+    unlimited_ai: bool = Field(
+        description="Helpdesk AI: every ticket gets AI, without spending ticket credits."
+    )
 
 
 class UpcomingOut(Schema):
-    plan_code: str
-    plan_name: str
-    starts_on: datetime
+    plan_code: str = Field(description="Code of the plan a scheduled change moves to.")
+    plan_name: str = Field(description="Display name of that plan.")
+    starts_on: datetime = Field(description="When the change takes effect (ISO 8601, UTC).")
 
 
 class RefusalOut(Schema):
-    code: str
-    message: str
+    code: str = Field(
+        description="Why new work is refused: `payment_overdue`, `subscription_ended` or `no_subscription` "
+        "(the code the admission check answers with)."
+    )
+    message: str = Field(description="The message to show, in the specification's words.")
 
 
 class ProductOut(Schema):
-    product: str
-    plan_code: str | None
-    plan_name: str | None
-    state: str
-    badge: str
-    active: bool
-    period_start: datetime | None
-    period_end: datetime | None
-    next_billing_date: datetime | None
-    trial_ends_at: datetime | None
-    trial_days_left: int | None
-    grace_until: datetime | None
-    ends_at: datetime | None
-    limits: LimitsOut
-    upcoming: UpcomingOut | None
-    refusal: RefusalOut | None
+    product: str = Field(description="Product code: `ai_agents`, `ai_credits` or `helpdesk_ai`.")
+    plan_code: str | None = Field(
+        description="Code of the tenant's current plan; null without a subscription."
+    )
+    plan_name: str | None = Field(
+        description="Display name of the current plan; null without a subscription."
+    )
+    state: str = Field(
+        description="Subscription state: `trialing`, `active`, `past_due`, `suspended`, `canceled`, "
+        "`expired` or `none`."
+    )
+    badge: str = Field(
+        description="The badge the Billing tab shows, e.g. `Active subscription`, `Payment issue`."
+    )
+    active: bool = Field(description="May the product accept new work? False exactly when `refusal` is set.")
+    period_start: datetime | None = Field(
+        description="Start of the current billing period or validity (UTC)."
+    )
+    period_end: datetime | None = Field(description="End of the current billing period or validity (UTC).")
+    next_billing_date: datetime | None = Field(
+        description="When the next payment is taken; null for free plans, trials and ending subscriptions."
+    )
+    trial_ends_at: datetime | None = Field(description="End of the free trial; null outside a trial.")
+    trial_days_left: int | None = Field(description="Whole days left in the trial; null outside a trial.")
+    grace_until: datetime | None = Field(
+        description="After a failed payment: access continues until then; null when no payment is overdue."
+    )
+    ends_at: datetime | None = Field(description="When a canceled or free plan stops; null when it renews.")
+    limits: LimitsOut = Field(description="What the current plan allows (all zero without a plan).")
+    upcoming: UpcomingOut | None = Field(description="A plan change scheduled for later; null when none is.")
+    refusal: RefusalOut | None = Field(
+        description="Why new work is refused; null while the product is active."
+    )
 
 
 class EntitlementsOut(Schema):
-    tenant: str
-    products: dict[str, ProductOut]
+    tenant: str = Field(description="Slug of the key's tenant.")
+    products: dict[str, ProductOut] = Field(description="One entry per product, keyed by product code.")
 
 
 @router.get(
     "/entitlements",
-    response=EntitlementsOut,
     summary="The tenant's plan, state, limits and flags per product",
+    **documented(EntitlementsOut),
 )
 def get_entitlements(request: HttpRequest) -> dict:
     ent = entitlements(tenant=request.auth.tenant)  # type: ignore[attr-defined]
@@ -70,25 +107,39 @@ def get_entitlements(request: HttpRequest) -> dict:
 
 
 class AdmissionOut(Schema):
-    product: str
-    allowed: bool
-    state: str
-    plan_code: str | None
+    product: str = Field(description="The product code asked about.")
+    allowed: bool = Field(description="Always true in a 200: new work may start. A refusal is a 402 or 403.")
+    state: str = Field(description="The subscription state (see `state` of the entitlements).")
+    plan_code: str | None = Field(description="Code of the current plan; null without one.")
 
 
 # Refusals of new work, by code: the status the API answers with.
 REFUSAL_STATUS = {"payment_overdue": 402, "subscription_ended": 403, "no_subscription": 403}
+ADMISSION_REFUSALS = (
+    ErrorCase(402, "payment_overdue", MSG_OVERDUE, "A payment failed and the grace period is over."),
+    ErrorCase(403, "subscription_ended", MSG_ENDED, "The trial or subscription has ended or is suspended."),
+    ErrorCase(
+        403,
+        "no_subscription",
+        "There is no subscription for this product. Subscribe to a plan to continue.",
+        "The tenant has no subscription for the product.",
+    ),
+)
+UNKNOWN_PRODUCT = ErrorCase(404, "unknown_product", "No product 'ai_agent'.", NOT_FOUND.when)
 
 
 @router.get(
     "/entitlements/{product}/admission",
-    response={200: AdmissionOut},
     summary="May the tenant start new work (sessions, credits, tickets) on this product?",
     description="200 when it may; otherwise the refusal in the error shape, with the exact message to show "
     "(402 payment_overdue: 'Your payment is overdue and the grace period has expired.'; 403 "
     "subscription_ended: 'Your subscription has ended. Please upgrade your plan to continue.').",
+    **documented(AdmissionOut, *ADMISSION_REFUSALS, UNKNOWN_PRODUCT),
 )
-def admission(request: HttpRequest, product: str) -> dict:
+def admission(
+    request: HttpRequest,
+    product: str = Path(..., description="Product code: `ai_agents`, `ai_credits` or `helpdesk_ai`."),
+) -> dict:
     ent = entitlements(tenant=request.auth.tenant).get(product)  # type: ignore[attr-defined]
     if ent is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)

@@ -86,7 +86,7 @@ def plans(*, trial_days: int, trial_sessions: int) -> list[dict[str, Any]]:
             "name": "Enterprise",
             "kind": "contact_sales",
             "rank": 40,
-            "contact_label": "Book a demo",
+            "lead_kind": "book_demo",
             "interval": "none",
             "tagline": "Custom volumes, SSO and a contract that fits.",
             "features": "Custom session volumes\nSSO and audit exports\nSLA and invoicing",
@@ -124,7 +124,7 @@ def plans(*, trial_days: int, trial_sessions: int) -> list[dict[str, Any]]:
             "name": "AI Ultra",
             "kind": "contact_sales",
             "rank": 20,
-            "contact_label": "Speak with Specialist",
+            "lead_kind": "specialist",
             "interval": "none",
             "tagline": "A customized plan for high productivity.",
             "features": "Custom credit volume\nContracted with our sales team",
@@ -164,11 +164,13 @@ def plans(*, trial_days: int, trial_sessions: int) -> list[dict[str, Any]]:
 
 
 def ensure_catalog(Product, Plan, *, trial_days: int, trial_sessions: int) -> None:
-    """Create what is missing; never overwrite what staff changed."""
+    """Create what is missing; never overwrite what staff changed. `Product` and `Plan` may be a
+    migration's historical models: a field they do not have yet is left out."""
     by_code = {}
     for p in PRODUCTS:
         by_code[p["code"]], _ = Product.objects.get_or_create(code=p["code"], defaults=p)
+    known = {f.name for f in Plan._meta.get_fields()}
     for spec in plans(trial_days=trial_days, trial_sessions=trial_sessions):
-        fields = dict(spec)
+        fields = {k: v for k, v in spec.items() if k in known}
         fields["product"] = by_code[fields["product"]]
         Plan.objects.get_or_create(code=fields.pop("code"), defaults=fields)

@@ -30,6 +30,18 @@ class Product(models.Model):
         return self.name
 
 
+class LeadKind(models.TextChoices):
+    """What a sales request asks for (`Lead.Kind`); a contact-sales plan names one (`Plan.lead_kind`)."""
+
+    BOOK_DEMO = "book_demo", "Book a demo"
+    SPECIALIST = "specialist", "Speak with Specialist"
+    INTEREST = "interest", "Registered interest"
+
+
+# The kinds a contact-sales card may ask for; registered interest is for self-serve plans.
+CONTACT_LEAD_KINDS = [LeadKind.BOOK_DEMO, LeadKind.SPECIALIST]
+
+
 class Plan(models.Model):
     class Interval(models.TextChoices):
         MONTH = "month", "Monthly"
@@ -52,8 +64,13 @@ class Plan(models.Model):
     tagline = models.CharField(max_length=160, blank=True)
     features = models.TextField(blank=True, help_text="One feature a line, shown on the plan card.")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SELF_SERVE)
-    contact_label = models.CharField(
-        max_length=40, blank=True, help_text='Button on contact-sales cards, e.g. "Book a demo".'
+    # What a contact-sales card asks for: it decides the button ("Book a demo", "Speak with
+    # Specialist") and the kind of the Lead it creates. Blank on every other kind of plan.
+    lead_kind = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=[(kind.value, kind.label) for kind in CONTACT_LEAD_KINDS],
+        help_text="Contact-sales plans only: what the card's button asks for.",
     )
     price_amount = models.PositiveIntegerField(default=0, help_text="Minor units (cents) per interval.")
     currency = models.CharField(max_length=3, default="usd")
@@ -92,6 +109,13 @@ class Plan(models.Model):
             models.CheckConstraint(
                 condition=~Q(kind__in=["trial", "free"]) | Q(validity_days__isnull=False),
                 name="plan_trial_free_has_validity",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="contact_sales", lead_kind__in=["book_demo", "specialist"])
+                | (~Q(kind="contact_sales") & Q(lead_kind="")),
+                name="plan_lead_kind_iff_contact_sales",
+                violation_error_message="A contact-sales plan needs a lead kind (Book a demo or Speak "
+                "with Specialist); other plans have none.",
             ),
         ]
 
@@ -210,10 +234,7 @@ class ScheduledChange(models.Model):
 class Lead(models.Model):
     """Contact sales / Book a demo / Speak with Specialist / registered interest: worked by staff."""
 
-    class Kind(models.TextChoices):
-        BOOK_DEMO = "book_demo", "Book a demo"
-        SPECIALIST = "specialist", "Speak with Specialist"
-        INTEREST = "interest", "Registered interest"
+    Kind = LeadKind
 
     class Status(models.TextChoices):
         NEW = "new", "New"

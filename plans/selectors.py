@@ -83,6 +83,7 @@ class ProductEntitlement:
     trial_days_left: int | None
     grace_until: datetime | None
     ends_at: datetime | None  # when a canceled or free plan stops
+    ended_at: datetime | None  # when an expired subscription actually ended (not its period end)
     limits: Limits
     upcoming: Upcoming | None
     refusal: Refusal | None  # why new work is refused, or None
@@ -168,6 +169,16 @@ def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
     return None
 
 
+def _ended_at(sub: Subscription, refusal: Refusal | None) -> datetime | None:
+    """When the subscription ended: the moment recorded when it expired, or, past its end but not
+    yet swept, the end that passed (the trial's end, the cancellation's or the free plan's)."""
+    if sub.ended_at is not None:
+        return sub.ended_at
+    if refusal is None or refusal.code != "subscription_ended":
+        return None
+    return sub.trial_ends_at if sub.state == State.TRIALING else sub.ends_at
+
+
 def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> ProductEntitlement:
     if sub is None:
         return ProductEntitlement(
@@ -190,6 +201,7 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
             trial_days_left=None,
             grace_until=None,
             ends_at=None,
+            ended_at=None,
             limits=NO_LIMITS,
             upcoming=None,
             refusal=_refusal(None, now),
@@ -240,6 +252,7 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
         trial_days_left=days_left,
         grace_until=sub.grace_until,
         ends_at=sub.ends_at,
+        ended_at=_ended_at(sub, refusal),
         limits=_limits(plan) if sub.state != State.EXPIRED else NO_LIMITS,
         upcoming=upcoming,
         refusal=refusal,
@@ -282,15 +295,6 @@ def catalog(*, product: Product | None = None) -> QuerySet[Plan]:
     if product is not None:
         plans = plans.filter(product=product)
     return plans.order_by("product__sort_order", "rank", "price_amount")
-
-
-def live_subscription(*, tenant: Tenant, product_code: str) -> Subscription | None:
-    return (
-        Subscription.objects.select_related("plan", "product")
-        .filter(tenant=tenant, product__code=product_code)
-        .exclude(state=State.EXPIRED)
-        .first()
-    )
 
 
 def trial_used(*, tenant: Tenant, product: Product) -> bool:

@@ -1,7 +1,9 @@
 """Every write of the plans app: the subscription state machine, trials, scheduled changes, leads.
 
 Each transition locks the subscription row, returns early if the target state is already reached,
-writes an audit event and queues its email once (the notification log's unique key). Payment
+writes an audit event and queues its email once (the notification log's unique key). Writers that
+start or change a subscription lock the tenant's row first, then the subscription's (the same order
+everywhere, so two of them never wait on each other), and only then check and write. Payment
 facts arrive as `PaidSubscriptionFacts` (billing_portal translates the gateway's objects) and are applied from the
 object's current state, never from an event's position, so replays and reordering converge."""
 
@@ -15,9 +17,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from plans.models import Lead, Plan, Product, ScheduledChange, Subscription, TrialGrant
+from plans.models import Lead, LeadKind, Plan, Product, ScheduledChange, Subscription, TrialGrant
+from plans.offers import MSG_SCHEDULED, OfferAction, When, actor_role, offer_require
 from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
-from plans.selectors import MSG_OVERDUE
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
@@ -51,13 +53,27 @@ def _notify_admins(*, tenant: Tenant, key: str, template: str, context: dict) ->
 
 
 def _lock_live(tenant: Tenant, product: Product) -> Subscription | None:
+    # of=("self",): the joined plan and product rows are every tenant's; locking them would
+    # serialize all tenants on one catalog row.
     return (
-        Subscription.objects.select_for_update()
+        Subscription.objects.select_for_update(of=("self",))
         .select_related("plan", "product")
         .filter(tenant=tenant, product=product)
         .exclude(state=State.EXPIRED)
         .first()
     )
+
+
+def _lock_tenant(tenant: Tenant) -> None:
+    """Serialize the writes that start or change the tenant's subscriptions (always taken first)."""
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).first()
+
+
+def subscription_lock(*, tenant: Tenant, product: Product) -> Subscription | None:
+    """Lock the tenant, then its live subscription to `product` (None when there is none), for a
+    check-then-write that must not race: hold it (inside a transaction) until the write is done."""
+    _lock_tenant(tenant)
+    return _lock_live(tenant, product)
 
 
 def _transition(
@@ -90,7 +106,8 @@ def _start_unpaid(
     actor,
     **dates: datetime,
 ) -> Subscription:
-    """Open a subscription that no payment backs (a trial, a free plan), if the product has none live."""
+    """Open a subscription that no payment backs (a trial, a free plan), if the product has none live.
+    The caller holds the tenant's lock."""
     if _lock_live(tenant, plan.product) is not None:
         raise BusinessError(
             "already_subscribed", f"{tenant.name} already has a {plan.product.name} subscription.", status=409
@@ -124,6 +141,7 @@ def trial_start(
     now = now or timezone.now()
     if plan.kind != Plan.Kind.TRIAL:
         raise BusinessError("not_a_trial", f"{plan.name} is not a trial.")
+    _lock_tenant(tenant)
     try:
         with transaction.atomic():
             TrialGrant.objects.create(tenant=tenant, product=plan.product, granted_at=now)
@@ -154,6 +172,7 @@ def free_plan_start(
     now = now or timezone.now()
     if plan.kind != Plan.Kind.FREE:
         raise BusinessError("not_free", f"{plan.name} is not a free plan.")
+    _lock_tenant(tenant)  # then check: a second start waits here and finds the first one's row
     if Subscription.objects.filter(tenant=tenant, plan=plan).exists():
         raise BusinessError("free_plan_used", f"{plan.name} was already used by {tenant.name}.", status=409)
     ends = now + timedelta(days=plan.validity_days or 0)
@@ -193,7 +212,11 @@ def tenant_provision(
 def trial_end(*, subscription: Subscription, reason: str, now: datetime | None = None) -> Subscription:
     """End a trial now (days or sessions ran out). Idempotent."""
     now = now or timezone.now()
-    sub = Subscription.objects.select_for_update().select_related("plan", "tenant").get(pk=subscription.pk)
+    sub = (
+        Subscription.objects.select_for_update(of=("self",))
+        .select_related("plan", "tenant")
+        .get(pk=subscription.pk)
+    )
     if sub.state != State.TRIALING:
         return sub  # already ended, or converted to a paid plan
     sub.ended_at = now
@@ -218,7 +241,7 @@ def trials_expire_due(*, now: datetime) -> int:
     for pk in ids:
         with transaction.atomic():
             sub = (
-                Subscription.objects.select_for_update(skip_locked=True)
+                Subscription.objects.select_for_update(skip_locked=True, of=("self",))
                 .filter(pk=pk, state=State.TRIALING)
                 .first()
             )
@@ -283,9 +306,9 @@ def subscription_apply_facts(
     if gw.status == PaymentStatus.PENDING:
         return None  # checkout not finished: nothing is owed or granted yet
     plan = plan_for_price(gw.price_id)
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # serialize per tenant
+    _lock_tenant(tenant)  # serialize per tenant
     sub = (
-        Subscription.objects.select_for_update()
+        Subscription.objects.select_for_update(of=("self",))
         .select_related("plan", "product")
         .filter(tenant=tenant, gateway_subscription_id=gw.reference)
         .first()
@@ -431,7 +454,7 @@ def grace_periods_expire_due(*, now: datetime) -> int:
     ):
         with transaction.atomic():
             sub = (
-                Subscription.objects.select_for_update(skip_locked=True)
+                Subscription.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("tenant", "plan")
                 .filter(pk=pk, state=State.PAST_DUE, grace_until__lte=now)
                 .first()
@@ -460,7 +483,7 @@ def subscriptions_end_due(*, now: datetime) -> int:
     for pk in list(due):
         with transaction.atomic():
             sub = (
-                Subscription.objects.select_for_update(skip_locked=True)
+                Subscription.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("tenant", "plan")
                 .filter(pk=pk, ends_at__lte=now)
                 .exclude(state=State.EXPIRED)
@@ -478,17 +501,6 @@ def subscriptions_end_due(*, now: datetime) -> int:
 # --- scheduled changes -------------------------------------------------------------------------
 
 
-class When:
-    IMMEDIATELY = "immediately"
-    PERIOD_END = "period_end"
-    CUSTOM_DATE = "custom_date"
-    CHOICES = (
-        (IMMEDIATELY, "Immediately"),
-        (PERIOD_END, "End of the current period"),
-        (CUSTOM_DATE, "On custom date"),
-    )
-
-
 @dataclass(frozen=True)
 class ChangeRequest:
     subscription: Subscription
@@ -498,10 +510,19 @@ class ChangeRequest:
 
 
 def plan_change_validate(
-    *, tenant: Tenant, to_plan: Plan, when: str, custom_date: datetime | None, now: datetime | None = None
+    *,
+    tenant: Tenant,
+    to_plan: Plan,
+    role: str,
+    when: str,
+    custom_date: datetime | None,
+    now: datetime | None = None,
 ) -> ChangeRequest:
-    """Check a requested plan change; raise a BusinessError that says what is wrong. Changes nothing."""
+    """Check a requested plan change against what the plan's card offers `role` (plans.offers) and
+    the date asked for; raise the BusinessError the card or the dialog shows. Changes nothing.
+    Call it under `subscription_lock`, so that what it checked still holds when the caller writes."""
     now = now or timezone.now()
+    offer_require(tenant=tenant, plan=to_plan, role=role, action=OfferAction.CHANGE, when=when, now=now)
     sub = (
         Subscription.objects.select_related("plan", "product")
         .filter(tenant=tenant, product=to_plan.product)
@@ -509,41 +530,20 @@ def plan_change_validate(
         .first()
     )
     if sub is None or not sub.gateway_subscription_id:
+        # The offer said Change, so the subscription is paid; one the gateway never made (set up
+        # by hand) cannot be changed there.
         raise BusinessError("no_paid_subscription", "Subscribe to a paid plan first.", status=409)
-    if not to_plan.is_paid:
-        raise BusinessError("plan_not_self_serve", f"{to_plan.name} cannot be bought here.", status=422)
-    if sub.plan_id == to_plan.pk:
-        raise BusinessError("same_plan", f"You are already on {to_plan.name}.", status=409)
-    # Past grace_until is overdue even before the sweeper suspends it, as entitlements() says.
-    overdue = sub.state == State.PAST_DUE and sub.grace_until is not None and sub.grace_until <= now
-    if sub.state == State.SUSPENDED or overdue:
-        raise BusinessError("payment_overdue", MSG_OVERDUE, status=402)
-    if sub.state == State.CANCELED:
-        raise BusinessError(
-            "subscription_canceled",
-            "Your subscription is canceled. Resume it in the billing portal to change plans.",
-            status=409,
-        )
-    if (
-        ScheduledChange.objects.filter(subscription=sub, status=ScheduledChange.Status.SCHEDULED).exists()
-        and when != When.IMMEDIATELY
-    ):
-        raise BusinessError(
-            "change_already_scheduled", "A plan change is already scheduled. Cancel it first.", status=409
-        )
     if when == When.IMMEDIATELY:
         return ChangeRequest(sub, to_plan, when, None)
     if when == When.PERIOD_END:
         return ChangeRequest(sub, to_plan, when, sub.current_period_end)
-    if when == When.CUSTOM_DATE:
-        if custom_date is None:
-            raise BusinessError("date_required", "Pick the date the change applies on.", status=422)
-        if custom_date <= now:
-            raise BusinessError("date_in_past", "Pick a date in the future.", status=422)
-        if custom_date > now + timedelta(days=366):
-            raise BusinessError("date_too_far", "Pick a date within the next year.", status=422)
-        return ChangeRequest(sub, to_plan, when, custom_date)
-    raise BusinessError("when_invalid", "Choose when the change applies.", status=422)
+    if custom_date is None:
+        raise BusinessError("date_required", "Pick the date the change applies on.", status=422)
+    if custom_date <= now:
+        raise BusinessError("date_in_past", "Pick a date in the future.", status=422)
+    if custom_date > now + timedelta(days=366):
+        raise BusinessError("date_too_far", "Pick a date within the next year.", status=422)
+    return ChangeRequest(sub, to_plan, when, custom_date)
 
 
 @transaction.atomic
@@ -551,15 +551,20 @@ def scheduled_change_record(
     *, request: ChangeRequest, gateway_schedule_id: str, actor: User | Actor
 ) -> ScheduledChange:
     assert request.effective_at is not None
-    sub = Subscription.objects.select_for_update().get(pk=request.subscription.pk)
-    change = ScheduledChange.objects.create(
-        tenant=sub.tenant,
-        subscription=sub,
-        to_plan=request.to_plan,
-        effective_at=request.effective_at,
-        gateway_schedule_id=gateway_schedule_id,
-        created_by=actor if isinstance(actor, User) else None,
-    )
+    sub = Subscription.objects.select_for_update(of=("self",)).get(pk=request.subscription.pk)
+    try:
+        with transaction.atomic():
+            change = ScheduledChange.objects.create(
+                tenant=sub.tenant,
+                subscription=sub,
+                to_plan=request.to_plan,
+                effective_at=request.effective_at,
+                gateway_schedule_id=gateway_schedule_id,
+                created_by=actor if isinstance(actor, User) else None,
+            )
+    except IntegrityError as exc:
+        # Callers check under subscription_lock, so this is a caller that did not: still no 500.
+        raise BusinessError("change_already_scheduled", MSG_SCHEDULED, status=409) from exc
     audit(
         tenant=sub.tenant,
         actor=actor,
@@ -569,6 +574,16 @@ def scheduled_change_record(
         data={"starts_on": request.effective_at.date().isoformat()},
     )
     return change
+
+
+def scheduled_change_lock(*, tenant: Tenant, change: ScheduledChange) -> ScheduledChange:
+    """Lock the tenant, then the change (Cancel scheduled plan checks its status under it)."""
+    _lock_tenant(tenant)
+    return (
+        ScheduledChange.objects.select_for_update(of=("self",))
+        .select_related("to_plan", "subscription")
+        .get(pk=change.pk, tenant=tenant)
+    )
 
 
 def scheduled_changes_void(*, gateway_schedule_id: str, now: datetime | None = None) -> int:
@@ -583,7 +598,9 @@ def scheduled_change_cancel(
     *, tenant: Tenant, change: ScheduledChange, actor: User | Actor
 ) -> ScheduledChange:
     change = (
-        ScheduledChange.objects.select_for_update().select_related("to_plan").get(pk=change.pk, tenant=tenant)
+        ScheduledChange.objects.select_for_update(of=("self",))
+        .select_related("to_plan")
+        .get(pk=change.pk, tenant=tenant)
     )
     if change.status != ScheduledChange.Status.SCHEDULED:
         return change
@@ -604,9 +621,18 @@ def scheduled_change_cancel(
 
 
 @transaction.atomic
-def lead_create(*, tenant: Tenant, user: User, plan: Plan, kind: str, message: str = "") -> tuple[Lead, bool]:
-    """Record a request for sales (Book a demo, Speak with Specialist, registered interest). Sending
-    it again while one is open returns the open one: one CRM record, not two."""
+def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") -> tuple[Lead, bool]:
+    """Book a demo / Speak with Specialist (a contact-sales plan: the kind its `lead_kind` names) or
+    Register interest (a self-serve plan, for those who may not buy it), when the plan's card offers
+    it to `user`'s role. Sending it again while one is open returns the open one: one CRM record."""
+    sales = plan.kind == Plan.Kind.CONTACT_SALES
+    offer_require(
+        tenant=tenant,
+        plan=plan,
+        role=actor_role(tenant=tenant, user=user),
+        action=OfferAction.CONTACT if sales else OfferAction.INTEREST,
+    )
+    kind = (plan.lead_kind or LeadKind.BOOK_DEMO) if sales else LeadKind.INTEREST
     existing = Lead.objects.filter(tenant=tenant, plan=plan, status=Lead.Status.NEW).first()
     if existing is not None:
         return existing, False

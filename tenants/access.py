@@ -43,10 +43,12 @@ def member_access(request: HttpRequest, roles: Iterable[Role], **tenant_lookup: 
     )
     if membership is None:
         raise Http404("No such tenant.")
-    if membership.role not in {Role(r) for r in roles}:
-        raise PermissionDenied(MSG_ROLE)
+    # Set before the role check too: the 403 page shows the member's own navigation and the way
+    # back to the tenant's Overview.
     request.tenant = membership.tenant  # type: ignore[attr-defined]
     request.membership = membership  # type: ignore[attr-defined]
+    if membership.role not in {Role(r) for r in roles}:
+        raise PermissionDenied(MSG_ROLE)
     return membership
 
 

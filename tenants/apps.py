@@ -8,6 +8,7 @@ class TenantsConfig(AppConfig):
     def ready(self) -> None:
         from tenants import dashboard
         from tenants.access import ADMIN_ONLY, ALL_ROLES
+        from tenants.audit import TENANT_LABELS, TENANT_SENTENCES, register_sentences
         from tenants.navigation import NavItem, register
         from tenants.selectors import team_tile
 
@@ -17,6 +18,7 @@ class TenantsConfig(AppConfig):
             NavItem("API keys", "api_keys", ADMIN_ONLY, order=85, icon="lock"),
             NavItem("Activity", "activity", ADMIN_ONLY, order=90, icon="list"),
         )
+        register_sentences(TENANT_SENTENCES, labels=TENANT_LABELS)
         dashboard.register(
             dashboard.Tile("team", "tenants/tiles/team.html", team_tile, order=90, roles=ADMIN_ONLY)
         )

@@ -1,13 +1,21 @@
-"""Writing the audit log. Services call `audit(...)` inside their transaction."""
+"""Writing the audit log, and reading it as sentences.
+
+Services call `audit(...)` inside their transaction. The Activity page reads each event as a
+sentence ("Ana Admin changed the plan to Growth"): each app registers the sentences of the actions it
+writes with `register_sentences` from its `AppConfig.ready` (tenants names no action of the apps
+above it); an action without one reads as a plain fallback sentence."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from django.db import models
 
-from tenants.models import ActorType, ApiKey, AuditEvent, Tenant, User
+from tenants.models import ActorType, ApiKey, AuditEvent, Role, Tenant, User
 
 
 @dataclass(frozen=True)
@@ -55,3 +63,114 @@ def audit(
         target_label=(target_label or (str(target) if target is not None else ""))[:200],
         data=data or {},
     )
+
+
+# --- reading the log as sentences ------------------------------------------------------------------
+
+# A sentence is a template over the event's fields ({actor}, {target} and every key of its data), or
+# a function of the event and those fields for sentences that depend on a value.
+Fields = dict[str, str]
+Sentence = str | Callable[[AuditEvent, Fields], str]
+
+_SENTENCES: dict[str, Sentence] = {}
+_LABELS: dict[str, str] = {}
+
+
+def register_sentences(sentences: Mapping[str, Sentence], *, labels: Mapping[str, str] | None = None) -> None:
+    """Add the sentences (and the filter's readable names) of an app's actions; registering an
+    action again replaces it."""
+    _SENTENCES.update(sentences)
+    _LABELS.update(labels or {})
+
+
+def registered_actions() -> frozenset[str]:
+    return frozenset(_SENTENCES)
+
+
+def action_label(action: str) -> str:
+    """The readable name of an action for the Activity filter: "Plan changed", not
+    `subscription.plan_changed` (derived from the code when the app registered none)."""
+    if action in _LABELS:
+        return _LABELS[action]
+    noun, _, verb = action.partition(".")
+    noun = noun.replace("_", " ").replace("api key", "API key")
+    words = f"{noun} {verb.replace('_', ' ')}".strip()
+    return words[:1].upper() + words[1:]
+
+
+def actor_name(event: AuditEvent) -> str:
+    """Who did it, as people say it: the user's name (their email when they gave none), the API key,
+    or "System". Reads `event.actor_user`: select it with the events."""
+    if event.actor_type == ActorType.SYSTEM:
+        return "System"
+    if event.actor_type == ActorType.USER and event.actor_user is not None:
+        return event.actor_user.display_name
+    return event.actor_label or "Someone"
+
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ROLES = {role.value: role.label for role in Role}
+
+
+def _readable(value: object) -> str:
+    """A data value as a sentence says it: a role by its name, an ISO day as "13 Dec 2026"."""
+    text = str(value)
+    if text in _ROLES:
+        return _ROLES[text]
+    if _ISO_DAY.fullmatch(text):
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            return text
+        return f"{day.day} {day:%b %Y}"
+    return text
+
+
+def event_fields(event: AuditEvent) -> Fields:
+    fields = {str(key): _readable(value) for key, value in (event.data or {}).items()}
+    # An invitation is labelled "carla@… → Acme (pending)": the sentence names the address.
+    target = (event.target_label or "").split(" \N{RIGHTWARDS ARROW} ", 1)[0]
+    return fields | {"actor": actor_name(event), "target": target or "\N{HORIZONTAL ELLIPSIS}"}
+
+
+def sentence(event: AuditEvent) -> str:
+    """The event as a sentence; an action nobody registered (or a sentence its data cannot fill)
+    reads "Ana Admin: Plan changed (Growth)"."""
+    fields = event_fields(event)
+    template = _SENTENCES.get(event.action)
+    if template is not None:
+        try:
+            return template(event, fields) if callable(template) else template.format_map(fields)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            pass
+    target = f" ({fields['target']})" if event.target_label else ""
+    return f"{fields['actor']}: {action_label(event.action)}{target}"
+
+
+# The sentences of the tenants app's own actions (registered from TenantsConfig.ready).
+TENANT_SENTENCES: dict[str, Sentence] = {
+    "tenant.created": "{actor} created the organization {target}",
+    "member.added": "{actor} added {target} to the team as {role}",
+    "member.role_changed": "{actor} changed the role of {target} from {from} to {to}",
+    "member.removed": "{actor} removed {target} from the team",
+    "invitation.sent": "{actor} invited {target} as {role}",
+    "invitation.revoked": "{actor} revoked the invitation of {target}",
+    "invitation.accepted": "{actor} accepted the invitation and joined as {role}",
+    "invitation.expired": "The invitation of {target} expired",
+    "api_key.created": "{actor} created the API key {target}",
+    "api_key.revoked": "{actor} revoked the API key {target}",
+    "api_key.used": "{actor} used the API",
+}
+TENANT_LABELS = {
+    "tenant.created": "Organization created",
+    "member.added": "Member added",
+    "member.role_changed": "Role changed",
+    "member.removed": "Member removed",
+    "invitation.sent": "Invitation sent",
+    "invitation.revoked": "Invitation revoked",
+    "invitation.accepted": "Invitation accepted",
+    "invitation.expired": "Invitation expired",
+    "api_key.created": "API key created",
+    "api_key.revoked": "API key revoked",
+    "api_key.used": "API key used",
+}

@@ -48,5 +48,12 @@ HTTP_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+# A NUL character (U+0000) anywhere a client can put one: refused before anything runs.
+NUL_REFUSED: tuple[str, str] = (
+    "bad_request",
+    "The request contains a NUL character, which no field, path or header may hold.",
+)
+
+
 def http_error(status: int) -> tuple[str, str]:
     return HTTP_ERRORS.get(status, ("error", "The request failed."))

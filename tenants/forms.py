@@ -1,8 +1,15 @@
+import logging
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
+from django.http import HttpRequest
 
 from tenants.models import Role
+from tenants.throttle import client_ip, hit_within_limit
+
+log = logging.getLogger(__name__)
 
 
 class SignupForm(forms.Form):
@@ -50,11 +57,40 @@ class ActivityFilterForm(forms.Form):
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
 
+def password_reset_allowed(*, email: str, request: HttpRequest | None) -> bool:
+    """One more reset email for `email`, asked by `request`'s client, within the limits? Every
+    request counts, for an address with an account or without (a limit that only counted real
+    accounts would tell which addresses have one). Both counters count, whatever the answer."""
+    window = settings.PASSWORD_RESET_LIMIT_WINDOW
+    by_email = hit_within_limit(
+        scope="password-reset:email",
+        key=email.strip().lower(),
+        limit=settings.PASSWORD_RESET_LIMIT_PER_EMAIL,
+        window=window,
+    )
+    ip = client_ip(request) if request is not None else None
+    by_ip = not ip or hit_within_limit(
+        scope="password-reset:ip", key=ip, limit=settings.PASSWORD_RESET_LIMIT_PER_IP, window=window
+    )
+    if not (by_email and by_ip):
+        log.warning(
+            "Password reset not sent: over the %s limit (client %s)", "address" if not by_email else "IP", ip
+        )
+    return by_email and by_ip
+
+
 class QueuedPasswordResetForm(PasswordResetForm):
     """Password reset through the once-only notification log and a worker, like every email.
 
     Also reaches active users who never chose a password (created by an operator or invited),
-    so "Forgot your password?" works for them too."""
+    so "Forgot your password?" works for them too. Throttled per address and per client IP
+    (settings.PASSWORD_RESET_LIMIT_*), silently: over a limit the page answers exactly as when an
+    email was sent, and nothing is sent."""
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # PasswordResetView passes everything by keyword, `request` included.
+        if password_reset_allowed(email=self.cleaned_data["email"], request=kwargs.get("request")):
+            super().save(*args, **kwargs)
 
     def get_users(self, email):
         from tenants.models import User

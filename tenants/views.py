@@ -12,6 +12,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -206,6 +207,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @tenant_view(ADMIN_ONLY)
+@never_cache  # the page shows a new key's secret once: no browser or proxy may keep a copy
 @require_http_methods(["GET", "POST"])
 def api_keys(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
@@ -225,6 +227,7 @@ def api_keys(request: TenantRequest, tenant: Tenant) -> HttpResponse:
 
 
 @tenant_view(ADMIN_ONLY)
+@never_cache  # the page shows a new key's secret once: no browser or proxy may keep a copy
 @require_POST
 def api_key_revoke(request: TenantRequest, tenant: Tenant, key_id: int) -> HttpResponse:
     key = get_object_or_404(ApiKey, tenant=tenant, pk=key_id)
@@ -244,9 +247,10 @@ def api_key_revoke(request: TenantRequest, tenant: Tenant, key_id: int) -> HttpR
 def activity(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     form = ActivityFilterForm(request.GET or None)
     filters = selectors.ActivityFilter(**form.cleaned_data) if form.is_valid() else selectors.ActivityFilter()
-    page = Paginator(selectors.activity(tenant=tenant, filters=filters).select_related(None), 50).get_page(
-        request.GET.get("page")
-    )
+    events = selectors.activity(tenant=tenant, filters=filters).select_related(
+        "actor_user"
+    )  # names in sentences
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
 from pathlib import Path
+
+from config.settings import content_security_policy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -92,3 +95,114 @@ def test_settings_refuse_to_load_without_secret_key_when_debug_is_off(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "SECRET_KEY" in output, output
+
+
+# --- the payment settings: refused when the app is imported, as gunicorn imports it ----------------
+
+
+def import_wsgi(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """What gunicorn does (`config.wsgi:application`): no manage.py, so no system check runs."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import config.wsgi; from django.conf import settings; print(settings.PAYMENT_GATEWAY)",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def production_env(tmp_path: Path, **stripe: str) -> dict[str, str]:
+    env = base_env(tmp_path)
+    env.update(DEBUG="false", SECRET_KEY=secrets.token_urlsafe(45), **stripe)
+    return env
+
+
+def test_the_app_refuses_to_start_with_debug_off_and_no_stripe_keys(tmp_path):
+    """The public development webhook secret was the default: anyone could sign events for us."""
+    result = import_wsgi(production_env(tmp_path))
+
+    assert result.returncode != 0, result.stdout
+    assert (
+        "ImproperlyConfigured: STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must be set when DEBUG is off"
+        in (result.stderr)
+    )
+
+
+def test_the_app_refuses_the_public_development_webhook_secret_with_debug_off(tmp_path):
+    env = production_env(
+        tmp_path, STRIPE_SECRET_KEY="sk_live_123", STRIPE_WEBHOOK_SECRET="whsec_local_development_only"
+    )
+
+    result = import_wsgi(env)
+
+    assert result.returncode != 0, result.stdout
+    assert "ImproperlyConfigured: STRIPE_WEBHOOK_SECRET must be set when DEBUG is off" in result.stderr
+
+
+def test_the_app_refuses_the_local_gateway_with_debug_off(tmp_path):
+    result = import_wsgi(production_env(tmp_path, PAYMENT_GATEWAY="local"))
+
+    assert result.returncode != 0, result.stdout
+    assert "PAYMENT_GATEWAY=local is the development stand-in: it cannot run with DEBUG off." in result.stderr
+
+
+def test_the_app_starts_with_debug_off_and_both_stripe_keys(tmp_path):
+    env = production_env(tmp_path, STRIPE_SECRET_KEY="sk_live_123", STRIPE_WEBHOOK_SECRET="whsec_live_123")
+
+    result = import_wsgi(env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "stripe"
+
+
+def test_in_debug_the_local_gateway_needs_no_keys(tmp_path):
+    env = base_env(tmp_path)
+    env["DEBUG"] = "true"
+
+    result = import_wsgi(env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "local"
+
+
+def _csp_settings(env: dict[str, str]) -> list[dict[str, list[str]]]:
+    """[SECURE_CSP, SECURE_CSP_REPORT_ONLY] as the app starts with `env`."""
+    code = (
+        "import json, config.wsgi; from django.conf import settings; "
+        "print(json.dumps([settings.SECURE_CSP, settings.SECURE_CSP_REPORT_ONLY]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_csp_is_enforced_with_debug_off_and_only_reported_in_debug(tmp_path):
+    """Django's technical error pages (DEBUG only) carry inline styles and scripts."""
+    production = production_env(
+        tmp_path, STRIPE_SECRET_KEY="sk_live_123", STRIPE_WEBHOOK_SECRET="whsec_live_123"
+    )
+    development = base_env(tmp_path) | {"DEBUG": "true"}
+    stripe_pages = ["https://checkout.stripe.com", "https://billing.stripe.com"]
+
+    assert _csp_settings(production) == [
+        content_security_policy(gateway="stripe", hosted_origins=stripe_pages),
+        {},
+    ]
+    assert _csp_settings(development) == [
+        {},
+        content_security_policy(gateway="local", hosted_origins=stripe_pages),
+    ]

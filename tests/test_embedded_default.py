@@ -182,3 +182,9 @@ def test_password_reset_email_goes_through_the_embedded_worker(tmp_path):
             assert worker.poll() is None, f"the worker exited ({worker.returncode})\n{logs()}"
             assert time.monotonic() < deadline, f"no reset email in the worker's output within 60 s\n{logs()}"
             time.sleep(0.25)
+
+        # Printed by the console mailer, logged by the worker at INFO: an email is not a warning.
+        email_at = output.index("Reset your password")
+        record = output.rfind("/MainProcess]", 0, email_at)
+        level = output[output.rfind(": ", 0, record) + 2 : record]
+        assert level == "INFO", f"the email was logged at {level!r}\n{logs()}"

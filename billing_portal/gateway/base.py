@@ -11,7 +11,17 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class CatalogPrice(NamedTuple):
+    """What a price id costs, as the plan catalog knows it: what the local stand-in charges and how
+    it names the price's product (Stripe: price → product → name, the words on invoice lines)."""
+
+    amount: int  # minor units per interval
+    currency: str
+    interval: str  # month, year
+    product_name: str = ""
 
 
 class GatewayError(Exception):
@@ -75,6 +85,21 @@ class GatewayInvoice:
     attempt_count: int = 0
     lines: tuple[GatewayInvoiceLine, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayInvoicePreview:
+    """The invoice a change would create now (Stripe's preview invoice): not an invoice yet."""
+
+    currency: str
+    amount_due: int  # minor units charged now; 0 when the change leaves a credit
+    total: int  # minor units; negative: a credit the customer keeps for the next invoices
+    lines: tuple[GatewayInvoiceLine, ...] = ()
+
+    @property
+    def credit(self) -> int:
+        """Minor units left to the customer's balance for the next invoices (0 when something is due)."""
+        return max(-self.total, 0)
 
 
 @dataclass(frozen=True)
@@ -152,6 +177,11 @@ class PaymentGateway(abc.ABC):
         """Switch the subscription to `price_id` now, prorating."""
 
     @abc.abstractmethod
+    def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
+        """What switching to `price_id` now would invoice at once (the prorations of an immediate
+        change, as `change_subscription_price` makes them). Changes nothing."""
+
+    @abc.abstractmethod
     def schedule_subscription_change(
         self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
     ) -> GatewaySchedule:
@@ -169,6 +199,11 @@ class PaymentGateway(abc.ABC):
     def cancel_subscription(
         self, *, subscription_id: str, at_period_end: bool, idempotency_key: str
     ) -> GatewaySubscription: ...
+
+    @abc.abstractmethod
+    def resume_subscription(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        """Undo a cancellation at period end: the subscription renews again. A subscription that is
+        not canceled is returned as it is; one that has ended cannot be resumed (GatewayError)."""
 
     @abc.abstractmethod
     def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice: ...

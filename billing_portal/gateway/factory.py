@@ -14,12 +14,10 @@ from functools import cache
 
 from django.conf import settings
 
-from billing_portal.gateway.base import PaymentGateway
+from billing_portal.gateway.base import CatalogPrice, PaymentGateway
 
 Deliver = Callable[[bytes, str], None]
-PriceCatalog = Callable[
-    [str], tuple[int, str, str]
-]  # price id -> (amount in minor units, currency, interval)
+PriceCatalog = Callable[[str], CatalogPrice]  # price id -> amount, currency, interval, product name
 
 
 @dataclass
@@ -44,7 +42,7 @@ def _deliver(payload: bytes, signature: str) -> None:
     WIRING.deliver(payload, signature)
 
 
-def _price(price_id: str) -> tuple[int, str, str]:
+def _price(price_id: str) -> CatalogPrice:
     if WIRING.price_catalog is None:
         raise RuntimeError("The local gateway has no price catalog: billing_portal is not ready.")
     return WIRING.price_catalog(price_id)

@@ -27,6 +27,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -38,10 +39,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing_portal.gateway.base import (
+    CatalogPrice,
     GatewayCheckoutSession,
     GatewayError,
     GatewayEvent,
     GatewayInvoice,
+    GatewayInvoiceLine,
+    GatewayInvoicePreview,
     GatewaySchedule,
     GatewaySubscription,
     PaymentGateway,
@@ -59,7 +63,8 @@ from billing_portal.gateway.stripe_gateway import (
 
 logger = logging.getLogger(__name__)
 
-PriceCatalog = Callable[[str], tuple[int, str, str]]
+# price id -> amount, currency, interval[, product name]; a plain 3-tuple names the product by the price id
+PriceCatalog = Callable[[str], CatalogPrice | tuple[int, str, str]]
 
 MSG_DECLINED = "Your card was declined."
 CHECKOUT_LIFETIME = timedelta(hours=24)  # Stripe's default expiry of a checkout session
@@ -68,11 +73,12 @@ MAX_CYCLES_PER_ADVANCE = 240  # renewals of one subscription in one `advance` (2
 
 ENDED = frozenset({"canceled", "incomplete_expired"})
 OVERDUE = frozenset({"past_due", "unpaid"})
+_THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 _ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"})  # fmt: skip
 
 
-def default_price_catalog(price_id: str) -> tuple[int, str, str]:
-    return 1000, "usd", "month"
+def default_price_catalog(price_id: str) -> CatalogPrice:
+    return CatalogPrice(1000, "usd", "month")
 
 
 class LocalGateway(PaymentGateway):
@@ -234,7 +240,7 @@ class LocalGateway(PaymentGateway):
                         "amount_tax": 0,
                         "amount_total": price["unit_amount"],
                         "currency": price["currency"],
-                        "description": price_id,
+                        "description": _product_name(price),
                         "price": price,
                         "quantity": 1,
                     }
@@ -308,66 +314,13 @@ class LocalGateway(PaymentGateway):
             return subscription_id  # already there: nothing to prorate
         now = self._now()
         new_price = self._price(price_id, now)
-        old_price = item["price"]
-        if new_price["currency"] != old_price["currency"]:
-            raise GatewayError(
-                "The new price must be in the subscription's currency.", code="currency_mismatch"
-            )
         before = copy.deepcopy(sub)
-        start, end = _dt(item["current_period_start"]), _dt(item["current_period_end"])
-        total = max((end - start).total_seconds(), 1.0)
-        remaining = min(max((end - now).total_seconds(), 0.0), total)
-        unused = round(old_price["unit_amount"] * remaining / total)
-        interval_changed = _interval(new_price) != _interval(old_price)
-
-        lines_spec: list[dict[str, Any]]
-        if interval_changed:
-            # Like Stripe: a different interval restarts the billing cycle now, at the full new price,
-            # less what is left of the current period.
-            new_end = _period_end_after(now, now, _interval(new_price))
-            amount = new_price["unit_amount"] - unused
+        proration = _prorate(item, new_price, now)
+        amount, lines_spec = proration.amount, proration.lines
+        if proration.restart is not None:
+            # Like Stripe: a different interval restarts the billing cycle now.
             sub["billing_cycle_anchor"] = _ts(now)
-            item["current_period_start"], item["current_period_end"] = _ts(now), _ts(new_end)
-            lines_spec = [
-                {
-                    "amount": -unused,
-                    "description": f"Unused time on {old_price['id']} after {_day(now)}",
-                    "start": now,
-                    "end": end,
-                    "price": old_price,
-                    "proration": True,
-                },
-                {
-                    "amount": new_price["unit_amount"],
-                    "description": _cycle_description(new_price),
-                    "start": now,
-                    "end": new_end,
-                    "price": new_price,
-                    "proration": False,
-                },
-            ]
-        else:
-            # The difference for the time left of the period, as one amount rounded once; the lines
-            # show its two halves and add up to it.
-            amount = round((new_price["unit_amount"] - old_price["unit_amount"]) * remaining / total)
-            lines_spec = [
-                {
-                    "amount": -unused,
-                    "description": f"Unused time on {old_price['id']} after {_day(now)}",
-                    "start": now,
-                    "end": end,
-                    "price": old_price,
-                    "proration": True,
-                },
-                {
-                    "amount": amount + unused,
-                    "description": f"Remaining time on {price_id} after {_day(now)}",
-                    "start": now,
-                    "end": end,
-                    "price": new_price,
-                    "proration": True,
-                },
-            ]
+            item["current_period_start"], item["current_period_end"] = (_ts(day) for day in proration.restart)
         item["price"] = new_price
         item["plan"] = _plan(new_price)
         sub["currency"] = new_price["currency"]
@@ -394,6 +347,36 @@ class LocalGateway(PaymentGateway):
                 sub_row.save()
                 self._emit("customer.subscription.updated", sub, now=now, before=before)
         return subscription_id
+
+    def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
+        """The invoice `change_subscription_price` would create now, by the same arithmetic (`_prorate`),
+        so the preview and the charge agree to the cent at the same instant. Like Stripe's preview
+        with `proration_behavior=always_invoice`, a change that leaves a credit has a negative total
+        and nothing due."""
+        with transaction.atomic():
+            sub = _read(subscription_id, "subscription")
+            if sub["status"] in ENDED:
+                raise GatewayError(
+                    "A canceled subscription cannot change its price.", code="subscription_canceled"
+                )
+            item = _item(sub)
+            currency = str(item["price"]["currency"])
+            if item["price"]["id"] == price_id:
+                return GatewayInvoicePreview(currency=currency, amount_due=0, total=0)
+            now = self._now()
+            proration = _prorate(item, self._price(price_id, now), now)
+            lines = tuple(
+                GatewayInvoiceLine(
+                    description=spec["description"],
+                    amount=spec["amount"],
+                    period_start=_dt(_ts(spec["start"])),
+                    period_end=_dt(_ts(spec["end"])),
+                )
+                for spec in proration.lines
+            )
+        return GatewayInvoicePreview(
+            currency=currency, amount_due=max(proration.amount, 0), total=proration.amount, lines=lines
+        )
 
     def schedule_subscription_change(
         self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
@@ -889,24 +872,35 @@ class LocalGateway(PaymentGateway):
             customer_row = _lock(customer_id, "customer")
             return [invoice_from_stripe(inv) for inv in self._pay_open(customer_row, now=self._now())]
 
-    def resume_subscription(self, subscription_id: str) -> GatewaySubscription:
-        """Undo a cancellation at period end (the portal's "Renew" button)."""
+    def resume_subscription(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        """Undo a cancellation at period end (the API's `cancel_at_period_end=false`, the portal's
+        "Renew"): one customer.subscription.updated, as Stripe sends. Resuming what is not canceled
+        changes and emits nothing; an ended subscription is refused, as at Stripe."""
         with transaction.atomic():
-            _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
-            sub = sub_row.data
-            if sub["status"] in ENDED:
-                raise GatewayError("A canceled subscription cannot be resumed.", code="subscription_canceled")
-            if sub["cancel_at_period_end"] or sub.get("cancel_at"):
-                before = copy.deepcopy(sub)
-                sub.update(
-                    cancel_at_period_end=False,
-                    cancel_at=None,
-                    canceled_at=None,
-                    cancellation_details={"comment": None, "feedback": None, "reason": None},
-                )
-                sub_row.save()
-                self._emit("customer.subscription.updated", sub, now=self._now(), before=before)
-            return subscription_from_stripe(sub)
+            self._idempotent(
+                idempotency_key,
+                "resume_subscription",
+                {"subscription_id": subscription_id},
+                lambda: self._resume(subscription_id),
+            )
+            return self.retrieve_subscription(subscription_id)
+
+    def _resume(self, subscription_id: str) -> str:
+        _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
+        sub = sub_row.data
+        if sub["status"] in ENDED:
+            raise GatewayError("A canceled subscription cannot be resumed.", code="subscription_canceled")
+        if sub["cancel_at_period_end"] or sub.get("cancel_at"):
+            before = copy.deepcopy(sub)
+            sub.update(
+                cancel_at_period_end=False,
+                cancel_at=None,
+                canceled_at=None,
+                cancellation_details={"comment": None, "feedback": None, "reason": None},
+            )
+            sub_row.save()
+            self._emit("customer.subscription.updated", sub, now=self._now(), before=before)
+        return subscription_id
 
     def advance(self, now: datetime | None = None) -> int:
         """Stripe's clock: apply scheduled changes that are due, end subscriptions canceled at period
@@ -1411,11 +1405,15 @@ class LocalGateway(PaymentGateway):
         return self._clock()
 
     def _price(self, price_id: str, now: datetime) -> dict[str, Any]:
+        """The Stripe price of a catalog price id, and its product (stored, with the name the catalog
+        gives it, so invoice lines can say "Growth" as Stripe's do)."""
         try:
-            unit_amount, currency, interval = self._price_catalog(price_id)
-        except (LookupError, ValueError, ObjectDoesNotExist) as exc:
+            found = CatalogPrice(*self._price_catalog(price_id))
+        except (LookupError, ValueError, TypeError, ObjectDoesNotExist) as exc:
             raise GatewayError(f"No such price: '{price_id}'", code="resource_missing") from exc
+        unit_amount, currency, interval = found.amount, found.currency, found.interval
         product = "prod_local_" + hashlib.sha256(price_id.encode()).hexdigest()[:14]
+        _ensure_product(product, found.product_name or price_id, now)
         return {
             "id": price_id,
             "object": "price",
@@ -1649,16 +1647,141 @@ def _item(sub: Mapping[str, Any]) -> dict[str, Any]:
     return item
 
 
+# How Stripe words the lines of a subscription's invoices, with the price's product name:
+# "1 × Growth (at $199.00 / month)", "Unused time on Starter after 29 Nov 2026",  # noqa: RUF003  (Stripe's own sign)
+# "Remaining time on Growth after 29 Nov 2026".
+# https://docs.stripe.com/billing/subscriptions/prorations
 def _cycle_description(price: Mapping[str, Any]) -> str:
-    return (
-        f"1 \u00d7 {price['id']} (at {_money(price['unit_amount'], price['currency'])} / {_interval(price)})"
-    )
+    amount = _money(price["unit_amount"], price["currency"])
+    return f"1 \u00d7 {_product_name(price)} (at {amount} / {_interval(price)})"
+
+
+def _unused_description(price: Mapping[str, Any], now: datetime) -> str:
+    return f"Unused time on {_product_name(price)} after {_day(now)}"
+
+
+def _remaining_description(price: Mapping[str, Any], now: datetime) -> str:
+    return f"Remaining time on {_product_name(price)} after {_day(now)}"
+
+
+_SYMBOLS = {"usd": "$", "eur": "\u20ac", "gbp": "\u00a3", "jpy": "\u00a5"}
 
 
 def _money(amount: int, currency: str) -> str:
-    if currency.lower() in _ZERO_DECIMAL:
-        return f"{amount} {currency.upper()}"
-    return f"{amount / 100:.2f} {currency.upper()}"
+    """An amount as Stripe writes it on a line: "$199.00", "\u00a58,000", "199.00 CHF" (integer
+    arithmetic: minor units in, no float on the way)."""
+    code = currency.lower()
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)
+    if code in _ZERO_DECIMAL:
+        number = f"{amount:,}"
+    else:
+        unit = 1000 if code in _THREE_DECIMAL else 100
+        number = f"{amount // unit:,}.{amount % unit:0{len(str(unit)) - 1}d}"
+    symbol = _SYMBOLS.get(code)
+    return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {code.upper()}"
+
+
+def _product_name(price: Mapping[str, Any]) -> str:
+    """The name of the price's product (price → product → name), or the price id when the product is
+    not in the store (a price from before products were kept)."""
+    row = LocalGatewayObject.objects.filter(
+        object_id=price.get("product") or "", object_type="product"
+    ).first()
+    return str(row.data.get("name") or price["id"]) if row is not None else str(price["id"])
+
+
+def _ensure_product(product_id: str, name: str, now: datetime) -> None:
+    """The product of a catalog price, created once; a renamed plan renames it (lines already
+    written keep the old words, as at Stripe)."""
+    row = LocalGatewayObject.objects.filter(object_id=product_id, object_type="product").first()
+    if row is not None:
+        if row.data.get("name") != name:
+            row.data["name"] = name
+            row.data["updated"] = _ts(now)
+            row.save(update_fields=["data", "updated_at"])
+        return
+    data = {
+        "id": product_id,
+        "object": "product",
+        "active": True,
+        "created": _ts(now),
+        "description": None,
+        "images": [],
+        "livemode": False,
+        "metadata": {},
+        "name": name,
+        "shippable": None,
+        "type": "service",
+        "updated": _ts(now),
+        "url": None,
+    }
+    try:
+        with transaction.atomic():
+            _insert("product", data, customer_id="")
+    except IntegrityError:
+        pass  # a concurrent request stored it first
+
+
+@dataclass(frozen=True)
+class _Proration:
+    amount: int  # minor units the change invoices now (negative: a credit)
+    lines: list[dict[str, Any]]  # the invoice's line specs, adding up to `amount`
+    restart: tuple[datetime, datetime] | None  # the new period when the interval changes
+
+
+def _prorate(item: Mapping[str, Any], new_price: Mapping[str, Any], now: datetime) -> _Proration:
+    """What switching the item to `new_price` at `now` invoices, to the second as Stripe prorates:
+    the change itself and its preview both ask this, so they cannot disagree."""
+    old_price = item["price"]
+    if new_price["currency"] != old_price["currency"]:
+        raise GatewayError("The new price must be in the subscription's currency.", code="currency_mismatch")
+    start, end = _dt(item["current_period_start"]), _dt(item["current_period_end"])
+    total = max(int((end - start).total_seconds()), 1)
+    remaining = min(max(int((end - now).total_seconds()), 0), total)
+    # Integer seconds and round-half-even on exact fractions: no float decides a cent.
+    unused = _div_round(old_price["unit_amount"] * remaining, total)
+    unused_line = {
+        "amount": -unused,
+        "description": _unused_description(old_price, now),
+        "start": now,
+        "end": end,
+        "price": old_price,
+        "proration": True,
+    }
+    if _interval(new_price) != _interval(old_price):
+        # A different interval restarts the billing cycle now, at the full new price, less what is
+        # left of the current period.
+        new_end = _period_end_after(now, now, _interval(new_price))
+        cycle_line = {
+            "amount": new_price["unit_amount"],
+            "description": _cycle_description(new_price),
+            "start": now,
+            "end": new_end,
+            "price": new_price,
+            "proration": False,
+        }
+        return _Proration(new_price["unit_amount"] - unused, [unused_line, cycle_line], (now, new_end))
+    # The difference for the time left of the period, as one amount rounded once; the lines show its
+    # two halves and add up to it.
+    amount = _div_round((new_price["unit_amount"] - old_price["unit_amount"]) * remaining, total)
+    remaining_line = {
+        "amount": amount + unused,
+        "description": _remaining_description(new_price, now),
+        "start": now,
+        "end": end,
+        "price": new_price,
+        "proration": True,
+    }
+    return _Proration(amount, [unused_line, remaining_line], None)
+
+
+def _div_round(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded to the nearest integer, halves to even (as round() did)."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
 
 
 def _day(moment: datetime) -> str:

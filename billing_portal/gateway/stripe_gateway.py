@@ -26,6 +26,7 @@ from billing_portal.gateway.base import (
     GatewayEvent,
     GatewayInvoice,
     GatewayInvoiceLine,
+    GatewayInvoicePreview,
     GatewaySchedule,
     GatewaySubscription,
     PaymentGateway,
@@ -34,7 +35,7 @@ from billing_portal.gateway.base import (
 )
 
 if TYPE_CHECKING:
-    from stripe.params import SubscriptionScheduleUpdateParamsPhaseItem
+    from stripe.params import SubscriptionScheduleUpdateParamsPhaseItem, SubscriptionUpdateParams
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class StripeGateway(PaymentGateway):
         if _id_of(item.get("price")) == price_id:
             return subscription_from_stripe(current)  # already there: nothing to prorate
         # cancel_at_period_end is left alone: plans refuses a change on a canceled subscription
-        # ("Resume it in the billing portal"), so a price change never doubles as an un-cancel.
+        # ("Resume it to change plans"), so a price change never doubles as an un-cancel.
         with _translated_errors():
             updated = self._client.v1.subscriptions.update(
                 subscription_id,
@@ -164,6 +165,29 @@ class StripeGateway(PaymentGateway):
                 options={"idempotency_key": idempotency_key},
             )
         return subscription_from_stripe(updated.to_dict())
+
+    def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
+        # Stripe's preview of the update `change_subscription_price` makes (same item, same
+        # `always_invoice`): the invoice that change would create and charge now. Nothing is created.
+        # https://docs.stripe.com/api/invoices/create_preview
+        # https://docs.stripe.com/billing/subscriptions/prorations#preview-proration
+        current = self._retrieve_subscription(subscription_id)
+        item = _first_item(current)
+        currency = str(current.get("currency") or (item.get("price") or {}).get("currency") or "")
+        if _id_of(item.get("price")) == price_id:
+            return GatewayInvoicePreview(currency=currency, amount_due=0, total=0)
+        # No idempotency key: a preview creates nothing (the SDK's own key covers its retries).
+        with _translated_errors():
+            preview = self._client.v1.invoices.create_preview(
+                params={
+                    "subscription": subscription_id,
+                    "subscription_details": {
+                        "items": [{"id": item["id"], "price": price_id}],
+                        "proration_behavior": "always_invoice",
+                    },
+                },
+            )
+        return invoice_preview_from_stripe(preview.to_dict())
 
     def schedule_subscription_change(
         self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
@@ -240,6 +264,28 @@ class StripeGateway(PaymentGateway):
                     options={"idempotency_key": idempotency_key},
                 )
         return subscription_from_stripe(sub.to_dict())
+
+    def resume_subscription(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        # "You can reactivate subscriptions scheduled for cancellation (with the cancel_at_period_end
+        # parameter) by updating cancel_at_period_end to false ... at any point up to the end of the
+        # period." https://docs.stripe.com/billing/subscriptions/cancel
+        # A cancellation set as a date (`cancel_at`, e.g. by the customer portal) is undone by
+        # unsetting that date instead (an empty string unsets a parameter in Stripe's API).
+        current = self._retrieve_subscription(subscription_id)
+        if current.get("status") in ("canceled", "incomplete_expired"):
+            # Stripe refuses to update an ended subscription; say so in our words, without asking.
+            raise GatewayError("A canceled subscription cannot be resumed.", code="subscription_canceled")
+        if current.get("cancel_at_period_end"):
+            params: SubscriptionUpdateParams = {"cancel_at_period_end": False}
+        elif current.get("cancel_at"):
+            params = {"cancel_at": ""}
+        else:
+            return subscription_from_stripe(current)  # not canceled: nothing to undo, nothing sent
+        with _translated_errors():
+            updated = self._client.v1.subscriptions.update(
+                subscription_id, params=params, options={"idempotency_key": idempotency_key}
+            )
+        return subscription_from_stripe(updated.to_dict())
 
     def retrieve_schedule(self, schedule_id: str) -> GatewaySchedule:
         with _translated_errors():
@@ -407,6 +453,18 @@ def invoice_from_stripe(data: Mapping[str, Any]) -> GatewayInvoice:
         attempt_count=data.get("attempt_count") or 0,
         lines=tuple(_invoice_line_from_stripe(line) for line in lines),
         metadata=_metadata(data.get("metadata")),
+    )
+
+
+def invoice_preview_from_stripe(data: Mapping[str, Any]) -> GatewayInvoicePreview:
+    """A preview invoice: what it would charge now (`amount_due`, never below 0) and its total (below
+    0 when the change leaves a credit on the customer's balance)."""
+    lines = (data.get("lines") or {}).get("data") or []
+    return GatewayInvoicePreview(
+        currency=data.get("currency") or "",
+        amount_due=data.get("amount_due") or 0,
+        total=data.get("total") or 0,
+        lines=tuple(_invoice_line_from_stripe(line) for line in lines),
     )
 
 

@@ -670,9 +670,7 @@ def test_billing_tab_query_count_does_not_grow_with_history(trial_tenant, admin,
         InvoiceFactory(
             tenant=trial_tenant, gateway_subscription_id=past.gateway_subscription_id, issued_at=started
         )
-    plan_services.lead_create(
-        tenant=trial_tenant, user=admin, plan=plan("agents-enterprise"), kind="book_demo"
-    )
+    plan_services.lead_create(tenant=trial_tenant, user=admin, plan=plan("agents-enterprise"))
 
     assert _billing_queries(client_for(admin), "acme") == _billing_queries(client_for(fresh_admin), "fresh")
 

@@ -278,6 +278,10 @@ def test_seed_demo_puts_a_tenant_in_each_state_and_is_idempotent(settings):
     assert upcoming.plan_code == "agents-growth"
     assert plan_selectors.entitlements(tenant=Tenant.objects.get(slug="kestrel"))["ai_agents"].grace_until
     assert plan_selectors.entitlements(tenant=Tenant.objects.get(slug="juniper"))["ai_agents"].ends_at
+    # Lumen's trial ended first (C19), then it bought AI Plus.
+    lumen = plan_selectors.entitlements(tenant=Tenant.objects.get(slug="lumen"))
+    assert (lumen["ai_credits"].plan_code, lumen["ai_credits"].state) == ("credits-plus", "active")
+    assert (lumen["ai_agents"].plan_code, lumen["ai_agents"].state) == ("agents-trial", "expired")
 
 
 def test_a_paid_plan_that_ended_before_its_webhooks_arrived_does_not_bring_the_trial_back(

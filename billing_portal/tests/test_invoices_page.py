@@ -260,8 +260,11 @@ def test_csv_export_is_exact_and_keeps_the_filters(tenant, finance, invoices, fo
         tax=20001,
         amount_paid=5,
         issued_at=at("2026-02-28"),
-        period_start=at("2026-02-01", 0),
-        period_end=at("2026-03-01", 0),
+        # A subscription's first invoice at Stripe: its own period is one instant, its lines a month.
+        period_start=at("2026-02-28"),
+        period_end=at("2026-02-28"),
+        service_period_start=at("2026-02-28"),
+        service_period_end=at("2026-03-28"),
     )
     with time_machine.travel(at("2026-06-30"), tick=False):
         response = client_for(finance).get(url("invoice_csv", tenant), {"until": "2026-03-01"})
@@ -269,11 +272,12 @@ def test_csv_export_is_exact_and_keeps_the_filters(tenant, finance, invoices, fo
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == 'attachment; filename="invoices-acme-2026-06-30.csv"'
     assert b"".join(response.streaming_content).decode().splitlines() == [
-        "number,status,issued_date,paid_date,period_start,period_end,currency,subtotal,tax,total,amount_paid,amount_remaining",
-        "ACME-0003,paid,2026-03-01,2026-03-01,2026-03-01,2026-03-31,EUR,12.50,0.00,12.50,12.50,0.00",
-        "ACME-0005,open,2026-02-28,,2026-02-01,2026-03-01,USD,1000.05,200.01,1200.06,0.05,1200.01",
-        "ACME-0002,open,2026-02-15,,2026-02-15,2026-03-17,USD,25.00,0.00,25.00,0.00,25.00",
-        "ACME-0001,paid,2026-01-10,2026-01-10,2026-01-10,2026-02-09,USD,10.00,2.00,12.00,12.00,0.00",
+        "number,status,issued_date,paid_date,service_period_start,service_period_end,gateway_period_start,"
+        "gateway_period_end,currency,subtotal,tax,total,amount_paid,amount_remaining",
+        "ACME-0003,paid,2026-03-01,2026-03-01,2026-03-01,2026-03-31,2026-03-01,2026-03-31,EUR,12.50,0.00,12.50,12.50,0.00",
+        "ACME-0005,open,2026-02-28,,2026-02-28,2026-03-28,2026-02-28,2026-02-28,USD,1000.05,200.01,1200.06,0.05,1200.01",
+        "ACME-0002,open,2026-02-15,,2026-02-15,2026-03-17,2026-02-15,2026-03-17,USD,25.00,0.00,25.00,0.00,25.00",
+        "ACME-0001,paid,2026-01-10,2026-01-10,2026-01-10,2026-02-09,2026-01-10,2026-02-09,USD,10.00,2.00,12.00,12.00,0.00",
     ]
 
 
@@ -289,7 +293,9 @@ def test_list_links_to_the_csv_with_the_same_filters(tenant, finance, invoices, 
 def test_csv_by_status(tenant, finance, invoices, client_for):
     response = client_for(finance).get(url("invoice_csv", tenant), {"status": "void"})
     rows = b"".join(response.streaming_content).decode().splitlines()
-    assert rows[1:] == ["ACME-0004,void,2026-04-02,,2026-04-02,2026-05-02,USD,7.00,0.00,7.00,0.00,0.00"]
+    assert rows[1:] == [
+        "ACME-0004,void,2026-04-02,,2026-04-02,2026-05-02,2026-04-02,2026-05-02,USD,7.00,0.00,7.00,0.00,0.00"
+    ]
 
 
 # --- detail --------------------------------------------------------------------------------------

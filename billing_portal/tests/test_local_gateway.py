@@ -602,11 +602,32 @@ def test_resume_undoes_cancel_at_period_end(local):
     _, sub = local.subscribe()
     local("cancel_subscription", subscription_id=sub.id, at_period_end=True, idempotency_key="x")
     local.sent.clear()
-    resumed = local("resume_subscription", sub.id)
+    resumed = local("resume_subscription", subscription_id=sub.id, idempotency_key="r")
     assert (resumed.cancel_at_period_end, resumed.cancel_at, resumed.canceled_at) == (False, None, None)
     assert local.types() == ["customer.subscription.updated"]
+    # A retry with the same key, or a resume of what is not canceled, changes and emits nothing.
+    local("resume_subscription", subscription_id=sub.id, idempotency_key="r")
+    local("resume_subscription", subscription_id=sub.id, idempotency_key="r2")
+    assert local.types() == []
+    with pytest.raises(GatewayError) as exc:  # the same key for another subscription, as at Stripe
+        local("resume_subscription", subscription_id="sub_local_other", idempotency_key="r")
+    assert exc.value.code == "idempotency_error"
     local("advance", sub.current_period_end)
     assert local.gateway.retrieve_subscription(sub.id).status == "active"
+
+
+def test_an_ended_subscription_cannot_be_resumed(local):
+    _, sub = local.subscribe()
+    local("cancel_subscription", subscription_id=sub.id, at_period_end=False, idempotency_key="x")
+    local.sent.clear()
+    with pytest.raises(GatewayError) as exc:
+        local("resume_subscription", subscription_id=sub.id, idempotency_key="r")
+    assert (exc.value.code, exc.value.message) == (
+        "subscription_canceled",
+        "A canceled subscription cannot be resumed.",
+    )
+    assert local.types() == []
+    assert local.gateway.retrieve_subscription(sub.id).status == "canceled"
 
 
 def test_cancel_now_deletes_at_once(local):

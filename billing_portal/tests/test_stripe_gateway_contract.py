@@ -28,6 +28,7 @@ from billing_portal.gateway.base import (
     GatewayEvent,
     GatewayInvoice,
     GatewayInvoiceLine,
+    GatewayInvoicePreview,
     GatewaySchedule,
     WebhookSignatureError,
 )
@@ -384,6 +385,97 @@ def test_change_to_the_price_already_held_sends_no_update(gateway, http) -> None
     assert sub.price_id == STARTER
 
 
+def test_preview_price_change_asks_stripe_for_the_invoice_the_change_would_make(gateway, http) -> None:
+    """Stripe's create preview invoice endpoint with the same item swap and `always_invoice` as the
+    change itself: what Immediately charges now (https://docs.stripe.com/api/invoices/create_preview)."""
+    from stripe.params import InvoiceCreatePreviewParams
+    from stripe.params._invoice_create_preview_params import (
+        InvoiceCreatePreviewParamsSubscriptionDetails,
+        InvoiceCreatePreviewParamsSubscriptionDetailsItem,
+    )
+
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+    http.answer("POST", "/v1/invoices/create_preview", fixture("invoice_preview"))
+
+    preview = gateway.preview_price_change(subscription_id=SUB, price_id=GROWTH)
+
+    read, ask = http.sent
+    assert_sent(read, "GET", f"/v1/subscriptions/{SUB}")
+    assert_sent(ask, "POST", "/v1/invoices/create_preview")
+    assert ask.params == {
+        "subscription": SUB,
+        "subscription_details[items][0][id]": SI,
+        "subscription_details[items][0][price]": GROWTH,
+        "subscription_details[proration_behavior]": "always_invoice",
+    }
+    # Every key we send is one the SDK's own typed parameters know.
+    assert {"subscription", "subscription_details"} <= set(InvoiceCreatePreviewParams.__annotations__)
+    assert {"items", "proration_behavior"} <= set(
+        InvoiceCreatePreviewParamsSubscriptionDetails.__annotations__
+    )
+    assert {"id", "price"} <= set(InvoiceCreatePreviewParamsSubscriptionDetailsItem.__annotations__)
+    # A preview creates nothing: no key of ours (the SDK's random one only makes its retries safe).
+    assert ask.headers["Idempotency-Key"] != ""
+    assert preview == GatewayInvoicePreview(
+        currency="usd",
+        amount_due=7500,
+        total=7500,
+        lines=(
+            GatewayInvoiceLine(
+                description="Unused time on Starter after 15 Feb 2026",
+                amount=-2450,
+                period_start=datetime(2026, 2, 15, 12, tzinfo=UTC),
+                period_end=MAR1,
+            ),
+            GatewayInvoiceLine(
+                description="Remaining time on Growth after 15 Feb 2026",
+                amount=9950,
+                period_start=datetime(2026, 2, 15, 12, tzinfo=UTC),
+                period_end=MAR1,
+            ),
+        ),
+    )
+
+
+def test_preview_of_a_downgrade_is_a_credit_with_nothing_due(gateway, http) -> None:
+    credit = fixture("invoice_preview") | {
+        "amount_due": 0,
+        "amount_remaining": 0,
+        "total": -2450,
+        "subtotal": -2450,
+    }
+    http.answer("GET", f"/v1/subscriptions/{SUB}", on_growth(fixture("subscription")))
+    http.answer("POST", "/v1/invoices/create_preview", credit)
+
+    preview = gateway.preview_price_change(subscription_id=SUB, price_id=STARTER)
+
+    assert (preview.amount_due, preview.total, preview.credit) == (0, -2450, 2450)
+
+
+def test_preview_of_the_price_already_held_asks_nothing_more(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    preview = gateway.preview_price_change(subscription_id=SUB, price_id=STARTER)
+
+    assert [(sent.method, sent.path) for sent in http.sent] == [("GET", f"/v1/subscriptions/{SUB}")]
+    assert preview == GatewayInvoicePreview(currency="usd", amount_due=0, total=0)
+
+
+def test_a_refused_preview_is_a_gateway_error(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+    http.answer(
+        "POST",
+        "/v1/invoices/create_preview",
+        invalid_request("No such price: 'price_gone'", code="resource_missing", param="subscription_details"),
+        status=400,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.preview_price_change(subscription_id=SUB, price_id="price_gone")
+
+    assert (refused.value.code, refused.value.message) == ("resource_missing", MSG_REFUSED)
+
+
 def two_phases(schedule: dict[str, Any]) -> dict[str, Any]:
     updated = copy.deepcopy(schedule)
     current = updated["phases"][0]
@@ -513,6 +605,47 @@ def test_release_schedule_posts_release_with_our_key(gateway, http) -> None:
     assert sent.params == {}
 
 
+def test_retrieve_schedule_gets_the_schedule_and_maps_its_status(gateway, http) -> None:
+    """The schedule webhooks re-read the schedule: a GET, no parameters, no idempotency key."""
+    http.answer("GET", f"/v1/subscription_schedules/{SCHED}", fixture("subscription_schedule"))
+
+    schedule = gateway.retrieve_schedule(SCHED)
+
+    [sent] = http.sent
+    assert_sent(sent, "GET", f"/v1/subscription_schedules/{SCHED}")
+    assert sent.params == {}
+    assert schedule == GatewaySchedule(id=SCHED, subscription_id=SUB, status="active")
+
+
+@pytest.mark.parametrize("status", ["released", "canceled", "completed"])
+def test_retrieve_schedule_of_an_ended_schedule_still_names_its_subscription(gateway, http, status) -> None:
+    """A released schedule's `subscription` is null; `released_subscription` names it
+    (https://docs.stripe.com/api/subscription_schedules/object#subscription_schedule_object-released_subscription)."""
+    ended = fixture("subscription_schedule") | {
+        "status": status,
+        "subscription": None if status == "released" else SUB,
+        "released_subscription": SUB if status == "released" else None,
+        "released_at": 1770100000 if status == "released" else None,
+    }
+    http.answer("GET", f"/v1/subscription_schedules/{SCHED}", ended)
+
+    assert gateway.retrieve_schedule(SCHED) == GatewaySchedule(id=SCHED, subscription_id=SUB, status=status)
+
+
+def test_retrieve_schedule_of_an_unknown_schedule_is_a_refusal_with_stripes_code(gateway, http) -> None:
+    http.answer(
+        "GET",
+        f"/v1/subscription_schedules/{SCHED}",
+        invalid_request(f"No such subscription_schedule: '{SCHED}'", code="resource_missing", param="id"),
+        status=404,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.retrieve_schedule(SCHED)
+
+    assert (refused.value.message, refused.value.code) == (MSG_REFUSED, "resource_missing")
+
+
 def test_cancel_at_period_end_sets_the_flag_and_the_subscription_runs_on(gateway, http) -> None:
     http.answer("POST", f"/v1/subscriptions/{SUB}", fixture("subscription") | {"cancel_at_period_end": True})
 
@@ -539,6 +672,72 @@ def test_cancel_now_deletes_the_subscription(gateway, http) -> None:
     assert sent.params == {}
     assert sub.status == "canceled"
     assert sub.ended_at == sub.canceled_at == datetime(2026, 2, 10, 12, tzinfo=UTC)
+
+
+def test_resume_sets_cancel_at_period_end_back_to_false_with_our_key(gateway, http) -> None:
+    """docs.stripe.com/billing/subscriptions/cancel: reactivate by updating cancel_at_period_end to false."""
+    canceled = fixture("subscription") | {
+        "cancel_at_period_end": True,
+        "cancel_at": int(MAR1.timestamp()),
+        "canceled_at": int(FEB1.timestamp()) + 86400,
+    }
+    http.answer("GET", f"/v1/subscriptions/{SUB}", canceled)
+    http.answer("POST", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-7:1770000000.000000")
+
+    read, update = http.sent
+    assert_sent(read, "GET", f"/v1/subscriptions/{SUB}")
+    assert_sent(update, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="resume-7:1770000000.000000")
+    assert update.params == {"cancel_at_period_end": "false"}
+    assert (sub.status, sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at) == (
+        "active",
+        False,
+        None,
+        None,
+    )
+    assert sub.current_period_end == MAR1
+
+
+def test_resume_of_a_cancellation_set_as_a_date_unsets_the_date(gateway, http) -> None:
+    http.answer(
+        "GET", f"/v1/subscriptions/{SUB}", fixture("subscription") | {"cancel_at": int(MAR1.timestamp())}
+    )
+    http.answer("POST", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-8")
+
+    update = http.sent[1]
+    assert_sent(update, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="resume-8")
+    assert update.params == {"cancel_at": ""}  # an empty string unsets a parameter
+    assert sub.cancel_at is None
+
+
+def test_resume_of_a_subscription_that_is_not_canceled_sends_no_update(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    sub = gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-9")
+
+    assert [(sent.method, sent.path) for sent in http.sent] == [("GET", f"/v1/subscriptions/{SUB}")]
+    assert (sub.status, sub.cancel_at_period_end) == ("active", False)
+
+
+def test_an_ended_subscription_cannot_be_resumed(gateway, http) -> None:
+    ended = int(datetime(2026, 2, 10, 12, tzinfo=UTC).timestamp())
+    http.answer(
+        "GET",
+        f"/v1/subscriptions/{SUB}",
+        fixture("subscription") | {"status": "canceled", "canceled_at": ended, "ended_at": ended},
+    )
+
+    with pytest.raises(GatewayError) as exc:
+        gateway.resume_subscription(subscription_id=SUB, idempotency_key="resume-10")
+
+    assert (exc.value.code, exc.value.message) == (
+        "subscription_canceled",
+        "A canceled subscription cannot be resumed.",
+    )
+    assert [sent.method for sent in http.sent] == ["GET"]
 
 
 # --- invoices -----------------------------------------------------------------------------------------
@@ -936,6 +1135,7 @@ FIXTURE_RESOURCES = {
     "subscription": "subscription",
     "subscription_schedule": "subscription_schedule",
     "invoice": "invoice",
+    "invoice_preview": "invoice",
     "invoiceitem": "invoiceitem",
     "event": "event",
 }

@@ -4,11 +4,13 @@ plan, whoever sends it and however often."""
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from plans import services as plan_services
 from plans.factories import plan
-from plans.models import Lead
+from plans.models import Lead, LeadKind, Plan
 from tenants.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -24,11 +26,10 @@ def test_book_a_demo_twice_keeps_one_open_lead(tenant, admin):
         tenant=tenant,
         user=admin,
         plan=plan("agents-enterprise"),
-        kind=Lead.Kind.BOOK_DEMO,
         message="  50 agents  ",
     )
     again, created_again = plan_services.lead_create(
-        tenant=tenant, user=admin, plan=plan("agents-enterprise"), kind=Lead.Kind.BOOK_DEMO, message="Hello?"
+        tenant=tenant, user=admin, plan=plan("agents-enterprise"), message="Hello?"
     )
     assert (created, created_again, again.pk) == (True, False, first.pk)
     lead = Lead.objects.get(tenant=tenant)
@@ -106,13 +107,9 @@ def test_members_may_register_interest_but_not_subscribe(tenant, member, finance
 
 def test_a_new_request_opens_a_new_lead_once_sales_worked_the_last_one(tenant, admin):
     """S16: one open request; a contacted one is closed for this rule."""
-    lead, _ = plan_services.lead_create(
-        tenant=tenant, user=admin, plan=plan("agents-enterprise"), kind="book_demo"
-    )
+    lead, _ = plan_services.lead_create(tenant=tenant, user=admin, plan=plan("agents-enterprise"))
     Lead.objects.filter(pk=lead.pk).update(status=Lead.Status.CONTACTED)
-    fresh, created = plan_services.lead_create(
-        tenant=tenant, user=admin, plan=plan("agents-enterprise"), kind="book_demo"
-    )
+    fresh, created = plan_services.lead_create(tenant=tenant, user=admin, plan=plan("agents-enterprise"))
     assert created is True
     assert fresh.pk != lead.pk
     assert Lead.objects.filter(tenant=tenant).count() == 2
@@ -122,3 +119,45 @@ def test_an_outsider_cannot_send_a_request_for_another_tenant(tenant, outsider, 
     response = client_for(outsider).post(contact_url(tenant, "agents-enterprise"))
     assert response.status_code == 404
     assert Lead.objects.filter(tenant=tenant).count() == 0
+
+
+def test_the_catalogs_contact_sales_plans_name_their_lead_kind():
+    """S16, C16: set by the data migration from the catalog, not from a button label."""
+    assert sorted(Plan.objects.exclude(lead_kind="").values_list("code", "kind", "lead_kind")) == [
+        ("agents-enterprise", "contact_sales", "book_demo"),
+        ("credits-ultra", "contact_sales", "specialist"),
+    ]
+
+
+def test_the_lead_kind_staff_choose_decides_the_button_and_the_lead(tenant, member, client_for):
+    """Staff switch Enterprise to Speak with Specialist: the card and the CRM record follow."""
+    Plan.objects.filter(code="agents-enterprise").update(lead_kind=LeadKind.SPECIALIST)
+    client = client_for(member)
+    page = client.get(reverse("billing", kwargs={"slug": tenant.slug})).content.decode()
+    assert 'data-testid="contact-agents-enterprise">Speak with Specialist<' in page
+    client.post(contact_url(tenant, "agents-enterprise"))
+    assert list(Lead.objects.values_list("kind", flat=True)) == ["specialist"]
+
+
+MSG_LEAD_KIND = (
+    "A contact-sales plan needs a lead kind (Book a demo or Speak with Specialist); other plans have none."
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "lead_kind", "messages"),
+    [
+        ("agents-enterprise", "", [MSG_LEAD_KIND]),
+        ("agents-enterprise", "interest", ["Value 'interest' is not a valid choice."]),
+        ("agents-growth", "book_demo", [MSG_LEAD_KIND]),
+    ],
+)
+def test_a_plan_has_a_lead_kind_exactly_when_it_is_contact_sales(code, lead_kind, messages):
+    """The admin's form says so (full_clean), and the database refuses it too."""
+    edited = plan(code)
+    edited.lead_kind = lead_kind
+    with pytest.raises(ValidationError) as exc:
+        edited.full_clean()
+    assert exc.value.messages == messages
+    with pytest.raises(IntegrityError), transaction.atomic():
+        edited.save(update_fields=["lead_kind"])

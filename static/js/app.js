@@ -62,6 +62,21 @@
   });
   document.addEventListener("htmx:afterSwap", function (event) { syncConditional(event.target); });
 
+  // [data-checkout-watch="status URL"] with [data-watch-forms="selector"]: when a matching form is
+  // submitted (Subscribe opens the checkout in a new tab), this tab shows the note and lets the
+  // status fragment take over: it polls itself and swaps in the updated page once the payment lands.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    document.querySelectorAll("[data-checkout-watch]").forEach(function (watch) {
+      var forms = watch.getAttribute("data-watch-forms");
+      if (!forms || !form.matches || !form.matches(forms)) return;
+      watch.hidden = false;
+      if (window.htmx) {
+        window.htmx.ajax("GET", watch.getAttribute("data-checkout-watch"), { target: watch, swap: "outerHTML" });
+      }
+    });
+  });
+
   // <canvas data-chart="id">: a stacked bar chart of the JSON in <script id="id"> (json_script),
   // {labels, datasets: [{label, data: ["1.5", ...]}]}, drawn with the vendored Chart.js when the
   // page loads it (the page keeps the same figures in a table for anyone without JavaScript).

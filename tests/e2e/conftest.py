@@ -56,20 +56,55 @@ def browser() -> Iterator:
         browser.close()
 
 
+# Every page reports what the Content-Security-Policy blocked, as a console error we can tell apart.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP violation: ${event.effectiveDirective} blocked ${event.blockedURI || "inline"}`
+    + ` at ${event.sourceFile || document.location.href}:${event.lineNumber}`);
+});
+"""
+
+
+class CspViolations(list):
+    """What the CSP blocked in a test's browser contexts: Chromium's own console report and the page's
+    `securitypolicyviolation` event, one line each."""
+
+    def watch(self, context) -> None:
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
+        context.on("page", lambda page: page.on("console", self._heard))
+
+    def _heard(self, message) -> None:
+        text = message.text
+        if message.type == "error" and (
+            "Content Security Policy" in text or text.startswith("CSP violation")
+        ):
+            self.append(text)
+
+
 @pytest.fixture
-def new_context(browser, live_server) -> Iterator[Callable]:
+def csp_violations() -> CspViolations:
+    return CspViolations()
+
+
+@pytest.fixture
+def new_context(browser, live_server, csp_violations) -> Iterator[Callable]:
     """`new_context(**options)` opens a fresh browser context (one persona) on the live server.
 
     With DEBUG off the session and CSRF cookies are Secure; Chromium still keeps them over plain
-    http because the live server is on localhost, a secure context (keep --liveserver on localhost)."""
+    http because the live server is on localhost, a secure context (keep --liveserver on localhost).
+
+    Every browser test fails on anything the Content-Security-Policy blocked in its pages: htmx and
+    our scripts must work under it, with no inline script, handler or style."""
     contexts = []
 
     def make(**options):
         context = browser.new_context(base_url=live_server.url, **options)
         context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+        csp_violations.watch(context)
         contexts.append(context)
         return context
 
     yield make
     for context in contexts:
         context.close()
+    assert list(csp_violations) == [], "the Content-Security-Policy blocked something"

@@ -113,3 +113,32 @@ def test_failed_payment_in_the_portal_shows_payment_issue_and_banner(billing_set
     banner = page.get_by_test_id("payment-pending")
     expect(banner).to_contain_text("Payment pending")
     expect(banner).to_contain_text("Access continues until")
+
+
+def test_cancel_in_the_portal_then_resume_on_the_card(billing_settings, new_context):
+    """S29, S30: the portal cancels at period end; the card says Canceled subscription and offers
+    Resume; one click and it is Active again."""
+    tenant = _tenant("resume-admin@journey.test", "Resume Journey Co", "agents-growth")
+    context = new_context()
+    page = context.new_page()
+    _log_in(page, "resume-admin@journey.test")
+    page.goto(f"/t/{tenant.slug}/billing/")
+
+    with context.expect_page() as portal_info:
+        page.get_by_test_id("manage").click()
+    portal = portal_info.value
+    portal.on("dialog", lambda dialog: dialog.accept())  # "Cancel the subscription at the end of the period?"
+    portal.get_by_test_id("dev-cancel").click()
+    expect(portal.get_by_text("Your subscription will be canceled at the end of the period.")).to_be_visible()
+
+    page.reload()
+    expect(page.get_by_test_id("badge")).to_have_text("Canceled subscription")
+    expect(page.get_by_test_id("manage-hint")).to_contain_text("Resume to keep your plan after")
+    expect(page.get_by_test_id("reason-agents-scale")).to_have_text(
+        "Your subscription is canceled. Resume it to change plans."
+    )
+    page.get_by_test_id("resume").click()
+
+    expect(page.get_by_test_id("badge")).to_have_text("Active subscription")
+    expect(page.get_by_text("Your Growth subscription is active again and will renew.")).to_be_visible()
+    expect(page.get_by_test_id("subscribe-agents-scale")).to_be_visible()  # plan changes are possible again

@@ -91,8 +91,8 @@ def test_helpdesk_essentials_limits_without_unlimited_ai(org, capture):
     assert (limits.ai_licenses, limits.ticket_credits, limits.unlimited_ai) == (10, 30, False)
 
 
-def test_ai_plus_credits_renew_monthly_and_allow_extra_packs(org, capture):
-    """C06, C12, C11: subscribing replaces AI Free at once."""
+def test_ai_plus_credits_renew_monthly_and_allow_extra_packs(org, clock, capture):
+    """C06, C12, C11: subscribing replaces AI Free at once (once the free trial is over: C19)."""
     free = entitlements(tenant=org.tenant)["ai_credits"]
     assert (free.plan_code, free.limits.included_credits, free.limits.credit_renewal) == (
         "credits-free",
@@ -101,6 +101,7 @@ def test_ai_plus_credits_renew_monthly_and_allow_extra_packs(org, capture):
     )
     assert (free.ends_at, free.limits.extra_packs_allowed) == (START + timedelta(days=90), False)
 
+    clock.move_to(START + timedelta(days=15))  # the AI Agents trial has ended; AI Free runs on
     subscribe(tenant=org.tenant, actor=org.founder, plan_code="credits-plus", capture=capture)
     ent = entitlements(tenant=org.tenant)["ai_credits"]
     assert (ent.plan_code, ent.badge, ent.ends_at) == ("credits-plus", "Active subscription", None)

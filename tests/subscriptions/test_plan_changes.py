@@ -273,16 +273,22 @@ def test_changing_to_the_same_plan_is_refused(org, paid, capture):
     assert world(org.tenant) == before
 
 
-@pytest.mark.parametrize("code", ["agents-enterprise", "agents-trial"])
-def test_changing_to_a_plan_that_is_not_self_serve_is_refused(org, paid, capture, code):
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("agents-enterprise", ("contact_sales", "Enterprise is contracted through our sales team.")),
+        (
+            "agents-trial",
+            ("plan_not_self_serve", "The free trial is available once per tenant and cannot be bought."),
+        ),
+    ],
+)
+def test_changing_to_a_plan_that_is_not_self_serve_is_refused(org, paid, capture, code, error):
     """S16, S18: Enterprise is a Book a demo card; the trial is never bought."""
     before = world(org.tenant)
     with pytest.raises(BusinessError) as exc:
         change(org, capture, code, When.IMMEDIATELY)
-    assert (exc.value.code, exc.value.message) == (
-        "plan_not_self_serve",
-        f"{plan(code).name} cannot be bought here.",
-    )
+    assert (exc.value.code, exc.value.message, exc.value.status) == (*error, 422)
     assert world(org.tenant) == before
 
 
@@ -307,7 +313,11 @@ def test_changing_plans_while_suspended_is_refused_with_the_overdue_message(org,
     for when in (When.IMMEDIATELY, When.PERIOD_END):
         with pytest.raises(BusinessError) as exc:
             change(org, capture, "agents-scale", when)
-        assert (exc.value.code, exc.value.message, exc.value.status) == ("payment_overdue", MSG_OVERDUE, 402)
+        assert (exc.value.code, exc.value.message, exc.value.status) == (
+            "payment_overdue",
+            f"{MSG_OVERDUE} Click Manage to settle the failed payment.",
+            402,
+        )
     assert world(org.tenant) == before
 
 
@@ -321,7 +331,10 @@ def test_changing_plans_past_the_grace_period_is_refused_before_the_sweeper_runs
     before = world(org.tenant)
     with pytest.raises(BusinessError) as exc:
         change(org, capture, "agents-scale", When.IMMEDIATELY)
-    assert (exc.value.code, exc.value.message) == ("payment_overdue", MSG_OVERDUE)
+    assert (exc.value.code, exc.value.message) == (
+        "payment_overdue",
+        f"{MSG_OVERDUE} Click Manage to settle the failed payment.",
+    )
     assert world(org.tenant) == before
 
 
@@ -335,6 +348,6 @@ def test_changing_plans_after_cancelling_is_refused(org, paid, capture):
         change(org, capture, "agents-scale", When.IMMEDIATELY)
     assert (exc.value.code, exc.value.message) == (
         "subscription_canceled",
-        "Your subscription is canceled. Resume it in the billing portal to change plans.",
+        "Your subscription is canceled. Resume it to change plans.",
     )
     assert live(org.tenant).plan.code == "agents-growth"

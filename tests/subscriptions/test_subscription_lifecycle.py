@@ -292,7 +292,9 @@ def test_resume_before_the_period_end_returns_to_active(org, paid, clock, captur
         )
     assert entitlements(tenant=org.tenant)["ai_agents"].badge == "Canceled subscription"
     with capture(execute=True):
-        gateway().resume_subscription(paid.gateway_subscription_id)
+        gateway().resume_subscription(
+            subscription_id=paid.gateway_subscription_id, idempotency_key="test-resume"
+        )
     sub = Subscription.objects.get(pk=paid.pk)
     assert (sub.state, sub.canceled_at, sub.ends_at) == ("active", None, None)
     ent = entitlements(tenant=org.tenant)["ai_agents"]

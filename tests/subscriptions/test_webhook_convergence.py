@@ -99,7 +99,9 @@ def test_an_old_event_after_a_newer_one_ends_in_the_gateways_current_state(org, 
         gateway().cancel_subscription(
             subscription_id=paid.gateway_subscription_id, at_period_end=True, idempotency_key="test-cancel"
         )
-        gateway().resume_subscription(paid.gateway_subscription_id)
+        gateway().resume_subscription(
+            subscription_id=paid.gateway_subscription_id, idempotency_key="test-resume"
+        )
     events = payloads(queued)
     assert [(e["type"], e["data"]["object"]["cancel_at_period_end"]) for e in events] == [
         ("customer.subscription.updated", True),  # the old fact: canceled at period end

@@ -37,7 +37,11 @@ def messages_of(response: HttpResponse) -> list[str]:
     (not ones left over from earlier requests); on a page, those it shows."""
     if response.status_code in (301, 302):
         return [str(m) for m in get_messages(response.wsgi_request)._queued_messages]  # type: ignore[attr-defined]
-    shown = re.findall(r'<div class="flash [^"]*" role="status">(.*?)</div>', response.content.decode(), re.S)
+    shown = re.findall(
+        r'<div class="flash [^"]*" role="(?:status|alert)" data-dismissible><span>(.*?)</span>',
+        response.content.decode(),
+        re.S,
+    )
     return [html.unescape(m) for m in shown]
 
 

@@ -350,6 +350,22 @@ def test_a_forged_forwarded_for_header_does_not_escape_the_lockout(throttled, ad
     assert _login("10.0.0.1", "admin@acme.test", PASSWORD).status_code == 429
 
 
+def test_behind_a_proxy_each_client_is_throttled_on_its_own_address(throttled, settings, admin):
+    """With AXES_PROXY_COUNT=1 the proxy's address is the same for everyone: the client's address is
+    the last X-Forwarded-For hop, so one client's lockout does not lock the owner out elsewhere."""
+    settings.AXES_IPWARE_PROXY_COUNT = 1
+
+    def via_proxy(client_ip: str, password: str):
+        return Client(REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR=f"203.0.113.77, {client_ip}").post(
+            "/accounts/login/", {"username": "admin@acme.test", "password": password}
+        )
+
+    for _ in range(5):
+        via_proxy("198.51.100.1", "wrong-password")
+    assert via_proxy("198.51.100.1", PASSWORD).status_code == 429
+    assert via_proxy("198.51.100.2", PASSWORD).status_code == 302
+
+
 # --- another organization ----------------------------------------------------------------------
 
 

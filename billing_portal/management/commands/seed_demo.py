@@ -29,7 +29,9 @@ DEMO_PASSWORD = "allowance-demo"
 # (slug, name, plan code to buy or "", state to put the AI Agents subscription in)
 DEMO_TENANTS = [
     ("northwind", "Northwind IT Partners", "helpdesk-pro", ""),
-    ("lumen", "Lumen Marketplace", "credits-plus", ""),
+    # Lumen's AI Agents trial ended before it bought AI Plus: on the free trial AI Credits' plans
+    # offer only Register interest (C19).
+    ("lumen", "Lumen Marketplace", "credits-plus", "expired"),
     ("helix", "Helix Agents", "agents-growth", ""),
     ("orbit", "Orbit Support", "", "trial"),
     ("nimbus", "Nimbus Care", "", "trial_ending"),
@@ -76,9 +78,12 @@ class Command(BaseCommand):
                 key = services.api_key_create(
                     tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug)
                 ).api_key
+            if state == "expired":
+                self._shape(tenant, state, admin)  # a trial ends before any plan is bought
             if plan_code:
                 start_plan(tenant=tenant, plan=Plan.objects.get(code=plan_code), actor=admin)
-            self._shape(tenant, state, admin)
+            if state != "expired":
+                self._shape(tenant, state, admin)
             # What the gateway did is applied here and now, not when a worker gets to the webhooks:
             # the demo is ready when this command returns.
             billing.tenant_reconcile(tenant=tenant)

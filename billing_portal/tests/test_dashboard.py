@@ -1,0 +1,251 @@
+"""The Overview is the tenant's dashboard (issue 6, part 5): the alerts that need action first (S10,
+S26, S27, S29, S33, S34), one tile per product the tenant uses with its plan, badge (S30) and key date,
+and the next invoice for admins and finance. Its query count does not grow with products or invoices."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+
+from billing_portal.factories import InvoiceFactory
+from plans import services as plan_services
+from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
+from plans.models import Subscription
+from plans.selectors import MSG_ENDED, MSG_OVERDUE
+from tenants.factories import MembershipFactory, TenantFactory, UserFactory
+from tenants.models import Role
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+OVERVIEW = "/t/acme/"
+State = Subscription.State
+
+
+@pytest.fixture(autouse=True)
+def _frozen():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def overview(client) -> str:
+    response = client.get(OVERVIEW)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def block(page: str, testid: str) -> str:
+    """The HTML of the element with this data-testid, to its matching closing tag."""
+    start = re.search(rf'<(\w+)[^>]*data-testid="{testid}"', page)
+    assert start, f"no {testid} on the page"
+    tag, depth = start.group(1), 0
+    for found in re.finditer(rf"<(/?){tag}\b[^>]*>", page[start.start() :]):
+        depth += -1 if found.group(1) else 1
+        if depth == 0:
+            return page[start.start() : start.start() + found.end()]
+    raise AssertionError(f"{testid} is not closed")
+
+
+def squash(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+def agents(tenant, **fields):
+    return SubscriptionFactory(tenant=tenant, plan=plan("agents-growth"), **fields)
+
+
+# --- alerts ----------------------------------------------------------------------------------------
+
+
+def test_nothing_to_alert_when_all_is_well(tenant, admin, client_for):
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    page = overview(client_for(admin))
+    assert 'data-testid="tile-billing-alerts"' not in page
+    assert 'data-testid="tile-product-ai_agents"' in page
+
+
+def test_payment_issue_with_the_grace_date_and_manage_for_admins(tenant, admin, member, client_for):
+    """S26, S27: the Payment issue alert says until when access continues; admins get Manage."""
+    agents(tenant, state=State.PAST_DUE, payment_failed_at=NOW, grace_until=NOW + timedelta(days=7))
+    alert = block(overview(client_for(admin)), "alert-payment_issue")
+    assert squash(alert).startswith("Payment issue · AI Agents · Growth Payment pending")
+    assert 'data-testid="alert-grace-until">6 Dec 2026</strong>' in alert
+    assert "Click Manage and update your payment details." in squash(alert)
+    assert re.search(
+        r'<form method="post" action="/t/acme/billing/manage/" target="_blank">.*'
+        r'<input type="hidden" name="product" value="ai_agents"><button type="submit" class="small" '
+        r'data-testid="alert-manage">Manage</button></form>',
+        alert,
+        re.S,
+    )
+    as_member = block(overview(client_for(member)), "alert-payment_issue")
+    assert "alert-manage" not in as_member
+    assert "Ask your administrator to update the payment details." in squash(as_member)
+
+
+def test_payment_overdue_uses_the_spec_message(tenant, admin, client_for):
+    """S34, for a suspended subscription and for one past its grace before the sweeper ran."""
+    agents(
+        tenant,
+        state=State.SUSPENDED,
+        payment_failed_at=NOW - timedelta(days=8),
+        grace_until=NOW - timedelta(days=1),
+    )
+    alert = block(overview(client_for(admin)), "alert-overdue")
+    assert 'class="banner danger alert-row" role="alert"' in alert
+    assert MSG_OVERDUE in alert
+    assert "Click Manage and settle the failed payment in the billing portal." in squash(alert)
+    assert 'data-testid="alert-manage"' in alert
+
+
+def test_trial_ending_soon_with_days_and_sessions_left(tenant, member, client_for):
+    """S10: two days before the end the badge and the alert say Trial ending soon."""
+    with time_machine.travel(NOW - timedelta(days=12), tick=False):
+        plan_services.tenant_provision(tenant=tenant)
+    page = overview(client_for(member))
+    alert = block(page, "alert-trial_ending")
+    assert 'data-testid="alert-trial-days">2 days</strong>' in alert
+    assert 'data-testid="alert-trial-sessions">50 sessions</strong>' in alert
+    assert (
+        '<a class="button small secondary" href="/t/acme/billing/?product=ai_agents" data-testid="alert-plans">See the plans</a>'
+        in alert
+    )
+    tile = block(page, "tile-product-ai_agents")
+    assert 'data-testid="product-badge">Trial ending soon<' in tile
+    assert "2 trial days left · ends 1 Dec 2026" in squash(tile)
+
+
+def test_expired_subscription_links_to_the_plans(tenant, member, client_for):
+    """S33: the spec's words and the way to the plans."""
+    agents(tenant, state=State.EXPIRED, ended_at=NOW - timedelta(days=3))
+    page = overview(client_for(member))
+    alert = block(page, "alert-expired")
+    assert MSG_ENDED in alert
+    assert 'href="/t/acme/billing/?product=ai_agents" data-testid="alert-plans"' in alert
+    tile = block(page, "tile-product-ai_agents")
+    assert 'data-testid="product-badge">Expired subscription<' in tile
+    assert "Ended 26 Nov 2026" in squash(tile)
+
+
+def test_canceled_subscription_says_when_it_ends(tenant, admin, client_for):
+    """S29: Canceled subscription with the date it ends; admins can renew it through Manage."""
+    ends = NOW + timedelta(days=10)
+    agents(tenant, state=State.CANCELED, canceled_at=NOW, ends_at=ends, current_period_end=ends)
+    alert = block(overview(client_for(admin)), "alert-canceled")
+    assert 'class="banner info alert-row" role="status"' in alert
+    assert 'data-testid="alert-ends-on">9 Dec 2026</strong>' in alert
+    assert 'data-testid="alert-manage"' in alert
+
+
+def test_alerts_come_first_most_urgent_first(tenant, admin, client_for):
+    agents(tenant, state=State.EXPIRED, ended_at=NOW - timedelta(days=3))
+    SubscriptionFactory(
+        tenant=tenant, plan=plan("credits-plus"), state=State.SUSPENDED, grace_until=NOW - timedelta(days=1)
+    )
+    page = overview(client_for(admin))
+    order = re.findall(
+        r'data-testid="(alert-(?:overdue|payment_issue|expired|trial_ending|canceled)|dashboard)"', page
+    )
+    assert order == ["alert-overdue", "alert-expired", "dashboard"]
+
+
+# --- product tiles -----------------------------------------------------------------------------------
+
+
+def test_one_tile_per_product_used_with_plan_badge_and_key_date(tenant, member, client_for):
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    plan_services.free_plan_start(tenant=tenant, plan=plan("credits-free"))
+    page = overview(client_for(member))
+    tile = block(page, "tile-product-ai_agents")
+    assert '<h2 id="product-ai_agents-title" class="tile-title">Growth</h2>' in tile
+    assert 'data-testid="product-badge">Active subscription<' in tile
+    assert "Next billing date 24 Dec 2026" in squash(tile)
+    assert 'href="/t/acme/billing/?product=ai_agents" data-testid="tile-billing-link"' in tile
+    credits = block(page, "tile-product-ai_credits")
+    assert "AI Free" in credits
+    assert "Valid until 27 Feb 2027" in squash(credits)
+    assert 'data-testid="tile-product-helpdesk_ai"' not in page  # never used: no tile
+
+
+def test_an_upcoming_change_shows_on_the_tile_and_prices_the_next_invoice(tenant, finance, client_for):
+    sub = agents(
+        tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25)
+    )
+    ScheduledChangeFactory(
+        subscription=sub, to_plan=plan("agents-scale"), effective_at=sub.current_period_end
+    )
+    page = overview(client_for(finance))
+    assert "Scale starts on 24 Dec 2026" in squash(block(page, "tile-product-ai_agents"))
+    renewal = block(page, "renewal")
+    assert squash(renewal) == "$499.00 on 24 Dec 2026 AI Agents · Scale, every month"
+
+
+# --- the next invoice --------------------------------------------------------------------------------
+
+
+def test_next_invoice_for_admins_and_finance_with_the_last_invoice(
+    tenant, admin, finance, member, client_for
+):
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    InvoiceFactory(tenant=tenant, number="ACME-0001", issued_at=NOW - timedelta(days=35), total=19900)
+    last = InvoiceFactory(
+        tenant=tenant, number="ACME-0002", issued_at=NOW - timedelta(days=5), subtotal=19900, status="open"
+    )
+    for user in (admin, finance):
+        tile = block(overview(client_for(user)), "tile-next-invoice")
+        assert squash(block(tile, "renewal")) == "$199.00 on 24 Dec 2026 AI Agents · Growth, every month"
+        assert f'<a href="/t/acme/invoices/{last.pk}/">ACME-0002</a>' in tile
+        assert '<span class="badge warning" data-testid="status">Open</span>' in tile
+        assert 'href="/t/acme/invoices/" data-testid="tile-invoices-link"' in tile
+    assert 'data-testid="tile-next-invoice"' not in overview(client_for(member))
+
+
+def test_no_next_invoice_tile_without_paid_plans_or_invoices(tenant, admin, client_for):
+    plan_services.tenant_provision(tenant=tenant)
+    assert 'data-testid="tile-next-invoice"' not in overview(client_for(admin))
+
+
+def test_without_a_billing_tab_the_tiles_stay_and_the_billing_links_go(settings, tenant, admin, client_for):
+    """S03: on a deployment that bills outside the portal, no link or button leads to a 404."""
+    settings.BILLING_TAB_ENABLED = False
+    agents(tenant, state=State.PAST_DUE, payment_failed_at=NOW, grace_until=NOW + timedelta(days=7))
+    page = overview(client_for(admin))
+    assert 'data-testid="alert-payment_issue"' in page
+    assert 'data-testid="tile-product-ai_agents"' in page
+    assert "/billing/" not in page
+
+
+# --- the query count ---------------------------------------------------------------------------------
+
+
+def _admin_of(tenant):
+    return MembershipFactory(tenant=tenant, role=Role.ADMIN, user=UserFactory()).user
+
+
+def test_overview_query_count_is_pinned_and_does_not_grow(client_for, django_assert_num_queries):
+    """A tenant with one product and none of history costs what one with every product, alerts,
+    scheduled changes and fifty invoices costs."""
+    small = TenantFactory(name="Small Co", slug="small")
+    small_admin = _admin_of(small)
+    SubscriptionFactory(tenant=small)
+
+    big = TenantFactory(name="Big Co", slug="big")
+    big_admin = _admin_of(big)
+    growth = SubscriptionFactory(tenant=big, state=State.PAST_DUE, grace_until=NOW + timedelta(days=3))
+    ScheduledChangeFactory(subscription=growth)
+    SubscriptionFactory(tenant=big, plan=plan("credits-plus"))
+    SubscriptionFactory(
+        tenant=big, plan=plan("helpdesk-pro"), state=State.CANCELED, ends_at=NOW + timedelta(days=9)
+    )
+    for i in range(5):
+        SubscriptionFactory(tenant=big, state=State.EXPIRED, ended_at=NOW - timedelta(days=40 * (i + 1)))
+    InvoiceFactory.create_batch(50, tenant=big)
+
+    for slug, user in (("small", small_admin), ("big", big_admin)):
+        client = client_for(user)
+        client.get(f"/t/{slug}/")  # warm the session
+        with django_assert_num_queries(12):
+            assert client.get(f"/t/{slug}/").status_code == 200

@@ -1,0 +1,64 @@
+"""How the Activity page reads the plans app's audit events (registered from PlansConfig.ready)."""
+
+from __future__ import annotations
+
+from tenants.audit import Fields, Sentence
+from tenants.models import AuditEvent
+
+_TRIAL_ENDED_BECAUSE = {
+    "days": "no days were left",
+    "sessions": "no sessions were left",
+    "converted": "a paid plan took its place",
+}
+_LEAD_VERB = {
+    "book_demo": "{actor} booked a demo of {target}",
+    "specialist": "{actor} asked to speak with a specialist about {target}",
+    "interest": "{actor} registered interest in {target}",
+}
+
+
+def _trial_ended(event: AuditEvent, fields: Fields) -> str:
+    because = _TRIAL_ENDED_BECAUSE.get(fields.get("reason", ""))
+    return f"The free trial ended: {because}" if because else "The free trial ended"
+
+
+def _lead(event: AuditEvent, fields: Fields) -> str:
+    return _LEAD_VERB.get(fields.get("kind", ""), "{actor} contacted sales about {target}").format_map(fields)
+
+
+SENTENCES: dict[str, Sentence] = {
+    "subscription.trial_started": "{actor} started the free trial, until {ends}",
+    "subscription.started": "{actor} started {target}",
+    "subscription.trial_ended": _trial_ended,
+    "subscription.converted": "{actor} upgraded the subscription to {target}",
+    "subscription.replaced": "{target} was replaced by a newer paid subscription",
+    "subscription.plan_changed": "{actor} changed the plan to {target}",
+    "subscription.activated": "{actor} reactivated {target}",
+    "subscription.payment_failed": "A payment for {target} failed: the grace period started",
+    "subscription.suspended": "{actor} suspended {target} (payment overdue)",
+    "subscription.canceled": "{actor} canceled {target}: it stays active until the end of the period",
+    "subscription.expired": "{target} expired",
+    "subscription.trialing": "{actor} put {target} on a trial",
+    "subscription.change_scheduled": "{actor} scheduled a change to {target} on {starts_on}",
+    "subscription.change_canceled": "{actor} canceled the scheduled change to {target}",
+    "subscription.resumed": "{actor} resumed {target}: it renews again",
+    "lead.created": _lead,
+}
+LABELS = {
+    "subscription.trial_started": "Trial started",
+    "subscription.started": "Subscription started",
+    "subscription.trial_ended": "Trial ended",
+    "subscription.converted": "Upgraded from the free plan",
+    "subscription.replaced": "Subscription replaced",
+    "subscription.plan_changed": "Plan changed",
+    "subscription.activated": "Subscription reactivated",
+    "subscription.payment_failed": "Payment failed",
+    "subscription.suspended": "Subscription suspended",
+    "subscription.canceled": "Subscription canceled",
+    "subscription.expired": "Subscription expired",
+    "subscription.trialing": "Trial resumed",
+    "subscription.change_scheduled": "Plan change scheduled",
+    "subscription.change_canceled": "Scheduled change canceled",
+    "subscription.resumed": "Subscription resumed",
+    "lead.created": "Sales request",
+}

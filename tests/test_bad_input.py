@@ -1,0 +1,180 @@
+"""No 5xx for anything a client can send (issue 6). Every URL pattern of the project, walked as in
+`tests/test_isolation.py` but as the tenant's own admin (so each request would reach its view), is
+sent a NUL character in each path parameter, in each query and form field a view reads, in the
+headers we read and in an API JSON body: each answer is a 400 (the API's error shape under /api/,
+the styled page elsewhere) and nothing changes. Ids far beyond any column's range are a 4xx too.
+
+A NUL never reaches PostgreSQL (which refuses it in text: a DataError, a 500): `RejectNulMiddleware`
+answers before any view, session or form runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.test_isolation import (  # the sweep's URL walk, fillers and victim objects
+    PUBLIC_FILLERS,
+    SHARED_FILLERS,
+    _fill,
+    _snapshot,
+    all_routes,
+    victim,  # noqa: F401  (a fixture)
+)
+
+NUL = "\x00"
+NUL_MESSAGE = "The request contains a NUL character, which no field, path or header may hold."
+# Every name a view of ours reads from a query string or a form (pages, dialogs, filters, the
+# local gateway's stand-ins, sign-up, log-in, invitations, password forms, the admin's search).
+FIELDS = [
+    "product",
+    "status",
+    "since",
+    "until",
+    "page",
+    "action",
+    "actor",
+    "name",
+    "email",
+    "role",
+    "when",
+    "custom_date",
+    "message",
+    "last4",
+    "organization",
+    "full_name",
+    "password",
+    "username",
+    "new_password1",
+    "old_password",
+    "next",
+    "checkout",
+    "q",
+]
+# Headers a view or middleware of ours reads.
+HEADERS = {
+    "HTTP_AUTHORIZATION": "Bearer alw_{nul}",
+    "HTTP_STRIPE_SIGNATURE": "t=1,v1={nul}",
+    "HTTP_HX_REQUEST": "true{nul}",
+    "HTTP_HX_CURRENT_URL": "http://testserver/{nul}",
+    "HTTP_REFERER": "http://testserver/{nul}",
+    "HTTP_X_FORWARDED_FOR": "203.0.113.7{nul}",
+    "HTTP_COOKIE": "sessionid=abc{nul}defghijk",
+}
+
+
+@pytest.fixture
+def walk(victim, tenant, admin) -> list[tuple[str, str, dict[str, Any]]]:  # noqa: F811
+    """(route name, a URL filled with valid values, the values) for every route."""
+    found = []
+    for r in all_routes():
+        values = {**PUBLIC_FILLERS, **SHARED_FILLERS, **victim["ids"], "slug": tenant.slug}
+        found.append((r.name, r.route, {p: values[p] for p in r.params}))
+    assert len(found) > 30
+    return found
+
+
+def _assert_refused(label: str, response, path: str) -> None:
+    assert response.status_code == 400, f"{label} answered {response.status_code}"
+    if path.startswith("/api/"):
+        assert response.json() == {"error": {"code": "bad_request", "message": NUL_MESSAGE}}, label
+    else:
+        assert NUL_MESSAGE in response.content.decode(), label
+
+
+def test_a_nul_in_any_path_parameter_query_or_form_field_or_header_is_a_400(walk, tenant, client_for, admin):
+    client = client_for(admin)
+    before = _snapshot(tenant)
+    sent = 0
+    for name, route, values in walk:
+        url = _fill(route, values)
+        for param in values:
+            bad = _fill(route, {**values, param: f"{values[param]}{NUL}"})
+            for method in ("get", "post"):
+                _assert_refused(
+                    f"{method.upper()} {name} with a NUL in <{param}>", getattr(client, method)(bad), bad
+                )
+                sent += 1
+        for field in FIELDS:
+            label = f"{name}: {field}"
+            _assert_refused(f"GET {label}", client.get(url, {field: f"x{NUL}"}), url)
+            _assert_refused(f"POST {label}", client.post(url, {field: f"x{NUL}"}), url)
+            urlencoded = client.post(url, f"{field}=x%00", content_type="application/x-www-form-urlencoded")
+            _assert_refused(f"POST (urlencoded) {label}", urlencoded, url)
+            sent += 3
+        _assert_refused(f"GET {name}: a NUL in a field's name", client.get(url, {f"na{NUL}me": "x"}), url)
+        for header, value in HEADERS.items():
+            response = client.get(url, **{header: value.format(nul=NUL)})
+            _assert_refused(f"GET {name}: {header}", response, url)
+            sent += 1
+    assert sent > 2000
+    assert _snapshot(tenant) == before
+
+
+def test_a_nul_in_an_api_json_body_is_a_400_in_the_error_shape(db):
+    for body in (
+        json.dumps({"product": "ai_agents\x00"}),  # the escape \u0000, as JSON writes it
+        '{"product": "ai_\\u0000agents"}',
+        '{"product": "ai_agents", "note\\u0000": 1}',
+        '{"product": "\\\\\\u0000"}',  # an escaped backslash, then a NUL
+    ):
+        response = Client().post("/api/v1/entitlements", body, content_type="application/json")
+        assert response.status_code == 400, body
+        assert response.json() == {"error": {"code": "bad_request", "message": NUL_MESSAGE}}
+
+
+def test_the_text_backslash_u0000_in_a_json_body_is_not_a_nul(db):
+    """`"\\\\u0000"` is a backslash followed by the text u0000: the request goes on (to a 405 here)."""
+    response = Client().post(
+        "/api/v1/entitlements", '{"product": "\\\\u0000"}', content_type="application/json"
+    )
+
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_ids_beyond_any_columns_range_are_not_found(walk, client_for, admin):
+    client = client_for(admin)
+    int_params = {"membership_id", "invitation_id", "key_id", "invoice_id", "change_id"}
+    checked = 0
+    for name, route, values in walk:
+        for param in int_params & set(values):
+            for huge in (2**63, 10**30):
+                url = _fill(route, {**values, param: huge})
+                for method in ("get", "post"):
+                    response = getattr(client, method)(url)
+                    assert response.status_code in (404, 405), (
+                        f"{method.upper()} {name} {url}: {response.status_code}"
+                    )
+                    checked += 1
+    assert checked >= 20
+
+
+def test_a_nul_in_a_webhook_body_is_refused_by_the_endpoint_itself(db):
+    """Not the middleware: the webhook verifies its signature first (billing_portal/tests/test_webhook_envelope.py)."""
+    response = Client().post(
+        "/billing/webhooks/stripe/",
+        '{"id": "evt_\\u0000"}',
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE="t=1,v1=0",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_signature"
+
+
+def test_every_route_of_the_sweep_is_walked(walk):
+    names = {name for name, _, _ in walk}
+    assert {
+        "billing",
+        "invoices",
+        "invoice_csv",
+        "tenant_new",
+        "dev_checkout",
+        "stripe_webhook",
+        "api:api-root",
+    } <= names
+    assert all(not re.search(r"<\w+", _fill(route, values)) for _, route, values in walk)
