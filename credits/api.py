@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from credits import selectors, services
 from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
+from tenants.api_docs import INVALID, ErrorCase, documented
 from tenants.errors import BusinessError
 
 router = Router(tags=["credits"])
@@ -37,96 +38,258 @@ Feature = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=
 Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 # At most a billion credits, at most three decimals: exact thousandths, never a float.
 Credits = Annotated[str, StringConstraints(max_length=14, pattern=r"^[0-9]{1,10}(\.[0-9]{1,3})?$")]
-HoldId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 # --- schemas -------------------------------------------------------------------------------------
 
-
-class ErrorDetail(Schema):
-    code: str
-    message: str
-    details: Any = None
+CREDITS_TEXT = "credits as a decimal string with up to three decimals"
 
 
-class ErrorOut(Schema):
-    error: ErrorDetail
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"application/json": {"example": {"error": {"code": code, "message": message}}}}
-
-
-def _ok(example: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"example": example}}
-
-
-UNAUTHORIZED = {
-    "description": "No API key, or a revoked or unknown one.",
-    "content": _error(
-        "unauthorized", "A valid API key is required: send it as 'Authorization: Bearer <key>'."
-    ),
-}
-INVALID = {
-    "description": "Bad input (a missing or malformed field, a number out of range); nothing changed.",
-    "content": _error("invalid_request", "quantity: Input should be greater than or equal to 1"),
-}
-INSUFFICIENT = {
-    "description": "Not enough available credit (`insufficient_credits`), or the plan does not admit "
-    "new work: expired or no plan (`subscription_ended`, with the message shown here), payment "
-    f"overdue (`payment_overdue`: '{MSG_OVERDUE}'). Nothing was taken and the key was not stored: "
-    "the same request may be retried.",
-    "content": {
-        "application/json": {
-            "examples": {
-                "insufficient_credits": {
-                    "value": {
-                        "error": {
-                            "code": "insufficient_credits",
-                            "message": "Not enough AI credits: 1 needed, 0.4 available.",
-                        }
-                    }
-                },
-                "subscription_ended": {
-                    "value": {"error": {"code": "subscription_ended", "message": MSG_ENDED}}
-                },
-                "payment_overdue": {"value": {"error": {"code": "payment_overdue", "message": MSG_OVERDUE}}},
-            }
-        }
-    },
-}
-CONFLICT_KEY = {
-    "description": "This idempotency key was already used with a different request.",
-    "content": _error("idempotency_conflict", services.MSG_IDEMPOTENCY_CONFLICT),
-}
+def _credits_field(what: str, **kwargs: Any) -> Any:
+    return Field(description=f'{what}, in {CREDITS_TEXT} (e.g. "49.9").', **kwargs)
 
 
 class GrantDrawOut(Schema):
-    grant_id: int
-    source: str
-    credits: str
+    grant_id: int = Field(description="The grant the credits were taken from.")
+    source: str = Field(
+        description="That grant's source: plan_included, plan_renewal, extra_pack, staff_adjustment."
+    )
+    credits: str = _credits_field("What was taken from it")
+
+
+class FiguresOut(Schema):
+    balance: str = _credits_field("Unexpired credits not yet consumed, held ones included")
+    held: str = _credits_field("Credits reserved by open holds")
+    available: str = _credits_field("balance - held: what a consumption or a new hold may take")
 
 
 class ConsumeIn(Schema):
     feature: Feature = Field(
-        description="smart_response (1 credit) or ai_review (0.1 credit)", examples=["ai_review"]
+        description="What was used: `smart_response` (1 credit) or `ai_review` (0.1 credit).",
+        examples=["ai_review"],
     )
     quantity: Quantity = Field(description="How many uses (1 to 1,000,000).", examples=[1])
-    idempotency_key: Key = Field(description="Your unique key for this consumption (1 to 200 characters).")
-    client_id: ClientId | None = Field(default=None, description="Your client (shown in AI Statistics).")
+    idempotency_key: Key = Field(
+        description="Your unique key for this consumption (1 to 200 printable characters): a retry "
+        "with the same key answers the first answer."
+    )
+    client_id: ClientId | None = Field(
+        default=None, description="Your client, for AI Statistics' top clients (optional)."
+    )
 
 
-class ConsumeOut(Schema):
-    consumed: str
-    feature: str
-    quantity: int
-    idempotency_key: str
-    client_id: str | None
-    balance: str
-    held: str
-    available: str
+class ConsumeOut(FiguresOut):
+    consumed: str = _credits_field("What this consumption took")
+    feature: str = Field(description="The feature consumed.")
+    quantity: int = Field(description="How many uses.")
+    idempotency_key: str = Field(description="The key of this consumption (give it to refund it).")
+    client_id: str | None = Field(description="The client sent, if any.")
     grants: list[GrantDrawOut] = Field(description="Which grants gave the credits.")
-    created_at: datetime
+    created_at: datetime = Field(description="When it was consumed (ISO 8601, UTC).")
+
+
+class RefundIn(Schema):
+    idempotency_key: Key = Field(
+        description="The idempotency key of the consumption (or of the committed hold)."
+    )
+
+
+class RefundOut(FiguresOut):
+    refunded: str = _credits_field("Credits returned to the grants they came from")
+    expired: str = _credits_field("Credits that came from grants expired since: they stay expired")
+    idempotency_key: str = Field(description="The key of the consumption refunded.")
+    refunded_at: datetime = Field(description="When it was refunded (ISO 8601, UTC).")
+
+
+class HoldIn(Schema):
+    feature: Feature | None = Field(
+        default=None, description="With `quantity`: hold the cost of these uses of this feature."
+    )
+    quantity: Quantity | None = Field(
+        default=None, description="With `feature`: how many uses (1 to 1,000,000)."
+    )
+    credits: Credits | None = Field(
+        default=None,
+        description='Or hold this many credits, a decimal string with up to three decimals ("2.5").',
+    )
+    idempotency_key: Key = Field(description="Your unique key for this hold (1 to 200 printable characters).")
+    ttl_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] = Field(
+        default=900, description="How long the hold lasts, in seconds (1 to 86,400; default 900)."
+    )
+    client_id: ClientId | None = Field(default=None, description="Your client (optional).")
+
+
+class HoldOut(FiguresOut):
+    id: int = Field(description="The hold's id: commit or release it by this id.")
+    idempotency_key: str = Field(description="The key of this hold.")
+    feature: str | None = Field(description="The feature held for, when the hold was placed by feature.")
+    quantity: int | None = Field(description="The uses held for, when placed by feature.")
+    client_id: str | None = Field(description="The client sent, if any.")
+    credits: str = _credits_field("What is held")
+    status: str = Field(description="`held` (open until expires_at).")
+    expires_at: datetime = Field(description="When the hold lapses and releases itself (ISO 8601, UTC).")
+
+
+class CommitIn(Schema):
+    credits: Credits | None = Field(
+        default=None, description="The actual cost, at most the hold; omitted (or no body): all of it."
+    )
+
+
+class CommitOut(FiguresOut):
+    id: int = Field(description="The hold's id.")
+    idempotency_key: str = Field(description="The hold's key (refund the commit with it).")
+    status: str = Field(description="`committed`.")
+    credits: str = _credits_field("What was held")
+    committed: str = _credits_field("What was consumed")
+    released: str = _credits_field("What was given back unused")
+    grants: list[GrantDrawOut] = Field(description="Which grants gave the committed credits.")
+
+
+class ReleaseOut(FiguresOut):
+    id: int = Field(description="The hold's id.")
+    idempotency_key: str = Field(description="The hold's key.")
+    status: str = Field(description="`released`, or `expired` when the hold had already lapsed.")
+    credits: str = _credits_field("What was held")
+    released: str = _credits_field("What was given back")
+
+
+class GrantOut(Schema):
+    id: int = Field(description="The grant's id (ledger entries name it).")
+    source: str = Field(
+        description="Where it came from: plan_included, plan_renewal, extra_pack, staff_adjustment, ticket_cycle."
+    )
+    amount: str = _credits_field("What was granted")
+    remaining: str = _credits_field("What is left of it")
+    valid_from: datetime = Field(description="From when it counts (ISO 8601, UTC).")
+    expires_at: datetime | None = Field(description="When it stops counting; null: never.")
+
+
+class PlanOut(Schema):
+    code: str | None = Field(
+        description="The AI Credits plan's code (credits-free, credits-plus, credits-ultra)."
+    )
+    name: str | None = Field(description="Its display name.")
+    state: str = Field(description="Subscription state, as GET /entitlements says it.")
+    badge: str = Field(description="The badge the pages show.")
+    included_credits: str = _credits_field("Credits the plan includes each period")
+    renewal: str = Field(description="`monthly` (AI Plus) or `none`.")
+    period_start: datetime | None = Field(description="Start of the current period or validity (UTC).")
+    period_end: datetime | None = Field(description="End of the current period or validity (UTC).")
+    next_renewal: datetime | None = Field(
+        description="When the plan renews and grants again; null if it does not."
+    )
+    active: bool = Field(description="Whether the plan admits new consumptions.")
+
+
+class CreditsOut(FiguresOut):
+    plan: PlanOut | None = Field(description="The tenant's AI Credits plan.")
+    grants: list[GrantOut] = Field(description="Unexpired grants, in the order consumption draws them.")
+    extra_pack: GrantOut | None = Field(description="The active extra pack (one at a time), if any.")
+
+
+class LedgerEntryOut(Schema):
+    id: int = Field(description="The entry's id (entries are append-only, in id order).")
+    created_at: datetime = Field(description="When it was written (ISO 8601, UTC).")
+    kind: str = Field(description="grant, consume, commit, refund, expire or adjust.")
+    credits: str = _credits_field("Signed change of the grant's remaining")
+    grant_id: int | None = Field(description="The grant it changed.")
+    feature: str | None = Field(description="The feature, for consumptions.")
+    client_id: str | None = Field(description="The client, when one was sent.")
+    idempotency_key: str | None = Field(description="The operation's key (or the grant's reference).")
+    actor: str = Field(description="Who: an API key, a user, or system.")
+    note: str | None = Field(description="Why, for grants, expiries and staff adjustments.")
+
+
+class LedgerOut(Schema):
+    as_of: datetime = Field(description="The moment replayed (ISO 8601, UTC).")
+    balance: str = _credits_field("The balance at that moment")
+    grants: list[GrantOut] = Field(
+        description="Each grant live at as_of, with what it held then (`remaining`)."
+    )
+    entries: list[LedgerEntryOut] = Field(
+        description="The entries of those grants up to as_of, oldest first."
+    )
+    next_after: int | None = Field(description="More entries: ask again with after=<this>; null: no more.")
+
+
+# --- documentation: each status with an example --------------------------------------------------
+
+INSUFFICIENT = ErrorCase(
+    402,
+    "insufficient_credits",
+    "Not enough AI credits: 1 needed, 0.4 available.",
+    "Not enough available credit: nothing was taken and the key was not stored, so the same request may be retried.",
+)
+ENDED = ErrorCase(402, "subscription_ended", MSG_ENDED, "The AI Credits plan has ended, or there is none.")
+OVERDUE = ErrorCase(402, "payment_overdue", MSG_OVERDUE, "A payment failed and the grace period is over.")
+KEY_CONFLICT = ErrorCase(
+    409,
+    "idempotency_conflict",
+    services.MSG_IDEMPOTENCY_CONFLICT,
+    "The idempotency key was already used with a different request (or names a hold).",
+)
+UNKNOWN_FEATURE = ErrorCase(
+    422,
+    "unknown_feature",
+    "Unknown feature 'image_gen'. Use one of: ai_review, smart_response.",
+    "The feature has no cost in the table.",
+)
+NO_CONSUMPTION = ErrorCase(
+    404, "not_found", "No consumption has this idempotency key.", "No consumption of yours has this key."
+)
+NO_HOLD = ErrorCase(404, "not_found", "No hold has this id.", "No hold of yours has this id.")
+HOLD_RELEASED = ErrorCase(409, "hold_released", services.MSG_HOLD_RELEASED, "The hold was released.")
+HOLD_EXPIRED = ErrorCase(
+    409, "hold_expired", services.MSG_HOLD_EXPIRED, "The hold expired before the commit."
+)
+HOLD_COMMITTED = ErrorCase(
+    409,
+    "hold_committed",
+    services.MSG_HOLD_COMMITTED,
+    "The hold was committed (or, for a repeated commit, committed for another amount).",
+)
+EXCEEDS_HOLD = ErrorCase(
+    422, "commit_exceeds_hold", "Commit at most the 2.5 credits held.", "The commit is more than the hold."
+)
+EXPIRED_UNDER_HOLD = ErrorCase(
+    402,
+    "insufficient_credits",
+    "Not enough AI credits: 2.5 needed, 1 available.",
+    "The grants behind the hold expired while it was open (expired credit is never consumed); the hold stays open.",
+)
+
+
+def _doc(
+    ok: type[Schema],
+    *cases: ErrorCase,
+    example: dict[str, Any],
+    when: str,
+    repeat: str | None = None,
+    request_body: dict[str, Any] | None = None,
+    created: bool = False,
+) -> dict[str, Any]:
+    """`documented(...)` of tenants.api_docs, with the success answers described and exemplified:
+    201 for a new write and 200 for a repeat of it when `created`, else 200."""
+    kw = documented(ok, *cases, ok_status=201 if created else 200)
+    extra = kw["openapi_extra"]["responses"]
+    extra[201 if created else 200] = {
+        "description": when,
+        "content": {"application/json": {"example": example}},
+    }
+    if request_body is not None:
+        kw["openapi_extra"]["requestBody"] = request_body
+    if created:
+        kw["response"][200] = ok
+        extra[200] = {"description": repeat or when, "content": {"application/json": {"example": example}}}
+    return kw
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+def _credits(text: str | None) -> int | None:
+    return parse_credits(text) if text is not None else None
 
 
 CONSUMED = {
@@ -143,154 +306,26 @@ CONSUMED = {
 }
 
 
-class RefundIn(Schema):
-    idempotency_key: Key = Field(description="The idempotency key of the consumption (or committed hold).")
-
-
-class RefundOut(Schema):
-    refunded: str = Field(description="Credits returned to the grants they came from.")
-    expired: str = Field(description="Credits that came from grants expired since: they stay expired.")
-    idempotency_key: str
-    balance: str
-    held: str
-    available: str
-    refunded_at: datetime
-
-
-class HoldIn(Schema):
-    feature: Feature | None = Field(default=None, description="With quantity: hold the cost of these uses.")
-    quantity: Quantity | None = None
-    credits: Credits | None = Field(default=None, description='Or hold this many credits, e.g. "2.5".')
-    idempotency_key: Key
-    ttl_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] = Field(
-        default=900, description="How long the hold lasts (1 to 86,400 seconds, default 900)."
-    )
-    client_id: ClientId | None = None
-
-
-class HoldOut(Schema):
-    id: int
-    idempotency_key: str
-    feature: str | None
-    quantity: int | None
-    client_id: str | None
-    credits: str
-    status: str
-    expires_at: datetime
-    balance: str
-    held: str
-    available: str
-
-
-class CommitIn(Schema):
-    credits: Credits | None = Field(
-        default=None, description="The actual cost; at most the hold. Omitted: all of it."
-    )
-
-
-class CommitOut(Schema):
-    id: int
-    idempotency_key: str
-    status: str
-    credits: str
-    committed: str
-    released: str
-    balance: str
-    held: str
-    available: str
-    grants: list[GrantDrawOut]
-
-
-class ReleaseOut(Schema):
-    id: int
-    idempotency_key: str
-    status: str = Field(description="released, or expired when the hold had already lapsed.")
-    credits: str
-    released: str
-    balance: str
-    held: str
-    available: str
-
-
-class GrantOut(Schema):
-    id: int
-    source: str
-    amount: str
-    remaining: str
-    valid_from: datetime
-    expires_at: datetime | None
-
-
-class PlanOut(Schema):
-    code: str | None
-    name: str | None
-    state: str
-    badge: str
-    included_credits: str
-    renewal: str
-    period_start: datetime | None
-    period_end: datetime | None
-    next_renewal: datetime | None
-    active: bool
-
-
-class CreditsOut(Schema):
-    balance: str
-    held: str
-    available: str
-    plan: PlanOut | None
-    grants: list[GrantOut] = Field(description="Unexpired grants, in the order consumption draws them.")
-    extra_pack: GrantOut | None = Field(description="The active extra pack (one at a time), if any.")
-
-
-class LedgerEntryOut(Schema):
-    id: int
-    created_at: datetime
-    kind: str
-    credits: str
-    grant_id: int | None
-    feature: str | None
-    client_id: str | None
-    idempotency_key: str | None
-    actor: str
-    note: str | None
-
-
-class LedgerOut(Schema):
-    as_of: datetime
-    balance: str
-    grants: list[GrantOut] = Field(description="Each grant live at as_of, with what it held then.")
-    entries: list[LedgerEntryOut] = Field(description="The entries of those grants up to as_of, by id.")
-    next_after: int | None = Field(description="More entries: ask again with after=<this>.")
-
-
-# --- endpoints -----------------------------------------------------------------------------------
-
-
-def _credits(text: str | None) -> int | None:
-    return parse_credits(text) if text is not None else None
-
-
 @router.post(
     "/credits/consume",
-    response={200: ConsumeOut, 201: ConsumeOut, 401: ErrorOut, 402: ErrorOut, 409: ErrorOut, 422: ErrorOut},
     summary="Consume credits for uses of a feature, all or nothing",
     description="Takes the cost of `quantity` uses of `feature` (1 credit = 1 Smart Response = 10 AI "
     "Reviewer reviews) from the tenant's credits: plan credits before extra packs, each soonest-expiring "
-    "first; expired credit is never used.",
-    openapi_extra={
-        "responses": {
-            201: {"description": "Consumed.", "content": _ok(CONSUMED)},
-            200: {
-                "description": "This idempotency key was already consumed: the first answer, nothing taken again.",
-                "content": _ok(CONSUMED),
-            },
-            401: UNAUTHORIZED,
-            402: INSUFFICIENT,
-            409: CONFLICT_KEY,
-            422: INVALID,
-        }
-    },
+    "first; expired credit is never used. The same `idempotency_key` again answers the first answer "
+    "with 200, also when both requests arrive at the same moment (the second waits for the first).",
+    **_doc(
+        ConsumeOut,
+        INSUFFICIENT,
+        ENDED,
+        OVERDUE,
+        KEY_CONFLICT,
+        INVALID,
+        UNKNOWN_FEATURE,
+        example=CONSUMED,
+        created=True,
+        when="Consumed: the credits were taken.",
+        repeat="This idempotency key was already consumed: the first answer, nothing taken again.",
+    ),
 )
 def consume(request: HttpRequest, data: ConsumeIn) -> Status:
     outcome = services.credits_consume(
@@ -317,24 +352,16 @@ REFUNDED = {
 
 @router.post(
     "/credits/refund",
-    response={200: RefundOut, 401: ErrorOut, 404: ErrorOut, 422: ErrorOut},
     summary="Refund a consumption by its idempotency key",
     description="Returns the credits to the grants they came from; what came from a grant that has "
     "expired since stays expired (reported as `expired`). Refunding again answers the same, changing nothing.",
-    openapi_extra={
-        "responses": {
-            200: {
-                "description": "Refunded (or already refunded: the same answer).",
-                "content": _ok(REFUNDED),
-            },
-            401: UNAUTHORIZED,
-            404: {
-                "description": "No consumption has this idempotency key.",
-                "content": _error("not_found", "No consumption has this idempotency key."),
-            },
-            422: INVALID,
-        }
-    },
+    **_doc(
+        RefundOut,
+        NO_CONSUMPTION,
+        INVALID,
+        example=REFUNDED,
+        when="Refunded (or refunded before: the same answer, nothing changed).",
+    ),
 )
 def refund(request: HttpRequest, data: RefundIn) -> dict:
     return services.credits_refund(
@@ -357,41 +384,41 @@ HELD = {
     "held": "2.5",
     "available": "47.5",
 }
+NEITHER_OR_BOTH = ErrorCase(
+    422,
+    "invalid_request",
+    "Send either feature and quantity, or credits.",
+    "Neither or both of feature+quantity and credits, a ttl out of 1 to 86,400, more than three decimals.",
+)
 
 
 @router.post(
     "/credits/holds",
-    response={200: HoldOut, 201: HoldOut, 401: ErrorOut, 402: ErrorOut, 409: ErrorOut, 422: ErrorOut},
     summary="Hold credits for work whose cost is known only afterwards",
     description='Send `feature` and `quantity`, or `credits` ("2.5"). All or nothing against the available '
     "credits. The hold lapses after `ttl_seconds` (default 900); an expired hold releases itself and never "
-    "counts as held after its expiry.",
-    openapi_extra={
-        "responses": {
-            201: {"description": "Held.", "content": _ok(HELD)},
-            200: {
-                "description": "This idempotency key already placed this hold: the first answer.",
-                "content": _ok(HELD),
-            },
-            401: UNAUTHORIZED,
-            402: INSUFFICIENT,
-            409: CONFLICT_KEY,
-            422: {
-                "description": "Bad input: neither or both of feature+quantity and credits, a ttl out of "
-                "1 to 86,400, more than three decimals; nothing changed.",
-                "content": _error("invalid_request", "Send either feature and quantity, or credits."),
-            },
-        }
-    },
+    "counts as held after its expiry. Idempotent like a consumption.",
+    **_doc(
+        HoldOut,
+        INSUFFICIENT,
+        ENDED,
+        OVERDUE,
+        KEY_CONFLICT,
+        NEITHER_OR_BOTH,
+        UNKNOWN_FEATURE,
+        example=HELD,
+        created=True,
+        when="Held.",
+        repeat="This idempotency key already placed this hold: the first answer.",
+    ),
 )
 def hold(request: HttpRequest, data: HoldIn) -> Status:
-    amount = _credits(data.credits)
     outcome = services.credits_hold(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         idempotency_key=data.idempotency_key,
         feature=data.feature,
         quantity=data.quantity,
-        amount=amount,
+        amount=_credits(data.credits),
         ttl_seconds=data.ttl_seconds,
         client_id=data.client_id or "",
         actor=request.auth,  # type: ignore[attr-defined]
@@ -411,50 +438,35 @@ COMMITTED = {
     "available": "48.8",
     "grants": [{"grant_id": 12, "source": "plan_included", "credits": "1.2"}],
 }
-HOLD_404 = {
-    "description": "No hold of yours has this id.",
-    "content": _error("not_found", "No hold has this id."),
-}
+HoldIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The id a hold was placed with.")]
 
 
 @router.post(
     "/credits/holds/{hold_id}/commit",
-    response={200: CommitOut, 401: ErrorOut, 402: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
     summary="Commit a hold: consume the actual cost, release the rest",
-    description="Consumes `credits` (at most the hold; the whole hold when omitted) from the grants valid "
-    "now and releases the rest. A repeated commit answers the first commit.",
-    openapi_extra={
-        "requestBody": {
+    description="Consumes `credits` (at most the hold; the whole hold when omitted or without a body) "
+    "from the grants valid now and releases the rest. A repeated commit answers the first commit.",
+    **_doc(
+        CommitOut,
+        NO_HOLD,
+        EXPIRED_UNDER_HOLD,
+        HOLD_RELEASED,
+        HOLD_EXPIRED,
+        HOLD_COMMITTED,
+        EXCEEDS_HOLD,
+        INVALID,
+        example=COMMITTED,
+        when="Committed (or committed before: the first answer).",
+        # The optional body, parsed by hand (_optional_body), documented as ninja would have.
+        request_body={
             "required": False,
             "content": {
                 "application/json": {"schema": CommitIn.model_json_schema(), "example": {"credits": "1.2"}}
             },
         },
-        "responses": {
-            200: {
-                "description": "Committed (or already committed: the first answer).",
-                "content": _ok(COMMITTED),
-            },
-            401: UNAUTHORIZED,
-            402: {
-                "description": "The grants behind the hold expired while it was open: not enough credit "
-                "left to commit (expired credit is never consumed). The hold stays open.",
-                "content": _error("insufficient_credits", "Not enough AI credits: 2.5 needed, 1 available."),
-            },
-            404: HOLD_404,
-            409: {
-                "description": "The hold was released (`hold_released`) or expired (`hold_expired`), or "
-                "was already committed for another amount (`hold_committed`).",
-                "content": _error("hold_released", services.MSG_HOLD_RELEASED),
-            },
-            422: {
-                "description": "More than the hold, or a malformed amount.",
-                "content": _error("commit_exceeds_hold", "Commit at most the 2.5 credits held."),
-            },
-        },
-    },
+    ),
 )
-def commit(request: HttpRequest, hold_id: HoldId) -> dict:
+def commit(request: HttpRequest, hold_id: HoldIdPath) -> dict:
     data = _optional_body(request, CommitIn)
     return services.credits_hold_commit(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
@@ -511,24 +523,19 @@ RELEASED = {
 
 @router.post(
     "/credits/holds/{hold_id}/release",
-    response={200: ReleaseOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
     summary="Release a hold unused",
     description="Releasing again answers the same. A hold that already expired has released itself "
     "(status `expired`).",
-    openapi_extra={
-        "responses": {
-            200: {"description": "Released (or already released or expired).", "content": _ok(RELEASED)},
-            401: UNAUTHORIZED,
-            404: HOLD_404,
-            409: {
-                "description": "The hold was committed: it can no longer be released.",
-                "content": _error("hold_committed", services.MSG_HOLD_COMMITTED),
-            },
-            422: INVALID,
-        }
-    },
+    **_doc(
+        ReleaseOut,
+        NO_HOLD,
+        HOLD_COMMITTED,
+        INVALID,
+        example=RELEASED,
+        when="Released (or released before, or expired: its credits are free).",
+    ),
 )
-def release(request: HttpRequest, hold_id: HoldId) -> dict:
+def release(request: HttpRequest, hold_id: HoldIdPath) -> dict:
     return services.credits_hold_release(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         hold_id=hold_id,
@@ -553,63 +560,49 @@ def _plan(ent: Any) -> dict[str, Any] | None:
     }
 
 
+PACK = {
+    "id": 14,
+    "source": "extra_pack",
+    "amount": "500",
+    "remaining": "500",
+    "valid_from": "2026-05-03T09:00:00Z",
+    "expires_at": "2026-06-02T09:00:00Z",
+}
+CREDITS = {
+    "balance": "2049.9",
+    "held": "2.5",
+    "available": "2047.4",
+    "plan": {
+        "code": "credits-plus",
+        "name": "AI Plus",
+        "state": "active",
+        "badge": "Active subscription",
+        "included_credits": "2000",
+        "renewal": "monthly",
+        "period_start": "2026-05-01T00:00:00Z",
+        "period_end": "2026-06-01T00:00:00Z",
+        "next_renewal": "2026-06-01T00:00:00Z",
+        "active": True,
+    },
+    "grants": [
+        {
+            "id": 12,
+            "source": "plan_renewal",
+            "amount": "2000",
+            "remaining": "1549.9",
+            "valid_from": "2026-05-01T00:00:00Z",
+            "expires_at": "2026-06-01T00:00:00Z",
+        },
+        PACK,
+    ],
+    "extra_pack": PACK,
+}
+
+
 @router.get(
     "/credits",
-    response={200: CreditsOut, 401: ErrorOut},
     summary="The tenant's AI credits: balance, held, available, plan, grants, extra pack",
-    openapi_extra={
-        "responses": {
-            200: {
-                "description": "The figures now.",
-                "content": _ok(
-                    {
-                        "balance": "2049.9",
-                        "held": "2.5",
-                        "available": "2047.4",
-                        "plan": {
-                            "code": "credits-plus",
-                            "name": "AI Plus",
-                            "state": "active",
-                            "badge": "Active subscription",
-                            "included_credits": "2000",
-                            "renewal": "monthly",
-                            "period_start": "2026-05-01T00:00:00Z",
-                            "period_end": "2026-06-01T00:00:00Z",
-                            "next_renewal": "2026-06-01T00:00:00Z",
-                            "active": True,
-                        },
-                        "grants": [
-                            {
-                                "id": 12,
-                                "source": "plan_renewal",
-                                "amount": "2000",
-                                "remaining": "1549.9",
-                                "valid_from": "2026-05-01T00:00:00Z",
-                                "expires_at": "2026-06-01T00:00:00Z",
-                            },
-                            {
-                                "id": 14,
-                                "source": "extra_pack",
-                                "amount": "500",
-                                "remaining": "500",
-                                "valid_from": "2026-05-03T09:00:00Z",
-                                "expires_at": "2026-06-02T09:00:00Z",
-                            },
-                        ],
-                        "extra_pack": {
-                            "id": 14,
-                            "source": "extra_pack",
-                            "amount": "500",
-                            "remaining": "500",
-                            "valid_from": "2026-05-03T09:00:00Z",
-                            "expires_at": "2026-06-02T09:00:00Z",
-                        },
-                    }
-                ),
-            },
-            401: UNAUTHORIZED,
-        }
-    },
+    **_doc(CreditsOut, example=CREDITS, when="The figures now."),
 )
 def get_credits(request: HttpRequest) -> dict:
     ov = selectors.overview(tenant=request.auth.tenant)  # type: ignore[attr-defined]
@@ -622,81 +615,77 @@ def get_credits(request: HttpRequest) -> dict:
 
 
 class LedgerQuery(Schema):
-    as_of: datetime | None = Field(default=None, description="ISO 8601 with a zone; default: now.")
-    after: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(default=0, description="Entries after this id.")
+    as_of: datetime | None = Field(
+        default=None, description="The moment to replay, ISO 8601 with a zone; default: now."
+    )
+    after: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(
+        default=0, description="Only entries after this id (paging)."
+    )
     limit: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=500, description="Entries per page (1 to 1,000)."
     )
 
 
+LEDGER = {
+    "as_of": "2026-05-07T12:00:00Z",
+    "balance": "49.9",
+    "grants": [
+        {
+            "id": 3,
+            "source": "plan_included",
+            "amount": "50",
+            "remaining": "49.9",
+            "valid_from": "2026-05-01T00:00:00Z",
+            "expires_at": "2026-07-30T00:00:00Z",
+        }
+    ],
+    "entries": [
+        {
+            "id": 7,
+            "created_at": "2026-05-01T00:00:00Z",
+            "kind": "grant",
+            "credits": "50",
+            "grant_id": 3,
+            "feature": None,
+            "client_id": None,
+            "idempotency_key": "subscription:5:free",
+            "actor": "system",
+            "note": "AI Free · 1 May 2026 to 30 Jul 2026",
+        },
+        {
+            "id": 9,
+            "created_at": "2026-05-07T10:15:00Z",
+            "kind": "consume",
+            "credits": "-0.1",
+            "grant_id": 3,
+            "feature": "ai_review",
+            "client_id": "acme-support",
+            "idempotency_key": "review-8f2c",
+            "actor": "API key runtime (alw_Ab12)",
+            "note": None,
+        },
+    ],
+    "next_after": None,
+}
+NAIVE_AS_OF = ErrorCase(
+    422,
+    "invalid_request",
+    "as_of needs a time zone, e.g. 2026-05-07T12:00:00Z.",
+    "as_of without a time zone, or a parameter out of range.",
+)
+
+
 @router.get(
     "/credits/ledger",
-    response={200: LedgerOut, 401: ErrorOut, 422: ErrorOut},
     summary="The balance as it was at a moment, replayed from the ledger, every credit explained",
     description="For each grant live at `as_of`: what it held then (the sum of its entries written up to "
     "then); the balance is their sum. The entries are those of these grants, oldest first, paged by id.",
-    openapi_extra={
-        "responses": {
-            200: {
-                "description": "The ledger at as_of.",
-                "content": _ok(
-                    {
-                        "as_of": "2026-05-07T12:00:00Z",
-                        "balance": "49.9",
-                        "grants": [
-                            {
-                                "id": 3,
-                                "source": "plan_included",
-                                "amount": "50",
-                                "remaining": "49.9",
-                                "valid_from": "2026-05-01T00:00:00Z",
-                                "expires_at": "2026-07-30T00:00:00Z",
-                            }
-                        ],
-                        "entries": [
-                            {
-                                "id": 7,
-                                "created_at": "2026-05-01T00:00:00Z",
-                                "kind": "grant",
-                                "credits": "50",
-                                "grant_id": 3,
-                                "feature": None,
-                                "client_id": None,
-                                "idempotency_key": "subscription:5:free",
-                                "actor": "system",
-                                "note": "AI Free · 1 May 2026 to 30 Jul 2026",
-                            },
-                            {
-                                "id": 9,
-                                "created_at": "2026-05-07T10:15:00Z",
-                                "kind": "consume",
-                                "credits": "-0.1",
-                                "grant_id": 3,
-                                "feature": "ai_review",
-                                "client_id": "acme-support",
-                                "idempotency_key": "review-8f2c",
-                                "actor": "API key runtime (alw_Ab12)",
-                                "note": None,
-                            },
-                        ],
-                        "next_after": None,
-                    }
-                ),
-            },
-            401: UNAUTHORIZED,
-            422: {
-                "description": "as_of without a time zone, or a malformed parameter.",
-                "content": _error("invalid_request", "as_of needs a time zone, e.g. 2026-05-07T12:00:00Z."),
-            },
-        }
-    },
+    **_doc(LedgerOut, NAIVE_AS_OF, example=LEDGER, when="The ledger at as_of."),
 )
 def ledger(request: HttpRequest, query: Query[LedgerQuery]) -> dict:
     as_of = query.as_of or timezone.now()
     if timezone.is_naive(as_of):
-        raise BusinessError(
-            "invalid_request", "as_of needs a time zone, e.g. 2026-05-07T12:00:00Z.", status=422
-        )
+        raise BusinessError("invalid_request", NAIVE_AS_OF.message, status=422)
     result = selectors.ledger_as_of(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         as_of=as_of,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from credits.selectors import credits_nudge, summary
+from credits.selectors import Summary, summary
 from tenants import dashboard
 from tenants.access import ALL_ROLES, TenantRequest
 from tenants.models import Membership
@@ -16,15 +16,25 @@ from tenants.navigation import NavItem
 from tenants.navigation import register as register_items
 
 
+def _summary(membership: Membership) -> Summary:
+    """The tenant's credit summary, read once per request: the sidebar and the Overview tile share
+    it (the request's membership object carries it; the next request reads it afresh)."""
+    found = getattr(membership, "_credits_summary", None)
+    if found is None:
+        found = summary(tenant_id=membership.tenant_id)
+        membership._credits_summary = found  # type: ignore[attr-defined]
+    return found
+
+
 def nudge_shown(membership: Membership) -> bool:
     """C03: at least CREDITS_NUDGE_USED_PERCENT of the period's credits used, or the balance under
-    CREDITS_LOW_BALANCE (one query)."""
-    return credits_nudge(tenant_id=membership.tenant_id)
+    CREDITS_LOW_BALANCE (one query, on every tenant page)."""
+    return _summary(membership).low
 
 
 def credits_tile(request: TenantRequest) -> dict[str, Any] | None:
     """The Overview's AI credits tile: balance and the period's use, for a tenant that has credits."""
-    found = summary(tenant_id=request.tenant.pk)
+    found = _summary(request.membership)
     if not found.has_credits:
         return None
     return {"slug": request.tenant.slug, "summary": found}

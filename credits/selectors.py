@@ -15,9 +15,10 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from credits.models import PLAN_SOURCES, Consumption, Entry, FeatureCost, Grant, Hold, Source, Unit, Wallet
-from plans.models import Plan, Product
+from plans.models import Product
 from plans.money import CREDIT, credits_string
-from plans.selectors import ProductEntitlement, catalog, entitlements
+from plans.offers import PlanOffer, plan_offers
+from plans.selectors import Entitlements, ProductEntitlement, entitlements
 from tenants.models import Tenant
 
 
@@ -213,6 +214,7 @@ class Overview:
     grants: list[GrantRow]  # unexpired (live or starting later), in the order consumption draws them
     extra_pack: GrantRow | None  # the active one (C14: at most one)
     plan: ProductEntitlement | None  # the AI Credits entitlement
+    ents: Entitlements | None = None  # every product's (the plan offers ask them)
     period_amount: int = 0
     period_remaining: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
@@ -269,11 +271,13 @@ def overview(*, tenant: Tenant, now: datetime | None = None) -> Overview:
     by_source: dict[str, int] = {}
     for g in live:
         by_source[g.source_label] = by_source.get(g.source_label, 0) + g.remaining
+    ents = entitlements(tenant=tenant, now=now)
     return Overview(
         figures=Figures(balance=sum(g.remaining for g in live), held=held),
         grants=grants,
         extra_pack=max(packs, key=lambda g: g.expires_at or now, default=None),
-        plan=entitlements(tenant=tenant, now=now).get("ai_credits"),
+        plan=ents.get("ai_credits"),
+        ents=ents,
         period_amount=sum(g.amount for g in plan_grants),
         period_remaining=sum(g.remaining for g in plan_grants),
         by_source=by_source,
@@ -500,21 +504,11 @@ def feature_costs() -> list[FeatureCost]:
 # --- pages ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlanCard:
-    plan: Plan
-    is_current: bool
-    includes: list[str]  # what the plan includes, one line each
-
-
-def plan_cards(*, ent: ProductEntitlement | None) -> list[PlanCard]:
-    """The AI Credits plans (AI Free, AI Plus, AI Ultra) in catalog order, the current one marked:
-    the tenant's live (not ended) AI Credits plan. One query."""
-    current = ent.plan_code if ent is not None and ent.state not in ("expired", "none") else None
-    return [
-        PlanCard(plan=p, is_current=p.code == current, includes=p.feature_list)
-        for p in catalog().filter(product__code="ai_credits")
-    ]
+def plan_cards(*, tenant: Tenant, ents: Entitlements | None, role: str) -> list[PlanOffer]:
+    """The AI Credits plans (AI Free, AI Plus, AI Ultra) in catalog order, each with what its card
+    offers this member: the plan-offer rule decides (plans.offers), never this page."""
+    product = Product.objects.get(code=Product.Code.AI_CREDITS)
+    return plan_offers(tenant=tenant, product=product, role=role, ents=ents)
 
 
 @dataclass(frozen=True)

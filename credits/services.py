@@ -54,6 +54,8 @@ Who = User | ApiKey | Actor | None
 # The product whose plan admits new AI-credit work (entitlements' refusal decides).
 UNIT_PRODUCT = {Unit.AI_CREDIT: "ai_credits"}
 
+UNIT_PLURAL = {Unit.AI_CREDIT: "AI credits", Unit.TICKET_CREDIT: "ticket credits"}
+
 MAX_TTL_SECONDS = 86_400
 
 MSG_IDEMPOTENCY_CONFLICT = "This idempotency key was already used with a different request."
@@ -116,10 +118,9 @@ def _admit(tenant: Tenant, unit: str, now: datetime) -> None:
 
 
 def _insufficient(unit: str, need: int, available: int) -> BusinessError:
-    name = "AI credits" if unit == Unit.AI_CREDIT else "ticket credits"
     return BusinessError(
         "insufficient_credits",
-        f"Not enough {name}: {credits_string(need)} needed, {credits_string(available)} available.",
+        f"Not enough {UNIT_PLURAL[Unit(unit)]}: {credits_string(need)} needed, {credits_string(available)} available.",
         status=402,
     )
 
@@ -284,7 +285,7 @@ def credits_grant(
         actor=actor or SYSTEM,
         action="credits.granted",
         target=grant,
-        target_label=f"{credits_string(amount)} {Unit(unit).label.lower()}s ({grant.get_source_display()})",
+        target_label=f"{credits_string(amount)} {UNIT_PLURAL[Unit(unit)]} ({grant.get_source_display()})",
         data={"source": source, "amount": credits_string(amount), "reference": reference},
     )
     return grant

@@ -48,7 +48,7 @@ def ai_credits(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         "credits/ai_credits.html",
         {
             "ov": overview,
-            "cards": selectors.plan_cards(ent=overview.plan),
+            "offers": selectors.plan_cards(tenant=tenant, ents=overview.ents, role=request.membership.role),
             "costs": selectors.feature_costs(),
         },
     )

@@ -139,3 +139,20 @@ def test_staff_edit_feature_costs_and_packs(staff, client_for):
     )
     assert response.status_code == 302
     assert FeatureCost.objects.get(pk=cost.pk).cost == 200
+
+
+def test_the_activity_page_reads_credit_events_as_sentences(staff, plus, ledger, admin, client_for):
+    from tenants.audit import sentence
+
+    services.credits_adjust(tenant=plus, amount=3 * K, reason="Goodwill", actor=staff)
+    services.credits_adjust(tenant=plus, amount=-2500, reason="Duplicate", actor=staff)
+    services.credits_grant_deactivate(grant=ledger, actor=staff, reason="Asked CS")
+    texts = [sentence(e) for e in AuditEvent.objects.filter(action__startswith="credits.").order_by("pk")]
+    assert texts == [
+        "System granted 500 AI credits (Extra pack)",
+        "System granted 100 AI credits (Plan included)",
+        f"{staff.display_name} granted 3 AI credits (Staff adjustment)",
+        f"{staff.display_name} added 3 AI credits: Goodwill",
+        f"{staff.display_name} took 2.5 AI credits: Duplicate",
+        f"{staff.display_name} deactivated the package Extra pack #{ledger.pk}: Asked CS",
+    ]

@@ -131,12 +131,9 @@ def test_consume_when_overdue_is_402_payment_overdue(api, plus):
         {"feature": "ai_review", "quantity": 10**30, "idempotency_key": "k"},
         {"feature": "ai_review", "quantity": 1_000_001, "idempotency_key": "k"},
         {"feature": "ai_review", "quantity": 1, "idempotency_key": ""},
-        {"feature": "ai_review", "quantity": 1, "idempotency_key": "a\x00b"},
         {"feature": "ai_review", "quantity": 1, "idempotency_key": "x" * 201},
         {"feature": "ai_review", "quantity": 1, "idempotency_key": 12},
-        {"feature": "ai_review", "quantity": 1, "idempotency_key": "k", "client_id": "c\x00"},
         {"feature": "AI REVIEW", "quantity": 1, "idempotency_key": "k"},
-        {"feature": "ai_review\x00", "quantity": 1, "idempotency_key": "k"},
         [1, 2],
         "text",
     ],
@@ -149,11 +146,27 @@ def test_consume_refuses_bad_input_with_422_and_changes_nothing(api, plus, body)
     assert not Consumption.objects.exists()
 
 
-@pytest.mark.parametrize("raw", ["{not json", "", "\x00"])
+@pytest.mark.parametrize("raw", ["{not json", ""])
 def test_consume_refuses_a_body_that_is_not_json(api, plus, raw):
     response = api.post("/consume", raw=raw)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"feature": "ai_review", "quantity": 1, "idempotency_key": "a\x00b"},
+        {"feature": "ai_review", "quantity": 1, "idempotency_key": "k", "client_id": "c\x00"},
+        {"feature": "ai_review\x00", "quantity": 1, "idempotency_key": "k"},
+    ],
+)
+def test_a_nul_anywhere_is_refused_at_the_door_with_400(api, plus, body):
+    grant(plus, 50)
+    response = api.post("/consume", body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert not Consumption.objects.exists()
 
 
 def test_consume_of_an_unknown_feature_is_422(api, plus):
@@ -418,13 +431,13 @@ def test_ledger_refuses_bad_parameters_with_422(api, plus, params):
 # --- the OpenAPI page ----------------------------------------------------------------------------
 
 DOCUMENTED = {
-    ("post", "/api/v1/credits/consume"): {200, 201, 401, 402, 409, 422},
-    ("post", "/api/v1/credits/refund"): {200, 401, 404, 422},
-    ("post", "/api/v1/credits/holds"): {200, 201, 401, 402, 409, 422},
-    ("post", "/api/v1/credits/holds/{hold_id}/commit"): {200, 401, 402, 404, 409, 422},
-    ("post", "/api/v1/credits/holds/{hold_id}/release"): {200, 401, 404, 409, 422},
-    ("get", "/api/v1/credits"): {200, 401},
-    ("get", "/api/v1/credits/ledger"): {200, 401, 422},
+    ("post", "/api/v1/credits/consume"): {200, 201, 400, 401, 402, 409, 422},
+    ("post", "/api/v1/credits/refund"): {200, 400, 401, 404, 422},
+    ("post", "/api/v1/credits/holds"): {200, 201, 400, 401, 402, 409, 422},
+    ("post", "/api/v1/credits/holds/{hold_id}/commit"): {200, 400, 401, 402, 404, 409, 422},
+    ("post", "/api/v1/credits/holds/{hold_id}/release"): {200, 400, 401, 404, 409, 422},
+    ("get", "/api/v1/credits"): {200, 400, 401},
+    ("get", "/api/v1/credits/ledger"): {200, 400, 401, 422},
 }
 
 

@@ -291,7 +291,7 @@ def test_no_credits_tile_for_a_tenant_without_credits(tenant, admin, client_for)
 
 # --- query counts ---------------------------------------------------------------------------------
 
-QUERIES = {"marketplace": 10, "ai_credits": 15, "statistics": 16, "csv": 8}
+QUERIES = {"marketplace": 10, "ai_credits": 17, "statistics": 16, "csv": 8}
 
 
 @pytest.mark.parametrize("page", sorted(QUERIES))
@@ -308,3 +308,110 @@ def test_page_queries_are_pinned_and_do_not_grow_with_rows(
         services.credits_hold(tenant=used, idempotency_key=f"hold-{i}", amount=100)
     with django_assert_num_queries(QUERIES[page]):
         text(client.get(PAGES[page]))
+
+
+# --- who sees which button (the plan-offer rule, plans.offers) ----------------------------------------
+
+
+def _on_free(tenant, *, expired: bool = False):
+    from plans.factories import SubscriptionFactory, plan
+
+    ends = START + timedelta(days=90)
+    return SubscriptionFactory(
+        tenant=tenant,
+        plan=plan("credits-free"),
+        gateway_subscription_id="",
+        current_period_end=ends,
+        ends_at=ends,
+        state="expired" if expired else "active",
+    )
+
+
+def _on_trial(tenant):
+    from plans.factories import SubscriptionFactory, plan
+
+    ends = START + timedelta(days=14)
+    SubscriptionFactory(
+        tenant=tenant,
+        plan=plan("agents-trial"),
+        gateway_subscription_id="",
+        state="trialing",
+        trial_ends_at=ends,
+        current_period_end=ends,
+    )
+
+
+def offers(response) -> dict[str, tuple[str, str, str]]:
+    """plan code → (the card's action, its button's text, its sentence)."""
+    found = {}
+    for code, action, body in re.findall(
+        r'data-testid="offer-([a-z-]+)" data-action="([a-z_]+)">(.*?)</div>\s*</article>',
+        text(response),
+        re.S,
+    ):
+        button = re.search(r"<button[^>]*>([^<]*)</button>", body)
+        reason = re.search(r'data-testid="reason-[a-z-]+">([^<]*)<', body)
+        found[code] = (action, button.group(1) if button else "", reason.group(1) if reason else "")
+    return found
+
+
+def test_c09_c16_c17_an_administrator_on_ai_free_can_subscribe_now_to_plus(tenant, admin, client_for, clock):
+    _on_free(tenant)
+    response = client_for(admin).get(PAGES["ai_credits"])
+    assert offers(response) == {
+        "credits-free": ("current", "", ""),
+        "credits-plus": ("subscribe", "Subscribe Now", ""),
+        "credits-ultra": ("contact", "Speak with Specialist", ""),
+    }
+    assert 'action="/t/acme/billing/plans/credits-plus/subscribe/"' in text(response)
+
+
+@pytest.mark.parametrize("persona", ["member", "finance"])
+def test_c18_c21_c24_a_non_administrator_may_only_register_interest_and_is_told_to_ask(
+    tenant, persona, request, client_for, clock
+):
+    _on_free(tenant)
+    response = client_for(request.getfixturevalue(persona)).get(PAGES["ai_credits"])
+    assert offers(response) == {
+        "credits-free": ("current", "", ""),
+        "credits-plus": ("interest", "Register interest", "Ask your account administrator to subscribe."),
+        "credits-ultra": ("contact", "Speak with Specialist", ""),
+    }
+    assert "subscribe-credits-plus" not in text(response)
+
+
+def test_c19_on_a_free_trial_even_an_administrator_can_only_register_interest(
+    tenant, admin, client_for, clock
+):
+    _on_free(tenant)
+    _on_trial(tenant)
+    action, button, reason = offers(client_for(admin).get(PAGES["ai_credits"]))["credits-plus"]
+    assert (action, button) == ("interest", "Register interest")
+    assert reason == "During the free trial you can only register interest in AI Plus."
+
+
+def test_c22_subscribe_now_still_shows_after_ai_free_expired(tenant, admin, client_for, clock):
+    _on_free(tenant, expired=True)
+    found = offers(client_for(admin).get(PAGES["ai_credits"]))
+    assert found["credits-plus"] == ("subscribe", "Subscribe Now", "")
+    assert found["credits-free"][0] != "current"
+
+
+def test_c24_on_plus_the_card_is_current_and_ultra_is_contracted_through_sales(used, admin, client_for):
+    found = offers(client_for(admin).get(PAGES["ai_credits"]))
+    assert found["credits-plus"][0] == "current"
+    assert found["credits-ultra"] == ("contact", "Speak with Specialist", "")
+    assert found["credits-free"][1] == ""
+
+
+def test_c16_speak_with_specialist_records_a_lead_and_the_card_says_request_received(
+    tenant, member, client_for, clock
+):
+    from plans.models import Lead
+
+    _on_free(tenant)
+    client = client_for(member)
+    response = client.post("/t/acme/billing/plans/credits-ultra/contact/", HTTP_HX_REQUEST="true")
+    assert 'data-testid="request-received"' in text(response)
+    assert list(Lead.objects.values_list("plan__code", "kind")) == [("credits-ultra", "specialist")]
+    assert offers(client.get(PAGES["ai_credits"]))["credits-ultra"][0] == "requested"

@@ -22,6 +22,18 @@ from tests.subscriptions.helpers import START, customer_id, gateway, subscribe
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def trial_over(org, capture):
+    """The org's AI Agents trial has ended: a tenant on a free trial may only register interest in AI
+    Plus (C19, plans.offers), and these journeys buy it."""
+    from plans import services as plan_services
+
+    with capture(execute=True):
+        plan_services.trial_end(
+            subscription=Subscription.objects.get(tenant=org.tenant, product__code="ai_agents"), reason="days"
+        )
+
+
 def grants(tenant):
     return list(
         Grant.objects.filter(tenant=tenant)
