@@ -384,7 +384,7 @@ class Statistics:
     def chart(self) -> dict[str, Any]:
         """What the chart draws (credits as numbers with three decimals at most, exact strings)."""
         return {
-            "labels": [d.isoformat() for d in self.days],
+            "labels": [f"{d.day} {d:%b}" for d in self.days],
             "datasets": [
                 {"label": name, "data": [credits_string(v) for v in self.series[code]]}
                 for code, name in self.features

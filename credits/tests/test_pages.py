@@ -165,11 +165,7 @@ def test_ai_statistics_shows_consumption_per_feature_balance_sources_and_top_cli
     import json
 
     data = json.loads(chart)
-    assert data["labels"] == [f"2022-04-{d:02d}" for d in (27, 28, 29, 30)] + [
-        "2022-05-01",
-        "2022-05-02",
-        "2022-05-03",
-    ]
+    assert data["labels"] == ["27 Apr", "28 Apr", "29 Apr", "30 Apr", "1 May", "2 May", "3 May"]
     assert data["datasets"] == [
         {"label": "AI Reviewer review", "data": ["0", "0", "0", "0", "0", "1", "0"]},
         {"label": "Smart Response", "data": ["0", "0", "0", "0", "0", "3", "-1"]},
