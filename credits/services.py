@@ -735,13 +735,15 @@ def credits_hold(
     if wallet is not None:
         first = Hold.objects.filter(wallet=wallet, idempotency_key=idempotency_key).first()
         if first is not None:
-            same = (first.feature, first.quantity, first.amount, first.client_id, first.ttl_seconds) == (
-                feature or "",
-                quantity,
-                need,
-                client_id,
-                ttl,
-            )
+            # By feature, the request is the feature and quantity (a cost changed since is no new
+            # request); by credits, it is the amount.
+            same = (
+                first.feature,
+                first.quantity,
+                first.amount if amount is not None else None,
+                first.client_id,
+                first.ttl_seconds,
+            ) == (feature or "", quantity, amount, client_id, ttl)
             if not same:
                 raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
             return Outcome(first.response, created=False)

@@ -628,3 +628,15 @@ def test_a_future_plan_period_shortens_the_current_one_to_its_start(plus, clock)
     assert balance(plus) == "2000"  # the next period's credits, the previous month's expired
     assert Grant.objects.get(reference="invoice:b").source == "plan_renewal"
     check_invariants(plus)
+
+
+def test_a_retry_after_staff_changed_a_cost_still_answers_the_first_answer(plus):
+    grant(plus, 10)
+    first = consume(plus, "k", feature="smart_response", quantity=2)
+    held = services.credits_hold(
+        tenant=plus, idempotency_key="h", feature="smart_response", quantity=1
+    ).answer
+    FeatureCost.objects.filter(feature="smart_response").update(cost=3000)
+    assert consume(plus, "k", feature="smart_response", quantity=2) == first
+    again = services.credits_hold(tenant=plus, idempotency_key="h", feature="smart_response", quantity=1)
+    assert (again.created, again.answer) == (False, held)
