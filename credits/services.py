@@ -17,7 +17,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from credits.models import (
@@ -39,6 +40,7 @@ from credits.selectors import (
     held_in,
     live_q,
     low_balance_candidates,
+    open_hold_q,
     wallet_figures,
 )
 from plans.models import Plan
@@ -83,6 +85,27 @@ def _live_grants(wallet: Wallet, now: datetime) -> list[LiveGrant]:
         .order_by(*DRAW_ORDER)
         .values_list("pk", "source", "remaining")
     ]
+
+
+def _grants_and_figures(wallet: Wallet, now: datetime) -> tuple[list[LiveGrant], Figures]:
+    """The live grants in draw order and the wallet's figures, in one statement (read after the
+    wallet lock, so it sees every write committed before it). Without a live grant the balance is
+    0 and nothing can be drawn, whatever is held."""
+    held = (
+        Hold.objects.filter(open_hold_q(now), wallet=wallet)
+        .values("wallet")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
+    rows = list(
+        Grant.objects.filter(live_q(now), wallet=wallet, remaining__gt=0)
+        .annotate(held=Coalesce(Subquery(held), 0))
+        .order_by(*DRAW_ORDER)
+        .values_list("pk", "source", "remaining", "held")
+    )
+    grants = [LiveGrant(pk, source, remaining) for pk, source, remaining, _ in rows]
+    held_total = rows[0][3] if rows else held_in(wallet, now)
+    return grants, Figures(balance=sum(g.remaining for g in grants), held=held_total)
 
 
 def _lock_wallet(tenant: Tenant, unit: str, *, create: bool = False) -> Wallet | None:
@@ -518,8 +541,15 @@ class Outcome:
     created: bool
 
 
-def _key_taken_by_hold(wallet: Wallet, key: str) -> bool:
-    return Hold.objects.filter(wallet=wallet, idempotency_key=key).exists()
+def _key_owner(wallet: Wallet, key: str) -> tuple[str, int] | None:
+    """What this idempotency key already names in the wallet: ("consumption", id), ("hold", id) or
+    None, in one statement over both tables (one key names one operation)."""
+    consumption = Consumption.objects.filter(wallet=wallet, idempotency_key=key).values_list(
+        Value("consumption"), "pk"
+    )
+    hold = Hold.objects.filter(wallet=wallet, idempotency_key=key).values_list(Value("hold"), "pk")
+    found = list(consumption.union(hold, all=True)[:1])
+    return (found[0][0], found[0][1]) if found else None
 
 
 @transaction.atomic
@@ -543,25 +573,22 @@ def credits_consume(
     amount = cost.cost * quantity
     wallet = _lock_wallet(tenant, cost.unit)
     now = now or timezone.now()
-    if wallet is not None:
-        first = Consumption.objects.filter(wallet=wallet, idempotency_key=idempotency_key).first()
-        if first is not None:
-            same = (first.hold_id is None, first.feature, first.quantity, first.client_id) == (
-                True,
-                feature,
-                quantity,
-                client_id,
-            )
-            if not same:
-                raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
-            return Outcome(first.response, created=False)
-        if _key_taken_by_hold(wallet, idempotency_key):
+    owner = _key_owner(wallet, idempotency_key) if wallet is not None else None
+    if owner is not None:
+        table, pk = owner
+        first = Consumption.objects.get(pk=pk) if table == "consumption" else None
+        if first is None or (first.hold_id, first.feature, first.quantity, first.client_id) != (
+            None,
+            feature,
+            quantity,
+            client_id,
+        ):
             raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
+        return Outcome(first.response, created=False)
     _admit(tenant, cost.unit, now)
     if wallet is None:
         raise _insufficient(cost.unit, amount, 0)
-    grants = _live_grants(wallet, now)
-    figures = Figures(balance=sum(g.remaining for g in grants), held=held_in(wallet, now))
+    grants, figures = _grants_and_figures(wallet, now)
     if amount > figures.available:
         raise _insufficient(cost.unit, amount, figures.available)
     drawn = _draw(grants, amount)
@@ -851,8 +878,7 @@ def credits_hold_commit(
             f"Commit at most the {credits_string(hold.amount)} credits held.",
             status=422,
         )
-    grants = _live_grants(wallet, now)
-    figures = Figures(balance=sum(g.remaining for g in grants), held=held_in(wallet, now))
+    grants, figures = _grants_and_figures(wallet, now)
     # What this hold may draw: everything not reserved by the other open holds. Less than the hold
     # only when grants expired while it was open (expired credit is never consumed).
     may_draw = max(0, figures.balance - (figures.held - hold.amount))
