@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "axes",
     "tenants",
     "plans",
+    "sessions_billing",
     "billing_portal",
 ]
 
@@ -193,6 +194,8 @@ TRIAL_DAYS = env.int("TRIAL_DAYS", default=14)
 TRIAL_SESSIONS = env.int("TRIAL_SESSIONS", default=50)
 # "Trial ending soon" from this many days before the end.
 TRIAL_ENDING_SOON_DAYS = env.int("TRIAL_ENDING_SOON_DAYS", default=3)
+# ... or from this share (percent) of the trial sessions used (sessions_billing).
+TRIAL_ENDING_SOON_PERCENT = env.int("TRIAL_ENDING_SOON_PERCENT", default=90)
 # After a failed payment, access continues this long before the subscription is suspended.
 GRACE_PERIOD_DAYS = env.int("GRACE_PERIOD_DAYS", default=7)
 # Plan codes a new tenant starts on.

@@ -1,10 +1,12 @@
 """Integration API of the plans app: what the key's tenant is entitled to, per product."""
 
 from datetime import datetime
+from typing import Any
 
 from django.http import HttpRequest
 from ninja import Router, Schema
 
+from plans.admission import Admission, check
 from plans.selectors import entitlements
 from tenants.errors import BusinessError
 
@@ -72,28 +74,59 @@ def get_entitlements(request: HttpRequest) -> dict:
 class AdmissionOut(Schema):
     product: str
     allowed: bool
+    code: str | None
+    message: str | None
     state: str
     plan_code: str | None
+    details: dict[str, Any]
 
 
-# Refusals of new work, by code: the status the API answers with.
-REFUSAL_STATUS = {"payment_overdue": 402, "subscription_ended": 403, "no_subscription": 403}
+ADMISSION_EXAMPLES = {
+    "allowed": {
+        "product": "ai_agents",
+        "allowed": True,
+        "code": None,
+        "message": None,
+        "state": "active",
+        "plan_code": "agents-growth",
+        "details": {"billable_sessions": 1180, "session_limit": 1500, "limit_source": "plan"},
+    },
+    "limit reached": {
+        "product": "ai_agents",
+        "allowed": False,
+        "code": "session_limit_reached",
+        "message": "Session limit has been reached: AI agents accept no new sessions until the limit is "
+        "increased on the Session limit card or the next billing period starts on 1 Aug 2026.",
+        "state": "active",
+        "plan_code": "agents-growth",
+        "details": {"billable_sessions": 1500, "session_limit": 1500, "limit_source": "plan"},
+    },
+}
 
 
 @router.get(
     "/entitlements/{product}/admission",
     response={200: AdmissionOut},
     summary="May the tenant start new work (sessions, credits, tickets) on this product?",
-    description="200 when it may; otherwise the refusal in the error shape, with the exact message to show "
-    "(402 payment_overdue: 'Your payment is overdue and the grace period has expired.'; 403 "
-    "subscription_ended: 'Your subscription has ended. Please upgrade your plan to continue.').",
+    description="A check, answered 200 with `allowed`; when new work is refused, `code` and `message` are "
+    "exactly what a refused write (402) would carry: `subscription_ended` ('Your subscription has ended. "
+    "Please upgrade your plan to continue.'), `payment_overdue` ('Your payment is overdue and the grace "
+    "period has expired.'), `session_limit_reached` (AI Agents). 404 for an unknown product.",
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": "The check",
+                "content": {
+                    "application/json": {
+                        "examples": {k: {"value": v} for k, v in ADMISSION_EXAMPLES.items()}
+                    }
+                },
+            }
+        }
+    },
 )
-def admission(request: HttpRequest, product: str) -> dict:
-    ent = entitlements(tenant=request.auth.tenant).get(product)  # type: ignore[attr-defined]
-    if ent is None:
+def admission(request: HttpRequest, product: str) -> Admission:
+    found = check(tenant=request.auth.tenant, product=product)  # type: ignore[attr-defined]
+    if found is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)
-    if ent.refusal is not None:
-        raise BusinessError(
-            ent.refusal.code, ent.refusal.message, status=REFUSAL_STATUS.get(ent.refusal.code, 403)
-        )
-    return {"product": ent.product, "allowed": True, "state": ent.state, "plan_code": ent.plan_code}
+    return found
