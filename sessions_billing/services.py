@@ -157,12 +157,14 @@ def _period_for(tenant_id: int, terms: Terms, starts_at: datetime) -> int | None
             if row is not None or current is None:
                 return row[0] if row else None
         assert terms.period_start is not None and terms.period_end is not None
-        _period_ensure(tenant_id, terms.period_start, terms.period_end)
-        cursor.execute(
-            f"SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s",
-            [tenant_id, _db(terms.period_start)],
-        )
-        return cursor.fetchone()[0]
+        select = f"SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s"
+        cursor.execute(select, [tenant_id, _db(terms.period_start)])
+        row = cursor.fetchone()
+        if row is None:  # the period's first window
+            _period_ensure(tenant_id, terms.period_start, terms.period_end)
+            cursor.execute(select, [tenant_id, _db(terms.period_start)])
+            row = cursor.fetchone()
+        return row[0]
 
 
 _COUNT_RETURNING = "RETURNING id, billable_sessions, first_warning_at, second_warning_at"
