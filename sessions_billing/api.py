@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import AwareDatetime, StringConstraints, field_validator
+from pydantic import AwareDatetime, StrictInt, StringConstraints, field_validator
 
 from sessions_billing import selectors, services
 from sessions_billing.models import MAX_ID_LENGTH
@@ -328,7 +328,7 @@ def usage(request: HttpRequest) -> dict:
 
 
 class LimitIn(Schema):
-    session_limit: int = Field(..., gt=0, le=services.MAX_LIMIT, examples=[1200])
+    session_limit: StrictInt = Field(..., gt=0, le=services.MAX_LIMIT, examples=[1200])
 
 
 LIMIT_ERRORS = {
