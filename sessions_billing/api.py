@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
+from ninja.errors import ValidationError
+from pydantic import ValidationError as PydanticValidationError
 from pydantic import AwareDatetime, StrictInt, StringConstraints, field_validator
 
 from sessions_billing import selectors, services
@@ -148,10 +150,16 @@ def _conversation_id(value: str) -> str:
     "`end` ends the conversation; any event after it is a 409.",
     openapi_extra={
         "requestBody": {
-            "content": _examples(
-                customer_message={"type": "customer_message", "at": "2026-07-02T21:00:00Z"},
-                end={"type": "end"},
-            )
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": EventIn.model_json_schema(),
+                    "examples": {
+                        "customer_message": {"value": {"type": "customer_message", "at": "2026-07-02T21:00:00Z"}},
+                        "end": {"value": {"type": "end"}},
+                    },
+                }
+            },
         },
         "responses": {
             "200": {"description": "The session", "content": _examples(session=SESSION_EXAMPLE)},
@@ -161,13 +169,17 @@ def _conversation_id(value: str) -> str:
         },
     },
 )
-def session_event(request: HttpRequest, conversation_id: str, payload: EventIn) -> dict:
-    session = services.session_event(
-        tenant=request.auth.tenant,  # type: ignore[attr-defined]
-        conversation_id=_conversation_id(conversation_id),
-        type=payload.type,
-        at=payload.at,
-    )
+def session_event(request: HttpRequest, conversation_id: str) -> dict:
+    tenant = request.auth.tenant  # type: ignore[attr-defined]
+    conversation_id = _conversation_id(conversation_id)
+    # The body is read here, after the id: an unknown conversation is a 404 whatever the body says.
+    try:
+        payload = EventIn.model_validate_json(request.body or b"null")
+    except PydanticValidationError as exc:
+        services.session_find(tenant=tenant, conversation_id=conversation_id)
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise ValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+    session = services.session_event(tenant=tenant, conversation_id=conversation_id, type=payload.type, at=payload.at)
     return _out(session)
 
 

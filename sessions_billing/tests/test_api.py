@@ -48,7 +48,7 @@ def test_bad_bodies_are_never_a_500(tenant, growth, api_for):
         response = api.client.post("/api/v1/sessions", data=raw, content_type="application/json", HTTP_AUTHORIZATION=api.auth)
         assert response.status_code in (400, 422), raw
     api.start("ok")
-    for body in ({"type": "shout"}, {}, {"type": "end", "at": "2026-01-01"}, {"type": 3}):
+    for body in ({"type": "shout"}, {}, {"type": "end", "at": "2026-01-01"}, {"type": 3}, {"type": "end", "at": "2026-01-01T00:00:00Z"}):
         response = api.event("ok", **body) if "type" in body else api.post("/sessions/ok/events", body)
         assert response.status_code == 422, body
     for path in ("/sessions/%00", "/sessions/" + "x" * 300, "/sessions/a%00b/events"):
