@@ -117,9 +117,7 @@ ADMISSION_EXAMPLES = {
             "200": {
                 "description": "The check",
                 "content": {
-                    "application/json": {
-                        "examples": {k: {"value": v} for k, v in ADMISSION_EXAMPLES.items()}
-                    }
+                    "application/json": {"examples": {k: {"value": v} for k, v in ADMISSION_EXAMPLES.items()}}
                 },
             }
         }

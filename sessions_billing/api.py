@@ -13,8 +13,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import ValidationError
-from pydantic import ValidationError as PydanticValidationError
 from pydantic import AwareDatetime, StrictInt, StringConstraints, field_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from sessions_billing import selectors, services
 from sessions_billing.models import MAX_ID_LENGTH
@@ -59,7 +59,9 @@ class SessionIn(Schema):
     conversation_id: Id = Field(..., examples=["conv_8f2c1"])
     agent: Id | None = Field(None, examples=["support-bot"])
     direction: Literal["inbound", "outbound"]
-    at: AwareDatetime | None = Field(None, description="When it started (ISO 8601 with zone); now if left out.")
+    at: AwareDatetime | None = Field(
+        None, description="When it started (ISO 8601 with zone); now if left out."
+    )
 
     _nul = field_validator("conversation_id", "agent")(_no_nul)
     _at = field_validator("at")(_in_window)
@@ -67,7 +69,9 @@ class SessionIn(Schema):
 
 class EventIn(Schema):
     type: Literal["customer_message", "agent_message", "end"]
-    at: AwareDatetime | None = Field(None, description="When it happened (ISO 8601 with zone); now if left out.")
+    at: AwareDatetime | None = Field(
+        None, description="When it happened (ISO 8601 with zone); now if left out."
+    )
 
     _at = field_validator("at")(_in_window)
 
@@ -137,7 +141,9 @@ INVALID = _examples(
 
 def _conversation_id(value: str) -> str:
     if not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
-        raise BusinessError("invalid_request", "conversation_id: 1 to 200 characters, no NUL bytes.", status=422)
+        raise BusinessError(
+            "invalid_request", "conversation_id: 1 to 200 characters, no NUL bytes.", status=422
+        )
     return value
 
 
@@ -155,7 +161,9 @@ def _conversation_id(value: str) -> str:
                 "application/json": {
                     "schema": EventIn.model_json_schema(),
                     "examples": {
-                        "customer_message": {"value": {"type": "customer_message", "at": "2026-07-02T21:00:00Z"}},
+                        "customer_message": {
+                            "value": {"type": "customer_message", "at": "2026-07-02T21:00:00Z"}
+                        },
                         "end": {"value": {"type": "end"}},
                     },
                 }
@@ -163,8 +171,16 @@ def _conversation_id(value: str) -> str:
         },
         "responses": {
             "200": {"description": "The session", "content": _examples(session=SESSION_EXAMPLE)},
-            "404": {"description": "No such session", "content": _examples(not_found=_error("not_found", "No session with this conversation id."))},
-            "409": {"description": "The conversation has ended", "content": _examples(ended=_error("conversation_ended", "This conversation has ended: start a new session."))},
+            "404": {
+                "description": "No such session",
+                "content": _examples(not_found=_error("not_found", "No session with this conversation id.")),
+            },
+            "409": {
+                "description": "The conversation has ended",
+                "content": _examples(
+                    ended=_error("conversation_ended", "This conversation has ended: start a new session.")
+                ),
+            },
             "422": {"description": "Bad input", "content": INVALID},
         },
     },
@@ -179,7 +195,9 @@ def session_event(request: HttpRequest, conversation_id: str) -> dict:
         services.session_find(tenant=tenant, conversation_id=conversation_id)
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise ValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-    session = services.session_event(tenant=tenant, conversation_id=conversation_id, type=payload.type, at=payload.at)
+    session = services.session_event(
+        tenant=tenant, conversation_id=conversation_id, type=payload.type, at=payload.at
+    )
     return _out(session)
 
 
@@ -205,8 +223,14 @@ def session_event(request: HttpRequest, conversation_id: str) -> dict:
             )
         },
         "responses": {
-            "201": {"description": "Admitted", "content": _examples(session=SESSION_EXAMPLE | {"billable_sessions": 1})},
-            "200": {"description": "Already started (a retry)", "content": _examples(session=SESSION_EXAMPLE)},
+            "201": {
+                "description": "Admitted",
+                "content": _examples(session=SESSION_EXAMPLE | {"billable_sessions": 1}),
+            },
+            "200": {
+                "description": "Already started (a retry)",
+                "content": _examples(session=SESSION_EXAMPLE),
+            },
             "402": {"description": "Refused for a billing reason", "content": REFUSALS},
             "422": {"description": "Bad input", "content": INVALID},
         },
@@ -229,12 +253,16 @@ class SessionList(Schema):
 
 
 class ListQuery(Schema):
-    q: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = Field("", description="Part of a conversation id")
+    q: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = Field(
+        "", description="Part of a conversation id"
+    )
     agent: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = ""
     since: date | None = Field(None, description="Started on or after this day (UTC)")
     until: date | None = Field(None, description="Started on or before this day (UTC)")
     answered: bool | None = None
-    before: Annotated[str, StringConstraints(max_length=60)] = Field("", description="The cursor of the previous page")
+    before: Annotated[str, StringConstraints(max_length=60)] = Field(
+        "", description="The cursor of the previous page"
+    )
     limit: int = Field(50, ge=1, le=200)
 
     _nul = field_validator("q", "agent", "before")(_no_nul)
@@ -279,7 +307,9 @@ def session_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
     "/sessions/{path:conversation_id}",
     response={200: SessionOut, 404: ErrorOut},
     summary="One session",
-    openapi_extra={"responses": {"200": {"description": "The session", "content": _examples(session=SESSION_EXAMPLE)}}},
+    openapi_extra={
+        "responses": {"200": {"description": "The session", "content": _examples(session=SESSION_EXAMPLE)}}
+    },
 )
 def session_get(request: HttpRequest, conversation_id: str) -> dict:
     return _out(
@@ -347,7 +377,9 @@ LIMIT_ERRORS = {
     "409": {
         "description": "Not on this plan",
         "content": _examples(
-            trial=_error("limit_not_available", "The session limit is available on paid plans, not on the free trial.")
+            trial=_error(
+                "limit_not_available", "The session limit is available on paid plans, not on the free trial."
+            )
         ),
     },
     "422": {

@@ -22,8 +22,12 @@ def _no_nul(value: str) -> str:
 class SessionFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=MAX_ID_LENGTH, label="Search", validators=[_no_nul])
     agent = forms.ChoiceField(required=False, label="Agent")
-    since = forms.DateField(required=False, label="Started from", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="Started to", widget=forms.DateInput(attrs={"type": "date"}))
+    since = forms.DateField(
+        required=False, label="Started from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="Started to", widget=forms.DateInput(attrs={"type": "date"})
+    )
     answered = forms.ChoiceField(required=False, choices=ANSWERED, label="Answered")
 
     def __init__(self, *args: Any, agents: list[str], **kwargs: Any) -> None:
@@ -70,6 +74,10 @@ class SessionLimitForm(forms.Form):
 
 
 class AgentForm(forms.Form):
-    key = forms.CharField(max_length=MAX_ID_LENGTH, label="Agent id", validators=[_no_nul],
-                          help_text="The id your AI product sends as `agent`.")
+    key = forms.CharField(
+        max_length=MAX_ID_LENGTH,
+        label="Agent id",
+        validators=[_no_nul],
+        help_text="The id your AI product sends as `agent`.",
+    )
     name = forms.CharField(max_length=MAX_ID_LENGTH, required=False, label="Name", validators=[_no_nul])

@@ -100,7 +100,9 @@ class UsagePeriod(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "period_start"], name="usage_period_unique_start"),
-            models.CheckConstraint(condition=Q(period_end__gte=models.F("period_start")), name="usage_period_order"),
+            models.CheckConstraint(
+                condition=Q(period_end__gte=models.F("period_start")), name="usage_period_order"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -129,7 +131,7 @@ class BillableWindow(models.Model):
 
 
 class SessionLimit(models.Model):
-    """The tenant's own session limit (S22–S23). Without a row the plan's base limit applies. A
+    """The tenant's own session limit (S22-S23). Without a row the plan's base limit applies. A
     limit above the plan's base limit is not allowed; after a downgrade the lower base applies
     (`effective_limit`), and the tenant's number returns if the plan allows it again."""
 
@@ -142,7 +144,9 @@ class SessionLimit(models.Model):
     set_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(session_limit__gt=0), name="session_limit_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(session_limit__gt=0), name="session_limit_positive")
+        ]
 
     def __str__(self) -> str:
         return f"{self.tenant_id}: {self.session_limit}"

@@ -26,4 +26,6 @@ def register() -> None:
         navigation.NavItem("Sessions", "sessions", ALL_ROLES, order=20, icon="chat"),
         navigation.NavItem("Agents", "agents", ALL_ROLES, order=25, icon="bot"),
     )
-    dashboard.register(dashboard.Tile("sessions_usage", "sessions_billing/tiles/usage.html", usage_tile, order=10))
+    dashboard.register(
+        dashboard.Tile("sessions_usage", "sessions_billing/tiles/usage.html", usage_tile, order=10)
+    )

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -16,7 +17,7 @@ from django.utils import timezone
 from plans.admission import Admission, from_refusal
 from plans.selectors import ProductEntitlement, Refusal
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
-from sessions_billing.terms import Terms, terms_for, trial_ending_soon
+from sessions_billing.terms import Terms, tenant_limit, terms_for, trial_ending_soon
 from tenants.models import Tenant
 
 MSG_ALMOST = "Session limit almost reached"
@@ -24,15 +25,19 @@ MSG_REACHED = "Session limit has been reached"
 MSG_TRIAL_ENDING = "Trial ending soon"
 
 
+_COUNT_SQL = (
+    f"SELECT billable_sessions FROM {UsagePeriod._meta.db_table} WHERE tenant_id = %s AND period_start = %s"  # noqa: S608
+)
+
+
 def period_count(*, tenant: Tenant, period_start: datetime | None) -> int:
+    """The period's billable sessions (a plain query: the admission check asks it on every call)."""
     if period_start is None:
         return 0
-    return (
-        UsagePeriod.objects.filter(tenant=tenant, period_start=period_start)
-        .values_list("billable_sessions", flat=True)
-        .first()
-        or 0
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_COUNT_SQL, [tenant.pk, connection.ops.adapt_datetimefield_value(period_start)])
+        row = cursor.fetchone()
+    return row[0] if row else 0
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Usage:
 
     @property
     def percent(self) -> int:
-        """Share of the limit used, 0–100 (for the bar)."""
+        """Share of the limit used, 0-100 (for the bar)."""
         limit = self.session_limit
         if not limit:
             return 0
@@ -126,8 +131,7 @@ def usage_for(*, tenant: Tenant, now: datetime | None = None, terms: Terms | Non
 def admission_check(tenant: Tenant, ent: ProductEntitlement, now: datetime | None) -> Admission:
     """The AI Agents admission (registered with plans.admission): the subscription's refusal, then
     the trial's sessions or the session limit."""
-    own = SessionLimit.objects.filter(tenant=tenant).values_list("session_limit", flat=True).first()
-    usage = usage_for(tenant=tenant, terms=Terms(ent=ent, tenant_limit=own))
+    usage = usage_for(tenant=tenant, terms=Terms(ent=ent, tenant_limit=tenant_limit(tenant_id=tenant.pk)))
     return from_refusal(
         ent,
         usage.refusal,
@@ -205,11 +209,17 @@ def conversations_page(
     if newer_side:
         at, pk = newer_side
         found = list(
-            rows.filter(Q(started_at__gt=at) | Q(started_at=at, pk__gt=pk)).order_by("started_at", "pk")[: size + 1]
+            rows.filter(Q(started_at__gt=at) | Q(started_at=at, pk__gt=pk)).order_by("started_at", "pk")[
+                : size + 1
+            ]
         )
         more_newer = len(found) > size
         found = list(reversed(found[:size]))
-        return Page(found, encode_cursor(found[-1]) if found else None, encode_cursor(found[0]) if more_newer and found else None)
+        return Page(
+            found,
+            encode_cursor(found[-1]) if found else None,
+            encode_cursor(found[0]) if more_newer and found else None,
+        )
     if older_side:
         at, pk = older_side
         rows = rows.filter(Q(started_at__lt=at) | Q(started_at=at, pk__lt=pk))
@@ -224,7 +234,9 @@ def conversations_page(
 
 
 def conversations_export(*, tenant: Tenant, filters: SessionFilters) -> Iterator[Conversation]:
-    return conversations(tenant=tenant, filters=filters).order_by("-started_at", "-pk").iterator(chunk_size=2000)
+    return (
+        conversations(tenant=tenant, filters=filters).order_by("-started_at", "-pk").iterator(chunk_size=2000)
+    )
 
 
 def agent_keys(*, tenant: Tenant) -> list[str]:
@@ -288,7 +300,9 @@ def agents_with_usage(*, tenant: Tenant, usage: Usage) -> list[AgentRow]:
         )
         billable = dict(
             BillableWindow.objects.filter(
-                usage_period__tenant=tenant, usage_period__period_start=start, conversation__agent__isnull=False
+                usage_period__tenant=tenant,
+                usage_period__period_start=start,
+                conversation__agent__isnull=False,
             )
             .values("conversation__agent")
             .annotate(n=Count("id"))

@@ -100,9 +100,7 @@ def check_time(*, at: datetime, now: datetime, field: str = "at") -> None:
     if at.tzinfo is None:
         raise BusinessError("invalid_request", f"{field}: give a time zone (ISO 8601).", status=422)
     if at < now - MAX_LATE:
-        raise BusinessError(
-            "invalid_request", f"{field}: reports may be at most 35 days late.", status=422
-        )
+        raise BusinessError("invalid_request", f"{field}: reports may be at most 35 days late.", status=422)
     if at > now + MAX_EARLY:
         raise BusinessError(
             "invalid_request", f"{field}: may be at most 5 minutes in the future.", status=422
@@ -135,7 +133,9 @@ def _period_ensure(tenant_id: int, start: datetime, end: datetime) -> None:
         )
 
 
-def _period_for(tenant_id: int, terms: Terms, starts_at: datetime) -> int | None:
+def _period_for(
+    tenant_id: int, terms: Terms, starts_at: datetime, current_id: int | None = None
+) -> int | None:
     """The id of the period a window starting at `starts_at` counts in: the current period, or for a
     late window the latest period that began at or before it (the first period for a window older
     than every period). None when the tenant never had a period."""
@@ -156,7 +156,10 @@ def _period_for(tenant_id: int, terms: Terms, starts_at: datetime) -> int | None
                 row = cursor.fetchone()
             if row is not None or current is None:
                 return row[0] if row else None
-        assert terms.period_start is not None and terms.period_end is not None
+        if current_id is not None:  # already looked up with the conversation
+            return current_id
+        assert terms.period_start is not None
+        assert terms.period_end is not None
         select = f"SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s"
         cursor.execute(select, [tenant_id, _db(terms.period_start)])
         row = cursor.fetchone()
@@ -359,7 +362,8 @@ def session_start(
                 pk, agent_id = row
                 if agent and agent_id is None:  # the agent's first session: register it
                     cursor.execute(
-                        f"UPDATE {CONVERSATION} SET agent_id = %s WHERE id = %s", [_agent_id(tenant, agent), pk]
+                        f"UPDATE {CONVERSATION} SET agent_id = %s WHERE id = %s",
+                        [_agent_id(tenant, agent), pk],
                     )
             if billed_at_start:
                 counted = _count_new(tenant.pk, terms, at)
@@ -428,14 +432,17 @@ def session_event(
     else:
         assignments = f"last_activity_at = {_greatest()}(last_activity_at, %s), answered = (answered OR %s)"
         params = [_db(at), customer]
+    # The current period's counter id comes back with the conversation: one round trip for both.
+    current = _db(terms.period_start) if terms.period_start else None
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {CONVERSATION} SET {assignments} "
                 "WHERE tenant_id = %s AND conversation_id = %s AND ended_at IS NULL "
                 "RETURNING id, direction, started_at, last_activity_at, ended_at, billable_sessions, answered, "
-                f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id)",
-                [*params, tenant.pk, conversation_id],
+                f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id), "
+                f"(SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s)",
+                [*params, tenant.pk, conversation_id, tenant.pk, current],
             )
             row = cursor.fetchone()
         if row is None:
@@ -444,13 +451,13 @@ def session_event(
                     "conversation_ended", "This conversation has ended: start a new session.", status=409
                 )
             raise BusinessError("not_found", "No session with this conversation id.", status=404)
-        pk, direction, started, last, ended, billable, answered, agent_key = row
+        pk, direction, started, last, ended, billable, answered, agent_key, current_id = row
         started = _aware(started)
         bills = type != EventType.END and (customer or not terms.answered_only)
         if bills:
             k = window_index(started_at=started, at=at)
             starts_at = started + k * WINDOW
-            period_id = _period_for(tenant.pk, terms, starts_at)
+            period_id = _period_for(tenant.pk, terms, starts_at, current_id)
             if period_id is not None:
                 with connection.cursor() as cursor:
                     cursor.execute(
@@ -502,7 +509,9 @@ def _limit_check(terms: Terms, value: int) -> None:
             status=409,
         )
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise BusinessError("invalid_limit", "The session limit must be a whole number greater than zero.", status=422)
+        raise BusinessError(
+            "invalid_limit", "The session limit must be a whole number greater than zero.", status=422
+        )
     base = terms.base_limit
     if base is not None and value > base:
         raise BusinessError(
@@ -532,7 +541,8 @@ def session_limit_set(
     old = row.session_limit if row else None
     user, label = _actor_label(actor)
     SessionLimit.objects.update_or_create(
-        tenant=tenant, defaults={"session_limit": session_limit, "set_by": user, "set_by_label": label, "set_at": now}
+        tenant=tenant,
+        defaults={"session_limit": session_limit, "set_by": user, "set_by_label": label, "set_at": now},
     )
     audit(
         tenant=tenant,
@@ -547,7 +557,9 @@ def session_limit_set(
 
 
 @transaction.atomic
-def session_limit_reset(*, tenant: Tenant, actor: User | ApiKey | Actor, now: datetime | None = None) -> Terms:
+def session_limit_reset(
+    *, tenant: Tenant, actor: User | ApiKey | Actor, now: datetime | None = None
+) -> Terms:
     """Reset limit: back to the plan's base limit (S23). Audited; nothing to do when none is set."""
     now = now or timezone.now()
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
@@ -592,7 +604,9 @@ def agent_register(*, tenant: Tenant, key: str, name: str = "", actor: User) -> 
     key = key.strip()
     if not key or len(key) > 200 or "\x00" in key:
         raise BusinessError("invalid_agent", "Give the agent an id of 1 to 200 characters.", status=422)
-    agent, created = Agent.objects.get_or_create(tenant=tenant, key=key, defaults={"name": name.strip() or key})
+    agent, created = Agent.objects.get_or_create(
+        tenant=tenant, key=key, defaults={"name": name.strip() or key}
+    )
     if not created and name.strip() and agent.name != name.strip():
         agent.name = name.strip()[:200]
         agent.save(update_fields=["name"])

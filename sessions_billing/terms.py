@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
 
 from plans.models import Plan, Product
 from plans.selectors import MSG_ENDED, ProductEntitlement, Refusal, entitlements
@@ -117,12 +118,22 @@ def limit_reached_message(period_end: datetime | None) -> str:
 
 def terms_for(*, tenant: Tenant, now: datetime | None = None) -> Terms:
     ent = entitlements(tenant=tenant, now=now)[PRODUCT]
-    own = SessionLimit.objects.filter(tenant=tenant).values_list("session_limit", flat=True).first()
-    return Terms(ent=ent, tenant_limit=own)
+    return Terms(ent=ent, tenant_limit=tenant_limit(tenant_id=tenant.pk))
+
+
+_LIMIT_SQL = f"SELECT session_limit FROM {SessionLimit._meta.db_table} WHERE tenant_id = %s"  # noqa: S608
+
+
+def tenant_limit(*, tenant_id: int) -> int | None:
+    """The tenant's own session limit, if it set one (a plain query: this is on every API call)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LIMIT_SQL, [tenant_id])
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def trial_ending_soon(terms: Terms, *, billable_sessions: int) -> bool:
-    """"Trial ending soon" (S10): at least TRIAL_ENDING_SOON_PERCENT of the trial sessions used, or at
+    """ "Trial ending soon" (S10): at least TRIAL_ENDING_SOON_PERCENT of the trial sessions used, or at
     most TRIAL_ENDING_SOON_DAYS days left (the days rule is the plans app's badge)."""
     if terms.ent.state != "trialing" or terms.ent.refusal is not None:
         return False

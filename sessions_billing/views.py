@@ -140,7 +140,10 @@ def agent_register(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     if form.is_valid():
         try:
             agent = services.agent_register(
-                tenant=tenant, key=form.cleaned_data["key"], name=form.cleaned_data["name"], actor=request.user
+                tenant=tenant,
+                key=form.cleaned_data["key"],
+                name=form.cleaned_data["name"],
+                actor=request.user,
             )
         except BusinessError as exc:
             form.add_error("key", exc.message)
@@ -153,7 +156,9 @@ def agent_register(request: TenantRequest, tenant: Tenant) -> HttpResponse:
 # --- the Session limit card (on the Billing tab) ---------------------------------------------------
 
 
-def _card(request: TenantRequest, tenant: Tenant, form: SessionLimitForm | None = None, status: int = 200) -> HttpResponse:
+def _card(
+    request: TenantRequest, tenant: Tenant, form: SessionLimitForm | None = None, status: int = 200
+) -> HttpResponse:
     context = {
         "usage": selectors.usage_for(tenant=tenant),
         "limit_form": form or SessionLimitForm(),

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the local gateway's webh
 
 URL = "/api/v1/entitlements/ai_agents/admission"
 OVERDUE = {"code": "payment_overdue", "message": "Your payment is overdue and the grace period has expired."}
-ENDED = {"code": "subscription_ended", "message": "Your subscription has ended. Please upgrade your plan to continue."}
+ENDED = {
+    "code": "subscription_ended",
+    "message": "Your subscription has ended. Please upgrade your plan to continue.",
+}
 
 
 def _get(client, secret):
@@ -62,7 +65,10 @@ def test_grace_period_then_refused_then_restored_through_the_api(client, admin):
         billing_tick(now=timezone.now())
         response = _get(client, secret)
         assert response.status_code == 200
-        assert {k: response.json()[k] for k in ("allowed", "code", "message")} == {"allowed": False, **OVERDUE}
+        assert {k: response.json()[k] for k in ("allowed", "code", "message")} == {
+            "allowed": False,
+            **OVERDUE,
+        }
         refused = _start(client, secret, "after-grace")
         assert (refused.status_code, refused.json()) == (402, {"error": OVERDUE})
         get_gateway().set_card(sub.tenant.billing_customer.customer_id, failing=False, last4="4242")  # type: ignore[attr-defined]
@@ -84,7 +90,9 @@ def test_expired_trial_is_refused_with_the_ended_message(client, admin):
 def test_products_without_a_checker_answer_with_the_plain_entitlement(client, admin):
     tenant = organization_create(name="Creditor", admin=admin)
     secret = api_key_create(tenant=tenant, name="k", actor=admin).secret
-    body = client.get("/api/v1/entitlements/helpdesk_ai/admission", HTTP_AUTHORIZATION=f"Bearer {secret}").json()
+    body = client.get(
+        "/api/v1/entitlements/helpdesk_ai/admission", HTTP_AUTHORIZATION=f"Bearer {secret}"
+    ).json()
     assert (body["allowed"], body["code"], body["details"]) == (False, "no_subscription", {})
 
 

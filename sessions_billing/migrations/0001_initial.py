@@ -7,110 +7,206 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tenants', '0001_initial'),
+        ("tenants", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=200)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=200)),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('conversation_id', models.CharField(max_length=200)),
-                ('direction', models.CharField(choices=[('inbound', 'Inbound'), ('outbound', 'Outbound')], max_length=8)),
-                ('started_at', models.DateTimeField()),
-                ('last_activity_at', models.DateTimeField()),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('answered', models.BooleanField(default=False)),
-                ('billable_sessions', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='conversations', to='sessions_billing.agent')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("conversation_id", models.CharField(max_length=200)),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[("inbound", "Inbound"), ("outbound", "Outbound")], max_length=8
+                    ),
+                ),
+                ("started_at", models.DateTimeField()),
+                ("last_activity_at", models.DateTimeField()),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                ("answered", models.BooleanField(default=False)),
+                ("billable_sessions", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="conversations",
+                        to="sessions_billing.agent",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SessionLimit',
+            name="SessionLimit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('session_limit', models.PositiveIntegerField()),
-                ('set_by_label', models.CharField(blank=True, max_length=200)),
-                ('set_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('set_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('tenant', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("session_limit", models.PositiveIntegerField()),
+                ("set_by_label", models.CharField(blank=True, max_length=200)),
+                ("set_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "set_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='UsagePeriod',
+            name="UsagePeriod",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateTimeField()),
-                ('period_end', models.DateTimeField()),
-                ('billable_sessions', models.PositiveIntegerField(default=0)),
-                ('first_warning_at', models.DateTimeField(blank=True, null=True)),
-                ('second_warning_at', models.DateTimeField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_start", models.DateTimeField()),
+                ("period_end", models.DateTimeField()),
+                ("billable_sessions", models.PositiveIntegerField(default=0)),
+                ("first_warning_at", models.DateTimeField(blank=True, null=True)),
+                ("second_warning_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='BillableWindow',
+            name="BillableWindow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('starts_at', models.DateTimeField()),
-                ('counted_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='windows', to='sessions_billing.conversation')),
-                ('usage_period', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='windows', to='sessions_billing.usageperiod')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("index", models.PositiveIntegerField()),
+                ("starts_at", models.DateTimeField()),
+                ("counted_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenants.tenant"
+                    ),
+                ),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="windows",
+                        to="sessions_billing.conversation",
+                    ),
+                ),
+                (
+                    "usage_period",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="windows",
+                        to="sessions_billing.usageperiod",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(fields=('tenant', 'key'), name='agent_key_unique_per_tenant'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(fields=("tenant", "key"), name="agent_key_unique_per_tenant"),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['tenant', '-started_at', '-id'], name='conv_tenant_started'),
+            model_name="conversation",
+            index=models.Index(fields=["tenant", "-started_at", "-id"], name="conv_tenant_started"),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['tenant', 'agent', '-started_at', '-id'], name='conv_tenant_agent_started'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["tenant", "agent", "-started_at", "-id"], name="conv_tenant_agent_started"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='conversation',
-            constraint=models.UniqueConstraint(fields=('tenant', 'conversation_id'), name='conversation_id_unique_per_tenant'),
+            model_name="conversation",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "conversation_id"), name="conversation_id_unique_per_tenant"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sessionlimit',
-            constraint=models.CheckConstraint(condition=models.Q(('session_limit__gt', 0)), name='session_limit_positive'),
+            model_name="sessionlimit",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("session_limit__gt", 0)), name="session_limit_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usageperiod',
-            constraint=models.UniqueConstraint(fields=('tenant', 'period_start'), name='usage_period_unique_start'),
+            model_name="usageperiod",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "period_start"), name="usage_period_unique_start"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usageperiod',
-            constraint=models.CheckConstraint(condition=models.Q(('period_end__gte', models.F('period_start'))), name='usage_period_order'),
+            model_name="usageperiod",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("period_end__gte", models.F("period_start"))), name="usage_period_order"
+            ),
         ),
         migrations.AddIndex(
-            model_name='billablewindow',
-            index=models.Index(fields=['usage_period', 'starts_at'], name='window_period_starts'),
+            model_name="billablewindow",
+            index=models.Index(fields=["usage_period", "starts_at"], name="window_period_starts"),
         ),
         migrations.AddConstraint(
-            model_name='billablewindow',
-            constraint=models.UniqueConstraint(fields=('conversation', 'index'), name='billable_window_once'),
+            model_name="billablewindow",
+            constraint=models.UniqueConstraint(fields=("conversation", "index"), name="billable_window_once"),
         ),
     ]

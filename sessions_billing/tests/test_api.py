@@ -44,11 +44,24 @@ def test_bad_starts_are_422_with_field_errors_and_store_nothing(tenant, growth, 
 
 def test_bad_bodies_are_never_a_500(tenant, growth, api_for):
     api = api_for(tenant)
-    for raw in ("not json", "[]", "null", '{"conversation_id": "a", "direction": "inbound", "at": "9999999999-01-01"}'):
-        response = api.client.post("/api/v1/sessions", data=raw, content_type="application/json", HTTP_AUTHORIZATION=api.auth)
+    for raw in (
+        "not json",
+        "[]",
+        "null",
+        '{"conversation_id": "a", "direction": "inbound", "at": "9999999999-01-01"}',
+    ):
+        response = api.client.post(
+            "/api/v1/sessions", data=raw, content_type="application/json", HTTP_AUTHORIZATION=api.auth
+        )
         assert response.status_code in (400, 422), raw
     api.start("ok")
-    for body in ({"type": "shout"}, {}, {"type": "end", "at": "2026-01-01"}, {"type": 3}, {"type": "end", "at": "2026-01-01T00:00:00Z"}):
+    for body in (
+        {"type": "shout"},
+        {},
+        {"type": "end", "at": "2026-01-01"},
+        {"type": 3},
+        {"type": "end", "at": "2026-01-01T00:00:00Z"},
+    ):
         response = api.event("ok", **body) if "type" in body else api.post("/sessions/ok/events", body)
         assert response.status_code == 422, body
     for path in ("/sessions/%00", "/sessions/" + "x" * 300, "/sessions/a%00b/events"):
@@ -71,18 +84,34 @@ def test_every_session_body_has_the_documented_fields(tenant, growth, api_for):
     api = api_for(tenant)
     body = api.start("f", agent="bot").json()
     assert set(body) == {
-        "conversation_id", "agent", "direction", "started_at", "last_activity_at", "ended_at",
-        "billable_sessions", "answered", "ended",
+        "conversation_id",
+        "agent",
+        "direction",
+        "started_at",
+        "last_activity_at",
+        "ended_at",
+        "billable_sessions",
+        "answered",
+        "ended",
     }
-    assert (body["agent"], body["direction"], body["answered"], body["ended"]) == ("bot", "inbound", True, False)
+    assert (body["agent"], body["direction"], body["answered"], body["ended"]) == (
+        "bot",
+        "inbound",
+        True,
+        False,
+    )
 
 
 def test_the_list_filters_and_pages_newest_first(tenant, growth, api_for):
     api = api_for(tenant)
     now = timezone.now()
     for i in range(7):
-        api.start(f"s{i}", agent="a" if i % 2 else "b", direction="outbound" if i == 3 else "inbound",
-                  at=(now - timedelta(hours=10 - i)).isoformat())
+        api.start(
+            f"s{i}",
+            agent="a" if i % 2 else "b",
+            direction="outbound" if i == 3 else "inbound",
+            at=(now - timedelta(hours=10 - i)).isoformat(),
+        )
     first = api.get("/sessions?limit=3").json()
     assert [s["conversation_id"] for s in first["items"]] == ["s6", "s5", "s4"]
     second = api.get(f"/sessions?limit=3&before={first['next_cursor']}").json()
@@ -92,7 +121,7 @@ def test_the_list_filters_and_pages_newest_first(tenant, growth, api_for):
     assert [s["conversation_id"] for s in api.get("/sessions?agent=a").json()["items"]] == ["s5", "s3", "s1"]
     assert [s["conversation_id"] for s in api.get("/sessions?q=S4").json()["items"]] == ["s4"]
     assert [s["conversation_id"] for s in api.get("/sessions?answered=false").json()["items"]] == ["s3"]
-    
+
 
 def test_usage_of_the_current_period(tenant, growth, api_for):
     api = api_for(tenant)
@@ -118,7 +147,10 @@ def test_the_openapi_page_documents_statuses_with_examples(client):
     assert set(examples) == {"subscription_ended", "payment_overdue", "session_limit_reached"}
     events = schema["paths"]["/api/v1/sessions/{conversation_id}/events"]["post"]
     assert set(events["responses"]) >= {"200", "404", "409", "422"}
-    assert "examples" in schema["paths"]["/api/v1/usage"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert (
+        "examples"
+        in schema["paths"]["/api/v1/usage"]["get"]["responses"]["200"]["content"]["application/json"]
+    )
 
 
 def test_outbound_is_not_answered_until_the_customer_speaks(tenant, api_for):

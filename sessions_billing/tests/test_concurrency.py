@@ -53,7 +53,9 @@ def _outcome(result: Any) -> str:
 def test_parallel_starts_against_a_limit_admit_exactly_the_limit(tenant):
     paid(tenant)
     SessionLimit.objects.create(tenant=tenant, session_limit=7)
-    services.session_start(tenant=tenant, conversation_id="first", direction="inbound")  # the period's row exists
+    services.session_start(
+        tenant=tenant, conversation_id="first", direction="inbound"
+    )  # the period's row exists
     results = _race(
         20, lambda i: services.session_start(tenant=tenant, conversation_id=f"p{i}", direction="inbound")
     )
@@ -76,7 +78,10 @@ def test_parallel_first_starts_of_a_period_create_one_counter(tenant):
 def test_one_conversation_id_from_10_threads_is_one_session(tenant):
     paid(tenant)
     results = _race(
-        10, lambda i: services.session_start(tenant=tenant, conversation_id="same", direction="inbound", agent="bot")
+        10,
+        lambda i: services.session_start(
+            tenant=tenant, conversation_id="same", direction="inbound", agent="bot"
+        ),
     )
     assert Counter(map(_outcome, results)) == {"created": 1, "existing": 9}
     assert Conversation.objects.filter(tenant=tenant).count() == 1
@@ -88,14 +93,23 @@ def test_parallel_events_never_count_a_window_twice(tenant):
     paid(tenant)
     start = timezone.now() - timedelta(hours=50)
     services.session_start(tenant=tenant, conversation_id="busy", direction="inbound", at=start)
-    at = [start + timedelta(hours=24 + (i % 24)) for i in range(10)] + [start + timedelta(hours=48, minutes=i) for i in range(10)]
+    at = [start + timedelta(hours=24 + (i % 24)) for i in range(10)] + [
+        start + timedelta(hours=48, minutes=i) for i in range(10)
+    ]
     results = _race(
-        20, lambda i: services.session_event(tenant=tenant, conversation_id="busy", type="customer_message", at=at[i])
+        20,
+        lambda i: services.session_event(
+            tenant=tenant, conversation_id="busy", type="customer_message", at=at[i]
+        ),
     )
     assert not [r for r in results if isinstance(r, BusinessError)]
     conv = Conversation.objects.get(tenant=tenant, conversation_id="busy")
     assert conv.billable_sessions == 3
-    assert sorted(BillableWindow.objects.filter(conversation=conv).values_list("index", flat=True)) == [0, 1, 2]
+    assert sorted(BillableWindow.objects.filter(conversation=conv).values_list("index", flat=True)) == [
+        0,
+        1,
+        2,
+    ]
     assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 3
 
 
@@ -106,7 +120,9 @@ def test_an_end_racing_messages_leaves_consistent_counters(tenant):
 
     def work(i: int):
         kind = "end" if i == 0 else "agent_message"
-        return services.session_event(tenant=tenant, conversation_id="race", type=kind, at=start + timedelta(hours=25))
+        return services.session_event(
+            tenant=tenant, conversation_id="race", type=kind, at=start + timedelta(hours=25)
+        )
 
     results = _race(8, work)
     conv = Conversation.objects.get(tenant=tenant, conversation_id="race")

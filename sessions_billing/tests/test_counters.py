@@ -3,6 +3,7 @@ roll-overs and limit changes, every counter is recomputed from the rows."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import timedelta
 
@@ -24,14 +25,20 @@ pytestmark = pytest.mark.django_db
 def _assert_counters_match_rows(tenant) -> None:
     periods = list(UsagePeriod.objects.filter(tenant=tenant).order_by("period_start"))
     per_period = dict(
-        BillableWindow.objects.filter(tenant=tenant).values("usage_period").annotate(n=Count("id")).values_list("usage_period", "n")
+        BillableWindow.objects.filter(tenant=tenant)
+        .values("usage_period")
+        .annotate(n=Count("id"))
+        .values_list("usage_period", "n")
     )
     for period in periods:
         assert period.billable_sessions == per_period.get(period.pk, 0), period
-    for a, b in zip(periods, periods[1:], strict=False):
+    for a, b in itertools.pairwise(periods):
         assert a.period_end <= b.period_start, "periods overlap"
     per_conv = dict(
-        BillableWindow.objects.filter(tenant=tenant).values("conversation").annotate(n=Count("id")).values_list("conversation", "n")
+        BillableWindow.objects.filter(tenant=tenant)
+        .values("conversation")
+        .annotate(n=Count("id"))
+        .values_list("conversation", "n")
     )
     for conv in Conversation.objects.filter(tenant=tenant):
         assert conv.billable_sessions == per_conv.get(conv.pk, 0), conv.conversation_id
@@ -69,8 +76,9 @@ def test_random_mix_keeps_every_counter_equal_to_the_rows(tenant, seed, plan_cod
                     )
                     ids.append(cid)
                 except BusinessError as exc:
-                    assert exc.code == "session_limit_reached"
                     refused += 1
+                    if exc.code != "session_limit_reached":
+                        raise
             elif roll < 0.9:
                 at = clock - timedelta(hours=rng.choice([0, 0, 1, 5, 26, 49, 300]))
                 try:
@@ -81,14 +89,17 @@ def test_random_mix_keeps_every_counter_equal_to_the_rows(tenant, seed, plan_cod
                         at=at,
                     )
                 except BusinessError as exc:
-                    assert exc.status in (404, 409)
+                    if exc.status not in (404, 409):
+                        raise
             elif roll < 0.95:
                 # The period rolls over (the gateway's renewal).
                 Subscription.objects.filter(pk=sub.pk).update(
                     current_period_start=clock, current_period_end=clock + timedelta(days=30)
                 )
             else:
-                SessionLimit.objects.update_or_create(tenant=tenant, defaults={"session_limit": rng.randint(5, 60)})
+                SessionLimit.objects.update_or_create(
+                    tenant=tenant, defaults={"session_limit": rng.randint(5, 60)}
+                )
     assert UsagePeriod.objects.filter(tenant=tenant).count() >= 2
     assert BillableWindow.objects.filter(tenant=tenant).count() > 50
     _assert_counters_match_rows(tenant)

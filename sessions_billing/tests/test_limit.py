@@ -1,6 +1,6 @@
 """The Session limit card and its API: paid plans only; Set limit (> 0, at most the plan's base
 limit), Reset limit; admins; audited; 80% and 100% warnings on the card and by email once per
-period; the downgrade rule. S22–S25."""
+period; the downgrade rule. S22-S25."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def _billing(client, tenant):
 
 def _set(client, tenant, value, htmx: bool = False):
     headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
-    return client.post(f"/t/{tenant.slug}/billing/session-limit/", {"session_limit": value, "action": "set"}, **headers)
+    return client.post(
+        f"/t/{tenant.slug}/billing/session-limit/", {"session_limit": value, "action": "set"}, **headers
+    )
 
 
 def _fill(tenant, n: int, offset: int = 0) -> None:
@@ -37,7 +39,11 @@ def _fill(tenant, n: int, offset: int = 0) -> None:
 
 
 def _limit_mail(tenant) -> list[str]:
-    return sorted(Notification.objects.filter(tenant=tenant, template="session_limit_warning").values_list("subject", flat=True))
+    return sorted(
+        Notification.objects.filter(tenant=tenant, template="session_limit_warning").values_list(
+            "subject", flat=True
+        )
+    )
 
 
 def test_the_card_shows_the_plans_base_limit_by_default_s23(tenant, admin, growth, client_for):
@@ -61,7 +67,11 @@ def test_set_limit_then_reset_limit_returns_to_the_base_s23(tenant, admin, growt
     assert response.status_code == 302
     assert not SessionLimit.objects.filter(tenant=tenant).exists()
     assert usage_for(tenant=tenant).session_limit == 1500
-    actions = list(AuditEvent.objects.filter(tenant=tenant, action__startswith="session_limit").order_by("pk").values_list("action", "actor_label", "data"))
+    actions = list(
+        AuditEvent.objects.filter(tenant=tenant, action__startswith="session_limit")
+        .order_by("pk")
+        .values_list("action", "actor_label", "data")
+    )
     assert actions == [
         ("session_limit.set", "admin@acme.test", {"from": "plan (1500)", "to": 1000}),
         ("session_limit.reset", "admin@acme.test", {"from": 1000, "to": "plan (1500)"}),
@@ -77,10 +87,15 @@ def test_set_limit_then_reset_limit_returns_to_the_base_s23(tenant, admin, growt
         ("abc", "Enter a whole number greater than zero."),
         ("", "Enter the maximum number of sessions."),
         ("99999999999999999999", "Enter a smaller number."),
-        ("1501", "The session limit cannot be above your plan&#x27;s base limit of 1,500 sessions. Upgrade your plan for more sessions."),
+        (
+            "1501",
+            "The session limit cannot be above your plan&#x27;s base limit of 1,500 sessions. Upgrade your plan for more sessions.",
+        ),
     ],
 )
-def test_the_limit_must_be_a_whole_number_greater_than_zero_s23(tenant, admin, growth, client_for, value, message):
+def test_the_limit_must_be_a_whole_number_greater_than_zero_s23(
+    tenant, admin, growth, client_for, value, message
+):
     response = _set(client_for(admin), tenant, value, htmx=True)
     assert response.status_code == 200
     assert message in response.content.decode()
@@ -107,7 +122,9 @@ def test_the_trial_has_no_limit_card_s22(tenant, admin, trial, client_for):
     assert not SessionLimit.objects.exists()
 
 
-def test_80_and_100_percent_warnings_on_the_card_and_by_email_once_per_period_s24(tenant, admin, growth, client_for):
+def test_80_and_100_percent_warnings_on_the_card_and_by_email_once_per_period_s24(
+    tenant, admin, growth, client_for
+):
     client = client_for(admin)
     _set(client, tenant, "10")
     _fill(tenant, 7)
@@ -122,14 +139,19 @@ def test_80_and_100_percent_warnings_on_the_card_and_by_email_once_per_period_s2
     _fill(tenant, 1, offset=9)  # 10 of 10
     page = _billing(client, tenant).content.decode()
     assert "<strong>Session limit has been reached</strong>" in page
-    assert _limit_mail(tenant) == ["Session limit almost reached · Acme Corp", "Session limit has been reached · Acme Corp"]
+    assert _limit_mail(tenant) == [
+        "Session limit almost reached · Acme Corp",
+        "Session limit has been reached · Acme Corp",
+    ]
     # Raising and lowering the limit again in the same period sends nothing new.
     _set(client, tenant, "100")
     _set(client, tenant, "11")
     assert len(_limit_mail(tenant)) == 2
     # The next period warns afresh.
     now = timezone.now()
-    Subscription.objects.filter(pk=growth.pk).update(current_period_start=now, current_period_end=now + timedelta(days=30))
+    Subscription.objects.filter(pk=growth.pk).update(
+        current_period_start=now, current_period_end=now + timedelta(days=30)
+    )
     _fill(tenant, 9, offset=10)
     assert len(_limit_mail(tenant)) == 3
 
@@ -137,10 +159,15 @@ def test_80_and_100_percent_warnings_on_the_card_and_by_email_once_per_period_s2
 def test_lowering_the_limit_below_usage_warns_at_once(tenant, admin, growth, client_for):
     _fill(tenant, 9)
     _set(client_for(admin), tenant, "9")
-    assert _limit_mail(tenant) == ["Session limit almost reached · Acme Corp", "Session limit has been reached · Acme Corp"]
+    assert _limit_mail(tenant) == [
+        "Session limit almost reached · Acme Corp",
+        "Session limit has been reached · Acme Corp",
+    ]
 
 
-def test_a_downgrade_applies_the_lower_base_and_an_upgrade_brings_the_limit_back(tenant, admin, client_for, api_for):
+def test_a_downgrade_applies_the_lower_base_and_an_upgrade_brings_the_limit_back(
+    tenant, admin, client_for, api_for
+):
     sub = paid(tenant, "agents-scale")
     client = client_for(admin)
     _set(client, tenant, "1000")
@@ -167,7 +194,13 @@ def test_the_api_sets_and_resets_the_limit_with_the_key_as_actor(tenant, admin, 
         response = api.put("/usage/session-limit", {"session_limit": bad})
         assert response.status_code == 422, bad
         assert response.json()["error"]["code"] == "invalid_request"
-    assert api.put("/usage/session-limit", {"session_limit": 1501}).json()["error"]["code"] == "limit_above_plan"
+    assert (
+        api.put("/usage/session-limit", {"session_limit": 1501}).json()["error"]["code"] == "limit_above_plan"
+    )
     assert SessionLimit.objects.get(tenant=tenant).session_limit == 120
     response = api.delete("/usage/session-limit")
-    assert (response.status_code, response.json()["session_limit"], response.json()["limit_source"]) == (200, 1500, "plan")
+    assert (response.status_code, response.json()["session_limit"], response.json()["limit_source"]) == (
+        200,
+        1500,
+        "plan",
+    )

@@ -1,5 +1,5 @@
 """Metering: 24-hour billable windows, Answered only, late and out-of-order reports, the periods a
-window counts in. S04–S07."""
+window counts in. S04-S07."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def _ms(dt) -> str:
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def test_36_hour_conversation_is_one_session_and_two_billable_sessions_s05(tenant, growth, admin, api_for, client_for):
+def test_36_hour_conversation_is_one_session_and_two_billable_sessions_s05(
+    tenant, growth, admin, api_for, client_for
+):
     api = api_for(tenant)
     start = timezone.now() - 40 * H
     assert api.start("c-36h", agent="helper", at=_iso(start)).status_code == 201
@@ -51,9 +53,12 @@ def test_an_event_at_exactly_24_hours_opens_window_two_s05(tenant, growth, api_f
     api = api_for(tenant)
     start = timezone.now() - 30 * H
     api.start("edge", at=_iso(start))
-    assert api.event("edge", "agent_message", at=_iso(start + 24 * H - timedelta(microseconds=1))).json()[
-        "billable_sessions"
-    ] == 1
+    assert (
+        api.event("edge", "agent_message", at=_iso(start + 24 * H - timedelta(microseconds=1))).json()[
+            "billable_sessions"
+        ]
+        == 1
+    )
     assert api.event("edge", "agent_message", at=_iso(start + 24 * H)).json()["billable_sessions"] == 2
     window = BillableWindow.objects.get(index=1)
     assert window.starts_at == start + 24 * H
@@ -77,7 +82,9 @@ def test_outbound_without_a_reply_is_not_billed_under_answered_only_s07(tenant, 
     assert response.json()["billable_sessions"] == 0
     assert response.json()["answered"] is False
     for hours in (1, 25, 49):
-        assert api.event("call-1", "agent_message", at=_iso(start + hours * H)).json()["billable_sessions"] == 0
+        assert (
+            api.event("call-1", "agent_message", at=_iso(start + hours * H)).json()["billable_sessions"] == 0
+        )
     assert api.event("call-1", "end", at=_iso(start + 50 * H)).json()["ended"] is True
     assert usage_for(tenant=tenant).billable_sessions == 0
     assert BillableWindow.objects.count() == 0
@@ -130,7 +137,11 @@ def test_a_window_counts_in_the_period_in_which_it_starts(tenant, api_for):
     api.event("old", "customer_message", at=_iso(started + 24 * H + H))  # window 2: starts in period 1
     api.event("old", "customer_message", at=_iso(now - 2 * H))  # window 12 started a day ago: period 1
     api.start("new", at=_iso(now))
-    periods = list(UsagePeriod.objects.filter(tenant=tenant).order_by("period_start").values_list("billable_sessions", flat=True))
+    periods = list(
+        UsagePeriod.objects.filter(tenant=tenant)
+        .order_by("period_start")
+        .values_list("billable_sessions", flat=True)
+    )
     assert periods == [3, 1]
     assert usage_for(tenant=tenant).billable_sessions == 1
     # The earlier period now ends where the new one begins: no overlap.
@@ -157,7 +168,12 @@ def test_end_does_not_bill_a_new_window(tenant, growth, api_for):
 
 @pytest.mark.parametrize(
     ("offset", "status"),
-    [(-35 * 24 * H + timedelta(minutes=1), 201), (-35 * 24 * H - timedelta(minutes=1), 422), (timedelta(minutes=4), 201), (timedelta(minutes=6), 422)],
+    [
+        (-35 * 24 * H + timedelta(minutes=1), 201),
+        (-35 * 24 * H - timedelta(minutes=1), 422),
+        (timedelta(minutes=4), 201),
+        (timedelta(minutes=6), 422),
+    ],
 )
 def test_at_may_be_35_days_late_and_5_minutes_early(tenant, api_for, offset, status):
     now = timezone.now()

@@ -1,5 +1,5 @@
 """The free trial's sessions: Trial sessions left, "Trial ending soon", the 60% and 90% emails once
-each, and the trial ending at once when its 50 sessions are used. S08–S12."""
+each, and the trial ending at once when its 50 sessions are used. S08-S12."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def _start(tenant, n: int, offset: int = 0) -> None:
 
 def _usage_mail(tenant) -> list[tuple[str, str]]:
     return sorted(
-        Notification.objects.filter(tenant=tenant, template="trial_sessions_used").values_list("to_email", "subject")
+        Notification.objects.filter(tenant=tenant, template="trial_sessions_used").values_list(
+            "to_email", "subject"
+        )
     )
 
 
@@ -82,7 +84,12 @@ def test_the_trial_has_no_session_limit_of_its_own(tenant, admin, trial, api_for
     }
     assert api.delete("/usage/session-limit").status_code == 409
     usage = api.get("/usage").json()
-    assert (usage["session_limit"], usage["limit_source"], usage["trial_sessions_left"], usage["trial_days_left"]) == (
+    assert (
+        usage["session_limit"],
+        usage["limit_source"],
+        usage["trial_sessions_left"],
+        usage["trial_days_left"],
+    ) == (
         50,
         "plan",
         50,
