@@ -127,7 +127,7 @@ def _server() -> subprocess.Popen:
     )
     for _ in range(100):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1) as r:
                 if r.status == 200:
                     return proc
         except OSError:

@@ -3,6 +3,7 @@ do, per product": every page, the API and every job ask it; none re-derives a pl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -269,6 +270,7 @@ _DATETIMES = {
 }  # fmt: skip
 
 
+@functools.cache
 def _entitlements_sql() -> str:
     def cols(alias: str, names: tuple[str, ...]) -> str:
         return ", ".join(f"{alias}.{connection.ops.quote_name(n)}" for n in names)

@@ -17,7 +17,7 @@ from django.utils import timezone
 from plans.admission import Admission, from_refusal
 from plans.selectors import ProductEntitlement, Refusal
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
-from sessions_billing.terms import Terms, tenant_limit, terms_for, trial_ending_soon
+from sessions_billing.terms import Terms, terms_for, trial_ending_soon
 from tenants.models import Tenant
 
 MSG_ALMOST = "Session limit almost reached"
@@ -27,6 +27,10 @@ MSG_TRIAL_ENDING = "Trial ending soon"
 
 _COUNT_SQL = (
     f"SELECT billable_sessions FROM {UsagePeriod._meta.db_table} WHERE tenant_id = %s AND period_start = %s"  # noqa: S608
+)
+_USAGE_SQL = (
+    f"SELECT (SELECT session_limit FROM {SessionLimit._meta.db_table} WHERE tenant_id = %s), "  # noqa: S608
+    f"(SELECT billable_sessions FROM {UsagePeriod._meta.db_table} WHERE tenant_id = %s AND period_start = %s)"
 )
 
 
@@ -131,7 +135,12 @@ def usage_for(*, tenant: Tenant, now: datetime | None = None, terms: Terms | Non
 def admission_check(tenant: Tenant, ent: ProductEntitlement, now: datetime | None) -> Admission:
     """The AI Agents admission (registered with plans.admission): the subscription's refusal, then
     the trial's sessions or the session limit."""
-    usage = usage_for(tenant=tenant, terms=Terms(ent=ent, tenant_limit=tenant_limit(tenant_id=tenant.pk)))
+    # The tenant's limit and the period's count in one round trip: the AI product asks this often.
+    start = connection.ops.adapt_datetimefield_value(ent.period_start) if ent.period_start else None
+    with connection.cursor() as cursor:
+        cursor.execute(_USAGE_SQL, [tenant.pk, tenant.pk, start])
+        own, count = cursor.fetchone()
+    usage = Usage(terms=Terms(ent=ent, tenant_limit=own), billable_sessions=count or 0)
     return from_refusal(
         ent,
         usage.refusal,

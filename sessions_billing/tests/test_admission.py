@@ -194,7 +194,7 @@ def test_admission_query_count_is_constant(tenant, api_for):
         assert api.start("q-late").status_code == 201
     counts.append(len(ctx.captured_queries))
     assert counts == [counts[0]] * 4
-    assert counts[0] == 8, [q["sql"][:80] for q in ctx.captured_queries]
+    assert counts[0] == 7, [q["sql"][:80] for q in ctx.captured_queries]
 
 
 def test_events_query_count_is_constant(tenant, api_for):
@@ -209,4 +209,4 @@ def test_events_query_count_is_constant(tenant, api_for):
     with CaptureQueriesContext(connection) as ctx:
         api.event("e", "agent_message")  # opens window 2
     new_window = len(ctx.captured_queries)
-    assert (repeat, new_window) == (7, 9), [q["sql"][:60] for q in ctx.captured_queries]
+    assert (repeat, new_window) == (6, 9), [q["sql"][:60] for q in ctx.captured_queries]
