@@ -223,7 +223,7 @@ def main() -> int:
     print(
         f"gunicorn 2 sync workers, wrk {CONNECTIONS} connections, {DURATION}s per endpoint, {os.cpu_count()} CPUs"
     )
-    header = f"| {'endpoint':<46} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>8} | {'× /healthz':>10} |"
+    header = f"| {'endpoint':<46} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>8} | {'x /healthz':>10} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, r in rows:

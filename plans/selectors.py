@@ -277,7 +277,7 @@ def _entitlements_sql() -> str:
 
     sub, plan, change = Subscription._meta.db_table, Plan._meta.db_table, ScheduledChange._meta.db_table
     return (
-        f"WITH s AS (SELECT x.*, ROW_NUMBER() OVER (PARTITION BY x.product_id ORDER BY "
+        f"WITH s AS (SELECT x.*, ROW_NUMBER() OVER (PARTITION BY x.product_id ORDER BY "  # noqa: S608
         f"CASE WHEN x.state = 'expired' THEN 1 ELSE 0 END, x.started_at DESC, x.id DESC) AS rn "
         f"FROM {sub} x WHERE x.tenant_id = %s), "
         f"c AS (SELECT y.*, ROW_NUMBER() OVER (PARTITION BY y.subscription_id ORDER BY y.effective_at, y.id) AS rn "

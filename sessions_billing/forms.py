@@ -13,10 +13,9 @@ from sessions_billing.services import MAX_LIMIT
 ANSWERED = [("", "Answered or not"), ("yes", "Answered"), ("no", "Not answered")]
 
 
-def _no_nul(value: str) -> str:
+def _no_nul(value: str) -> None:
     if "\x00" in value:
         raise forms.ValidationError("Remove the NUL character.")
-    return value
 
 
 class SessionFilterForm(forms.Form):
@@ -32,7 +31,9 @@ class SessionFilterForm(forms.Form):
 
     def __init__(self, *args: Any, agents: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = [("", "All agents"), *((a, a) for a in agents)]
+        agent_field = self.fields["agent"]
+        assert isinstance(agent_field, forms.ChoiceField)
+        agent_field.choices = [("", "All agents"), *((a, a) for a in agents)]
         self.fields["q"].widget.attrs.update(placeholder="Conversation id", type="search")
 
     def clean(self) -> dict[str, Any]:

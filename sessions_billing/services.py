@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -69,7 +70,7 @@ class Session:
 # --- SQL helpers: one path for PostgreSQL and the embedded SQLite --------------------------------
 
 
-def _db(value: datetime) -> object:
+def _db(value: datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
@@ -435,7 +436,7 @@ def session_event(
     customer = type == EventType.CUSTOMER_MESSAGE
     if type == EventType.END:
         assignments = "ended_at = %s"
-        params: list[object] = [_db(at)]
+        params: list[Any] = [_db(at)]
     else:
         assignments = f"last_activity_at = {_greatest()}(last_activity_at, %s), answered = (answered OR %s)"
         params = [_db(at), customer]

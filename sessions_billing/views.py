@@ -202,5 +202,5 @@ def session_limit(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         messages.success(request, done)
     elif error or (form is not None and form.errors):
         errors = form.errors.get("session_limit") if form is not None else None
-        messages.error(request, error or (errors[0] if errors else "Check the session limit."))
+        messages.error(request, error or (str(errors[0]) if errors else "Check the session limit."))
     return redirect(_back(tenant))
