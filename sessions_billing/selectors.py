@@ -272,6 +272,8 @@ def daily_usage(*, tenant: Tenant, usage: Usage, today: date | None = None) -> d
         .annotate(n=Count("id"))
         .values_list("day", "n")
     )
+    early = sum(n for day, n in counts.items() if day < first)  # windows before the first period
+    counts[first] = counts.get(first, 0) + early
     labels, daily, total, running = [], [], [], 0
     day = first
     while day <= last:
@@ -301,10 +303,13 @@ def agents_with_usage(*, tenant: Tenant, usage: Usage) -> list[AgentRow]:
     sessions: dict[int, int] = {}
     billable: dict[int, int] = {}
     if start is not None:
+        # A conversation belongs to the period it started in, or to the period that bills it (one
+        # that started before the first period counts in the first period).
         sessions = dict(
-            Conversation.objects.filter(tenant=tenant, started_at__gte=start, agent__isnull=False)
+            Conversation.objects.filter(tenant=tenant, agent__isnull=False)
+            .filter(Q(started_at__gte=start) | Q(windows__usage_period__period_start=start))
             .values("agent")
-            .annotate(n=Count("id"))
+            .annotate(n=Count("id", distinct=True))
             .values_list("agent", "n")
         )
         billable = dict(
