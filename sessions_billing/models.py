@@ -61,6 +61,8 @@ class Conversation(models.Model):
     answered = models.BooleanField(default=False)
     # How many of its windows are billed: the rows of BillableWindow that point at it.
     billable_sessions = models.PositiveIntegerField(default=0)
+    # The highest window k billed so far: an event in it (most events) needs no window insert.
+    last_billed_window = models.IntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

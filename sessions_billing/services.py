@@ -344,8 +344,8 @@ def session_start(
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"INSERT INTO {CONVERSATION} (tenant_id, conversation_id, agent_id, direction, started_at, "
-                    "last_activity_at, answered, billable_sessions, created_at) VALUES (%s, %s, "
-                    f"(SELECT id FROM {AGENTS} WHERE tenant_id = %s AND {_q('key')} = %s), %s, %s, %s, %s, %s, %s) "
+                    "last_activity_at, answered, billable_sessions, last_billed_window, created_at) VALUES (%s, %s, "
+                    f"(SELECT id FROM {AGENTS} WHERE tenant_id = %s AND {_q('key')} = %s), %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (tenant_id, conversation_id) DO NOTHING RETURNING id, agent_id, "
                     f"(SELECT session_limit FROM {LIMITS} WHERE tenant_id = %s)",
                     [
@@ -358,6 +358,7 @@ def session_start(
                         _db(at),
                         answered,
                         1 if billed_at_start else 0,
+                        0 if billed_at_start else None,
                         _db(now),
                         tenant.pk,
                     ],
@@ -448,7 +449,7 @@ def session_event(
                 f"UPDATE {CONVERSATION} SET {assignments} "
                 "WHERE tenant_id = %s AND conversation_id = %s AND ended_at IS NULL "
                 "RETURNING id, direction, started_at, last_activity_at, ended_at, billable_sessions, answered, "
-                f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id), "
+                f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id), last_billed_window, "
                 f"(SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s)",
                 [*params, tenant.pk, conversation_id, tenant.pk, current],
             )
@@ -459,11 +460,11 @@ def session_event(
                     "conversation_ended", "This conversation has ended: start a new session.", status=409
                 )
             raise BusinessError("not_found", "No session with this conversation id.", status=404)
-        pk, direction, started, last, ended, billable, answered, agent_key, current_id = row
+        pk, direction, started, last, ended, billable, answered, agent_key, last_billed, current_id = row
         started = _aware(started)
         bills = type != EventType.END and (customer or not terms.answered_only)
-        if bills:
-            k = window_index(started_at=started, at=at)
+        k = window_index(started_at=started, at=at)
+        if bills and k != last_billed:  # an event in the last billed window needs nothing more
             starts_at = started + k * WINDOW
             period_id = _period_for(tenant.pk, terms, starts_at, current_id)
             if period_id is not None:
@@ -478,9 +479,10 @@ def session_event(
                     new_window = cursor.fetchone() is not None
                     if new_window:
                         cursor.execute(
-                            f"UPDATE {CONVERSATION} SET billable_sessions = billable_sessions + 1 WHERE id = %s "
-                            "RETURNING billable_sessions",
-                            [pk],
+                            f"UPDATE {CONVERSATION} SET billable_sessions = billable_sessions + 1, "
+                            f"last_billed_window = {_greatest()}(COALESCE(last_billed_window, -1), %s) "
+                            "WHERE id = %s RETURNING billable_sessions",
+                            [k, pk],
                         )
                         billable = cursor.fetchone()[0]
                 if new_window:

@@ -209,4 +209,4 @@ def test_events_query_count_is_constant(tenant, api_for):
     with CaptureQueriesContext(connection) as ctx:
         api.event("e", "agent_message")  # opens window 2
     new_window = len(ctx.captured_queries)
-    assert (repeat, new_window) == (6, 9), [q["sql"][:60] for q in ctx.captured_queries]
+    assert (repeat, new_window) == (5, 9), [q["sql"][:60] for q in ctx.captured_queries]
