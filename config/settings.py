@@ -90,7 +90,9 @@ else:
         # Server-side binding, and a statement run 5 times on a connection is prepared: the integration
         # API's hot queries skip PostgreSQL's planning (most of their cost). Turn off behind a
         # transaction-mode pooler (PgBouncer < 1.21), which cannot keep prepared statements.
-        DATABASES["default"].setdefault("OPTIONS", {}).update({"server_side_binding": True, "prepare_threshold": 5})
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": 5}
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "tenants.User"

@@ -178,7 +178,7 @@ def conversations(*, tenant: Tenant, filters: SessionFilters) -> QuerySet[Conver
         rows = rows.filter(agent__key=filters.agent)
     if filters.since:
         rows = rows.filter(started_at__gte=_start_of(filters.since))
-    if filters.until:
+    if filters.until and filters.until < date.max:  # the last day there is: no upper bound
         rows = rows.filter(started_at__lt=_start_of(filters.until + timedelta(days=1)))
     if filters.answered is not None:
         rows = rows.filter(answered=filters.answered)

@@ -70,6 +70,7 @@ def test_bad_bodies_are_never_a_500(tenant, growth, api_for):
     assert api.get("/sessions?limit=100000").status_code == 422
     assert api.get("/sessions?before=%00").status_code == 422
     assert api.get("/sessions?since=notadate").status_code == 422
+    assert api.get("/sessions?until=9999-12-31&since=0001-01-01").status_code == 200
     assert api.get("/sessions?before=99999999999999999999999.1").status_code == 200
 
 
