@@ -85,6 +85,7 @@ class ProductEntitlement:
     trial_days_left: int | None
     grace_until: datetime | None
     ends_at: datetime | None  # when a canceled or free plan stops
+    ended_at: datetime | None  # when an expired subscription ended (a trial may end early)
     limits: Limits
     upcoming: Upcoming | None
     refusal: Refusal | None  # why new work is refused, or None
@@ -192,6 +193,7 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
             trial_days_left=None,
             grace_until=None,
             ends_at=None,
+            ended_at=None,
             limits=NO_LIMITS,
             upcoming=None,
             refusal=_refusal(None, now),
@@ -242,6 +244,7 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
         trial_days_left=days_left,
         grace_until=sub.grace_until,
         ends_at=sub.ends_at,
+        ended_at=sub.ended_at,
         limits=_limits(plan) if sub.state != State.EXPIRED else NO_LIMITS,
         upcoming=upcoming,
         refusal=refusal,

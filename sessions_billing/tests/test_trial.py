@@ -52,7 +52,7 @@ def test_60_and_90_percent_emails_are_sent_once_each_s11(tenant, admin, trial):
     ]
 
 
-def test_the_trial_ends_at_once_at_50_sessions_s12(tenant, admin, trial, api_for):
+def test_the_trial_ends_at_once_at_50_sessions_s12(tenant, admin, trial, api_for, client_for):
     _start(tenant, 49)
     assert Subscription.objects.get(pk=trial.pk).state == "trialing"
     _start(tenant, 1, offset=49)
@@ -62,6 +62,9 @@ def test_the_trial_ends_at_once_at_50_sessions_s12(tenant, admin, trial, api_for
     event = AuditEvent.objects.get(tenant=tenant, action="subscription.trial_ended")
     assert event.data["reason"] == "sessions"
     assert Notification.objects.filter(tenant=tenant, template="trial_ended").count() == 1
+    page = client_for(admin).get(f"/t/{tenant.slug}/billing/").content.decode()
+    assert '<span class="badge neutral" data-testid="badge">Expired subscription</span>' in page
+    assert f'<dd data-testid="ended-on">{sub.ended_at.day} {sub.ended_at:%b %Y}</dd>' in page
     api = api_for(tenant)
     refused = api.start("t50")
     assert refused.status_code == 402
