@@ -7,6 +7,7 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from plans.api import router as plans_router
+from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
 from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
 from tenants.errors import BusinessError, error_body, http_error
@@ -62,3 +63,4 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 api.add_router("/", tenants_router)
 api.add_router("/", plans_router)
+api.add_router("/", sessions_router)

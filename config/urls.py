@@ -5,6 +5,7 @@ from django.urls import include, path
 from billing_portal import urls as billing_urls
 from billing_portal import views as billing_views
 from config.api import api
+from sessions_billing import urls as sessions_urls
 from tenants import views as tenant_views
 from tenants.forms import LoginForm, QueuedPasswordResetForm
 from tenants.urls import tenant_patterns
@@ -45,6 +46,7 @@ urlpatterns = [
     path("organizations/new/", billing_views.tenant_new, name="tenant_new"),
     path("t/<slug:slug>/", include(tenant_patterns)),
     path("t/<slug:slug>/", include(billing_urls.tenant_patterns)),
+    path("t/<slug:slug>/", include(sessions_urls.tenant_patterns)),
     path("", include(billing_urls.global_patterns)),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),

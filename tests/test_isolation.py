@@ -29,6 +29,8 @@ from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice
 from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
 from plans.models import Lead, ScheduledChange, Subscription
+from sessions_billing import services as sessions
+from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from tenants import services
 from tenants.factories import MembershipFactory, UserFactory
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
@@ -122,6 +124,10 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
         tenant=tenant, plan=plan("agents-growth"), gateway_subscription_id="sub_victim_acme"
     )
     change = ScheduledChangeFactory(subscription=subscription, to_plan=plan("agents-starter"))
+    conversation, _ = sessions.session_start(
+        tenant=tenant, conversation_id="victim-conv-acme", direction="inbound", agent="victim-agent-acme"
+    )
+    SessionLimit.objects.create(tenant=tenant, session_limit=777)
     return {
         "ids": {
             "slug": tenant.slug,
@@ -130,6 +136,7 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "key_id": key.pk,
             "invoice_id": invoice.pk,
             "change_id": change.pk,
+            "conversation_id": conversation.conversation_id,
         },
         "markers": [
             tenant.name,
@@ -144,6 +151,8 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "in_victim_acme_0001",
             "Acme victim invoice line",
             "sub_victim_acme",
+            "victim-conv-acme",
+            "victim-agent-acme",
         ],
     }
 
@@ -165,6 +174,15 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
         "checkouts": CheckoutSession.objects.filter(tenant=tenant).count(),
         "customer": BillingCustomer.objects.filter(tenant=tenant).count(),
         "tenant": Tenant.objects.filter(pk=tenant.pk).values("name", "slug").get(),
+        "conversations": sorted(
+            Conversation.objects.filter(tenant=tenant).values_list(
+                "pk", "last_activity_at", "ended_at", "billable_sessions", "answered"
+            )
+        ),
+        "windows": BillableWindow.objects.filter(tenant=tenant).count(),
+        "usage": sorted(UsagePeriod.objects.filter(tenant=tenant).values_list("pk", "billable_sessions")),
+        "limit": list(SessionLimit.objects.filter(tenant=tenant).values_list("session_limit", flat=True)),
+        "agents": sorted(Agent.objects.filter(tenant=tenant).values_list("key", "name")),
     }
 
 
