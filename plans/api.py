@@ -110,7 +110,9 @@ def get_entitlements(request: HttpRequest) -> dict:
 
 class AdmissionOut(Schema):
     product: str = Field(description="The product code asked about.")
-    allowed: bool = Field(description="May the tenant start new work (a session, a consumption, a ticket) now?")
+    allowed: bool = Field(
+        description="May the tenant start new work (a session, a consumption, a ticket) now?"
+    )
     code: str | None = Field(
         description="Null when allowed; otherwise the code a refused write (402) would carry: "
         "`subscription_ended`, `payment_overdue`, `no_subscription` or a product's own "
@@ -164,7 +166,9 @@ def _admission_docs() -> dict[str, Any]:
     docs = documented(AdmissionOut, UNKNOWN_PRODUCT)
     docs["openapi_extra"]["responses"][200] = {
         "description": "The check",
-        "content": {"application/json": {"examples": {k: {"value": v} for k, v in ADMISSION_EXAMPLES.items()}}},
+        "content": {
+            "application/json": {"examples": {k: {"value": v} for k, v in ADMISSION_EXAMPLES.items()}}
+        },
     }
     return docs
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Path, Query, Router, Schema, Status
 from ninja.errors import ValidationError
 from pydantic import AwareDatetime, StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -20,6 +20,7 @@ from sessions_billing import selectors, services
 from sessions_billing.models import MAX_ID_LENGTH
 from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
+from tenants.api_docs import NOT_FOUND, ErrorCase, documented
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -46,21 +47,23 @@ def _in_window(value: datetime | None) -> datetime | None:
     return value
 
 
-class ErrorBody(Schema):
-    code: str
-    message: str
-
-
-class ErrorOut(Schema):
-    error: ErrorBody
-
-
 class SessionIn(Schema):
-    conversation_id: Id = Field(..., examples=["conv_8f2c1"])
-    agent: Id | None = Field(None, examples=["support-bot"])
-    direction: Literal["inbound", "outbound"]
+    conversation_id: Id = Field(
+        ...,
+        description="Your id of the conversation (1 to 200 characters): a retry with the same id counts "
+        "nothing again.",
+        examples=["conv_8f2c1"],
+    )
+    agent: Id | None = Field(
+        None, description="The AI agent handling it (its key, 1 to 200 characters).", examples=["support-bot"]
+    )
+    direction: Literal["inbound", "outbound"] = Field(
+        description="`inbound`: the customer started it; `outbound`: the agent reached out."
+    )
     at: AwareDatetime | None = Field(
-        None, description="When it started (ISO 8601 with zone); now if left out."
+        None,
+        description="When it started (ISO 8601 with zone); now if left out. Up to 35 days in the past, "
+        "at most 5 minutes in the future.",
     )
 
     _nul = field_validator("conversation_id", "agent")(_no_nul)
@@ -68,24 +71,30 @@ class SessionIn(Schema):
 
 
 class EventIn(Schema):
-    type: Literal["customer_message", "agent_message", "end"]
+    type: Literal["customer_message", "agent_message", "end"] = Field(
+        description="`customer_message`, `agent_message`, or `end` (the conversation is over)."
+    )
     at: AwareDatetime | None = Field(
-        None, description="When it happened (ISO 8601 with zone); now if left out."
+        None,
+        description="When it happened (ISO 8601 with zone); now if left out. Up to 35 days in the past, "
+        "at most 5 minutes in the future.",
     )
 
     _at = field_validator("at")(_in_window)
 
 
 class SessionOut(Schema):
-    conversation_id: str
-    agent: str | None
-    direction: str
-    started_at: datetime
-    last_activity_at: datetime
-    ended_at: datetime | None
-    billable_sessions: int
-    answered: bool
-    ended: bool
+    conversation_id: str = Field(description="Your id of the conversation.")
+    agent: str | None = Field(description="The agent's key; null when none was given.")
+    direction: str = Field(description="`inbound` or `outbound`.")
+    started_at: datetime = Field(description="When the conversation started.")
+    last_activity_at: datetime = Field(description="The latest start or event reported.")
+    ended_at: datetime | None = Field(description="When `end` was reported; null while it runs.")
+    billable_sessions: int = Field(
+        description="24-hour windows of this conversation billed so far (a 36-hour conversation is 2)."
+    )
+    answered: bool = Field(description="Did the customer speak (started it inbound, or replied)?")
+    ended: bool = Field(description="True once `end` was reported: later events are refused (409).")
 
 
 def _out(session: Session) -> dict[str, Any]:
@@ -114,28 +123,56 @@ SESSION_EXAMPLE = {
     "ended": False,
 }
 
-
-def _examples(**named: dict) -> dict:
-    return {"application/json": {"examples": {k: {"value": v} for k, v in named.items()}}}
-
-
-def _error(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
-
-
-REFUSALS = _examples(
-    subscription_ended=_error(
-        "subscription_ended", "Your subscription has ended. Please upgrade your plan to continue."
-    ),
-    payment_overdue=_error("payment_overdue", "Your payment is overdue and the grace period has expired."),
-    session_limit_reached=_error(
-        "session_limit_reached",
-        "Session limit has been reached: AI agents accept no new sessions until the limit is increased on the "
-        "Session limit card or the next billing period starts on 1 Aug 2026.",
-    ),
+ENDED = ErrorCase(
+    402,
+    "subscription_ended",
+    "Your subscription has ended. Please upgrade your plan to continue.",
+    "The trial or plan has expired (days or sessions), or there is no subscription.",
 )
-INVALID = _examples(
-    invalid=_error("invalid_request", "at: Value error, must be at most 5 minutes in the future")
+OVERDUE = ErrorCase(
+    402,
+    "payment_overdue",
+    "Your payment is overdue and the grace period has expired.",
+    "A payment failed and the grace period is over.",
+)
+LIMIT_REACHED = ErrorCase(
+    402,
+    "session_limit_reached",
+    "Session limit has been reached: AI agents accept no new sessions until the limit is increased on the "
+    "Session limit card or the next billing period starts on 1 Aug 2026.",
+    "The period's billable sessions have reached the session limit.",
+)
+BAD_AT = ErrorCase(
+    422,
+    "invalid_request",
+    "at: Value error, must be at most 5 minutes in the future",
+    "A field is missing, of the wrong type or out of range (`at` more than 35 days late or 5 minutes early).",
+)
+NO_SESSION = ErrorCase(404, "not_found", "No session with this conversation id.", NOT_FOUND.when)
+CONVERSATION_ENDED = ErrorCase(
+    409,
+    "conversation_ended",
+    "This conversation has ended: start a new session.",
+    "`end` was already reported for this conversation.",
+)
+LIMIT_NOT_AVAILABLE = ErrorCase(
+    409,
+    "limit_not_available",
+    "The session limit is available on paid plans, not on the free trial.",
+    "The tenant is on the free trial (or has no paid plan).",
+)
+LIMIT_ABOVE_PLAN = ErrorCase(
+    422,
+    "limit_above_plan",
+    "The session limit cannot be above your plan's base limit of 1,500 sessions. Upgrade your plan for more "
+    "sessions.",
+    "The limit is above the plan's base limit.",
+)
+NOT_POSITIVE = ErrorCase(
+    422,
+    "invalid_request",
+    "session_limit: Input should be greater than 0",
+    "The limit is not a whole number greater than zero.",
 )
 
 
@@ -147,45 +184,42 @@ def _conversation_id(value: str) -> str:
     return value
 
 
+_event_docs = documented(
+    SessionOut,
+    NO_SESSION,
+    CONVERSATION_ENDED,
+    BAD_AT,
+    ok_examples={200: {"session": SESSION_EXAMPLE}},
+    ok_descriptions={200: "The session"},
+)
+# The body is read by the view (after the id: an unknown conversation is a 404 whatever the body says),
+# so ninja does not see it: it is described here.
+_event_docs["openapi_extra"]["requestBody"] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": EventIn.model_json_schema(),
+            "examples": {
+                "customer_message": {"value": {"type": "customer_message", "at": "2026-07-02T21:00:00Z"}},
+                "end": {"value": {"type": "end"}},
+            },
+        }
+    },
+}
+
+
 @router.post(
     "/sessions/{path:conversation_id}/events",
-    response={200: SessionOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
     summary="Report a message or the end of a conversation",
     description="A message in a 24-hour window not billed yet bills that window (with Answered only, only a "
     "customer message does), even past the session limit: a running conversation is never cut off. "
     "`end` ends the conversation; any event after it is a 409.",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": EventIn.model_json_schema(),
-                    "examples": {
-                        "customer_message": {
-                            "value": {"type": "customer_message", "at": "2026-07-02T21:00:00Z"}
-                        },
-                        "end": {"value": {"type": "end"}},
-                    },
-                }
-            },
-        },
-        "responses": {
-            "200": {"description": "The session", "content": _examples(session=SESSION_EXAMPLE)},
-            "404": {
-                "description": "No such session",
-                "content": _examples(not_found=_error("not_found", "No session with this conversation id.")),
-            },
-            "409": {
-                "description": "The conversation has ended",
-                "content": _examples(
-                    ended=_error("conversation_ended", "This conversation has ended: start a new session.")
-                ),
-            },
-            "422": {"description": "Bad input", "content": INVALID},
-        },
-    },
+    **_event_docs,
 )
-def session_event(request: HttpRequest, conversation_id: str) -> dict:
+def session_event(
+    request: HttpRequest,
+    conversation_id: str = Path(..., description="Your id of the conversation (it may contain slashes)."),
+) -> dict:
     tenant = request.auth.tenant  # type: ignore[attr-defined]
     conversation_id = _conversation_id(conversation_id)
     # The body is read here, after the id: an unknown conversation is a 404 whatever the body says.
@@ -194,47 +228,55 @@ def session_event(request: HttpRequest, conversation_id: str) -> dict:
     except PydanticValidationError as exc:
         services.session_find(tenant=tenant, conversation_id=conversation_id)
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise ValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        raise ValidationError([{**e, "loc": ("body", "payload", *e["loc"])} for e in errors]) from None
     session = services.session_event(
         tenant=tenant, conversation_id=conversation_id, type=payload.type, at=payload.at
     )
     return _out(session)
 
 
+_start_docs = documented(
+    {201: SessionOut, 200: SessionOut},
+    ENDED,
+    OVERDUE,
+    LIMIT_REACHED,
+    BAD_AT,
+    ok_examples={
+        201: {"session": SESSION_EXAMPLE | {"billable_sessions": 1}},
+        200: {"session": SESSION_EXAMPLE},
+    },
+    ok_descriptions={201: "Admitted", 200: "Already started (a retry): nothing is counted again"},
+)
+_start_docs["openapi_extra"]["requestBody"] = {
+    "content": {
+        "application/json": {
+            "examples": {
+                "inbound": {
+                    "value": {"conversation_id": "conv_8f2c1", "agent": "support-bot", "direction": "inbound"}
+                },
+                "late_outbound": {
+                    "value": {
+                        "conversation_id": "call-2291",
+                        "agent": "outreach",
+                        "direction": "outbound",
+                        "at": "2026-07-01T09:00:00+02:00",
+                    }
+                },
+            }
+        }
+    }
+}
+
+
 @router.post(
     "/sessions",
-    response={201: SessionOut, 200: SessionOut, 402: ErrorOut, 422: ErrorOut},
     summary="Start a session (admission): call before an agent takes a new conversation",
     description="201 with the session when the conversation is admitted (its first 24-hour window is billed; "
     "with Answered only an outbound conversation is billed only once the customer replies); 200 with the "
     "same body when this conversation id was already started (nothing is counted again). Refused with 402, "
     "checked in this order: `subscription_ended`, `payment_overdue`, `session_limit_reached`; a refused "
     "start stores nothing.",
-    openapi_extra={
-        "requestBody": {
-            "content": _examples(
-                inbound={"conversation_id": "conv_8f2c1", "agent": "support-bot", "direction": "inbound"},
-                late_outbound={
-                    "conversation_id": "call-2291",
-                    "agent": "outreach",
-                    "direction": "outbound",
-                    "at": "2026-07-01T09:00:00+02:00",
-                },
-            )
-        },
-        "responses": {
-            "201": {
-                "description": "Admitted",
-                "content": _examples(session=SESSION_EXAMPLE | {"billable_sessions": 1}),
-            },
-            "200": {
-                "description": "Already started (a retry)",
-                "content": _examples(session=SESSION_EXAMPLE),
-            },
-            "402": {"description": "Refused for a billing reason", "content": REFUSALS},
-            "422": {"description": "Bad input", "content": INVALID},
-        },
-    },
+    **_start_docs,
 )
 def session_start(request: HttpRequest, payload: SessionIn) -> Status:
     session, created = services.session_start(
@@ -248,30 +290,42 @@ def session_start(request: HttpRequest, payload: SessionIn) -> Status:
 
 
 class SessionList(Schema):
-    items: list[SessionOut]
-    next_cursor: str | None = Field(None, description="Pass as `before` for the next (older) page.")
+    items: list[SessionOut] = Field(description="The sessions of this page, newest first.")
+    next_cursor: str | None = Field(
+        None, description="Pass as `before` for the next (older) page; null on the last page."
+    )
 
 
 class ListQuery(Schema):
     q: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = Field(
         "", description="Part of a conversation id"
     )
-    agent: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = ""
+    agent: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = Field(
+        "", description="Only this agent's sessions (its key)"
+    )
     since: date | None = Field(None, description="Started on or after this day (UTC)")
     until: date | None = Field(None, description="Started on or before this day (UTC)")
-    answered: bool | None = None
+    answered: bool | None = Field(None, description="Only answered (true) or unanswered (false) sessions")
     before: Annotated[str, StringConstraints(max_length=60)] = Field(
         "", description="The cursor of the previous page"
     )
-    limit: int = Field(50, ge=1, le=200)
+    limit: int = Field(50, ge=1, le=200, description="Sessions per page (1 to 200)")
 
     _nul = field_validator("q", "agent", "before")(_no_nul)
 
 
 @router.get(
     "/sessions",
-    response=SessionList,
     summary="The tenant's sessions, newest first (filters as on the Sessions screen)",
+    **documented(
+        SessionList,
+        ErrorCase(
+            422,
+            "invalid_request",
+            "limit: Input should be less than or equal to 200",
+            "A filter is invalid (a date that is not a date, a limit out of range).",
+        ),
+    ),
 )
 def session_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
     filters = selectors.SessionFilters(
@@ -305,13 +359,24 @@ def session_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
 
 @router.get(
     "/sessions/{path:conversation_id}",
-    response={200: SessionOut, 404: ErrorOut},
     summary="One session",
-    openapi_extra={
-        "responses": {"200": {"description": "The session", "content": _examples(session=SESSION_EXAMPLE)}}
-    },
+    **documented(
+        SessionOut,
+        NO_SESSION,
+        ErrorCase(
+            422,
+            "invalid_request",
+            "conversation_id: 1 to 200 characters, no NUL bytes.",
+            "The id is too long.",
+        ),
+        ok_examples={200: {"session": SESSION_EXAMPLE}},
+        ok_descriptions={200: "The session"},
+    ),
 )
-def session_get(request: HttpRequest, conversation_id: str) -> dict:
+def session_get(
+    request: HttpRequest,
+    conversation_id: str = Path(..., description="Your id of the conversation (it may contain slashes)."),
+) -> dict:
     return _out(
         services.session_find(
             tenant=request.auth.tenant,  # type: ignore[attr-defined]
@@ -321,15 +386,23 @@ def session_get(request: HttpRequest, conversation_id: str) -> dict:
 
 
 class UsageOut(Schema):
-    product: str
-    period_start: datetime | None
-    period_end: datetime | None
-    billable_sessions: int
-    session_limit: int | None
-    limit_source: Literal["plan", "tenant"] | None
-    trial_sessions_left: int | None
-    trial_days_left: int | None
-    warnings: list[str]
+    product: str = Field(description="Always `ai_agents`.")
+    period_start: datetime | None = Field(description="Start of the current billing period (or the trial).")
+    period_end: datetime | None = Field(description="End of the current billing period (or the trial).")
+    billable_sessions: int = Field(description="Billable sessions counted in the current period (S06).")
+    session_limit: int | None = Field(
+        description="The limit in force this period: the tenant's own or the plan's base limit; the trial's "
+        "sessions on the trial; null without a limit."
+    )
+    limit_source: Literal["plan", "tenant"] | None = Field(
+        description="`tenant` when the tenant set its own limit, `plan` for the plan's base limit."
+    )
+    trial_sessions_left: int | None = Field(description="On the trial: sessions left; null otherwise.")
+    trial_days_left: int | None = Field(description="On the trial: whole days left; null otherwise.")
+    warnings: list[str] = Field(
+        description='The card\'s warnings: "Session limit almost reached" (80%), "Session limit has been '
+        'reached" (100%), "Trial ending soon".'
+    )
 
 
 USAGE_EXAMPLE = {
@@ -361,47 +434,29 @@ def _usage(usage: selectors.Usage) -> dict:
 
 @router.get(
     "/usage",
-    response=UsageOut,
     summary="Billable sessions of the current period, the session limit and the trial's figures",
-    openapi_extra={"responses": {"200": {"description": "Usage", "content": _examples(usage=USAGE_EXAMPLE)}}},
+    **documented(UsageOut, ok_examples={200: {"usage": USAGE_EXAMPLE}}, ok_descriptions={200: "Usage"}),
 )
 def usage(request: HttpRequest) -> dict:
     return _usage(selectors.usage_for(tenant=request.auth.tenant))  # type: ignore[attr-defined]
 
 
 class LimitIn(Schema):
-    session_limit: StrictInt = Field(..., gt=0, le=services.MAX_LIMIT, examples=[1200])
-
-
-LIMIT_ERRORS = {
-    "409": {
-        "description": "Not on this plan",
-        "content": _examples(
-            trial=_error(
-                "limit_not_available", "The session limit is available on paid plans, not on the free trial."
-            )
-        ),
-    },
-    "422": {
-        "description": "Bad value",
-        "content": _examples(
-            above_plan=_error(
-                "limit_above_plan",
-                "The session limit cannot be above your plan's base limit of 1,500 sessions. Upgrade your plan "
-                "for more sessions.",
-            ),
-            not_positive=_error("invalid_request", "session_limit: Input should be greater than 0"),
-        ),
-    },
-}
+    session_limit: StrictInt = Field(
+        ...,
+        gt=0,
+        le=services.MAX_LIMIT,
+        examples=[1200],
+        description="Billable sessions allowed this period: a whole number greater than zero, at most the "
+        "plan's base limit.",
+    )
 
 
 @router.put(
     "/usage/session-limit",
-    response={200: UsageOut, 409: ErrorOut, 422: ErrorOut},
     summary="Set limit: cap the billable sessions of the current period (paid plans only)",
     description="A whole number greater than zero, at most the plan's base limit. Audited with the key as actor.",
-    openapi_extra={"responses": LIMIT_ERRORS},
+    **documented(UsageOut, LIMIT_NOT_AVAILABLE, LIMIT_ABOVE_PLAN, NOT_POSITIVE),
 )
 def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
     tenant = request.auth.tenant  # type: ignore[attr-defined]
@@ -411,9 +466,8 @@ def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
 
 @router.delete(
     "/usage/session-limit",
-    response={200: UsageOut, 409: ErrorOut},
     summary="Reset limit: back to the plan's base limit",
-    openapi_extra={"responses": {"409": LIMIT_ERRORS["409"]}},
+    **documented(UsageOut, LIMIT_NOT_AVAILABLE),
 )
 def session_limit_reset(request: HttpRequest) -> dict:
     tenant = request.auth.tenant  # type: ignore[attr-defined]

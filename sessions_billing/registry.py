@@ -8,7 +8,7 @@ from typing import Any
 from plans import admission
 from sessions_billing.selectors import admission_check, usage_for
 from sessions_billing.terms import PRODUCT
-from tenants import dashboard, navigation
+from tenants import audit, dashboard, navigation
 from tenants.access import ALL_ROLES, TenantRequest
 
 
@@ -20,7 +20,22 @@ def usage_tile(request: TenantRequest) -> dict[str, Any] | None:
     return {"slug": request.tenant.slug, "usage": usage}
 
 
+SENTENCES = {
+    "session_limit.set": "{actor} set the session limit to {to} billable sessions a period (it was {from})",
+    "session_limit.reset": "{actor} reset the session limit to the plan's base limit (it was {from})",
+    "agent.registered": "{actor} registered the agent {target}",
+    "agent.renamed": "{actor} renamed the agent {target}",
+}
+LABELS = {
+    "session_limit.set": "Session limit set",
+    "session_limit.reset": "Session limit reset",
+    "agent.registered": "Agent registered",
+    "agent.renamed": "Agent renamed",
+}
+
+
 def register() -> None:
+    audit.register_sentences(SENTENCES, labels=LABELS)
     admission.register(PRODUCT, admission_check)
     navigation.register(
         navigation.NavItem("Sessions", "sessions", ALL_ROLES, order=20, icon="chat"),

@@ -36,7 +36,7 @@ def test_bad_starts_are_422_with_field_errors_and_store_nothing(tenant, growth, 
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_request"
-    assert error["message"].startswith(f"payload.{field}:")
+    assert error["message"].startswith(f"{field}:")
     assert any(field in d["loc"] for d in error["details"])
     assert Conversation.objects.count() == 0
     assert Agent.objects.count() == 0
