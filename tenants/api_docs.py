@@ -98,7 +98,7 @@ def documented(
         }
     for status, found in sorted(by_status.items()):
         responses[status] = ErrorOut
-        examples = {}
+        examples: dict[str, Any] = {}
         for case in found:
             body = error_body(case.code, case.message)
             if case.code == "invalid_request":
