@@ -139,14 +139,16 @@ def _period_ensure(tenant_id: int, start: datetime, end: datetime) -> None:
 def _period_for(
     tenant_id: int, terms: Terms, starts_at: datetime, current_id: int | None = None
 ) -> int | None:
-    """The id of the period a window starting at `starts_at` counts in: the current period, or for a
-    late window the latest period that began at or before it (the first period for a window older
-    than every period). None when the tenant never had a period."""
+    """The id of the period a window starting at `starts_at` counts in: the current period; for a
+    late window the recorded period that contains it; a window older than every period counts in
+    the first one. A late window that falls where no period was recorded (the tenant reported
+    nothing then) gets a row of its own covering that gap, never an earlier period's. None when the
+    tenant never had a period."""
     current = terms.period_start
     with connection.cursor() as cursor:
         if current is None or starts_at < current:
             cursor.execute(
-                f"SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start <= %s "
+                f"SELECT id, period_end FROM {PERIODS} WHERE tenant_id = %s AND period_start <= %s "
                 "ORDER BY period_start DESC LIMIT 1",
                 [tenant_id, _db(starts_at)],
             )
@@ -156,21 +158,52 @@ def _period_for(
                     f"SELECT id FROM {PERIODS} WHERE tenant_id = %s ORDER BY period_start LIMIT 1",
                     [tenant_id],
                 )
-                row = cursor.fetchone()
-            if row is not None or current is None:
-                return row[0] if row else None
+                first = cursor.fetchone()
+                if first is not None or current is None:
+                    return first[0] if first else None
+            elif _aware(row[1]) > starts_at:
+                return row[0]
+            else:
+                gap = _gap_for(cursor, tenant_id, after=_aware(row[1]), starts_at=starts_at, current=current)
+                if gap is not None:
+                    return gap
+                return row[0]  # after every period and no current one: the latest period
         if current_id is not None:  # already looked up with the conversation
             return current_id
         assert terms.period_start is not None
         assert terms.period_end is not None
         select = f"SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s"
         cursor.execute(select, [tenant_id, _db(terms.period_start)])
-        row = cursor.fetchone()
-        if row is None:  # the period's first window
+        found = cursor.fetchone()
+        if found is None:  # the period's first window
             _period_ensure(tenant_id, terms.period_start, terms.period_end)
             cursor.execute(select, [tenant_id, _db(terms.period_start)])
-            row = cursor.fetchone()
-        return row[0]
+            found = cursor.fetchone()
+        return found[0]
+
+
+def _gap_for(
+    cursor: Any, tenant_id: int, *, after: datetime, starts_at: datetime, current: datetime | None
+) -> int | None:
+    """The row for the unrecorded stretch [after, next period's start) that holds `starts_at`,
+    created if missing; None when nothing is known to come after it."""
+    cursor.execute(
+        f"SELECT MIN(period_start) FROM {PERIODS} WHERE tenant_id = %s AND period_start > %s",
+        [tenant_id, _db(starts_at)],
+    )
+    following = cursor.fetchone()[0]
+    ends = _aware(following) if following is not None else current
+    if ends is None or ends <= starts_at:
+        return None
+    cursor.execute(
+        f"INSERT INTO {PERIODS} (tenant_id, period_start, period_end, billable_sessions) "
+        "VALUES (%s, %s, %s, 0) ON CONFLICT (tenant_id, period_start) DO NOTHING",
+        [tenant_id, _db(after), _db(ends)],
+    )
+    cursor.execute(
+        f"SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s", [tenant_id, _db(after)]
+    )
+    return cursor.fetchone()[0]
 
 
 _COUNT_RETURNING = "RETURNING id, billable_sessions, first_warning_at, second_warning_at"

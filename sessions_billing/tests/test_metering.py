@@ -148,6 +148,35 @@ def test_a_window_counts_in_the_period_in_which_it_starts(tenant, api_for):
     assert UsagePeriod.objects.order_by("period_start").first().period_end == now - H
 
 
+def test_a_late_window_in_a_period_with_no_usage_counts_there_not_in_an_earlier_one(tenant, api_for):
+    """S06: a window counts in the period in which it starts, also when nothing else was reported in
+    that period (the tenant's counter had no row for it)."""
+    now = timezone.now()
+    day = 24 * H
+    sub = paid(tenant, current_period_start=now - 32 * day, current_period_end=now - 2 * day)
+    api = api_for(tenant)
+    api.start("long", at=_iso(now - 31 * day))  # period 1 [-32d, -2d)
+    # Two roll-overs later, with nothing reported in between: period 3 starts now - 1 h.
+    Subscription.objects.filter(pk=sub.pk).update(
+        current_period_start=now - H, current_period_end=now + 29 * day
+    )
+    api.start("today", at=_iso(now))
+    # A late message of "long", from a day ago: its window starts in period 2 [-2d, -1h), unrecorded.
+    api.event("long", "customer_message", at=_iso(now - day))
+
+    rows = list(
+        UsagePeriod.objects.filter(tenant=tenant)
+        .order_by("period_start")
+        .values_list("period_start", "period_end", "billable_sessions")
+    )
+    assert rows == [
+        (now - 32 * day, now - 2 * day, 1),
+        (now - 2 * day, now - H, 1),  # the gap got its own row
+        (now - H, now + 29 * day, 1),
+    ]
+    assert usage_for(tenant=tenant).billable_sessions == 1
+
+
 def test_end_ends_the_conversation_and_later_events_are_409(tenant, growth, api_for):
     api = api_for(tenant)
     api.start("bye")
