@@ -26,6 +26,7 @@ from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange
 from plans.offers import OfferAction, When, plan_offer, plan_offers, subscription_actions
+from sessions_billing.selectors import usage_for
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
 from tenants.errors import BusinessError, error_response
 from tenants.forms import SignupForm
@@ -101,6 +102,8 @@ def billing_context(request: TenantRequest, tenant: Tenant, product: Product) ->
         "is_admin": role == Role.ADMIN,
         "lead_form": LeadForm(),
         "trial_used": plan_selectors.trial_used(tenant=tenant, product=product),
+        # AI Agents: live Sessions count, Trial sessions left, the Session limit card (sessions_billing).
+        "usage": usage_for(tenant=tenant) if product.code == Product.Code.AI_AGENTS else None,
     }
 
 

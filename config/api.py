@@ -8,6 +8,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from credits.api import router as credits_router
 from plans.api import router as plans_router
+from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
 from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
 from tenants.errors import BusinessError, error_body, http_error
@@ -46,7 +47,10 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     first = exc.errors[0] if exc.errors else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    loc = [str(part) for part in first.get("loc", ())]
+    # ninja's locations: ("body", <the body parameter's name>, field, ...), ("query", name), ("path",
+    # name): the field a client sent is what the message names.
+    where = ".".join(loc[2:] if loc[:1] == ["body"] and len(loc) > 2 else loc[1:])
     message = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "Invalid request.")
     return _error(request, 422, "invalid_request", message, details=exc.errors)
 
@@ -67,3 +71,4 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 api.add_router("/", tenants_router)
 api.add_router("/", plans_router)
 api.add_router("/", credits_router)
+api.add_router("/", sessions_router)

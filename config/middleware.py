@@ -23,41 +23,77 @@ _JSON_NUL = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def _nul_in(request: HttpRequest) -> str | None:
-    """Where the request carries a NUL, or None. PostgreSQL cannot hold NUL in text: a value that
-    reached a query would fail as a DataError, a 500 for what a client sent."""
+def _json_nul_path(value: object, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Where in a parsed JSON document the first NUL sits (keys included), or None."""
+    if isinstance(value, str):
+        return path if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if NUL in str(key):
+                return (*path, str(key).replace(NUL, ""))
+            found = _json_nul_path(item, (*path, str(key)))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _json_nul_path(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
+
+
+def _nul_in(request: HttpRequest) -> tuple[str, ...] | None:
+    """Where the request carries a NUL — ("path",), ("query", name), ("header", name), ("form",
+    name) or ("body", key, ...) — or None. PostgreSQL cannot hold NUL in text: a value that reached a
+    query would fail as a DataError, a 500 for what a client sent."""
     if NUL in request.path:
-        return "path"
-    if any(NUL in key or any(NUL in v for v in values) for key, values in request.GET.lists()):
-        return "query"
+        return ("path",)
+    for key, values in request.GET.lists():
+        if NUL in key or any(NUL in v for v in values):
+            return ("query", key.replace(NUL, ""))
     for key, value in request.META.items():
         if (key.startswith("HTTP_") or key == "CONTENT_TYPE") and isinstance(value, str) and NUL in value:
-            return "headers"
+            return ("header", key.removeprefix("HTTP_").replace("_", "-").lower())
     content_type = request.content_type or ""
     if request.method == "POST" and content_type in _FORM_TYPES:
         # Read the body first: POST is then parsed from the copy, and a view can still read the body
         # (multipart parsing would otherwise consume the stream). No upload is accepted anywhere, and
         # DATA_UPLOAD_MAX_MEMORY_SIZE bounds the copy (a larger body is a 400).
         request.body  # noqa: B018
-        fields = request.POST.lists()
-        return "form" if any(NUL in key or any(NUL in v for v in values) for key, values in fields) else None
+        for key, values in request.POST.lists():
+            if NUL in key or any(NUL in v for v in values):
+                return ("form", key.replace(NUL, ""))
+        return None
     # JSON only under the API: the webhook endpoint verifies its signature first and refuses NULs itself.
-    is_api_json = request.path.startswith(API_PREFIX) and content_type == "application/json"
-    return "body" if is_api_json and _JSON_NUL.search(request.body) else None
+    if not (request.path.startswith(API_PREFIX) and content_type == "application/json"):
+        return None
+    if not _JSON_NUL.search(request.body):
+        return None
+    try:
+        found = _json_nul_path(json.loads(request.body))
+    except ValueError:
+        found = None
+    return ("body", *found) if found else ("body",)
 
 
 class RejectNulMiddleware:
-    """Answers 400 to a request with a NUL in its path, query, headers, form fields or (under /api/)
-    JSON body: the API's error shape under /api/, the styled 400 page elsewhere. Nothing runs."""
+    """Refuses a request with a NUL in its path, query, headers, form fields or (under /api/) JSON
+    body before anything runs. Under /api/ it is bad input like any other (DESIGN "API conventions"):
+    422 `invalid_request` with the place in `details`; elsewhere the styled 400 page."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if _nul_in(request) is None:
+        where = _nul_in(request)
+        if where is None:
             return self.get_response(request)
         if request.path.startswith(API_PREFIX):
-            return error_response(*NUL_REFUSED, status=400)
+            field = ".".join(where[1:]) or where[0]
+            detail = {"type": "nul_character", "loc": list(where), "msg": NUL_REFUSED[1]}
+            return error_response(
+                "invalid_request", f"{field}: {NUL_REFUSED[1]}", status=422, details=[detail]
+            )
         return render(request, "400.html", {"reason": NUL_REFUSED[1]}, status=400)
 
 

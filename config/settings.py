@@ -47,10 +47,14 @@ INSTALLED_APPS = [
     "tenants",
     "plans",
     "credits",
+    "sessions_billing",
     "billing_portal",
 ]
 
 MIDDLEWARE = [
+    # Outermost: every error answer under /api/ gets the API's error shape, whichever layer made it
+    # (a Host we do not serve is refused by SecurityMiddleware, before any other).
+    "config.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "config.middleware.PermissionsPolicyMiddleware",
@@ -64,7 +68,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "config.middleware.ApiErrorShapeMiddleware",
     # Last, as django-axes asks: it turns a lockout raised by the backend into a response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -107,6 +110,13 @@ else:
         sys.argv, env.int("DATABASE_CONN_MAX_AGE", default=60)
     )
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        # Server-side binding, and a statement run 5 times on a connection is prepared: the integration
+        # API's hot queries skip PostgreSQL's planning (most of their cost). Turn off behind a
+        # transaction-mode pooler (PgBouncer < 1.21), which cannot keep prepared statements.
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": 5}
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "tenants.User"
@@ -227,6 +237,8 @@ TRIAL_DAYS = env.int("TRIAL_DAYS", default=14)
 TRIAL_SESSIONS = env.int("TRIAL_SESSIONS", default=50)
 # "Trial ending soon" from this many days before the end.
 TRIAL_ENDING_SOON_DAYS = env.int("TRIAL_ENDING_SOON_DAYS", default=3)
+# ... or from this share (percent) of the trial sessions used (sessions_billing).
+TRIAL_ENDING_SOON_PERCENT = env.int("TRIAL_ENDING_SOON_PERCENT", default=90)
 # After a failed payment, access continues this long before the subscription is suspended.
 GRACE_PERIOD_DAYS = env.int("GRACE_PERIOD_DAYS", default=7)
 # Plan codes a new tenant starts on.

@@ -1,11 +1,13 @@
 """Integration API of the plans app: what the key's tenant is entitled to, per product."""
 
 from datetime import datetime
+from typing import Any
 
 from django.http import HttpRequest
 from ninja import Field, Path, Router, Schema
 
-from plans.selectors import MSG_ENDED, MSG_OVERDUE, entitlements
+from plans.admission import Admission, check
+from plans.selectors import entitlements
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
 from tenants.errors import BusinessError
 
@@ -108,43 +110,83 @@ def get_entitlements(request: HttpRequest) -> dict:
 
 class AdmissionOut(Schema):
     product: str = Field(description="The product code asked about.")
-    allowed: bool = Field(description="Always true in a 200: new work may start. A refusal is a 402 or 403.")
+    allowed: bool = Field(
+        description="May the tenant start new work (a session, a consumption, a ticket) now?"
+    )
+    code: str | None = Field(
+        description="Null when allowed; otherwise the code a refused write (402) would carry: "
+        "`subscription_ended`, `payment_overdue`, `no_subscription` or a product's own "
+        "(`session_limit_reached` for AI Agents)."
+    )
+    message: str | None = Field(
+        description="Null when allowed; otherwise the exact message a refused write would carry."
+    )
     state: str = Field(description="The subscription state (see `state` of the entitlements).")
     plan_code: str | None = Field(description="Code of the current plan; null without one.")
+    details: dict[str, Any] = Field(
+        description="The product's own figures behind the answer (AI Agents: `billable_sessions`, "
+        "`session_limit`, `limit_source`)."
+    )
 
 
-# Refusals of new work, by code: the status the API answers with.
-REFUSAL_STATUS = {"payment_overdue": 402, "subscription_ended": 403, "no_subscription": 403}
-ADMISSION_REFUSALS = (
-    ErrorCase(402, "payment_overdue", MSG_OVERDUE, "A payment failed and the grace period is over."),
-    ErrorCase(403, "subscription_ended", MSG_ENDED, "The trial or subscription has ended or is suspended."),
-    ErrorCase(
-        403,
-        "no_subscription",
-        "There is no subscription for this product. Subscribe to a plan to continue.",
-        "The tenant has no subscription for the product.",
-    ),
-)
+ADMISSION_EXAMPLES = {
+    "allowed": {
+        "product": "ai_agents",
+        "allowed": True,
+        "code": None,
+        "message": None,
+        "state": "active",
+        "plan_code": "agents-growth",
+        "details": {"billable_sessions": 1180, "session_limit": 1500, "limit_source": "plan"},
+    },
+    "limit reached": {
+        "product": "ai_agents",
+        "allowed": False,
+        "code": "session_limit_reached",
+        "message": "Session limit has been reached: AI agents accept no new sessions until the limit is "
+        "increased on the Session limit card or the next billing period starts on 1 Aug 2026.",
+        "state": "active",
+        "plan_code": "agents-growth",
+        "details": {"billable_sessions": 1500, "session_limit": 1500, "limit_source": "plan"},
+    },
+    "payment overdue": {
+        "product": "ai_agents",
+        "allowed": False,
+        "code": "payment_overdue",
+        "message": "Your payment is overdue and the grace period has expired.",
+        "state": "suspended",
+        "plan_code": "agents-growth",
+        "details": {"billable_sessions": 312, "session_limit": 1500, "limit_source": "plan"},
+    },
+}
 UNKNOWN_PRODUCT = ErrorCase(404, "unknown_product", "No product 'ai_agent'.", NOT_FOUND.when)
+
+
+def _admission_docs() -> dict[str, Any]:
+    docs = documented(AdmissionOut, UNKNOWN_PRODUCT)
+    docs["openapi_extra"]["responses"][200] = {
+        "description": "The check",
+        "content": {
+            "application/json": {"examples": {k: {"value": v} for k, v in ADMISSION_EXAMPLES.items()}}
+        },
+    }
+    return docs
 
 
 @router.get(
     "/entitlements/{product}/admission",
     summary="May the tenant start new work (sessions, credits, tickets) on this product?",
-    description="200 when it may; otherwise the refusal in the error shape, with the exact message to show "
-    "(402 payment_overdue: 'Your payment is overdue and the grace period has expired.'; 403 "
-    "subscription_ended: 'Your subscription has ended. Please upgrade your plan to continue.').",
-    **documented(AdmissionOut, *ADMISSION_REFUSALS, UNKNOWN_PRODUCT),
+    description="A check, answered 200 with `allowed`; when new work is refused, `code` and `message` are "
+    "exactly what a refused write (402) would carry: `subscription_ended` ('Your subscription has ended. "
+    "Please upgrade your plan to continue.'), `payment_overdue` ('Your payment is overdue and the grace "
+    "period has expired.'), `session_limit_reached` (AI Agents). 404 for an unknown product.",
+    **_admission_docs(),
 )
 def admission(
     request: HttpRequest,
     product: str = Path(..., description="Product code: `ai_agents`, `ai_credits` or `helpdesk_ai`."),
-) -> dict:
-    ent = entitlements(tenant=request.auth.tenant).get(product)  # type: ignore[attr-defined]
-    if ent is None:
+) -> Admission:
+    found = check(tenant=request.auth.tenant, product=product)  # type: ignore[attr-defined]
+    if found is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)
-    if ent.refusal is not None:
-        raise BusinessError(
-            ent.refusal.code, ent.refusal.message, status=REFUSAL_STATUS.get(ent.refusal.code, 403)
-        )
-    return {"product": ent.product, "allowed": True, "state": ent.state, "plan_code": ent.plan_code}
+    return found

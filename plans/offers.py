@@ -366,7 +366,7 @@ def plan_offers(
     ents: Entitlements | None = None,
 ) -> list[PlanOffer]:
     """Every public plan of `product`, in catalog order, with what its card offers a member of
-    `role`. Five queries whatever the catalog (three when the caller passes the tenant's
+    `role`. Three queries whatever the catalog (two when the caller passes the tenant's
     entitlements, `ents`, which it has read already)."""
     ents = ents or selectors.entitlements(tenant=tenant, now=now)
     requested = selectors.open_leads(tenant=tenant)

@@ -3,12 +3,14 @@ do, per product": every page, the API and every job ask it; none re-derives a pl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from plans.models import Lead, Plan, Product, ScheduledChange, Subscription
@@ -259,35 +261,96 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
     )
 
 
+# Every entitlement answer comes from this one query (the integration API asks it on every call, so
+# the ORM's SQL compilation stays off the request): per product, the live subscription or else the
+# most recent ended one, its plan, and its first scheduled change with that change's plan. Window
+# functions rather than LATERAL, so the embedded SQLite default runs the same SQL.
+_SUB_COLUMNS = (
+    "id", "state", "started_at", "current_period_start", "current_period_end", "trial_ends_at",
+    "payment_failed_at", "grace_until", "canceled_at", "ends_at", "ended_at", "gateway_subscription_id",
+)  # fmt: skip
+_PLAN_COLUMNS = (
+    "id", "code", "name", "kind", "price_amount", "currency", "interval", "session_limit", "answered_only",
+    "included_credits", "credit_renewal", "extra_packs_allowed", "ai_licenses", "chat_licenses",
+    "ticket_credits_per_license", "unlimited_ai",
+)  # fmt: skip
+_CHANGE_COLUMNS = ("id", "effective_at")
+_BOOLEANS = {"answered_only", "extra_packs_allowed", "unlimited_ai"}
+_UPCOMING_PLAN_COLUMNS = ("id", "code", "name", "price_amount", "currency", "interval")
+_DATETIMES = {
+    "started_at", "current_period_start", "current_period_end", "trial_ends_at", "payment_failed_at",
+    "grace_until", "canceled_at", "ends_at", "ended_at", "effective_at",
+}  # fmt: skip
+
+
+@functools.cache
+def _entitlements_sql() -> str:
+    def cols(alias: str, names: tuple[str, ...]) -> str:
+        return ", ".join(f"{alias}.{connection.ops.quote_name(n)}" for n in names)
+
+    sub, plan, change = Subscription._meta.db_table, Plan._meta.db_table, ScheduledChange._meta.db_table
+    return (
+        f"WITH s AS (SELECT x.*, ROW_NUMBER() OVER (PARTITION BY x.product_id ORDER BY "  # noqa: S608
+        f"CASE WHEN x.state = 'expired' THEN 1 ELSE 0 END, x.started_at DESC, x.id DESC) AS rn "
+        f"FROM {sub} x WHERE x.tenant_id = %s), "
+        f"c AS (SELECT y.*, ROW_NUMBER() OVER (PARTITION BY y.subscription_id ORDER BY y.effective_at, y.id) AS rn "
+        f"FROM {change} y WHERE y.tenant_id = %s AND y.status = 'scheduled') "
+        f"SELECT pr.id, pr.code, pr.name, {cols('s', _SUB_COLUMNS)}, {cols('p', _PLAN_COLUMNS)}, "
+        f"{cols('c', _CHANGE_COLUMNS)}, {cols('tp', _UPCOMING_PLAN_COLUMNS)} "
+        f"FROM {Product._meta.db_table} pr "
+        f"LEFT JOIN s ON s.product_id = pr.id AND s.rn = 1 "
+        f"LEFT JOIN {plan} p ON p.id = s.plan_id "
+        f"LEFT JOIN c ON c.subscription_id = s.id AND c.rn = 1 "
+        f"LEFT JOIN {plan} tp ON tp.id = c.to_plan_id "
+        f"ORDER BY pr.sort_order, pr.name"
+    )
+
+
+def _from_db(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(names, values, strict=True))
+    for name in _DATETIMES.intersection(row):
+        value = row[name]
+        if isinstance(value, str):  # SQLite hands back text
+            value = datetime.fromisoformat(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        row[name] = value
+    for name in _BOOLEANS.intersection(row):
+        if row[name] is not None:
+            row[name] = bool(row[name])  # SQLite hands back 0 and 1
+    return row
+
+
 def entitlements(*, tenant: Tenant, now: datetime | None = None) -> Entitlements:
     """Per product: the live subscription (or the latest ended one), its plan, state, badge, period,
-    limits, flags and any upcoming change. Three queries whatever the catalog's size."""
+    limits, flags and any upcoming change. One query whatever the catalog's size."""
     now = now or timezone.now()
-    products = list(Product.objects.order_by("sort_order", "name"))
-    subs = (
-        Subscription.objects.filter(tenant=tenant)
-        .select_related("plan")
-        .prefetch_related(
-            Prefetch(
-                "scheduled_changes",
-                queryset=ScheduledChange.objects.filter(status=ScheduledChange.Status.SCHEDULED)
-                .select_related("to_plan")
-                .order_by("effective_at"),
-                to_attr="upcoming_changes",
+    with connection.cursor() as cursor:
+        cursor.execute(_entitlements_sql(), [tenant.pk, tenant.pk])
+        rows = cursor.fetchall()
+    products = {}
+    n_sub, n_plan, n_change = len(_SUB_COLUMNS), len(_PLAN_COLUMNS), len(_CHANGE_COLUMNS)
+    for row in rows:
+        product = Product(id=row[0], code=row[1], name=row[2])
+        rest = row[3:]
+        sub_values, rest = rest[:n_sub], rest[n_sub:]
+        plan_values, rest = rest[:n_plan], rest[n_plan:]
+        change_values, upcoming_values = rest[:n_change], rest[n_change:]
+        sub = None
+        if sub_values[0] is not None:
+            plan = Plan(product=product, **_from_db(_PLAN_COLUMNS, plan_values))
+            sub = Subscription(
+                tenant=tenant, product=product, plan=plan, **_from_db(_SUB_COLUMNS, sub_values)
             )
-        )
-        .order_by("product_id", "-started_at", "-pk")
-    )
-    chosen: dict[int, Subscription] = {}
-    for sub in subs:
-        current = chosen.get(sub.product_id)
-        # The live row wins; otherwise the most recent ended one (for "Expired subscription").
-        if current is None or (current.state == State.EXPIRED and sub.state != State.EXPIRED):
-            chosen[sub.product_id] = sub
-    return Entitlements(
-        tenant_slug=tenant.slug,
-        products={p.code: _entitlement(p, chosen.get(p.pk), now) for p in products},
-    )
+            sub.upcoming_changes = []  # type: ignore[attr-defined]
+            if change_values[0] is not None:
+                to_plan = Plan(product=product, **_from_db(_UPCOMING_PLAN_COLUMNS, upcoming_values))
+                change = ScheduledChange(
+                    subscription=sub, to_plan=to_plan, **_from_db(_CHANGE_COLUMNS, change_values)
+                )
+                sub.upcoming_changes = [change]  # type: ignore[attr-defined]
+        products[product.code] = _entitlement(product, sub, now)
+    return Entitlements(tenant_slug=tenant.slug, products=products)
 
 
 def catalog(*, product: Product | None = None) -> QuerySet[Plan]:

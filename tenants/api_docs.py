@@ -16,7 +16,7 @@ from typing import Any
 
 from ninja import Field, Schema
 
-from tenants.errors import NUL_REFUSED, error_body, http_error
+from tenants.errors import error_body, http_error
 
 
 class ErrorFields(Schema):
@@ -51,43 +51,67 @@ class ErrorCase:
     message: str
     when: str
 
+    def when_field(self) -> list[str]:
+        """For a 422 example: the field its message names ("at: must be…" → ["at"])."""
+        field, sep, _ = self.message.partition(": ")
+        return field.split(".") if sep else []
 
-BAD_REQUEST = ErrorCase(400, *NUL_REFUSED, "The path, query, a header or the body holds a NUL character.")
+
+BAD_REQUEST = ErrorCase(
+    400,
+    *http_error(400),
+    "The request could not be read (a Host we do not serve, a body over the size limit).",
+)
 UNAUTHORIZED = ErrorCase(401, *http_error(401), "No API key was sent, or the key is unknown or revoked.")
 NOT_FOUND = ErrorCase(404, *http_error(404), "Nothing of that name exists for the key's tenant.")
 INVALID = ErrorCase(
     422,
     "invalid_request",
     "limit: Input should be a valid integer",
-    "A parameter or a body field is invalid.",
+    "A parameter or a body field is invalid (a NUL character anywhere included).",
 )
 # What every operation behind the API key can answer.
 COMMON_ERRORS = (BAD_REQUEST, UNAUTHORIZED)
 
 
-def documented(ok: type[Schema], *cases: ErrorCase, ok_status: int = 200) -> dict[str, Any]:
-    """Keyword arguments for a ninja operation decorator: `response` maps the success status to
-    `ok` and each error status to `ErrorOut`; `openapi_extra` gives each error status a description
-    listing when it happens and one example body per case."""
+def documented(
+    ok: type[Schema] | dict[int, type[Schema]],
+    *cases: ErrorCase,
+    ok_status: int = 200,
+    ok_examples: dict[int, dict[str, Any]] | None = None,
+    ok_descriptions: dict[int, str] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for a ninja operation decorator: `response` maps each success status to its
+    schema (`ok`, or a {status: schema} mapping for operations with several, e.g. 201 and 200) and
+    each error status to `ErrorOut`; `openapi_extra` gives each error status a description listing
+    when it happens and one example body per case, and each success status its examples
+    (`ok_examples`: {status: {name: body}})."""
     by_status: dict[int, list[ErrorCase]] = defaultdict(list)
     for case in (*COMMON_ERRORS, *cases):
         by_status[case.status].append(case)
-    responses: dict[int, Any] = {ok_status: ok}
+    responses: dict[int, Any] = dict(ok) if isinstance(ok, dict) else {ok_status: ok}
     extra: dict[int, Any] = {}
+    for status, named in (ok_examples or {}).items():
+        extra[status] = {
+            "description": (ok_descriptions or {}).get(status, HTTPStatus(status).phrase),
+            "content": {"application/json": {"examples": {k: {"value": v} for k, v in named.items()}}},
+        }
     for status, found in sorted(by_status.items()):
         responses[status] = ErrorOut
-        examples = {}
+        examples: dict[str, Any] = {}
         for case in found:
             body = error_body(case.code, case.message)
-            if case is INVALID:
+            if case.code == "invalid_request":
                 body["error"]["details"] = [
-                    {
+                    {"type": "value_error", "loc": ["body", *case.when_field()], "msg": case.message}
+                    if case is not INVALID
+                    else {
                         "type": "int_parsing",
                         "loc": ["query", "limit"],
                         "msg": "Input should be a valid integer",
                     }
                 ]
-            examples[case.code] = {"summary": case.when, "value": body}
+            examples.setdefault(case.code, {"summary": case.when, "value": body})
         extra[status] = {
             "description": f"{HTTPStatus(status).phrase}: " + " ".join(case.when for case in found),
             "content": {"application/json": {"examples": examples}},

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -339,17 +339,42 @@ def api_key_revoke(*, tenant: Tenant, api_key: ApiKey, actor: User) -> ApiKey:
     return ApiKey.objects.get(pk=api_key.pk)
 
 
+_KEY_FIELDS = [f.attname for f in ApiKey._meta.concrete_fields]
+_KEY_TIMES = {"created_at", "last_used_at", "revoked_at"}
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A timestamp from a raw query: aware on PostgreSQL; naive UTC (or its text) on SQLite."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_TENANT_FIELDS = [f.attname for f in Tenant._meta.concrete_fields]
+_KEY_SQL = (
+    "SELECT "  # noqa: S608 (column and table names come from the models; the hash is bound)
+    + ", ".join([f'k."{f}"' for f in _KEY_FIELDS] + [f't."{f}"' for f in _TENANT_FIELDS])
+    + f" FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id"
+    + " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+)
+
+
 def api_key_authenticate(secret: str) -> ApiKey | None:
     """The active key whose secret this is, or None. Records last use at most once a minute."""
     if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
         return None
-    key = (
-        ApiKey.objects.select_related("tenant")
-        .filter(key_hash=_sha256(secret), revoked_at__isnull=True)
-        .first()
-    )
-    if key is None:
+    # A plain joined query: every API call starts here, so the ORM's SQL compilation stays off it.
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_SQL, [_sha256(secret)])
+        row = cursor.fetchone()
+    if row is None:
         return None
+    values = [
+        _aware(v) if isinstance(v, datetime | str) and n in _KEY_TIMES else v
+        for n, v in zip(_KEY_FIELDS + _TENANT_FIELDS, row, strict=True)
+    ]
+    key = ApiKey.from_db("default", _KEY_FIELDS, values[: len(_KEY_FIELDS)])
+    key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[len(_KEY_FIELDS) :])
     now = timezone.now()
     stale = now - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION)
     if key.last_used_at is None or key.last_used_at < stale:

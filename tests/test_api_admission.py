@@ -1,5 +1,6 @@
-"""The integration API refuses new work once the grace period is over, with the spec's exact words,
-and admits it again as soon as the payment succeeds. S26, S28, S34, S12, S33."""
+"""The admission check of the integration API answers 200 with `allowed`, and when new work is
+refused the exact code and message a refused write carries; it admits again as soon as the payment
+succeeds. S26, S28, S34, S12, S33."""
 
 from datetime import timedelta
 
@@ -17,10 +18,24 @@ from tenants.services import api_key_create
 pytestmark = pytest.mark.django_db(transaction=True)  # the local gateway's webhooks apply on commit
 
 URL = "/api/v1/entitlements/ai_agents/admission"
+OVERDUE = {"code": "payment_overdue", "message": "Your payment is overdue and the grace period has expired."}
+ENDED = {
+    "code": "subscription_ended",
+    "message": "Your subscription has ended. Please upgrade your plan to continue.",
+}
 
 
 def _get(client, secret):
     return client.get(URL, HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+
+def _start(client, secret, conversation_id):
+    return client.post(
+        "/api/v1/sessions",
+        {"conversation_id": conversation_id, "direction": "inbound"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
 
 
 def test_grace_period_then_refused_then_restored_through_the_api(client, admin):
@@ -31,8 +46,11 @@ def test_grace_period_then_refused_then_restored_through_the_api(client, admin):
     assert _get(client, secret).json() == {
         "product": "ai_agents",
         "allowed": True,
+        "code": None,
+        "message": None,
         "state": "active",
         "plan_code": "agents-growth",
+        "details": {"billable_sessions": 0, "session_limit": 1500, "limit_source": "plan"},
     }
 
     failed_at = timezone.now()
@@ -41,20 +59,21 @@ def test_grace_period_then_refused_then_restored_through_the_api(client, admin):
 
     with time_machine.travel(failed_at + timedelta(days=6), tick=False):
         billing_tick(now=timezone.now())
-        assert _get(client, secret).status_code == 200  # still inside the grace period
+        assert _get(client, secret).json()["allowed"] is True  # still inside the grace period
 
     with time_machine.travel(failed_at + timedelta(days=8), tick=False):
         billing_tick(now=timezone.now())
         response = _get(client, secret)
-        assert response.status_code == 402
-        assert response.json() == {
-            "error": {
-                "code": "payment_overdue",
-                "message": "Your payment is overdue and the grace period has expired.",
-            }
+        assert response.status_code == 200
+        assert {k: response.json()[k] for k in ("allowed", "code", "message")} == {
+            "allowed": False,
+            **OVERDUE,
         }
+        refused = _start(client, secret, "after-grace")
+        assert (refused.status_code, refused.json()) == (402, {"error": OVERDUE})
         get_gateway().set_card(sub.tenant.billing_customer.customer_id, failing=False, last4="4242")  # type: ignore[attr-defined]
-        assert _get(client, secret).status_code == 200  # restored at once by the payment
+        assert _get(client, secret).json()["allowed"] is True  # restored at once by the payment
+        assert _start(client, secret, "after-grace").status_code == 201
 
 
 def test_expired_trial_is_refused_with_the_ended_message(client, admin):
@@ -63,11 +82,18 @@ def test_expired_trial_is_refused_with_the_ended_message(client, admin):
     assert _get(client, secret).json()["state"] == "trialing"
     with time_machine.travel(timezone.now() + timedelta(days=14, minutes=1), tick=False):
         response = _get(client, secret)  # refused even before the sweeper has run
-        assert response.status_code == 403
-        assert response.json()["error"] == {
-            "code": "subscription_ended",
-            "message": "Your subscription has ended. Please upgrade your plan to continue.",
-        }
+        assert response.status_code == 200
+        assert {k: response.json()[k] for k in ("allowed", "code", "message")} == {"allowed": False, **ENDED}
+        assert _start(client, secret, "late").json() == {"error": ENDED}
+
+
+def test_products_without_a_checker_answer_with_the_plain_entitlement(client, admin):
+    tenant = organization_create(name="Creditor", admin=admin)
+    secret = api_key_create(tenant=tenant, name="k", actor=admin).secret
+    body = client.get(
+        "/api/v1/entitlements/helpdesk_ai/admission", HTTP_AUTHORIZATION=f"Bearer {secret}"
+    ).json()
+    assert (body["allowed"], body["code"], body["details"]) == (False, "no_subscription", {})
 
 
 def test_unknown_product_is_a_404_in_the_error_shape(client, admin):

@@ -78,10 +78,14 @@ def walk(victim, tenant, admin) -> list[tuple[str, str, dict[str, Any]]]:  # noq
 
 
 def _assert_refused(label: str, response, path: str) -> None:
-    assert response.status_code == 400, f"{label} answered {response.status_code}"
     if path.startswith("/api/"):
-        assert response.json() == {"error": {"code": "bad_request", "message": NUL_MESSAGE}}, label
+        # Bad input to the API is a 422 with where it was (DESIGN "API conventions").
+        assert response.status_code == 422, f"{label} answered {response.status_code}"
+        error = response.json()["error"]
+        assert (error["code"], error["message"].endswith(NUL_MESSAGE)) == ("invalid_request", True), label
+        assert [d["type"] for d in error["details"]] == ["nul_character"], label
     else:
+        assert response.status_code == 400, f"{label} answered {response.status_code}"
         assert NUL_MESSAGE in response.content.decode(), label
 
 
@@ -114,16 +118,26 @@ def test_a_nul_in_any_path_parameter_query_or_form_field_or_header_is_a_400(walk
     assert _snapshot(tenant) == before
 
 
-def test_a_nul_in_an_api_json_body_is_a_400_in_the_error_shape(db):
-    for body in (
-        json.dumps({"product": "ai_agents\x00"}),  # the escape \u0000, as JSON writes it
-        '{"product": "ai_\\u0000agents"}',
-        '{"product": "ai_agents", "note\\u0000": 1}',
-        '{"product": "\\\\\\u0000"}',  # an escaped backslash, then a NUL
+def test_a_nul_in_an_api_json_body_is_a_422_naming_the_field(db):
+    for body, loc in (
+        (json.dumps({"product": "ai_agents\x00"}), ["body", "product"]),  # the escape \u0000
+        ('{"product": "ai_\\u0000agents"}', ["body", "product"]),
+        ('{"product": "ai_agents", "note\\u0000": 1}', ["body", "note"]),
+        (
+            '{"items": [{"name": "\\\\\\u0000"}]}',
+            ["body", "items", "0", "name"],
+        ),  # escaped backslash, then a NUL
     ):
         response = Client().post("/api/v1/entitlements", body, content_type="application/json")
-        assert response.status_code == 400, body
-        assert response.json() == {"error": {"code": "bad_request", "message": NUL_MESSAGE}}
+        assert response.status_code == 422, body
+        field = ".".join(loc[1:])
+        assert response.json() == {
+            "error": {
+                "code": "invalid_request",
+                "message": f"{field}: {NUL_MESSAGE}",
+                "details": [{"type": "nul_character", "loc": loc, "msg": NUL_MESSAGE}],
+            }
+        }, body
 
 
 def test_the_text_backslash_u0000_in_a_json_body_is_not_a_nul(db):

@@ -33,6 +33,8 @@ from credits.factories import on_plus
 from credits.models import Consumption, Entry, Grant, Hold
 from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
 from plans.models import Lead, ScheduledChange, Subscription
+from sessions_billing import services as sessions
+from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from tenants import services
 from tenants.factories import MembershipFactory, UserFactory
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
@@ -136,6 +138,10 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
         client_id="acme-victim-client",
     )
     hold = credit_services.credits_hold(tenant=tenant, idempotency_key="victim-hold-key", amount=1000).answer
+    conversation, _ = sessions.session_start(
+        tenant=tenant, conversation_id="victim-conv-acme", direction="inbound", agent="victim-agent-acme"
+    )
+    SessionLimit.objects.create(tenant=tenant, session_limit=777)
     return {
         "ids": {
             "slug": tenant.slug,
@@ -145,6 +151,7 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "invoice_id": invoice.pk,
             "change_id": change.pk,
             "hold_id": hold["id"],
+            "conversation_id": conversation.conversation_id,
         },
         "markers": [
             tenant.name,
@@ -162,6 +169,8 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "victim-consume-key",
             "victim-hold-key",
             "acme-victim-client",
+            "victim-conv-acme",
+            "victim-agent-acme",
         ],
     }
 
@@ -191,6 +200,15 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
             Consumption.objects.filter(tenant=tenant).values_list("pk", "refunded_at")
         ),
         "credit_entries": Entry.objects.filter(tenant=tenant).count(),
+        "conversations": sorted(
+            Conversation.objects.filter(tenant=tenant).values_list(
+                "pk", "last_activity_at", "ended_at", "billable_sessions", "answered"
+            )
+        ),
+        "windows": BillableWindow.objects.filter(tenant=tenant).count(),
+        "usage": sorted(UsagePeriod.objects.filter(tenant=tenant).values_list("pk", "billable_sessions")),
+        "limit": list(SessionLimit.objects.filter(tenant=tenant).values_list("session_limit", flat=True)),
+        "agents": sorted(Agent.objects.filter(tenant=tenant).values_list("key", "name")),
     }
 
 

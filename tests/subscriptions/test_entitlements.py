@@ -17,7 +17,7 @@ from tests.subscriptions.helpers import START, subscribe
 
 pytestmark = pytest.mark.django_db
 
-ENTITLEMENTS_QUERIES = 3  # products; subscriptions with their plans; scheduled changes with their plans
+ENTITLEMENTS_QUERIES = 1  # one joined query (plans.selectors.entitlements)
 
 
 def ended(tenant, code: str, months_ago: int) -> Subscription:

@@ -523,11 +523,11 @@ def test_the_dialogs_choices_while_a_change_is_scheduled(world, clock):
     ]
 
 
-def test_offers_are_listed_in_catalog_order_in_five_queries(world, clock, django_assert_num_queries):
-    """S14: every public plan of the product; entitlements (3), open leads, the catalog."""
+def test_offers_are_listed_in_catalog_order_in_three_queries(world, clock, django_assert_num_queries):
+    """S14: every public plan of the product; entitlements (one joined query), open leads, the catalog."""
     _paid(world)
     product = plan("agents-growth").product
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(3):
         offers = plan_offers(tenant=world.tenant, product=product, role=Role.ADMIN)
     assert [(o.plan.code, o.action, o.is_current) for o in offers] == [
         ("agents-starter", "change", False),

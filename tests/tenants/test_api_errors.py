@@ -38,7 +38,7 @@ def test_validation_error_is_422_naming_the_field(request_):
     assert _body(response) == {
         "error": {
             "code": "invalid_request",
-            "message": "payload.quantity: Field required",
+            "message": "quantity: Field required",
             "details": [
                 {"type": "missing", "loc": ["body", "payload", "quantity"], "msg": "Field required"},
                 {"type": "int_parsing", "loc": ["query", "page"], "msg": "Input should be a valid integer"},

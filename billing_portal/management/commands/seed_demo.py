@@ -20,6 +20,7 @@ from billing_portal.gateway.local import LocalGateway
 from credits.demo import demo_month
 from plans import services as plan_services
 from plans.models import Plan, Subscription
+from sessions_billing.demo import demo_limit_near, demo_sessions
 from tenants import services
 from tenants.audit import SYSTEM
 from tenants.models import Membership, Role, Tenant, User
@@ -84,9 +85,12 @@ class Command(BaseCommand):
                 start_plan(tenant=tenant, plan=Plan.objects.get(code=plan_code), actor=admin)
             if state != "expired":
                 self._shape(tenant, state, admin)
+            if slug == "helix":
+                self._backdate_period(tenant, days=24)  # a month of usage shows in the current period
             # What the gateway did is applied here and now, not when a worker gets to the webhooks:
             # the demo is ready when this command returns.
             billing.tenant_reconcile(tenant=tenant)
+            self._usage(tenant, slug)
             if plan_code == "credits-plus":
                 # Lumen: a month of AI-credit consumption and an active extra pack (AI Statistics).
                 demo_month(tenant=tenant, plan=Plan.objects.get(code=plan_code), api_key=key)
@@ -133,6 +137,37 @@ class Command(BaseCommand):
                 at_period_end=True,
                 idempotency_key=f"demo-cancel:{sub.pk}",
             )
+
+    def _backdate_period(self, tenant: Tenant, *, days: int) -> None:
+        """Move the local gateway's current period of the AI Agents subscription back `days` days."""
+        from billing_portal.gateway.store import LocalGatewayObject
+
+        sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents", state="active")
+        row = LocalGatewayObject.objects.get(
+            object_type="subscription", object_id=sub.gateway_subscription_id
+        )
+        start = timezone.now() - timedelta(days=days)
+        for item in row.data["items"]["data"]:
+            item["current_period_start"] = int(start.timestamp())
+            item["current_period_end"] = int((start + timedelta(days=30)).timestamp())
+        row.data["billing_cycle_anchor"] = int(start.timestamp())
+        row.save(update_fields=["data"])
+
+    def _usage(self, tenant: Tenant, slug: str) -> None:
+        """AI Agents usage: Helix a month of sessions near its own limit; the trials and Starter some."""
+        usage = {
+            "helix": (30, 30),
+            "orbit": (3, 4),
+            "nimbus": (8, 4),
+            "tidewater": (12, 9),
+            "kestrel": (6, 12),
+        }
+        if slug not in usage:
+            return
+        days, per_day = usage[slug]
+        demo_sessions(tenant=tenant, days=days, per_day=per_day, seed=len(slug))
+        if slug == "helix":
+            demo_limit_near(tenant=tenant)
 
     def _user(self, email: str, full_name: str) -> User:
         user = User.objects.filter(email__iexact=email).first()

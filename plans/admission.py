@@ -1,0 +1,60 @@
+"""Admission checks: may the tenant start new work on a product now?
+
+The plans app knows the subscription's refusal (ended, overdue); a product app knows its own usage
+(the session limit, credits left). Product apps register a checker for their product code from
+their `AppConfig.ready`; `check()` asks it, and falls back to the plain entitlement refusal for a
+product without one. plans never imports the product apps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from plans.selectors import ProductEntitlement, Refusal, entitlements
+from tenants.models import Tenant
+
+
+@dataclass(frozen=True)
+class Admission:
+    product: str
+    allowed: bool
+    code: str | None
+    message: str | None
+    state: str
+    plan_code: str | None
+    details: dict[str, Any] = field(default_factory=dict)  # the product's own figures (usage, limit)
+
+
+Checker = Callable[[Tenant, ProductEntitlement, datetime | None], Admission]
+
+_CHECKERS: dict[str, Checker] = {}
+
+
+def register(product: str, checker: Checker) -> None:
+    """Ask `checker` whether new work on `product` may start (replaces an earlier registration)."""
+    _CHECKERS[product] = checker
+
+
+def from_refusal(ent: ProductEntitlement, refusal: Refusal | None, **details: Any) -> Admission:
+    return Admission(
+        product=ent.product,
+        allowed=refusal is None,
+        code=refusal.code if refusal else None,
+        message=refusal.message if refusal else None,
+        state=ent.state,
+        plan_code=ent.plan_code,
+        details=details,
+    )
+
+
+def check(*, tenant: Tenant, product: str, now: datetime | None = None) -> Admission | None:
+    """The admission of new work on `product`, or None for a product that does not exist."""
+    ent = entitlements(tenant=tenant, now=now).get(product)
+    if ent is None:
+        return None
+    checker = _CHECKERS.get(product)
+    if checker is None:
+        return from_refusal(ent, ent.refusal)
+    return checker(tenant, ent, now)

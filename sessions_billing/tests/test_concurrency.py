@@ -1,0 +1,133 @@
+"""Admission and events under real concurrency (threads, PostgreSQL): N parallel starts against a
+limit L admit exactly L; one conversation id from 10 threads is one session; parallel events never
+count a window twice."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from sessions_billing import services
+from sessions_billing.models import BillableWindow, Conversation, SessionLimit, UsagePeriod
+from sessions_billing.tests.conftest import paid
+from tenants.errors import BusinessError
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _race(n: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run work(i) in n threads released together; each result is the return value or the error."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except BusinessError as exc:
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _outcome(result: Any) -> str:
+    if isinstance(result, BusinessError):
+        return f"{result.status} {result.code}"
+    return "created" if result[1] else "existing"
+
+
+def test_parallel_starts_against_a_limit_admit_exactly_the_limit(tenant):
+    paid(tenant)
+    SessionLimit.objects.create(tenant=tenant, session_limit=7)
+    services.session_start(
+        tenant=tenant, conversation_id="first", direction="inbound"
+    )  # the period's row exists
+    results = _race(
+        20, lambda i: services.session_start(tenant=tenant, conversation_id=f"p{i}", direction="inbound")
+    )
+    assert Counter(map(_outcome, results)) == {"created": 6, "402 session_limit_reached": 14}
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 7
+    assert Conversation.objects.filter(tenant=tenant).count() == 7
+    assert BillableWindow.objects.filter(tenant=tenant).count() == 7
+
+
+def test_parallel_first_starts_of_a_period_create_one_counter(tenant):
+    paid(tenant)
+    SessionLimit.objects.create(tenant=tenant, session_limit=5)
+    results = _race(
+        12, lambda i: services.session_start(tenant=tenant, conversation_id=f"f{i}", direction="inbound")
+    )
+    assert Counter(map(_outcome, results)) == {"created": 5, "402 session_limit_reached": 7}
+    assert list(UsagePeriod.objects.filter(tenant=tenant).values_list("billable_sessions", flat=True)) == [5]
+
+
+def test_one_conversation_id_from_10_threads_is_one_session(tenant):
+    paid(tenant)
+    results = _race(
+        10,
+        lambda i: services.session_start(
+            tenant=tenant, conversation_id="same", direction="inbound", agent="bot"
+        ),
+    )
+    assert Counter(map(_outcome, results)) == {"created": 1, "existing": 9}
+    assert Conversation.objects.filter(tenant=tenant).count() == 1
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 1
+    assert {r[0].billable_sessions for r in results} == {1}
+
+
+def test_parallel_events_never_count_a_window_twice(tenant):
+    paid(tenant)
+    start = timezone.now() - timedelta(hours=50)
+    services.session_start(tenant=tenant, conversation_id="busy", direction="inbound", at=start)
+    at = [start + timedelta(hours=24 + (i % 24)) for i in range(10)] + [
+        start + timedelta(hours=48, minutes=i) for i in range(10)
+    ]
+    results = _race(
+        20,
+        lambda i: services.session_event(
+            tenant=tenant, conversation_id="busy", type="customer_message", at=at[i]
+        ),
+    )
+    assert not [r for r in results if isinstance(r, BusinessError)]
+    conv = Conversation.objects.get(tenant=tenant, conversation_id="busy")
+    assert conv.billable_sessions == 3
+    assert sorted(BillableWindow.objects.filter(conversation=conv).values_list("index", flat=True)) == [
+        0,
+        1,
+        2,
+    ]
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 3
+
+
+def test_an_end_racing_messages_leaves_consistent_counters(tenant):
+    paid(tenant)
+    start = timezone.now() - timedelta(hours=30)
+    services.session_start(tenant=tenant, conversation_id="race", direction="inbound", at=start)
+
+    def work(i: int):
+        kind = "end" if i == 0 else "agent_message"
+        return services.session_event(
+            tenant=tenant, conversation_id="race", type=kind, at=start + timedelta(hours=25)
+        )
+
+    results = _race(8, work)
+    conv = Conversation.objects.get(tenant=tenant, conversation_id="race")
+    assert conv.ended_at is not None
+    assert all(isinstance(r, services.Session) or r.status == 409 for r in results)
+    windows = BillableWindow.objects.filter(conversation=conv).count()
+    assert conv.billable_sessions == windows
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == windows

@@ -1,0 +1,100 @@
+"""The free trial's sessions: Trial sessions left, "Trial ending soon", the 60% and 90% emails once
+each, and the trial ending at once when its 50 sessions are used. S08-S12."""
+
+from __future__ import annotations
+
+import pytest
+
+from plans.models import Subscription
+from sessions_billing import services
+from sessions_billing.selectors import usage_for
+from tenants.models import AuditEvent, Notification
+
+pytestmark = pytest.mark.django_db
+
+
+def _start(tenant, n: int, offset: int = 0) -> None:
+    for i in range(offset, offset + n):
+        services.session_start(tenant=tenant, conversation_id=f"t{i}", direction="inbound")
+
+
+def _usage_mail(tenant) -> list[tuple[str, str]]:
+    return sorted(
+        Notification.objects.filter(tenant=tenant, template="trial_sessions_used").values_list(
+            "to_email", "subject"
+        )
+    )
+
+
+def test_trial_sessions_left_is_live_and_ending_soon_at_90_percent_s09_s10(tenant, admin, trial):
+    assert usage_for(tenant=tenant).trial_sessions_left == 50
+    _start(tenant, 44)
+    usage = usage_for(tenant=tenant)
+    assert (usage.trial_sessions_left, usage.badge, usage.trial_days_left) == (6, "Trial subscription", 14)
+    _start(tenant, 1, offset=44)
+    usage = usage_for(tenant=tenant)
+    assert (usage.trial_sessions_left, usage.badge, usage.badge_tone) == (5, "Trial ending soon", "warning")
+    assert usage.warnings == ["Trial ending soon"]
+
+
+def test_60_and_90_percent_emails_are_sent_once_each_s11(tenant, admin, trial):
+    _start(tenant, 29)
+    assert _usage_mail(tenant) == []
+    _start(tenant, 1, offset=29)  # 30 of 50: 60%
+    assert _usage_mail(tenant) == [("admin@acme.test", "You have used 60% of your Acme Corp trial sessions")]
+    _start(tenant, 14, offset=30)  # 44
+    assert len(_usage_mail(tenant)) == 1
+    _start(tenant, 1, offset=44)  # 45: 90%
+    _start(tenant, 3, offset=45)
+    assert _usage_mail(tenant) == [
+        ("admin@acme.test", "You have used 60% of your Acme Corp trial sessions"),
+        ("admin@acme.test", "You have used 90% of your Acme Corp trial sessions"),
+    ]
+
+
+def test_the_trial_ends_at_once_at_50_sessions_s12(tenant, admin, trial, api_for, client_for):
+    _start(tenant, 49)
+    assert Subscription.objects.get(pk=trial.pk).state == "trialing"
+    _start(tenant, 1, offset=49)
+    sub = Subscription.objects.get(pk=trial.pk)
+    assert sub.state == "expired"
+    assert sub.ended_at is not None
+    event = AuditEvent.objects.get(tenant=tenant, action="subscription.trial_ended")
+    assert event.data["reason"] == "sessions"
+    assert Notification.objects.filter(tenant=tenant, template="trial_ended").count() == 1
+    page = client_for(admin).get(f"/t/{tenant.slug}/billing/").content.decode()
+    assert '<span class="badge neutral" data-testid="badge">Expired subscription</span>' in page
+    assert f'<dd data-testid="ended-on">{sub.ended_at.day} {sub.ended_at:%b %Y}</dd>' in page
+    api = api_for(tenant)
+    refused = api.start("t50")
+    assert refused.status_code == 402
+    assert refused.json()["error"] == {
+        "code": "subscription_ended",
+        "message": "Your subscription has ended. Please upgrade your plan to continue.",
+    }
+    usage = api.get("/usage").json()
+    assert usage["trial_sessions_left"] is None  # no longer on the trial
+    assert api.get("/entitlements/ai_agents/admission").json()["code"] == "subscription_ended"
+
+
+def test_the_trial_has_no_session_limit_of_its_own(tenant, admin, trial, api_for):
+    api = api_for(tenant)
+    response = api.put("/usage/session-limit", {"session_limit": 10})
+    assert response.status_code == 409
+    assert response.json()["error"] == {
+        "code": "limit_not_available",
+        "message": "The session limit is available on paid plans, not on the free trial.",
+    }
+    assert api.delete("/usage/session-limit").status_code == 409
+    usage = api.get("/usage").json()
+    assert (
+        usage["session_limit"],
+        usage["limit_source"],
+        usage["trial_sessions_left"],
+        usage["trial_days_left"],
+    ) == (
+        50,
+        "plan",
+        50,
+        14,
+    )
