@@ -523,3 +523,87 @@ def marketplace_products() -> list[MarketplaceProduct]:
         MarketplaceProduct(p.code, p.name, p.description)
         for p in Product.objects.order_by("sort_order", "name")
     ]
+
+
+# --- ticket credits and AI credits per client (Helpdesk AI: the Plans & Licenses page) ----------
+
+
+@dataclass(frozen=True)
+class TicketCredits:
+    """Thousandths. `cycle_amount`/`cycle_remaining`: the live ticket-cycle grants (this billing
+    cycle's, L17); `balance`: every live ticket credit (staff adjustments included)."""
+
+    cycle_amount: int
+    cycle_remaining: int
+    balance: int
+
+    @property
+    def cycle_used(self) -> int:
+        return self.cycle_amount - self.cycle_remaining
+
+    @property
+    def remaining(self) -> int:
+        """Whole ticket credits that can still be spent."""
+        return self.balance // CREDIT
+
+
+def ticket_credits(*, tenant_id: int, now: datetime | None = None) -> TicketCredits:
+    """In one query."""
+    now = now or timezone.now()
+    live = live_q(now)
+    cycle = live & Q(source=Source.TICKET_CYCLE)
+    row = Grant.objects.filter(tenant_id=tenant_id, wallet__unit=Unit.TICKET_CREDIT).aggregate(
+        balance=Sum("remaining", filter=live),
+        cycle_amount=Sum("amount", filter=cycle),
+        cycle_remaining=Sum("remaining", filter=cycle),
+    )
+    return TicketCredits(
+        cycle_amount=row["cycle_amount"] or 0,
+        cycle_remaining=row["cycle_remaining"] or 0,
+        balance=row["balance"] or 0,
+    )
+
+
+def ticket_cycles_granted(*, tenant_ids: list[int], now: datetime) -> set[tuple[int, datetime]]:
+    """(tenant id, cycle start) of every ticket-cycle grant of these tenants that has not ended: the
+    sweeper grants the cycles missing from it."""
+    return set(
+        Grant.objects.filter(
+            tenant_id__in=tenant_ids, source=Source.TICKET_CYCLE, expires_at__gt=now
+        ).values_list("tenant_id", "valid_from")
+    )
+
+
+def _client_consumption(tenant_id: int, start: datetime, end: datetime) -> Any:
+    return Consumption.objects.filter(
+        tenant_id=tenant_id, wallet__unit=Unit.AI_CREDIT, created_at__gte=start, created_at__lt=end
+    ).exclude(client_id="")
+
+
+def ai_credits_by_client(
+    *, tenant_id: int, start: datetime, end: datetime, client_ids: list[str] | None = None
+) -> dict[str, int]:
+    """Thousandths of AI credits each client consumed in [start, end), net of refunds (the
+    consumptions' `client_id`), for `client_ids` or every client. One query."""
+    rows = _client_consumption(tenant_id, start, end)
+    if client_ids is not None:
+        rows = rows.filter(client_id__in=client_ids)
+    return dict(
+        rows.values("client_id")
+        .annotate(net=Sum("amount") - Coalesce(Sum("refunded_amount"), 0))
+        .order_by()
+        .values_list("client_id", "net")
+    )
+
+
+def ai_credits_of_client(*, tenant_id: int, start: datetime, end: datetime, outer: str) -> Any:
+    """The same figure as a subquery expression on the client named by `OuterRef(outer)` (0 when it
+    consumed nothing): a page sorts its clients by it."""
+    net = (
+        _client_consumption(tenant_id, start, end)
+        .filter(client_id=OuterRef(outer))
+        .values("client_id")
+        .annotate(net=Sum("amount") - Coalesce(Sum("refunded_amount"), 0))
+        .values("net")
+    )
+    return Coalesce(Subquery(net), 0)

@@ -1075,3 +1075,151 @@ def credits_sweep(*, now: datetime) -> dict[str, int]:
         "credit_holds_expired": holds_expire_due(now=now),
         "credit_low_balance_emails": low_balance_notify_due(now=now),
     }
+
+
+# --- ticket credits (Helpdesk AI: L16 to L18) ---------------------------------------------------
+# A ticket credit is spent whole: one per ticket of a client without an AI license. The cycle's
+# grant is made by `licensing` (asked by billing_portal's subscription sync and the sweeper) with
+# the amount the plan's entitlements give; this ledger makes it once per cycle and spends it.
+
+TICKET_CREDIT = 1000  # thousandths in one ticket credit
+TICKET_FEATURE = "ticket"  # the consumption's feature: one ticket
+
+
+def _cycle_prefix(subscription_id: int, period_start: datetime) -> str:
+    return f"ticket-cycle:{subscription_id}:{int(period_start.timestamp())}:"
+
+
+def ticket_cycle_reference(*, subscription_id: int, period_start: datetime, plan_code: str) -> str:
+    """The grant's reference: one per subscription, cycle (its start) and plan."""
+    return f"{_cycle_prefix(subscription_id, period_start)}{plan_code}"
+
+
+@transaction.atomic
+def ticket_credits_grant_cycle(
+    *,
+    tenant: Tenant,
+    subscription_id: int,
+    plan: Plan,
+    period_start: datetime,
+    period_end: datetime,
+    credits: int,
+    now: datetime | None = None,
+) -> Grant | None:
+    """One billing cycle's ticket credits (L17, L18): `credits` whole ticket credits, valid from the
+    cycle's start until its end, granted once — a second call for the same cycle grants nothing and
+    returns None. A plan change within the cycle tops the cycle up to the new plan's amount (an
+    upgrade, once per plan) and never takes credits back (a downgrade). A cycle that has ended is
+    never granted."""
+    now = now or timezone.now()
+    if credits <= 0 or period_end <= period_start or period_end <= now:
+        return None
+    wallet = _lock_wallet(tenant, Unit.TICKET_CREDIT, create=True)
+    assert wallet is not None
+    reference = ticket_cycle_reference(
+        subscription_id=subscription_id, period_start=period_start, plan_code=plan.code
+    )
+    if Grant.objects.filter(reference=reference).exists():
+        return None
+    granted = (
+        Grant.objects.filter(
+            wallet=wallet,
+            source=Source.TICKET_CYCLE,
+            reference__startswith=_cycle_prefix(subscription_id, period_start),
+        ).aggregate(s=Sum("amount"))["s"]
+        or 0
+    )
+    top_up = credits * TICKET_CREDIT - granted
+    if top_up <= 0:
+        return None
+    label = f"{plan.name} · {period_start:%-d %b %Y} to {period_end:%-d %b %Y}"
+    grant = _create_grant(
+        wallet=wallet,
+        source=Source.TICKET_CYCLE,
+        amount=top_up,
+        valid_from=period_start,
+        expires_at=period_end,
+        reference=reference,
+        now=now,
+        who=SYSTEM,
+        plan=plan,
+        note=label if not granted else f"{label} (plan changed)",
+    )
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="credits.granted",
+        target=grant,
+        target_label=f"{credits_string(top_up)} ticket credits ({label})",
+        data={"source": grant.source, "amount": credits_string(top_up), "reference": reference},
+    )
+    return grant
+
+
+@transaction.atomic
+def ticket_credit_consume(
+    *,
+    tenant: Tenant,
+    idempotency_key: str,
+    client_id: str = "",
+    actor: Who = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """Take one ticket credit for one ticket (L16) from the live ticket-credit grants, soonest
+    expiring first. Idempotent like a consumption: the same key answers the first answer (also
+    while the first is still running: it waits for the wallet lock) and takes nothing again; none
+    left is a 402 insufficient_credits that stores nothing."""
+    wallet = _lock_wallet(tenant, Unit.TICKET_CREDIT)
+    now = now or timezone.now()
+    if wallet is None:
+        raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, 0)
+    first = Consumption.objects.filter(wallet=wallet, idempotency_key=idempotency_key).first()
+    if first is not None:
+        if (first.feature, first.client_id) != (TICKET_FEATURE, client_id):
+            raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
+        return Outcome(first.response, created=False)
+    grants, figures = _grants_and_figures(wallet, now)
+    if figures.available < TICKET_CREDIT:
+        raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, figures.available)
+    drawn = _draw(grants, TICKET_CREDIT)
+    balance = figures.balance - TICKET_CREDIT
+    answer = {
+        "consumed": credits_string(TICKET_CREDIT),
+        "idempotency_key": idempotency_key,
+        "client_id": client_id or None,
+        "balance": credits_string(balance),
+        "remaining": max(0, balance - figures.held) // TICKET_CREDIT,  # whole ticket credits left
+        "created_at": now.isoformat(),
+    }
+    who = _actor_fields(actor)
+    consumption = Consumption.objects.create(
+        wallet=wallet,
+        tenant=tenant,
+        idempotency_key=idempotency_key,
+        feature=TICKET_FEATURE,
+        quantity=1,
+        amount=TICKET_CREDIT,
+        client_id=client_id,
+        created_at=now,
+        response=answer,
+        **who,
+    )
+    for grant, take in drawn:
+        _move(grant.pk, -take)
+    Entry.objects.bulk_create(
+        Entry(
+            wallet=wallet,
+            tenant=tenant,
+            grant_id=grant.pk,
+            kind=Entry.Kind.CONSUME,
+            quantity=-take,
+            feature=TICKET_FEATURE,
+            client_id=client_id,
+            idempotency_key=idempotency_key,
+            consumption=consumption,
+            created_at=now,
+            **who,
+        )
+        for grant, take in drawn
+    )
+    return Outcome(answer, created=True)

@@ -33,10 +33,11 @@ class LimitsOut(Schema):
     ai_licenses: int = Field(description="Helpdesk AI: AI licenses the plan includes.")
     chat_licenses: int = Field(description="Helpdesk AI: Chat licenses the plan includes.")
     ticket_credits_per_license: int = Field(
-        description="Helpdesk AI: ticket credits each AI license brings every cycle."
+        description="Helpdesk AI: ticket credits each license (AI or Chat) brings every cycle."
     )
     ticket_credits: int = Field(
-        description="Helpdesk AI: ticket credits granted each cycle (ai_licenses times ticket_credits_per_license)."
+        description="Helpdesk AI: ticket credits granted each cycle ((ai_licenses + chat_licenses) times "
+        "ticket_credits_per_license)."
     )
     unlimited_ai: bool = Field(
         description="Helpdesk AI: every ticket gets AI, without spending ticket credits."
