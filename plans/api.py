@@ -126,7 +126,8 @@ class AdmissionOut(Schema):
     plan_code: str | None = Field(description="Code of the current plan; null without one.")
     details: dict[str, Any] = Field(
         description="The product's own figures behind the answer (AI Agents: `billable_sessions`, "
-        "`session_limit`, `limit_source`)."
+        "`session_limit`, `limit_source`; Helpdesk AI: `ai_licenses`, `ai_licenses_used`, `chat_licenses`, "
+        "`chat_licenses_used`, `ticket_credits_remaining`, `unlimited_ai`)."
     )
 
 
