@@ -156,7 +156,7 @@ CLIENT_EXAMPLE = {
     "updated_at": "2026-06-01T08:30:00Z",
 }
 UNKNOWN = ErrorCase(
-    404, "unknown_client", "No client has the id contoso.", "No client of the key's tenant has this id."
+    404, "unknown_client", rules.MSG_UNKNOWN_CLIENT, "No client of the key's tenant has this id."
 )
 BAD_ID = ErrorCase(
     422,
@@ -214,7 +214,7 @@ def _find(tenant: Tenant, client_id: str) -> Client:
     external_id = rules.clean_external_id(client_id)
     client = selectors.client_by_external_id(tenant=tenant, external_id=external_id)
     if client is None:
-        raise BusinessError("unknown_client", f"No client has the id {external_id}.", status=404)
+        raise BusinessError("unknown_client", rules.MSG_UNKNOWN_CLIENT, status=404)
     return client
 
 

@@ -1,12 +1,14 @@
 """What licensing adds to the shared registries, from LicensingConfig.ready: the Helpdesk AI
-admission check (plans.admission) and the Activity page's sentences."""
+admission check (plans.admission), the sidebar entry of the Plans & Licenses page and the Activity
+page's sentences."""
 
 from __future__ import annotations
 
 from licensing.rules import PRODUCT
 from licensing.selectors import admission_check
 from plans import admission
-from tenants import audit
+from tenants import audit, navigation
+from tenants.access import ALL_ROLES
 from tenants.models import AuditEvent
 
 
@@ -56,3 +58,6 @@ LABELS = {
 def register() -> None:
     audit.register_sentences(SENTENCES, labels=LABELS)
     admission.register(PRODUCT, admission_check)
+    navigation.register(
+        navigation.NavItem("Plans & Licenses", "plans_and_licenses", ALL_ROLES, order=15, icon="key"),
+    )

@@ -19,6 +19,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ID = re.compile(r"^[^\x00-\x1f\x7f/]+$")
 
 STATUSES = {choice.value for choice in Client.Status}
+MSG_UNKNOWN_CLIENT = "No client has this client_id."
 KIND_LABEL = {LicenseKind.AI: "AI", LicenseKind.CHAT: "Chat"}
 
 

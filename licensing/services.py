@@ -20,8 +20,8 @@ from django.utils import timezone
 from credits import selectors as credit_selectors
 from credits import services as credit_services
 from credits.models import Grant
-from licensing import rules
-from licensing.models import Client, LicenseKind, LicensePool, Ticket
+from licensing import imports, rules
+from licensing.models import Client, ClientImport, LicenseKind, LicensePool, Ticket
 from licensing.rules import KIND_LABEL, PRODUCT, ClientFields
 from plans.models import Plan, Subscription
 from plans.selectors import ProductEntitlement, entitlements
@@ -316,7 +316,7 @@ def _lookup(tenant: Tenant, client_id: str, ticket_id: str) -> tuple[_Found, dic
         cursor.execute(_LOOKUP_SQL, [ticket_id, tenant.pk, client_id])
         row = cursor.fetchone()
     if row is None:
-        raise BusinessError("unknown_client", f"No client has the id {client_id}.", status=404)
+        raise BusinessError("unknown_client", rules.MSG_UNKNOWN_CLIENT, status=404)
     pk, name, status, ai_license, answer = row
     found = _Found(pk, name, status == Client.Status.ACTIVE, bool(ai_license))
     return found, (_loads(answer) if answer is not None else None)
@@ -490,3 +490,181 @@ __all__: Sequence[str] = (
     "ticket_credits_refresh",
     "ticket_qualify",
 )
+
+
+# --- CSV imports -------------------------------------------------------------------------------------
+
+# Files up to this many rows are checked and applied in the request; larger ones by a Celery task,
+# with the progress on the page.
+IMPORT_INLINE_ROWS = 1000
+CHUNK = 1000
+
+
+def _data_rows(text: str) -> int:
+    """About how many rows a file has (its lines less the header), to choose inline or a task."""
+    return max(0, text.count("\n") - 1)
+
+
+@transaction.atomic
+def client_import_create(*, tenant: Tenant, filename: str, content: str, actor: User) -> ClientImport:
+    """Keep an uploaded file, to be checked (in the request when small, else by a task)."""
+    found = ClientImport.objects.create(
+        tenant=tenant, created_by=actor, filename=filename[:200], content=content, total=_data_rows(content)
+    )
+    if found.total > IMPORT_INLINE_ROWS:
+        from licensing.tasks import check_client_import
+
+        transaction.on_commit(lambda: check_client_import.delay(found.pk))
+    return found
+
+
+def _compare(tenant: Tenant, rows: Sequence[imports.Row]) -> tuple[int, int, int]:
+    """(new, updated, unchanged) of the rows against the tenant's clients."""
+    new = updated = 0
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        existing = {
+            c.external_id: c
+            for c in Client.objects.filter(
+                tenant=tenant, external_id__in=[r.external_id for r in chunk]
+            ).only("external_id", *FIELDS)
+        }
+        for row in chunk:
+            client = existing.get(row.external_id)
+            if client is None:
+                new += 1
+            elif _changes(client, row.fields):
+                updated += 1
+    return new, updated, len(rows) - new - updated
+
+
+def client_import_check(*, import_id: int) -> ClientImport:
+    """Check every row of the file (the task's first step, or inline for a small file): the errors
+    with their line numbers, and how many clients it would add, change and leave as they are. Its
+    progress is committed as it goes (it writes nothing else), so the page can show it."""
+    found = ClientImport.objects.get(pk=import_id)
+    if found.status != ClientImport.Status.CHECKING:
+        return found
+
+    def progress(done: int) -> None:
+        ClientImport.objects.filter(pk=import_id).update(processed=done)
+
+    checked = imports.check(found.content, progress=progress if found.total > IMPORT_INLINE_ROWS else None)
+    new, updated, unchanged = (0, 0, 0) if checked.error_count else _compare(found.tenant, checked.rows)
+    ClientImport.objects.filter(pk=import_id, status=ClientImport.Status.CHECKING).update(
+        status=ClientImport.Status.INVALID if checked.error_count else ClientImport.Status.READY,
+        total=checked.total,
+        processed=checked.total,
+        errors=checked.errors,
+        error_count=checked.error_count,
+        new=new,
+        updated=updated,
+        unchanged=unchanged,
+        finished_at=timezone.now(),
+    )
+    found.refresh_from_db()
+    return found
+
+
+MSG_IMPORT_NOT_READY = "This file cannot be imported: it has errors, or it was imported already."
+
+
+@transaction.atomic
+def client_import_start(*, tenant: Tenant, import_id: int, actor: User) -> ClientImport:
+    """Import (the preview's button, admins): a small file is applied now; a large one is handed to
+    a task and the page shows its progress. A second click finds it importing or imported."""
+    found = ClientImport.objects.select_for_update().filter(tenant=tenant, pk=import_id).first()
+    if found is None:
+        raise BusinessError("not_found", "No import has this id.", status=404)
+    if found.status in (ClientImport.Status.APPLYING, ClientImport.Status.APPLIED):
+        return found
+    if found.status not in (ClientImport.Status.READY, ClientImport.Status.FAILED):
+        raise BusinessError("import_not_ready", MSG_IMPORT_NOT_READY, status=409)
+    found.status = ClientImport.Status.APPLYING
+    found.processed = 0
+    found.save(update_fields=["status", "processed"])
+    if found.total > IMPORT_INLINE_ROWS:
+        from licensing.tasks import apply_client_import
+
+        transaction.on_commit(lambda: apply_client_import.delay(found.pk, actor.pk))
+        return found
+    return client_import_apply(import_id=found.pk, actor=actor)
+
+
+@transaction.atomic
+def client_import_apply(*, import_id: int, actor: User | None, now: datetime | None = None) -> ClientImport:
+    """Apply a checked file as a whole, in one transaction: every row becomes a new client or
+    changes one, or — should anything fail — nothing does (nothing is half imported). Audited once,
+    with the counts."""
+    now = now or timezone.now()
+    found = ClientImport.objects.select_for_update().select_related("tenant").get(pk=import_id)
+    if found.status != ClientImport.Status.APPLYING:
+        return found
+    tenant = found.tenant
+    checked = imports.check(found.content)
+    if checked.error_count:  # checked before; only a changed rule could get here
+        found.status = ClientImport.Status.INVALID
+        found.errors, found.error_count = checked.errors, checked.error_count
+        found.save(update_fields=["status", "errors", "error_count"])
+        return found
+    new = updated = 0
+    for start in range(0, len(checked.rows), CHUNK):
+        chunk = checked.rows[start : start + CHUNK]
+        existing = {
+            c.external_id: c
+            for c in Client.objects.select_for_update().filter(
+                tenant=tenant, external_id__in=[r.external_id for r in chunk]
+            )
+        }
+        changed: list[Client] = []
+        created: list[Client] = []
+        for row in chunk:
+            client = existing.get(row.external_id)
+            if client is None:
+                created.append(
+                    Client(
+                        tenant=tenant,
+                        external_id=row.external_id,
+                        created_at=now,
+                        updated_at=now,
+                        **vars(row.fields),
+                    )
+                )
+            elif _changes(client, row.fields):
+                for name in FIELDS:
+                    setattr(client, name, getattr(row.fields, name))
+                client.updated_at = now
+                changed.append(client)
+        # A client the API added meanwhile is updated rather than refused.
+        Client.objects.bulk_create(
+            created,
+            update_conflicts=True,
+            unique_fields=["tenant", "external_id"],
+            update_fields=[*FIELDS, "updated_at"],
+        )
+        Client.objects.bulk_update(changed, [*FIELDS, "updated_at"])
+        new, updated = new + len(created), updated + len(changed)
+    found.status = ClientImport.Status.APPLIED
+    found.processed = checked.total
+    found.new, found.updated, found.unchanged = new, updated, len(checked.rows) - new - updated
+    found.finished_at = now
+    found.save(update_fields=["status", "processed", "new", "updated", "unchanged", "finished_at"])
+    audit(
+        tenant=tenant,
+        actor=actor or SYSTEM,
+        action="clients.imported",
+        target=found,
+        target_label=found.filename or "a CSV file",
+        data={"new": new, "updated": updated, "unchanged": found.unchanged},
+    )
+    return found
+
+
+def client_import_failed(*, import_id: int, error: str) -> None:
+    """The task's apply raised (its transaction rolled back: nothing was imported): say so, so an
+    admin may try again."""
+    ClientImport.objects.filter(pk=import_id, status=ClientImport.Status.APPLYING).update(
+        status=ClientImport.Status.FAILED,
+        errors=[{"line": 0, "message": f"The import failed and nothing was imported: {error[:300]}"}],
+        finished_at=timezone.now(),
+    )

@@ -168,11 +168,11 @@ def test_get_one_client_with_its_licenses(api, essentials):
 
 def test_an_unknown_client_is_a_404(api, other_tenant):
     ClientFactory(tenant=other_tenant, external_id="theirs")
-    assert error(api.get("/clients/theirs")) == (404, "unknown_client", "No client has the id theirs.")
+    assert error(api.get("/clients/theirs")) == (404, "unknown_client", "No client has this client_id.")
     assert error(api.put("/clients/theirs/licenses/ai")) == (
         404,
         "unknown_client",
-        "No client has the id theirs.",
+        "No client has this client_id.",
     )
     assert error(api.delete("/clients/theirs/licenses/chat"))[:2] == (404, "unknown_client")
 
@@ -324,7 +324,7 @@ def test_a_ticket_of_an_unknown_client_is_a_404(api):
     assert error(api.post("/tickets", {"ticket_id": "HD-1", "client_id": "nobody"})) == (
         404,
         "unknown_client",
-        "No client has the id nobody.",
+        "No client has this client_id.",
     )
     assert not Ticket.objects.exists()
 

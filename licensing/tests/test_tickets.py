@@ -145,7 +145,7 @@ def test_an_unknown_client_is_a_404_and_changes_nothing(essentials):
     assert (caught.value.code, caught.value.status, caught.value.message) == (
         "unknown_client",
         404,
-        "No client has the id nobody.",
+        "No client has this client_id.",
     )
     assert not Consumption.objects.exists()
 

@@ -15,10 +15,16 @@
   }
 
   // A dialog opens when htmx swaps content into it (the links that fill it also work as plain
-  // links to a full page).
+  // links to a full page), and closes when an answer leaves it empty (the action is done and its
+  // results were swapped in elsewhere, out of band).
   document.addEventListener("htmx:afterSwap", function (event) {
     var dialog = event.target.closest && event.target.closest("dialog");
-    if (dialog && !dialog.open) dialog.showModal();
+    if (!dialog) return;
+    if (!event.target.innerHTML.trim()) {
+      if (dialog.open) dialog.close();
+    } else if (!dialog.open) {
+      dialog.showModal();
+    }
   });
 
   document.addEventListener("click", function (event) {
