@@ -530,3 +530,63 @@ def test_the_period_of_ai_credits_used_is_the_billing_period(essentials, admin, 
         tenant=essentials, feature="smart_response", quantity=2, idempotency_key="now", client_id="contoso"
     )
     assert by_testid(client_for(admin).get(PAGE), "ai-credits-used") == ["2 credits"]
+
+
+# --- Add client / Edit client -------------------------------------------------------------------------
+
+
+def test_add_client_in_the_dialog_then_a_duplicate_id_is_refused_on_its_field(essentials, admin, client_for):
+    client = client_for(admin)
+    dialog = client.get(f"{PAGE}clients/new/", {"next": f"{PAGE}?q=c"}, HTTP_HX_TARGET="dialog-body", **HTMX)
+    assert (
+        dialog.content.decode()
+        .lstrip()
+        .startswith('<form method="post" action="/t/acme/licenses/clients/new/"')
+    )
+
+    fields = {
+        "external_id": " 1001 ",
+        "name": " Contoso  Ltd ",
+        "status": "active",
+        "company_type": "Customer",
+        "next": f"{PAGE}?q=c",
+    }
+    created = client.post(f"{PAGE}clients/new/", fields)
+    again = client.post(f"{PAGE}clients/new/", fields | {"name": "Other"})
+
+    assert (created.status_code, created["Location"]) == (302, f"{PAGE}?q=c")
+    assert list(Client.objects.values_list("external_id", "name", "company_type", "agreement_type")) == [
+        ("1001", "Contoso Ltd", "Customer", "")
+    ]
+    assert again.status_code == 422
+    assert "A client with the id 1001 already exists." in text(again)
+    assert AuditEvent.objects.filter(tenant=essentials, action="client.created").count() == 1
+
+
+def test_edit_client_changes_its_fields_but_never_its_id(essentials, admin, client_for):
+    contoso = ClientFactory(tenant=essentials, external_id="1001", name="Contoso")
+    client = client_for(admin)
+
+    done = client.post(
+        f"{PAGE}clients/{contoso.pk}/edit/",
+        {
+            "external_id": "hijack",
+            "name": "Contoso Group",
+            "status": "inactive",
+            "agreement_type": "Break-fix",
+        },
+    )
+
+    assert done.status_code == 302
+    contoso.refresh_from_db()
+    assert (contoso.external_id, contoso.name, contoso.status, contoso.agreement_type) == (
+        "1001",
+        "Contoso Group",
+        "inactive",
+        "Break-fix",
+    )
+    event = AuditEvent.objects.get(tenant=essentials, action="client.updated")
+    assert event.data == {"fields": "name, status, company type, agreement type"}
+    bad = client.post(f"{PAGE}clients/{contoso.pk}/edit/", {"name": "", "status": "asleep"})
+    assert bad.status_code == 422
+    assert "This field is required." in text(bad)
