@@ -80,7 +80,11 @@ def demo_partner(
     for n, client in enumerate([*licensed[:7], *walk_ins]):
         try:
             services.ticket_qualify(
-                tenant=tenant, ticket_id=f"HD-{20500 + n}", client_id=client.external_id, actor=api_key, now=now
+                tenant=tenant,
+                ticket_id=f"HD-{20500 + n}",
+                client_id=client.external_id,
+                actor=api_key,
+                now=now,
             )
         except BusinessError:
             break

@@ -348,13 +348,16 @@ def export_rows(*, tenant: Tenant, filters: ClientFilters, ent: ProductEntitleme
 
 
 def pick_candidates(
-    *, tenant: Tenant, q: str = "", kind: str = LicenseKind.AI, limit: int = 50
+    *, tenant: Tenant, q: str = "", kind: str = LicenseKind.AI, ids: list[int] | None = None, limit: int = 50
 ) -> list[Client]:
-    """Active clients without a license of `kind` matching `q`, by name: the Assign picker's list."""
+    """Active clients without a license of `kind` matching `q` (or among `ids`), by name: the
+    Assign picker's list."""
     field_name = "ai_license_since" if kind == LicenseKind.AI else "chat_license_since"
     rows = Client.objects.filter(
         tenant=tenant, status=Client.Status.ACTIVE, **{f"{field_name}__isnull": True}
     )
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
     if q:
         rows = rows.filter(Q(name__icontains=q) | Q(external_id__iexact=q))
     return list(rows.order_by("name", "pk")[:limit])
