@@ -45,6 +45,8 @@ SERVER_ENV = {
     "LOG_LEVEL": "WARNING",
     "AXES_ENABLED": "false",
     "DATABASE_CONN_MAX_AGE": "600",
+    # Pages need their static files collected (DEBUG off: the manifest names them).
+    "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
 }
 
 
@@ -80,6 +82,7 @@ def _seed(ctx: dict) -> None:
     from tenants.services import api_key_create
 
     call_command("migrate", verbosity=0, interactive=False)
+    call_command("collectstatic", verbosity=0, interactive=False)
     now = timezone.now()
     scale = Plan.objects.get(code="agents-scale")
     Plan.objects.filter(pk=scale.pk).update(
@@ -161,6 +164,20 @@ def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str) -> dict:
     return _parse(out)
 
 
+def _probe(scenario) -> list[str]:
+    """A page answers itself (200 with its text), not a redirect to the login page."""
+    request = urllib.request.Request(f"http://127.0.0.1:{PORT}{scenario.path}", headers={"Cookie": scenario.cookie})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 (our own server)
+            body = r.read().decode()
+            status, final = r.status, r.geturl()
+    except OSError as exc:
+        return [f"{scenario.name}: {exc}"]
+    if status != 200 or scenario.expect not in body or final != f"http://127.0.0.1:{PORT}{scenario.path}":
+        return [f"{scenario.name}: answered {status} at {final} without {scenario.expect!r}"]
+    return []
+
+
 def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
@@ -206,6 +223,11 @@ def main() -> int:
         # The machine is shared: each endpoint is measured right after its own /healthz run and
         # compared with it, so a change of load between endpoints does not skew the ratios.
         health = SCENARIOS[0]
+        for scenario in SCENARIOS:
+            if scenario.expect:
+                problems += _probe(scenario)
+        if problems:
+            raise SystemExit("PROBLEMS:\n  " + "\n  ".join(problems))
         for i, scenario in enumerate(SCENARIOS):
             key = HOT_KEY if scenario.auth else ""
             _wrk(
@@ -247,6 +269,7 @@ def main() -> int:
     print(
         f"Sessions admitted in the run: {ctx.get('admitted', 0)}; at the limit: exactly {LIMITED_LIMIT} expected."
     )
+    print(f"Tickets that took a ticket credit in the run: {ctx.get('tickets', 0)} (one consumption each).")
     if problems:
         print("PROBLEMS:\n  " + "\n  ".join(problems))
         return 1

@@ -21,6 +21,10 @@ class Scenario:
     auth: bool = True
     seed: Callable[[Context], None] | None = None
     check: Callable[[Context], list[str]] = field(default=lambda ctx: [])
+    # A page: the cookie wrk sends, and a text its answer must hold (checked once before the run,
+    # so a redirect to the login page is never measured as the page).
+    cookie: str = ""
+    expect: str = ""
 
 
 # --- sessions_billing --------------------------------------------------------------------------
@@ -101,6 +105,111 @@ end
 """
 
 
+# --- licensing ------------------------------------------------------------------------------------
+
+PARTNER_CLIENTS = 10_000  # the hot tenant's client companies (issue 10: the page works for 10,000)
+UNLICENSED = 1_000  # the tickets' clients: none holds an AI license, so each ticket takes a credit
+TICKET_CREDITS = 10_000_000  # far more than a run consumes (a staff adjustment)
+PAGE_SESSION = "benchpartneradminsession0000000000000000"  # the admin's session cookie (seeded)
+
+
+def _seed_partner(ctx: Context) -> None:
+    """The hot tenant is also an MSP partner on AI Essentials: 10,000 clients (10 with an AI
+    license), ten million ticket credits, and an admin signed in (a session row with a known key)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.utils import timezone
+
+    from credits import services as credit_services
+    from credits.models import Source, Unit
+    from licensing.models import Client
+    from plans.models import Plan, Subscription
+    from tenants.models import Membership, Role, User
+
+    tenant = ctx["tenant"]
+    now = timezone.now()
+    essentials = Plan.objects.get(code="helpdesk-essentials")
+    Subscription.objects.create(
+        tenant=tenant,
+        product=essentials.product,
+        plan=essentials,
+        state=Subscription.State.ACTIVE,
+        current_period_start=now - timedelta(days=1),
+        current_period_end=now + timedelta(days=29),
+        gateway_subscription_id="sub_bench_helpdesk",
+    )
+    kinds = ["Customer"] * 8 + ["Prospect", "Partner"]
+    agreements = ["Managed services", "Break-fix", "Block hours", "Project"]
+    Client.objects.bulk_create(
+        Client(
+            tenant=tenant,
+            external_id=f"client-{i:05d}",
+            name=f"Client company {i:05d}",
+            status="inactive" if i % 9 == 8 else "active",
+            company_type=kinds[i % len(kinds)],
+            agreement_type=agreements[i % len(agreements)],
+            ai_license_since=now if i >= PARTNER_CLIENTS - 10 else None,
+            created_at=now,
+            updated_at=now,
+        )
+        for i in range(PARTNER_CLIENTS)
+    )
+    Client.objects.filter(tenant=tenant, external_id__lt=f"client-{UNLICENSED:05d}").update(status="active")
+    credit_services.credits_grant(
+        tenant=tenant,
+        unit=Unit.TICKET_CREDIT,
+        source=Source.STAFF_ADJUSTMENT,
+        amount=TICKET_CREDITS * 1000,
+        expires_at=None,
+        note="bench",
+    )
+    admin = User.objects.create_user("bench-admin@bench.test", "bench-password-not-secret")
+    Membership.objects.create(tenant=tenant, user=admin, role=Role.ADMIN)
+    session = SessionStore(session_key=PAGE_SESSION)
+    session[SESSION_KEY] = str(admin.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = admin.get_session_auth_hash()
+    session.save(must_create=True)
+    ctx["partner_session"] = (settings.SESSION_COOKIE_NAME, PAGE_SESSION)
+
+
+def _check_tickets(ctx: Context) -> list[str]:
+    from credits.models import Consumption, Unit
+    from credits.selectors import ticket_credits
+    from licensing.models import Ticket
+
+    tenant = ctx["tenant"]
+    tickets = Ticket.objects.filter(tenant=tenant, via="ticket_credit").count()
+    spent = Consumption.objects.filter(tenant=tenant, wallet__unit=Unit.TICKET_CREDIT).count()
+    left = ticket_credits(tenant_id=tenant.pk).balance
+    ctx["tickets"] = tickets
+    problems = []
+    if not tickets == spent == (TICKET_CREDITS * 1000 - left) // 1000:
+        problems.append(f"tickets disagree with the ledger: {tickets} tickets, {spent} consumptions, {left} left")
+    return problems
+
+
+PAGE_LUA = f"""
+wrk.headers["Cookie"] = "sessionid={PAGE_SESSION}"
+"""
+
+TICKET = f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+function setup(thread) thread:set("tid", tostring(math.random(1, 1e9))) end
+function init(args) prefix = (args[1] or "run") .. "-" .. tid end
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil,
+    '{{"ticket_id":"' .. prefix .. "-" .. n .. '","client_id":"client-' .. string.format("%05d", n % {UNLICENSED}) .. '"}}')
+end
+"""
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("GET /healthz", "/healthz", auth=False),
     Scenario("GET /api/v1/entitlements", "/api/v1/entitlements"),
@@ -115,6 +224,29 @@ SCENARIOS: list[Scenario] = [
         "POST /api/v1/sessions/{id}/events", "/api/v1/sessions/ev-0/events", lua=EVENT, seed=_seed_events
     ),
     Scenario("GET /api/v1/usage", "/api/v1/usage"),
+    Scenario(
+        "POST /api/v1/tickets (unlicensed clients)",
+        "/api/v1/tickets",
+        lua=TICKET,
+        seed=_seed_partner,
+        check=_check_tickets,
+    ),
+    Scenario(
+        "GET Manage Licenses (10,000 clients)",
+        "/t/hot/licenses/",
+        lua=PAGE_LUA,
+        auth=False,
+        cookie=f"sessionid={PAGE_SESSION}",
+        expect="10,000 clients",
+    ),
+    Scenario(
+        "GET Manage Licenses (search, filters, sort)",
+        "/t/hot/licenses/?q=company+04&status=active&agreement_type=Break-fix&license=no_ai&sort=-name&page=2",
+        lua=PAGE_LUA,
+        auth=False,
+        cookie=f"sessionid={PAGE_SESSION}",
+        expect="clients match the filters",
+    ),
 ]
 
 # Run once more against a tenant whose limit is reached during the run: every refusal is a 402
