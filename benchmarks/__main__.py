@@ -139,7 +139,7 @@ def _server() -> subprocess.Popen:
     raise SystemExit("gunicorn did not answer /healthz")
 
 
-def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str) -> dict:
+def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str, connections: int = CONNECTIONS) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua or "")
         if key:
@@ -147,9 +147,11 @@ def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str) -> dict:
     cmd = [
         "wrk",
         "-t",
-        "2",
+        str(min(2, connections)),
         "-c",
-        str(CONNECTIONS),
+        str(connections),
+        "--timeout",
+        "10s",
         "-d",
         f"{seconds}s",
         "--latency",
@@ -230,11 +232,10 @@ def main() -> int:
             raise SystemExit("PROBLEMS:\n  " + "\n  ".join(problems))
         for i, scenario in enumerate(SCENARIOS):
             key = HOT_KEY if scenario.auth else ""
-            _wrk(
-                scenario.path, scenario.lua, key, 2, f"warm{i}"
-            )  # warm-up (connections, prepared statements)
+            conns = scenario.connections or CONNECTIONS
+            _wrk(scenario.path, scenario.lua, key, 2, f"warm{i}", conns)  # connections, prepared statements
             beside = _wrk(health.path, "", "", max(3, DURATION // 2), f"health{i}")
-            result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}")
+            result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}", conns) | {"connections": conns}
             rows.append((scenario.name, result | {"healthz": beside["rps"]}))
             print(
                 f"  {scenario.name}: {result['rps']:.0f} req/s (/healthz just before: {beside['rps']:.0f})",

@@ -10,13 +10,15 @@ Quantities are integer thousandths of a unit (`plans.money.CREDIT` = 1000 = one 
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -1156,7 +1158,47 @@ def ticket_credits_grant_cycle(
     return grant
 
 
-@transaction.atomic
+@functools.cache
+def _ticket_state_sql() -> str:
+    grant, consumption, hold = Grant._meta.db_table, Consumption._meta.db_table, Hold._meta.db_table
+    return (
+        "SELECT g.id, g.source, g.remaining, k.response, k.feature, k.client_id, "  # noqa: S608
+        f"(SELECT COALESCE(SUM(h.amount), 0) FROM {hold} h "
+        "WHERE h.wallet_id = x.wid AND h.status = 'held' AND h.expires_at > %s) "
+        "FROM (SELECT %s AS wid) x "
+        f"LEFT JOIN {consumption} k ON k.wallet_id = x.wid AND k.idempotency_key = %s "
+        f"LEFT JOIN {grant} g ON g.wallet_id = x.wid AND g.remaining > 0 "
+        "AND g.valid_from <= %s AND (g.expires_at IS NULL OR g.expires_at > %s) "
+        # DRAW_ORDER: priority, soonest expiring first (never expiring last), oldest, id
+        "ORDER BY g.priority, g.expires_at IS NULL, g.expires_at, g.valid_from, g.id"
+    )
+
+
+def _ticket_state(
+    wallet: Wallet, key: str, now: datetime
+) -> tuple[dict[str, Any] | None, list[LiveGrant], Figures]:
+    """Under the wallet lock, in one statement (the ticket hot path): the consumption this key
+    already names (its answer), the live grants in draw order, and what open holds reserve."""
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(_ticket_state_sql(), [at, wallet.pk, key, at, at])
+        rows = cursor.fetchall()
+    first = None
+    if rows and rows[0][3] is not None:
+        response = rows[0][3]
+        first = {
+            "response": json.loads(response) if isinstance(response, str) else response,
+            "feature": rows[0][4],
+            "client_id": rows[0][5],
+        }
+    grants = [LiveGrant(pk, source, remaining) for pk, source, remaining, *_ in rows if pk is not None]
+    held = int(rows[0][6]) if rows else 0
+    return first, grants, Figures(balance=sum(g.remaining for g in grants), held=held)
+
+
+# savepoint=False: inside a caller's transaction (licensing keeps the ticket's answer in the same
+# one) a refusal rolls the caller back too, and the hot path saves a SAVEPOINT and its RELEASE.
+@transaction.atomic(savepoint=False)
 def ticket_credit_consume(
     *,
     tenant: Tenant,
@@ -1173,12 +1215,11 @@ def ticket_credit_consume(
     now = now or timezone.now()
     if wallet is None:
         raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, 0)
-    first = Consumption.objects.filter(wallet=wallet, idempotency_key=idempotency_key).first()
+    first, grants, figures = _ticket_state(wallet, idempotency_key, now)
     if first is not None:
-        if (first.feature, first.client_id) != (TICKET_FEATURE, client_id):
+        if (first["feature"], first["client_id"]) != (TICKET_FEATURE, client_id):
             raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
-        return Outcome(first.response, created=False)
-    grants, figures = _grants_and_figures(wallet, now)
+        return Outcome(first["response"], created=False)
     if figures.available < TICKET_CREDIT:
         raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, figures.available)
     drawn = _draw(grants, TICKET_CREDIT)
