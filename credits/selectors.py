@@ -4,12 +4,14 @@ Figures are integer thousandths; `plans.money.credits_string` turns them into "4
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -547,20 +549,28 @@ class TicketCredits:
         return self.balance // CREDIT
 
 
-def ticket_credits(*, tenant_id: int, now: datetime | None = None) -> TicketCredits:
-    """In one query."""
-    now = now or timezone.now()
-    live = live_q(now)
-    cycle = live & Q(source=Source.TICKET_CYCLE)
-    row = Grant.objects.filter(tenant_id=tenant_id, wallet__unit=Unit.TICKET_CREDIT).aggregate(
-        balance=Sum("remaining", filter=live),
-        cycle_amount=Sum("amount", filter=cycle),
-        cycle_remaining=Sum("remaining", filter=cycle),
+@functools.cache
+def _ticket_credits_sql() -> str:
+    grant, wallet = Grant._meta.db_table, Wallet._meta.db_table
+    cycle = f"g.source = '{Source.TICKET_CYCLE.value}'"
+    return (
+        f"SELECT SUM(g.remaining), SUM(CASE WHEN {cycle} THEN g.amount ELSE 0 END), "  # noqa: S608
+        f"SUM(CASE WHEN {cycle} THEN g.remaining ELSE 0 END) FROM {grant} g "
+        f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %s AND w.unit = "
+        f"'{Unit.TICKET_CREDIT.value}') AND g.valid_from <= %s AND (g.expires_at IS NULL OR g.expires_at > %s)"
     )
+
+
+def ticket_credits(*, tenant_id: int, now: datetime | None = None) -> TicketCredits:
+    """In one plain query (the ticket API answers with it: the ORM's compilation stays off it)."""
+    at = connection.ops.adapt_datetimefield_value(now or timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_ticket_credits_sql(), [tenant_id, at, at])
+        balance, cycle_amount, cycle_remaining = cursor.fetchone()
     return TicketCredits(
-        cycle_amount=row["cycle_amount"] or 0,
-        cycle_remaining=row["cycle_remaining"] or 0,
-        balance=row["balance"] or 0,
+        cycle_amount=int(cycle_amount or 0),
+        cycle_remaining=int(cycle_remaining or 0),
+        balance=int(balance or 0),
     )
 
 

@@ -1158,6 +1158,90 @@ def ticket_credits_grant_cycle(
     return grant
 
 
+# The ticket hot path in plain statements (DESIGN "The hot path": the ORM's SQL compilation stays
+# off it): the same rows credits_consume writes, one wallet lock, one read, then the writes.
+_ACTOR_COLUMNS = "actor_type, actor_user_id, actor_api_key_id, actor_label"
+
+
+@functools.cache
+def _ticket_sql() -> dict[str, str]:
+    wallet, consumption, entry, grant = (
+        Wallet._meta.db_table,
+        Consumption._meta.db_table,
+        Entry._meta.db_table,
+        Grant._meta.db_table,
+    )
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return {
+        "lock": f"SELECT id FROM {wallet} WHERE tenant_id = %s AND unit = '{Unit.TICKET_CREDIT.value}'{lock}",  # noqa: S608
+        "consumption": (
+            f"INSERT INTO {consumption} ({_ACTOR_COLUMNS}, wallet_id, tenant_id, idempotency_key, feature, "  # noqa: S608
+            "quantity, amount, client_id, created_at, response) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+        ),
+        "move": f"UPDATE {grant} SET remaining = remaining - %s WHERE id = %s",  # noqa: S608
+        "entry": (
+            f"INSERT INTO {entry} ({_ACTOR_COLUMNS}, wallet_id, tenant_id, grant_id, kind, quantity, feature, "  # noqa: S608
+            "client_id, idempotency_key, consumption_id, note, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        ),
+    }
+
+
+def _lock_ticket_wallet(tenant_id: int) -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_ticket_sql()["lock"], [tenant_id])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _write_ticket_consumption(
+    *,
+    tenant_id: int,
+    wallet_id: int,
+    key: str,
+    client_id: str,
+    drawn: list[tuple[LiveGrant, int]],
+    answer: dict[str, Any],
+    who: dict[str, Any],
+    now: datetime,
+) -> None:
+    sql = _ticket_sql()
+    actor = [
+        who["actor_type"],
+        who["actor_user"].pk if who["actor_user"] is not None else None,
+        who["actor_api_key"].pk if who["actor_api_key"] is not None else None,
+        who["actor_label"],
+    ]
+    at = connection.ops.adapt_datetimefield_value(now)
+    response = Consumption._meta.get_field("response").get_db_prep_save(answer, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql["consumption"],
+            [*actor, wallet_id, tenant_id, key, TICKET_FEATURE, 1, TICKET_CREDIT, client_id, at, response],
+        )
+        consumption_id = cursor.fetchone()[0]
+        for grant, take in drawn:
+            cursor.execute(sql["move"], [take, grant.pk])
+            cursor.execute(
+                sql["entry"],
+                [
+                    *actor,
+                    wallet_id,
+                    tenant_id,
+                    grant.pk,
+                    Entry.Kind.CONSUME.value,
+                    -take,
+                    TICKET_FEATURE,
+                    client_id,
+                    key,
+                    consumption_id,
+                    "",
+                    at,
+                ],
+            )
+
+
 @functools.cache
 def _ticket_state_sql() -> str:
     grant, consumption, hold = Grant._meta.db_table, Consumption._meta.db_table, Hold._meta.db_table
@@ -1175,13 +1259,13 @@ def _ticket_state_sql() -> str:
 
 
 def _ticket_state(
-    wallet: Wallet, key: str, now: datetime
+    wallet_id: int, key: str, now: datetime
 ) -> tuple[dict[str, Any] | None, list[LiveGrant], Figures]:
     """Under the wallet lock, in one statement (the ticket hot path): the consumption this key
     already names (its answer), the live grants in draw order, and what open holds reserve."""
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
-        cursor.execute(_ticket_state_sql(), [at, wallet.pk, key, at, at])
+        cursor.execute(_ticket_state_sql(), [at, wallet_id, key, at, at])
         rows = cursor.fetchall()
     first = None
     if rows and rows[0][3] is not None:
@@ -1211,11 +1295,11 @@ def ticket_credit_consume(
     expiring first. Idempotent like a consumption: the same key answers the first answer (also
     while the first is still running: it waits for the wallet lock) and takes nothing again; none
     left is a 402 insufficient_credits that stores nothing."""
-    wallet = _lock_wallet(tenant, Unit.TICKET_CREDIT)
     now = now or timezone.now()
-    if wallet is None:
+    wallet_id = _lock_ticket_wallet(tenant.pk)
+    if wallet_id is None:
         raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, 0)
-    first, grants, figures = _ticket_state(wallet, idempotency_key, now)
+    first, grants, figures = _ticket_state(wallet_id, idempotency_key, now)
     if first is not None:
         if (first["feature"], first["client_id"]) != (TICKET_FEATURE, client_id):
             raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
@@ -1232,35 +1316,14 @@ def ticket_credit_consume(
         "remaining": max(0, balance - figures.held) // TICKET_CREDIT,  # whole ticket credits left
         "created_at": now.isoformat(),
     }
-    who = _actor_fields(actor)
-    consumption = Consumption.objects.create(
-        wallet=wallet,
-        tenant=tenant,
-        idempotency_key=idempotency_key,
-        feature=TICKET_FEATURE,
-        quantity=1,
-        amount=TICKET_CREDIT,
+    _write_ticket_consumption(
+        tenant_id=tenant.pk,
+        wallet_id=wallet_id,
+        key=idempotency_key,
         client_id=client_id,
-        created_at=now,
-        response=answer,
-        **who,
-    )
-    for grant, take in drawn:
-        _move(grant.pk, -take)
-    Entry.objects.bulk_create(
-        Entry(
-            wallet=wallet,
-            tenant=tenant,
-            grant_id=grant.pk,
-            kind=Entry.Kind.CONSUME,
-            quantity=-take,
-            feature=TICKET_FEATURE,
-            client_id=client_id,
-            idempotency_key=idempotency_key,
-            consumption=consumption,
-            created_at=now,
-            **who,
-        )
-        for grant, take in drawn
+        drawn=drawn,
+        answer=answer,
+        who=_actor_fields(actor),
+        now=now,
     )
     return Outcome(answer, created=True)
