@@ -168,7 +168,9 @@ def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str, connections: 
 
 def _probe(scenario) -> list[str]:
     """A page answers itself (200 with its text), not a redirect to the login page."""
-    request = urllib.request.Request(f"http://127.0.0.1:{PORT}{scenario.path}", headers={"Cookie": scenario.cookie})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}{scenario.path}", headers={"Cookie": scenario.cookie}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 (our own server)
             body = r.read().decode()
@@ -235,7 +237,9 @@ def main() -> int:
             conns = scenario.connections or CONNECTIONS
             _wrk(scenario.path, scenario.lua, key, 2, f"warm{i}", conns)  # connections, prepared statements
             beside = _wrk(health.path, "", "", max(3, DURATION // 2), f"health{i}")
-            result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}", conns) | {"connections": conns}
+            result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}", conns) | {
+                "connections": conns
+            }
             rows.append((scenario.name, result | {"healthz": beside["rps"]}))
             print(
                 f"  {scenario.name}: {result['rps']:.0f} req/s (/healthz just before: {beside['rps']:.0f})",

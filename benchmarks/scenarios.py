@@ -197,7 +197,9 @@ def _check_tickets(ctx: Context) -> list[str]:
     ctx["tickets"] = tickets
     problems = []
     if not tickets == spent == (TICKET_CREDITS * 1000 - left) // 1000:
-        problems.append(f"tickets disagree with the ledger: {tickets} tickets, {spent} consumptions, {left} left")
+        problems.append(
+            f"tickets disagree with the ledger: {tickets} tickets, {spent} consumptions, {left} left"
+        )
     return problems
 
 

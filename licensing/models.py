@@ -53,6 +53,8 @@ class Client(models.Model):
         indexes = [
             models.Index(fields=["tenant", "name", "id"]),
             models.Index(fields=["tenant", "status", "name"]),
+            # The filter bar's choices: the distinct types, read from the index alone.
+            models.Index(fields=["tenant", "company_type", "agreement_type"]),
             models.Index(
                 fields=["tenant"], condition=Q(ai_license_since__isnull=False), name="client_ai_licensed_idx"
             ),
