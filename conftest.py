@@ -46,7 +46,7 @@ def _empty_cache():
 
 @pytest.fixture(autouse=True)
 def _catalog(request):
-    """The plan catalog comes from a data migration; a transactional test's flush deletes it, so it
+    """The plan and credit catalogs come from data migrations; a transactional test's flush deletes it, so it
     is put back for any test that uses the database."""
     if not ({"db", "transactional_db"} & set(request.fixturenames)) and not request.node.get_closest_marker(
         "django_db"
@@ -55,6 +55,8 @@ def _catalog(request):
     request.getfixturevalue("_django_db_helper")  # whichever kind of database access the test asked for
     from django.conf import settings as dj_settings
 
+    from credits.catalog import ensure_credit_catalog
+    from credits.models import ExtraPack, FeatureCost
     from plans.catalog import ensure_catalog
     from plans.models import Plan, Product
 
@@ -62,6 +64,8 @@ def _catalog(request):
         ensure_catalog(
             Product, Plan, trial_days=dj_settings.TRIAL_DAYS, trial_sessions=dj_settings.TRIAL_SESSIONS
         )
+    if not FeatureCost.objects.exists():
+        ensure_credit_catalog(FeatureCost, ExtraPack)
 
 
 @pytest.fixture

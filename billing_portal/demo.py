@@ -24,7 +24,9 @@ def start_plan(*, tenant: Tenant, plan: Plan, actor: User | Actor) -> Subscripti
     if plan.kind == Plan.Kind.TRIAL:
         return plan_services.trial_start(tenant=tenant, plan=plan, actor=actor)
     if plan.kind == Plan.Kind.FREE:
-        return plan_services.free_plan_start(tenant=tenant, plan=plan, actor=actor)
+        sub = plan_services.free_plan_start(tenant=tenant, plan=plan, actor=actor)
+        services.free_plan_credits_grant(subscription=sub)
+        return sub
     if not plan.is_paid or not local_gateway_available():
         raise BusinessError("cannot_start", f"{plan.name} cannot be started without a checkout.")
     admin = (

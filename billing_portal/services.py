@@ -34,6 +34,7 @@ from billing_portal.gateway.base import (
 )
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, InvoiceLine
+from credits import services as credit_services
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange, Subscription
 from plans.offers import OfferAction, actor_role, offer_require
@@ -62,15 +63,29 @@ def organization_signup(
     user, tenant = tenant_services.user_signup(
         email=email, password=password, organization=organization, full_name=full_name
     )
-    plan_services.tenant_provision(tenant=tenant, actor=user)
+    for sub in plan_services.tenant_provision(tenant=tenant, actor=user):
+        free_plan_credits_grant(subscription=sub)
     return user, tenant
 
 
 @transaction.atomic
 def organization_create(*, name: str, admin: User, actor: User | Actor | None = None) -> Tenant:
     tenant = tenant_services.tenant_create(name=name, admin=admin, actor=actor)
-    plan_services.tenant_provision(tenant=tenant, actor=actor or admin)
+    for sub in plan_services.tenant_provision(tenant=tenant, actor=actor or admin):
+        free_plan_credits_grant(subscription=sub)
     return tenant
+
+
+def free_plan_credits_grant(*, subscription: Subscription) -> None:
+    """A free plan's included credits (AI Free: 50 for its 90 days, C05), granted as it starts."""
+    if subscription.plan.kind == Plan.Kind.FREE:
+        credit_services.credits_grant_plan_period(
+            tenant=subscription.tenant,
+            plan=subscription.plan,
+            period_start=subscription.current_period_start,
+            period_end=subscription.current_period_end,
+            reference=f"subscription:{subscription.pk}:free",
+        )
 
 
 # --- customers, checkout, portal ---------------------------------------------------------------
@@ -151,7 +166,9 @@ def checkout_sync(*, session_id: str) -> Tenant | None:
     gw = gateway.retrieve_subscription(session.subscription_id)
     tenant = subscription_sync(gateway, gw.id) or tenant
     if tenant is not None and gw.latest_invoice_id:
-        invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(gw.latest_invoice_id))
+        inv = gateway.retrieve_invoice(gw.latest_invoice_id)
+        invoice_upsert(tenant=tenant, inv=inv)
+        invoice_credits_grant(tenant=tenant, inv=inv)
     return tenant
 
 
@@ -385,6 +402,35 @@ def service_period(inv: GatewayInvoice) -> tuple[datetime | None, datetime | Non
     return (min(starts) if starts else None, max(ends) if ends else None)
 
 
+def invoice_credits_grant(*, tenant: Tenant, inv: GatewayInvoice) -> None:
+    """A paid invoice of a subscription whose plan includes credits (AI Plus: 2,000 a month, C06)
+    grants the period it pays for, once: the grant is keyed by the invoice. Call it after the
+    subscription is synced. The period is the subscription line's (a renewal invoice's own period
+    is the one that ended: https://docs.stripe.com/api/invoices/object#invoice_object-period_start)."""
+    if inv.status != "paid" or not inv.subscription_id:
+        return
+    sub = (
+        Subscription.objects.select_related("plan")
+        .filter(tenant=tenant, gateway_subscription_id=inv.subscription_id)
+        .first()
+    )
+    if sub is None or not sub.plan.included_credits:
+        return
+    paid = max(
+        (line for line in inv.lines if line.period_start and line.period_end),
+        key=lambda line: line.period_end or sub.current_period_end,
+        default=None,
+    )
+    start, end = (paid.period_start, paid.period_end) if paid else (None, None)
+    credit_services.credits_grant_plan_period(
+        tenant=tenant,
+        plan=sub.plan,
+        period_start=start or sub.current_period_start,
+        period_end=end or sub.current_period_end,
+        reference=f"invoice:{inv.id}",
+    )
+
+
 def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
     """Mirror the gateway's invoice as it is now (lines replaced wholesale: they are the gateway's)."""
     service_start, service_end = service_period(inv)
@@ -443,6 +489,7 @@ def customer_reconcile(*, customer: BillingCustomer, since: datetime) -> dict[st
     for inv in gateway.list_invoices(customer_id=customer.customer_id, created_since=since):
         with transaction.atomic():
             invoice_upsert(tenant=customer.tenant, inv=inv)
+            invoice_credits_grant(tenant=customer.tenant, inv=inv)
         counts["invoices"] += 1
     return counts
 
@@ -489,6 +536,7 @@ def billing_tick(*, now: datetime) -> dict[str, int]:
         "trial_reminders": plan_services.trial_reminders_due(now=now),
         "grace_expired": plan_services.grace_periods_expire_due(now=now),
         "subscriptions_ended": plan_services.subscriptions_end_due(now=now),
+        **credit_services.credits_sweep(now=now),
     }
 
 

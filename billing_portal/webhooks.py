@@ -145,6 +145,7 @@ def _on_invoice(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
     services.invoice_upsert(tenant=tenant, inv=inv)
     if inv.subscription_id:
         services.subscription_sync(gateway, inv.subscription_id)
+        services.invoice_credits_grant(tenant=tenant, inv=inv)
     return tenant
 
 

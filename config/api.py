@@ -6,6 +6,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from credits.api import router as credits_router
 from plans.api import router as plans_router
 from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
@@ -61,9 +62,13 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400 and str(exc) == "Cannot parse request body":
+        # A body that is not JSON is bad input like any other (DESIGN: 422).
+        return _error(request, 422, "invalid_request", "The request body is not valid JSON.")
     return _error(request, exc.status_code, "http_error", str(exc))
 
 
 api.add_router("/", tenants_router)
 api.add_router("/", plans_router)
+api.add_router("/", credits_router)
 api.add_router("/", sessions_router)

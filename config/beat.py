@@ -28,6 +28,17 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "expire-grace-periods": {"task": "plans.tasks.expire_grace_periods", "schedule": crontab(minute="*/5")},
     # Canceled subscriptions past their end date, and free plans past their validity, expire.
     "end-subscriptions": {"task": "plans.tasks.end_subscriptions", "schedule": crontab(minute="*/5")},
+    # --- credits: the balance already ignores what expired; these write down why, and tell people
+    # Grants past their expiry (AI Free after 3 months, Plus credits at renewal, extra packs after
+    # 30 days) get their EXPIRE entry.
+    "expire-credit-grants": {"task": "credits.tasks.expire_grants", "schedule": crontab(minute="*/5")},
+    # Holds past their TTL release themselves (a RELEASE entry); short TTLs, so every minute.
+    "expire-credit-holds": {"task": "credits.tasks.expire_holds", "schedule": crontab(minute="*")},
+    # The low-balance email, once per plan period (notification log keys).
+    "credit-low-balance-emails": {
+        "task": "credits.tasks.send_low_balance_emails",
+        "schedule": crontab(minute="*/15"),
+    },
     # Local gateway's clock: period roll-overs (renewal invoices) and scheduled changes falling due.
     # Stripe runs its own clock in production; there this does nothing.
     "advance-gateway-clock": {

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "ninja",
     "tenants",
     "plans",
+    "credits",
     "sessions_billing",
     "billing_portal",
 ]
@@ -244,6 +245,14 @@ GRACE_PERIOD_DAYS = env.int("GRACE_PERIOD_DAYS", default=7)
 NEW_TENANT_PLANS = env.list("NEW_TENANT_PLANS", default=["agents-trial", "credits-free"])
 # Hide the Billing tab for a deployment whose billing happens elsewhere (S03).
 BILLING_TAB_ENABLED = env.bool("BILLING_TAB_ENABLED", default=True)
+
+# AI credits. The sidebar's quick access to the AI Credits page and the low-balance email appear
+# when this share of the period's plan credits is used (percent), or when the available balance
+# falls below CREDITS_LOW_BALANCE credits (C03).
+CREDITS_NUDGE_USED_PERCENT = env.int("CREDITS_NUDGE_USED_PERCENT", default=80)
+CREDITS_LOW_BALANCE = env.int("CREDITS_LOW_BALANCE", default=10)
+# A hold of credits lasts this long unless the request says otherwise (seconds, 1 to 86,400).
+CREDITS_HOLD_TTL_DEFAULT = 900
 
 # The payment gateway: "local" (in-process stand-in, DEBUG only) or "stripe".
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="local" if DEBUG else "stripe")

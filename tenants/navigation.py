@@ -2,7 +2,8 @@
 tenants (the lowest layer) names no URL of the apps above it.
 
 An item is a label, a URL name under /t/<slug>/, the roles that see it, a position, and optionally
-a condition (a deployment setting, say) that hides it."""
+a condition (a deployment setting, say) that hides it, or a condition on the member's tenant (the AI
+Credits quick access shows only when consumption makes it relevant)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class NavItem:
     order: int
     icon: str = ""
     shown: Callable[[], bool] = field(default=lambda: True, compare=False)
+    # Asked with the membership when set (keep it to one query: it runs on every page).
+    shown_for: Callable[[Membership], bool] | None = field(default=None, compare=False)
 
 
 _REGISTRY: dict[str, NavItem] = {}
@@ -53,7 +56,9 @@ def nav_for(
     found: list[tuple[NavItem, str]] = [
         (item, reverse(item.url_name, kwargs={"slug": membership.tenant.slug}))
         for item in (registered() if items is None else items)
-        if membership.role in item.roles and item.shown()
+        if membership.role in item.roles
+        and item.shown()
+        and (item.shown_for is None or item.shown_for(membership))
     ]
     matches = [url for _, url in found if current_path.startswith(url)]
     active = max(matches, key=len, default=None)

@@ -27,6 +27,10 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice
+from credits import services as credit_services
+from credits.factories import grant as credit_grant
+from credits.factories import on_plus
+from credits.models import Consumption, Entry, Grant, Hold
 from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
 from plans.models import Lead, ScheduledChange, Subscription
 from sessions_billing import services as sessions
@@ -124,6 +128,16 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
         tenant=tenant, plan=plan("agents-growth"), gateway_subscription_id="sub_victim_acme"
     )
     change = ScheduledChangeFactory(subscription=subscription, to_plan=plan("agents-starter"))
+    on_plus(tenant)
+    credit_grant(tenant, 50)
+    credit_services.credits_consume(
+        tenant=tenant,
+        feature="ai_review",
+        quantity=1,
+        idempotency_key="victim-consume-key",
+        client_id="acme-victim-client",
+    )
+    hold = credit_services.credits_hold(tenant=tenant, idempotency_key="victim-hold-key", amount=1000).answer
     conversation, _ = sessions.session_start(
         tenant=tenant, conversation_id="victim-conv-acme", direction="inbound", agent="victim-agent-acme"
     )
@@ -136,6 +150,7 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "key_id": key.pk,
             "invoice_id": invoice.pk,
             "change_id": change.pk,
+            "hold_id": hold["id"],
             "conversation_id": conversation.conversation_id,
         },
         "markers": [
@@ -151,6 +166,9 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "in_victim_acme_0001",
             "Acme victim invoice line",
             "sub_victim_acme",
+            "victim-consume-key",
+            "victim-hold-key",
+            "acme-victim-client",
             "victim-conv-acme",
             "victim-agent-acme",
         ],
@@ -174,6 +192,14 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
         "checkouts": CheckoutSession.objects.filter(tenant=tenant).count(),
         "customer": BillingCustomer.objects.filter(tenant=tenant).count(),
         "tenant": Tenant.objects.filter(pk=tenant.pk).values("name", "slug").get(),
+        "credit_grants": sorted(
+            Grant.objects.filter(tenant=tenant).values_list("pk", "remaining", "expires_at")
+        ),
+        "credit_holds": sorted(Hold.objects.filter(tenant=tenant).values_list("pk", "status")),
+        "credit_consumptions": sorted(
+            Consumption.objects.filter(tenant=tenant).values_list("pk", "refunded_at")
+        ),
+        "credit_entries": Entry.objects.filter(tenant=tenant).count(),
         "conversations": sorted(
             Conversation.objects.filter(tenant=tenant).values_list(
                 "pk", "last_activity_at", "ended_at", "billable_sessions", "answered"

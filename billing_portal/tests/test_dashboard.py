@@ -247,5 +247,7 @@ def test_overview_query_count_is_pinned_and_does_not_grow(client_for, django_ass
     for slug, user in (("small", small_admin), ("big", big_admin)):
         client = client_for(user)
         client.get(f"/t/{slug}/")  # warm the session
-        with django_assert_num_queries(13):  # the sessions usage tile included
+        # 12, the sessions usage tile (1) and the AI credits summary (1: the credits tile and the
+        # sidebar's quick access share it)
+        with django_assert_num_queries(14):
             assert client.get(f"/t/{slug}/").status_code == 200

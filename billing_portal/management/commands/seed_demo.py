@@ -17,6 +17,7 @@ from billing_portal import services as billing
 from billing_portal.demo import start_plan
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
+from credits.demo import demo_month
 from plans import services as plan_services
 from plans.models import Plan, Subscription
 from sessions_billing.demo import demo_limit_near, demo_sessions
@@ -75,9 +76,9 @@ class Command(BaseCommand):
                     Tenant.objects.filter(pk=tenant.pk).update(slug=slug)
                     tenant.refresh_from_db()
                 self._people(tenant, slug)
-                services.api_key_create(
+                key = services.api_key_create(
                     tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug)
-                )
+                ).api_key
             if state == "expired":
                 self._shape(tenant, state, admin)  # a trial ends before any plan is bought
             if plan_code:
@@ -90,6 +91,9 @@ class Command(BaseCommand):
             # the demo is ready when this command returns.
             billing.tenant_reconcile(tenant=tenant)
             self._usage(tenant, slug)
+            if plan_code == "credits-plus":
+                # Lumen: a month of AI-credit consumption and an active extra pack (AI Statistics).
+                demo_month(tenant=tenant, plan=Plan.objects.get(code=plan_code), api_key=key)
             created += 1
         self.stdout.write(
             self.style.SUCCESS(

@@ -1,0 +1,31 @@
+"""How the Activity page reads the credits app's audit events (registered from CreditsConfig.ready)."""
+
+from __future__ import annotations
+
+from tenants.audit import Fields, Sentence
+from tenants.models import AuditEvent
+
+
+def _adjusted(event: AuditEvent, fields: Fields) -> str:
+    amount, reason = fields.get("amount"), fields.get("reason")
+    if amount is None:
+        return "{actor} adjusted the AI credits".format_map(fields)
+    verb = f"took {amount.lstrip('-')} AI credits" if amount.startswith("-") else f"added {amount} AI credits"
+    return f"{fields['actor']} {verb}" + (f": {reason}" if reason else "")
+
+
+def _deactivated(event: AuditEvent, fields: Fields) -> str:
+    reason = fields.get("reason")
+    return "{actor} deactivated the package {target}".format_map(fields) + (f": {reason}" if reason else "")
+
+
+SENTENCES: dict[str, Sentence] = {
+    "credits.granted": "{actor} granted {target}",
+    "credits.adjusted": _adjusted,
+    "credits.package_deactivated": _deactivated,
+}
+LABELS = {
+    "credits.granted": "Credits granted",
+    "credits.adjusted": "Credits adjusted",
+    "credits.package_deactivated": "Package deactivated",
+}

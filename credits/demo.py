@@ -1,0 +1,72 @@
+"""Demo data for `seed_demo` (DEBUG only): a month of AI-credit consumption for a tenant already on
+AI Plus, written through the services with the clock of each moment, so the ledger, AI Statistics
+and the replay at any moment are exactly what a month of real traffic would have left."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from credits import services
+from credits.models import ExtraPack
+from plans.models import Plan
+from tenants.models import ApiKey, Tenant
+
+CLIENTS = ["helpdesk-eu", "helpdesk-us", "reviews-bot", "onboarding", "billing-desk"]
+
+
+def demo_month(*, tenant: Tenant, plan: Plan, api_key: ApiKey, now: datetime | None = None) -> int:
+    """The AI Plus period before the current one (2,000 credits, granted as its invoice would have),
+    about 1,200 credits of consumption spread over it by client and feature, a few consumptions in
+    the current period, one refund, and an active extra pack. Returns the consumptions made."""
+    now = now or timezone.now()
+    rng = random.Random(f"demo:{tenant.slug}")  # the same history on every fresh seed
+    start = now - timedelta(days=30)
+    services.credits_grant_plan_period(
+        tenant=tenant,
+        plan=plan,
+        period_start=start,
+        period_end=now,
+        reference=f"demo:{tenant.slug}:previous-period",
+        now=start,
+    )
+    made = 0
+    for day in range(30):
+        for n in range(rng.randint(6, 14)):
+            moment = start + timedelta(days=day, hours=rng.randint(7, 19), minutes=rng.randint(0, 59))
+            if moment >= now:
+                continue
+            smart = rng.random() < 0.6
+            services.credits_consume(
+                tenant=tenant,
+                feature="smart_response" if smart else "ai_review",
+                quantity=rng.randint(1, 6) if smart else rng.randint(5, 40),
+                idempotency_key=f"demo-{day:02d}-{n:02d}",
+                client_id=rng.choice(CLIENTS),
+                actor=api_key,
+                now=moment,
+            )
+            made += 1
+    services.credits_refund(
+        tenant=tenant, idempotency_key="demo-12-00", actor=api_key, now=start + timedelta(days=13)
+    )
+    services.grants_expire_due(now=now)
+    for n in range(5):
+        services.credits_consume(
+            tenant=tenant,
+            feature="smart_response",
+            quantity=n + 1,
+            idempotency_key=f"demo-today-{n}",
+            client_id=CLIENTS[n],
+            actor=api_key,
+            now=now,
+        )
+        made += 1
+    pack = ExtraPack.objects.filter(active=True).order_by("sort_order").first()
+    if pack is not None:
+        services.credits_grant_extra_pack(
+            tenant=tenant, pack=pack, reference=f"demo:{tenant.slug}:extra-pack", now=now
+        )
+    return made

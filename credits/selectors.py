@@ -1,0 +1,525 @@
+"""Every read of the credit ledger that a page, the API, a job or another app needs.
+
+Figures are integer thousandths; `plans.money.credits_string` turns them into "49.9"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from credits.models import PLAN_SOURCES, Consumption, Entry, FeatureCost, Grant, Hold, Source, Unit, Wallet
+from plans.models import Product
+from plans.money import CREDIT, credits_string
+from plans.offers import PlanOffer, plan_offers
+from plans.selectors import Entitlements, ProductEntitlement, entitlements
+from tenants.models import Tenant
+
+
+def live_q(now: datetime, prefix: str = "") -> Q:
+    """Grants that count at `now`: started, and not yet expired (the instant of expiry is expired)."""
+    return Q(**{f"{prefix}valid_from__lte": now}) & (
+        Q(**{f"{prefix}expires_at__isnull": True}) | Q(**{f"{prefix}expires_at__gt": now})
+    )
+
+
+def open_hold_q(now: datetime, prefix: str = "") -> Q:
+    """Holds that still reserve credit: held and not past their expiry (even before the sweeper)."""
+    return Q(**{f"{prefix}status": Hold.Status.HELD, f"{prefix}expires_at__gt": now})
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Thousandths. `balance` = unexpired credit not yet consumed (held credit included); `held` =
+    reserved by open holds; `available` = balance - held, what a consumption or a new hold may
+    take (never shown below 0: grants that expired under an open hold leave it short)."""
+
+    balance: int
+    held: int
+
+    @property
+    def available(self) -> int:
+        return max(0, self.balance - self.held)
+
+    def as_strings(self) -> dict[str, str]:
+        return {
+            "balance": credits_string(self.balance),
+            "held": credits_string(self.held),
+            "available": credits_string(self.available),
+        }
+
+
+ZERO = Figures(balance=0, held=0)
+
+
+def held_in(wallet: Wallet, now: datetime) -> int:
+    return Hold.objects.filter(open_hold_q(now), wallet=wallet).aggregate(s=Sum("amount"))["s"] or 0
+
+
+def wallet_figures(wallet: Wallet, now: datetime) -> Figures:
+    return figures(tenant_id=wallet.tenant_id, unit=wallet.unit, now=now)
+
+
+def figures(*, tenant_id: int, unit: str = Unit.AI_CREDIT, now: datetime | None = None) -> Figures:
+    """Balance and held of a tenant's wallet, in one query."""
+    now = now or timezone.now()
+    balance = (
+        Grant.objects.filter(live_q(now), wallet=OuterRef("pk"))
+        .values("wallet")
+        .annotate(s=Sum("remaining"))
+        .values("s")
+    )
+    held = (
+        Hold.objects.filter(open_hold_q(now), wallet=OuterRef("pk"))
+        .values("wallet")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
+    row = (
+        Wallet.objects.filter(tenant_id=tenant_id, unit=unit)
+        .annotate(balance=Coalesce(Subquery(balance), 0), held=Coalesce(Subquery(held), 0))
+        .values("balance", "held")
+        .first()
+    )
+    return Figures(balance=row["balance"], held=row["held"]) if row else ZERO
+
+
+# --- the tenant's summary: the sidebar nudge, the Overview tile, the low-balance email ----------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Thousandths. `period_amount`/`period_used`: the live plan credits of the current period."""
+
+    has_credits: bool  # the tenant has ever had an AI-credit grant
+    balance: int
+    period_amount: int
+    period_remaining: int
+
+    @property
+    def period_used(self) -> int:
+        return self.period_amount - self.period_remaining
+
+    @property
+    def period_used_percent(self) -> int:
+        return self.period_used * 100 // self.period_amount if self.period_amount else 0
+
+    @property
+    def low(self) -> bool:
+        """C03: most of the period's credits used, or the balance below the setting."""
+        if not self.has_credits:
+            return False
+        if (
+            self.period_amount
+            and self.period_used * 100 >= self.period_amount * settings.CREDITS_NUDGE_USED_PERCENT
+        ):
+            return True
+        return self.balance < settings.CREDITS_LOW_BALANCE * CREDIT
+
+
+def summary(*, tenant_id: int, now: datetime | None = None) -> Summary:
+    """In one query."""
+    now = now or timezone.now()
+    live = live_q(now)
+    plan = live & Q(source__in=PLAN_SOURCES)
+    row = Grant.objects.filter(tenant_id=tenant_id, wallet__unit=Unit.AI_CREDIT).aggregate(
+        n=Count("pk"),
+        balance=Sum("remaining", filter=live),
+        period_amount=Sum("amount", filter=plan),
+        period_remaining=Sum("remaining", filter=plan),
+    )
+    return Summary(
+        has_credits=bool(row["n"]),
+        balance=row["balance"] or 0,
+        period_amount=row["period_amount"] or 0,
+        period_remaining=row["period_remaining"] or 0,
+    )
+
+
+def credits_nudge(*, tenant_id: int, now: datetime | None = None) -> bool:
+    """Whether the sidebar shows the quick access to the AI Credits page (C03)."""
+    return summary(tenant_id=tenant_id, now=now).low
+
+
+@dataclass(frozen=True)
+class LowBalance:
+    tenant_id: int
+    period_grant_id: int  # the current plan period: one email per period
+    balance: int
+    period_amount: int
+    period_end: datetime | None
+
+
+def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalance]:
+    """Tenants whose current plan period's credits run low (C03's rule), one row per tenant."""
+    pct = settings.CREDITS_NUDGE_USED_PERCENT
+    threshold = settings.CREDITS_LOW_BALANCE * CREDIT
+    balance = (
+        Grant.objects.filter(live_q(now), wallet=OuterRef("wallet"))
+        .values("wallet")
+        .annotate(s=Sum("remaining"))
+        .values("s")
+    )
+    rows = (
+        Grant.objects.filter(live_q(now), source__in=PLAN_SOURCES, wallet__unit=Unit.AI_CREDIT)
+        .annotate(balance=Coalesce(Subquery(balance), 0))
+        .alias(used100=(F("amount") - F("remaining")) * 100, limit100=F("amount") * pct)
+        .filter(Q(used100__gte=F("limit100")) | Q(balance__lt=threshold))
+        .order_by("tenant_id", "-valid_from")
+        .values("tenant_id", "pk", "balance", "amount", "expires_at")[:limit]
+    )
+    seen: dict[int, LowBalance] = {}
+    for row in rows:
+        seen.setdefault(
+            row["tenant_id"],
+            LowBalance(row["tenant_id"], row["pk"], row["balance"], row["amount"], row["expires_at"]),
+        )
+    return list(seen.values())
+
+
+# --- the AI Credits page and GET /credits -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantRow:
+    id: int
+    source: str
+    source_label: str
+    amount: int
+    remaining: int
+    valid_from: datetime
+    expires_at: datetime | None
+    note: str
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "amount": credits_string(self.amount),
+            "remaining": credits_string(self.remaining),
+            "valid_from": self.valid_from,
+            "expires_at": self.expires_at,
+        }
+
+
+@dataclass(frozen=True)
+class Overview:
+    figures: Figures
+    grants: list[GrantRow]  # unexpired (live or starting later), in the order consumption draws them
+    extra_pack: GrantRow | None  # the active one (C14: at most one)
+    plan: ProductEntitlement | None  # the AI Credits entitlement
+    ents: Entitlements | None = None  # every product's (the plan offers ask them)
+    period_amount: int = 0
+    period_remaining: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def period_used(self) -> int:
+        return self.period_amount - self.period_remaining
+
+    @property
+    def period_used_percent(self) -> int:
+        return self.period_used * 100 // self.period_amount if self.period_amount else 0
+
+    @property
+    def next_renewal(self) -> datetime | None:
+        return self.plan.next_billing_date if self.plan is not None else None
+
+
+def _grant_rows(queryset: Any) -> list[GrantRow]:
+    labels = dict(Source.choices)
+    return [
+        GrantRow(
+            id=row["pk"],
+            source=row["source"],
+            source_label=labels.get(row["source"], row["source"]),
+            amount=row["amount"],
+            remaining=row["remaining"],
+            valid_from=row["valid_from"],
+            expires_at=row["expires_at"],
+            note=row["note"],
+        )
+        for row in queryset.values("pk", "source", "amount", "remaining", "valid_from", "expires_at", "note")
+    ]
+
+
+def overview(*, tenant: Tenant, now: datetime | None = None) -> Overview:
+    """Figures, unexpired grants, the active extra pack and the plan: five queries whatever the
+    number of grants."""
+    now = now or timezone.now()
+    unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    grants = _grant_rows(
+        Grant.objects.filter(unexpired, tenant=tenant, wallet__unit=Unit.AI_CREDIT).order_by(
+            "priority", F("expires_at").asc(nulls_last=True), "valid_from", "pk"
+        )
+    )
+    live = [g for g in grants if g.valid_from <= now]
+    held = (
+        Hold.objects.filter(open_hold_q(now), tenant=tenant, wallet__unit=Unit.AI_CREDIT).aggregate(
+            s=Sum("amount")
+        )["s"]
+        or 0
+    )
+    packs = [g for g in live if g.source == Source.EXTRA_PACK]
+    plan_grants = [g for g in live if g.source in PLAN_SOURCES]
+    by_source: dict[str, int] = {}
+    for g in live:
+        by_source[g.source_label] = by_source.get(g.source_label, 0) + g.remaining
+    ents = entitlements(tenant=tenant, now=now)
+    return Overview(
+        figures=Figures(balance=sum(g.remaining for g in live), held=held),
+        grants=grants,
+        extra_pack=max(packs, key=lambda g: g.expires_at or now, default=None),
+        plan=ents.get("ai_credits"),
+        ents=ents,
+        period_amount=sum(g.amount for g in plan_grants),
+        period_remaining=sum(g.remaining for g in plan_grants),
+        by_source=by_source,
+    )
+
+
+# --- GET /credits/ledger?as_of= ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ledger:
+    as_of: datetime
+    balance: int
+    grants: list[dict[str, Any]]  # each grant live at as_of, with what it held then
+    entries: list[dict[str, Any]]
+    next_after: int | None
+
+
+def ledger_as_of(*, tenant: Tenant, as_of: datetime, after: int = 0, limit: int = 500) -> Ledger:
+    """The balance as it was at `as_of`, replayed from the entries: for each grant live then, the
+    sum of its entries written up to then. Every credit explained: the entries are those of the
+    grants live at `as_of` (paged by entry id)."""
+    wallet = Wallet.objects.filter(tenant=tenant, unit=Unit.AI_CREDIT).first()
+    if wallet is None:
+        return Ledger(as_of, 0, [], [], None)
+    sums = (
+        Entry.objects.filter(wallet=wallet, grant__isnull=False, created_at__lte=as_of)
+        .filter(live_q(as_of, "grant__"))
+        .values("grant_id", "grant__source", "grant__amount", "grant__valid_from", "grant__expires_at")
+        .annotate(held=Sum("quantity"))
+        .order_by("grant_id")
+    )
+    grants = [
+        {
+            "id": row["grant_id"],
+            "source": row["grant__source"],
+            "amount": credits_string(row["grant__amount"]),
+            "remaining": credits_string(row["held"]),
+            "valid_from": row["grant__valid_from"],
+            "expires_at": row["grant__expires_at"],
+        }
+        for row in sums
+    ]
+    balance = sum(row["held"] for row in sums)
+    rows = list(
+        Entry.objects.filter(
+            wallet=wallet, created_at__lte=as_of, grant_id__in=[g["id"] for g in grants], pk__gt=after
+        )
+        .order_by("pk")
+        .values(
+            "pk",
+            "created_at",
+            "kind",
+            "quantity",
+            "grant_id",
+            "feature",
+            "client_id",
+            "idempotency_key",
+            "actor_label",
+            "note",
+        )[: limit + 1]
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    entries = [
+        {
+            "id": row["pk"],
+            "created_at": row["created_at"],
+            "kind": row["kind"],
+            "credits": credits_string(row["quantity"]),
+            "grant_id": row["grant_id"],
+            "feature": row["feature"] or None,
+            "client_id": row["client_id"] or None,
+            "idempotency_key": row["idempotency_key"] or None,
+            "actor": row["actor_label"],
+            "note": row["note"] or None,
+        }
+        for row in rows
+    ]
+    return Ledger(as_of, balance, grants, entries, rows[-1]["pk"] if more and rows else None)
+
+
+# --- AI Statistics -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Statistics:
+    start: date
+    end: date  # inclusive
+    days: list[date]
+    features: list[tuple[str, str]]  # (feature, name), in the chart's order
+    series: dict[str, list[int]]  # feature → net thousandths consumed per day
+    totals: dict[str, int]  # feature → net thousandths over the range
+    top_clients: list[dict[str, Any]]
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals.values())
+
+    @property
+    def feature_totals(self) -> list[tuple[str, int]]:
+        return [(name, self.totals[code]) for code, name in self.features]
+
+    def chart(self) -> dict[str, Any]:
+        """What the chart draws (credits as numbers with three decimals at most, exact strings)."""
+        return {
+            "labels": [f"{d.day} {d:%b}" for d in self.days],
+            "datasets": [
+                {"label": name, "data": [credits_string(v) for v in self.series[code]]}
+                for code, name in self.features
+            ],
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The chart as a table (no-JS fallback): one row per day."""
+        return [
+            {"day": day, "values": [self.series[code][i] for code, _ in self.features]}
+            for i, day in enumerate(self.days)
+        ]
+
+
+CONSUMING = (Entry.Kind.CONSUME, Entry.Kind.COMMIT, Entry.Kind.REFUND)
+
+
+def statistics(*, tenant: Tenant, days: int = 30, now: datetime | None = None) -> Statistics:
+    """Consumption per feature per day over the last `days` days (UTC), net of refunds, and the top
+    clients. Three queries whatever the volume."""
+    now = now or timezone.now()
+    end = now.date()
+    start = end - timedelta(days=days - 1)
+    since = datetime.combine(start, datetime.min.time(), tzinfo=now.tzinfo)
+    names = dict(FeatureCost.objects.values_list("feature", "name"))
+    per_day = (
+        Entry.objects.filter(
+            tenant=tenant,
+            wallet__unit=Unit.AI_CREDIT,
+            kind__in=CONSUMING,
+            created_at__gte=since,
+            created_at__lte=now,
+        )
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "feature")
+        .annotate(s=Sum("quantity"))
+        .order_by()
+    )
+    day_list = [start + timedelta(days=i) for i in range(days)]
+    index = {d: i for i, d in enumerate(day_list)}
+    series: dict[str, list[int]] = {code: [0] * days for code in names}
+    for row in per_day:
+        code = row["feature"] or "other"
+        series.setdefault(code, [0] * days)
+        if row["day"] in index:
+            series[code][index[row["day"]]] -= row["s"]
+    names.setdefault("other", "Other")
+    features = [(code, names.get(code, code)) for code in sorted(series)]
+    top = (
+        Consumption.objects.filter(
+            tenant=tenant, wallet__unit=Unit.AI_CREDIT, created_at__gte=since, created_at__lte=now
+        )
+        .exclude(client_id="")
+        .values("client_id")
+        .annotate(credits=Sum("amount") - Coalesce(Sum("refunded_amount"), 0), uses=Count("pk"))
+        .order_by("-credits", "client_id")[:10]
+    )
+    return Statistics(
+        start=start,
+        end=end,
+        days=day_list,
+        features=features,
+        series=series,
+        totals={code: sum(values) for code, values in series.items()},
+        top_clients=[dict(row) for row in top],
+    )
+
+
+def consumption_rows(*, tenant: Tenant, start: datetime, end: datetime) -> Iterator[list[str]]:
+    """The CSV export of AI Statistics: one row per consumption in [start, end), streamed."""
+    names = dict(FeatureCost.objects.values_list("feature", "name"))
+    yield [
+        "time (UTC)",
+        "feature",
+        "quantity",
+        "credits",
+        "refunded credits",
+        "client id",
+        "idempotency key",
+        "by",
+    ]
+    rows = (
+        Consumption.objects.filter(
+            tenant=tenant, wallet__unit=Unit.AI_CREDIT, created_at__gte=start, created_at__lt=end
+        )
+        .order_by("created_at", "pk")
+        .values_list(
+            "created_at",
+            "feature",
+            "quantity",
+            "amount",
+            "refunded_amount",
+            "client_id",
+            "idempotency_key",
+            "actor_label",
+        )
+    )
+    for created_at, feature, quantity, amount, refunded, client_id, key, actor in rows.iterator(
+        chunk_size=2000
+    ):
+        yield [
+            created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            names.get(feature, feature),
+            "" if quantity is None else str(quantity),
+            credits_string(amount),
+            credits_string(refunded or 0),
+            client_id,
+            key,
+            actor,
+        ]
+
+
+def feature_costs() -> list[FeatureCost]:
+    return list(FeatureCost.objects.filter(active=True).order_by("cost", "feature"))
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+def plan_cards(*, tenant: Tenant, ents: Entitlements | None, role: str) -> list[PlanOffer]:
+    """The AI Credits plans (AI Free, AI Plus, AI Ultra) in catalog order, each with what its card
+    offers this member: the plan-offer rule decides (plans.offers), never this page."""
+    product = Product.objects.get(code=Product.Code.AI_CREDITS)
+    return plan_offers(tenant=tenant, product=product, role=role, ents=ents)
+
+
+@dataclass(frozen=True)
+class MarketplaceProduct:
+    code: str
+    name: str
+    description: str
+
+
+def marketplace_products() -> list[MarketplaceProduct]:
+    return [
+        MarketplaceProduct(p.code, p.name, p.description)
+        for p in Product.objects.order_by("sort_order", "name")
+    ]

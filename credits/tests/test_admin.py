@@ -1,0 +1,158 @@
+"""Platform staff in the Django admin: the ledger is read-only, the catalog editable, a staff
+adjustment and a package deactivation (C20) go through the services and are audited."""
+
+from __future__ import annotations
+
+import pytest
+
+from credits import services
+from credits.factories import grant
+from credits.models import Entry, ExtraPack, Grant, Source, Wallet
+from credits.selectors import figures
+from credits.tests.helpers import K, check_invariants, consume
+from tenants.factories import UserFactory
+from tenants.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+CHANGELISTS = ["wallet", "grant", "entry", "consumption", "hold", "featurecost", "extrapack"]
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(email="cs@platform.test", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def ledger(plus):
+    pack = services.credits_grant_extra_pack(
+        tenant=plus, pack=ExtraPack.objects.get(code="extra-500"), reference="payment:pi_1"
+    )
+    grant(plus, 100)
+    consume(plus, "k", quantity=3, client_id="c1")
+    services.credits_hold(tenant=plus, idempotency_key="h", amount=K)
+    return pack
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_every_credits_changelist_opens(staff, ledger, client_for, model):
+    assert client_for(staff).get(f"/admin/credits/{model}/").status_code == 200
+
+
+def test_the_ledger_cannot_be_added_to_changed_or_deleted_in_the_admin(staff, ledger, client_for):
+    client = client_for(staff)
+    entry = Entry.objects.first()
+    assert client.get("/admin/credits/entry/add/").status_code == 403
+    assert client.get(f"/admin/credits/entry/{entry.pk}/delete/").status_code == 403
+    response = client.post(f"/admin/credits/grant/{ledger.pk}/change/", {"remaining": 1})
+    assert response.status_code == 403
+    assert Grant.objects.get(pk=ledger.pk).remaining == 500 * K
+
+
+def test_a_member_of_a_tenant_cannot_open_the_admin(admin, client_for):
+    response = client_for(admin).get("/admin/credits/grant/")
+    assert (response.status_code, response["Location"].split("?")[0]) == (302, "/admin/login/")
+
+
+def test_staff_adjustment_action_asks_then_adjusts_and_audits(staff, plus, ledger, client_for):
+    client = client_for(staff)
+    wallet = Wallet.objects.get(tenant=plus)
+    asked = client.post(
+        "/admin/credits/wallet/", {"action": "adjust_credits", "_selected_action": [wallet.pk]}
+    )
+    assert asked.status_code == 200
+    assert b'name="reason"' in asked.content
+    done = client.post(
+        "/admin/credits/wallet/",
+        {
+            "action": "adjust_credits",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "credits": "-12.5",
+            "reason": "Double grant on ticket 4411",
+        },
+    )
+    assert done.status_code == 302
+    assert figures(tenant_id=plus.pk).balance == 597 * K - 12_500
+    event = AuditEvent.objects.get(action="credits.adjusted")
+    assert (event.actor_label, event.data) == (
+        "cs@platform.test",
+        {"amount": "-12.5", "reason": "Double grant on ticket 4411"},
+    )
+    assert Entry.objects.filter(kind="adjust").count() == 1
+    check_invariants(plus)
+
+
+def test_staff_adjustment_refuses_a_malformed_quantity(staff, plus, ledger, client_for):
+    wallet = Wallet.objects.get(tenant=plus)
+    response = client_for(staff).post(
+        "/admin/credits/wallet/",
+        {
+            "action": "adjust_credits",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "credits": "1.2345",
+            "reason": "x",
+        },
+    )
+    assert response.status_code == 200
+    assert b"at most three decimals" in response.content
+    assert not AuditEvent.objects.filter(action="credits.adjusted").exists()
+
+
+def test_c20_package_deactivation_is_a_staff_action_audited(staff, plus, ledger, client_for):
+    response = client_for(staff).post(
+        "/admin/credits/grant/",
+        {
+            "action": "deactivate",
+            "_selected_action": [ledger.pk],
+            "apply": "1",
+            "reason": "Asked CS on 2 May",
+        },
+    )
+    assert response.status_code == 302
+    ledger.refresh_from_db()
+    assert (ledger.remaining, ledger.deactivated_at is not None) == (0, True)
+    assert services.extra_pack_active(tenant=plus) is None
+    event = AuditEvent.objects.get(action="credits.package_deactivated")
+    assert (event.actor_label, event.data) == (
+        "cs@platform.test",
+        {"source": Source.EXTRA_PACK, "reason": "Asked CS on 2 May"},
+    )
+    check_invariants(plus)
+
+
+def test_staff_edit_feature_costs_and_packs(staff, client_for):
+    from credits.models import FeatureCost
+
+    client = client_for(staff)
+    cost = FeatureCost.objects.get(feature="ai_review")
+    response = client.post(
+        f"/admin/credits/featurecost/{cost.pk}/change/",
+        {
+            "feature": "ai_review",
+            "name": "AI Reviewer review",
+            "unit": "ai_credit",
+            "cost": 200,
+            "active": "on",
+        },
+    )
+    assert response.status_code == 302
+    assert FeatureCost.objects.get(pk=cost.pk).cost == 200
+
+
+def test_the_activity_page_reads_credit_events_as_sentences(staff, plus, ledger, admin, client_for):
+    from tenants.audit import sentence
+
+    services.credits_adjust(tenant=plus, amount=3 * K, reason="Goodwill", actor=staff)
+    services.credits_adjust(tenant=plus, amount=-2500, reason="Duplicate", actor=staff)
+    services.credits_grant_deactivate(grant=ledger, actor=staff, reason="Asked CS")
+    texts = [sentence(e) for e in AuditEvent.objects.filter(action__startswith="credits.").order_by("pk")]
+    assert texts == [
+        "System granted 500 AI credits (Extra pack)",
+        "System granted 100 AI credits (Plan included)",
+        f"{staff.display_name} granted 3 AI credits (Staff adjustment)",
+        f"{staff.display_name} added 3 AI credits: Goodwill",
+        f"{staff.display_name} took 2.5 AI credits: Duplicate",
+        f"{staff.display_name} deactivated the package Extra pack #{ledger.pk}: Asked CS",
+    ]

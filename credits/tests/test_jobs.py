@@ -1,0 +1,96 @@
+"""The credits sweepers and their Celery tasks: idempotent, and the low-balance email once per
+plan period (C03's rule: 80% of the period's credits used, or the balance under the setting)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from credits import services, tasks
+from credits.factories import grant
+from credits.models import Hold, Source
+from credits.tests.conftest import START
+from credits.tests.helpers import K, check_invariants, consume
+from plans.factories import plan
+from tenants.factories import MembershipFactory, UserFactory
+from tenants.models import Notification, Role
+
+pytestmark = pytest.mark.django_db
+
+
+def _plan_period(tenant, reference="invoice:in_1", start=START):
+    return services.credits_grant_plan_period(
+        tenant=tenant,
+        plan=plan("credits-plus"),
+        period_start=start,
+        period_end=start + timedelta(days=30),
+        reference=reference,
+    )
+
+
+def low_emails():
+    return sorted((m.to[0], m.subject) for m in mail.outbox if "credits" in m.subject)
+
+
+def test_low_balance_email_goes_to_the_admins_once_per_period(
+    plus, admin, member, clock, django_capture_on_commit_callbacks
+):
+    MembershipFactory(tenant=plus, role=Role.ADMIN, user=UserFactory(email="second-admin@acme.test"))
+    _plan_period(plus)
+    consume(plus, "k1", quantity=1599)  # 79.95% used, 401 left
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.low_balance_notify_due(now=timezone.now()) == 0
+    consume(plus, "k2", quantity=1)  # 80%
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.low_balance_notify_due(now=timezone.now()) == 1
+        assert services.low_balance_notify_due(now=timezone.now()) == 0
+    assert low_emails() == [
+        ("admin@acme.test", "Your AI credits are running low"),
+        ("second-admin@acme.test", "Your AI credits are running low"),
+    ]
+    body = next(m.body for m in mail.outbox if m.to == ["admin@acme.test"])
+    assert (
+        "Acme Corp has 400 credits left of the 2,000 credits included this period; the period ends on 1 Jun 2022."
+        in body
+    )
+    assert "/t/acme/marketplace/ai-credits/" in body
+    # The next period is another period: one more email when it runs low too.
+    clock.move_to(START + timedelta(days=30))
+    _plan_period(plus, reference="invoice:in_2", start=START + timedelta(days=30))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.low_balance_notify_due(now=timezone.now()) == 0
+    consume(plus, "k3", quantity=1700)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.low_balance_notify_due(now=timezone.now()) == 1
+    assert len(low_emails()) == 4
+    assert Notification.objects.filter(template="credits_low").count() == 4
+
+
+def test_a_balance_under_the_setting_is_low_even_when_little_was_used(
+    plus, admin, settings, django_capture_on_commit_callbacks
+):
+    settings.CREDITS_LOW_BALANCE = 100
+    services.credits_grant_plan_period(
+        tenant=plus,
+        plan=plan("credits-free"),
+        period_start=START,
+        period_end=START + timedelta(days=90),
+        reference="subscription:1:free",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert [services.low_balance_notify_due(now=timezone.now()) for _ in range(2)] == [1, 0]
+    assert low_emails() == [("admin@acme.test", "Your AI credits are running low")]
+
+
+def test_the_sweeper_tasks_are_thin_and_safe_to_run_twice(plus, clock):
+    grant(plus, 5, source=Source.EXTRA_PACK, days=1)
+    services.credits_hold(tenant=plus, idempotency_key="h", amount=K, ttl_seconds=60)
+    clock.move_to(START + timedelta(days=2))
+    assert (tasks.expire_grants(), tasks.expire_grants()) == (1, 0)
+    assert (tasks.expire_holds(), tasks.expire_holds()) == (1, 0)
+    assert tasks.send_low_balance_emails() == 0
+    assert Hold.objects.get().status == "expired"
+    check_invariants(plus)
