@@ -189,7 +189,9 @@ def main() -> int:
         print("wrk is not installed. Install it with:  apt-get install wrk  (Debian/Ubuntu)", file=sys.stderr)
         return 2
     if shutil.which("pgbench") is None:
-        print("pgbench is not installed. Install it with:  apt-get install postgresql-client", file=sys.stderr)
+        print(
+            "pgbench is not installed. Install it with:  apt-get install postgresql-client", file=sys.stderr
+        )
         return 2
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))

@@ -155,7 +155,9 @@ def _check_credits(ctx: Context) -> list[str]:
     ctx["consumed"] = consumed
     problems = []
     if balance != HOT_CREDITS - consumed * REVIEW_COST:
-        problems.append(f"balance {balance} after {consumed} consumptions of {REVIEW_COST} from {HOT_CREDITS}")
+        problems.append(
+            f"balance {balance} after {consumed} consumptions of {REVIEW_COST} from {HOT_CREDITS}"
+        )
     for g in Grant.objects.filter(tenant=tenant):
         entries = Entry.objects.filter(grant=g).aggregate(s=Sum("quantity"))["s"] or 0
         if g.remaining != entries:  # the GRANT entry carries +amount

@@ -121,7 +121,10 @@ def get_entitlements(request: HttpRequest) -> HttpResponse:
     body = _ANSWERS.get(tenant.pk, key.versions, now) if key.versions else None
     if body is None or body[0] != tenant.slug:
         ent = entitlements(tenant=tenant, now=now, versions=key.versions)
-        data = {"tenant": ent.tenant_slug, "products": {code: e.as_dict() for code, e in ent.products.items()}}
+        data = {
+            "tenant": ent.tenant_slug,
+            "products": {code: e.as_dict() for code, e in ent.products.items()},
+        }
         # What ninja does with a returned dict: validate it through the schema, encode the dump.
         rendered = json.dumps(EntitlementsOut.model_validate(data).model_dump(), cls=NinjaJSONEncoder)
         body = (tenant.slug, rendered.encode())

@@ -397,7 +397,7 @@ def entitlements(
         return _load(tenant, now)
     found = _CACHE.get(tenant.pk, versions, now)
     if found is not None and found.tenant_slug == tenant.slug:
-        return found  # type: ignore[no-any-return]
+        return found
     found = _load(tenant, now)
     _CACHE.put(tenant.pk, versions, found, valid_from=now, valid_until=found.valid_until)
     return found

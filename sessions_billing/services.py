@@ -25,8 +25,8 @@ from plans.selectors import entitlements
 from plans.services import trial_end
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.terms import PRODUCT, Terms, tenant_limit, terms_for
-from tenants.cache import Versions
 from tenants.audit import Actor, audit
+from tenants.cache import Versions
 from tenants.errors import BusinessError
 from tenants.models import ApiKey, Membership, Role, Tenant, User
 from tenants.notifications import notify
@@ -525,7 +525,9 @@ def session_event(
     if type not in EventType.ALL:
         raise BusinessError("invalid_request", "type: customer_message, agent_message or end.", status=422)
     # The tenant's own limit matters only to the usage emails of a new window: read it then.
-    terms = terms or Terms(ent=entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT], tenant_limit=None)
+    terms = terms or Terms(
+        ent=entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT], tenant_limit=None
+    )
     customer = type == EventType.CUSTOMER_MESSAGE
     if type == EventType.END:
         assignments = "ended_at = %s"

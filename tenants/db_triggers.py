@@ -24,7 +24,7 @@ POSTGRES_FUNCTIONS = [
     f"""CREATE OR REPLACE FUNCTION allowance_cache_bump(p_scope bigint) RETURNS void LANGUAGE sql AS $$
   INSERT INTO {TABLE} (scope, version) VALUES (p_scope, nextval('{SEQUENCE}'))
   ON CONFLICT (scope) DO UPDATE SET version = EXCLUDED.version
-$$""",
+$$""",  # noqa: S608 (names of ours)
     """CREATE OR REPLACE FUNCTION allowance_cache_bump_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP <> 'INSERT' THEN
@@ -52,7 +52,7 @@ POSTGRES_FUNCTIONS_DROP = [
 
 def _sqlite_bump(scope_expr: str) -> str:
     return (
-        f"INSERT INTO {TABLE} (scope, version) VALUES ({scope_expr}, 1) "
+        f"INSERT INTO {TABLE} (scope, version) VALUES ({scope_expr}, 1) "  # noqa: S608 (names of ours)
         "ON CONFLICT (scope) DO UPDATE SET version = version + 1;"
     )
 

@@ -16,8 +16,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from tenants.audit import SYSTEM, Actor, audit
-from tenants.errors import BusinessError
 from tenants.cache import Versions
+from tenants.errors import BusinessError
 from tenants.models import ApiKey, CacheVersion, Invitation, Membership, Role, Tenant, User
 from tenants.notifications import notify
 

@@ -81,7 +81,10 @@ def api(tenant, admin) -> Api:
 
 def growth(tenant: Tenant, **fields: Any) -> Subscription:
     now = timezone.now()
-    defaults = {"current_period_start": now - timedelta(days=1), "current_period_end": now + timedelta(days=29)}
+    defaults = {
+        "current_period_start": now - timedelta(days=1),
+        "current_period_end": now + timedelta(days=29),
+    }
     return SubscriptionFactory(tenant=tenant, plan=plan("agents-growth"), **(defaults | fields))
 
 
@@ -110,7 +113,9 @@ def test_a_cancellation_is_answered_at_once(tenant, api):
     api.warm()
     _served_from_cache(api)
     Subscription.objects.filter(pk=sub.pk).update(
-        state=Subscription.State.CANCELED, canceled_at=timezone.now(), ends_at=timezone.now() - timedelta(seconds=1)
+        state=Subscription.State.CANCELED,
+        canceled_at=timezone.now(),
+        ends_at=timezone.now() - timedelta(seconds=1),
     )
     assert api.agents()["refusal"]["code"] == "subscription_ended"
     assert (api.admission()["allowed"], api.admission()["code"]) == (False, "subscription_ended")
@@ -157,7 +162,11 @@ def test_a_session_limit_set_and_reset_are_answered_at_once_S23(tenant, admin, a
     assert api.start("one").status_code == 201
     api.warm()
     session_limit_set(tenant=tenant, session_limit=1, actor=admin)
-    assert api.admission()["details"] == {"billable_sessions": 1, "session_limit": 1, "limit_source": "tenant"}
+    assert api.admission()["details"] == {
+        "billable_sessions": 1,
+        "session_limit": 1,
+        "limit_source": "tenant",
+    }
     assert api.start("two").status_code == 402  # the start's cached limit is the new one
     session_limit_reset(tenant=tenant, actor=admin)
     assert api.admission()["details"]["session_limit"] == plan("agents-growth").session_limit
@@ -213,9 +222,14 @@ def test_every_write_that_matters_bumps_the_version_in_its_transaction(tenant, a
     Plan.objects.filter(code="agents-scale").update(name="Scale")
     assert versions()[1] > catalog
     before = versions()
-    with pytest.raises(RuntimeError), transaction.atomic():
-        SessionLimit.objects.filter(tenant=tenant).update(session_limit=4)
-        raise RuntimeError
+
+    def change_then_fail() -> None:
+        with transaction.atomic():
+            SessionLimit.objects.filter(tenant=tenant).update(session_limit=4)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        change_then_fail()
     assert versions() == before
 
 
@@ -264,7 +278,9 @@ def test_trial_ending_soon_and_the_days_left_turn_at_their_instant(tenant, api):
         assert api.agents()["trial_days_left"] == 2
 
 
-def test_a_grace_period_end_and_a_cancellation_end_are_answered_at_their_instant(tenant, other_tenant, admin, api):
+def test_a_grace_period_end_and_a_cancellation_end_are_answered_at_their_instant(
+    tenant, other_tenant, admin, api
+):
     now = timezone.now()
     with time_machine.travel(now, tick=False) as clock:
         growth(tenant, state=Subscription.State.PAST_DUE, grace_until=now + timedelta(days=2))
