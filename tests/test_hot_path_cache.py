@@ -429,3 +429,83 @@ def test_credits_consumption_follows_the_plan_at_once(tenant, api):
     assert (refused.status_code, refused.json()["error"]["code"]) == (402, "subscription_ended")
     # a retry of a key answered before the change still gets its first answer
     assert api.post("/api/v1/credits/consume", body | {"idempotency_key": "a"}).status_code == 200
+
+
+# --- the embedded SQLite default ---------------------------------------------------------------
+
+SQLITE_SCRIPT = """
+import json
+from datetime import timedelta
+from django.test import Client
+from django.utils import timezone
+from credits.factories import grant, on_plus
+from plans.models import Plan, Subscription
+from sessions_billing.models import SessionLimit
+from tenants.audit import SYSTEM
+from tenants.models import CacheVersion, Tenant
+from tenants.services import api_key_create
+
+now = timezone.now()
+growth = Plan.objects.get(code="agents-growth")
+tenant = Tenant.objects.create(name="Lite", slug="lite")
+sub = Subscription.objects.create(
+    tenant=tenant, product=growth.product, plan=growth, state="active", gateway_subscription_id="sub_lite",
+    current_period_start=now - timedelta(days=1), current_period_end=now + timedelta(days=29),
+)
+secret = api_key_create(tenant=tenant, name="k", actor=SYSTEM).secret
+client, auth = Client(), {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+def get(path):
+    return client.get(path, **auth).json()
+for _ in range(2):
+    assert get("/api/v1/entitlements")["products"]["ai_agents"]["state"] == "active"
+    assert get("/api/v1/entitlements/ai_agents/admission")["allowed"] is True
+before = CacheVersion.objects.get(scope=tenant.pk).version
+Subscription.objects.filter(pk=sub.pk).update(state="suspended")
+assert CacheVersion.objects.get(scope=tenant.pk).version > before
+assert get("/api/v1/entitlements")["products"]["ai_agents"]["badge"] == "Payment issue"
+assert get("/api/v1/entitlements/ai_agents/admission")["code"] == "payment_overdue"
+Subscription.objects.filter(pk=sub.pk).update(state="active")
+SessionLimit.objects.create(tenant=tenant, session_limit=1)
+start = client.post("/api/v1/sessions", json.dumps({"conversation_id": "a", "direction": "inbound"}),
+                    content_type="application/json", **auth)
+assert start.status_code == 201, start.content
+assert get("/api/v1/entitlements/ai_agents/admission")["code"] == "session_limit_reached"
+Plan.objects.filter(pk=growth.pk).update(session_limit=5000)
+assert get("/api/v1/entitlements")["products"]["ai_agents"]["limits"]["session_limit"] == 5000
+plus = on_plus(tenant)
+grant(tenant, 1)
+body = {"feature": "ai_review", "quantity": 3, "idempotency_key": "r-1"}
+consumed = client.post("/api/v1/credits/consume", json.dumps(body), content_type="application/json", **auth)
+assert (consumed.status_code, consumed.json()["balance"]) == (201, "0.7"), consumed.content
+again = client.post("/api/v1/credits/consume", json.dumps(body), content_type="application/json", **auth)
+assert (again.status_code, again.json()) == (200, consumed.json())
+Subscription.objects.filter(pk=plus.pk).update(state="expired")
+refused = client.post("/api/v1/credits/consume", json.dumps(body | {"idempotency_key": "r-2"}),
+                      content_type="application/json", **auth)
+assert refused.json()["error"]["code"] == "subscription_ended", refused.content
+print("SQLITE-CACHE-OK")
+"""
+
+
+@pytest.mark.slow
+def test_the_cache_versions_and_the_plain_paths_work_on_the_embedded_sqlite_default(tmp_path):
+    """SQLite (make run): the triggers' equivalents bump the versions, the API answers each change at
+    once, a session start and a consumption take the plain path."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base = Path(__file__).resolve().parent.parent
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env |= {"VAR_DIR": str(tmp_path), "DEBUG": "true", "AXES_ENABLED": "false"}
+    manage = [sys.executable, str(base / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], cwd=base, env=env, check=True, capture_output=True)
+    result = subprocess.run(
+        [*manage, "shell", "-c", SQLITE_SCRIPT], cwd=base, env=env, capture_output=True, text=True
+    )
+    assert "SQLITE-CACHE-OK" in result.stdout, result.stdout + result.stderr
