@@ -89,12 +89,16 @@ def growth(tenant: Tenant, **fields: Any) -> Subscription:
 
 
 def _served_from_cache(api: Api) -> None:
-    """The warm answers really come from the caches: the key's query and nothing else."""
+    """The warm answers really come from the caches: GET /entitlements is the key's query and
+    nothing else; the admission check the key's and the period's count with the tenant's limit."""
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as ctx:
         api.agents()
     assert len(ctx.captured_queries) == 1, [q["sql"][:60] for q in ctx.captured_queries]
+    with CaptureQueriesContext(connection) as ctx:
+        api.admission()
+    assert len(ctx.captured_queries) == 2, [q["sql"][:60] for q in ctx.captured_queries]
 
 
 # --- writes ---------------------------------------------------------------------------------------
