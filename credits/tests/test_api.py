@@ -453,16 +453,17 @@ def test_every_status_is_documented_with_a_description_and_an_example():
 
 
 def test_a_consumption_costs_a_pinned_number_of_queries(api, plus, django_assert_num_queries):
-    """The hot path (README): the key (1), the feature's cost (1), the wallet lock (1), the
-    idempotency key as a consumption or a hold (1), the plan's entitlements (1), the live grants
-    with the held total (1), the consumption (1), the grant drawn (1), the entries (1); and here the
-    transaction is a savepoint (2). The same with many grants and holds around."""
+    """The hot path (README): the key with the cache versions (1), then one statement, PostgreSQL's
+    consumption function, its own transaction (1): the feature's cost, the wallet lock, the
+    idempotency key, the live grants with the held total, the consumption, the grants drawn and
+    the entries are all in it, and the plan's entitlements come from the cache. The same with many
+    grants and holds around."""
     grant(plus, 50)
     for i in range(5):
         grant(plus, 1, source=Source.EXTRA_PACK, days=10 + i)
     api.post("/consume", {"feature": "ai_review", "quantity": 1, "idempotency_key": "warm"})
     api.post("/holds", {"credits": "1", "idempotency_key": "h"})
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(2):
         assert (
             api.post("/consume", {"feature": "ai_review", "quantity": 1, "idempotency_key": "k"}).status_code
             == 201
