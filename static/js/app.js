@@ -16,9 +16,11 @@
 
   // A dialog opens when htmx swaps content into it (the links that fill it also work as plain
   // links to a full page).
+  // Only a swap into the dialog's own body opens it: a fragment that loads later inside an open
+  // dialog (the charge preview) must not reopen one the user has just closed.
   document.addEventListener("htmx:afterSwap", function (event) {
-    var dialog = event.target.closest && event.target.closest("dialog");
-    if (dialog && !dialog.open) dialog.showModal();
+    var dialog = event.target.parentElement;
+    if (dialog && dialog.tagName === "DIALOG" && !dialog.open) dialog.showModal();
   });
 
   document.addEventListener("click", function (event) {
