@@ -3,6 +3,10 @@ tenant with an API key, starts gunicorn (2 sync workers, DEBUG off, Stripe never
 runs wrk with 8 connections against each scenario after a warm-up, prints the table and checks
 that nothing was over-admitted. Figures, not a pass/fail on time; it fails only on a wrong count.
 
+The credit consumption is also measured beside a raw PostgreSQL transaction (one conditional UPDATE of
+one row and one INSERT, from pgbench with 8 clients) in the same run. The machine's load average is
+printed with the table: other processes on the machine move every absolute figure.
+
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/allowance_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/15), BENCH_DURATION (seconds per scenario, 10),
 BENCH_PORT (8765)."""
@@ -205,14 +209,20 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed. Install it with:  apt-get install wrk  (Debian/Ubuntu)", file=sys.stderr)
         return 2
+    if shutil.which("pgbench") is None:
+        print(
+            "pgbench is not installed. Install it with:  apt-get install postgresql-client", file=sys.stderr
+        )
+        return 2
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
     from benchmarks.scenarios import HOT_LIMIT, LIMIT_SCENARIO, SCENARIOS
 
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"Preparing {DB_URL} (migrate, seed) ...", flush=True)
     _recreate_database()
     _django()
-    ctx: dict = {"hot_limit": HOT_LIMIT}
+    ctx: dict = {"hot_limit": HOT_LIMIT, "database_url": DB_URL}
     _seed(ctx)
     for scenario in SCENARIOS:
         if scenario.seed:
@@ -235,11 +245,14 @@ def main() -> int:
         for i, scenario in enumerate(SCENARIOS):
             key = HOT_KEY if scenario.auth else ""
             conns = scenario.connections or CONNECTIONS
-            _wrk(scenario.path, scenario.lua, key, 2, f"warm{i}", conns)  # connections, prepared statements
+            if scenario.run is None:
+                # warm-up (connections, prepared statements, the caches)
+                _wrk(scenario.path, scenario.lua, key, 2, f"warm{i}", conns)
             beside = _wrk(health.path, "", "", max(3, DURATION // 2), f"health{i}")
-            result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}", conns) | {
-                "connections": conns
-            }
+            if scenario.run is not None:
+                result = scenario.run(ctx, DURATION, f"run{i}")
+            else:
+                result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}", conns)
             rows.append((scenario.name, result | {"healthz": beside["rps"]}))
             print(
                 f"  {scenario.name}: {result['rps']:.0f} req/s (/healthz just before: {beside['rps']:.0f})",
@@ -257,7 +270,8 @@ def main() -> int:
 
     print()
     print(
-        f"gunicorn 2 sync workers, wrk {CONNECTIONS} connections, {DURATION}s per endpoint, {os.cpu_count()} CPUs"
+        f"gunicorn 2 sync workers, wrk {CONNECTIONS} connections, {DURATION}s per endpoint, {os.cpu_count()} CPUs, "
+        f"load average before/after: {load_before} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     header = (
         f"| {'endpoint':<46} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>8} "
@@ -271,6 +285,15 @@ def main() -> int:
             f"| {r['healthz']:>14.0f} | {r['rps'] / r['healthz']:>10.2f} |"
         )
     print()
+    by_name = dict(rows)
+    consume = by_name.get("POST /api/v1/credits/consume (one hot wallet)")
+    raw = by_name.get("raw PostgreSQL UPDATE + INSERT (pgbench)")
+    if consume and raw:
+        print(
+            f"Credit consumption beside the raw UPDATE + INSERT transaction: {consume['rps'] / raw['rps']:.2f}x "
+            f"({consume['rps']:.0f} vs {raw['rps']:.0f} per second); "
+            f"{ctx.get('consumed', 0)} consumptions, balance exact."
+        )
     print(
         f"Sessions admitted in the run: {ctx.get('admitted', 0)}; at the limit: exactly {LIMITED_LIMIT} expected."
     )

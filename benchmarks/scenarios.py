@@ -21,6 +21,9 @@ class Scenario:
     auth: bool = True
     seed: Callable[[Context], None] | None = None
     check: Callable[[Context], list[str]] = field(default=lambda ctx: [])
+    # Instead of wrk against the app: run(ctx, seconds, prefix) -> {"rps", "p50", "p99", "requests",
+    # "errors"} (a baseline measured straight against the database, e.g. with pgbench).
+    run: Callable[[Context, int, str], dict] | None = None
     # A page: the cookie wrk sends, and a text its answer must hold (checked once before the run,
     # so a redirect to the login page is never measured as the page).
     cookie: str = ""
@@ -106,6 +109,132 @@ function request()
   return wrk.format(nil, "/api/v1/sessions/ev-" .. (n % 200) .. "/events")
 end
 """
+
+
+# --- credits ----------------------------------------------------------------------------------
+
+HOT_CREDITS = 100_000_000  # thousandths granted to the hot wallet: far more than a run consumes
+REVIEW_COST = 100  # one ai_review, in thousandths (0.1 credit)
+
+
+def _seed_credits(ctx: Context) -> None:
+    """The hot tenant on AI Plus with one large plan grant (its wallet is the hot row)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from credits.models import Source
+    from credits.services import credits_grant
+    from plans.models import Plan, Subscription
+
+    tenant, now = ctx["tenant"], timezone.now()
+    plus = Plan.objects.get(code="credits-plus")
+    Subscription.objects.create(
+        tenant=tenant,
+        product=plus.product,
+        plan=plus,
+        state=Subscription.State.ACTIVE,
+        current_period_start=now - timedelta(days=1),
+        current_period_end=now + timedelta(days=29),
+        gateway_subscription_id="sub_bench_credits",
+    )
+    credits_grant(
+        tenant=tenant,
+        source=Source.PLAN_INCLUDED,
+        amount=HOT_CREDITS,
+        valid_from=now - timedelta(days=1),
+        expires_at=now + timedelta(days=29),
+        reference="bench:hot",
+    )
+
+
+def _check_credits(ctx: Context) -> list[str]:
+    """The balance is exact: what was granted less 0.1 credit per consumption stored, and every
+    grant's remaining is its amount plus its entries."""
+    from django.db.models import Sum
+
+    from credits.models import Consumption, Entry, Grant
+    from credits.selectors import figures
+
+    tenant = ctx["tenant"]
+    consumed = Consumption.objects.filter(tenant=tenant).count()
+    balance = figures(tenant_id=tenant.pk).balance
+    ctx["consumed"] = consumed
+    problems = []
+    if balance != HOT_CREDITS - consumed * REVIEW_COST:
+        problems.append(
+            f"balance {balance} after {consumed} consumptions of {REVIEW_COST} from {HOT_CREDITS}"
+        )
+    for g in Grant.objects.filter(tenant=tenant):
+        entries = Entry.objects.filter(grant=g).aggregate(s=Sum("quantity"))["s"] or 0
+        if g.remaining != entries:  # the GRANT entry carries +amount
+            problems.append(f"grant {g.pk}: remaining {g.remaining}, entries sum to {entries}")
+    return problems
+
+
+CONSUME = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+function setup(thread) thread:set("tid", tostring(math.random(1, 1e9))) end
+function init(args) prefix = (args[1] or "run") .. "-" .. tid end
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil,
+    '{"feature":"ai_review","quantity":1,"idempotency_key":"' .. prefix .. "-" .. n .. '","client_id":"bench"}')
+end
+"""
+
+# The floor under a consumption: one conditional UPDATE of one hot row and one INSERT, in one
+# transaction, straight from pgbench (8 clients, prepared statements) to the same PostgreSQL.
+RAW_TABLES = """
+DROP TABLE IF EXISTS bench_raw_entry;
+DROP TABLE IF EXISTS bench_raw_wallet;
+CREATE TABLE bench_raw_wallet (id bigint PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
+CREATE TABLE bench_raw_entry (id bigserial PRIMARY KEY, wallet_id bigint NOT NULL REFERENCES bench_raw_wallet,
+    quantity bigint NOT NULL, idempotency_key text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (wallet_id, idempotency_key));
+INSERT INTO bench_raw_wallet VALUES (1, 100000000000);
+"""
+RAW_SCRIPT = """\\set k random(1, 9000000000000000)
+BEGIN;
+UPDATE bench_raw_wallet SET balance = balance - 100 WHERE id = 1 AND balance >= 100;
+INSERT INTO bench_raw_entry (wallet_id, quantity, idempotency_key) VALUES (1, -100, (:client_id)::text || '-' || (:k)::text);
+END;
+"""
+
+
+def _raw_update_insert(ctx: Context, seconds: int, prefix: str) -> dict:
+    import os
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import psycopg
+
+    url = ctx["database_url"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in RAW_TABLES.strip().split(";\n"):
+            conn.execute(statement)
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "raw.sql"
+        script.write_text(RAW_SCRIPT)
+        out = subprocess.run(
+            ["pgbench", "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-M", "prepared", "-f", str(script),
+             "-l", "--log-prefix", str(Path(tmp) / "log"), url],
+            capture_output=True, text=True, check=True, env={**os.environ, "PGAPPNAME": prefix},
+        ).stdout  # fmt: skip
+        latencies = sorted(
+            int(line.split()[2]) for log in Path(tmp).glob("log*") for line in log.read_text().splitlines()
+        )
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    failed = int(m.group(1)) if (m := re.search(r"number of failed transactions: (\d+)", out)) else 0
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000 if latencies else 0.0
+
+    return {"rps": tps, "p50": pct(0.50), "p99": pct(0.99), "requests": len(latencies), "errors": failed}
 
 
 # --- licensing ------------------------------------------------------------------------------------
@@ -235,6 +364,14 @@ SCENARIOS: list[Scenario] = [
         "POST /api/v1/sessions/{id}/events", "/api/v1/sessions/ev-0/events", lua=EVENT, seed=_seed_events
     ),
     Scenario("GET /api/v1/usage", "/api/v1/usage"),
+    Scenario(
+        "POST /api/v1/credits/consume (one hot wallet)",
+        "/api/v1/credits/consume",
+        lua=CONSUME,
+        seed=_seed_credits,
+        check=_check_credits,
+    ),
+    Scenario("raw PostgreSQL UPDATE + INSERT (pgbench)", "", run=_raw_update_insert),
     Scenario(
         "POST /api/v1/tickets (unlicensed clients)",
         "/api/v1/tickets",

@@ -335,6 +335,7 @@ def consume(request: HttpRequest, data: ConsumeIn) -> Status:
         idempotency_key=data.idempotency_key,
         client_id=data.client_id or "",
         actor=request.auth,  # type: ignore[attr-defined]
+        versions=request.auth.versions,  # type: ignore[attr-defined]
     )
     return Status(201 if outcome.created else 200, outcome.answer)
 

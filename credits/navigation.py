@@ -42,8 +42,8 @@ def credits_tile(request: TenantRequest) -> dict[str, Any] | None:
 
 def register() -> None:
     register_items(
-        NavItem("Marketplace", "marketplace", ALL_ROLES, order=20, icon="shop"),
-        NavItem("AI Credits", "ai_credits", ALL_ROLES, order=21, icon="spark", shown_for=nudge_shown),
-        NavItem("AI Statistics", "ai_statistics", ALL_ROLES, order=22, icon="chart"),
+        NavItem("Marketplace", "marketplace", ALL_ROLES, order=30, icon="shop"),
+        NavItem("AI Credits", "ai_credits", ALL_ROLES, order=31, icon="spark", shown_for=nudge_shown),
+        NavItem("AI Statistics", "ai_statistics", ALL_ROLES, order=32, icon="chart"),
     )
     dashboard.register(dashboard.Tile("credits", "credits/tiles/credits.html", credits_tile, order=30))

@@ -47,8 +47,9 @@ from credits.selectors import (
 )
 from plans.models import Plan
 from plans.money import credits_string
-from plans.selectors import MSG_ENDED, entitlements
+from plans.selectors import MSG_ENDED, Refusal, entitlements
 from tenants.audit import SYSTEM, Actor, audit
+from tenants.cache import Versions
 from tenants.errors import BusinessError
 from tenants.models import ApiKey, Membership, Notification, Role, Tenant, User
 from tenants.notifications import notify
@@ -135,11 +136,8 @@ def _admit(tenant: Tenant, unit: str, now: datetime) -> None:
         return
     ent = entitlements(tenant=tenant, now=now).get(product)
     refusal = ent.refusal if ent is not None else None
-    if refusal is None:
-        return
-    if refusal.code == "payment_overdue":
-        raise BusinessError(refusal.code, refusal.message, status=402)
-    raise BusinessError("subscription_ended", MSG_ENDED, status=402)
+    if refusal is not None:
+        raise _refusal_error(refusal)
 
 
 def _insufficient(unit: str, need: int, available: int) -> BusinessError:
@@ -554,7 +552,6 @@ def _key_owner(wallet: Wallet, key: str) -> tuple[str, int] | None:
     return (found[0][0], found[0][1]) if found else None
 
 
-@transaction.atomic
 def credits_consume(
     *,
     tenant: Tenant,
@@ -564,17 +561,104 @@ def credits_consume(
     client_id: str = "",
     actor: Who = None,
     now: datetime | None = None,
+    versions: Versions | None = None,
 ) -> Outcome:
     """Take the cost of `quantity` uses of `feature` from the tenant's live grants, all or nothing:
     plan credits before extra packs, each soonest-expiring first. The same key again answers the
     first answer (also while the first is still running: it waits for the wallet lock); the same
-    key with another request is a 409; a refusal stores nothing."""
+    key with another request is a 409; a refusal stores nothing. `versions`: the API request's cache
+    versions (the plan's refusal may come from the cached entitlements).
+
+    On PostgreSQL it is one statement, its own transaction (the function of migration 0003); the
+    embedded SQLite default runs the same rules statement by statement."""
     if quantity < 1:
         raise BusinessError("invalid_quantity", "quantity must be at least 1.", status=422)
+    now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        return _consume_in_one_statement(
+            tenant=tenant, feature=feature, quantity=quantity, idempotency_key=idempotency_key,
+            client_id=client_id, actor=actor, now=now, versions=versions,
+        )  # fmt: skip
+    return _consume_plain(
+        tenant=tenant, feature=feature, quantity=quantity, idempotency_key=idempotency_key,
+        client_id=client_id, actor=actor, now=now,
+    )  # fmt: skip
+
+
+def _refusal_error(refusal: Refusal) -> BusinessError:
+    if refusal.code == "payment_overdue":
+        return BusinessError(refusal.code, refusal.message, status=402)
+    return BusinessError("subscription_ended", MSG_ENDED, status=402)
+
+
+_CONSUME_SQL = (
+    "SELECT * FROM allowance_credits_consume(%s::bigint, %s::text, %s::bigint, %s::text, %s::text, "
+    "%s::timestamptz, %s::text, %s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
+)
+
+
+def _consume_in_one_statement(
+    *,
+    tenant: Tenant,
+    feature: str,
+    quantity: int,
+    idempotency_key: str,
+    client_id: str,
+    actor: Who,
+    now: datetime,
+    versions: Versions | None,
+) -> Outcome:
+    ent = entitlements(tenant=tenant, now=now, versions=versions)
+    # The plan's refusal (as `_admit`), checked by the function after the idempotency key.
+    refused = {
+        unit.value: refusal
+        for unit, product in UNIT_PRODUCT.items()
+        if (found := ent.get(product)) is not None and (refusal := found.refusal) is not None
+    }
+    refused_unit = next(iter(refused), None)
+    who = Actor.of(actor)
+    known = {"feature": feature, "quantity": quantity, "idempotency_key": idempotency_key}
+    answer = {**known, "client_id": client_id or None, "created_at": now.isoformat()}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CONSUME_SQL,
+            [tenant.pk, feature, quantity, idempotency_key, client_id, now, refused_unit, json.dumps(answer),
+             who.type, who.user.pk if who.user else None, who.api_key.pk if who.api_key else None,
+             who.label[:200]],
+        )  # fmt: skip
+        outcome, unit, amount, available, stored, hold_id, first_feature, first_quantity, first_client = (
+            cursor.fetchone()
+        )
+    if outcome == "created":
+        return Outcome(json.loads(stored), created=True)
+    if outcome == "exists":
+        if (hold_id, first_feature, first_quantity, first_client) != (None, feature, quantity, client_id):
+            raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
+        return Outcome(json.loads(stored), created=False)
+    if outcome == "conflict":
+        raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
+    if outcome == "unknown_feature":
+        feature_cost(feature)  # raises with the features there are
+    if outcome == "refused":
+        raise _refusal_error(refused[unit])
+    assert outcome == "insufficient", outcome
+    raise _insufficient(unit, int(amount), available)
+
+
+@transaction.atomic
+def _consume_plain(
+    *,
+    tenant: Tenant,
+    feature: str,
+    quantity: int,
+    idempotency_key: str,
+    client_id: str,
+    actor: Who,
+    now: datetime,
+) -> Outcome:
     cost = feature_cost(feature)
     amount = cost.cost * quantity
     wallet = _lock_wallet(tenant, cost.unit)
-    now = now or timezone.now()
     owner = _key_owner(wallet, idempotency_key) if wallet is not None else None
     if owner is not None:
         table, pk = owner

@@ -492,4 +492,5 @@ def ticket(request: HttpRequest, payload: TicketIn) -> dict:
         ticket_id=payload.ticket_id,
         client_id=payload.client_id,
         actor=request.auth,  # type: ignore[attr-defined]
+        versions=request.auth.versions,  # type: ignore[attr-defined]
     )

@@ -26,6 +26,7 @@ from licensing.rules import KIND_LABEL, PRODUCT, ClientFields
 from plans.models import Plan, Subscription
 from plans.selectors import ProductEntitlement, entitlements
 from tenants.audit import SYSTEM, Actor, audit
+from tenants.cache import Versions
 from tenants.errors import BusinessError
 from tenants.models import ApiKey, Tenant, User
 
@@ -362,7 +363,13 @@ def _remaining(tenant: Tenant, now: datetime) -> int:
 
 
 def ticket_qualify(
-    *, tenant: Tenant, ticket_id: str, client_id: str, actor: Who = None, now: datetime | None = None
+    *,
+    tenant: Tenant,
+    ticket_id: str,
+    client_id: str,
+    actor: Who = None,
+    now: datetime | None = None,
+    versions: Versions | None = None,
 ) -> dict[str, Any]:
     """Does this ticket get AI? (POST /api/v1/tickets)
     - unknown client: 404 (nothing changes);
@@ -371,14 +378,15 @@ def ticket_qualify(
     - the client holds an AI license: via license (L15); Unlimited AI access: via unlimited (L06);
     - otherwise one ticket credit is consumed: via ticket_credit (L16); none left: ai false.
     A ticket that qualified answers its first answer again and never consumes twice (also when the
-    same ticket arrives ten times at once); one that did not is asked afresh next time."""
+    same ticket arrives ten times at once); one that did not is asked afresh next time. `versions`:
+    the API request's cache versions (the plan may come from the cached entitlements)."""
     ticket_id = rules.clean_ticket_id(ticket_id)
     client_id = rules.clean_external_id(client_id)
     now = now or timezone.now()
     client, answered = _lookup(tenant, client_id, ticket_id)
     if answered is not None:
         return answered
-    ent = entitlements(tenant=tenant, now=now)[PRODUCT]
+    ent = entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT]
     if ent.refusal is not None or not client.active:
         reason, message = (
             (ent.refusal.code, ent.refusal.message)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from plans.selectors import ProductEntitlement, Refusal, entitlements
+from tenants.cache import Versions
 from tenants.models import Tenant
 
 
@@ -49,9 +50,12 @@ def from_refusal(ent: ProductEntitlement, refusal: Refusal | None, **details: An
     )
 
 
-def check(*, tenant: Tenant, product: str, now: datetime | None = None) -> Admission | None:
-    """The admission of new work on `product`, or None for a product that does not exist."""
-    ent = entitlements(tenant=tenant, now=now).get(product)
+def check(
+    *, tenant: Tenant, product: str, now: datetime | None = None, versions: Versions | None = None
+) -> Admission | None:
+    """The admission of new work on `product`, or None for a product that does not exist.
+    `versions`: the request's cache versions (plans.selectors.entitlements)."""
+    ent = entitlements(tenant=tenant, now=now, versions=versions).get(product)
     if ent is None:
         return None
     checker = _CHECKERS.get(product)

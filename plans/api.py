@@ -1,17 +1,27 @@
 """Integration API of the plans app: what the key's tenant is entitled to, per product."""
 
+import json
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from ninja import Field, Path, Router, Schema
+from ninja.responses import NinjaJSONEncoder
 
 from plans.admission import Admission, check
 from plans.selectors import entitlements
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
+from tenants.cache import VersionedCache
 from tenants.errors import BusinessError
+from tenants.models import ApiKey
 
 router = Router(tags=["entitlements"])
+
+JSON = "application/json; charset=utf-8"
+# Per process: the encoded answer of GET /entitlements per tenant, under the same versions and until
+# the same instant as the entitlements it renders (plans.selectors).
+_ANSWERS = VersionedCache("entitlements-answer")
 
 
 class LimitsOut(Schema):
@@ -104,9 +114,24 @@ class EntitlementsOut(Schema):
     summary="The tenant's plan, state, limits and flags per product",
     **documented(EntitlementsOut),
 )
-def get_entitlements(request: HttpRequest) -> dict:
-    ent = entitlements(tenant=request.auth.tenant)  # type: ignore[attr-defined]
-    return {"tenant": ent.tenant_slug, "products": {code: e.as_dict() for code, e in ent.products.items()}}
+def get_entitlements(request: HttpRequest) -> HttpResponse:
+    # The answer's bytes are kept with the entitlements they render (tenants.cache): a request that
+    # finds them sends them as they are, without building, validating and encoding them again.
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    tenant, now = key.tenant, timezone.now()
+    body = _ANSWERS.get(tenant.pk, key.versions, now) if key.versions else None
+    if body is None or body[0] != tenant.slug:
+        ent = entitlements(tenant=tenant, now=now, versions=key.versions)
+        data = {
+            "tenant": ent.tenant_slug,
+            "products": {code: e.as_dict() for code, e in ent.products.items()},
+        }
+        # What ninja does with a returned dict: validate it through the schema, encode the dump.
+        rendered = json.dumps(EntitlementsOut.model_validate(data).model_dump(), cls=NinjaJSONEncoder)
+        body = (tenant.slug, rendered.encode())
+        if key.versions:
+            _ANSWERS.put(tenant.pk, key.versions, body, valid_from=now, valid_until=ent.valid_until)
+    return HttpResponse(body[1], content_type=JSON)
 
 
 class AdmissionOut(Schema):
@@ -188,7 +213,8 @@ def admission(
     request: HttpRequest,
     product: str = Path(..., description="Product code: `ai_agents`, `ai_credits` or `helpdesk_ai`."),
 ) -> Admission:
-    found = check(tenant=request.auth.tenant, product=product)  # type: ignore[attr-defined]
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    found = check(tenant=key.tenant, product=product, versions=key.versions)
     if found is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)
     return found

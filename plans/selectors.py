@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from plans.models import Lead, Plan, Product, ScheduledChange, Subscription
+from tenants.cache import VersionedCache, Versions
 from tenants.models import Tenant
 
 State = Subscription.State
@@ -111,6 +112,10 @@ class ProductEntitlement:
 class Entitlements:
     tenant_slug: str
     products: dict[str, ProductEntitlement]
+    # The first instant after which an answer changes by time alone (a trial's or a grace period's
+    # end, the "Trial ending soon" badge, a day of the trial gone, a period's end): until then, and
+    # as long as nothing is written, every figure here stays true. None: nothing ever changes alone.
+    valid_until: datetime | None = None
 
     def __getitem__(self, code: str) -> ProductEntitlement:
         return self.products[code]
@@ -323,14 +328,33 @@ def _from_db(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
     return row
 
 
-def entitlements(*, tenant: Tenant, now: datetime | None = None) -> Entitlements:
-    """Per product: the live subscription (or the latest ended one), its plan, state, badge, period,
-    limits, flags and any upcoming change. One query whatever the catalog's size."""
-    now = now or timezone.now()
+def _trial_day_turns(trial_ends_at: datetime, now: datetime) -> datetime | None:
+    """The first instant at which `trial_days_left` (whole days, rounded up, of whole seconds left)
+    is one less than at `now`; None once it is 0."""
+    seconds = int((trial_ends_at - now).total_seconds())
+    days = -(-seconds // 86400)
+    if days <= 0:
+        return None
+    # It drops when fewer than (days - 1) days and one second are left, to the microsecond.
+    return trial_ends_at - timedelta(seconds=(days - 1) * 86400 + 1) + timedelta(microseconds=1)
+
+
+def _turns(sub: Subscription, now: datetime) -> list[datetime]:
+    """Every instant at which this subscription's entitlement may change without a write."""
+    found = [sub.trial_ends_at, sub.grace_until, sub.ends_at, sub.current_period_end]
+    if sub.trial_ends_at is not None:
+        found.append(sub.trial_ends_at - timedelta(days=settings.TRIAL_ENDING_SOON_DAYS))
+        found.append(_trial_day_turns(sub.trial_ends_at, now))
+    found += [change.effective_at for change in getattr(sub, "upcoming_changes", [])]
+    return [moment for moment in found if moment is not None and moment > now]
+
+
+def _load(tenant: Tenant, now: datetime) -> Entitlements:
     with connection.cursor() as cursor:
         cursor.execute(_entitlements_sql(), [tenant.pk, tenant.pk])
         rows = cursor.fetchall()
     products = {}
+    turns: list[datetime] = []
     n_sub, n_plan, n_change = len(_SUB_COLUMNS), len(_PLAN_COLUMNS), len(_CHANGE_COLUMNS)
     for row in rows:
         product = Product(id=row[0], code=row[1], name=row[2])
@@ -351,8 +375,34 @@ def entitlements(*, tenant: Tenant, now: datetime | None = None) -> Entitlements
                     subscription=sub, to_plan=to_plan, **_from_db(_CHANGE_COLUMNS, change_values)
                 )
                 sub.upcoming_changes = [change]  # type: ignore[attr-defined]
+            turns += _turns(sub, now)
         products[product.code] = _entitlement(product, sub, now)
-    return Entitlements(tenant_slug=tenant.slug, products=products)
+    return Entitlements(tenant_slug=tenant.slug, products=products, valid_until=min(turns, default=None))
+
+
+# Per process: the answer per tenant, for the integration API (tenants.cache). A request that read
+# its tenant's versions with its key passes them; nothing else is answered from here.
+_CACHE = VersionedCache("entitlements")
+
+
+def entitlements(
+    *, tenant: Tenant, now: datetime | None = None, versions: Versions | None = None
+) -> Entitlements:
+    """Per product: the live subscription (or the latest ended one), its plan, state, badge, period,
+    limits, flags and any upcoming change. One query whatever the catalog's size.
+
+    `versions`: the cache versions the current API request read with its key (`key.versions`),
+    before it wrote anything. With them the answer may come from this process's cache: the one
+    computed under the same versions, still before its `valid_until` (tenants.cache)."""
+    now = now or timezone.now()
+    if versions is None:
+        return _load(tenant, now)
+    found = _CACHE.get(tenant.pk, versions, now)
+    if found is not None and found.tenant_slug == tenant.slug:
+        return found
+    found = _load(tenant, now)
+    _CACHE.put(tenant.pk, versions, found, valid_from=now, valid_until=found.valid_until)
+    return found
 
 
 def catalog(*, product: Product | None = None) -> QuerySet[Plan]:

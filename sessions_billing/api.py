@@ -230,7 +230,11 @@ def session_event(
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise ValidationError([{**e, "loc": ("body", "payload", *e["loc"])} for e in errors]) from None
     session = services.session_event(
-        tenant=tenant, conversation_id=conversation_id, type=payload.type, at=payload.at
+        tenant=tenant,
+        conversation_id=conversation_id,
+        type=payload.type,
+        at=payload.at,
+        versions=request.auth.versions,  # type: ignore[attr-defined]
     )
     return _out(session)
 
@@ -285,6 +289,7 @@ def session_start(request: HttpRequest, payload: SessionIn) -> Status:
         agent=payload.agent,
         direction=payload.direction,
         at=payload.at,
+        versions=request.auth.versions,  # type: ignore[attr-defined]
     )
     return Status(201 if created else 200, _out(session))
 

@@ -26,6 +26,7 @@ from plans.services import trial_end
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.terms import PRODUCT, Terms, tenant_limit, terms_for
 from tenants.audit import Actor, audit
+from tenants.cache import Versions
 from tenants.errors import BusinessError
 from tenants.models import ApiKey, Membership, Role, Tenant, User
 from tenants.notifications import notify
@@ -352,16 +353,21 @@ def session_start(
     at: datetime | None = None,
     now: datetime | None = None,
     terms: Terms | None = None,
+    versions: Versions | None = None,
 ) -> tuple[Session, bool]:
     """Admit a new conversation, or return the one already started under this id (created False;
     nothing counted again). Refusals, in order: `subscription_ended`, `payment_overdue`,
-    `session_limit_reached` (402); a refused start stores nothing."""
+    `session_limit_reached` (402); a refused start stores nothing. `versions`: the API request's
+    cache versions (its entitlements and the tenant's limit may come from the cache)."""
     now = now or timezone.now()
     at = at or now
     check_time(at=at, now=now)
     if direction not in Conversation.Direction.values:
         raise BusinessError("invalid_request", "direction: inbound or outbound.", status=422)
-    # The tenant's own limit is read with the insert below (one round trip less on the hot path).
+    one_statement = terms is None and connection.vendor == "postgresql"
+    if one_statement:
+        terms = terms_for(tenant=tenant, now=now, versions=versions)
+    # Otherwise the tenant's own limit is read with the insert below (one round trip less).
     terms = terms or Terms(ent=entitlements(tenant=tenant, now=now)[PRODUCT], tenant_limit=None)
     refusal = terms.refusal
     if refusal is not None:
@@ -372,6 +378,13 @@ def session_start(
     # With Answered only an outbound conversation bills nothing until the customer replies (S07).
     billed_at_start = not (terms.answered_only and direction == Conversation.Direction.OUTBOUND)
     answered = direction == Conversation.Direction.INBOUND
+    if one_statement and billed_at_start and terms.period_start is not None and at >= terms.period_start:
+        started = _start_in_one_statement(
+            tenant=tenant, conversation_id=conversation_id, direction=direction, agent=agent or "",
+            at=at, now=now, terms=terms, answered=answered,
+        )  # fmt: skip
+        if started is not None:
+            return started
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
@@ -444,6 +457,46 @@ def session_start(
     )
 
 
+_START_SQL = (
+    "SELECT * FROM allowance_session_start(%s::bigint, %s::text, %s::text, %s::text, %s::timestamptz, "
+    "%s::timestamptz, %s::boolean, %s::timestamptz, %s::bigint, %s::integer, %s::integer, %s::boolean)"
+)
+
+
+def _start_in_one_statement(
+    *,
+    tenant: Tenant,
+    conversation_id: str,
+    direction: str,
+    agent: str,
+    at: datetime,
+    now: datetime,
+    terms: Terms,
+    answered: bool,
+) -> tuple[Session, bool] | None:
+    """PostgreSQL: the common start — a known agent, the period's counter in place, under the limit,
+    no usage email or trial end set off — in one statement (a function: migration 0003), which is
+    its own transaction. None when the plain path must decide (the function wrote nothing then)."""
+    first, second = terms.thresholds()
+    ends_trial = terms.trial and terms.ent.state == "trialing" and terms.ent.subscription_id is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _START_SQL,
+            [tenant.pk, conversation_id, agent, direction, at, now, answered, terms.period_start,
+             terms.limit, first, second, ends_trial],
+        )  # fmt: skip
+        outcome, *row = cursor.fetchone()
+    if outcome == "created":
+        return Session(conversation_id, agent or None, direction, at, at, None, 1, answered), True
+    if outcome == "exists":
+        return Session(conversation_id, *row), False
+    if outcome == "refused":
+        refused = terms.usage_refusal(terms.limit or 0)
+        assert refused is not None
+        raise BusinessError(refused.code, refused.message, status=402)
+    return None
+
+
 class _Exists(Exception):
     """The conversation id is taken: leave the transaction and answer with the stored session."""
 
@@ -456,17 +509,25 @@ def session_event(
     at: datetime | None = None,
     now: datetime | None = None,
     terms: Terms | None = None,
+    versions: Versions | None = None,
 ) -> Session:
     """Record a message or the end of a running conversation. A message in a window not billed yet
     bills it (with Answered only, only a customer message does), in the period in which the window
-    starts, even past the limit: a running conversation is never cut off. 404 unknown, 409 ended."""
+    starts, even past the limit: a running conversation is never cut off. 404 unknown, 409 ended.
+    `versions`: the API request's cache versions (its entitlements may come from the cache).
+
+    The conversation's update is one statement, its own transaction: an event in a window already
+    billed needs nothing more. A new window is billed in a short transaction after it (the window's
+    insert decides, once per window, with the conversation's and the period's counts)."""
     now = now or timezone.now()
     at = at or now
     check_time(at=at, now=now)
     if type not in EventType.ALL:
         raise BusinessError("invalid_request", "type: customer_message, agent_message or end.", status=422)
     # The tenant's own limit matters only to the usage emails of a new window: read it then.
-    terms = terms or Terms(ent=entitlements(tenant=tenant, now=now)[PRODUCT], tenant_limit=None)
+    terms = terms or Terms(
+        ent=entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT], tenant_limit=None
+    )
     customer = type == EventType.CUSTOMER_MESSAGE
     if type == EventType.END:
         assignments = "ended_at = %s"
@@ -476,51 +537,31 @@ def session_event(
         params = [_db(at), customer]
     # The current period's counter id comes back with the conversation: one round trip for both.
     current = _db(terms.period_start) if terms.period_start else None
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {CONVERSATION} SET {assignments} "
-                "WHERE tenant_id = %s AND conversation_id = %s AND ended_at IS NULL "
-                "RETURNING id, direction, started_at, last_activity_at, ended_at, billable_sessions, answered, "
-                f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id), last_billed_window, "
-                f"(SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s)",
-                [*params, tenant.pk, conversation_id, tenant.pk, current],
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {CONVERSATION} SET {assignments} "
+            "WHERE tenant_id = %s AND conversation_id = %s AND ended_at IS NULL "
+            "RETURNING id, direction, started_at, last_activity_at, ended_at, billable_sessions, answered, "
+            f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id), last_billed_window, "
+            f"(SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s)",
+            [*params, tenant.pk, conversation_id, tenant.pk, current],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        if Conversation.objects.filter(tenant=tenant, conversation_id=conversation_id).exists():
+            raise BusinessError(
+                "conversation_ended", "This conversation has ended: start a new session.", status=409
             )
-            row = cursor.fetchone()
-        if row is None:
-            if Conversation.objects.filter(tenant=tenant, conversation_id=conversation_id).exists():
-                raise BusinessError(
-                    "conversation_ended", "This conversation has ended: start a new session.", status=409
-                )
-            raise BusinessError("not_found", "No session with this conversation id.", status=404)
-        pk, direction, started, last, ended, billable, answered, agent_key, last_billed, current_id = row
-        started = _aware(started)
-        bills = type != EventType.END and (customer or not terms.answered_only)
-        k = window_index(started_at=started, at=at)
-        if bills and k != last_billed:  # an event in the last billed window needs nothing more
-            starts_at = started + k * WINDOW
-            period_id = _period_for(tenant.pk, terms, starts_at, current_id)
-            if period_id is not None:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        f"INSERT INTO {WINDOWS} (tenant_id, conversation_id, {_q('index')}, "
-                        "starts_at, usage_period_id, counted_at) VALUES (%s, %s, %s, %s, %s, %s) "
-                        f"ON CONFLICT (conversation_id, {_q('index')}) DO NOTHING "
-                        "RETURNING id",
-                        [tenant.pk, pk, k, _db(starts_at), period_id, _db(now)],
-                    )
-                    new_window = cursor.fetchone() is not None
-                    if new_window:
-                        cursor.execute(
-                            f"UPDATE {CONVERSATION} SET billable_sessions = billable_sessions + 1, "
-                            f"last_billed_window = {_greatest()}(COALESCE(last_billed_window, -1), %s) "
-                            "WHERE id = %s RETURNING billable_sessions",
-                            [k, pk],
-                        )
-                        billable = cursor.fetchone()[0]
-                if new_window:
-                    terms = replace(terms, tenant_limit=tenant_limit(tenant_id=tenant.pk))
-                    _after_count(tenant=tenant, terms=terms, counted=_count_more(period_id))
+        raise BusinessError("not_found", "No session with this conversation id.", status=404)
+    pk, direction, started, last, ended, billable, answered, agent_key, last_billed, current_id = row
+    started = _aware(started)
+    bills = type != EventType.END and (customer or not terms.answered_only)
+    k = window_index(started_at=started, at=at)
+    if bills and k != last_billed:  # an event in the last billed window needs nothing more
+        billable = _bill_window(
+            tenant=tenant, terms=terms, conversation=pk, k=k, starts_at=started + k * WINDOW,
+            current_id=current_id, now=now, billable=billable,
+        )  # fmt: skip
     return Session(
         conversation_id=conversation_id,
         agent=agent_key,
@@ -531,6 +572,45 @@ def session_event(
         billable_sessions=billable,
         answered=bool(answered),
     )
+
+
+@transaction.atomic
+def _bill_window(
+    *,
+    tenant: Tenant,
+    terms: Terms,
+    conversation: int,
+    k: int,
+    starts_at: datetime,
+    current_id: int | None,
+    now: datetime,
+    billable: int,
+) -> int:
+    """Bill window k of a running conversation, once (the window's unique insert decides), in the
+    period in which it starts, even past the limit. Returns the conversation's billable sessions."""
+    period_id = _period_for(tenant.pk, terms, starts_at, current_id)
+    if period_id is None:
+        return billable
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {WINDOWS} (tenant_id, conversation_id, {_q('index')}, "
+            "starts_at, usage_period_id, counted_at) VALUES (%s, %s, %s, %s, %s, %s) "
+            f"ON CONFLICT (conversation_id, {_q('index')}) DO NOTHING "
+            "RETURNING id",
+            [tenant.pk, conversation, k, _db(starts_at), period_id, _db(now)],
+        )
+        if cursor.fetchone() is None:
+            return billable  # a parallel event billed it
+        cursor.execute(
+            f"UPDATE {CONVERSATION} SET billable_sessions = billable_sessions + 1, "
+            f"last_billed_window = {_greatest()}(COALESCE(last_billed_window, -1), %s) "
+            "WHERE id = %s RETURNING billable_sessions",
+            [k, conversation],
+        )
+        billable = cursor.fetchone()[0]
+    terms = replace(terms, tenant_limit=tenant_limit(tenant_id=tenant.pk))
+    _after_count(tenant=tenant, terms=terms, counted=_count_more(period_id))
+    return billable
 
 
 def session_find(*, tenant: Tenant, conversation_id: str) -> Session:

@@ -5,14 +5,16 @@ period, trial, answered-only flag and the effective session limit. Built from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from plans.models import Plan, Product
 from plans.selectors import MSG_ENDED, ProductEntitlement, Refusal, entitlements
 from sessions_billing.models import SessionLimit
+from tenants.cache import VersionedCache, Versions
 from tenants.models import Tenant
 
 PRODUCT = Product.Code.AI_AGENTS.value
@@ -116,9 +118,23 @@ def limit_reached_message(period_end: datetime | None) -> str:
     )
 
 
-def terms_for(*, tenant: Tenant, now: datetime | None = None) -> Terms:
-    ent = entitlements(tenant=tenant, now=now)[PRODUCT]
-    return Terms(ent=ent, tenant_limit=tenant_limit(tenant_id=tenant.pk))
+# Per process: the tenant's own session limit, for the integration API (tenants.cache). Setting or
+# resetting it bumps the tenant's cache version (a trigger on its table), so a request that read the
+# new version never finds the old limit here. It changes with nothing else: no expiry.
+_LIMITS = VersionedCache("session-limit")
+
+
+def terms_for(*, tenant: Tenant, now: datetime | None = None, versions: Versions | None = None) -> Terms:
+    """`versions`: the cache versions the API request read with its key, before it wrote anything;
+    with them the entitlements and the tenant's limit may come from this process's cache."""
+    ent = entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT]
+    if versions is None:
+        return Terms(ent=ent, tenant_limit=tenant_limit(tenant_id=tenant.pk))
+    found = _LIMITS.get(tenant.pk, versions, now or timezone.now())
+    if found is None:
+        found = (tenant_limit(tenant_id=tenant.pk),)
+        _LIMITS.put(tenant.pk, versions, found, valid_from=datetime.min.replace(tzinfo=UTC), valid_until=None)
+    return Terms(ent=ent, tenant_limit=found[0])
 
 
 _LIMIT_SQL = f"SELECT session_limit FROM {SessionLimit._meta.db_table} WHERE tenant_id = %s"  # noqa: S608

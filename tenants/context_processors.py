@@ -1,4 +1,5 @@
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
 from tenants.models import Membership
 from tenants.navigation import nav_for
@@ -12,7 +13,9 @@ def navigation(request: HttpRequest) -> dict:
     return {
         "tenant": membership.tenant,
         "membership": membership,
-        "nav": nav_for(membership, request.path),
+        # Built only when a template shows the sidebar (an htmx fragment does not): an item's
+        # condition may ask the database.
+        "nav": SimpleLazyObject(lambda: nav_for(membership, request.path)),
         "my_tenants": Membership.objects.filter(user=request.user)
         .select_related("tenant")
         .order_by("tenant__name")

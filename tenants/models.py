@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from tenants.cache import Versions
+
 
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
@@ -151,6 +153,10 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    # Set by `api_key_authenticate`: the tenant's and the catalog's cache version as the request's key
+    # query read them (`tenants.cache`). None on a key loaded any other way.
+    versions: Versions | None = None
+
     class Meta:
         indexes = [models.Index(fields=["tenant", "revoked_at"])]
 
@@ -226,3 +232,19 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} → {self.to_email} ({self.status})"
+
+
+class CacheVersion(models.Model):
+    """The version of what a tenant's API answers may be cached from (`tenants.cache`): one row per
+    tenant (`scope` = the tenant's id) and one for the whole catalog (`scope` = 0). Database triggers
+    bump it in the same transaction as every write that changes an answer (a subscription, a
+    scheduled change, the plan catalog, a session limit: see `tenants.db_triggers`), so no code path
+    can forget it; the API key's query reads it on every request. Never written from Python."""
+
+    CATALOG = 0
+
+    scope = models.BigIntegerField(primary_key=True)
+    version = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.scope}: {self.version}"

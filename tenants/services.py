@@ -16,8 +16,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from tenants.audit import SYSTEM, Actor, audit
+from tenants.cache import Versions
 from tenants.errors import BusinessError
-from tenants.models import ApiKey, Invitation, Membership, Role, Tenant, User
+from tenants.models import ApiKey, CacheVersion, Invitation, Membership, Role, Tenant, User
 from tenants.notifications import notify
 
 API_KEY_PREFIX = "alw_"
@@ -351,16 +352,22 @@ def _aware(value: datetime | str) -> datetime:
 
 
 _TENANT_FIELDS = [f.attname for f in Tenant._meta.concrete_fields]
+_VERSIONS = CacheVersion._meta.db_table
 _KEY_SQL = (
     "SELECT "  # noqa: S608 (column and table names come from the models; the hash is bound)
     + ", ".join([f'k."{f}"' for f in _KEY_FIELDS] + [f't."{f}"' for f in _TENANT_FIELDS])
+    + ", COALESCE(v.version, 0), COALESCE(c.version, 0)"
     + f" FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id"
+    + f" LEFT JOIN {_VERSIONS} v ON v.scope = k.tenant_id"
+    + f" LEFT JOIN {_VERSIONS} c ON c.scope = {CacheVersion.CATALOG}"
     + " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
 )
 
 
 def api_key_authenticate(secret: str) -> ApiKey | None:
-    """The active key whose secret this is, or None. Records last use at most once a minute."""
+    """The active key whose secret this is, or None, with its tenant and their cache version
+    (`key.versions`: what this request may answer from `tenants.cache`). Records last use at
+    most once a minute."""
     if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
         return None
     # A plain joined query: every API call starts here, so the ORM's SQL compilation stays off it.
@@ -369,12 +376,14 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
         row = cursor.fetchone()
     if row is None:
         return None
+    n_key, n_tenant = len(_KEY_FIELDS), len(_TENANT_FIELDS)
     values = [
         _aware(v) if isinstance(v, datetime | str) and n in _KEY_TIMES else v
-        for n, v in zip(_KEY_FIELDS + _TENANT_FIELDS, row, strict=True)
+        for n, v in zip(_KEY_FIELDS + _TENANT_FIELDS, row[: n_key + n_tenant], strict=True)
     ]
-    key = ApiKey.from_db("default", _KEY_FIELDS, values[: len(_KEY_FIELDS)])
-    key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[len(_KEY_FIELDS) :])
+    key = ApiKey.from_db("default", _KEY_FIELDS, values[:n_key])
+    key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[n_key:])
+    key.versions = Versions(tenant=row[-2], catalog=row[-1])
     now = timezone.now()
     stale = now - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION)
     if key.last_used_at is None or key.last_used_at < stale:

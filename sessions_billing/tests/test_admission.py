@@ -179,8 +179,10 @@ def test_a_retry_of_an_admitted_session_answers_200_even_when_new_ones_are_refus
 
 
 def test_admission_query_count_is_constant(tenant, api_for):
-    """API key, entitlements, the tenant's limit, then one short transaction: the same number of
-    queries for the first session of the period's counter and for the thousandth."""
+    """The API key with the cache versions, then one statement (PostgreSQL's session-start
+    function, its own transaction; the entitlements and the tenant's limit come from the cache):
+    the same number of queries for the first session of the period's counter and for the
+    thousandth."""
     paid(tenant)
     api = api_for(tenant)
     api.start("warm-up")
@@ -194,11 +196,14 @@ def test_admission_query_count_is_constant(tenant, api_for):
         assert api.start("q-late").status_code == 201
     counts.append(len(ctx.captured_queries))
     assert counts == [counts[0]] * 4
-    assert counts[0] == 7, [q["sql"][:80] for q in ctx.captured_queries]
+    assert counts[0] == 2, [q["sql"][:80] for q in ctx.captured_queries]
 
 
 def test_events_query_count_is_constant(tenant, api_for):
-    """The same for an event in a window already billed and for one that opens a window."""
+    """The same for an event in a window already billed — the key, then the conversation's update
+    (one statement) — and for one that opens a window: then a short transaction (here a savepoint
+    and its release) inserts the window, counts it on the conversation and the period, and reads
+    the tenant's limit for the usage emails."""
     now = timezone.now()
     paid(tenant, current_period_start=now - timedelta(days=3), current_period_end=now + timedelta(days=27))
     api = api_for(tenant)
@@ -209,4 +214,4 @@ def test_events_query_count_is_constant(tenant, api_for):
     with CaptureQueriesContext(connection) as ctx:
         api.event("e", "agent_message")  # opens window 2
     new_window = len(ctx.captured_queries)
-    assert (repeat, new_window) == (5, 9), [q["sql"][:60] for q in ctx.captured_queries]
+    assert (repeat, new_window) == (2, 8), [q["sql"][:60] for q in ctx.captured_queries]
