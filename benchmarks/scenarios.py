@@ -157,7 +157,8 @@ def _check_credits(ctx: Context) -> list[str]:
     from credits.selectors import figures
 
     tenant = ctx["tenant"]
-    consumed = Consumption.objects.filter(tenant=tenant).count()
+    # AI credits only: the hot tenant's tickets spend ticket credits (another wallet).
+    consumed = Consumption.objects.filter(tenant=tenant, wallet__unit="ai_credit").count()
     balance = figures(tenant_id=tenant.pk).balance
     ctx["consumed"] = consumed
     problems = []
