@@ -1378,8 +1378,15 @@ def ticket_credit_consume(
     """Take one ticket credit for one ticket (L16) from the live ticket-credit grants, soonest
     expiring first. Idempotent like a consumption: the same key answers the first answer (also
     while the first is still running: it waits for the wallet lock) and takes nothing again; none
-    left is a 402 insufficient_credits that stores nothing."""
+    left is a 402 insufficient_credits that stores nothing.
+
+    On PostgreSQL it is one statement (the function of migration 0004), in the caller's
+    transaction; the embedded SQLite default runs the same rules statement by statement."""
     now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        return _ticket_in_one_statement(
+            tenant=tenant, idempotency_key=idempotency_key, client_id=client_id, actor=actor, now=now
+        )
     wallet_id = _lock_ticket_wallet(tenant.pk)
     if wallet_id is None:
         raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, 0)
@@ -1411,3 +1418,33 @@ def ticket_credit_consume(
         now=now,
     )
     return Outcome(answer, created=True)
+
+
+_TICKET_SQL = (
+    "SELECT * FROM allowance_ticket_credit_consume(%s::bigint, %s::text, %s::text, %s::timestamptz, "
+    "%s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
+)
+
+
+def _ticket_in_one_statement(
+    *, tenant: Tenant, idempotency_key: str, client_id: str, actor: Who, now: datetime
+) -> Outcome:
+    who = Actor.of(actor)
+    answer = {
+        "consumed": credits_string(TICKET_CREDIT),
+        "idempotency_key": idempotency_key,
+        "client_id": client_id or None,
+        "created_at": now.isoformat(),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TICKET_SQL,
+            [tenant.pk, idempotency_key, client_id, now, json.dumps(answer), who.type,
+             who.user.pk if who.user else None, who.api_key.pk if who.api_key else None, who.label[:200]],
+        )  # fmt: skip
+        outcome, stored, first_feature, first_client, available = cursor.fetchone()
+    if outcome == "insufficient":
+        raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, available)
+    if outcome == "exists" and (first_feature, first_client) != (TICKET_FEATURE, client_id):
+        raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
+    return Outcome(json.loads(stored), created=outcome == "created")

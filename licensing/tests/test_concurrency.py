@@ -36,6 +36,20 @@ def partner():
     return tenant
 
 
+def assert_ticket_ledger(tenant) -> None:
+    """The ticket wallet's ledger holds: each grant's remaining is the sum of its entries (its GRANT
+    entry carrying +amount), and each consumption's entries take exactly one ticket credit."""
+    from django.db.models import Sum
+
+    from credits.models import Grant
+
+    for grant in Grant.objects.filter(tenant=tenant, wallet__unit="ticket_credit"):
+        assert grant.remaining == Entry.objects.filter(grant=grant).aggregate(s=Sum("quantity"))["s"]
+    for consumption in Consumption.objects.filter(tenant=tenant, wallet__unit="ticket_credit"):
+        taken = Entry.objects.filter(consumption=consumption).aggregate(s=Sum("quantity"))["s"]
+        assert (consumption.amount, taken) == (1000, -1000)
+
+
 def _run(call: Callable[[], Any]) -> tuple[str, Any]:
     try:
         return "ok", call()
@@ -100,6 +114,7 @@ def test_l16_the_same_ticket_from_10_threads_consumes_one_credit(partner):
     assert Entry.objects.filter(tenant=partner, kind="consume").count() == 1
     assert Ticket.objects.filter(tenant=partner).count() == 1
     assert ticket_credits(tenant_id=partner.pk).remaining == 59
+    assert_ticket_ledger(partner)
 
 
 def test_l16_50_different_tickets_against_the_last_3_credits_give_3(partner):
@@ -118,6 +133,8 @@ def test_l16_50_different_tickets_against_the_last_3_credits_give_3(partner):
     assert {answer["reason"] for _, answer in results if not answer["ai"]} == {"no_ticket_credits"}
     assert ticket_credits(tenant_id=partner.pk).balance == 0
     assert Consumption.objects.filter(tenant=partner).count() == 60
+    assert sorted(a["ticket_credits_remaining"] for _, a in results if a["ai"]) == [0, 1, 2]
+    assert_ticket_ledger(partner)
 
 
 def test_parallel_upserts_of_a_new_client_create_it_once(partner):
