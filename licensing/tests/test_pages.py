@@ -590,3 +590,15 @@ def test_edit_client_changes_its_fields_but_never_its_id(essentials, admin, clie
     bad = client.post(f"{PAGE}clients/{contoso.pk}/edit/", {"name": "", "status": "asleep"})
     assert bad.status_code == 422
     assert "This field is required." in text(bad)
+
+
+def test_staff_see_clients_tickets_and_imports_read_only_in_the_admin(essentials, client_for):
+    from tenants.factories import UserFactory
+
+    staff = UserFactory(email="staff@allowance.test", is_staff=True, is_superuser=True)
+    ClientFactory(tenant=essentials, name="Contoso")
+    client = client_for(staff)
+    for path in ("/admin/licensing/client/", "/admin/licensing/ticket/", "/admin/licensing/clientimport/"):
+        assert client.get(path).status_code == 200, path
+    assert "Contoso" in client.get("/admin/licensing/client/").content.decode()
+    assert client.get("/admin/licensing/client/add/").status_code == 403
