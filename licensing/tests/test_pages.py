@@ -48,6 +48,8 @@ def names(response) -> list[str]:
 def test_l01_to_l06_the_header_shows_plan_billing_date_licenses_ticket_credits_and_unlimited_ai(
     essentials, admin, client_for
 ):
+    """L01, L02 (plan type), L03 (next billing date), L04 (AI and Chat used of their totals), L05 and
+    L21 (ticket credits used and their refresh date), L06 (Unlimited AI access)."""
     licensed(essentials, 4)
     licensed(essentials, 1, kind="chat")
     ClientFactory(tenant=essentials, external_id="walk-in")
@@ -87,6 +89,8 @@ def test_without_a_helpdesk_plan_the_page_offers_the_plans(tenant, admin, client
 def test_l07_to_l10_each_row_shows_name_status_types_licenses_and_ai_credits_used(
     essentials, admin, client_for
 ):
+    """L07 (every client with its license status), L08 (name, status, company and agreement type),
+    L09 (AI and Chat license), L10 (AI credits used, net of refunds), L19 (who holds what)."""
     ClientFactory(
         tenant=essentials,
         external_id="contoso",
@@ -132,6 +136,7 @@ def test_l07_to_l10_each_row_shows_name_status_types_licenses_and_ai_credits_use
 
 
 def test_l11_search_and_filters_narrow_the_table_and_htmx_gets_the_table_alone(essentials, admin, client_for):
+    """L11 (the bar above the table), L19 (review who holds a license: the license filter)."""
     ClientFactory(
         tenant=essentials, name="Contoso Health", company_type="Customer", agreement_type="Break-fix"
     )
