@@ -49,6 +49,8 @@ SERVER_ENV = {
     "LOG_LEVEL": "WARNING",
     "AXES_ENABLED": "false",
     "DATABASE_CONN_MAX_AGE": "600",
+    # Pages need their static files collected (DEBUG off: the manifest names them).
+    "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
 }
 
 
@@ -84,6 +86,7 @@ def _seed(ctx: dict) -> None:
     from tenants.services import api_key_create
 
     call_command("migrate", verbosity=0, interactive=False)
+    call_command("collectstatic", verbosity=0, interactive=False)
     now = timezone.now()
     scale = Plan.objects.get(code="agents-scale")
     Plan.objects.filter(pk=scale.pk).update(
@@ -140,7 +143,7 @@ def _server() -> subprocess.Popen:
     raise SystemExit("gunicorn did not answer /healthz")
 
 
-def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str) -> dict:
+def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str, connections: int = CONNECTIONS) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua or "")
         if key:
@@ -148,9 +151,11 @@ def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str) -> dict:
     cmd = [
         "wrk",
         "-t",
-        "2",
+        str(min(2, connections)),
         "-c",
-        str(CONNECTIONS),
+        str(connections),
+        "--timeout",
+        "10s",
         "-d",
         f"{seconds}s",
         "--latency",
@@ -163,6 +168,22 @@ def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     return _parse(out)
+
+
+def _probe(scenario) -> list[str]:
+    """A page answers itself (200 with its text), not a redirect to the login page."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}{scenario.path}", headers={"Cookie": scenario.cookie}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 (our own server)
+            body = r.read().decode()
+            status, final = r.status, r.geturl()
+    except OSError as exc:
+        return [f"{scenario.name}: {exc}"]
+    if status != 200 or scenario.expect not in body or final != f"http://127.0.0.1:{PORT}{scenario.path}":
+        return [f"{scenario.name}: answered {status} at {final} without {scenario.expect!r}"]
+    return []
 
 
 def _ms(value: str, unit: str) -> float:
@@ -216,17 +237,22 @@ def main() -> int:
         # The machine is shared: each endpoint is measured right after its own /healthz run and
         # compared with it, so a change of load between endpoints does not skew the ratios.
         health = SCENARIOS[0]
+        for scenario in SCENARIOS:
+            if scenario.expect:
+                problems += _probe(scenario)
+        if problems:
+            raise SystemExit("PROBLEMS:\n  " + "\n  ".join(problems))
         for i, scenario in enumerate(SCENARIOS):
             key = HOT_KEY if scenario.auth else ""
+            conns = scenario.connections or CONNECTIONS
             if scenario.run is None:
-                _wrk(
-                    scenario.path, scenario.lua, key, 2, f"warm{i}"
-                )  # warm-up (connections, prepared statements, the caches)
+                # warm-up (connections, prepared statements, the caches)
+                _wrk(scenario.path, scenario.lua, key, 2, f"warm{i}", conns)
             beside = _wrk(health.path, "", "", max(3, DURATION // 2), f"health{i}")
             if scenario.run is not None:
                 result = scenario.run(ctx, DURATION, f"run{i}")
             else:
-                result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}")
+                result = _wrk(scenario.path, scenario.lua, key, DURATION, f"run{i}", conns)
             rows.append((scenario.name, result | {"healthz": beside["rps"]}))
             print(
                 f"  {scenario.name}: {result['rps']:.0f} req/s (/healthz just before: {beside['rps']:.0f})",
@@ -271,6 +297,7 @@ def main() -> int:
     print(
         f"Sessions admitted in the run: {ctx.get('admitted', 0)}; at the limit: exactly {LIMITED_LIMIT} expected."
     )
+    print(f"Tickets that took a ticket credit in the run: {ctx.get('tickets', 0)} (one consumption each).")
     if problems:
         print("PROBLEMS:\n  " + "\n  ".join(problems))
         return 1

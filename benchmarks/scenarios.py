@@ -24,6 +24,13 @@ class Scenario:
     # Instead of wrk against the app: run(ctx, seconds, prefix) -> {"rps", "p50", "p99", "requests",
     # "errors"} (a baseline measured straight against the database, e.g. with pgbench).
     run: Callable[[Context, int, str], dict] | None = None
+    # A page: the cookie wrk sends, and a text its answer must hold (checked once before the run,
+    # so a redirect to the login page is never measured as the page).
+    cookie: str = ""
+    expect: str = ""
+    # wrk's connections (None: the harness's 8). One for a page: its latency is then the server's
+    # time for it, not the time it waited behind others in the queue of two workers.
+    connections: int | None = None
 
 
 # --- sessions_billing --------------------------------------------------------------------------
@@ -150,7 +157,8 @@ def _check_credits(ctx: Context) -> list[str]:
     from credits.selectors import figures
 
     tenant = ctx["tenant"]
-    consumed = Consumption.objects.filter(tenant=tenant).count()
+    # AI credits only: the hot tenant's tickets spend ticket credits (another wallet).
+    consumed = Consumption.objects.filter(tenant=tenant, wallet__unit="ai_credit").count()
     balance = figures(tenant_id=tenant.pk).balance
     ctx["consumed"] = consumed
     problems = []
@@ -230,6 +238,119 @@ def _raw_update_insert(ctx: Context, seconds: int, prefix: str) -> dict:
     return {"rps": tps, "p50": pct(0.50), "p99": pct(0.99), "requests": len(latencies), "errors": failed}
 
 
+# --- licensing ------------------------------------------------------------------------------------
+
+PARTNER_CLIENTS = 10_000  # the hot tenant's client companies (issue 10: the page works for 10,000)
+UNLICENSED = 1_000  # the tickets' clients: none holds an AI license, so each ticket takes a credit
+TICKET_CREDITS = 10_000_000  # far more than a run consumes (a staff adjustment)
+PAGE_SESSION = "benchpartneradminsession0000000000000000"  # the admin's session cookie (seeded)
+
+
+def _seed_partner(ctx: Context) -> None:
+    """The hot tenant is also an MSP partner on AI Essentials: 10,000 clients (10 with an AI
+    license), ten million ticket credits, and an admin signed in (a session row with a known key)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from credits import services as credit_services
+    from credits.models import Source, Unit
+    from licensing.models import Client
+    from plans.models import Plan, Subscription
+    from tenants.models import Membership, Role, User
+
+    tenant = ctx["tenant"]
+    now = timezone.now()
+    essentials = Plan.objects.get(code="helpdesk-essentials")
+    Subscription.objects.create(
+        tenant=tenant,
+        product=essentials.product,
+        plan=essentials,
+        state=Subscription.State.ACTIVE,
+        current_period_start=now - timedelta(days=1),
+        current_period_end=now + timedelta(days=29),
+        gateway_subscription_id="sub_bench_helpdesk",
+    )
+    kinds = ["Customer"] * 8 + ["Prospect", "Partner"]
+    agreements = ["Managed services", "Break-fix", "Block hours", "Project"]
+    Client.objects.bulk_create(
+        Client(
+            tenant=tenant,
+            external_id=f"client-{i:05d}",
+            name=f"Client company {i:05d}",
+            status="inactive" if i % 9 == 8 else "active",
+            company_type=kinds[i % len(kinds)],
+            agreement_type=agreements[i % len(agreements)],
+            ai_license_since=now if i >= PARTNER_CLIENTS - 10 else None,
+            created_at=now,
+            updated_at=now,
+        )
+        for i in range(PARTNER_CLIENTS)
+    )
+    Client.objects.filter(tenant=tenant, external_id__lt=f"client-{UNLICENSED:05d}").update(status="active")
+    credit_services.credits_grant(
+        tenant=tenant,
+        unit=Unit.TICKET_CREDIT,
+        source=Source.STAFF_ADJUSTMENT,
+        amount=TICKET_CREDITS * 1000,
+        expires_at=None,
+        note="bench",
+    )
+    admin = User.objects.create_user("bench-admin@bench.test", "bench-password-not-secret")
+    Membership.objects.create(tenant=tenant, user=admin, role=Role.ADMIN)
+    data = {
+        SESSION_KEY: str(admin.pk),
+        BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+        HASH_SESSION_KEY: admin.get_session_auth_hash(),
+    }
+    Session.objects.create(
+        session_key=PAGE_SESSION,
+        session_data=SessionStore().encode(data),
+        expire_date=now + timedelta(days=1),
+    )
+    ctx["partner_session"] = (settings.SESSION_COOKIE_NAME, PAGE_SESSION)
+
+
+def _check_tickets(ctx: Context) -> list[str]:
+    from credits.models import Consumption, Unit
+    from credits.selectors import ticket_credits
+    from licensing.models import Ticket
+
+    tenant = ctx["tenant"]
+    tickets = Ticket.objects.filter(tenant=tenant, via="ticket_credit").count()
+    spent = Consumption.objects.filter(tenant=tenant, wallet__unit=Unit.TICKET_CREDIT).count()
+    left = ticket_credits(tenant_id=tenant.pk).balance
+    ctx["tickets"] = tickets
+    problems = []
+    if not tickets == spent == (TICKET_CREDITS * 1000 - left) // 1000:
+        problems.append(
+            f"tickets disagree with the ledger: {tickets} tickets, {spent} consumptions, {left} left"
+        )
+    return problems
+
+
+PAGE_LUA = f"""
+wrk.headers["Cookie"] = "sessionid={PAGE_SESSION}"
+"""
+
+TICKET = f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+function setup(thread) thread:set("tid", tostring(math.random(1, 1e9))) end
+function init(args) prefix = (args[1] or "run") .. "-" .. tid end
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil,
+    '{{"ticket_id":"' .. prefix .. "-" .. n .. '","client_id":"client-' .. string.format("%05d", n % {UNLICENSED}) .. '"}}')
+end
+"""
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("GET /healthz", "/healthz", auth=False),
     Scenario("GET /api/v1/entitlements", "/api/v1/entitlements"),
@@ -252,6 +373,31 @@ SCENARIOS: list[Scenario] = [
         check=_check_credits,
     ),
     Scenario("raw PostgreSQL UPDATE + INSERT (pgbench)", "", run=_raw_update_insert),
+    Scenario(
+        "POST /api/v1/tickets (unlicensed clients)",
+        "/api/v1/tickets",
+        lua=TICKET,
+        seed=_seed_partner,
+        check=_check_tickets,
+    ),
+    Scenario(
+        "GET Manage Licenses, 10,000 clients (1 conn)",
+        "/t/hot/licenses/",
+        lua=PAGE_LUA,
+        auth=False,
+        cookie=f"sessionid={PAGE_SESSION}",
+        expect="10,000 clients",
+        connections=1,
+    ),
+    Scenario(
+        "GET Manage Licenses, filtered (1 conn)",
+        "/t/hot/licenses/?q=company+04&status=active&agreement_type=Break-fix&license=no_ai&sort=-name&page=2",
+        lua=PAGE_LUA,
+        auth=False,
+        cookie=f"sessionid={PAGE_SESSION}",
+        expect="clients match the filters",
+        connections=1,
+    ),
 ]
 
 # Run once more against a tenant whose limit is reached during the run: every refusal is a 402

@@ -35,6 +35,7 @@ from billing_portal.gateway.base import (
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, InvoiceLine
 from credits import services as credit_services
+from licensing import services as licensing_services
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange, Subscription
 from plans.offers import OfferAction, actor_role, offer_require
@@ -225,6 +226,7 @@ def plan_change(
                 tenant=tenant, gw=subscription_facts(gw), actor=actor
             )
             assert updated is not None
+            product_cycle_grants(tenant=tenant)
             return ChangeResult(applied_now=True, subscription=updated)
         schedule = gateway.schedule_subscription_change(
             subscription_id=sub.gateway_subscription_id,
@@ -390,7 +392,15 @@ def subscription_sync(
         log.warning("subscription %s belongs to no tenant we know", subscription_id)
         return None
     plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
+    product_cycle_grants(tenant=tenant)
     return tenant
+
+
+def product_cycle_grants(*, tenant: Tenant) -> None:
+    """What a product grants at the start of each billing cycle, once per cycle, as soon as the
+    subscription says the cycle has started (or a plan change raised the amount): Helpdesk AI's
+    ticket credits (L17, L18). The sweeper in `billing_tick` catches any cycle this missed."""
+    licensing_services.ticket_credits_refresh(tenant=tenant)
 
 
 def service_period(inv: GatewayInvoice) -> tuple[datetime | None, datetime | None]:
@@ -536,6 +546,7 @@ def billing_tick(*, now: datetime) -> dict[str, int]:
         "trial_reminders": plan_services.trial_reminders_due(now=now),
         "grace_expired": plan_services.grace_periods_expire_due(now=now),
         "subscriptions_ended": plan_services.subscriptions_end_due(now=now),
+        **licensing_services.licensing_sweep(now=now),
         **credit_services.credits_sweep(now=now),
     }
 

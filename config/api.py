@@ -7,6 +7,7 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from credits.api import router as credits_router
+from licensing.api import router as licensing_router
 from plans.api import router as plans_router
 from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
@@ -72,3 +73,4 @@ api.add_router("/", tenants_router)
 api.add_router("/", plans_router)
 api.add_router("/", credits_router)
 api.add_router("/", sessions_router)
+api.add_router("/", licensing_router)

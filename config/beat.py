@@ -39,6 +39,14 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "credits.tasks.send_low_balance_emails",
         "schedule": crontab(minute="*/15"),
     },
+    # --- licensing
+    # A Helpdesk AI billing cycle that has started gets its ticket credits (three for every license
+    # of the plan, L17, L18), once: subscription sync grants them as it sees the new period; this
+    # catches any it missed (a late webhook). A second run grants nothing.
+    "refresh-ticket-credits": {
+        "task": "licensing.tasks.refresh_ticket_credits",
+        "schedule": crontab(minute="*/5"),
+    },
     # Local gateway's clock: period roll-overs (renewal invoices) and scheduled changes falling due.
     # Stripe runs its own clock in production; there this does nothing.
     "advance-gateway-clock": {

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "tenants",
     "plans",
     "credits",
+    "licensing",
     "sessions_billing",
     "billing_portal",
 ]

@@ -6,6 +6,7 @@ from billing_portal import urls as billing_urls
 from billing_portal import views as billing_views
 from config.api import api
 from credits import urls as credits_urls
+from licensing import urls as licensing_urls
 from sessions_billing import urls as sessions_urls
 from tenants import views as tenant_views
 from tenants.forms import LoginForm, QueuedPasswordResetForm
@@ -49,6 +50,7 @@ urlpatterns = [
     path("t/<slug:slug>/", include(billing_urls.tenant_patterns)),
     path("t/<slug:slug>/", include(credits_urls.tenant_patterns)),
     path("t/<slug:slug>/", include(sessions_urls.tenant_patterns)),
+    path("t/<slug:slug>/", include(licensing_urls.tenant_patterns)),
     path("", include(billing_urls.global_patterns)),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),

@@ -4,12 +4,14 @@ Figures are integer thousandths; `plans.money.credits_string` turns them into "4
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -523,3 +525,95 @@ def marketplace_products() -> list[MarketplaceProduct]:
         MarketplaceProduct(p.code, p.name, p.description)
         for p in Product.objects.order_by("sort_order", "name")
     ]
+
+
+# --- ticket credits and AI credits per client (Helpdesk AI: the Plans & Licenses page) ----------
+
+
+@dataclass(frozen=True)
+class TicketCredits:
+    """Thousandths. `cycle_amount`/`cycle_remaining`: the live ticket-cycle grants (this billing
+    cycle's, L17); `balance`: every live ticket credit (staff adjustments included)."""
+
+    cycle_amount: int
+    cycle_remaining: int
+    balance: int
+
+    @property
+    def cycle_used(self) -> int:
+        return self.cycle_amount - self.cycle_remaining
+
+    @property
+    def remaining(self) -> int:
+        """Whole ticket credits that can still be spent."""
+        return self.balance // CREDIT
+
+
+@functools.cache
+def _ticket_credits_sql() -> str:
+    grant, wallet = Grant._meta.db_table, Wallet._meta.db_table
+    cycle = f"g.source = '{Source.TICKET_CYCLE.value}'"
+    return (
+        f"SELECT SUM(g.remaining), SUM(CASE WHEN {cycle} THEN g.amount ELSE 0 END), "  # noqa: S608
+        f"SUM(CASE WHEN {cycle} THEN g.remaining ELSE 0 END) FROM {grant} g "
+        f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %s AND w.unit = "
+        f"'{Unit.TICKET_CREDIT.value}') AND g.valid_from <= %s AND (g.expires_at IS NULL OR g.expires_at > %s)"
+    )
+
+
+def ticket_credits(*, tenant_id: int, now: datetime | None = None) -> TicketCredits:
+    """In one plain query (the ticket API answers with it: the ORM's compilation stays off it)."""
+    at = connection.ops.adapt_datetimefield_value(now or timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_ticket_credits_sql(), [tenant_id, at, at])
+        balance, cycle_amount, cycle_remaining = cursor.fetchone()
+    return TicketCredits(
+        cycle_amount=int(cycle_amount or 0),
+        cycle_remaining=int(cycle_remaining or 0),
+        balance=int(balance or 0),
+    )
+
+
+def ticket_cycles_granted(*, tenant_ids: list[int], now: datetime) -> set[tuple[int, datetime]]:
+    """(tenant id, cycle start) of every ticket-cycle grant of these tenants that has not ended: the
+    sweeper grants the cycles missing from it."""
+    return set(
+        Grant.objects.filter(
+            tenant_id__in=tenant_ids, source=Source.TICKET_CYCLE, expires_at__gt=now
+        ).values_list("tenant_id", "valid_from")
+    )
+
+
+def _client_consumption(tenant_id: int, start: datetime, end: datetime) -> Any:
+    return Consumption.objects.filter(
+        tenant_id=tenant_id, wallet__unit=Unit.AI_CREDIT, created_at__gte=start, created_at__lt=end
+    ).exclude(client_id="")
+
+
+def ai_credits_by_client(
+    *, tenant_id: int, start: datetime, end: datetime, client_ids: list[str] | None = None
+) -> dict[str, int]:
+    """Thousandths of AI credits each client consumed in [start, end), net of refunds (the
+    consumptions' `client_id`), for `client_ids` or every client. One query."""
+    rows = _client_consumption(tenant_id, start, end)
+    if client_ids is not None:
+        rows = rows.filter(client_id__in=client_ids)
+    return dict(
+        rows.values("client_id")
+        .annotate(net=Sum("amount") - Coalesce(Sum("refunded_amount"), 0))
+        .order_by()
+        .values_list("client_id", "net")
+    )
+
+
+def ai_credits_of_client(*, tenant_id: int, start: datetime, end: datetime, outer: str) -> Any:
+    """The same figure as a subquery expression on the client named by `OuterRef(outer)` (0 when it
+    consumed nothing): a page sorts its clients by it."""
+    net = (
+        _client_consumption(tenant_id, start, end)
+        .filter(client_id=OuterRef(outer))
+        .values("client_id")
+        .annotate(net=Sum("amount") - Coalesce(Sum("refunded_amount"), 0))
+        .values("net")
+    )
+    return Coalesce(Subquery(net), 0)

@@ -10,6 +10,7 @@ Quantities are integer thousandths of a unit (`plans.money.CREDIT` = 1000 = one 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -1160,3 +1161,290 @@ def credits_sweep(*, now: datetime) -> dict[str, int]:
         "credit_holds_expired": holds_expire_due(now=now),
         "credit_low_balance_emails": low_balance_notify_due(now=now),
     }
+
+
+# --- ticket credits (Helpdesk AI: L16 to L18) ---------------------------------------------------
+# A ticket credit is spent whole: one per ticket of a client without an AI license. The cycle's
+# grant is made by `licensing` (asked by billing_portal's subscription sync and the sweeper) with
+# the amount the plan's entitlements give; this ledger makes it once per cycle and spends it.
+
+TICKET_CREDIT = 1000  # thousandths in one ticket credit
+TICKET_FEATURE = "ticket"  # the consumption's feature: one ticket
+
+
+def _cycle_prefix(subscription_id: int, period_start: datetime) -> str:
+    return f"ticket-cycle:{subscription_id}:{int(period_start.timestamp())}:"
+
+
+def ticket_cycle_reference(*, subscription_id: int, period_start: datetime, plan_code: str) -> str:
+    """The grant's reference: one per subscription, cycle (its start) and plan."""
+    return f"{_cycle_prefix(subscription_id, period_start)}{plan_code}"
+
+
+@transaction.atomic
+def ticket_credits_grant_cycle(
+    *,
+    tenant: Tenant,
+    subscription_id: int,
+    plan: Plan,
+    period_start: datetime,
+    period_end: datetime,
+    credits: int,
+    now: datetime | None = None,
+) -> Grant | None:
+    """One billing cycle's ticket credits (L17, L18): `credits` whole ticket credits, valid from the
+    cycle's start until its end, granted once — a second call for the same cycle grants nothing and
+    returns None. A plan change within the cycle tops the cycle up to the new plan's amount (an
+    upgrade, once per plan) and never takes credits back (a downgrade). A cycle that has ended is
+    never granted."""
+    now = now or timezone.now()
+    if credits <= 0 or period_end <= period_start or period_end <= now:
+        return None
+    wallet = _lock_wallet(tenant, Unit.TICKET_CREDIT, create=True)
+    assert wallet is not None
+    reference = ticket_cycle_reference(
+        subscription_id=subscription_id, period_start=period_start, plan_code=plan.code
+    )
+    if Grant.objects.filter(reference=reference).exists():
+        return None
+    granted = (
+        Grant.objects.filter(
+            wallet=wallet,
+            source=Source.TICKET_CYCLE,
+            reference__startswith=_cycle_prefix(subscription_id, period_start),
+        ).aggregate(s=Sum("amount"))["s"]
+        or 0
+    )
+    top_up = credits * TICKET_CREDIT - granted
+    if top_up <= 0:
+        return None
+    label = f"{plan.name} · {period_start:%-d %b %Y} to {period_end:%-d %b %Y}"
+    grant = _create_grant(
+        wallet=wallet,
+        source=Source.TICKET_CYCLE,
+        amount=top_up,
+        valid_from=period_start,
+        expires_at=period_end,
+        reference=reference,
+        now=now,
+        who=SYSTEM,
+        plan=plan,
+        note=label if not granted else f"{label} (plan changed)",
+    )
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="credits.granted",
+        target=grant,
+        target_label=f"{credits_string(top_up)} ticket credits ({label})",
+        data={"source": grant.source, "amount": credits_string(top_up), "reference": reference},
+    )
+    return grant
+
+
+# The ticket hot path in plain statements (DESIGN "The hot path": the ORM's SQL compilation stays
+# off it): the same rows credits_consume writes, one wallet lock, one read, then the writes.
+_ACTOR_COLUMNS = "actor_type, actor_user_id, actor_api_key_id, actor_label"
+
+
+@functools.cache
+def _ticket_sql() -> dict[str, str]:
+    wallet, consumption, entry, grant = (
+        Wallet._meta.db_table,
+        Consumption._meta.db_table,
+        Entry._meta.db_table,
+        Grant._meta.db_table,
+    )
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return {
+        "lock": f"SELECT id FROM {wallet} WHERE tenant_id = %s AND unit = '{Unit.TICKET_CREDIT.value}'{lock}",  # noqa: S608
+        "consumption": (
+            f"INSERT INTO {consumption} ({_ACTOR_COLUMNS}, wallet_id, tenant_id, idempotency_key, feature, "  # noqa: S608
+            "quantity, amount, client_id, created_at, response) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+        ),
+        "move": f"UPDATE {grant} SET remaining = remaining - %s WHERE id = %s",  # noqa: S608
+        "entry": (
+            f"INSERT INTO {entry} ({_ACTOR_COLUMNS}, wallet_id, tenant_id, grant_id, kind, quantity, feature, "  # noqa: S608
+            "client_id, idempotency_key, consumption_id, note, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        ),
+    }
+
+
+def _lock_ticket_wallet(tenant_id: int) -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_ticket_sql()["lock"], [tenant_id])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _write_ticket_consumption(
+    *,
+    tenant_id: int,
+    wallet_id: int,
+    key: str,
+    client_id: str,
+    drawn: list[tuple[LiveGrant, int]],
+    answer: dict[str, Any],
+    who: dict[str, Any],
+    now: datetime,
+) -> None:
+    sql = _ticket_sql()
+    actor = [
+        who["actor_type"],
+        who["actor_user"].pk if who["actor_user"] is not None else None,
+        who["actor_api_key"].pk if who["actor_api_key"] is not None else None,
+        who["actor_label"],
+    ]
+    at = connection.ops.adapt_datetimefield_value(now)
+    response = Consumption._meta.get_field("response").get_db_prep_save(answer, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql["consumption"],
+            [*actor, wallet_id, tenant_id, key, TICKET_FEATURE, 1, TICKET_CREDIT, client_id, at, response],
+        )
+        consumption_id = cursor.fetchone()[0]
+        for grant, take in drawn:
+            cursor.execute(sql["move"], [take, grant.pk])
+            cursor.execute(
+                sql["entry"],
+                [
+                    *actor,
+                    wallet_id,
+                    tenant_id,
+                    grant.pk,
+                    Entry.Kind.CONSUME.value,
+                    -take,
+                    TICKET_FEATURE,
+                    client_id,
+                    key,
+                    consumption_id,
+                    "",
+                    at,
+                ],
+            )
+
+
+@functools.cache
+def _ticket_state_sql() -> str:
+    grant, consumption, hold = Grant._meta.db_table, Consumption._meta.db_table, Hold._meta.db_table
+    return (
+        "SELECT g.id, g.source, g.remaining, k.response, k.feature, k.client_id, "  # noqa: S608
+        f"(SELECT COALESCE(SUM(h.amount), 0) FROM {hold} h "
+        "WHERE h.wallet_id = x.wid AND h.status = 'held' AND h.expires_at > %s) "
+        "FROM (SELECT %s AS wid) x "
+        f"LEFT JOIN {consumption} k ON k.wallet_id = x.wid AND k.idempotency_key = %s "
+        f"LEFT JOIN {grant} g ON g.wallet_id = x.wid AND g.remaining > 0 "
+        "AND g.valid_from <= %s AND (g.expires_at IS NULL OR g.expires_at > %s) "
+        # DRAW_ORDER: priority, soonest expiring first (never expiring last), oldest, id
+        "ORDER BY g.priority, g.expires_at IS NULL, g.expires_at, g.valid_from, g.id"
+    )
+
+
+def _ticket_state(
+    wallet_id: int, key: str, now: datetime
+) -> tuple[dict[str, Any] | None, list[LiveGrant], Figures]:
+    """Under the wallet lock, in one statement (the ticket hot path): the consumption this key
+    already names (its answer), the live grants in draw order, and what open holds reserve."""
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(_ticket_state_sql(), [at, wallet_id, key, at, at])
+        rows = cursor.fetchall()
+    first = None
+    if rows and rows[0][3] is not None:
+        response = rows[0][3]
+        first = {
+            "response": json.loads(response) if isinstance(response, str) else response,
+            "feature": rows[0][4],
+            "client_id": rows[0][5],
+        }
+    grants = [LiveGrant(pk, source, remaining) for pk, source, remaining, *_ in rows if pk is not None]
+    held = int(rows[0][6]) if rows else 0
+    return first, grants, Figures(balance=sum(g.remaining for g in grants), held=held)
+
+
+# savepoint=False: inside a caller's transaction (licensing keeps the ticket's answer in the same
+# one) a refusal rolls the caller back too, and the hot path saves a SAVEPOINT and its RELEASE.
+@transaction.atomic(savepoint=False)
+def ticket_credit_consume(
+    *,
+    tenant: Tenant,
+    idempotency_key: str,
+    client_id: str = "",
+    actor: Who = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """Take one ticket credit for one ticket (L16) from the live ticket-credit grants, soonest
+    expiring first. Idempotent like a consumption: the same key answers the first answer (also
+    while the first is still running: it waits for the wallet lock) and takes nothing again; none
+    left is a 402 insufficient_credits that stores nothing.
+
+    On PostgreSQL it is one statement (the function of migration 0004), in the caller's
+    transaction; the embedded SQLite default runs the same rules statement by statement."""
+    now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        return _ticket_in_one_statement(
+            tenant=tenant, idempotency_key=idempotency_key, client_id=client_id, actor=actor, now=now
+        )
+    wallet_id = _lock_ticket_wallet(tenant.pk)
+    if wallet_id is None:
+        raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, 0)
+    first, grants, figures = _ticket_state(wallet_id, idempotency_key, now)
+    if first is not None:
+        if (first["feature"], first["client_id"]) != (TICKET_FEATURE, client_id):
+            raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
+        return Outcome(first["response"], created=False)
+    if figures.available < TICKET_CREDIT:
+        raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, figures.available)
+    drawn = _draw(grants, TICKET_CREDIT)
+    balance = figures.balance - TICKET_CREDIT
+    answer = {
+        "consumed": credits_string(TICKET_CREDIT),
+        "idempotency_key": idempotency_key,
+        "client_id": client_id or None,
+        "balance": credits_string(balance),
+        "remaining": max(0, balance - figures.held) // TICKET_CREDIT,  # whole ticket credits left
+        "created_at": now.isoformat(),
+    }
+    _write_ticket_consumption(
+        tenant_id=tenant.pk,
+        wallet_id=wallet_id,
+        key=idempotency_key,
+        client_id=client_id,
+        drawn=drawn,
+        answer=answer,
+        who=_actor_fields(actor),
+        now=now,
+    )
+    return Outcome(answer, created=True)
+
+
+_TICKET_SQL = (
+    "SELECT * FROM allowance_ticket_credit_consume(%s::bigint, %s::text, %s::text, %s::timestamptz, "
+    "%s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
+)
+
+
+def _ticket_in_one_statement(
+    *, tenant: Tenant, idempotency_key: str, client_id: str, actor: Who, now: datetime
+) -> Outcome:
+    who = Actor.of(actor)
+    answer = {
+        "consumed": credits_string(TICKET_CREDIT),
+        "idempotency_key": idempotency_key,
+        "client_id": client_id or None,
+        "created_at": now.isoformat(),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TICKET_SQL,
+            [tenant.pk, idempotency_key, client_id, now, json.dumps(answer), who.type,
+             who.user.pk if who.user else None, who.api_key.pk if who.api_key else None, who.label[:200]],
+        )  # fmt: skip
+        outcome, stored, first_feature, first_client, available = cursor.fetchone()
+    if outcome == "insufficient":
+        raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, available)
+    if outcome == "exists" and (first_feature, first_client) != (TICKET_FEATURE, client_id):
+        raise BusinessError("idempotency_conflict", MSG_IDEMPOTENCY_CONFLICT, status=409)
+    return Outcome(json.loads(stored), created=outcome == "created")

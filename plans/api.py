@@ -43,10 +43,11 @@ class LimitsOut(Schema):
     ai_licenses: int = Field(description="Helpdesk AI: AI licenses the plan includes.")
     chat_licenses: int = Field(description="Helpdesk AI: Chat licenses the plan includes.")
     ticket_credits_per_license: int = Field(
-        description="Helpdesk AI: ticket credits each AI license brings every cycle."
+        description="Helpdesk AI: ticket credits each license (AI or Chat) brings every cycle."
     )
     ticket_credits: int = Field(
-        description="Helpdesk AI: ticket credits granted each cycle (ai_licenses times ticket_credits_per_license)."
+        description="Helpdesk AI: ticket credits granted each cycle ((ai_licenses + chat_licenses) times "
+        "ticket_credits_per_license)."
     )
     unlimited_ai: bool = Field(
         description="Helpdesk AI: every ticket gets AI, without spending ticket credits."
@@ -150,7 +151,8 @@ class AdmissionOut(Schema):
     plan_code: str | None = Field(description="Code of the current plan; null without one.")
     details: dict[str, Any] = Field(
         description="The product's own figures behind the answer (AI Agents: `billable_sessions`, "
-        "`session_limit`, `limit_source`)."
+        "`session_limit`, `limit_source`; Helpdesk AI: `ai_licenses`, `ai_licenses_used`, `chat_licenses`, "
+        "`chat_licenses_used`, `ticket_credits_remaining`, `unlimited_ai`)."
     )
 
 

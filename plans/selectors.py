@@ -44,7 +44,9 @@ class Limits:
     ai_licenses: int
     chat_licenses: int
     ticket_credits_per_license: int
-    ticket_credits: int  # ai_licenses * ticket_credits_per_license, refreshed each cycle
+    # (ai_licenses + chat_licenses) * ticket_credits_per_license, granted each cycle: "three ticket
+    # credits for every license included in their plan" (L17), AI and Chat licenses both.
+    ticket_credits: int
     unlimited_ai: bool
 
 
@@ -135,7 +137,7 @@ def _limits(plan: Plan) -> Limits:
         ai_licenses=plan.ai_licenses,
         chat_licenses=plan.chat_licenses,
         ticket_credits_per_license=plan.ticket_credits_per_license,
-        ticket_credits=plan.ai_licenses * plan.ticket_credits_per_license,
+        ticket_credits=(plan.ai_licenses + plan.chat_licenses) * plan.ticket_credits_per_license,
         unlimited_ai=plan.unlimited_ai,
     )
 

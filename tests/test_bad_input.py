@@ -53,6 +53,12 @@ FIELDS = [
     "next",
     "checkout",
     "q",
+    "sort",
+    "license",
+    "company_type",
+    "agreement_type",
+    "external_id",
+    "clients",
 ]
 # Headers a view or middleware of ours reads.
 HEADERS = {
@@ -152,7 +158,15 @@ def test_the_text_backslash_u0000_in_a_json_body_is_not_a_nul(db):
 
 def test_ids_beyond_any_columns_range_are_not_found(walk, client_for, admin):
     client = client_for(admin)
-    int_params = {"membership_id", "invitation_id", "key_id", "invoice_id", "change_id"}
+    int_params = {
+        "membership_id",
+        "invitation_id",
+        "key_id",
+        "invoice_id",
+        "change_id",
+        "client_pk",
+        "import_id",
+    }
     checked = 0
     for name, route, values in walk:
         for param in int_params & set(values):

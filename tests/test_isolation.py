@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice
@@ -31,6 +32,10 @@ from credits import services as credit_services
 from credits.factories import grant as credit_grant
 from credits.factories import on_plus
 from credits.models import Consumption, Entry, Grant, Hold
+from licensing import services as licensing
+from licensing.factories import ClientFactory, on_helpdesk
+from licensing.models import Client as PartnerClient
+from licensing.models import ClientImport, Ticket
 from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
 from plans.models import Lead, ScheduledChange, Subscription
 from sessions_billing import services as sessions
@@ -72,7 +77,7 @@ EXEMPT_PREFIXES = {
 # Values for non-object parameters of the not-tenant-scoped URLs.
 PUBLIC_FILLERS = {"uidb64": "MQ", "token": "not-a-real-token", "session_id": "cs_x", "customer_id": "cus_x"}
 # Parameters that name shared things, not the victim's objects (the catalog is the same for all).
-SHARED_FILLERS = {"plan_code": "agents-scale", "product": "ai_agents"}
+SHARED_FILLERS = {"plan_code": "agents-scale", "product": "ai_agents", "kind": "ai"}
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,24 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
         tenant=tenant, conversation_id="victim-conv-acme", direction="inbound", agent="victim-agent-acme"
     )
     SessionLimit.objects.create(tenant=tenant, session_limit=777)
+    on_helpdesk(tenant)
+    client = ClientFactory(
+        tenant=tenant,
+        external_id="victim-client-acme",
+        name="Acme Victim Client Co",
+        company_type="Acme victim company type",
+        ai_license_since=timezone.now(),
+    )
+    licensing.ticket_qualify(tenant=tenant, ticket_id="victim-ticket-acme", client_id=client.external_id)
+    upload = ClientImport.objects.create(
+        tenant=tenant,
+        created_by=admin,
+        filename="acme-victim-import.csv",
+        content="external_id,name\nacme-victim-imported,Acme Victim Imported\n",
+        status=ClientImport.Status.READY,
+        total=1,
+        new=1,
+    )
     return {
         "ids": {
             "slug": tenant.slug,
@@ -152,6 +175,9 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "change_id": change.pk,
             "hold_id": hold["id"],
             "conversation_id": conversation.conversation_id,
+            "client_pk": client.pk,
+            "client_id": client.external_id,
+            "import_id": upload.pk,
         },
         "markers": [
             tenant.name,
@@ -171,6 +197,11 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "acme-victim-client",
             "victim-conv-acme",
             "victim-agent-acme",
+            "victim-client-acme",
+            "Acme Victim Client Co",
+            "Acme victim company type",
+            "acme-victim-import.csv",
+            "acme-victim-imported",
         ],
     }
 
@@ -209,6 +240,13 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
         "usage": sorted(UsagePeriod.objects.filter(tenant=tenant).values_list("pk", "billable_sessions")),
         "limit": list(SessionLimit.objects.filter(tenant=tenant).values_list("session_limit", flat=True)),
         "agents": sorted(Agent.objects.filter(tenant=tenant).values_list("key", "name")),
+        "clients": sorted(
+            PartnerClient.objects.filter(tenant=tenant).values_list(
+                "pk", "name", "status", "ai_license_since", "chat_license_since", "updated_at"
+            )
+        ),
+        "client_imports": sorted(ClientImport.objects.filter(tenant=tenant).values_list("pk", "status")),
+        "tickets": sorted(Ticket.objects.filter(tenant=tenant).values_list("ticket_id", "via")),
     }
 
 

@@ -14,13 +14,18 @@
     narrow.addEventListener("change", fit);
   }
 
-  // A dialog opens when htmx swaps content into it (the links that fill it also work as plain
-  // links to a full page).
-  // Only a swap into the dialog's own body opens it: a fragment that loads later inside an open
-  // dialog (the charge preview) must not reopen one the user has just closed.
+  // A dialog opens when htmx swaps content into its body (the links that fill it also work as plain
+  // links to a full page), and closes when an answer leaves its body empty (the action is done and
+  // its results were swapped in elsewhere, out of band). A part swapped inside an open dialog (a
+  // preview arriving late) neither opens nor closes it: it may arrive after the dialog was closed.
   document.addEventListener("htmx:afterSwap", function (event) {
     var dialog = event.target.parentElement;
-    if (dialog && dialog.tagName === "DIALOG" && !dialog.open) dialog.showModal();
+    if (!dialog || dialog.tagName !== "DIALOG") return;
+    if (!event.target.innerHTML.trim()) {
+      if (dialog.open) dialog.close();
+    } else if (!dialog.open) {
+      dialog.showModal();
+    }
   });
 
   document.addEventListener("click", function (event) {

@@ -68,7 +68,8 @@ def test_entitlements_run_in_a_constant_number_of_queries(tenant, clock, django_
 
 
 def test_helpdesk_pro_limits(org, capture):
-    """L04, L06, L17: 25 AI licenses, 3 ticket credits per license, unlimited AI."""
+    """L04, L06, L17: 25 AI and 25 Chat licenses, 3 ticket credits for every license (AI and Chat
+    both: 150 a cycle), unlimited AI."""
     subscribe(tenant=org.tenant, actor=org.founder, plan_code="helpdesk-pro", capture=capture)
     ent = entitlements(tenant=org.tenant)["helpdesk_ai"]
     assert (ent.plan_code, ent.plan_name, ent.state, ent.badge) == (
@@ -79,16 +80,21 @@ def test_helpdesk_pro_limits(org, capture):
     )
     limits = ent.limits
     assert (limits.ai_licenses, limits.chat_licenses, limits.ticket_credits_per_license) == (25, 25, 3)
-    assert (limits.ticket_credits, limits.unlimited_ai) == (75, True)
+    assert (limits.ticket_credits, limits.unlimited_ai) == (150, True)
     assert (limits.session_limit, limits.included_credits, limits.extra_packs_allowed) == (None, 0, False)
     assert (ent.price_amount, ent.currency, ent.interval) == (59900, "usd", "month")
 
 
 def test_helpdesk_essentials_limits_without_unlimited_ai(org, capture):
-    """L17, L06"""
+    """L17, L06: (10 AI + 10 Chat licenses) x 3 = 60 ticket credits a cycle."""
     subscribe(tenant=org.tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
     limits = entitlements(tenant=org.tenant)["helpdesk_ai"].limits
-    assert (limits.ai_licenses, limits.ticket_credits, limits.unlimited_ai) == (10, 30, False)
+    assert (limits.ai_licenses, limits.chat_licenses, limits.ticket_credits, limits.unlimited_ai) == (
+        10,
+        10,
+        60,
+        False,
+    )
 
 
 def test_ai_plus_credits_renew_monthly_and_allow_extra_packs(org, clock, capture):

@@ -18,6 +18,7 @@ from billing_portal.demo import start_plan
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
 from credits.demo import demo_month
+from licensing.demo import demo_partner
 from plans import services as plan_services
 from plans.models import Plan, Subscription
 from sessions_billing.demo import demo_limit_near, demo_sessions
@@ -29,7 +30,7 @@ DEMO_PASSWORD = "allowance-demo"
 
 # (slug, name, plan code to buy or "", state to put the AI Agents subscription in)
 DEMO_TENANTS = [
-    ("northwind", "Northwind IT Partners", "helpdesk-pro", ""),
+    ("northwind", "Northwind IT Partners", "helpdesk-essentials", ""),
     # Lumen's AI Agents trial ended before it bought AI Plus: on the free trial AI Credits' plans
     # offer only Register interest (C19).
     ("lumen", "Lumen Marketplace", "credits-plus", "expired"),
@@ -91,6 +92,10 @@ class Command(BaseCommand):
             # the demo is ready when this command returns.
             billing.tenant_reconcile(tenant=tenant)
             self._usage(tenant, slug)
+            if plan_code.startswith("helpdesk-"):
+                # Northwind: a few hundred client companies, licenses near the plan's total (some held
+                # by inactive clients), tickets through licenses and ticket credits.
+                demo_partner(tenant=tenant, admin=admin, api_key=key)
             if plan_code == "credits-plus":
                 # Lumen: a month of AI-credit consumption and an active extra pack (AI Statistics).
                 demo_month(tenant=tenant, plan=Plan.objects.get(code=plan_code), api_key=key)

@@ -1,0 +1,363 @@
+"""Every read of licensing that a page, the API, the admission check or a job needs. The Plans &
+Licenses page costs the same few queries whatever the number of clients: the header is three
+(entitlements, one aggregate over the clients, the ticket credits), the table two (count, page) and
+one for the AI credits its rows used."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, F, Q, QuerySet
+from django.utils import timezone
+
+from credits import selectors as credit_selectors
+from credits.selectors import TicketCredits
+from licensing.models import Client, LicenseKind
+from licensing.rules import KIND_LABEL, PRODUCT
+from plans.admission import Admission, from_refusal
+from plans.money import CREDIT
+from plans.selectors import Entitlements, ProductEntitlement, entitlements
+from tenants.models import Tenant
+
+NEAR_PERCENT = 90  # L22: at 90% of the licenses or the ticket credits, suggest upgrading
+
+
+@dataclass(frozen=True)
+class Seats:
+    """The licenses of one kind: what the plan includes and how many clients hold one."""
+
+    kind: str
+    total: int
+    used: int
+
+    @property
+    def label(self) -> str:
+        return KIND_LABEL[LicenseKind(self.kind)]
+
+    @property
+    def over(self) -> int:
+        """Assigned beyond the plan's total (after a downgrade): kept, but new ones are blocked."""
+        return max(0, self.used - self.total)
+
+    @property
+    def left(self) -> int:
+        return max(0, self.total - self.used)
+
+    @property
+    def percent(self) -> int:
+        if not self.total:
+            return 100 if self.used else 0
+        return min(100, self.used * 100 // self.total)
+
+    @property
+    def near(self) -> bool:
+        return self.total > 0 and self.used * 100 >= self.total * NEAR_PERCENT
+
+
+@dataclass(frozen=True)
+class Header:
+    """The top of the Plans & Licenses page (L02 to L06) and what it flags (L20, L22)."""
+
+    ent: ProductEntitlement
+    ai: Seats
+    chat: Seats
+    tickets: TicketCredits
+    flagged_clients: int  # inactive clients holding a license (L20)
+    flagged_licenses: int
+    clients: int
+
+    @property
+    def subscribed(self) -> bool:
+        return self.ent.subscription_id is not None and self.ent.refusal is None
+
+    @property
+    def refresh_date(self) -> datetime | None:
+        """When the ticket credits refresh: the start of the next billing cycle (L05, L18)."""
+        if self.ent.refusal is not None:
+            return None
+        return self.ent.next_billing_date or self.ent.period_end
+
+    @property
+    def ticket_total(self) -> int:
+        return self.tickets.cycle_amount // CREDIT
+
+    @property
+    def ticket_used(self) -> int:
+        return -(-self.tickets.cycle_used // CREDIT)  # a part of a credit used counts as used
+
+    @property
+    def ticket_percent(self) -> int:
+        return min(100, self.ticket_used * 100 // self.ticket_total) if self.ticket_total else 0
+
+    @property
+    def tickets_near(self) -> bool:
+        return self.ticket_total > 0 and self.ticket_used * 100 >= self.ticket_total * NEAR_PERCENT
+
+    @property
+    def near_limits(self) -> list[str]:
+        """What is at 90% or more (L22), as the prompt says it."""
+        found = [f"{s.label} licenses" for s in (self.ai, self.chat) if s.near]
+        if self.tickets_near:
+            found.append("ticket credits")
+        return found
+
+    @property
+    def overages(self) -> list[Seats]:
+        return [s for s in (self.ai, self.chat) if s.over]
+
+
+def _counts(tenant: Tenant) -> dict[str, int]:
+    inactive = Q(status=Client.Status.INACTIVE)
+    ai, chat = Q(ai_license_since__isnull=False), Q(chat_license_since__isnull=False)
+    return Client.objects.filter(tenant=tenant).aggregate(
+        clients=Count("pk"),
+        ai=Count("pk", filter=ai),
+        chat=Count("pk", filter=chat),
+        flagged=Count("pk", filter=inactive & (ai | chat)),
+        flagged_ai=Count("pk", filter=inactive & ai),
+        flagged_chat=Count("pk", filter=inactive & chat),
+    )
+
+
+def header(*, tenant: Tenant, now: datetime | None = None, ents: Entitlements | None = None) -> Header:
+    """Three queries (two when the caller passes the entitlements it has read)."""
+    now = now or timezone.now()
+    ent = (ents or entitlements(tenant=tenant, now=now))[PRODUCT]
+    counts = _counts(tenant)
+    return Header(
+        ent=ent,
+        ai=Seats(LicenseKind.AI, ent.limits.ai_licenses, counts["ai"]),
+        chat=Seats(LicenseKind.CHAT, ent.limits.chat_licenses, counts["chat"]),
+        tickets=credit_selectors.ticket_credits(tenant_id=tenant.pk, now=now),
+        flagged_clients=counts["flagged"],
+        flagged_licenses=counts["flagged_ai"] + counts["flagged_chat"],
+        clients=counts["clients"],
+    )
+
+
+def admission_check(tenant: Tenant, ent: ProductEntitlement, now: datetime | None) -> Admission:
+    """Helpdesk AI's admission (registered with plans.admission): the plan's refusal, with the
+    license and ticket-credit figures a ticket would be decided on."""
+    if ent.subscription_id is None:
+        return from_refusal(ent, ent.refusal)
+    counts = _counts(tenant)
+    tickets = credit_selectors.ticket_credits(tenant_id=tenant.pk, now=now)
+    return from_refusal(
+        ent,
+        ent.refusal,
+        ai_licenses=ent.limits.ai_licenses,
+        ai_licenses_used=counts["ai"],
+        chat_licenses=ent.limits.chat_licenses,
+        chat_licenses_used=counts["chat"],
+        ticket_credits_remaining=tickets.remaining,
+        unlimited_ai=ent.limits.unlimited_ai,
+    )
+
+
+# --- the Manage Licenses table ---------------------------------------------------------------------
+
+LICENSE_FILTERS = {
+    "ai": Q(ai_license_since__isnull=False),
+    "no_ai": Q(ai_license_since__isnull=True),
+    "chat": Q(chat_license_since__isnull=False),
+    "no_chat": Q(chat_license_since__isnull=True),
+    "none": Q(ai_license_since__isnull=True, chat_license_since__isnull=True),
+    "flagged": Q(status=Client.Status.INACTIVE)
+    & (Q(ai_license_since__isnull=False) | Q(chat_license_since__isnull=False)),
+}
+# Sortable columns: the key in the URL → the column (the name, then the id, break ties).
+SORTS = {
+    "name": "name",
+    "status": "status",
+    "company_type": "company_type",
+    "agreement_type": "agreement_type",
+    "ai": "ai_license_since",
+    "chat": "chat_license_since",
+    "credits": "ai_credits_used",
+}
+DEFAULT_SORT = "name"
+
+
+@dataclass(frozen=True)
+class ClientFilters:
+    q: str = ""
+    status: str = ""
+    company_type: str = ""
+    agreement_type: str = ""
+    license: str = ""
+    sort: str = DEFAULT_SORT  # a key of SORTS, "-" in front for descending
+
+    @property
+    def active(self) -> bool:
+        return bool(self.q or self.status or self.company_type or self.agreement_type or self.license)
+
+    @property
+    def sort_key(self) -> str:
+        return self.sort.removeprefix("-")
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+
+@dataclass(frozen=True)
+class Period:
+    """The stretch whose AI credits the table counts (L10): the Helpdesk AI billing period, or the
+    calendar month without one."""
+
+    start: datetime
+    end: datetime
+
+
+def usage_period(ent: ProductEntitlement, now: datetime) -> Period:
+    if ent.period_start is not None and ent.period_end is not None and ent.period_start <= now:
+        return Period(ent.period_start, ent.period_end)
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    end = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
+    return Period(start, end)
+
+
+def clients(*, tenant: Tenant, filters: ClientFilters, period: Period | None = None) -> QuerySet[Client]:
+    """The tenant's clients matching the filters, in the asked order (by name, then id, after it)."""
+    rows = Client.objects.filter(tenant=tenant)
+    if filters.q:
+        rows = rows.filter(Q(name__icontains=filters.q) | Q(external_id__iexact=filters.q))
+    if filters.status:
+        rows = rows.filter(status=filters.status)
+    if filters.company_type:
+        rows = rows.filter(company_type=filters.company_type)
+    if filters.agreement_type:
+        rows = rows.filter(agreement_type=filters.agreement_type)
+    if filters.license in LICENSE_FILTERS:
+        rows = rows.filter(LICENSE_FILTERS[filters.license])
+    key = filters.sort_key if filters.sort_key in SORTS else DEFAULT_SORT
+    if key == "credits" and period is not None:
+        rows = rows.annotate(
+            ai_credits_used=credit_selectors.ai_credits_of_client(
+                tenant_id=tenant.pk, start=period.start, end=period.end, outer="external_id"
+            )
+        )
+    elif key == "credits":
+        key = DEFAULT_SORT
+    column = SORTS[key]
+    # Descending puts the largest first and the empty last; ascending the other way round (no
+    # license before a license, the oldest license first).
+    order = F(column).desc(nulls_last=True) if filters.descending else F(column).asc(nulls_first=True)
+    tie = ("-name", "-pk") if filters.descending else ("name", "pk")
+    return rows.order_by(order, *(t for t in tie if t.lstrip("-") != column))
+
+
+@dataclass
+class ClientsPage:
+    page: Page
+    period: Period
+    filters: ClientFilters
+    rows: list[Client] = field(default_factory=list)
+
+
+def clients_page(
+    *,
+    tenant: Tenant,
+    filters: ClientFilters,
+    number: str | int | None,
+    size: int,
+    ent: ProductEntitlement,
+    now: datetime | None = None,
+) -> ClientsPage:
+    """One page of the table with each row's AI credits used (L10): three queries (count, rows, the
+    credits of the rows' clients) whatever the number of clients."""
+    now = now or timezone.now()
+    period = usage_period(ent, now)
+    found = clients(tenant=tenant, filters=filters, period=period)
+    page = Paginator(found, size).get_page(number)
+    rows = list(page.object_list)
+    used = credit_selectors.ai_credits_by_client(
+        tenant_id=tenant.pk, start=period.start, end=period.end, client_ids=[c.external_id for c in rows]
+    )
+    for client in rows:
+        client.ai_credits_used = used.get(client.external_id, 0)  # type: ignore[attr-defined]
+    return ClientsPage(page=page, period=period, filters=filters, rows=rows)
+
+
+def client_row(*, tenant: Tenant, pk: int, period: Period) -> Client | None:
+    """One row of the table (after an action) with its AI credits used: two queries."""
+    client = Client.objects.filter(tenant=tenant, pk=pk).first()
+    if client is not None:
+        used = credit_selectors.ai_credits_by_client(
+            tenant_id=tenant.pk, start=period.start, end=period.end, client_ids=[client.external_id]
+        )
+        client.ai_credits_used = used.get(client.external_id, 0)  # type: ignore[attr-defined]
+    return client
+
+
+def type_choices(*, tenant: Tenant) -> tuple[list[str], list[str]]:
+    """The company types and agreement types in use, for the filters (one query)."""
+    pairs = Client.objects.filter(tenant=tenant).values_list("company_type", "agreement_type").distinct()
+    companies, agreements = set(), set()
+    for company, agreement in pairs:
+        if company:
+            companies.add(company)
+        if agreement:
+            agreements.add(agreement)
+    return sorted(companies, key=str.lower), sorted(agreements, key=str.lower)
+
+
+def client_by_external_id(*, tenant: Tenant, external_id: str) -> Client | None:
+    return Client.objects.filter(tenant=tenant, external_id=external_id).first()
+
+
+def ai_credits_used(
+    *, tenant: Tenant, client: Client, ent: ProductEntitlement, now: datetime | None = None
+) -> int:
+    period = usage_period(ent, now or timezone.now())
+    return credit_selectors.ai_credits_by_client(
+        tenant_id=tenant.pk, start=period.start, end=period.end, client_ids=[client.external_id]
+    ).get(client.external_id, 0)
+
+
+def export_rows(*, tenant: Tenant, filters: ClientFilters, ent: ProductEntitlement) -> Iterator[list[str]]:
+    """The table as CSV rows (every page), streamed: the header, then one row per client."""
+    from plans.money import credits_string
+
+    period = usage_period(ent, timezone.now())
+    used = credit_selectors.ai_credits_by_client(tenant_id=tenant.pk, start=period.start, end=period.end)
+    yield [
+        "client_id",
+        "name",
+        "status",
+        "company_type",
+        "agreement_type",
+        "ai_license",
+        "chat_license",
+        f"ai_credits_used ({period.start:%Y-%m-%d} to {period.end:%Y-%m-%d})",
+    ]
+    for client in clients(tenant=tenant, filters=filters, period=period).iterator(chunk_size=2000):
+        yield [
+            client.external_id,
+            client.name,
+            client.status,
+            client.company_type,
+            client.agreement_type,
+            "yes" if client.ai_license else "no",
+            "yes" if client.chat_license else "no",
+            credits_string(used.get(client.external_id, 0)),
+        ]
+
+
+def pick_candidates(
+    *, tenant: Tenant, q: str = "", kind: str = LicenseKind.AI, ids: list[int] | None = None, limit: int = 50
+) -> list[Client]:
+    """Active clients without a license of `kind` matching `q` (or among `ids`), by name: the
+    Assign picker's list."""
+    field_name = "ai_license_since" if kind == LicenseKind.AI else "chat_license_since"
+    rows = Client.objects.filter(
+        tenant=tenant, status=Client.Status.ACTIVE, **{f"{field_name}__isnull": True}
+    )
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
+    if q:
+        rows = rows.filter(Q(name__icontains=q) | Q(external_id__iexact=q))
+    return list(rows.order_by("name", "pk")[:limit])

@@ -1,0 +1,122 @@
+"""Ticket credits, driven from the top as they happen in production: the subscription to AI
+Essentials or AI Pro starts through the local gateway's checkout and webhooks, its periods roll over
+on the gateway's clock, the sweepers run (L17, L18)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from billing_portal import services as billing
+from config.beat import BEAT_SCHEDULE
+from credits.models import Grant
+from credits.selectors import ticket_credits
+from licensing import services as licensing
+from licensing.factories import ClientFactory
+from plans.factories import plan
+from plans.models import Subscription
+from tests.subscriptions.helpers import START, subscribe
+
+pytestmark = pytest.mark.django_db
+
+K = 1000
+
+
+def cycles(tenant):
+    return list(
+        Grant.objects.filter(tenant=tenant, source="ticket_cycle")
+        .order_by("pk")
+        .values_list("amount", "remaining", "valid_from", "expires_at")
+    )
+
+
+def test_l17_ai_essentials_grants_three_for_every_license_ai_and_chat_when_it_starts(org, clock, capture):
+    sub = subscribe(tenant=org.tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
+
+    # (10 AI + 10 Chat licenses) x 3, at once, valid until the cycle ends.
+    assert cycles(org.tenant) == [(60 * K, 60 * K, sub.current_period_start, sub.current_period_end)]
+    assert ticket_credits(tenant_id=org.tenant.pk).remaining == 60
+
+
+def test_l17_ai_pro_grants_150(org, clock, capture):
+    subscribe(tenant=org.tenant, actor=org.founder, plan_code="helpdesk-pro", capture=capture)
+    assert [row[0] for row in cycles(org.tenant)] == [150 * K]
+
+
+def test_l18_each_cycle_refreshes_once_at_its_start_and_the_previous_cycles_credits_expire(
+    org, clock, capture
+):
+    tenant = org.tenant
+    sub = subscribe(tenant=tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
+    ClientFactory(tenant=tenant, external_id="walk-in")
+    for i in range(5):
+        licensing.ticket_qualify(tenant=tenant, ticket_id=f"t-{i}", client_id="walk-in")
+    first_end = sub.current_period_end
+    assert ticket_credits(tenant_id=tenant.pk).remaining == 55
+
+    clock.move_to(first_end)
+    assert (
+        ticket_credits(tenant_id=tenant.pk).remaining == 0
+    )  # expired at the cycle's end, before any sweeper
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    sub.refresh_from_db()
+    assert sub.current_period_start == first_end
+    assert cycles(tenant) == [
+        (60 * K, 0, START, first_end),  # 5 used; the sweeper wrote off the other 55
+        (60 * K, 60 * K, first_end, sub.current_period_end),
+    ]
+    assert ticket_credits(tenant_id=tenant.pk).remaining == 60
+
+    # A second tick, the beat's task and a reconcile grant nothing again.
+    with capture(execute=True):
+        tick = billing.billing_tick(now=timezone.now())
+        billing.tenant_reconcile(tenant=tenant)
+    assert tick["ticket_credit_cycles"] == 0
+    assert licensing.ticket_credits_refresh_due(now=timezone.now()) == 0
+    assert len(cycles(tenant)) == 2
+
+
+def test_the_sweeper_grants_a_cycle_the_webhooks_missed_exactly_once(org, clock, capture):
+    tenant = org.tenant
+    sub = subscribe(tenant=tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
+    Grant.objects.filter(tenant=tenant, source="ticket_cycle").delete()  # as if the grant had never been made
+
+    assert licensing.ticket_credits_refresh_due(now=timezone.now()) == 1
+    assert licensing.ticket_credits_refresh_due(now=timezone.now()) == 0
+    assert cycles(tenant) == [(60 * K, 60 * K, sub.current_period_start, sub.current_period_end)]
+
+
+def test_an_upgrade_within_the_cycle_tops_it_up_and_a_downgrade_takes_nothing_back(org, clock, capture):
+    tenant = org.tenant
+    subscribe(tenant=tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
+    clock.move_to(START + timedelta(days=3))
+    with capture(execute=True):
+        billing.plan_change(
+            tenant=tenant,
+            to_plan=plan("helpdesk-pro"),
+            when="immediately",
+            custom_date=None,
+            actor=org.founder,
+        )
+    assert [row[0] for row in cycles(tenant)] == [60 * K, 90 * K]  # up to AI Pro's 150 this cycle
+    assert ticket_credits(tenant_id=tenant.pk).remaining == 150
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    assert len(cycles(tenant)) == 2
+
+
+def test_the_beat_runs_the_ticket_credit_sweeper():
+    assert "licensing.tasks.refresh_ticket_credits" in {entry["task"] for entry in BEAT_SCHEDULE.values()}
+
+
+def test_an_ended_subscription_gets_no_new_cycle(org, clock, capture):
+    tenant = org.tenant
+    sub = subscribe(tenant=tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
+    Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.EXPIRED, ended_at=timezone.now())
+    Grant.objects.filter(tenant=tenant, source="ticket_cycle").delete()
+
+    assert licensing.ticket_credits_refresh_due(now=timezone.now()) == 0
+    assert licensing.ticket_credits_refresh(tenant=tenant) is None
