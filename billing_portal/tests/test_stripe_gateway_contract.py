@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,8 +42,12 @@ from billing_portal.gateway.stripe_gateway import (
 )
 
 FIXTURES = Path(__file__).parent / "stripe_fixtures"
-# parents: [0] tests, [1] billing_portal, [2] the repository (/work/main), [3] its parent (/work).
-REFERENCE = Path(__file__).resolve().parents[3] / "shared/stripe/fixtures3.json"
+# Stripe's published objects: STRIPE_FIXTURES_PATH, else ../shared/stripe/fixtures3.json beside the
+# repository (parents: [0] tests, [1] billing_portal, [2] the repository, [3] its parent).
+REFERENCE = Path(
+    os.environ.get("STRIPE_FIXTURES_PATH")
+    or Path(__file__).resolve().parents[3] / "shared/stripe/fixtures3.json"
+)
 
 API_KEY = "sk_test_allowance_contract"
 WEBHOOK_SECRET = "whsec_allowance_contract_tests"
