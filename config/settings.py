@@ -243,6 +243,9 @@ DEVELOPMENT_WEBHOOK_SECRET = "whsec_local_development_only"
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default=DEVELOPMENT_WEBHOOK_SECRET if DEBUG else "")
 STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)  # seconds
+# The local stand-in's event delivery: "prompt" (once, in order, on commit) or "late" (kept until the
+# next clock tick, then newest first and each twice, as Stripe's retries may deliver them).
+LOCAL_GATEWAY_DELIVERY = env.str("LOCAL_GATEWAY_DELIVERY", default="prompt")
 
 
 def payment_settings_problems(

@@ -49,13 +49,17 @@ def _price(price_id: str) -> CatalogPrice:
 
 
 @cache
-def _build(kind: str, secret: str, api_key: str, tolerance: int) -> PaymentGateway:
+def _build(kind: str, secret: str, api_key: str, tolerance: int, delivery: str) -> PaymentGateway:
     if kind == "local":
         from billing_portal.gateway.local import LocalGateway
 
         # Through the module-level functions, so a test that swaps WIRING's delivery is heard.
         return LocalGateway(
-            webhook_secret=secret, deliver=_deliver, price_catalog=_price, webhook_tolerance=tolerance
+            webhook_secret=secret,
+            deliver=_deliver,
+            price_catalog=_price,
+            webhook_tolerance=tolerance,
+            delivery=delivery,
         )
     if kind == "stripe":
         from billing_portal.gateway.stripe_gateway import StripeGateway
@@ -70,6 +74,7 @@ def get_gateway() -> PaymentGateway:
         settings.STRIPE_WEBHOOK_SECRET,
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_WEBHOOK_TOLERANCE,
+        settings.LOCAL_GATEWAY_DELIVERY,
     )
 
 

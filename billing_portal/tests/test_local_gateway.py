@@ -211,6 +211,72 @@ def test_events_go_out_only_after_commit(local, django_capture_on_commit_callbac
     ]
 
 
+def test_late_delivery_keeps_events_until_the_clock_then_sends_them_newest_first_and_twice(
+    db, django_capture_on_commit_callbacks
+):
+    """The switch for what Stripe may do after a failed or slow delivery: events arrive late, out
+    of order and more than once (https://docs.stripe.com/webhooks#event-ordering). A change that rolls
+    back leaves nothing to deliver."""
+    sent: list[tuple[bytes, str]] = []
+    gateway = LocalGateway(
+        webhook_secret=SECRET,
+        deliver=lambda payload, header: sent.append((payload, header)),
+        price_catalog=PRICES.__getitem__,
+        clock=lambda: START,
+        delivery="late",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        customer_id = gateway.create_customer(email="", name="", metadata={}, idempotency_key="c")
+        session = gateway.create_checkout_session(
+            customer_id=customer_id,
+            price_id="price_pro",
+            success_url="s",
+            cancel_url="c",
+            client_reference_id="",
+            metadata={},
+            idempotency_key="cs",
+        )
+        gateway.complete_checkout(session.id)
+    with (  # noqa: PT012
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        gateway.expire_checkout(
+            gateway.create_checkout_session(
+                customer_id=customer_id,
+                price_id="price_pro",
+                success_url="s",
+                cancel_url="c",
+                client_reference_id="",
+                metadata={},
+                idempotency_key="cs-rolled-back",
+            ).id
+        )
+        raise RuntimeError("the request failed")
+    assert sent == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert gateway.advance(START) == 0  # nothing fell due; the kept events go out
+    emitted = [e["type"] for e in (json.loads(p) for p, _ in sent)]
+    assert emitted == [
+        "checkout.session.completed",
+        "checkout.session.completed",
+        "invoice.paid",
+        "invoice.paid",
+        "invoice.finalized",
+        "invoice.finalized",
+        "customer.subscription.created",
+        "customer.subscription.created",
+    ]
+    for payload, header in sent:  # signed as Stripe signs them
+        assert stripe.Webhook.construct_event(payload, header, SECRET).id == json.loads(payload)["id"]
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert gateway.deliver_late() == 0
+    assert sent == []
+
+
 # --- checkout ----------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ This package imports nothing of ours outside the gateway package."""
 from __future__ import annotations
 
 from billing_portal.gateway.local.clock import MAX_CYCLES_PER_ADVANCE, LocalClock
-from billing_portal.gateway.local.core import PriceCatalog, default_price_catalog
+from billing_portal.gateway.local.core import Delivery, PriceCatalog, default_price_catalog
 from billing_portal.gateway.local.money import stripe_amount as _money
 from billing_portal.gateway.local.periods import add_months
 
@@ -41,6 +41,7 @@ class LocalGateway(LocalClock):
 
 __all__ = [
     "MAX_CYCLES_PER_ADVANCE",
+    "Delivery",
     "LocalGateway",
     "PriceCatalog",
     "_money",

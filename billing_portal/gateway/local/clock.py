@@ -13,6 +13,7 @@ from django.db import transaction
 
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.checkout import LocalCheckout
+from billing_portal.gateway.local.core import Delivery
 from billing_portal.gateway.local.objects import ENDED, dt, item, ts
 from billing_portal.gateway.store import LocalGatewayObject
 
@@ -67,6 +68,8 @@ class LocalClock(LocalCheckout):
                 _customer_row, session_row = self._lock_with_customer(row.object_id, "checkout.session")
                 if session_row.data["status"] == "open" and session_row.data["expires_at"] <= ts(moment):
                     changed += self._expire_session(session_row, now=moment)
+        if self.delivery == Delivery.LATE:
+            self.deliver_late()  # what was kept back arrives now, out of order and twice
         return changed
 
     def _advance_subscription(

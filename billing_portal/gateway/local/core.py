@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -23,6 +24,19 @@ def default_price_catalog(price_id: str) -> CatalogPrice:
     return CatalogPrice(1000, "usd", "month")
 
 
+class Delivery(StrEnum):
+    """How the stand-in delivers its events.
+
+    PROMPT: each event once, in the order emitted, as soon as its change commits (the default).
+    LATE: as Stripe may, after a failed or slow delivery — events wait (in the store, so a change that
+    rolls back leaves none) until `deliver_late()` or the next `advance()`, then arrive out of order
+    (newest first) and each twice. https://docs.stripe.com/webhooks#event-ordering,
+    https://docs.stripe.com/webhooks#handle-duplicate-events"""
+
+    PROMPT = "prompt"
+    LATE = "late"
+
+
 class LocalCore(PaymentGateway):
     name = "local"
 
@@ -35,6 +49,7 @@ class LocalCore(PaymentGateway):
         price_catalog: PriceCatalog | None = None,
         clock: Callable[[], datetime] = timezone.now,
         webhook_tolerance: int = 300,  # seconds
+        delivery: Delivery | str = Delivery.PROMPT,
     ) -> None:
         if not webhook_secret:
             raise ValueError("webhook_secret is required: the events are signed with it")
@@ -46,6 +61,7 @@ class LocalCore(PaymentGateway):
         self._price_catalog = price_catalog or default_price_catalog
         self._clock = clock
         self._webhook_tolerance = webhook_tolerance
+        self.delivery = Delivery(delivery)
 
     def _now(self) -> datetime:
         return self._clock()

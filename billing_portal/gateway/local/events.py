@@ -4,8 +4,6 @@ and the verification of a delivery, as the webhook endpoint does it."""
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Mapping
@@ -18,7 +16,9 @@ from django.db import transaction
 
 from billing_portal.gateway.base import GatewayEvent, WebhookSignatureError
 from billing_portal.gateway.local import objects
+from billing_portal.gateway.local.core import Delivery
 from billing_portal.gateway.local.idempotency import LocalIdempotency
+from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import PINNED_API_VERSION, event_from_stripe
 
 
@@ -31,7 +31,8 @@ class LocalEvents(LocalIdempotency):
         now: datetime,
         before: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record the event (a snapshot of `obj` as it is now) and deliver it once the transaction commits."""
+        """Record the event (a snapshot of `obj` as it is now) and deliver it once the transaction
+        commits (or keep it for later, when delivery is LATE)."""
         snapshot = json.loads(json.dumps(obj))
         data: dict[str, Any] = {"object": snapshot}
         if before is not None:
@@ -47,10 +48,32 @@ class LocalEvents(LocalIdempotency):
             snapshot["id"] if snapshot.get("object") == "customer" else (snapshot.get("customer") or "")
         )
         objects.insert("event", event, customer_id=customer_id)
-        payload = json.dumps(event, indent=2).encode("utf-8")
+        payload = json.dumps(event, indent=2)
+        if self.delivery == Delivery.LATE:
+            objects.insert(
+                "event_delivery",
+                {"id": f"{event['id']}_delivery", "payload": payload},
+                customer_id=customer_id,
+            )
+            return
         # robust: a failing webhook view is logged, not raised into the caller whose change has
         # committed — at Stripe, delivery is separate from the API call too.
-        transaction.on_commit(partial(self._send, payload), robust=True)
+        transaction.on_commit(partial(self._send, payload.encode("utf-8")), robust=True)
+
+    def deliver_late(self) -> int:
+        """Deliver the events kept back (LATE): newest first, each twice. Returns how many events."""
+        with transaction.atomic():
+            rows = list(
+                LocalGatewayObject.objects.select_for_update(skip_locked=True)
+                .filter(object_type="event_delivery")
+                .order_by("-id")
+            )
+            LocalGatewayObject.objects.filter(pk__in=[row.pk for row in rows]).delete()
+            for row in rows:
+                payload = str(row.data["payload"]).encode("utf-8")
+                for _ in range(2):
+                    transaction.on_commit(partial(self._send, payload), robust=True)
+        return len(rows)
 
     def _send(self, payload: bytes) -> None:
         header = stripe.WebhookSignature.generate_signature_header(
@@ -59,44 +82,16 @@ class LocalEvents(LocalIdempotency):
         self._deliver(payload, str(header))
 
     def verify_webhook(self, *, payload: bytes, signature_header: str) -> GatewayEvent:
-        """Stripe's rules: `t=<unix>,v1=<hex>` (several v1 allowed), an HMAC-SHA256 of `"{t}.{body}"`
-        with the endpoint secret, compared in constant time, and a timestamp no older than the tolerance."""
+        """Stripe's own check (the SDK's `WebhookSignature.verify_header`): `t=<unix>,v1=<hex>`
+        (several v1 allowed), an HMAC-SHA256 of `"{t}.{body}"` with the endpoint secret, compared in
+        constant time, and a timestamp no older than the tolerance."""
         try:
-            body = payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise WebhookSignatureError("The payload is not UTF-8.") from exc
-        if not signature_header:
-            raise WebhookSignatureError("No Stripe-Signature header value was provided.")
-        timestamp: int | None = None
-        signatures: list[str] = []
-        for part in signature_header.split(","):
-            key, sep, value = part.strip().partition("=")
-            if not sep:
-                continue
-            if key == "t":
-                try:
-                    timestamp = int(value)
-                except ValueError as exc:
-                    raise WebhookSignatureError(
-                        "Unable to extract timestamp and signatures from header"
-                    ) from exc
-            elif key == "v1":
-                signatures.append(value)
-        if timestamp is None:
-            raise WebhookSignatureError("Unable to extract timestamp and signatures from header")
-        if not signatures:
-            raise WebhookSignatureError("No signatures found with expected scheme v1")
-        expected = hmac.new(
-            self._webhook_secret.encode("utf-8"), f"{timestamp}.{body}".encode(), hashlib.sha256
-        ).hexdigest()
-        if not any(hmac.compare_digest(expected.encode(), sig.encode()) for sig in signatures):
-            raise WebhookSignatureError("No signatures found matching the expected signature for payload")
-        if timestamp < time.time() - self._webhook_tolerance:
-            raise WebhookSignatureError(f"Timestamp outside the tolerance zone ({timestamp})")
-        try:
-            event = json.loads(body)
-        except ValueError as exc:
-            raise WebhookSignatureError("The payload is not JSON.") from exc
+            stripe.WebhookSignature.verify_header(
+                payload.decode("utf-8"), signature_header, self._webhook_secret, self._webhook_tolerance
+            )
+            event = json.loads(payload)
+        except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
+            raise WebhookSignatureError(str(exc)) from exc
         if not isinstance(event, dict) or event.get("object") != "event":
             raise WebhookSignatureError("The payload is not a Stripe event.")
         return event_from_stripe(event)
