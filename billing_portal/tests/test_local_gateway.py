@@ -495,6 +495,81 @@ def test_idempotency_keys_return_the_same_objects(local):
     assert types.count("customer.subscription.deleted") == 1
 
 
+def test_a_key_replays_its_first_answer_error_included_for_24_hours(local):
+    """Stripe saves the first answer of a key, errors included, and replays it whatever happened
+    since; other parameters with the key are refused; after 24 hours the key is new again
+    (https://docs.stripe.com/api/idempotent_requests)."""
+    _, sub = local.subscribe()
+    schedule = local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=sub.current_period_end,
+        idempotency_key="s",
+    )
+    cancel = {"subscription_id": sub.id, "at_period_end": True, "idempotency_key": "cancel-1"}
+    with pytest.raises(GatewayError) as refused:
+        local("cancel_subscription", **cancel)
+    assert refused.value.code == "subscription_schedule_managed"
+    local("release_schedule", schedule.id, idempotency_key="release-1")
+    local.sent.clear()
+
+    # The schedule is gone, but the key keeps its error: nothing is canceled, nothing emitted.
+    with pytest.raises(GatewayError) as replayed:
+        local("cancel_subscription", **cancel)
+    assert (replayed.value.code, replayed.value.message) == (refused.value.code, refused.value.message)
+    assert local.gateway.retrieve_subscription(sub.id).cancel_at_period_end is False
+    assert local.sent == []
+    # A new attempt is a new key.
+    canceled = local("cancel_subscription", **(cancel | {"idempotency_key": "cancel-2"}))
+    assert canceled.cancel_at_period_end is True
+
+    # A replay is the object as the first request left it, not as it is now.
+    resumed = local("resume_subscription", subscription_id=sub.id, idempotency_key="resume-1")
+    assert resumed.cancel_at_period_end is False
+    local("cancel_subscription", **(cancel | {"idempotency_key": "cancel-3"}))
+    assert local("resume_subscription", subscription_id=sub.id, idempotency_key="resume-1") == resumed
+    assert local.gateway.retrieve_subscription(sub.id).cancel_at_period_end is True
+
+    # Other parameters with a used key: refused, and the key keeps its first answer.
+    with pytest.raises(GatewayError) as reused:
+        local("cancel_subscription", **(cancel | {"at_period_end": False}))
+    assert reused.value.code == "idempotency_error"
+
+    # 24 hours after its first use the key is forgotten: the same request runs again.
+    first = local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="cust-1")
+    local.now = START + timedelta(hours=23, minutes=59)
+    assert local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="cust-1") == first
+    local.now = START + timedelta(hours=24)
+    second = local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="cust-1")
+    assert second != first
+    assert count("customer") == 3  # local.subscribe's, then two under the same key a day apart
+
+
+def test_an_operation_refused_midway_keeps_none_of_its_writes_but_keeps_its_answer(local):
+    """A decline undoes nothing it should keep: the open invoice and its events stay (Stripe
+    finalizes, then fails to collect); the replay answers the same decline."""
+    customer_id, _ = local.subscribe()
+    local("set_card", customer_id, failing=True, last4="0002")
+    local.sent.clear()
+    charge = {
+        "customer_id": customer_id,
+        "amount": 500,
+        "currency": "usd",
+        "description": "Pack",
+        "metadata": {},
+        "idempotency_key": "pack-9",
+    }
+    with pytest.raises(GatewayError) as declined:
+        local("charge_one_off", **charge)
+    assert declined.value.code == "card_declined"
+    assert local.types() == ["invoice.finalized", "invoice.payment_failed"]
+    with pytest.raises(GatewayError):
+        local("charge_one_off", **charge)
+    assert local.sent == []
+    assert count("invoice") == 2
+
+
 # --- plan changes ------------------------------------------------------------------------------------
 
 

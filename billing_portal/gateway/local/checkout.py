@@ -11,6 +11,7 @@ from django.db import transaction
 
 from billing_portal.gateway.base import GatewayCheckoutSession, GatewayError, GatewaySubscription
 from billing_portal.gateway.local import objects
+from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.invoices import MSG_DECLINED, card_declines
 from billing_portal.gateway.local.money import cycle_description
 from billing_portal.gateway.local.objects import dt, interval, item, ts
@@ -30,12 +31,14 @@ class LocalCheckout(LocalSubscriptions):
     ) -> str:
         params = {"email": email, "name": name, "metadata": metadata}
         with transaction.atomic():
-            return self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "create_customer",
                 params,
                 lambda: self._create_customer(email=email, name=name, metadata=metadata),
+                object_type="customer",
             )
+        return str(answer_or_raise(answer)["id"])
 
     def _create_customer(self, *, email: str, name: str, metadata: dict[str, str]) -> str:
         customer_id = objects.new_id("cus")
@@ -65,7 +68,7 @@ class LocalCheckout(LocalSubscriptions):
             "metadata": metadata,
         }
         with transaction.atomic():
-            session_id = self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "create_checkout_session",
                 params,
@@ -77,8 +80,9 @@ class LocalCheckout(LocalSubscriptions):
                     client_reference_id=client_reference_id,
                     metadata=metadata,
                 ),
+                object_type="checkout.session",
             )
-            return checkout_session_from_stripe(objects.read(session_id, "checkout.session"))
+        return checkout_session_from_stripe(answer_or_raise(answer))
 
     def _create_checkout_session(
         self,

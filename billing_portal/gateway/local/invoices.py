@@ -13,6 +13,7 @@ from django.db import transaction
 from billing_portal.gateway.base import GatewayError, GatewayInvoice
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.events import LocalEvents
+from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.objects import OVERDUE
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import invoice_from_stripe
@@ -60,7 +61,7 @@ class LocalInvoices(LocalEvents):
             "metadata": metadata,
         }
         with transaction.atomic():
-            invoice_id = self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "charge_one_off",
                 params,
@@ -71,8 +72,9 @@ class LocalInvoices(LocalEvents):
                     description=description,
                     metadata=metadata,
                 ),
+                object_type="invoice",
             )
-            invoice = invoice_from_stripe(objects.read(invoice_id, "invoice"))
+        invoice = invoice_from_stripe(answer_or_raise(answer))
         if invoice.status != "paid":
             # As the Stripe gateway does when `pay` is declined: the open invoice stays (and its
             # events go out), the caller gets the card's refusal.

@@ -18,6 +18,7 @@ from billing_portal.gateway.base import (
     GatewaySubscription,
 )
 from billing_portal.gateway.local import objects
+from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.invoices import LocalInvoices, card_declines
 from billing_portal.gateway.local.money import cycle_description, prorate
 from billing_portal.gateway.local.objects import ENDED, OVERDUE, dt, interval, item, ts
@@ -47,13 +48,14 @@ class LocalSubscriptions(LocalInvoices):
     ) -> GatewaySubscription:
         params = {"subscription_id": subscription_id, "price_id": price_id}
         with transaction.atomic():
-            self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "change_subscription_price",
                 params,
                 lambda: self._change_subscription_price(subscription_id=subscription_id, price_id=price_id),
+                object_type="subscription",
             )
-            return self.retrieve_subscription(subscription_id)
+        return subscription_from_stripe(answer_or_raise(answer))
 
     def _change_subscription_price(self, *, subscription_id: str, price_id: str) -> str:
         customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
@@ -139,15 +141,16 @@ class LocalSubscriptions(LocalInvoices):
     ) -> GatewaySchedule:
         params = {"subscription_id": subscription_id, "price_id": price_id, "at": ts(at)}
         with transaction.atomic():
-            schedule_id = self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "schedule_subscription_change",
                 params,
                 lambda: self._schedule_subscription_change(
                     subscription_id=subscription_id, price_id=price_id, at=at
                 ),
+                object_type="subscription_schedule",
             )
-            return schedule_from_stripe(objects.read(schedule_id, "subscription_schedule"))
+        return schedule_from_stripe(answer_or_raise(answer))
 
     def _schedule_subscription_change(self, *, subscription_id: str, price_id: str, at: datetime) -> str:
         customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
@@ -189,12 +192,14 @@ class LocalSubscriptions(LocalInvoices):
 
     def release_schedule(self, schedule_id: str, *, idempotency_key: str) -> None:
         with transaction.atomic():
-            self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "release_schedule",
                 {"schedule_id": schedule_id},
                 lambda: self._release(schedule_id),
+                object_type="subscription_schedule",
             )
+        answer_or_raise(answer)
 
     def _release(self, schedule_id: str) -> str:
         schedule_row = objects.read_row(schedule_id, "subscription_schedule")
@@ -235,13 +240,14 @@ class LocalSubscriptions(LocalInvoices):
     ) -> GatewaySubscription:
         params = {"subscription_id": subscription_id, "at_period_end": at_period_end}
         with transaction.atomic():
-            self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "cancel_subscription",
                 params,
                 lambda: self._cancel(subscription_id, at_period_end=at_period_end),
+                object_type="subscription",
             )
-            return self.retrieve_subscription(subscription_id)
+        return subscription_from_stripe(answer_or_raise(answer))
 
     def _cancel(self, subscription_id: str, *, at_period_end: bool) -> str:
         _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
@@ -290,13 +296,14 @@ class LocalSubscriptions(LocalInvoices):
         "Renew"): one customer.subscription.updated, as Stripe sends. Resuming what is not canceled
         changes and emits nothing; an ended subscription is refused, as at Stripe."""
         with transaction.atomic():
-            self._idempotent(
+            answer = self._idempotent(
                 idempotency_key,
                 "resume_subscription",
                 {"subscription_id": subscription_id},
                 lambda: self._resume(subscription_id),
+                object_type="subscription",
             )
-            return self.retrieve_subscription(subscription_id)
+        return subscription_from_stripe(answer_or_raise(answer))
 
     def _resume(self, subscription_id: str) -> str:
         _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
