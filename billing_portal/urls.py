@@ -31,4 +31,5 @@ global_patterns = [
     path("billing/webhooks/stripe/", views.stripe_webhook, name="stripe_webhook"),
     path("dev/billing/checkout/<str:session_id>/", dev_views.checkout, name="dev_checkout"),
     path("dev/billing/portal/<str:customer_id>/", dev_views.portal, name="dev_portal"),
+    path("dev/billing/invoices/<str:gateway_invoice_id>/", dev_views.invoice, name="dev_invoice"),
 ]

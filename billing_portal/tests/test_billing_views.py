@@ -204,7 +204,8 @@ def test_paying_on_the_checkout_stand_in_activates_the_subscription(
         paid = client.post(checkout_url, {"action": "pay"})
 
     assert paid.status_code == 302
-    assert paid["Location"] == "/t/acme/billing/?product=ai_agents&checkout=success"
+    # The hosted page returns to the session's success URL, as Stripe's does.
+    assert paid["Location"] == "http://testserver/t/acme/billing/?product=ai_agents&checkout=success"
     event = WebhookEvent.objects.get(type="checkout.session.completed")
     assert (event.status, event.tenant) == ("processed", trial_tenant)
     billing = client.get(paid["Location"])
@@ -258,7 +259,7 @@ def test_canceling_on_the_checkout_stand_in_goes_back_with_nothing_charged(
     with live():
         response = client.post(checkout_url, {"action": "cancel"})
 
-    assert response["Location"] == "/t/acme/billing/?product=ai_agents&checkout=canceled"
+    assert response["Location"] == "http://testserver/t/acme/billing/?product=ai_agents&checkout=canceled"
     assert "Checkout canceled: nothing was charged." in text(client.get(response["Location"]))
     assert CheckoutSession.objects.get(tenant=trial_tenant).status == "expired"
     assert live_sub(trial_tenant).state == "trialing"
@@ -272,8 +273,8 @@ DEV_URL_NAMES = sorted(
 )
 
 
-def _dev_urls(session_id: str, customer_id: str) -> list[str]:
-    values = {"session_id": session_id, "customer_id": customer_id}
+def _dev_urls(session_id: str, customer_id: str, invoice_id: str = "in_local_nope") -> list[str]:
+    values = {"session_id": session_id, "customer_id": customer_id, "gateway_invoice_id": invoice_id}
     found = []
     for name in DEV_URL_NAMES:
         pattern = next(p for p in urls.global_patterns if p.name == name)
@@ -284,9 +285,10 @@ def _dev_urls(session_id: str, customer_id: str) -> list[str]:
 
 @pytest.fixture
 def victim_dev_urls(trial_tenant, admin) -> list[str]:
+    paid = local_gateway().complete_checkout(checkout_open(trial_tenant, admin, "agents-starter"))
     session_id = checkout_open(trial_tenant, admin, "agents-growth")
-    urls_ = _dev_urls(session_id, customer_id_of(trial_tenant))
-    assert len(urls_) == len(DEV_URL_NAMES) == 2
+    urls_ = _dev_urls(session_id, customer_id_of(trial_tenant), paid.latest_invoice_id)
+    assert len(urls_) == len(DEV_URL_NAMES) == 3
     return urls_
 
 
@@ -361,6 +363,11 @@ def test_the_portal_refuses_a_subscription_of_another_customer(
 # --- the portal stand-in: payment methods, failed payments, cancel ---------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 7 defect 2: Checkout keeps the card on the subscription, so the portal's new card "
+    "does not pay it (and adding a card pays nothing by itself)",
+)
 def test_portal_fail_fix_and_cancel_show_on_the_billing_tab(
     debug, subscribed, trial_tenant, admin, client_for, live
 ):

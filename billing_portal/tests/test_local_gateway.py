@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from billing_portal.gateway.base import GatewayError, WebhookSignatureError
 from billing_portal.gateway.local import LocalGateway, add_months
+from billing_portal.gateway.local.core import WhenRetriesExhausted
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import (
     checkout_session_from_stripe,
@@ -139,6 +140,8 @@ def count(object_type: str) -> int:
 
 def test_events_are_signed_like_stripe_and_verified_like_stripe(local):
     customer_id, _ = local.subscribe()
+    local("set_card", customer_id, failing=False, last4="4242")  # a one-off invoice charges the customer's
+    local.sent.clear()
     local(
         "charge_one_off",
         customer_id=customer_id,
@@ -328,8 +331,14 @@ def test_checkout_completion_creates_subscription_and_paid_invoice_with_four_eve
         "usd",
     )
     assert invoice.paid_at == START
-    assert invoice.hosted_invoice_url == ""
+    assert invoice.hosted_invoice_url == f"http://testserver/dev/billing/invoices/{invoice.id}/"
     assert invoice.invoice_pdf == ""
+    # Checkout keeps the card on the subscription, not as the customer's default for invoices.
+    stored_sub = LocalGatewayObject.objects.get(object_id=sub.id).data
+    card = LocalGatewayObject.objects.get(object_id=stored_sub["default_payment_method"]).data
+    assert (card["card"]["last4"], card["customer"]) == ("4242", customer_id)
+    customer = LocalGatewayObject.objects.get(object_id=customer_id).data
+    assert customer["invoice_settings"]["default_payment_method"] is None
     assert [(line.amount, line.period_start, line.period_end) for line in invoice.lines] == [
         (3000, START, sub.current_period_end)
     ]
@@ -363,7 +372,6 @@ def test_checkout_completion_creates_subscription_and_paid_invoice_with_four_eve
 
 def test_a_declining_card_at_checkout_creates_nothing(local):
     customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
-    local("set_card", customer_id, failing=True, last4="0002")
     session = local(
         "create_checkout_session",
         customer_id=customer_id,
@@ -375,14 +383,20 @@ def test_a_declining_card_at_checkout_creates_nothing(local):
         idempotency_key="cs",
     )
     with pytest.raises(GatewayError) as exc:
-        local("complete_checkout", session.id)
+        local("complete_checkout", session.id, card="declines", last4="0002")
     assert exc.value.code == "card_declined"
     assert exc.value.message == "Your card was declined."
-    assert count("subscription") == count("invoice") == count("event") == 0
+    # A card that asks for 3D Secure is refused until the customer confirms it on the page.
+    with pytest.raises(GatewayError) as exc:
+        local("complete_checkout", session.id, card="requires_action", last4="3184")
+    assert (exc.value.code, exc.value.message) == (
+        "authentication_required",
+        "Your bank asks you to confirm this payment.",
+    )
+    assert count("subscription") == count("invoice") == count("event") == count("payment_method") == 0
     assert local.sent == []
     assert local.gateway.retrieve_checkout_session(session.id).status == "open"
     # A working card: the same session goes through.
-    local("set_card", customer_id, failing=False, last4="4242")
     assert local("complete_checkout", session.id).status == "active"
 
 
@@ -464,6 +478,7 @@ def test_idempotency_keys_return_the_same_objects(local):
     assert count("checkout.session") == 1
 
     sub = local("complete_checkout", local("create_checkout_session", **args).id)
+    local("set_card", first, failing=False, last4="4242")
     local.now = START + timedelta(days=10)
     change = {"subscription_id": sub.id, "price_id": "price_pro_yearly", "idempotency_key": "change-1"}
     assert local("change_subscription_price", **change) == local("change_subscription_price", **change)
@@ -800,7 +815,10 @@ def test_cancel_at_period_end_is_refused_while_a_schedule_holds_the_subscription
 # --- failed payments -----------------------------------------------------------------------------------
 
 
-def test_failed_payment_makes_past_due_and_a_working_card_recovers(local):
+def test_failed_payment_makes_past_due_and_is_retried_on_the_schedule_not_by_a_new_card(local):
+    """Checkout's card is the subscription's own; the portal's new card becomes the customer's
+    default, which the subscription does not use, and adding it pays nothing: the next retry still
+    charges the subscription's card (https://docs.stripe.com/api/subscriptions/object#subscription_object-default_payment_method)."""
     customer_id, sub = local.subscribe()
     local.now = START + timedelta(days=7)
 
@@ -817,12 +835,33 @@ def test_failed_payment_makes_past_due_and_a_working_card_recovers(local):
     assert overdue.latest_invoice_id == invoice.id
     assert (overdue.current_period_start, overdue.current_period_end) == (local.now, add_months(local.now, 1))
     assert local.types() == ["invoice.finalized", "invoice.payment_failed", "customer.subscription.updated"]
-    card = local.gateway.customer_overview(customer_id)["card"]
-    assert card["failing"] is True
+    stored = LocalGatewayObject.objects.get(object_id=invoice.id).data
+    assert stored["next_payment_attempt"] == int((local.now + timedelta(days=3)).timestamp())
+    assert local.gateway.customer_overview(customer_id)["subscriptions"][0]["card"]["failing"] is True
 
     local.now += timedelta(days=1)
     local("set_card", customer_id, failing=False, last4="4242")
+    assert local.types() == ["payment_method.attached", "customer.updated"]
+    assert local.gateway.retrieve_invoice(invoice.id).status == "open"  # nothing paid by itself
+    overview = local.gateway.customer_overview(customer_id)
+    assert overview["card"] == {
+        "id": overview["card"]["id"],
+        "brand": "visa",
+        "last4": "4242",
+        "failing": False,
+        "requires_action": False,
+    }
 
+    # The retry, three days after the failure, charges the subscription's own card again.
+    assert local("advance", START + timedelta(days=10)) == 1
+    retried = local.gateway.retrieve_invoice(invoice.id)
+    assert (retried.status, retried.attempt_count) == ("open", 2)
+    assert local.types() == ["invoice.payment_failed"]
+    assert local.gateway.retrieve_subscription(sub.id).status == "past_due"
+
+    # Paid on the hosted invoice page: the subscription recovers.
+    local.now = START + timedelta(days=11)
+    local("pay_open_invoices", customer_id)
     paid = local.gateway.retrieve_invoice(invoice.id)
     assert (paid.status, paid.amount_paid, paid.amount_remaining, paid.paid_at) == (
         "paid",
@@ -832,18 +871,11 @@ def test_failed_payment_makes_past_due_and_a_working_card_recovers(local):
     )
     assert local.gateway.retrieve_subscription(sub.id).status == "active"
     assert local.types() == ["invoice.paid", "customer.subscription.updated"]
-    overview = local.gateway.customer_overview(customer_id)
-    assert overview["card"] == {
-        "id": overview["card"]["id"],
-        "brand": "visa",
-        "last4": "4242",
-        "failing": False,
-    }
 
 
 def test_renewal_on_a_declining_card_goes_past_due_and_pay_open_invoices_recovers(local):
     customer_id, sub = local.subscribe()
-    local("set_card", customer_id, failing=True, last4="0341")
+    local("expire_card", sub.id)
     assert local("advance", sub.current_period_end) == 1
     overdue = local.gateway.retrieve_subscription(sub.id)
     assert overdue.status == "past_due"
@@ -854,8 +886,134 @@ def test_renewal_on_a_declining_card_goes_past_due_and_pay_open_invoices_recover
     assert local.types() == ["invoice.paid", "customer.subscription.updated"]
 
 
+@pytest.mark.parametrize(
+    ("setting", "status", "last_event"),
+    [
+        ("unpaid", "unpaid", "customer.subscription.updated"),
+        ("cancel", "canceled", "customer.subscription.deleted"),
+        ("past_due", "past_due", "invoice.payment_failed"),
+    ],
+)
+def test_retries_follow_the_schedule_then_the_accounts_setting_decides(local, setting, status, last_event):
+    """Retries 3, 5 and 7 days after the previous attempt (not all at once); when the last one fails
+    the subscription is marked unpaid, canceled or left past due, as the account's setting says."""
+    local.gateway.when_retries_exhausted = WhenRetriesExhausted(setting)
+    customer_id, sub = local.subscribe()
+    local("expire_card", sub.id)
+    due = sub.current_period_end
+    local("advance", due)
+    invoice_id = local.gateway.retrieve_subscription(sub.id).latest_invoice_id
+    local.sent.clear()
+    attempts = []
+    for day in (2, 3, 7, 8, 14, 15):
+        local("advance", due + timedelta(days=day))
+        attempts.append(local.gateway.retrieve_invoice(invoice_id).attempt_count)
+    assert attempts == [1, 2, 2, 3, 3, 4]  # at +3, +8 (3+5) and +15 (3+5+7) days
+    types = local.types()
+    assert types.count("invoice.payment_failed") == 3
+    assert types[-1] == last_event
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert after.status == status
+    stored = LocalGatewayObject.objects.get(object_id=invoice_id).data
+    assert (stored["status"], stored["next_payment_attempt"]) == ("open", None)
+    if setting != "unpaid":
+        return
+    # Unpaid: the next period is invoiced but not attempted; settling the balance restores it.
+    local("advance", after.current_period_end)
+    assert local.types() == ["invoice.finalized", "customer.subscription.updated"]
+    assert [i.status for i in local.gateway.list_invoices(customer_id=customer_id)][:2] == ["open", "open"]
+    local("pay_open_invoices", customer_id)
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+
+
+def test_a_card_that_asks_for_confirmation_waits_for_the_customer(local):
+    """SCA: a renewal on a card that needs 3D Secure sends invoice.payment_action_required with the
+    hosted invoice page and is not retried; the customer confirms there and the invoice is paid."""
+    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
+    session = local(
+        "create_checkout_session",
+        customer_id=customer_id,
+        price_id="price_pro",
+        success_url="s",
+        cancel_url="c",
+        client_reference_id="",
+        metadata={},
+        idempotency_key="cs",
+    )
+    sub = local("complete_checkout", session.id, card="requires_action", last4="3184", confirmed=True)
+    assert sub.status == "active"
+    local.sent.clear()
+
+    assert local("advance", sub.current_period_end) == 1
+    events = local.events()
+    assert [e["type"] for e in events] == [
+        "invoice.finalized",
+        "invoice.payment_action_required",
+        "customer.subscription.updated",
+    ]
+    invoice = events[1]["data"]["object"]
+    assert invoice["hosted_invoice_url"] == f"http://testserver/dev/billing/invoices/{invoice['id']}/"
+    assert (invoice["status"], invoice["next_payment_attempt"]) == ("open", None)
+    assert local.gateway.retrieve_subscription(sub.id).status == "past_due"
+    assert local("advance", sub.current_period_end + timedelta(days=20)) == 0  # no retry
+    with pytest.raises(GatewayError) as exc:
+        local("pay_invoice", invoice["id"], idempotency_key="pay-1")
+    assert exc.value.code == "authentication_required"
+    assert local.types() == ["invoice.payment_action_required"]  # the attempt is recorded
+
+    paid = local("confirm_payment", invoice["id"])
+    assert paid.status == "paid"
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+    assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+
+
+def test_pay_invoice_charges_the_card_stripe_would_and_keeps_its_answer(local):
+    """invoices.pay: a decline is an error and a recorded attempt; the same key answers the same;
+    a new attempt after the card is fixed is a new key."""
+    customer_id, sub = local.subscribe()
+    invoice = local("fail_next_payment", sub.id)
+    with pytest.raises(GatewayError) as exc:
+        local("pay_invoice", invoice.id, idempotency_key="pay-1")
+    assert exc.value.code == "card_declined"
+    assert local.gateway.retrieve_invoice(invoice.id).attempt_count == 2
+    LocalGatewayObject.objects.filter(object_id=sub.id).update(
+        data=dict(LocalGatewayObject.objects.get(object_id=sub.id).data, default_payment_method=None)
+    )
+    local("set_card", customer_id, failing=False, last4="4242")
+    with pytest.raises(GatewayError):
+        local("pay_invoice", invoice.id, idempotency_key="pay-1")  # the kept answer
+    local.sent.clear()
+    assert local("pay_invoice", invoice.id, idempotency_key="pay-2").status == "paid"
+    assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+    with pytest.raises(GatewayError) as exc:
+        local("pay_invoice", invoice.id, idempotency_key="pay-3")
+    assert exc.value.code == "invoice_already_paid"
+
+
+def test_a_customer_may_hold_two_subscriptions_to_the_same_price(local):
+    """Stripe does not stop a second checkout from completing: two live subscriptions, two paid
+    invoices (what defect 1 of issue 7 is about)."""
+    customer_id, first = local.subscribe()
+    args = {
+        "customer_id": customer_id,
+        "price_id": "price_pro",
+        "success_url": "s",
+        "cancel_url": "c",
+        "client_reference_id": "",
+        "metadata": {},
+    }
+    second_session = local("create_checkout_session", **args, idempotency_key="second")
+    second = local("complete_checkout", second_session.id)
+    assert second.id != first.id
+    subs = local.gateway.list_subscriptions(customer_id=customer_id)
+    assert sorted((s.status, s.price_id) for s in subs) == [("active", "price_pro"), ("active", "price_pro")]
+    assert [i.status for i in local.gateway.list_invoices(customer_id=customer_id)] == ["paid", "paid"]
+
+
 def test_charge_one_off_pays_or_is_declined(local):
     customer_id, _ = local.subscribe()
+    local("set_card", customer_id, failing=False, last4="4242")  # the customer's default pays one-offs
+    local.sent.clear()
     invoice = local(
         "charge_one_off",
         customer_id=customer_id,
@@ -877,6 +1035,7 @@ def test_charge_one_off_pays_or_is_declined(local):
     assert local.types() == ["invoice.finalized", "invoice.paid"]
 
     local("set_card", customer_id, failing=True, last4="0002")
+    local.sent.clear()
     with pytest.raises(GatewayError) as exc:
         local(
             "charge_one_off",
@@ -957,6 +1116,10 @@ def test_portal_url_and_customer_overview(local):
         idempotency_key="s",
     )
     local.now = START + timedelta(days=1)
+    assert (
+        local.gateway.customer_overview(customer_id)["card"] is None
+    )  # Checkout's card is the subscription's
+    local("set_card", customer_id, failing=False, last4="1881")
     local(
         "charge_one_off",
         customer_id=customer_id,
@@ -968,9 +1131,10 @@ def test_portal_url_and_customer_overview(local):
     )
     overview = local.gateway.customer_overview(customer_id)
     assert (overview["email"], overview["name"]) == ("admin@acme.test", "Acme")
-    assert overview["card"]["last4"] == "4242"
+    assert overview["card"]["last4"] == "1881"
     assert overview["card"]["failing"] is False
     [row] = overview["subscriptions"]
+    assert (row["card"]["last4"], row["card"]["failing"]) == ("4242", False)
     assert (row["id"], row["price_id"], row["status"], row["amount"], row["interval"]) == (
         sub.id,
         "price_pro",

@@ -104,7 +104,20 @@ def test_contact_sales_plan_has_no_checkout(org):
     assert CheckoutSession.objects.filter(tenant=org.tenant).count() == 0
 
 
-@pytest.mark.parametrize("pay", ["new_card", "pay_open_invoices"])
+@pytest.mark.parametrize(
+    "pay",
+    [
+        pytest.param(
+            "new_card",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="issue 7 defect 2: the portal's new card is the customer's default, which a subscription "
+                "made by Checkout does not use, and adding it pays nothing by itself",
+            ),
+        ),
+        "pay_open_invoices",
+    ],
+)
 def test_failed_payment_grace_period_suspension_and_recovery(org, paid, clock, capture, pay):
     """S26, S27, S28, S30, S34"""
     assert settings.GRACE_PERIOD_DAYS == 7
@@ -185,6 +198,11 @@ def test_failed_payment_grace_period_suspension_and_recovery(org, paid, clock, c
     assert len(subjects()) == 4  # nothing more on recovery
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 7 defect 2: the portal's new card is the customer's default, which a subscription "
+    "made by Checkout does not use, and adding it pays nothing by itself",
+)
 def test_paying_within_the_grace_period_ends_the_payment_issue(org, paid, clock, capture):
     """S26, S27"""
     clock.move_to(START + timedelta(days=10))

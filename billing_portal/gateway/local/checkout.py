@@ -3,6 +3,7 @@ for (Stripe Checkout, the customer portal) and the API calls that open them."""
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -12,7 +13,7 @@ from django.db import transaction
 from billing_portal.gateway.base import GatewayCheckoutSession, GatewayError, GatewaySubscription
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.idempotency import answer_or_raise
-from billing_portal.gateway.local.invoices import MSG_DECLINED, card_declines
+from billing_portal.gateway.local.invoices import MSG_CONFIRM, MSG_DECLINED, Card, card_behaviour
 from billing_portal.gateway.local.money import cycle_description
 from billing_portal.gateway.local.objects import dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
@@ -117,9 +118,22 @@ class LocalCheckout(LocalSubscriptions):
     def retrieve_checkout_session(self, session_id: str) -> GatewayCheckoutSession:
         return checkout_session_from_stripe(objects.read(session_id, "checkout.session"))
 
-    def complete_checkout(self, session_id: str) -> GatewaySubscription:
-        """The customer paid on the hosted checkout page: the subscription starts now, its first
-        invoice is paid. Completing again returns the same subscription and emits nothing."""
+    def complete_checkout(
+        self,
+        session_id: str,
+        *,
+        card: Card | str = Card.PAYS,
+        last4: str = "4242",
+        confirmed: bool = False,
+    ) -> GatewaySubscription:
+        """The customer pays on the hosted checkout page with the card they enter there: the
+        subscription starts now and its first invoice is paid by that card, which Checkout saves on
+        the subscription (`default_payment_method`), not as the customer's default for invoices.
+        A declining card is refused on the page and creates nothing; a card that asks for 3D Secure
+        is refused until the customer has confirmed on the page (`confirmed`). Completing again
+        returns the same subscription and emits nothing.
+        https://docs.stripe.com/payments/checkout/subscriptions/update-payment-details"""
+        card = Card(card)
         with transaction.atomic():
             customer_row, session_row = self._lock_with_customer(session_id, "checkout.session")
             session = session_row.data
@@ -127,14 +141,12 @@ class LocalCheckout(LocalSubscriptions):
                 return self.retrieve_subscription(session["subscription"])
             if session["status"] == "expired":
                 raise GatewayError("This checkout session has expired.", code="checkout_session_expired")
-            card = self._card(customer_row)
-            if card is not None and card_declines(card):
+            if card == Card.DECLINES:
                 raise GatewayError(MSG_DECLINED, code="card_declined")
+            if card == Card.REQUIRES_ACTION and not confirmed:
+                raise GatewayError(MSG_CONFIRM, code="authentication_required")
             now = self._now()
-            if card is None:
-                self._attach_card(
-                    customer_row, failing=False, last4="4242", now=now
-                )  # what the form collected
+            paid_with = self._new_card(customer_row, behaviour=card, last4=last4, now=now)
 
             price = session["line_items"]["data"][0]["price"]
             start = dt(ts(now))
@@ -151,6 +163,7 @@ class LocalCheckout(LocalSubscriptions):
                 latest_invoice=invoice_id,
                 now=now,
             )
+            sub["default_payment_method"] = paid_with["id"]
             invoice = self._new_invoice(
                 customer_row,
                 now=now,
@@ -170,7 +183,7 @@ class LocalCheckout(LocalSubscriptions):
                 period=(now, now),
                 invoice_id=invoice_id,
             )
-            objects.insert("subscription", sub, customer_id=customer_row.object_id)
+            sub_row = objects.insert("subscription", sub, customer_id=customer_row.object_id)
             session.update(
                 status="complete",
                 payment_status="paid",
@@ -180,9 +193,19 @@ class LocalCheckout(LocalSubscriptions):
             )
             session_row.save()
             self._emit("customer.subscription.created", sub, now=now)
-            self._finalize_and_collect(customer_row, invoice, now=now)
+            # The card was just confirmed on the page: this first payment goes through.
+            self._finalize_and_collect(customer_row, invoice, now=now, sub_row=sub_row, confirmed=True)
             self._emit("checkout.session.completed", session, now=now)
             return subscription_from_stripe(sub)
+
+    def checkout_return_url(self, session_id: str, *, completed: bool) -> str:
+        """Where the hosted page sends the customer: the success URL, with `{CHECKOUT_SESSION_ID}`
+        replaced by the session's id as Stripe does, or the cancel URL.
+        https://docs.stripe.com/payments/checkout/custom-success-page"""
+        session = objects.read(session_id, "checkout.session")
+        if not completed:
+            return str(session["cancel_url"])
+        return str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session_id)
 
     def expire_checkout(self, session_id: str) -> GatewayCheckoutSession:
         """The customer abandoned the hosted checkout (or 24 hours passed)."""
@@ -209,17 +232,35 @@ class LocalCheckout(LocalSubscriptions):
         query = urlencode({"return": return_url})
         return f"{self._base_url}/dev/billing/portal/{customer_id}/?{query}"
 
-    def set_card(self, customer_id: str, *, failing: bool, last4: str) -> None:
-        """The customer's default card from now on. A working card pays what is open, as Stripe's
-        retry would, and brings overdue subscriptions back to active."""
-        if not (len(last4) == 4 and last4.isdigit()):
-            raise GatewayError("last4 must be four digits.", code="parameter_invalid")
+    def set_card(
+        self, customer_id: str, *, failing: bool = False, last4: str, card: Card | str | None = None
+    ) -> None:
+        """The portal's "Add payment method": a new card, made the customer's default for invoices
+        (`invoice_settings.default_payment_method`); the previous default is detached. Like Stripe it
+        pays nothing by itself: an open invoice waits for its next retry (or for `invoices.pay`), and a
+        subscription with its own `default_payment_method` keeps charging that one.
+        https://docs.stripe.com/api/subscriptions/object#subscription_object-default_payment_method"""
+        behaviour = Card(card) if card is not None else (Card.DECLINES if failing else Card.PAYS)
         with transaction.atomic():
             customer_row = objects.lock(customer_id, "customer")
             now = self._now()
-            self._attach_card(customer_row, failing=failing, last4=last4, now=now)
-            if not failing:
-                self._pay_open(customer_row, now=now)
+            before = copy.deepcopy(customer_row.data)
+            old_id = (customer_row.data.get("invoice_settings") or {}).get("default_payment_method")
+            new = self._new_card(customer_row, behaviour=behaviour, last4=last4, now=now)
+            self._emit("payment_method.attached", new, now=now)
+            if old_id:
+                old = (
+                    LocalGatewayObject.objects.select_for_update()
+                    .filter(object_id=old_id, object_type="payment_method")
+                    .first()
+                )
+                if old is not None and old.data.get("customer"):
+                    old.data["customer"] = None
+                    old.save()
+                    self._emit("payment_method.detached", old.data, now=now)
+            customer_row.data["invoice_settings"]["default_payment_method"] = new["id"]
+            customer_row.save()
+            self._emit("customer.updated", customer_row.data, now=now, before=before)
 
     def customer_overview(self, customer_id: str) -> dict[str, Any]:
         """What the portal stand-in shows: the customer, the card, subscriptions and invoices, newest first."""
@@ -238,6 +279,11 @@ class LocalCheckout(LocalSubscriptions):
                     scheduled_price_id = schedule["phases"][1]["items"][0]["price"]
                     scheduled_at = dt(schedule["phases"][1]["start_date"])
             price = item(row.data)["price"]
+            own_card = (
+                self._attached_card(row.data["default_payment_method"], customer_id)
+                if row.data.get("default_payment_method")
+                else None
+            )
             subscriptions.append(
                 {
                     "id": gw.id,
@@ -256,6 +302,7 @@ class LocalCheckout(LocalSubscriptions):
                     "scheduled_price_id": scheduled_price_id,
                     "scheduled_at": scheduled_at,
                     "latest_invoice_id": gw.latest_invoice_id,
+                    "card": _card_summary(own_card),
                 }
             )
         invoices = self.list_invoices(customer_id=customer_id)
@@ -263,15 +310,21 @@ class LocalCheckout(LocalSubscriptions):
             "customer_id": customer_id,
             "email": customer.get("email") or "",
             "name": customer.get("name") or "",
-            "card": None
-            if card is None
-            else {
-                "id": card["id"],
-                "brand": card["card"]["brand"],
-                "last4": card["card"]["last4"],
-                "failing": card_declines(card),
-            },
+            "card": _card_summary(card),
             "subscriptions": subscriptions,
             "invoices": invoices,
             "has_open_invoices": any(invoice.status == "open" for invoice in invoices),
         }
+
+
+def _card_summary(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    if card is None:
+        return None
+    behaviour = card_behaviour(card)
+    return {
+        "id": card["id"],
+        "brand": card["card"]["brand"],
+        "last4": card["card"]["last4"],
+        "failing": behaviour == Card.DECLINES,
+        "requires_action": behaviour == Card.REQUIRES_ACTION,
+    }

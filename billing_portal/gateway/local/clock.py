@@ -44,9 +44,10 @@ def _schedule_switch_at(sub: Mapping[str, Any]) -> datetime | None:
 class LocalClock(LocalCheckout):
     def advance(self, now: datetime | None = None) -> int:
         """Stripe's clock: apply scheduled changes that are due, end subscriptions canceled at period
-        end, renew the others (paid, or past_due on a declining card), expire checkout sessions older
-        than 24 hours. Returns how many subscriptions, schedules and sessions changed. Each object is
-        re-read under its lock, so a second (or concurrent) call finds nothing left to do."""
+        end, renew the others (paid, or past_due on a declining card), try failed invoices again when
+        their retry is due, expire checkout sessions older than 24 hours. Returns how many
+        subscriptions, schedules, payment attempts and sessions changed. Each object is re-read under
+        its lock, so a second (or concurrent) call finds nothing left to do."""
         moment = dt(ts(now or self._now()))
         changed = 0
         subs = (
@@ -60,6 +61,7 @@ class LocalClock(LocalCheckout):
             with transaction.atomic():
                 customer_row, sub_row = self._lock_with_customer(row.object_id, "subscription")
                 changed += self._advance_subscription(customer_row, sub_row, moment)
+        changed += self._retry_due(moment)
         sessions = LocalGatewayObject.objects.filter(
             object_type="checkout.session", data__status="open", data__expires_at__lte=ts(moment)
         ).order_by("id")

@@ -37,6 +37,21 @@ class Delivery(StrEnum):
     LATE = "late"
 
 
+class WhenRetriesExhausted(StrEnum):
+    """The account setting "Manage failed payments → Subscription status" once every retry has
+    failed: cancel the subscription, mark it unpaid, or leave it past due.
+    https://docs.stripe.com/billing/revenue-recovery/smart-retries"""
+
+    CANCEL = "cancel"
+    UNPAID = "unpaid"
+    PAST_DUE = "past_due"
+
+
+# Days after the previous attempt that a failed invoice is tried again: the account's retry schedule
+# ("Use a custom retry schedule": 3, 5 and 7 days after the previous attempt, then give up).
+RETRY_DAYS = (3, 5, 7)
+
+
 class LocalCore(PaymentGateway):
     name = "local"
 
@@ -50,6 +65,8 @@ class LocalCore(PaymentGateway):
         clock: Callable[[], datetime] = timezone.now,
         webhook_tolerance: int = 300,  # seconds
         delivery: Delivery | str = Delivery.PROMPT,
+        retry_days: tuple[int, ...] = RETRY_DAYS,
+        when_retries_exhausted: WhenRetriesExhausted | str = WhenRetriesExhausted.UNPAID,
     ) -> None:
         if not webhook_secret:
             raise ValueError("webhook_secret is required: the events are signed with it")
@@ -62,6 +79,8 @@ class LocalCore(PaymentGateway):
         self._clock = clock
         self._webhook_tolerance = webhook_tolerance
         self.delivery = Delivery(delivery)
+        self.retry_days = tuple(retry_days)
+        self.when_retries_exhausted = WhenRetriesExhausted(when_retries_exhausted)
 
     def _now(self) -> datetime:
         return self._clock()

@@ -19,7 +19,7 @@ from billing_portal.gateway.base import (
 )
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.idempotency import answer_or_raise
-from billing_portal.gateway.local.invoices import LocalInvoices, card_declines
+from billing_portal.gateway.local.invoices import Card, Collected, LocalInvoices
 from billing_portal.gateway.local.money import cycle_description, prorate
 from billing_portal.gateway.local.objects import ENDED, OVERDUE, dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
@@ -96,12 +96,16 @@ class LocalSubscriptions(LocalInvoices):
         sub_row.save()
         self._emit("customer.subscription.updated", sub, now=now, before=before)
         if invoice is not None:
-            paid = self._finalize_and_collect(customer_row, invoice, now=now)
-            if not paid and sub["status"] not in OVERDUE:
-                before = copy.deepcopy(sub)
+            # payment_behavior=allow_incomplete (Stripe's default for updates): the change stays
+            # whether or not its invoice is paid; unpaid, the subscription is past due.
+            # https://docs.stripe.com/billing/subscriptions/pending-updates
+            before = copy.deepcopy(sub)
+            collected = self._finalize_and_collect(customer_row, invoice, now=now, sub_row=sub_row)
+            if collected != Collected.PAID and sub["status"] not in OVERDUE | ENDED:
                 sub["status"] = "past_due"
+            if sub != before:
                 sub_row.save()
-                self._emit("customer.subscription.updated", sub, now=now, before=before)
+                self._emit(_status_event(sub), sub, now=now, before=before)
         return subscription_id
 
     def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
@@ -324,21 +328,42 @@ class LocalSubscriptions(LocalInvoices):
 
     # --- renewal -----------------------------------------------------------------------------------
 
-    def fail_next_payment(self, subscription_id: str) -> GatewayInvoice:
-        """The next billing date arrives with a declining card: the card is marked failing, the period
-        renews (from now, for simplicity), its invoice stays open and the subscription is past_due."""
+    def expire_card(self, subscription_id: str) -> None:
+        """The card that pays the subscription (its own default, else the customer's) starts to
+        decline, as an expired card does; with no card at all, the customer gets a declining one."""
         with transaction.atomic():
             customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
-            sub = sub_row.data
-            if sub["status"] in ENDED:
+            self._expire_paying_card(customer_row, sub_row.data)
+
+    def _expire_paying_card(self, customer_row: LocalGatewayObject, sub: dict[str, Any]) -> None:
+        pm_id = sub.get("default_payment_method") or (customer_row.data.get("invoice_settings") or {}).get(
+            "default_payment_method"
+        )
+        card_row = (
+            LocalGatewayObject.objects.select_for_update()
+            .filter(object_id=pm_id or "", object_type="payment_method")
+            .first()
+        )
+        if card_row is None:
+            card = self._new_card(customer_row, behaviour=Card.DECLINES, last4="0341", now=self._now())
+            customer_row.data["invoice_settings"]["default_payment_method"] = card["id"]
+            customer_row.save()
+        else:
+            card_row.data["metadata"]["local_card_behaviour"] = Card.DECLINES
+            card_row.save()
+
+    def fail_next_payment(self, subscription_id: str) -> GatewayInvoice:
+        """The next billing date arrives and the card that pays the subscription declines (it
+        expired, say): the period renews (from now, for simplicity), its invoice stays open for the
+        retries and the subscription is past_due."""
+        with transaction.atomic():
+            customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
+            if sub_row.data["status"] in ENDED:
                 raise GatewayError(
                     "A canceled subscription has no next payment.", code="subscription_canceled"
                 )
             now = self._now()
-            card = self._card(customer_row)
-            if card is None or not card_declines(card):
-                last4 = "0341" if card is None else card["card"]["last4"]
-                self._attach_card(customer_row, failing=True, last4=last4, now=now)
+            self._expire_paying_card(customer_row, sub_row.data)
             invoice = self._renew(customer_row, sub_row, start=dt(ts(now)), now=now, reanchor=True)
             return invoice_from_stripe(invoice)
 
@@ -383,11 +408,17 @@ class LocalSubscriptions(LocalInvoices):
             period=(old_start, min(old_end, start)),
         )
         sub["latest_invoice"] = invoice["id"]
-        paid = self._finalize_and_collect(customer_row, invoice, now=now)
-        if paid and sub["status"] in OVERDUE and not self._open_invoices_of(sub["id"]):
-            sub["status"] = "active"
-        elif not paid:
+        # An unpaid subscription's invoices are created but not attempted ("invoices continue to be
+        # generated, but payments aren't attempted"). https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+        collected = self._finalize_and_collect(
+            customer_row, invoice, now=now, sub_row=sub_row, attempt=sub["status"] != "unpaid"
+        )
+        if collected in (Collected.FAILED, Collected.ACTION_REQUIRED) and sub["status"] == "active":
             sub["status"] = "past_due"
         sub_row.save()
-        self._emit("customer.subscription.updated", sub, now=now, before=before)
+        self._emit(_status_event(sub), sub, now=now, before=before)
         return invoice
+
+
+def _status_event(sub: dict[str, Any]) -> str:
+    return "customer.subscription.deleted" if sub["status"] in ENDED else "customer.subscription.updated"
