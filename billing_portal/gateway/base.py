@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 
 class CatalogPrice(NamedTuple):
@@ -33,6 +33,22 @@ class GatewayError(Exception):
         self.code = code
 
 
+# How an update that invoices now treats a payment that does not go through (Stripe's
+# `payment_behavior`, https://docs.stripe.com/billing/subscriptions/pending-updates):
+# allow_incomplete applies the update anyway (Stripe's default: the subscription goes past due);
+# pending_if_incomplete keeps it pending until the invoice is paid (at most 23 hours);
+# error_if_incomplete refuses it.
+PaymentBehavior = Literal["allow_incomplete", "pending_if_incomplete", "error_if_incomplete"]
+
+
+@dataclass(frozen=True)
+class GatewayPendingUpdate:
+    """An update waiting for its invoice to be paid (Stripe's `pending_update`)."""
+
+    price_id: str
+    expires_at: datetime
+
+
 @dataclass(frozen=True)
 class GatewaySubscription:
     id: str
@@ -49,6 +65,8 @@ class GatewaySubscription:
     schedule_id: str = ""
     latest_invoice_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    default_payment_method: str = ""  # the subscription's own card, which wins over the customer's
+    pending_update: GatewayPendingUpdate | None = None
 
 
 @dataclass(frozen=True)
@@ -172,9 +190,15 @@ class PaymentGateway(abc.ABC):
 
     @abc.abstractmethod
     def change_subscription_price(
-        self, *, subscription_id: str, price_id: str, idempotency_key: str
+        self,
+        *,
+        subscription_id: str,
+        price_id: str,
+        idempotency_key: str,
+        payment_behavior: PaymentBehavior = "allow_incomplete",
     ) -> GatewaySubscription:
-        """Switch the subscription to `price_id` now, prorating."""
+        """Switch the subscription to `price_id` now, prorating and invoicing the difference at
+        once; `payment_behavior` says what happens when that invoice is not paid."""
 
     @abc.abstractmethod
     def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:

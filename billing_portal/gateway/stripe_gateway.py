@@ -27,8 +27,10 @@ from billing_portal.gateway.base import (
     GatewayInvoice,
     GatewayInvoiceLine,
     GatewayInvoicePreview,
+    GatewayPendingUpdate,
     GatewaySchedule,
     GatewaySubscription,
+    PaymentBehavior,
     PaymentGateway,
     WebhookRejected,
     WebhookSignatureError,
@@ -147,7 +149,12 @@ class StripeGateway(PaymentGateway):
         return [subscription_from_stripe(sub) for sub in found]
 
     def change_subscription_price(
-        self, *, subscription_id: str, price_id: str, idempotency_key: str
+        self,
+        *,
+        subscription_id: str,
+        price_id: str,
+        idempotency_key: str,
+        payment_behavior: PaymentBehavior = "allow_incomplete",
     ) -> GatewaySubscription:
         current = self._retrieve_subscription(subscription_id)
         item = _first_item(current)
@@ -161,6 +168,10 @@ class StripeGateway(PaymentGateway):
                 params={
                     "items": [{"id": item["id"], "price": price_id}],
                     "proration_behavior": "always_invoice",
+                    # Sent even when it is Stripe's default: what an unpaid invoice does to the
+                    # change is decided here, not by the account's API version.
+                    # https://docs.stripe.com/billing/subscriptions/pending-updates
+                    "payment_behavior": payment_behavior,
                 },
                 options={"idempotency_key": idempotency_key},
             )
@@ -424,6 +435,19 @@ def subscription_from_stripe(data: Mapping[str, Any]) -> GatewaySubscription:
         schedule_id=_id_of(data.get("schedule")),
         latest_invoice_id=_id_of(data.get("latest_invoice")),
         metadata=_metadata(data.get("metadata")),
+        default_payment_method=_id_of(data.get("default_payment_method")),
+        pending_update=_pending_update_from_stripe(data.get("pending_update")),
+    )
+
+
+def _pending_update_from_stripe(data: Mapping[str, Any] | None) -> GatewayPendingUpdate | None:
+    """The price a pending update switches to (our subscriptions have one item)."""
+    if not data:
+        return None
+    items = data.get("subscription_items") or []
+    return GatewayPendingUpdate(
+        price_id=_id_of(items[0].get("price")) if items else "",
+        expires_at=_datetime(data["expires_at"]),
     )
 
 

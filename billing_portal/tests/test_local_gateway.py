@@ -632,6 +632,84 @@ def test_change_price_switches_now_and_invoices_the_prorated_difference(local):
     assert local.sent == []
 
 
+def test_an_unpaid_upgrade_applies_anyway_by_default_and_waits_when_asked_to(local):
+    """Stripe's payment_behavior (https://docs.stripe.com/billing/subscriptions/pending-updates):
+    allow_incomplete (its default) switches the price and leaves the subscription past due;
+    pending_if_incomplete keeps the old price, with the change in pending_update until the invoice is
+    paid (at most 23 hours); error_if_incomplete refuses the change."""
+    _, sub = local.subscribe("price_basic")
+    local("expire_card", sub.id)
+    local.now = START + timedelta(days=10)
+
+    with pytest.raises(GatewayError) as refused:
+        local(
+            "change_subscription_price",
+            subscription_id=sub.id,
+            price_id="price_pro",
+            idempotency_key="error",
+            payment_behavior="error_if_incomplete",
+        )
+    assert refused.value.code == "card_declined"
+    assert local.gateway.retrieve_subscription(sub.id).price_id == "price_basic"
+    assert (count("invoice"), local.sent) == (1, [])
+
+    waiting = local(
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_pro",
+        idempotency_key="pending",
+        payment_behavior="pending_if_incomplete",
+    )
+    assert (waiting.status, waiting.price_id) == ("active", "price_basic")
+    assert waiting.pending_update is not None
+    assert waiting.pending_update.price_id == "price_pro"
+    assert waiting.pending_update.expires_at == local.now + timedelta(hours=23)
+    invoice = local.gateway.retrieve_invoice(waiting.latest_invoice_id)
+    assert (invoice.status, invoice.total, invoice.billing_reason) == ("open", 1355, "subscription_update")
+    assert local.types() == ["invoice.finalized", "invoice.payment_failed", "customer.subscription.updated"]
+    assert local("advance", local.now + timedelta(hours=22)) == 0  # not retried by itself
+
+    local.now += timedelta(hours=2)
+    local("pay_on_hosted_page", invoice.id)
+    applied = local.gateway.retrieve_subscription(sub.id)
+    assert (applied.status, applied.price_id, applied.pending_update) == ("active", "price_pro", None)
+    assert local.types() == [
+        "invoice.paid",
+        "customer.subscription.pending_update_applied",
+        "customer.subscription.updated",
+    ]
+
+    # Left unpaid, the update expires after 23 hours: its invoice is voided, the price stays.
+    expiring = local(
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        idempotency_key="down",
+        payment_behavior="pending_if_incomplete",
+    )
+    assert expiring.price_id == "price_basic"  # a downgrade invoices nothing: applied at once
+    up = local(
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_pro",
+        idempotency_key="up-again",
+        payment_behavior="pending_if_incomplete",
+    )
+    assert up.pending_update is not None
+    local.sent.clear()
+    assert local("advance", local.now + timedelta(hours=23)) == 1
+    expired = local.gateway.retrieve_subscription(sub.id)
+    assert (expired.price_id, expired.pending_update) == ("price_basic", None)
+    assert local.gateway.retrieve_invoice(up.latest_invoice_id).status == "void"
+    assert local.types() == ["invoice.voided", "customer.subscription.pending_update_expired"]
+
+    # allow_incomplete: the new price now, the subscription past due on the unpaid invoice.
+    applied_anyway = local(
+        "change_subscription_price", subscription_id=sub.id, price_id="price_pro", idempotency_key="allow"
+    )
+    assert (applied_anyway.price_id, applied_anyway.status) == ("price_pro", "past_due")
+
+
 def test_change_to_another_interval_restarts_the_cycle(local):
     _, sub = local.subscribe("price_pro")
     local.now = START + timedelta(days=10)

@@ -374,6 +374,7 @@ def test_change_subscription_price_swaps_the_items_price_and_prorates(gateway, h
         "items[0][id]": SI,
         "items[0][price]": GROWTH,
         "proration_behavior": "always_invoice",
+        "payment_behavior": "allow_incomplete",  # Stripe's default, said out loud
     }
     assert sub.price_id == GROWTH
     assert sub.current_period_end == MAR1

@@ -62,6 +62,7 @@ class LocalClock(LocalCheckout):
                 customer_row, sub_row = self._lock_with_customer(row.object_id, "subscription")
                 changed += self._advance_subscription(customer_row, sub_row, moment)
         changed += self._retry_due(moment)
+        changed += self._expire_pending_updates(moment)
         sessions = LocalGatewayObject.objects.filter(
             object_type="checkout.session", data__status="open", data__expires_at__lte=ts(moment)
         ).order_by("id")
@@ -73,6 +74,34 @@ class LocalClock(LocalCheckout):
         if self.delivery == Delivery.LATE:
             self.deliver_late()  # what was kept back arrives now, out of order and twice
         return changed
+
+    def _expire_pending_updates(self, moment: datetime) -> int:
+        """An update still waiting for its invoice when `expires_at` passes is discarded and its
+        invoice voided. https://docs.stripe.com/billing/subscriptions/pending-updates-reference#expiration"""
+        expired = 0
+        due = LocalGatewayObject.objects.filter(
+            object_type="subscription", data__pending_update__expires_at__lte=ts(moment)
+        ).order_by("id")
+        for candidate in due:
+            with transaction.atomic():
+                _customer_row, sub_row = self._lock_with_customer(candidate.object_id, "subscription")
+                sub = sub_row.data
+                pending = sub.get("pending_update")
+                if not pending or pending["expires_at"] > ts(moment):
+                    continue
+                at = dt(pending["expires_at"])
+                invoice_row = objects.lock(sub["latest_invoice"], "invoice")
+                if invoice_row.data["status"] == "open":
+                    invoice_row.data.update(status="void", next_payment_attempt=None, amount_remaining=0)
+                    invoice_row.data["status_transitions"]["voided_at"] = ts(at)
+                    invoice_row.save()
+                    self._emit("invoice.voided", invoice_row.data, now=at)
+                before = copy.deepcopy(sub)
+                sub["pending_update"] = None
+                sub_row.save()
+                self._emit("customer.subscription.pending_update_expired", sub, now=at, before=before)
+                expired += 1
+        return expired
 
     def _advance_subscription(
         self, customer_row: LocalGatewayObject, sub_row: LocalGatewayObject, now: datetime

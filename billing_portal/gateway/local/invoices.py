@@ -34,6 +34,9 @@ from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import invoice_from_stripe
 
 MSG_DECLINED = "Your card was declined."
+# How long an update waits for its invoice to be paid (at most: never past the period's end).
+# https://docs.stripe.com/billing/subscriptions/pending-updates-reference#expiration
+PENDING_UPDATE_LIFETIME = timedelta(hours=23)
 MSG_CONFIRM = "Your bank asks you to confirm this payment."
 
 
@@ -60,6 +63,22 @@ def card_behaviour(card: Mapping[str, Any] | None) -> Card | None:
 
 def card_declines(card: Mapping[str, Any]) -> bool:
     return card_behaviour(card) == Card.DECLINES
+
+
+def apply_price(
+    sub: dict[str, Any], new_price: Mapping[str, Any], *, restart: tuple[datetime, datetime] | None
+) -> None:
+    """Switch the subscription's item to `new_price`; a different interval restarts the cycle now,
+    as at Stripe."""
+    sub_item = objects.item(sub)
+    if restart is not None:
+        sub["billing_cycle_anchor"] = objects.ts(restart[0])
+        sub_item["current_period_start"], sub_item["current_period_end"] = (
+            objects.ts(day) for day in restart
+        )
+    sub_item["price"] = dict(new_price)
+    sub_item["plan"] = objects.plan_of(new_price)
+    sub["currency"] = new_price["currency"]
 
 
 def subscription_of(invoice: Mapping[str, Any]) -> str:
@@ -258,6 +277,8 @@ class LocalInvoices(LocalEvents):
         sub_row: LocalGatewayObject | None = None,
         attempt: bool = True,
         confirmed: bool = False,
+        scheduled: bool = True,
+        announce: bool = True,
     ) -> Collected:
         """Store the open invoice, emit invoice.finalized, and attempt it (unless `attempt` is off:
         an unpaid subscription's invoices are created but not attempted). A caller that holds the
@@ -267,7 +288,15 @@ class LocalInvoices(LocalEvents):
         self._emit("invoice.finalized", invoice, now=now)
         if not attempt:
             return Collected.NOT_ATTEMPTED
-        return self._attempt(customer_row, row, now=now, scheduled=True, sub_row=sub_row, confirmed=confirmed)
+        return self._attempt(
+            customer_row,
+            row,
+            now=now,
+            scheduled=scheduled,
+            sub_row=sub_row,
+            confirmed=confirmed,
+            announce=announce,
+        )
 
     def _attempt(
         self,
@@ -278,6 +307,7 @@ class LocalInvoices(LocalEvents):
         scheduled: bool,
         sub_row: LocalGatewayObject | None = None,
         confirmed: bool = False,
+        announce: bool = True,
     ) -> Collected:
         """One payment attempt of an open invoice on the card Stripe would charge: invoice.paid;
         invoice.payment_action_required (no retry: the customer confirms); or invoice.payment_failed,
@@ -294,7 +324,7 @@ class LocalInvoices(LocalEvents):
             objects.mark_paid(invoice, now)
             row.save()
             self._emit("invoice.paid", invoice, now=now)
-            self._after_paid(customer_row, invoice, now=now, sub_row=sub_row)
+            self._after_paid(customer_row, invoice, now=now, sub_row=sub_row, announce=announce)
             return Collected.PAID
         if behaviour == Card.REQUIRES_ACTION:
             self._record_attempt(invoice, Collected.ACTION_REQUIRED, card=card)
@@ -357,6 +387,7 @@ class LocalInvoices(LocalEvents):
         *,
         now: datetime,
         sub_row: LocalGatewayObject | None,
+        announce: bool = True,
     ) -> None:
         """An invoice was paid: the customer is no longer delinquent when nothing is left open, and an
         overdue subscription with nothing left open is active again (Stripe: "paying the most recent
@@ -374,12 +405,28 @@ class LocalInvoices(LocalEvents):
         held = sub_row is not None
         sub_row = sub_row or objects.lock(sub_id, "subscription")
         sub = sub_row.data
+        before = copy.deepcopy(sub)
+        pending = sub.get("pending_update")
+        if pending and sub.get("latest_invoice") == invoice["id"]:
+            # The update waited for this invoice: it applies now (pending_if_incomplete).
+            new_item = pending["subscription_items"][0]
+            restart = (
+                None
+                if pending.get("billing_cycle_anchor") is None
+                else (
+                    objects.dt(new_item["current_period_start"]),
+                    objects.dt(new_item["current_period_end"]),
+                )
+            )
+            apply_price(sub, new_item["price"], restart=restart)
+            sub["pending_update"] = None
+            if not held and announce:
+                self._emit("customer.subscription.pending_update_applied", sub, now=now, before=before)
         if sub["status"] in OVERDUE and not self._open_invoices_of(sub_id):
-            before = copy.deepcopy(sub)
             sub["status"] = "active"
-            if not held:
-                sub_row.save()
-                self._emit("customer.subscription.updated", sub, now=now, before=before)
+        if not held and sub != before:
+            sub_row.save()
+            self._emit("customer.subscription.updated", sub, now=now, before=before)
 
     def _retry_due(self, moment: datetime) -> int:
         """The retry schedule: every open invoice whose next attempt has come is attempted again, at

@@ -16,10 +16,18 @@ from billing_portal.gateway.base import (
     GatewayInvoicePreview,
     GatewaySchedule,
     GatewaySubscription,
+    PaymentBehavior,
 )
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.idempotency import answer_or_raise
-from billing_portal.gateway.local.invoices import Card, Collected, LocalInvoices
+from billing_portal.gateway.local.invoices import (
+    MSG_DECLINED,
+    PENDING_UPDATE_LIFETIME,
+    Card,
+    Collected,
+    LocalInvoices,
+    apply_price,
+)
 from billing_portal.gateway.local.money import cycle_description, prorate
 from billing_portal.gateway.local.objects import ENDED, OVERDUE, dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
@@ -44,20 +52,39 @@ class LocalSubscriptions(LocalInvoices):
     # --- a price change now -----------------------------------------------------------------------
 
     def change_subscription_price(
-        self, *, subscription_id: str, price_id: str, idempotency_key: str
+        self,
+        *,
+        subscription_id: str,
+        price_id: str,
+        idempotency_key: str,
+        payment_behavior: PaymentBehavior = "allow_incomplete",
     ) -> GatewaySubscription:
-        params = {"subscription_id": subscription_id, "price_id": price_id}
+        params = {
+            "subscription_id": subscription_id,
+            "price_id": price_id,
+            "payment_behavior": payment_behavior,
+        }
         with transaction.atomic():
             answer = self._idempotent(
                 idempotency_key,
                 "change_subscription_price",
                 params,
-                lambda: self._change_subscription_price(subscription_id=subscription_id, price_id=price_id),
+                lambda: self._change_subscription_price(
+                    subscription_id=subscription_id, price_id=price_id, payment_behavior=payment_behavior
+                ),
                 object_type="subscription",
             )
         return subscription_from_stripe(answer_or_raise(answer))
 
-    def _change_subscription_price(self, *, subscription_id: str, price_id: str) -> str:
+    def _change_subscription_price(
+        self, *, subscription_id: str, price_id: str, payment_behavior: PaymentBehavior
+    ) -> str:
+        """The update with `proration_behavior=always_invoice`: the prorated difference is invoiced
+        and collected now. What an unpaid invoice does to the change is `payment_behavior`'s:
+        allow_incomplete (Stripe's default) keeps the change and makes the subscription past due;
+        pending_if_incomplete leaves the subscription as it was, with the change in `pending_update`
+        until the invoice is paid or the update expires; error_if_incomplete refuses the change.
+        https://docs.stripe.com/billing/subscriptions/pending-updates"""
         customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
         sub = sub_row.data
         if sub["status"] in ENDED:
@@ -71,16 +98,8 @@ class LocalSubscriptions(LocalInvoices):
         new_price = self._price(price_id, now)
         before = copy.deepcopy(sub)
         proration = prorate(sub_item, new_price, now)
-        if proration.restart is not None:
-            # Like Stripe: a different interval restarts the billing cycle now.
-            sub["billing_cycle_anchor"] = ts(now)
-            sub_item["current_period_start"], sub_item["current_period_end"] = (
-                ts(day) for day in proration.restart
-            )
-        sub_item["price"] = new_price
-        sub_item["plan"] = objects.plan_of(new_price)
-        sub["currency"] = new_price["currency"]
-
+        if proration.amount <= 0 or payment_behavior == "allow_incomplete":
+            apply_price(sub, new_price, restart=proration.restart)
         invoice: dict[str, Any] | None = None
         if proration.amount > 0:
             invoice = self._new_invoice(
@@ -93,12 +112,12 @@ class LocalSubscriptions(LocalInvoices):
                 period=(now, now),
             )
             sub["latest_invoice"] = invoice["id"]
-        sub_row.save()
-        self._emit("customer.subscription.updated", sub, now=now, before=before)
-        if invoice is not None:
-            # payment_behavior=allow_incomplete (Stripe's default for updates): the change stays
-            # whether or not its invoice is paid; unpaid, the subscription is past due.
-            # https://docs.stripe.com/billing/subscriptions/pending-updates
+        if invoice is None or payment_behavior == "allow_incomplete":
+            sub_row.save()
+            self._emit("customer.subscription.updated", sub, now=now, before=before)
+        if invoice is None:
+            return subscription_id
+        if payment_behavior == "allow_incomplete":
             before = copy.deepcopy(sub)
             collected = self._finalize_and_collect(customer_row, invoice, now=now, sub_row=sub_row)
             if collected != Collected.PAID and sub["status"] not in OVERDUE | ENDED:
@@ -106,6 +125,31 @@ class LocalSubscriptions(LocalInvoices):
             if sub != before:
                 sub_row.save()
                 self._emit(_status_event(sub), sub, now=now, before=before)
+            return subscription_id
+        # pending_if_incomplete / error_if_incomplete: the change waits for the payment.
+        sub["pending_update"] = {
+            "billing_cycle_anchor": None if proration.restart is None else ts(proration.restart[0]),
+            "expires_at": min(ts(now + PENDING_UPDATE_LIFETIME), sub_item["current_period_end"]),
+            "subscription_items": [
+                {**copy.deepcopy(sub_item), "price": new_price, "plan": objects.plan_of(new_price)}
+            ],
+            "trial_end": None,
+            "trial_from_plan": None,
+        }
+        if proration.restart is not None:
+            sub["pending_update"]["subscription_items"][0].update(
+                current_period_start=ts(proration.restart[0]), current_period_end=ts(proration.restart[1])
+            )
+        sub_row.save()
+        # Not held: when the payment goes through, _after_paid applies the update and emits it.
+        collected = self._finalize_and_collect(
+            customer_row, invoice, now=now, scheduled=False, announce=False
+        )
+        if collected == Collected.PAID:
+            return subscription_id
+        if payment_behavior == "error_if_incomplete":
+            raise GatewayError(MSG_DECLINED, code="card_declined")  # undoes the update and its invoice
+        self._emit("customer.subscription.updated", sub, now=now, before=before)
         return subscription_id
 
     def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
