@@ -771,6 +771,32 @@ def test_scheduled_change_applies_at_its_date_on_advance(local):
     assert local.sent == []
 
 
+def test_a_schedule_keeps_the_subscriptions_card_in_its_phases(local):
+    """A schedule made from a subscription carries its settings into the phases, and the phase that
+    starts sets them on the subscription: a phase without the card would leave it without one."""
+    _, sub = local.subscribe("price_pro")
+    card = LocalGatewayObject.objects.get(object_id=sub.id).data["default_payment_method"]
+    schedule = local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=sub.current_period_end,
+        idempotency_key="s",
+    )
+    stored = LocalGatewayObject.objects.get(object_id=schedule.id).data
+    assert [p["default_payment_method"] for p in stored["phases"]] == [card, card]
+    local("advance", sub.current_period_end)
+    after = LocalGatewayObject.objects.get(object_id=sub.id).data
+    assert (after["default_payment_method"], after["items"]["data"][0]["price"]["id"]) == (
+        card,
+        "price_basic",
+    )
+    assert (
+        local.gateway.retrieve_invoice(local.gateway.retrieve_subscription(sub.id).latest_invoice_id).status
+        == "paid"
+    )
+
+
 def test_scheduled_change_on_a_custom_date_switches_mid_period(local):
     _, sub = local.subscribe("price_pro")
     at = START + timedelta(days=5)

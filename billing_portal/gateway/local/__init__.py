@@ -20,6 +20,9 @@ The package, by concern, each module a layer over the one before:
   cancellation, renewal; `checkout`: customers, the hosted checkout and the portal;
 - `clock`: `advance`, Stripe's clock.
 
+What it models of Stripe, with Stripe's page for each behaviour, and where it differs: the fidelity
+table in README.md beside this file.
+
 Concurrency: each operation is one transaction that locks (select_for_update) the customer's row
 first, then the rows it changes, so two requests cannot renew or charge the same thing twice.
 

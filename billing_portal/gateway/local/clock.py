@@ -135,8 +135,11 @@ class LocalClock(LocalCheckout):
         sub = sub_row.data
         schedule_row = objects.lock(sub["schedule"], "subscription_schedule")
         schedule = schedule_row.data
-        new_price = self._price(schedule["phases"][1]["items"][0]["price"], switch_at)
+        phase = schedule["phases"][1]
+        new_price = self._price(phase["items"][0]["price"], switch_at)
         before = copy.deepcopy(sub)
+        # The phase's settings become the subscription's (what the phase leaves out is cleared).
+        sub["default_payment_method"] = phase.get("default_payment_method")
         sub_item = item(sub)
         sub_item["price"] = new_price
         sub_item["plan"] = objects.plan_of(new_price)

@@ -218,15 +218,21 @@ class LocalSubscriptions(LocalInvoices):
         sub_item = item(sub)
         new_price = self._price(price_id, now)
         phase_end = period_end_after(dt(switch_at), dt(switch_at), interval(new_price))
-        data = objects.schedule(
-            objects.new_id("sub_sched"),
-            sub=sub,
-            phases=[
-                objects.phase(sub_item["price"], start=sub_item["current_period_start"], end=switch_at),
-                objects.phase(new_price, start=switch_at, end=ts(phase_end)),
-            ],
-            now=now,
-        )
+        # A schedule made from a subscription starts with its settings: the current phase carries the
+        # subscription's own card and metadata, and so does the phase we add (a phase that leaves one
+        # out sets the subscription without it when it starts).
+        # https://docs.stripe.com/billing/subscriptions/subscription-schedules#existing-subscription
+        phases = [
+            objects.phase(sub_item["price"], start=sub_item["current_period_start"], end=switch_at),
+            objects.phase(new_price, start=switch_at, end=ts(phase_end)),
+        ]
+        for phase in phases:
+            phase.update(
+                default_payment_method=sub.get("default_payment_method"),
+                metadata=dict(sub.get("metadata") or {}),
+            )
+        data = objects.schedule(objects.new_id("sub_sched"), sub=sub, phases=phases, now=now)
+        data["default_settings"]["default_payment_method"] = sub.get("default_payment_method")
         objects.insert("subscription_schedule", data, customer_id=customer_row.object_id)
         before = copy.deepcopy(sub)
         sub["schedule"] = data["id"]
