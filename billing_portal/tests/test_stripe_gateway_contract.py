@@ -40,6 +40,7 @@ from billing_portal.gateway.stripe_gateway import (
     StripeGateway,
     invoice_from_stripe,
 )
+from billing_portal.tests import stripe_params
 
 FIXTURES = Path(__file__).parent / "stripe_fixtures"
 # Stripe's published objects: STRIPE_FIXTURES_PATH, else ../shared/stripe/fixtures3.json beside the
@@ -89,7 +90,9 @@ class Sent:
 
 
 class RecordingHTTPClient(stripe.HTTPClient):
-    """Answers StripeClient's requests from a route table and records them; never opens a socket."""
+    """Answers StripeClient's requests from a route table and records them; never opens a socket.
+    Every request is first held against the SDK's typed parameters for its method (stripe_params):
+    a key, a missing required key or a value the SDK does not list fails the test."""
 
     name = "recording"
 
@@ -125,6 +128,9 @@ class RecordingHTTPClient(stripe.HTTPClient):
             for key, values in parse_qs(encoded or "", keep_blank_values=True).items()
         }
         route = (method.upper(), parts.path)
+        wrong = stripe_params.problems(route[0], route[1], params)
+        if wrong:
+            raise AssertionError("a request the SDK's types refuse:\n" + "\n".join(wrong))
         self.sent.append(Sent(route[0], route[1], params, dict(headers or {})))
         if route in self._failures:
             raise self._failures[route]
@@ -189,6 +195,66 @@ def invalid_request(message: str, *, code: str, param: str = "") -> dict[str, An
 
 def page(objects: list[dict[str, Any]], *, url: str, has_more: bool) -> dict[str, Any]:
     return {"object": "list", "data": objects, "has_more": has_more, "url": url}
+
+
+# --- the recording client checks every request against the SDK's own types -------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "complaint"),
+    [
+        (
+            lambda c: c.v1.subscriptions.update(SUB, params={"payment_behaviour": "pending_if_incomplete"}),  # type: ignore[typeddict-unknown-key]
+            "POST /v1/subscriptions/sub_1RAcmeAgents0001.payment_behaviour: not a parameter the SDK knows",
+        ),
+        (
+            lambda c: c.v1.subscriptions.update(SUB, params={"proration_behavior": "always_invoiced"}),  # type: ignore[typeddict-item]
+            "'always_invoiced' is not one of ['always_invoice', 'create_prorations', 'none']",
+        ),
+        (
+            lambda c: c.v1.subscriptions.update(SUB, params={"items": [{"id": SI, "prices": GROWTH}]}),  # type: ignore[typeddict-unknown-key]
+            ".items[0].prices: not a parameter the SDK knows",
+        ),
+        (
+            lambda c: c.v1.billing_portal.configurations.create(params={}),  # type: ignore[typeddict-item]
+            ".features: required by the SDK (ConfigurationCreateParams)",
+        ),
+        (
+            lambda c: c.v1.subscription_schedules.update(
+                SCHED,
+                params={"phases": [{"items": [{"price": GROWTH}], "end_date": "soon"}]},  # type: ignore[typeddict-item]
+            ),
+            ".phases[0].end_date: 'soon' is none of",
+        ),
+        (
+            lambda c: c.v1.invoices.pay(INV, params={"off_session": "yes"}),  # type: ignore[typeddict-item]
+            ".off_session: true or false expected, not 'yes'",
+        ),
+    ],
+)
+def test_a_request_the_sdks_types_refuse_fails_the_test(http, call, complaint) -> None:
+    client = stripe.StripeClient(API_KEY, http_client=http)
+
+    with pytest.raises(AssertionError) as refused:
+        call(client)
+
+    assert complaint in str(refused.value)
+    assert http.sent == []
+
+
+def test_every_request_the_gateway_makes_has_a_route_of_the_sdk() -> None:
+    """The checker knows each route the gateway calls (an unknown route fails too)."""
+    assert stripe_params.problems("POST", "/v1/unknown_things", {}) == [
+        "POST /v1/unknown_things: no SDK parameters are known for this route"
+    ]
+    assert (
+        stripe_params.problems(
+            "POST",
+            f"/v1/subscriptions/{SUB}",
+            {"items[0][id]": SI, "items[0][price]": GROWTH, "cancel_at": "", "metadata[tenant]": "acme"},
+        )
+        == []
+    )
 
 
 # --- the pin ------------------------------------------------------------------------------------------

@@ -542,7 +542,8 @@ class LocalInvoices(LocalEvents):
         row = LocalGatewayObject.objects.filter(object_id=pm_id, object_type="payment_method").first()
         if row is None or row.data.get("customer") != customer_id:
             return None  # detached: Stripe cannot charge it
-        return row.data
+        card: dict[str, Any] = row.data
+        return card
 
     def _new_card(
         self, customer_row: LocalGatewayObject, *, behaviour: Card, last4: str, now: datetime
