@@ -49,7 +49,9 @@ def _price(price_id: str) -> CatalogPrice:
 
 
 @cache
-def _build(kind: str, secret: str, api_key: str, tolerance: int, delivery: str) -> PaymentGateway:
+def _build(
+    kind: str, secret: str, api_key: str, tolerance: int, delivery: str, timeout: int, retries: int
+) -> PaymentGateway:
     if kind == "local":
         from billing_portal.gateway.local import LocalGateway
 
@@ -64,7 +66,13 @@ def _build(kind: str, secret: str, api_key: str, tolerance: int, delivery: str) 
     if kind == "stripe":
         from billing_portal.gateway.stripe_gateway import StripeGateway
 
-        return StripeGateway(api_key=api_key, webhook_secret=secret, webhook_tolerance=tolerance)
+        return StripeGateway(
+            api_key=api_key,
+            webhook_secret=secret,
+            webhook_tolerance=tolerance,
+            timeout=timeout,
+            max_network_retries=retries,
+        )
     raise ValueError(f"PAYMENT_GATEWAY must be 'local' or 'stripe', not {kind!r}")
 
 
@@ -75,6 +83,8 @@ def get_gateway() -> PaymentGateway:
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_WEBHOOK_TOLERANCE,
         settings.LOCAL_GATEWAY_DELIVERY,
+        settings.STRIPE_TIMEOUT,
+        settings.STRIPE_MAX_NETWORK_RETRIES,
     )
 
 

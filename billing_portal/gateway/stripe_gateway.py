@@ -57,6 +57,44 @@ MSG_DECLINED = "Your card was declined."
 # refusal (bad request, bad key, idempotency-key reuse with other parameters) that a retry won't fix.
 _TRANSIENT_ERRORS = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
 
+# A request must give up well inside gunicorn's 60 s worker timeout (Dockerfile), so that the page
+# answers "try again" instead of the worker being killed mid-request. The SDK's own client waits 80 s
+# a try. Seconds to connect, then the read timeout (STRIPE_TIMEOUT), per try.
+CONNECT_TIMEOUT = 5
+DEFAULT_TIMEOUT = 10
+DEFAULT_NETWORK_RETRIES = 2
+
+
+class RetryRateLimits(stripe.HTTPClient):
+    """The SDK's retry policy (connection errors, 409, 5xx, what `Stripe-Should-Retry` asks for),
+    plus every 429: a rate limit or a lock timeout is worth a retry after the backoff. The SDK sends
+    the same Idempotency-Key on each try, so a retried write cannot happen twice.
+    https://docs.stripe.com/rate-limits#handling-limiting-gracefully"""
+
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
+        if response is not None and response[1] == 429 and num_retries < (max_network_retries or 0):
+            headers = response[2] or {}
+            return headers.get("stripe-should-retry") != "false"
+        return bool(super()._should_retry(response, api_connection_error, num_retries, max_network_retries))
+
+
+class StripeHTTPClient(RetryRateLimits, stripe.RequestsClient):
+    """The SDK's requests-based client with our timeout and retry policy."""
+
+
+def worst_case_seconds(*, timeout: int, retries: int) -> float:
+    """The longest a call can take: every try at its connect and read timeouts, every backoff at
+    its longest (the SDK's: 0.5 s doubling, at most 5 s)."""
+    first, longest = float(stripe.HTTPClient.INITIAL_DELAY), float(stripe.HTTPClient.MAX_DELAY)
+    backoff = sum(min(first * (1 << (n - 1)), longest) for n in range(1, retries + 1))
+    return (retries + 1) * (CONNECT_TIMEOUT + timeout) + backoff
+
 
 class StripeGateway(PaymentGateway):
     name = "stripe"
@@ -68,15 +106,19 @@ class StripeGateway(PaymentGateway):
         webhook_secret: str,
         http_client: stripe.HTTPClient | None = None,
         webhook_tolerance: int = 300,  # seconds
+        timeout: int = DEFAULT_TIMEOUT,  # seconds to read an answer, per try
+        max_network_retries: int = DEFAULT_NETWORK_RETRIES,
     ) -> None:
         if webhook_tolerance <= 0:
             # The SDK reads a tolerance of 0 as "don't check the timestamp": replays would pass.
             raise ValueError("webhook_tolerance must be a positive number of seconds")
+        self.http_client = http_client or StripeHTTPClient(timeout=(CONNECT_TIMEOUT, timeout))
+        self.max_network_retries = max_network_retries
         self._client = stripe.StripeClient(
             api_key,
             stripe_version=PINNED_API_VERSION,
-            http_client=http_client,
-            max_network_retries=2,
+            http_client=self.http_client,
+            max_network_retries=max_network_retries,
         )
         self._webhook_secret = webhook_secret
         self._webhook_tolerance = webhook_tolerance

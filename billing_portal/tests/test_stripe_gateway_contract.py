@@ -89,7 +89,7 @@ class Sent:
     headers: dict[str, str]
 
 
-class RecordingHTTPClient(stripe.HTTPClient):
+class RecordingHTTPClient(stripe_gateway.RetryRateLimits, stripe.HTTPClient):
     """Answers StripeClient's requests from a route table and records them; never opens a socket.
     Every request is first held against the SDK's typed parameters for its method (stripe_params):
     a key, a missing required key or a value the SDK does not list fails the test."""
@@ -101,6 +101,12 @@ class RecordingHTTPClient(stripe.HTTPClient):
         self.sent: list[Sent] = []
         self._answers: dict[tuple[str, str], list[tuple[int, Any]]] = {}
         self._failures: dict[tuple[str, str], Exception] = {}
+        self.sleeps: list[float] = []
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        # The SDK's backoff, recorded instead of slept: a retry in a test costs no time.
+        self.sleeps.append(super()._sleep_time_seconds(num_retries))
+        return 0
 
     def answer(self, method: str, path: str, body: Any, *, status: int = 200) -> None:
         """Queue an answer; the last one queued for a route repeats."""
@@ -275,6 +281,44 @@ def test_requests_name_the_pinned_version_not_the_sdks_default(http, monkeypatch
     gateway.retrieve_subscription(SUB)
 
     assert http.sent[0].headers["Stripe-Version"] == "2099-01-01.pinned"
+
+
+def test_a_call_gives_up_well_inside_gunicorns_60_seconds() -> None:
+    """Issue 7, defect 9 (failed before the fix: the SDK's default client waits 80 s a try, so a
+    request could outlast gunicorn's 60 s worker timeout). Our client waits at most STRIPE_TIMEOUT
+    seconds a try (connect, then read), and the retries with the SDK's backoff add up to well under
+    the worker's timeout."""
+    from django.conf import settings
+
+    gateway = StripeGateway(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET)
+
+    client = gateway.http_client
+    assert isinstance(client, stripe_gateway.StripeHTTPClient)
+    assert client._timeout == (stripe_gateway.CONNECT_TIMEOUT, settings.STRIPE_TIMEOUT) == (5, 10)
+    assert gateway.max_network_retries == settings.STRIPE_MAX_NETWORK_RETRIES == 2
+    # Every try at its timeout, every backoff at its longest (0.5 s, then 1 s, capped at 5 s).
+    worst = stripe_gateway.worst_case_seconds(timeout=10, retries=2)
+    assert worst == 3 * (5 + 10) + 0.5 + 1.0 == 46.5
+    assert worst < 60
+
+
+def test_a_rate_limited_request_is_retried_with_backoff_and_the_same_key(gateway, http) -> None:
+    """Issue 7, defect 9 (failed before the fix: the SDK retries a 429 only when Stripe's
+    Stripe-Should-Retry header asks for it). A 429 (rate limit, lock timeout) is tried again after
+    the SDK's backoff, with the same Idempotency-Key, so the retry cannot create a second object.
+    https://docs.stripe.com/rate-limits#handling-limiting-gracefully"""
+    limited = {
+        "error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests."}
+    }
+    http.answer("POST", "/v1/customers", limited, status=429)
+    http.answer("POST", "/v1/customers", fixture("customer"))
+
+    assert gateway.create_customer(email="a@b.c", name="A", metadata={}, idempotency_key="k-1") == CUS
+
+    first, second = http.sent
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == "k-1"
+    assert len(http.sleeps) == 1
+    assert 0.5 <= http.sleeps[0] <= 1.0
 
 
 def test_a_webhook_tolerance_of_zero_is_refused() -> None:
@@ -639,10 +683,14 @@ def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_fo
         )
 
     assert failed.value.message == MSG_UNREACHABLE
+    # The first try and the SDK's two retries, with the backoff between them.
     assert [sent.path for sent in http.sent] == [
         "/v1/subscription_schedules",
         f"/v1/subscription_schedules/{SCHED}",
+        f"/v1/subscription_schedules/{SCHED}",
+        f"/v1/subscription_schedules/{SCHED}",
     ]
+    assert len(http.sleeps) == 2
 
 
 def test_schedule_subscription_change_refuses_a_naive_datetime(gateway, http) -> None:
