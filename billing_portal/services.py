@@ -155,6 +155,20 @@ def checkout_sync(*, session_id: str) -> Tenant | None:
     return tenant
 
 
+def checkout_return(*, tenant: Tenant, session_id: str) -> Tenant | None:
+    """The customer is back from the hosted checkout with its session's id: apply that session now
+    (the webhook may come later). Only a session this tenant opened is read; anything else, or a
+    gateway that does not answer, is left to the webhook."""
+    if not CheckoutSession.objects.filter(tenant=tenant, gateway_session_id=session_id[:200]).exists():
+        return None
+    try:
+        with transaction.atomic():
+            return checkout_sync(session_id=session_id)
+    except GatewayError as exc:
+        log.warning("checkout %s not synced on return: %s", session_id, exc.code)
+        return None
+
+
 def portal_url(*, tenant: Tenant, return_url: str) -> str:
     customer_id = customer_ensure(tenant=tenant)
     try:

@@ -108,6 +108,9 @@ def billing_context(request: TenantRequest, tenant: Tenant, product: Product) ->
 @require_GET
 def billing(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     _billing_enabled()
+    if request.GET.get("checkout") == "success" and request.GET.get("session_id"):
+        # The return from the hosted checkout: apply that session now rather than wait for the webhook.
+        services.checkout_return(tenant=tenant, session_id=request.GET["session_id"])
     return render(request, "billing_portal/billing.html", billing_context(request, tenant, _product(request)))
 
 
@@ -131,7 +134,10 @@ def subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpRes
             tenant=tenant,
             plan=plan,
             actor=request.user,
-            success_url=_absolute(request, back + "&checkout=success"),
+            # Stripe puts the session's id in place of {CHECKOUT_SESSION_ID} (added after the URL is
+            # made absolute, which would percent-encode the braces).
+            # https://docs.stripe.com/payments/checkout/custom-success-page
+            success_url=_absolute(request, back + "&checkout=success") + "&session_id={CHECKOUT_SESSION_ID}",
             cancel_url=_absolute(request, back + "&checkout=canceled"),
         )
     except BusinessError as exc:

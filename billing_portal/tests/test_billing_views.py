@@ -204,8 +204,11 @@ def test_paying_on_the_checkout_stand_in_activates_the_subscription(
         paid = client.post(checkout_url, {"action": "pay"})
 
     assert paid.status_code == 302
-    # The hosted page returns to the session's success URL, as Stripe's does.
-    assert paid["Location"] == "http://testserver/t/acme/billing/?product=ai_agents&checkout=success"
+    # The hosted page returns to the session's success URL, with the session's id, as Stripe's does.
+    session_id = CheckoutSession.objects.get(tenant=trial_tenant).gateway_session_id
+    assert paid["Location"] == (
+        f"http://testserver/t/acme/billing/?product=ai_agents&checkout=success&session_id={session_id}"
+    )
     event = WebhookEvent.objects.get(type="checkout.session.completed")
     assert (event.status, event.tenant) == ("processed", trial_tenant)
     billing = client.get(paid["Location"])
@@ -222,6 +225,48 @@ def test_paying_on_the_checkout_stand_in_activates_the_subscription(
         client.post(checkout_url, {"action": "pay"})
     assert Subscription.objects.filter(tenant=trial_tenant).exclude(gateway_subscription_id="").count() == 1
     assert Invoice.objects.count() == 1
+
+
+def test_the_return_from_checkout_applies_the_paid_session_without_waiting_for_the_webhook(
+    debug, trial_tenant, admin, other_tenant, client_for
+):
+    """Issue 7, defect 10 (failed before the fix: the success URL carried no session id, so the tab
+    showed the trial until the webhook came). S15: the success URL carries {CHECKOUT_SESSION_ID};
+    the return syncs that session, which must be the tenant's own."""
+    client = client_for(admin)
+    checkout_url = client.post("/t/acme/billing/plans/agents-growth/subscribe/")["Location"]
+    session = CheckoutSession.objects.get(tenant=trial_tenant)
+    stored = LocalGatewayObject.objects.get(object_id=session.gateway_session_id).data
+    assert stored["success_url"] == (
+        "http://testserver/t/acme/billing/?product=ai_agents&checkout=success&session_id={CHECKOUT_SESSION_ID}"
+    )
+
+    paid = client.post(checkout_url, {"action": "pay"})  # no live(): no webhook is delivered
+    assert paid["Location"] == (
+        "http://testserver/t/acme/billing/?product=ai_agents&checkout=success"
+        f"&session_id={session.gateway_session_id}"
+    )
+    assert WebhookEvent.objects.count() == 0
+    assert live_sub(trial_tenant).state == "trialing"
+
+    page = client.get(paid["Location"])
+
+    assert badge(page) == "Active subscription"
+    assert (live_sub(trial_tenant).plan.code, live_sub(trial_tenant).state) == ("agents-growth", "active")
+    assert CheckoutSession.objects.get(pk=session.pk).status == "complete"
+    assert list(Invoice.objects.filter(tenant=trial_tenant).values_list("status", "total")) == [
+        ("paid", 19900)
+    ]
+
+    # Another tenant's session id in the URL is ignored: nothing of theirs is read or applied.
+    globex_admin = MembershipFactory(tenant=other_tenant, role=Role.ADMIN, user=UserFactory()).user
+    plan_services.tenant_provision(tenant=other_tenant)
+    foreign = checkout_open(other_tenant, globex_admin, "agents-starter")
+    local_gateway().complete_checkout(foreign)
+    for bogus in (foreign, "cs_local_nope", "x" * 300):
+        response = client.get(f"{BILLING}?product=ai_agents&checkout=success&session_id={bogus}")
+        assert response.status_code == 200
+    assert Subscription.objects.filter(tenant=other_tenant).exclude(gateway_subscription_id="").count() == 0
 
 
 def test_a_declining_card_on_the_checkout_stand_in_is_402_and_creates_nothing(
