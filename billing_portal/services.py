@@ -17,8 +17,9 @@ pending and every reader to treat "pending" as "scheduled".)"""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -446,45 +447,81 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
 # --- reconciliation and the clock --------------------------------------------------------------
 
 
-def customer_reconcile(*, customer: BillingCustomer, since: datetime) -> dict[str, int]:
-    """Re-read one customer's subscriptions and recent invoices from the gateway and apply them."""
+@dataclass
+class ReconcileReport:
+    """What a reconcile applied, and what it could not (each object skipped, with why)."""
+
+    customers: int = 0
+    subscriptions: int = 0
+    invoices: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customers": self.customers,
+            "subscriptions": self.subscriptions,
+            "invoices": self.invoices,
+            "errors": len(self.failures),
+            "failures": self.failures,
+        }
+
+
+def _skipped(report: ReconcileReport, customer: BillingCustomer, object_id: str, exc: Exception) -> None:
+    """Record an object the reconcile could not apply and go on with the next one: one bad object
+    (a price missing from the catalog, a refusal of the gateway) must not stop the others."""
+    message = exc.message if isinstance(exc, GatewayError | BusinessError) else repr(exc)
+    log.error("billing_reconcile: %s of %s skipped: %s", object_id, customer.tenant.slug, message)
+    report.failures.append({"tenant": customer.tenant.slug, "object": object_id, "error": message})
+
+
+def customer_reconcile(
+    *, customer: BillingCustomer, since: datetime, report: ReconcileReport | None = None
+) -> ReconcileReport:
+    """Re-read one customer's subscriptions and recent invoices from the gateway and apply them,
+    each in its own transaction; what cannot be applied is skipped and recorded in the report."""
+    report = report or ReconcileReport()
     gateway = get_gateway()
-    counts = {"subscriptions": 0, "invoices": 0}
     for gw in gateway.list_subscriptions(customer_id=customer.customer_id):
-        with transaction.atomic():
-            subscription_sync(gateway, gw.id)
-        counts["subscriptions"] += 1
+        try:
+            with transaction.atomic():
+                subscription_sync(gateway, gw.id)
+        except (GatewayError, BusinessError, ValueError) as exc:
+            _skipped(report, customer, gw.id, exc)
+            continue
+        report.subscriptions += 1
     for inv in gateway.list_invoices(customer_id=customer.customer_id, created_since=since):
-        with transaction.atomic():
-            invoice_upsert(tenant=customer.tenant, inv=inv)
-        counts["invoices"] += 1
-    return counts
+        try:
+            with transaction.atomic():
+                invoice_upsert(tenant=customer.tenant, inv=inv)
+        except (GatewayError, BusinessError, ValueError) as exc:
+            _skipped(report, customer, inv.id, exc)
+            continue
+        report.invoices += 1
+    return report
 
 
-def tenant_reconcile(*, tenant: Tenant, since_days: int = 35) -> dict[str, int]:
+def tenant_reconcile(*, tenant: Tenant, since_days: int = 35) -> ReconcileReport:
     """The tenant's billing as the gateway has it now (the demo and operators, without waiting for
     webhooks)."""
     customer = BillingCustomer.objects.select_related("tenant").filter(tenant=tenant).first()
     if customer is None:
-        return {"subscriptions": 0, "invoices": 0}
+        return ReconcileReport()
     return customer_reconcile(customer=customer, since=timezone.now() - timedelta(days=since_days))
 
 
-def billing_reconcile(*, since_days: int = 35) -> dict[str, int]:
+def billing_reconcile(*, since_days: int = 35) -> ReconcileReport:
     """Re-read every customer's subscriptions and recent invoices from the gateway and repair local
-    state (missed or failed webhooks)."""
-    counts = {"customers": 0, "subscriptions": 0, "invoices": 0, "errors": 0}
+    state (missed or failed webhooks). Whatever cannot be applied is skipped, recorded (logged, and
+    listed in the report) and the reconcile goes on with everything else."""
+    report = ReconcileReport()
     since = timezone.now() - timedelta(days=since_days)
     for bc in BillingCustomer.objects.select_related("tenant").order_by("pk"):
-        counts["customers"] += 1
+        report.customers += 1
         try:
-            done = customer_reconcile(customer=bc, since=since)
-        except GatewayError:
-            counts["errors"] += 1
-            continue
-        counts["subscriptions"] += done["subscriptions"]
-        counts["invoices"] += done["invoices"]
-    return counts
+            customer_reconcile(customer=bc, since=since, report=report)
+        except GatewayError as exc:  # the customer's lists could not be read
+            _skipped(report, bc, bc.customer_id, exc)
+    return report
 
 
 def gateway_advance(*, now: datetime) -> int:
