@@ -37,7 +37,14 @@ from billing_portal.gateway.base import (
 )
 
 if TYPE_CHECKING:
-    from stripe.params import SubscriptionScheduleUpdateParamsPhaseItem, SubscriptionUpdateParams
+    from stripe.params import SubscriptionUpdateParams
+    from stripe.params._subscription_schedule_update_params import (
+        SubscriptionScheduleUpdateParamsPhase,
+        SubscriptionScheduleUpdateParamsPhaseBillingThresholds,
+        SubscriptionScheduleUpdateParamsPhaseDiscount,
+        SubscriptionScheduleUpdateParamsPhaseInvoiceSettings,
+        SubscriptionScheduleUpdateParamsPhaseItem,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -251,32 +258,27 @@ class StripeGateway(PaymentGateway):
                 params={"from_subscription": subscription_id},
                 options={"idempotency_key": f"{idempotency_key}:create"},
             ).to_dict()
-        # A schedule made from a subscription has one phase, the current one; Stripe wants it restated
-        # unchanged (same start, same items) ahead of the phase we add.
-        current_phase = created["phases"][0]
-        current_items: list[SubscriptionScheduleUpdateParamsPhaseItem] = [
-            {"price": _id_of(item["price"]), "quantity": item.get("quantity") or 1}
-            for item in current_phase["items"]
-        ]
-        next_items: list[SubscriptionScheduleUpdateParamsPhaseItem] = [
-            {"price": price_id, "quantity": current_items[0].get("quantity", 1)},
-            *current_items[1:],
-        ]
+        # A schedule made from a subscription has one phase, the current one, holding the
+        # subscription's settings. Stripe wants it restated with its own start; restated from the
+        # object unchanged (card, discounts, tax rates, metadata, …), since a setting left out is
+        # removed. The phase we add is the same with the new price, from the date on.
+        # https://docs.stripe.com/billing/subscriptions/subscription-schedules#updating
+        current = phase_params(created["phases"][0])
+        following = phase_params(created["phases"][0])
+        following["items"] = [{**following["items"][0], "price": price_id}, *following["items"][1:]]
+        current["end_date"] = switch_at
+        following["start_date"] = switch_at
+        following.pop("end_date", None)
         with _translated_errors():
             try:
                 schedule = self._client.v1.subscription_schedules.update(
                     created["id"],
                     params={
-                        "phases": [
-                            {
-                                "items": current_items,
-                                "start_date": current_phase["start_date"],
-                                "end_date": switch_at,
-                            },
-                            {"items": next_items, "start_date": switch_at},
-                        ],
+                        "phases": [current, following],
                         # After the last phase the subscription goes on by itself, on the new price.
                         "end_behavior": "release",
+                        # Restating the current phase changes nothing, so it must invoice nothing.
+                        "proration_behavior": "none",
                     },
                     options={"idempotency_key": f"{idempotency_key}:update"},
                 )
@@ -452,6 +454,107 @@ class StripeGateway(PaymentGateway):
     def _retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         with _translated_errors():
             return self._client.v1.subscriptions.retrieve(subscription_id).to_dict()
+
+
+# --- a schedule's phase, restated ---------------------------------------------------------------------
+
+
+def phase_params(phase: Mapping[str, Any]) -> SubscriptionScheduleUpdateParamsPhase:
+    """A phase object of a subscription schedule as the parameters that state it again unchanged:
+    every setting it has (expanded objects as their ids; unset ones left out, since sending them
+    empty would clear them). Its proration when it starts is said explicitly: none (a phase of ours
+    switches price at a date, without a proration)."""
+    params: SubscriptionScheduleUpdateParamsPhase = {
+        "items": [_phase_item_params(item) for item in phase.get("items") or []],
+        "start_date": phase["start_date"],
+        "proration_behavior": "none",
+    }
+    if phase.get("end_date"):
+        params["end_date"] = phase["end_date"]
+    if phase.get("collection_method"):
+        params["collection_method"] = phase["collection_method"]
+    if phase.get("currency"):
+        params["currency"] = phase["currency"]
+    if phase.get("description"):
+        params["description"] = phase["description"]
+    if phase.get("billing_cycle_anchor"):
+        params["billing_cycle_anchor"] = phase["billing_cycle_anchor"]
+    if phase.get("application_fee_percent") is not None:
+        params["application_fee_percent"] = phase["application_fee_percent"]
+    if phase.get("default_payment_method"):
+        params["default_payment_method"] = _id_of(phase["default_payment_method"])
+    if phase.get("on_behalf_of"):
+        params["on_behalf_of"] = _id_of(phase["on_behalf_of"])
+    if phase.get("default_tax_rates"):
+        params["default_tax_rates"] = [_id_of(rate) for rate in phase["default_tax_rates"]]
+    if phase.get("discounts"):
+        params["discounts"] = [_discount_params(discount) for discount in phase["discounts"]]
+    if phase.get("metadata"):
+        params["metadata"] = _metadata(phase["metadata"])
+    if phase.get("trial_end"):
+        params["trial_end"] = phase["trial_end"]
+    automatic_tax = phase.get("automatic_tax")
+    if automatic_tax and automatic_tax.get("enabled"):
+        params["automatic_tax"] = {"enabled": True}
+        if automatic_tax.get("liability"):
+            liability = automatic_tax["liability"]
+            params["automatic_tax"]["liability"] = (
+                {"type": liability["type"], "account": _id_of(liability["account"])}
+                if liability.get("account")
+                else {"type": liability["type"]}
+            )
+    settings = phase.get("invoice_settings")
+    if settings:
+        invoice_settings: SubscriptionScheduleUpdateParamsPhaseInvoiceSettings = {}
+        if settings.get("account_tax_ids"):
+            invoice_settings["account_tax_ids"] = [_id_of(tax_id) for tax_id in settings["account_tax_ids"]]
+        if settings.get("days_until_due") is not None:
+            invoice_settings["days_until_due"] = settings["days_until_due"]
+        issuer = settings.get("issuer")
+        if issuer:
+            invoice_settings["issuer"] = (
+                {"type": issuer["type"], "account": _id_of(issuer["account"])}
+                if issuer.get("account")
+                else {"type": issuer["type"]}
+            )
+        if invoice_settings:
+            params["invoice_settings"] = invoice_settings
+    thresholds = phase.get("billing_thresholds")
+    if thresholds:
+        limits: SubscriptionScheduleUpdateParamsPhaseBillingThresholds = {}
+        if thresholds.get("amount_gte") is not None:
+            limits["amount_gte"] = thresholds["amount_gte"]
+        if thresholds.get("reset_billing_cycle_anchor") is not None:
+            limits["reset_billing_cycle_anchor"] = thresholds["reset_billing_cycle_anchor"]
+        params["billing_thresholds"] = limits
+    transfer = phase.get("transfer_data")
+    if transfer:
+        params["transfer_data"] = {"destination": _id_of(transfer["destination"])}
+        if transfer.get("amount_percent") is not None:
+            params["transfer_data"]["amount_percent"] = transfer["amount_percent"]
+    return params
+
+
+def _phase_item_params(item: Mapping[str, Any]) -> SubscriptionScheduleUpdateParamsPhaseItem:
+    params: SubscriptionScheduleUpdateParamsPhaseItem = {
+        "price": _id_of(item["price"]),
+        "quantity": item.get("quantity") or 1,
+    }
+    if item.get("metadata"):
+        params["metadata"] = _metadata(item["metadata"])
+    if item.get("tax_rates"):
+        params["tax_rates"] = [_id_of(rate) for rate in item["tax_rates"]]
+    if item.get("discounts"):
+        params["discounts"] = [_discount_params(discount) for discount in item["discounts"]]
+    return params
+
+
+def _discount_params(discount: Mapping[str, Any]) -> SubscriptionScheduleUpdateParamsPhaseDiscount:
+    """A phase's discount ({coupon | discount | promotion_code}) as a parameter: the one it names."""
+    for key in ("discount", "coupon", "promotion_code"):
+        if discount.get(key):
+            return {key: _id_of(discount[key])}  # type: ignore[misc]
+    return {}
 
 
 # --- Stripe JSON -> boundary dataclasses ---------------------------------------------------------------

@@ -626,12 +626,84 @@ def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_t
     assert update.params == {
         "phases[0][items][0][price]": STARTER,
         "phases[0][items][0][quantity]": "1",
+        "phases[0][currency]": "usd",
+        "phases[0][proration_behavior]": "none",
         "phases[0][start_date]": unix(FEB1),  # the current phase's own start, as Stripe requires
         "phases[0][end_date]": unix(MAR1),
         "phases[1][items][0][price]": GROWTH,
         "phases[1][items][0][quantity]": "1",
+        "phases[1][currency]": "usd",
+        "phases[1][proration_behavior]": "none",
         "phases[1][start_date]": unix(MAR1),
         "end_behavior": "release",
+        "proration_behavior": "none",
+    }
+
+
+def test_restating_the_current_phase_keeps_its_settings_and_says_how_to_prorate(gateway, http) -> None:
+    """Issue 7, defect 6 (failed before the fix: the restated phase carried only price and quantity,
+    so the update dropped the phase's card, discounts, tax rates and metadata). The current phase is
+    copied unchanged and the new one inherits its settings; proration is said, not defaulted: none for
+    restating the current phase, none when the new price starts (the change applies at its date,
+    without a proration, as the plan-change dialog says).
+    https://docs.stripe.com/billing/subscriptions/subscription-schedules#updating"""
+    made = fixture("subscription_schedule")
+    made["phases"][0] |= {
+        "default_payment_method": "pm_1RAcmeCard000001",
+        "discounts": [{"coupon": "co_1RLoyalty", "discount": None, "promotion_code": None}],
+        "default_tax_rates": [{"id": "txr_1RVat20", "object": "tax_rate", "percentage": 20.0}],
+        "metadata": {"contract": "ref-9"},
+        "collection_method": "charge_automatically",
+        "invoice_settings": {"account_tax_ids": None, "days_until_due": None, "issuer": {"type": "self"}},
+        "description": "Agents for Acme",
+        "items": [
+            {
+                "metadata": {"seat": "1"},
+                "price": {"id": STARTER, "object": "price"},
+                "quantity": 1,
+                "tax_rates": [{"id": "txr_1RVat20", "object": "tax_rate"}],
+                "discounts": [],
+            }
+        ],
+    }
+    http.answer("POST", "/v1/subscription_schedules", made)
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(made))
+
+    gateway.schedule_subscription_change(
+        subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="scheduled-change-9"
+    )
+
+    update = http.sent[1]
+    kept = {
+        "default_payment_method": "pm_1RAcmeCard000001",
+        "discounts[0][coupon]": "co_1RLoyalty",
+        "default_tax_rates[0]": "txr_1RVat20",
+        "metadata[contract]": "ref-9",
+        "collection_method": "charge_automatically",
+        "currency": "usd",
+        "invoice_settings[issuer][type]": "self",
+        "description": "Agents for Acme",
+        "items[0][metadata][seat]": "1",
+        "items[0][quantity]": "1",
+        "items[0][tax_rates][0]": "txr_1RVat20",
+        "proration_behavior": "none",
+    }
+    assert update.params == {
+        **{
+            f"phases[0][{key.split('[')[0]}]{key[len(key.split('[')[0]) :]}": value
+            for key, value in kept.items()
+        },
+        "phases[0][items][0][price]": STARTER,
+        "phases[0][start_date]": unix(FEB1),
+        "phases[0][end_date]": unix(MAR1),
+        **{
+            f"phases[1][{key.split('[')[0]}]{key[len(key.split('[')[0]) :]}": value
+            for key, value in kept.items()
+        },
+        "phases[1][items][0][price]": GROWTH,
+        "phases[1][start_date]": unix(MAR1),
+        "end_behavior": "release",
+        "proration_behavior": "none",
     }
 
 
