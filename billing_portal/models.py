@@ -14,6 +14,7 @@ from tenants.models import Tenant
 __all__ = [
     "BillingCustomer",
     "CheckoutSession",
+    "GatewayAttempt",
     "Invoice",
     "InvoiceLine",
     "LocalGatewayObject",
@@ -61,6 +62,38 @@ class CheckoutSession(models.Model):
 
     def __str__(self) -> str:
         return f"Checkout {self.pk} ({self.status})"
+
+
+class GatewayAttempt(models.Model):
+    """One attempt at a write to the payment gateway, written (pending) before the call. Its
+    idempotency key is this row's id and a hash of the call's parameters, behind the installation's
+    id: a retry of the same attempt repeats the key (the gateway replays the first answer), a new
+    attempt after a failure gets a new one, and two deployments on one Stripe account never share a
+    key. https://docs.stripe.com/api/idempotent_requests"""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    operation = models.CharField(max_length=40)
+    params_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    result_id = models.CharField(max_length=200, blank=True)  # what the gateway made or changed
+    error_code = models.CharField(max_length=80, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "operation", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.operation} #{self.pk} ({self.status})"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{settings.BILLING_INSTALLATION_ID}:{self.operation}:{self.pk}:{self.params_hash[:16]}"
 
 
 class WebhookEvent(models.Model):

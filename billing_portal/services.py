@@ -1,14 +1,16 @@
 """Billing orchestration: the services that span layers (gateway + plans + tenants).
 
-Gateway calls carry idempotency keys derived from our row ids; what the gateway answers is applied
-through plans' state machine. What a tenant's member may buy, change or resume is asked of
+Every write to the gateway is an attempt (billing_portal.attempts): a pending row written before the
+call, whose id and a hash of the call's parameters make its idempotency key, so a retry after a
+failure is a new attempt with a new key (Stripe replays a key's first answer, errors included, for
+24 hours). What the gateway answers is applied through plans' state machine. What a tenant's member may buy, change or resume is asked of
 `plans.offers` (the rule the plan cards render from), never decided here.
 
 A plan change, a resume and a Cancel scheduled plan hold the tenant's and the subscription's row
 locks across their gateway call (`plans.services.subscription_lock`): lock, check, call, write,
 commit. A second click waits for the first to commit, then finds the state it left and is refused
 with the card's sentence — so one click makes one gateway call, and nothing is left half done if
-the process dies between the call and the write (the call's idempotency key replays it). The price
+the process dies between the call and the write (the next attempt finds the gateway's state: a price already held, a schedule already made). The price
 is that a slow gateway holds the tenant's subscription writes (webhooks included) for as long as
 the call takes, bounded by the SDK's timeout and retries; other tenants are not held. (The other
 way, a pending row written under the lock before the call, needs a sweeper for rows a crash leaves
@@ -25,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from billing_portal.attempts import gateway_write
 from billing_portal.gateway.base import (
     CatalogPrice,
     GatewayError,
@@ -78,7 +81,8 @@ def organization_create(*, name: str, admin: User, actor: User | Actor | None = 
 
 
 def customer_ensure(*, tenant: Tenant) -> str:
-    """The tenant's customer at the gateway, created once (idempotency key: the tenant id)."""
+    """The tenant's customer at the gateway, created once. Callers that may run at the same time
+    for one tenant hold the tenant's lock (checkout_start does)."""
     existing = BillingCustomer.objects.filter(tenant=tenant).first()
     if existing is not None:
         return existing.customer_id
@@ -89,12 +93,16 @@ def customer_ensure(*, tenant: Tenant) -> str:
         .first()
         or ""
     )
+    metadata = {"tenant_id": str(tenant.pk), "tenant_slug": tenant.slug}
     try:
-        customer_id = get_gateway().create_customer(
-            email=admin_email,
-            name=tenant.name,
-            metadata={"tenant_id": str(tenant.pk), "tenant_slug": tenant.slug},
-            idempotency_key=f"customer:{tenant.pk}",
+        customer_id = gateway_write(
+            tenant=tenant,
+            operation="create_customer",
+            params={"email": admin_email, "name": tenant.name, "metadata": metadata},
+            call=lambda key: get_gateway().create_customer(
+                email=admin_email, name=tenant.name, metadata=metadata, idempotency_key=key
+            ),
+            result_id=str,
         )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
@@ -115,15 +123,29 @@ def checkout_start(*, tenant: Tenant, plan: Plan, actor: User, success_url: str,
     customer_id = customer_ensure(tenant=tenant)
     session = CheckoutSession.objects.create(tenant=tenant, plan=plan, created_by=actor)
     metadata = {"tenant_id": str(tenant.pk), "plan": plan.code, "checkout": str(session.pk)}
+    reference = f"checkout-{session.pk}"
     try:
-        gw = get_gateway().create_checkout_session(
-            customer_id=customer_id,
-            price_id=plan.stripe_price_id,
-            success_url=success_url,
-            cancel_url=cancel_url,
-            client_reference_id=f"checkout-{session.pk}",
-            metadata=metadata,
-            idempotency_key=f"checkout:{session.pk}",
+        gw = gateway_write(
+            tenant=tenant,
+            operation="create_checkout_session",
+            params={
+                "customer": customer_id,
+                "price": plan.stripe_price_id,
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "client_reference_id": reference,
+                "metadata": metadata,
+            },
+            call=lambda key: get_gateway().create_checkout_session(
+                customer_id=customer_id,
+                price_id=plan.stripe_price_id,
+                success_url=success_url,
+                cancel_url=cancel_url,
+                client_reference_id=reference,
+                metadata=metadata,
+                idempotency_key=key,
+            ),
+            result_id=lambda created: created.id,
         )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
@@ -188,54 +210,71 @@ class ChangeResult:
     scheduled: ScheduledChange | None = None
 
 
-@transaction.atomic
 def plan_change(
     *, tenant: Tenant, to_plan: Plan, when: str, custom_date: datetime | None, actor: User
 ) -> ChangeResult:
     """Apply subscription updates: now (prorated, entitlements recalculated at once), at the end of the
     current period, or on a custom date (an Upcoming subscription until then). Lock, check (the plan
-    card's offer and the dialog's choices), call the gateway, write — see the module's docstring."""
-    plan_services.subscription_lock(tenant=tenant, product=to_plan.product)
-    request = plan_services.plan_change_validate(
-        tenant=tenant,
-        to_plan=to_plan,
-        role=actor_role(tenant=tenant, user=actor),
-        when=when,
-        custom_date=custom_date,
-    )
-    sub = request.subscription
+    card's offer and the dialog's choices), call the gateway, write — see the module's docstring. A
+    refusal of the gateway is recorded (its attempt committed) before it is raised."""
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=to_plan.product)
+        request = plan_services.plan_change_validate(
+            tenant=tenant,
+            to_plan=to_plan,
+            role=actor_role(tenant=tenant, user=actor),
+            when=when,
+            custom_date=custom_date,
+        )
+        try:
+            return _plan_change_apply(tenant=tenant, request=request, actor=actor)
+        except GatewayError as exc:
+            failure = exc
+    raise _gateway_error(failure) from failure
+
+
+def _plan_change_apply(*, tenant: Tenant, request: plan_services.ChangeRequest, actor: User) -> ChangeResult:
+    sub, to_plan = request.subscription, request.to_plan
     gateway = get_gateway()
-    try:
-        if request.effective_at is None:
-            # An immediate change supersedes a scheduled one: release that schedule first.
-            for change in ScheduledChange.objects.filter(
-                subscription=sub, status=ScheduledChange.Status.SCHEDULED
-            ):
-                _scheduled_change_release(tenant=tenant, change=change, actor=actor)
-            gw = gateway.change_subscription_price(
+    if request.effective_at is None:
+        # An immediate change supersedes a scheduled one: release that schedule first.
+        for change in ScheduledChange.objects.filter(
+            subscription=sub, status=ScheduledChange.Status.SCHEDULED
+        ):
+            _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+        gw = gateway_write(
+            tenant=tenant,
+            operation="change_price",
+            params={"subscription": sub.gateway_subscription_id, "price": to_plan.stripe_price_id},
+            call=lambda key: gateway.change_subscription_price(
                 subscription_id=sub.gateway_subscription_id,
                 price_id=to_plan.stripe_price_id,
-                # The row's last write time makes A→B, B→A, A→B three keys, while a retry of the
-                # same request (nothing changed in between) repeats the first one.
-                idempotency_key=f"plan-change:{sub.pk}:{to_plan.pk}:{sub.updated_at.timestamp():.6f}",
-            )
-            updated = plan_services.subscription_apply_facts(
-                tenant=tenant, gw=subscription_facts(gw), actor=actor
-            )
-            assert updated is not None
-            return ChangeResult(applied_now=True, subscription=updated)
-        schedule = gateway.schedule_subscription_change(
+                idempotency_key=key,
+            ),
+            result_id=lambda changed: changed.id,
+        )
+        updated = plan_services.subscription_apply_facts(
+            tenant=tenant, gw=subscription_facts(gw), actor=actor
+        )
+        assert updated is not None
+        return ChangeResult(applied_now=True, subscription=updated)
+    at = request.effective_at
+    schedule = gateway_write(
+        tenant=tenant,
+        operation="schedule_change",
+        params={
+            "subscription": sub.gateway_subscription_id,
+            "price": to_plan.stripe_price_id,
+            "at": at.isoformat(),
+        },
+        call=lambda key: gateway.schedule_subscription_change(
             subscription_id=sub.gateway_subscription_id,
             price_id=to_plan.stripe_price_id,
-            at=request.effective_at,
-            # Keyed by how many changes this subscription has had scheduled: a retry repeats the
-            # key, scheduling again after a cancel does not.
-            idempotency_key=(
-                f"plan-schedule:{sub.pk}:{ScheduledChange.objects.filter(subscription=sub).count()}:{to_plan.pk}"
-            ),
-        )
-    except GatewayError as exc:
-        raise _gateway_error(exc) from exc
+            at=at,
+            idempotency_key=key,
+        ),
+        result_id=lambda made: made.id,
+    )
     change = plan_services.scheduled_change_record(
         request=request, gateway_schedule_id=schedule.id, actor=actor
     )
@@ -263,61 +302,78 @@ def plan_change_preview(*, tenant: Tenant, to_plan: Plan, actor: User) -> Gatewa
 MSG_CANCEL_SCHEDULED_ROLE = "Ask your account administrator to cancel the scheduled change."
 
 
-@transaction.atomic
 def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
     """Cancel scheduled plan (admins): lock, then — if it is still scheduled — release the gateway's
     schedule and mark the change canceled. A second click finds it canceled and changes nothing."""
     if actor_role(tenant=tenant, user=actor) != Role.ADMIN:
         raise BusinessError("role_not_allowed", MSG_CANCEL_SCHEDULED_ROLE, status=403)
-    change = plan_services.scheduled_change_lock(tenant=tenant, change=change)
-    return _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+    with transaction.atomic():
+        change = plan_services.scheduled_change_lock(tenant=tenant, change=change)
+        try:
+            return _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+        except GatewayError as exc:
+            failure = exc
+    raise _gateway_error(failure) from failure
 
 
 def _scheduled_change_release(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
-    """Under the tenant's lock: release the gateway's schedule, then mark the change canceled."""
+    """Under the tenant's lock: release the gateway's schedule, then mark the change canceled. A
+    GatewayError is the caller's to record and raise."""
     if change.status != ScheduledChange.Status.SCHEDULED:
         return change
     if change.gateway_schedule_id:
-        try:
-            get_gateway().release_schedule(
-                change.gateway_schedule_id, idempotency_key=f"schedule-release:{change.pk}"
-            )
-        except GatewayError as exc:
-            raise _gateway_error(exc) from exc
+        schedule_id = change.gateway_schedule_id
+        gateway_write(
+            tenant=tenant,
+            operation="release_schedule",
+            params={"schedule": schedule_id},
+            call=lambda key: get_gateway().release_schedule(schedule_id, idempotency_key=key),
+        )
     return plan_services.scheduled_change_cancel(tenant=tenant, change=change, actor=actor)
 
 
-@transaction.atomic
 def subscription_resume(*, tenant: Tenant, product: Product, actor: User) -> Subscription:
     """Resume: undo the cancellation at period end of the tenant's `product` subscription, when its
     card offers Resume to `actor` (admins). The gateway's answer is applied at once, so the card
     shows Active before the webhook arrives."""
-    sub = plan_services.subscription_lock(tenant=tenant, product=product)
-    if sub is None:
-        raise BusinessError("not_canceled", "There is no subscription to resume.", status=409)
-    offer_require(
-        tenant=tenant, plan=sub.plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.RESUME
-    )
-    # Keyed by the cancellation it undoes: a retry repeats it, resuming a later one does not.
-    canceled = sub.canceled_at or sub.updated_at
-    try:
-        gw = get_gateway().resume_subscription(
-            subscription_id=sub.gateway_subscription_id,
-            idempotency_key=f"resume:{sub.pk}:{canceled.timestamp():.6f}",
+    with transaction.atomic():
+        sub = plan_services.subscription_lock(tenant=tenant, product=product)
+        if sub is None:
+            raise BusinessError("not_canceled", "There is no subscription to resume.", status=409)
+        offer_require(
+            tenant=tenant,
+            plan=sub.plan,
+            role=actor_role(tenant=tenant, user=actor),
+            action=OfferAction.RESUME,
         )
-    except GatewayError as exc:
-        raise _gateway_error(exc) from exc
-    resumed = plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
-    assert resumed is not None
-    audit(
-        tenant=tenant,
-        actor=actor,
-        action="subscription.resumed",
-        target=resumed,
-        target_label=resumed.plan.name,
-        data={"state": resumed.state},
-    )
-    return resumed
+        subscription_id = sub.gateway_subscription_id
+        try:
+            gw = gateway_write(
+                tenant=tenant,
+                operation="resume",
+                params={"subscription": subscription_id},
+                call=lambda key: get_gateway().resume_subscription(
+                    subscription_id=subscription_id, idempotency_key=key
+                ),
+                result_id=lambda resumed: resumed.id,
+            )
+        except GatewayError as exc:
+            failure = exc
+        else:
+            resumed = plan_services.subscription_apply_facts(
+                tenant=tenant, gw=subscription_facts(gw), actor=actor
+            )
+            assert resumed is not None
+            audit(
+                tenant=tenant,
+                actor=actor,
+                action="subscription.resumed",
+                target=resumed,
+                target_label=resumed.plan.name,
+                data={"state": resumed.state},
+            )
+            return resumed
+    raise _gateway_error(failure) from failure
 
 
 # --- the gateway's facts, applied ---------------------------------------------------------------

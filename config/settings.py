@@ -5,6 +5,7 @@ Celery's filesystem broker under `var/`, mail to the console, the local payment 
 sets DEBUG=false, SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL, EMAIL_URL (see README).
 """
 
+import hashlib
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -249,6 +250,13 @@ STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)  # s
 STRIPE_TIMEOUT = env.int("STRIPE_TIMEOUT", default=10)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 STRIPE_CALL_BUDGET = 50  # seconds; gunicorn kills a worker at 60
+
+# Prefixes every idempotency key this deployment sends to the payment gateway, so two deployments
+# sharing one Stripe account (staging and production, say) never replay each other's requests.
+# Default: derived from SECRET_KEY (stable per deployment, different between deployments).
+BILLING_INSTALLATION_ID = env.str(
+    "BILLING_INSTALLATION_ID", default="alw-" + hashlib.sha256(SECRET_KEY.encode()).hexdigest()[:12]
+)
 
 # The local stand-in's event delivery: "prompt" (once, in order, on commit) or "late" (kept until the
 # next clock tick, then newest first and each twice, as Stripe's retries may deliver them).

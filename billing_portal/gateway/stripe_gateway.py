@@ -59,6 +59,9 @@ LIST_CAP = 1000
 MSG_UNREACHABLE = "The payment provider could not be reached. Try again in a minute."
 MSG_REFUSED = "The payment provider refused this request. Contact support if it keeps happening."
 MSG_DECLINED = "Your card was declined."
+MSG_SCHEDULE_EXISTS = "This subscription already has a schedule made outside Allowance. Release it at the payment provider first."
+# The metadata key that marks a subscription schedule as made by Allowance.
+SCHEDULE_MARK = "managed_by"
 
 # Errors worth retrying later: the provider was down, slow or rate-limiting us. Anything else is a
 # refusal (bad request, bad key, idempotency-key reuse with other parameters) that a retry won't fix.
@@ -252,7 +255,26 @@ class StripeGateway(PaymentGateway):
     def schedule_subscription_change(
         self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
     ) -> GatewaySchedule:
+        """A schedule made from the subscription (its current phase), then updated with the phase
+        that switches the price at `at`. Two calls: the attempt's key, suffixed for each."""
         switch_at = _unix(at)
+        # A subscription has one schedule at a time. Look before making one: a schedule of ours for
+        # this very change is the answer of an attempt whose reply was lost; a bare one (the current
+        # phase only, none of our settings) is what a failed attempt left, released first; anything
+        # else was made outside Allowance and is not ours to touch.
+        # https://docs.stripe.com/billing/subscriptions/subscription-schedules#existing-subscription
+        held_by = _id_of(self._retrieve_subscription(subscription_id).get("schedule"))
+        if held_by:
+            with _translated_errors():
+                existing = self._client.v1.subscription_schedules.retrieve(held_by).to_dict()
+            if _is_our_schedule_for(existing, price_id=price_id, switch_at=switch_at):
+                return schedule_from_stripe(existing)
+            if not _is_leftover(existing):
+                raise GatewayError(MSG_SCHEDULE_EXISTS, code="subscription_schedule_exists")
+            with _translated_errors():
+                self._client.v1.subscription_schedules.release(
+                    held_by, options={"idempotency_key": f"{idempotency_key}:release-leftover"}
+                )
         with _translated_errors():
             created = self._client.v1.subscription_schedules.create(
                 params={"from_subscription": subscription_id},
@@ -279,17 +301,14 @@ class StripeGateway(PaymentGateway):
                         "end_behavior": "release",
                         # Restating the current phase changes nothing, so it must invoice nothing.
                         "proration_behavior": "none",
+                        # How a later attempt knows this schedule as ours.
+                        "metadata": {SCHEDULE_MARK: "allowance"},
                     },
                     options={"idempotency_key": f"{idempotency_key}:update"},
                 )
-            except (*_TRANSIENT_ERRORS, stripe.IdempotencyError):
-                # Transient: a retry with the same key replays the create and completes the update.
-                # Idempotency: the key was used before with other parameters, so the schedule the
-                # create replayed is an earlier, working one; it is not ours to undo.
-                raise
             except stripe.StripeError:
-                # Refused (e.g. `at` inside the current phase's past): the same call would be refused
-                # again, so don't leave the subscription held by a schedule nobody knows the id of.
+                # Refused, or failed after the SDK's retries: the next attempt is a new key, so don't
+                # leave the subscription held by a schedule nobody knows the id of.
                 self._release_quietly(created["id"], idempotency_key=f"{idempotency_key}:undo")
                 raise
         return schedule_from_stripe(schedule.to_dict())
@@ -454,6 +473,22 @@ class StripeGateway(PaymentGateway):
     def _retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         with _translated_errors():
             return self._client.v1.subscriptions.retrieve(subscription_id).to_dict()
+
+
+def _is_our_schedule_for(schedule: Mapping[str, Any], *, price_id: str, switch_at: int) -> bool:
+    phases = schedule.get("phases") or []
+    return (
+        (schedule.get("metadata") or {}).get(SCHEDULE_MARK) == "allowance"
+        and schedule.get("status") in ("not_started", "active")
+        and len(phases) == 2
+        and phases[1].get("start_date") == switch_at
+        and _id_of((phases[1].get("items") or [{}])[0].get("price")) == price_id
+    )
+
+
+def _is_leftover(schedule: Mapping[str, Any]) -> bool:
+    """Made from the subscription and never updated: the current phase only, no metadata."""
+    return len(schedule.get("phases") or []) <= 1 and not schedule.get("metadata")
 
 
 # --- a schedule's phase, restated ---------------------------------------------------------------------

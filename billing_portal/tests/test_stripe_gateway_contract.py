@@ -609,6 +609,7 @@ def two_phases(schedule: dict[str, Any]) -> dict[str, Any]:
 def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_the_date(
     gateway, http
 ) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
     http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(fixture("subscription_schedule")))
 
@@ -617,7 +618,8 @@ def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_t
     )
 
     assert schedule == GatewaySchedule(id=SCHED, subscription_id=SUB, status="active")
-    create, update = http.sent
+    read, create, update = http.sent
+    assert_sent(read, "GET", f"/v1/subscriptions/{SUB}")  # no schedule holds it already
     assert_sent(create, "POST", "/v1/subscription_schedules", idempotency_key="scheduled-change-5:create")
     assert create.params == {"from_subscription": SUB}
     assert_sent(
@@ -637,6 +639,7 @@ def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_t
         "phases[1][start_date]": unix(MAR1),
         "end_behavior": "release",
         "proration_behavior": "none",
+        "metadata[managed_by]": "allowance",
     }
 
 
@@ -666,6 +669,7 @@ def test_restating_the_current_phase_keeps_its_settings_and_says_how_to_prorate(
             }
         ],
     }
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", made)
     http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(made))
 
@@ -673,7 +677,7 @@ def test_restating_the_current_phase_keeps_its_settings_and_says_how_to_prorate(
         subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="scheduled-change-9"
     )
 
-    update = http.sent[1]
+    update = http.sent[2]
     kept = {
         "default_payment_method": "pm_1RAcmeCard000001",
         "discounts[0][coupon]": "co_1RLoyalty",
@@ -704,10 +708,12 @@ def test_restating_the_current_phase_keeps_its_settings_and_says_how_to_prorate(
         "phases[1][start_date]": unix(MAR1),
         "end_behavior": "release",
         "proration_behavior": "none",
+        "metadata[managed_by]": "allowance",
     }
 
 
 def test_a_refused_schedule_update_releases_the_schedule_it_made(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
     http.answer(
         "POST",
@@ -726,21 +732,24 @@ def test_a_refused_schedule_update_releases_the_schedule_it_made(gateway, http) 
     assert refused.value.message == MSG_REFUSED
     assert refused.value.code == "parameter_invalid_integer"
     assert [(sent.method, sent.path) for sent in http.sent] == [
+        ("GET", f"/v1/subscriptions/{SUB}"),
         ("POST", "/v1/subscription_schedules"),
         ("POST", f"/v1/subscription_schedules/{SCHED}"),
         ("POST", f"/v1/subscription_schedules/{SCHED}/release"),
     ]
     assert_sent(
-        http.sent[2],
+        http.sent[3],
         "POST",
         f"/v1/subscription_schedules/{SCHED}/release",
         idempotency_key="scheduled-change-6:undo",
     )
 
 
-def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_for_the_retry(
-    gateway, http
-) -> None:
+def test_a_schedule_update_that_fails_for_any_reason_releases_the_schedule_it_made(gateway, http) -> None:
+    """Issue 7, defect 5 (failed before the fix: after a 429 or a network error the half-made schedule
+    was left "for the retry", but a retry is a new attempt with a new key, which would find the
+    subscription held by it). Whatever the failure, the schedule this attempt made is released."""
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
     http.answer(
         "POST",
@@ -748,6 +757,8 @@ def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_fo
         {"error": {"type": "rate_limit_error", "message": "Too many requests."}},
         status=429,
     )
+    released = fixture("subscription_schedule") | {"status": "released", "subscription": None}
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}/release", released)
 
     with pytest.raises(GatewayError) as failed:
         gateway.schedule_subscription_change(
@@ -755,14 +766,87 @@ def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_fo
         )
 
     assert failed.value.message == MSG_UNREACHABLE
-    # The first try and the SDK's two retries, with the backoff between them.
+    # The first try and the SDK's two retries, with the backoff between them; then the release.
     assert [sent.path for sent in http.sent] == [
+        f"/v1/subscriptions/{SUB}",
         "/v1/subscription_schedules",
         f"/v1/subscription_schedules/{SCHED}",
         f"/v1/subscription_schedules/{SCHED}",
         f"/v1/subscription_schedules/{SCHED}",
+        f"/v1/subscription_schedules/{SCHED}/release",
     ]
     assert len(http.sleeps) == 2
+    assert http.sent[-1].headers["Idempotency-Key"] == "scheduled-change-7:undo"
+
+
+def held_by(schedule_id: str) -> dict[str, Any]:
+    return fixture("subscription") | {"schedule": schedule_id}
+
+
+def test_a_leftover_of_a_failed_attempt_is_released_before_a_new_schedule_is_made(gateway, http) -> None:
+    """Issue 7, defect 5 (failed before the fix: the subscription's schedule was not looked at, and
+    Stripe refuses a second one). A schedule with only the current phase and no settings of ours is
+    what a failed attempt leaves (made from the subscription, never updated): released first."""
+    leftover = fixture("subscription_schedule") | {"id": "sub_sched_1RLeftover0001"}
+    http.answer("GET", f"/v1/subscriptions/{SUB}", held_by("sub_sched_1RLeftover0001"))
+    http.answer("GET", "/v1/subscription_schedules/sub_sched_1RLeftover0001", leftover)
+    http.answer(
+        "POST",
+        "/v1/subscription_schedules/sub_sched_1RLeftover0001/release",
+        leftover | {"status": "released", "subscription": None},
+    )
+    http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(fixture("subscription_schedule")))
+
+    schedule = gateway.schedule_subscription_change(
+        subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="attempt-12"
+    )
+
+    assert schedule.id == SCHED
+    assert [(sent.method, sent.path) for sent in http.sent] == [
+        ("GET", f"/v1/subscriptions/{SUB}"),
+        ("GET", "/v1/subscription_schedules/sub_sched_1RLeftover0001"),
+        ("POST", "/v1/subscription_schedules/sub_sched_1RLeftover0001/release"),
+        ("POST", "/v1/subscription_schedules"),
+        ("POST", f"/v1/subscription_schedules/{SCHED}"),
+    ]
+    assert http.sent[2].headers["Idempotency-Key"] == "attempt-12:release-leftover"
+
+
+def test_our_own_schedule_for_the_same_change_is_taken_as_it_is(gateway, http) -> None:
+    """An attempt whose answer was lost (the call succeeded, our commit did not) left a complete
+    schedule of ours for the very change asked again: it is the answer, nothing is made twice."""
+    ours = two_phases(fixture("subscription_schedule")) | {"metadata": {"managed_by": "allowance"}}
+    ours["phases"][1]["start_date"] = int(MAR1.timestamp())
+    http.answer("GET", f"/v1/subscriptions/{SUB}", held_by(SCHED))
+    http.answer("GET", f"/v1/subscription_schedules/{SCHED}", ours)
+
+    schedule = gateway.schedule_subscription_change(
+        subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="attempt-13"
+    )
+
+    assert schedule == GatewaySchedule(id=SCHED, subscription_id=SUB, status="active")
+    assert [sent.method for sent in http.sent] == ["GET", "GET"]
+
+
+def test_a_schedule_made_outside_allowance_is_left_alone_and_the_change_refused(gateway, http) -> None:
+    """A schedule with phases of its own and no mark of ours was made by someone else (the
+    Dashboard, another integration): not ours to release. Stripe would refuse a second one."""
+    foreign = two_phases(fixture("subscription_schedule")) | {"id": "sub_sched_1RDashboard001"}
+    http.answer("GET", f"/v1/subscriptions/{SUB}", held_by("sub_sched_1RDashboard001"))
+    http.answer("GET", "/v1/subscription_schedules/sub_sched_1RDashboard001", foreign)
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.schedule_subscription_change(
+            subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="attempt-14"
+        )
+
+    assert refused.value.code == "subscription_schedule_exists"
+    assert refused.value.message == (
+        "This subscription already has a schedule made outside Allowance. "
+        "Release it at the payment provider first."
+    )
+    assert [sent.method for sent in http.sent] == ["GET", "GET"]
 
 
 def test_schedule_subscription_change_refuses_a_naive_datetime(gateway, http) -> None:

@@ -351,3 +351,48 @@ def test_changing_plans_after_cancelling_is_refused(org, paid, capture):
         "Your subscription is canceled. Resume it to change plans.",
     )
     assert live(org.tenant).plan.code == "agents-growth"
+
+
+def test_a_refused_change_is_not_replayed_when_it_is_asked_again(org, paid, capture, settings):
+    """Issue 7, defect 5 (failed before the fix: the key was built from the subscription's id and a
+    count that a refusal leaves as it was, so the gateway replayed the refusal for 24 hours). Each
+    attempt is a pending row written before the call, keyed by its id and a hash of its parameters
+    behind the installation's id: the retry is a new attempt with a new key, and succeeds."""
+    from billing_portal.models import GatewayAttempt
+
+    settings.BILLING_INSTALLATION_ID = "alw-test-install"
+    # A schedule made at the gateway outside Allowance (say, in Stripe's Dashboard) holds the
+    # subscription: a new one is refused, as Stripe refuses it.
+    outside = gateway().schedule_subscription_change(
+        subscription_id=paid.gateway_subscription_id,
+        price_id=plan("agents-starter").stripe_price_id,
+        at=paid.current_period_end,
+        idempotency_key="made-in-the-dashboard",
+    )
+    with pytest.raises(BusinessError) as refused:
+        change(org, capture, "agents-scale", When.PERIOD_END)
+    assert refused.value.code == "subscription_schedule_exists"
+
+    gateway().release_schedule(outside.id, idempotency_key="released-in-the-dashboard")
+    result = change(org, capture, "agents-scale", When.PERIOD_END)
+
+    assert result.scheduled is not None
+    assert (result.scheduled.to_plan.code, result.scheduled.status) == ("agents-scale", "scheduled")
+    attempts = list(
+        GatewayAttempt.objects.filter(tenant=org.tenant, operation="schedule_change").order_by("pk")
+    )
+    assert [(a.status, a.error_code, a.result_id) for a in attempts] == [
+        ("failed", "subscription_schedule_exists", ""),
+        ("succeeded", "", result.scheduled.gateway_schedule_id),
+    ]
+    keys = [
+        row.data["key"]
+        for row in LocalGatewayObject.objects.filter(object_type="idempotency").order_by("pk")
+        if row.data["key"].startswith("alw-test-install:schedule_change:")
+    ]
+    assert keys == [a.idempotency_key for a in attempts]
+    assert (
+        attempts[0].idempotency_key
+        == f"alw-test-install:schedule_change:{attempts[0].pk}:{attempts[0].params_hash[:16]}"
+    )
+    assert attempts[0].params_hash == attempts[1].params_hash  # the same request, asked twice

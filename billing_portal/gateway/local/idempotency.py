@@ -10,9 +10,12 @@
 - keys are forgotten 24 hours after their first use (on the gateway's clock): a request with an
   older key runs again.
 
-One difference remains: the stand-in's store is our database, so a caller that rolls back its own
-transaction also forgets the answer kept inside it (Stripe would not). The operations return the
-answer out of their transaction and raise a kept error only after it has committed."""
+Stripe keeps answers outside our database, so a caller that rolls back its own transaction does not
+undo them. The stand-in keeps each answer twice: in its store (the row that also serializes two
+requests with one key) and in Django's cache, which no rollback reaches, so a request retried after
+its caller rolled back still gets the first answer, as at Stripe. (Where the first request made
+something and its caller rolled back, the object is gone with the rollback, but its answer is
+replayed: the stand-in shares our database, Stripe does not.)"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 
 from billing_portal.gateway.base import GatewayError
@@ -66,6 +70,12 @@ class LocalIdempotency(LocalCore):
         if not key:
             return self._run(run, object_type)
         row_id = "idem_local_" + hashlib.sha256(key.encode()).hexdigest()[:48]
+        outside = cache.get(row_id)
+        if outside is not None and outside["first_used"] > objects.ts(now - KEY_LIFETIME):
+            if outside["fingerprint"] != fingerprint:
+                return GatewayError(MSG_KEY_REUSED, code="idempotency_error")
+            if outside.get("answer") is not None:
+                return _revive(outside["answer"])
         row = LocalGatewayObject.objects.select_for_update().filter(object_id=row_id).first()
         if row is None:
             try:
@@ -93,6 +103,7 @@ class LocalIdempotency(LocalCore):
             else {"object": answer}
         )
         row.save()
+        cache.set(row_id, row.data, timeout=int(KEY_LIFETIME.total_seconds()) + 3600)
         return answer
 
     @staticmethod
