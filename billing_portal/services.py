@@ -444,6 +444,64 @@ def subscription_sync(
         log.warning("subscription %s belongs to no tenant we know", subscription_id)
         return None
     plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
+    if gw.default_payment_method and gw.status not in ENDED_STATUSES:
+        subscription_card_adopt(tenant=tenant, gateway=gateway, subscription_id=gw.id)
+    return tenant
+
+
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
+def subscription_card_adopt(*, tenant: Tenant, gateway: PaymentGateway, subscription_id: str) -> None:
+    """Checkout saved the card on the subscription, where it wins over the customer's default, which
+    is the card the portal updates (S17, S27): move it to the customer, so that "Manage → update the
+    card" is what pays. A refusal is logged; the next sync of the subscription tries again."""
+    try:
+        gateway_write(
+            tenant=tenant,
+            operation="adopt_card",
+            params={"subscription": subscription_id},
+            call=lambda key: gateway.adopt_subscription_card(
+                subscription_id=subscription_id, idempotency_key=key
+            ),
+            result_id=lambda sub: sub.id,
+        )
+    except GatewayError as exc:
+        log.warning("the card of %s stays on the subscription for now: %s", subscription_id, exc.code)
+
+
+def _invoice_pay(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str, card: str) -> None:
+    try:
+        paid = gateway_write(
+            tenant=tenant,
+            operation="pay_invoice",
+            params={"invoice": invoice_id, "payment_method": card},
+            call=lambda key: gateway.pay_invoice(invoice_id, idempotency_key=key),
+            result_id=lambda invoice: invoice.id,
+        )
+    except GatewayError as exc:
+        log.info("open invoice %s not paid by the new card: %s", invoice_id, exc.code)
+        return
+    invoice_upsert(tenant=tenant, inv=paid)
+    subscription_sync(gateway, paid.subscription_id)
+
+
+def customer_card_changed(*, gateway: PaymentGateway, customer_id: str) -> Tenant | None:
+    """The customer has a new default card (the portal's "Add payment method"): pay what is open on
+    their subscriptions now, instead of waiting for the next retry (or forever, once the retries are
+    exhausted and the subscription unpaid). A decline is recorded on its attempt and left to the
+    invoice's own events. https://docs.stripe.com/api/invoices/pay"""
+    tenant = tenant_for(customer_id=customer_id)
+    if tenant is None:
+        return None
+    customer = gateway.retrieve_customer(customer_id)
+    if customer.deleted or not customer.default_payment_method:
+        return tenant
+    for inv in gateway.list_invoices(customer_id=customer_id):
+        if inv.status == "open" and inv.subscription_id:
+            _invoice_pay(
+                tenant=tenant, gateway=gateway, invoice_id=inv.id, card=customer.default_payment_method
+            )
     return tenant
 
 

@@ -148,6 +148,16 @@ def _on_invoice(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
     return tenant
 
 
+def _on_customer_updated(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
+    """A new default card pays what is open. The event's previous_attributes only say whether the
+    default card changed (the trigger); what is paid is re-read from the gateway."""
+    previous = (row.payload.get("data") or {}).get("previous_attributes") or {}
+    changed = "default_payment_method" in (previous.get("invoice_settings") or {})
+    if not changed:
+        return services.tenant_for(customer_id=row.object_id)
+    return services.customer_card_changed(gateway=gateway, customer_id=row.object_id)
+
+
 def _on_schedule(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
     schedule = gateway.retrieve_schedule(row.object_id)
     tenant = (
@@ -161,6 +171,7 @@ def _on_schedule(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
 HANDLERS: dict[str, Callable[[PaymentGateway, WebhookEvent], Tenant | None]] = {
     "checkout.session.completed": _on_checkout,
     "checkout.session.expired": _on_checkout,
+    "customer.updated": _on_customer_updated,
     "customer.subscription.created": _on_subscription,
     "customer.subscription.updated": _on_subscription,
     "customer.subscription.deleted": _on_subscription,

@@ -23,11 +23,6 @@ def _get(client, secret):
     return client.get(URL, HTTP_AUTHORIZATION=f"Bearer {secret}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 defect 2: the portal's new card is the customer's default, which a subscription "
-    "made by Checkout does not use, and adding it pays nothing by itself",
-)
 def test_grace_period_then_refused_then_restored_through_the_api(client, admin):
     tenant = organization_create(name="Graceful", admin=admin)
     start_plan(tenant=tenant, plan=plan("agents-growth"), actor=admin)

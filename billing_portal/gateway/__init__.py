@@ -3,6 +3,7 @@ modules, so importing the interface does not load the Stripe SDK."""
 
 from billing_portal.gateway.base import (
     GatewayCheckoutSession,
+    GatewayCustomer,
     GatewayError,
     GatewayEvent,
     GatewayInvoice,
@@ -16,6 +17,7 @@ from billing_portal.gateway.base import (
 
 __all__ = [
     "GatewayCheckoutSession",
+    "GatewayCustomer",
     "GatewayError",
     "GatewayEvent",
     "GatewayInvoice",

@@ -70,6 +70,15 @@ class GatewaySubscription:
 
 
 @dataclass(frozen=True)
+class GatewayCustomer:
+    id: str
+    email: str = ""
+    # The card that pays the customer's invoices when a subscription has none of its own.
+    default_payment_method: str = ""
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
 class GatewayInvoiceLine:
     description: str
     amount: int  # minor units
@@ -162,6 +171,16 @@ class PaymentGateway(abc.ABC):
         """A customer for a tenant; returns its id."""
 
     @abc.abstractmethod
+    def retrieve_customer(self, customer_id: str) -> GatewayCustomer:
+        """The customer as it is now (a deleted one is returned with `deleted`)."""
+
+    @abc.abstractmethod
+    def adopt_subscription_card(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        """Make the card saved on the subscription (Checkout saves it there) the customer's default for
+        invoices, and clear the subscription's own, so that the card the customer keeps up to date
+        in the portal is the one that pays. A subscription without its own card is returned as is."""
+
+    @abc.abstractmethod
     def create_checkout_session(
         self,
         *,
@@ -236,6 +255,11 @@ class PaymentGateway(abc.ABC):
     def list_invoices(
         self, *, customer_id: str, created_since: datetime | None = None
     ) -> list[GatewayInvoice]: ...
+
+    @abc.abstractmethod
+    def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        """Attempt an open invoice now, on the card the gateway would charge. A decline, or a payment
+        that needs the customer's confirmation, is a GatewayError."""
 
     @abc.abstractmethod
     def charge_one_off(

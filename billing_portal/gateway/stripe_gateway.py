@@ -22,6 +22,7 @@ import stripe
 
 from billing_portal.gateway.base import (
     GatewayCheckoutSession,
+    GatewayCustomer,
     GatewayError,
     GatewayEvent,
     GatewayInvoice,
@@ -144,6 +145,34 @@ class StripeGateway(PaymentGateway):
                 options={"idempotency_key": idempotency_key},
             )
         return customer.id
+
+    def retrieve_customer(self, customer_id: str) -> GatewayCustomer:
+        with _translated_errors():
+            customer = self._client.v1.customers.retrieve(customer_id)
+        return customer_from_stripe(customer.to_dict())
+
+    def adopt_subscription_card(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        # Checkout in subscription mode saves the card on the subscription, and a subscription's
+        # default_payment_method wins over the customer's invoice_settings.default_payment_method,
+        # which is the one the customer portal updates: the card updated in the portal would never
+        # pay. Move it to the customer, then clear the subscription's (an empty string unsets it).
+        # https://docs.stripe.com/api/subscriptions/object#subscription_object-default_payment_method
+        current = self._retrieve_subscription(subscription_id)
+        card = _id_of(current.get("default_payment_method"))
+        if not card:
+            return subscription_from_stripe(current)
+        with _translated_errors():
+            self._client.v1.customers.update(
+                _id_of(current.get("customer")),
+                params={"invoice_settings": {"default_payment_method": card}},
+                options={"idempotency_key": f"{idempotency_key}:customer"},
+            )
+            updated = self._client.v1.subscriptions.update(
+                subscription_id,
+                params={"default_payment_method": ""},
+                options={"idempotency_key": f"{idempotency_key}:subscription"},
+            )
+        return subscription_from_stripe(updated.to_dict())
 
     def create_checkout_session(
         self,
@@ -392,6 +421,12 @@ class StripeGateway(PaymentGateway):
             found = _capped(page.auto_paging_iter(), what=f"invoices of {customer_id}")
         return [invoice_from_stripe(invoice) for invoice in found]
 
+    def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        # https://docs.stripe.com/api/invoices/pay
+        with _translated_errors():
+            paid = self._client.v1.invoices.pay(invoice_id, options={"idempotency_key": idempotency_key})
+        return invoice_from_stripe(paid.to_dict())
+
     def charge_one_off(
         self,
         *,
@@ -628,6 +663,17 @@ def _pending_update_from_stripe(data: Mapping[str, Any] | None) -> GatewayPendin
     return GatewayPendingUpdate(
         price_id=_id_of(items[0].get("price")) if items else "",
         expires_at=_datetime(data["expires_at"]),
+    )
+
+
+def customer_from_stripe(data: Mapping[str, Any]) -> GatewayCustomer:
+    if data.get("deleted"):
+        return GatewayCustomer(id=data["id"], deleted=True)
+    settings = data.get("invoice_settings") or {}
+    return GatewayCustomer(
+        id=data["id"],
+        email=data.get("email") or "",
+        default_payment_method=_id_of(settings.get("default_payment_method")),
     )
 
 

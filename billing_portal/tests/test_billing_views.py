@@ -408,11 +408,6 @@ def test_the_portal_refuses_a_subscription_of_another_customer(
 # --- the portal stand-in: payment methods, failed payments, cancel ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 defect 2: Checkout keeps the card on the subscription, so the portal's new card "
-    "does not pay it (and adding a card pays nothing by itself)",
-)
 def test_portal_fail_fix_and_cancel_show_on_the_billing_tab(
     debug, subscribed, trial_tenant, admin, client_for, live
 ):

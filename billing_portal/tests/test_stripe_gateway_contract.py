@@ -413,6 +413,60 @@ def test_create_portal_session_returns_the_portal_url(gateway, http) -> None:
     assert sent.headers["Idempotency-Key"]
 
 
+def test_the_card_checkout_saved_on_the_subscription_moves_to_the_customer(gateway, http) -> None:
+    """Issue 7, defect 2: the subscription's default_payment_method wins over the customer's, which
+    is what the portal updates; the card moves to the customer and the subscription's is cleared."""
+    http.answer(
+        "GET",
+        f"/v1/subscriptions/{SUB}",
+        fixture("subscription") | {"default_payment_method": "pm_1RCheckout001"},
+    )
+    http.answer("POST", f"/v1/customers/{CUS}", fixture("customer"))
+    http.answer(
+        "POST", f"/v1/subscriptions/{SUB}", fixture("subscription") | {"default_payment_method": None}
+    )
+
+    sub = gateway.adopt_subscription_card(subscription_id=SUB, idempotency_key="attempt-21")
+
+    _read, customer, subscription = http.sent
+    assert_sent(customer, "POST", f"/v1/customers/{CUS}", idempotency_key="attempt-21:customer")
+    assert customer.params == {"invoice_settings[default_payment_method]": "pm_1RCheckout001"}
+    assert_sent(subscription, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="attempt-21:subscription")
+    assert subscription.params == {"default_payment_method": ""}  # an empty string unsets it
+    assert sub.default_payment_method == ""
+
+
+def test_a_subscription_without_its_own_card_is_left_alone(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    assert gateway.adopt_subscription_card(subscription_id=SUB, idempotency_key="attempt-22").id == SUB
+    assert [sent.method for sent in http.sent] == ["GET"]
+
+
+def test_pay_invoice_posts_pay_with_the_attempts_key_and_a_decline_is_the_cardholders_message(
+    gateway, http
+) -> None:
+    """https://docs.stripe.com/api/invoices/pay"""
+    http.answer("POST", f"/v1/invoices/{INV}/pay", fixture("invoice"))
+    assert gateway.pay_invoice(INV, idempotency_key="attempt-23").status == "paid"
+    assert_sent(http.sent[0], "POST", f"/v1/invoices/{INV}/pay", idempotency_key="attempt-23")
+    assert http.sent[0].params == {}
+
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/pay", card_declined("Your card was declined."), status=402)
+    with pytest.raises(GatewayError) as declined:
+        gateway.pay_invoice(PACK_INV, idempotency_key="attempt-24")
+    assert (declined.value.code, declined.value.message) == ("card_declined", "Your card was declined.")
+
+
+def test_retrieve_customer_reads_its_default_card_or_that_it_was_deleted(gateway, http) -> None:
+    customer = fixture("customer")
+    customer["invoice_settings"] = customer.get("invoice_settings") or {}
+    customer["invoice_settings"]["default_payment_method"] = "pm_1RPortal0001"
+    http.answer("GET", f"/v1/customers/{CUS}", customer)
+    found = gateway.retrieve_customer(CUS)
+    assert (found.id, found.default_payment_method, found.deleted) == (CUS, "pm_1RPortal0001", False)
+
+
 # --- subscriptions ------------------------------------------------------------------------------------
 
 

@@ -134,11 +134,6 @@ def test_an_old_event_after_a_newer_one_ends_in_the_gateways_current_state(org, 
     assert list(WebhookEvent.objects.filter(customer_events(org.tenant)).order_by("pk").values()) == recorded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 defect 2: the portal's new card is the customer's default, which a subscription "
-    "made by Checkout does not use, and adding it pays nothing by itself",
-)
 def test_a_stale_payment_failure_after_the_payment_does_not_reopen_the_issue(org, paid, clock, capture):
     """S26, S27: failure, then payment; the failure's events are delivered last."""
     clock.move_to(START + timedelta(days=10))

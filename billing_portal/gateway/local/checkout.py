@@ -10,7 +10,12 @@ from urllib.parse import urlencode
 
 from django.db import transaction
 
-from billing_portal.gateway.base import GatewayCheckoutSession, GatewayError, GatewaySubscription
+from billing_portal.gateway.base import (
+    GatewayCheckoutSession,
+    GatewayCustomer,
+    GatewayError,
+    GatewaySubscription,
+)
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.invoices import MSG_CONFIRM, MSG_DECLINED, Card, card_behaviour
@@ -19,7 +24,11 @@ from billing_portal.gateway.local.objects import dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
 from billing_portal.gateway.local.subscriptions import LocalSubscriptions
 from billing_portal.gateway.store import LocalGatewayObject
-from billing_portal.gateway.stripe_gateway import checkout_session_from_stripe, subscription_from_stripe
+from billing_portal.gateway.stripe_gateway import (
+    checkout_session_from_stripe,
+    customer_from_stripe,
+    subscription_from_stripe,
+)
 
 CHECKOUT_LIFETIME = timedelta(hours=24)  # Stripe's default expiry of a checkout session
 
@@ -46,6 +55,9 @@ class LocalCheckout(LocalSubscriptions):
         data = objects.customer(customer_id, email=email, name=name, metadata=metadata, now=self._now())
         objects.insert("customer", data, customer_id=customer_id)
         return customer_id
+
+    def retrieve_customer(self, customer_id: str) -> GatewayCustomer:
+        return customer_from_stripe(objects.read(customer_id, "customer"))
 
     # --- checkout ----------------------------------------------------------------------------------
 

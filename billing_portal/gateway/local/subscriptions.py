@@ -49,6 +49,35 @@ class LocalSubscriptions(LocalInvoices):
         ).order_by("-id")
         return [subscription_from_stripe(row.data) for row in rows]
 
+    def adopt_subscription_card(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        """The subscription's own card becomes the customer's default (customer.updated) and the
+        subscription's is cleared (customer.subscription.updated), as the two API updates do."""
+        with transaction.atomic():
+            answer = self._idempotent(
+                idempotency_key,
+                "adopt_subscription_card",
+                {"subscription_id": subscription_id},
+                lambda: self._adopt_card(subscription_id),
+                object_type="subscription",
+            )
+        return subscription_from_stripe(answer_or_raise(answer))
+
+    def _adopt_card(self, subscription_id: str) -> str:
+        customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
+        card = sub_row.data.get("default_payment_method")
+        if not card:
+            return subscription_id
+        now = self._now()
+        before = copy.deepcopy(customer_row.data)
+        customer_row.data["invoice_settings"]["default_payment_method"] = card
+        customer_row.save()
+        self._emit("customer.updated", customer_row.data, now=now, before=before)
+        before = copy.deepcopy(sub_row.data)
+        sub_row.data["default_payment_method"] = None
+        sub_row.save()
+        self._emit("customer.subscription.updated", sub_row.data, now=now, before=before)
+        return subscription_id
+
     # --- a price change now -----------------------------------------------------------------------
 
     def change_subscription_price(
