@@ -21,6 +21,12 @@ class BillingPortalConfig(AppConfig):
         navigation.register()
         dashboard.register()  # the Overview's alerts, product and next-invoice tiles
         register_sentences(
-            {"checkout.started": "{actor} opened the checkout for {target}"},
-            labels={"checkout.started": "Checkout opened"},
+            {
+                "checkout.started": "{actor} opened the checkout for {target}",
+                "subscription.change_pending": "{actor}'s change to {target} waits for its payment",
+            },
+            labels={
+                "checkout.started": "Checkout opened",
+                "subscription.change_pending": "Plan change waiting for payment",
+            },
         )

@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateformat import format as date_format
 
 from billing_portal.attempts import gateway_write
 from billing_portal.gateway.base import (
@@ -208,6 +209,9 @@ class ChangeResult:
     applied_now: bool
     subscription: Subscription
     scheduled: ScheduledChange | None = None
+    # An immediate change whose payment did not go through waits, pending, until this moment.
+    pending_until: datetime | None = None
+    message: str = ""  # what the admin is told when the change did not apply
 
 
 def plan_change(
@@ -242,14 +246,24 @@ def _plan_change_apply(*, tenant: Tenant, request: plan_services.ChangeRequest, 
             subscription=sub, status=ScheduledChange.Status.SCHEDULED
         ):
             _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+        # pending_if_incomplete: a change whose invoice is not paid is not applied. Stripe keeps it
+        # in pending_update and applies it when the invoice is paid (or drops it after 23 hours),
+        # so the new plan's limits are granted only once paid; Stripe's default (allow_incomplete)
+        # would apply it and leave the subscription past due on the unpaid upgrade.
+        # https://docs.stripe.com/billing/subscriptions/pending-updates
         gw = gateway_write(
             tenant=tenant,
             operation="change_price",
-            params={"subscription": sub.gateway_subscription_id, "price": to_plan.stripe_price_id},
+            params={
+                "subscription": sub.gateway_subscription_id,
+                "price": to_plan.stripe_price_id,
+                "payment_behavior": "pending_if_incomplete",
+            },
             call=lambda key: gateway.change_subscription_price(
                 subscription_id=sub.gateway_subscription_id,
                 price_id=to_plan.stripe_price_id,
                 idempotency_key=key,
+                payment_behavior="pending_if_incomplete",
             ),
             result_id=lambda changed: changed.id,
         )
@@ -257,6 +271,10 @@ def _plan_change_apply(*, tenant: Tenant, request: plan_services.ChangeRequest, 
             tenant=tenant, gw=subscription_facts(gw), actor=actor
         )
         assert updated is not None
+        if gw.pending_update is not None:
+            return _change_pending(
+                tenant=tenant, sub=updated, to_plan=to_plan, until=gw.pending_update.expires_at, actor=actor
+            )
         return ChangeResult(applied_now=True, subscription=updated)
     at = request.effective_at
     schedule = gateway_write(
@@ -279,6 +297,27 @@ def _plan_change_apply(*, tenant: Tenant, request: plan_services.ChangeRequest, 
         request=request, gateway_schedule_id=schedule.id, actor=actor
     )
     return ChangeResult(applied_now=False, subscription=sub, scheduled=change)
+
+
+def _change_pending(
+    *, tenant: Tenant, sub: Subscription, to_plan: Plan, until: datetime, actor: User
+) -> ChangeResult:
+    """The upgrade's invoice was not paid: the subscription stays on its plan (and its limits) and
+    the admin is told why, and what makes it apply."""
+    until_day = date_format(timezone.localtime(until), "j M Y")
+    message = (
+        f"The payment for {to_plan.name} did not go through, so you are still on {sub.plan.name}. "
+        f"Update your payment method (Manage): {to_plan.name} applies as soon as it is paid, until {until_day}."
+    )
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.change_pending",
+        target=sub,
+        target_label=to_plan.name,
+        data={"to_plan": to_plan.code, "until": until.isoformat()},
+    )
+    return ChangeResult(applied_now=False, subscription=sub, pending_until=until, message=message)
 
 
 def plan_change_preview(*, tenant: Tenant, to_plan: Plan, actor: User) -> GatewayInvoicePreview:

@@ -183,6 +183,8 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
         else:
             if result.applied_now:
                 messages.success(request, f"You are now on {plan.name}. Your limits are updated.")
+            elif result.pending_until is not None:
+                messages.warning(request, result.message)
             else:
                 assert result.scheduled is not None
                 messages.success(request, f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}.")

@@ -177,6 +177,9 @@ HANDLERS: dict[str, Callable[[PaymentGateway, WebhookEvent], Tenant | None]] = {
     "customer.subscription.deleted": _on_subscription,
     "customer.subscription.paused": _on_subscription,
     "customer.subscription.resumed": _on_subscription,
+    # An upgrade that waited for its invoice applied, or expired unpaid (pending_if_incomplete).
+    "customer.subscription.pending_update_applied": _on_subscription,
+    "customer.subscription.pending_update_expired": _on_subscription,
     "invoice.created": _on_invoice,
     "invoice.finalized": _on_invoice,
     "invoice.paid": _on_invoice,

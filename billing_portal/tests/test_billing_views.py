@@ -739,3 +739,19 @@ def test_member_registers_interest_in_a_paid_plan_and_sees_request_received(tria
     page = text(client.get(BILLING))
     assert 'data-testid="interest-agents-growth"' not in page
     assert 'data-testid="request-received"' in page
+
+
+def test_an_upgrade_whose_payment_fails_says_why_on_the_billing_tab(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """S18; issue 7, defect 3: the dialog's Immediately on a card that declines keeps the plan and
+    tells the admin why, and what makes the change apply."""
+    local_gateway().expire_card(subscribed.gateway_subscription_id)
+    client = client_for(admin)
+    with live():
+        response = client.post("/t/acme/billing/plans/agents-scale/change/", {"when": "immediately"})
+    assert response.status_code == 302
+    page = text(client.get(response["Location"]))
+    assert "The payment for Scale did not go through, so you are still on Growth." in page
+    assert "Update your payment method (Manage): Scale applies as soon as it is paid" in page
+    assert live_sub(trial_tenant).plan.code == "agents-growth"
