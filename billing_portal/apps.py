@@ -24,9 +24,11 @@ class BillingPortalConfig(AppConfig):
             {
                 "checkout.started": "{actor} opened the checkout for {target}",
                 "subscription.change_pending": "{actor}'s change to {target} waits for its payment",
+                "subscription.duplicate_canceled": "A second subscription next to {target} was canceled and refunded",
             },
             labels={
                 "checkout.started": "Checkout opened",
                 "subscription.change_pending": "Plan change waiting for payment",
+                "subscription.duplicate_canceled": "Second subscription refunded",
             },
         )

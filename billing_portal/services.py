@@ -31,6 +31,7 @@ from django.utils.dateformat import format as date_format
 from billing_portal.attempts import gateway_write
 from billing_portal.gateway.base import (
     CatalogPrice,
+    GatewayCheckoutSession,
     GatewayError,
     GatewayInvoice,
     GatewayInvoicePreview,
@@ -42,11 +43,12 @@ from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, Inv
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange, Subscription
 from plans.offers import OfferAction, actor_role, offer_require
-from plans.payments import PaidSubscriptionFacts, PaymentStatus
+from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
 from tenants import services as tenant_services
-from tenants.audit import Actor, audit
+from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
+from tenants.notifications import notify
 
 State = Subscription.State
 log = logging.getLogger(__name__)
@@ -113,55 +115,77 @@ def customer_ensure(*, tenant: Tenant) -> str:
     return bc.customer_id
 
 
+# An open checkout session is offered again for this long (Stripe expires it after 24 hours).
+CHECKOUT_REUSE = timedelta(hours=23)
+
+
 def checkout_start(*, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str) -> str:
     """Open the gateway's hosted checkout for a first paid subscription to `plan`, when its card
-    offers Subscribe to `actor`; returns its URL."""
-    offer_require(
-        tenant=tenant, plan=plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.SUBSCRIBE
-    )
-    if not plan.stripe_price_id:
-        raise BusinessError("plan_not_self_serve", f"{plan.name} cannot be bought here yet.", status=422)
+    offers Subscribe to `actor`; returns its URL. A click while a checkout for the same plan is still
+    open gets that one again (two tabs, a double click, 20 parallel requests: one session to pay).
+    Under the tenant's lock, so the check and the creation cannot interleave."""
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=plan.product)
+        offer_require(
+            tenant=tenant, plan=plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.SUBSCRIBE
+        )
+        if not plan.stripe_price_id:
+            raise BusinessError("plan_not_self_serve", f"{plan.name} cannot be bought here yet.", status=422)
+        try:
+            return _checkout_open(
+                tenant=tenant, plan=plan, actor=actor, success_url=success_url, cancel_url=cancel_url
+            )
+        except GatewayError as exc:
+            failure = exc
+    raise _gateway_error(failure) from failure
+
+
+def _checkout_open(*, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str) -> str:
+    gateway = get_gateway()
+    still_open = CheckoutSession.objects.filter(
+        tenant=tenant,
+        plan=plan,
+        status=CheckoutSession.Status.OPEN,
+        created_at__gt=timezone.now() - CHECKOUT_REUSE,
+    ).exclude(gateway_session_id="")
+    for candidate in still_open.order_by("-created_at"):
+        at_gateway = gateway.retrieve_checkout_session(candidate.gateway_session_id)
+        if at_gateway.status == "open" and at_gateway.url:
+            return at_gateway.url
+        _checkout_record(at_gateway)  # it completed or expired meanwhile
     customer_id = customer_ensure(tenant=tenant)
     session = CheckoutSession.objects.create(tenant=tenant, plan=plan, created_by=actor)
     metadata = {"tenant_id": str(tenant.pk), "plan": plan.code, "checkout": str(session.pk)}
     reference = f"checkout-{session.pk}"
-    try:
-        gw = gateway_write(
-            tenant=tenant,
-            operation="create_checkout_session",
-            params={
-                "customer": customer_id,
-                "price": plan.stripe_price_id,
-                "success_url": success_url,
-                "cancel_url": cancel_url,
-                "client_reference_id": reference,
-                "metadata": metadata,
-            },
-            call=lambda key: get_gateway().create_checkout_session(
-                customer_id=customer_id,
-                price_id=plan.stripe_price_id,
-                success_url=success_url,
-                cancel_url=cancel_url,
-                client_reference_id=reference,
-                metadata=metadata,
-                idempotency_key=key,
-            ),
-            result_id=lambda created: created.id,
-        )
-    except GatewayError as exc:
-        raise _gateway_error(exc) from exc
+    gw = gateway_write(
+        tenant=tenant,
+        operation="create_checkout_session",
+        params={
+            "customer": customer_id,
+            "price": plan.stripe_price_id,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": reference,
+            "metadata": metadata,
+        },
+        call=lambda key: gateway.create_checkout_session(
+            customer_id=customer_id,
+            price_id=plan.stripe_price_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            client_reference_id=reference,
+            metadata=metadata,
+            idempotency_key=key,
+        ),
+        result_id=lambda created: created.id,
+    )
     CheckoutSession.objects.filter(pk=session.pk).update(gateway_session_id=gw.id, url=gw.url)
     audit(tenant=tenant, actor=actor, action="checkout.started", target=session, target_label=plan.name)
     return gw.url
 
 
-def checkout_sync(*, session_id: str) -> Tenant | None:
-    """Apply a checkout session as the gateway has it now: our record of it, its subscription and
-    that subscription's first invoice. The webhook handler calls it; so may anyone who must not wait
-    for the webhook (the demo, the return from checkout)."""
-    gateway = get_gateway()
-    session = gateway.retrieve_checkout_session(session_id)
-    tenant = tenant_for(customer_id=session.customer_id, metadata=session.metadata)
+def _checkout_record(session: GatewayCheckoutSession) -> None:
+    """Our record of a checkout follows the gateway's: complete, or expired."""
     if session.status == "complete":
         CheckoutSession.objects.filter(gateway_session_id=session.id).exclude(
             status=CheckoutSession.Status.COMPLETE
@@ -170,6 +194,20 @@ def checkout_sync(*, session_id: str) -> Tenant | None:
         CheckoutSession.objects.filter(
             gateway_session_id=session.id, status=CheckoutSession.Status.OPEN
         ).update(status=CheckoutSession.Status.EXPIRED)
+
+
+def checkout_sync(*, session_id: str) -> Tenant | None:
+    """Apply a checkout session as the gateway has it now: our record of it, its subscription and
+    that subscription's first invoice. Once one completes, the tenant's other open checkouts for the
+    product are expired at the gateway: nobody can pay a second subscription through them. The
+    webhook handler calls it; so may anyone who must not wait for the webhook (the demo, the return
+    from checkout)."""
+    gateway = get_gateway()
+    session = gateway.retrieve_checkout_session(session_id)
+    tenant = tenant_for(customer_id=session.customer_id, metadata=session.metadata)
+    _checkout_record(session)
+    if session.status == "complete" and tenant is not None:
+        _checkouts_expire_others(tenant=tenant, gateway=gateway, completed=session.id)
     if not session.subscription_id:
         return tenant
     gw = gateway.retrieve_subscription(session.subscription_id)
@@ -177,6 +215,34 @@ def checkout_sync(*, session_id: str) -> Tenant | None:
     if tenant is not None and gw.latest_invoice_id:
         invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(gw.latest_invoice_id))
     return tenant
+
+
+def _checkouts_expire_others(*, tenant: Tenant, gateway: PaymentGateway, completed: str) -> None:
+    done = CheckoutSession.objects.filter(gateway_session_id=completed).select_related("plan").first()
+    if done is None:
+        return
+    others = CheckoutSession.objects.filter(
+        tenant=tenant, plan__product=done.plan.product, status=CheckoutSession.Status.OPEN
+    ).exclude(gateway_session_id__in=["", completed])
+    for other in others:
+        _checkout_expire(tenant=tenant, gateway=gateway, session_id=other.gateway_session_id)
+
+
+def _checkout_expire(*, tenant: Tenant, gateway: PaymentGateway, session_id: str) -> None:
+    try:
+        expired = gateway_write(
+            tenant=tenant,
+            operation="expire_checkout",
+            params={"session": session_id},
+            call=lambda key: gateway.expire_checkout_session(session_id, idempotency_key=key),
+            result_id=lambda closed: closed.id,
+        )
+    except GatewayError as exc:
+        # It completed meanwhile (its own sync then meets the duplicate rule), or the gateway did
+        # not answer: its 24 hours will expire it, and a second payment is refunded anyway.
+        log.warning("checkout %s not expired: %s", session_id, exc.code)
+        return
+    _checkout_record(expired)
 
 
 def checkout_return(*, tenant: Tenant, session_id: str) -> Tenant | None:
@@ -476,16 +542,121 @@ def tenant_for(*, customer_id: str = "", metadata: dict | None = None) -> Tenant
 def subscription_sync(
     gateway: PaymentGateway, subscription_id: str, *, actor: User | Actor | None = None
 ) -> Tenant | None:
-    """Re-read a subscription from the gateway and apply it as it is now; returns its tenant."""
+    """Re-read a subscription from the gateway and apply it as it is now; returns its tenant. A
+    second running subscription to a product the tenant already pays for is not applied: it is
+    canceled at the gateway and refunded (duplicate_cancel)."""
     gw = gateway.retrieve_subscription(subscription_id)
     tenant = tenant_for(customer_id=gw.customer_id, metadata=gw.metadata)
     if tenant is None:
         log.warning("subscription %s belongs to no tenant we know", subscription_id)
         return None
+    if STRIPE_STATUS.get(gw.status) in RUNNING and _duplicate_canceled(tenant=tenant, gateway=gateway, gw=gw):
+        return tenant
     plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
     if gw.default_payment_method and gw.status not in ENDED_STATUSES:
         subscription_card_adopt(tenant=tenant, gateway=gateway, subscription_id=gw.id)
     return tenant
+
+
+def _duplicate_canceled(*, tenant: Tenant, gateway: PaymentGateway, gw: GatewaySubscription) -> bool:
+    """At most one live subscription per tenant and product, at the gateway too: a running
+    subscription we do not track, for a product the tenant has a live paid subscription to (two
+    checkouts both paid), is canceled at once and its payments refunded in full. Returns whether
+    `gw` was such a duplicate. Under the tenant's lock, re-read: two events of one duplicate handle
+    it once."""
+    plan = Plan.objects.select_related("product").filter(stripe_price_id=gw.price_id).first()
+    if plan is None or Subscription.objects.filter(gateway_subscription_id=gw.id).exists():
+        return False
+    plan_services.subscription_lock(tenant=tenant, product=plan.product)
+    kept = (
+        Subscription.objects.select_related("plan", "product")
+        .filter(tenant=tenant, product=plan.product)
+        .exclude(state=State.EXPIRED)
+        .exclude(gateway_subscription_id__in=["", gw.id])
+        .first()
+    )
+    if kept is None:
+        return False
+    other = gateway.retrieve_subscription(kept.gateway_subscription_id)
+    if STRIPE_STATUS.get(other.status) not in RUNNING:
+        # The one we track ended at the gateway (its webhook is late): apply that, then the new one.
+        plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(other))
+        return False
+    gw = gateway.retrieve_subscription(gw.id)
+    if STRIPE_STATUS.get(gw.status) not in RUNNING:
+        return False  # already canceled by an earlier event of this duplicate
+    duplicate_cancel(tenant=tenant, gateway=gateway, duplicate=gw, kept=kept)
+    return True
+
+
+def duplicate_cancel(
+    *, tenant: Tenant, gateway: PaymentGateway, duplicate: GatewaySubscription, kept: Subscription
+) -> int:
+    """Cancel the duplicate subscription now and refund, in full, what it charged since the kept
+    one started (every such invoice paid twice for one product); audit it and email the admins.
+    Returns the minor units refunded."""
+    gateway_write(
+        tenant=tenant,
+        operation="cancel_duplicate",
+        params={"subscription": duplicate.id},
+        call=lambda key: gateway.cancel_subscription(
+            subscription_id=duplicate.id, at_period_end=False, idempotency_key=key
+        ),
+        result_id=lambda canceled: canceled.id,
+    )
+    refunded, currency = 0, kept.plan.currency
+    for inv in gateway.list_invoices(customer_id=duplicate.customer_id):
+        if inv.subscription_id != duplicate.id or inv.status != "paid" or inv.created < kept.started_at:
+            continue
+        refunded += _invoice_refund(tenant=tenant, gateway=gateway, invoice_id=inv.id)
+        currency = inv.currency
+        invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(inv.id))
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="subscription.duplicate_canceled",
+        target=kept,
+        target_label=kept.plan.name,
+        data={
+            "subscription": duplicate.id,
+            "kept": kept.gateway_subscription_id,
+            "refunded": refunded,
+            "currency": currency,
+        },
+    )
+    for email in _admin_emails(tenant):
+        notify(
+            key=f"duplicate-canceled:{duplicate.id}:{email}",
+            tenant=tenant,
+            to=email,
+            template="subscription_duplicate_refunded",
+            context={
+                "tenant": tenant,
+                "kept": kept,
+                "product": kept.product,
+                "refunded": refunded,
+                "currency": currency,
+            },
+        )
+    return refunded
+
+
+def _invoice_refund(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> int:
+    return gateway_write(
+        tenant=tenant,
+        operation="refund_invoice",
+        params={"invoice": invoice_id},
+        call=lambda key: gateway.refund_invoice(invoice_id, idempotency_key=key),
+        result_id=lambda _: invoice_id,
+    )
+
+
+def _admin_emails(tenant: Tenant) -> list[str]:
+    return list(
+        Membership.objects.filter(tenant=tenant, role=Role.ADMIN)
+        .order_by("pk")
+        .values_list("user__email", flat=True)
+    )
 
 
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})

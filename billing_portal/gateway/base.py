@@ -198,6 +198,11 @@ class PaymentGateway(abc.ABC):
     def retrieve_checkout_session(self, session_id: str) -> GatewayCheckoutSession: ...
 
     @abc.abstractmethod
+    def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> GatewayCheckoutSession:
+        """Close an open checkout session: nobody can pay it any more. One that is no longer open is
+        a GatewayError (code `checkout_session_not_open`)."""
+
+    @abc.abstractmethod
     def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
         """The hosted customer portal (payment methods, invoices, cancel); returns its URL."""
 
@@ -260,6 +265,14 @@ class PaymentGateway(abc.ABC):
     def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
         """Attempt an open invoice now, on the card the gateway would charge. A decline, or a payment
         that needs the customer's confirmation, is a GatewayError."""
+
+    @abc.abstractmethod
+    def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
+        """Refund every payment of a paid invoice in full; returns the minor units refunded now."""
+
+    @abc.abstractmethod
+    def invoice_of_charge(self, charge_id: str) -> str:
+        """The id of the invoice a charge paid, or "" when it paid none."""
 
     @abc.abstractmethod
     def charge_one_off(

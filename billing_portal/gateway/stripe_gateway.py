@@ -207,6 +207,15 @@ class StripeGateway(PaymentGateway):
             session = self._client.v1.checkout.sessions.retrieve(session_id)
         return checkout_session_from_stripe(session.to_dict())
 
+    def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> GatewayCheckoutSession:
+        # "A Checkout Session can be expired when it is in one of these statuses: open."
+        # https://docs.stripe.com/api/checkout/sessions/expire
+        with _translated_errors():
+            session = self._client.v1.checkout.sessions.expire(
+                session_id, options={"idempotency_key": idempotency_key}
+            )
+        return checkout_session_from_stripe(session.to_dict())
+
     def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
         # No key of ours: a portal session is a short-lived link, and a second one harms nothing.
         # The SDK still sends a random Idempotency-Key, which makes its own network retries safe.
@@ -426,6 +435,48 @@ class StripeGateway(PaymentGateway):
         with _translated_errors():
             paid = self._client.v1.invoices.pay(invoice_id, options={"idempotency_key": idempotency_key})
         return invoice_from_stripe(paid.to_dict())
+
+    def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
+        # Since API version 2025-03-31 an invoice's payments are InvoicePayment objects naming their
+        # payment intent; each paid one is refunded through it, in full.
+        # https://docs.stripe.com/api/invoice-payment/list, https://docs.stripe.com/api/refunds/create
+        refunded = 0
+        with _translated_errors():
+            payments = self._client.v1.invoice_payments.list(
+                params={"invoice": invoice_id, "status": "paid", "limit": LIST_PAGE_SIZE}
+            )
+            for payment in _capped(payments.auto_paging_iter(), what=f"payments of {invoice_id}"):
+                intent = _id_of((payment.get("payment") or {}).get("payment_intent"))
+                if not intent:
+                    continue
+                try:
+                    refund = self._client.v1.refunds.create(
+                        params={
+                            "payment_intent": intent,
+                            "reason": "duplicate",
+                            "metadata": {"invoice": invoice_id},
+                        },
+                        options={"idempotency_key": f"{idempotency_key}:{intent}"},
+                    )
+                except stripe.InvalidRequestError as exc:
+                    if exc.code == "charge_already_refunded":
+                        continue
+                    raise
+                refunded += refund.amount
+        return refunded
+
+    def invoice_of_charge(self, charge_id: str) -> str:
+        # A charge no longer names its invoice: charge → payment intent → invoice payment → invoice.
+        with _translated_errors():
+            charge = self._client.v1.charges.retrieve(charge_id)
+            intent = _id_of(charge.to_dict().get("payment_intent"))
+            if not intent:
+                return ""
+            found = self._client.v1.invoice_payments.list(
+                params={"payment": {"type": "payment_intent", "payment_intent": intent}, "limit": 1}
+            )
+        first = next(iter(found.data), None)
+        return "" if first is None else _id_of(first.to_dict().get("invoice"))
 
     def charge_one_off(
         self,

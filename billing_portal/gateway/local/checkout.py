@@ -210,6 +210,24 @@ class LocalCheckout(LocalSubscriptions):
             self._emit("checkout.session.completed", session, now=now)
             return subscription_from_stripe(sub)
 
+    def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> GatewayCheckoutSession:
+        """The API's expire: only an open session (an expired one is returned as it is, a complete
+        one is refused)."""
+        with transaction.atomic():
+            answer = self._idempotent(
+                idempotency_key,
+                "expire_checkout_session",
+                {"session_id": session_id},
+                lambda: self._expire_by_api(session_id),
+                object_type="checkout.session",
+            )
+        return checkout_session_from_stripe(answer_or_raise(answer))
+
+    def _expire_by_api(self, session_id: str) -> str:
+        _customer_row, session_row = self._lock_with_customer(session_id, "checkout.session")
+        self._expire_session(session_row, now=self._now())
+        return session_id
+
     def checkout_return_url(self, session_id: str, *, completed: bool) -> str:
         """Where the hosted page sends the customer: the success URL, with `{CHECKOUT_SESSION_ID}`
         replaced by the session's id as Stripe does, or the cancel URL.

@@ -199,6 +199,7 @@ class LocalInvoices(LocalEvents):
                 now = self._now()
                 row.data.update(attempt_count=row.data["attempt_count"] + 1, attempted=True)
                 self._record_attempt(row.data, Collected.PAID, card=None)
+                self._record_payment(row.data, card=None, now=now)
                 objects.mark_paid(row.data, now)
                 row.save()
                 self._emit("invoice.paid", row.data, now=now)
@@ -218,7 +219,9 @@ class LocalInvoices(LocalEvents):
             if row.data["status"] != "open":
                 return invoice_from_stripe(row.data)
             now = self._now()
-            self._record_attempt(row.data, Collected.PAID, card=self._paying_card(customer_row, row.data))
+            card = self._paying_card(customer_row, row.data)
+            self._record_attempt(row.data, Collected.PAID, card=card)
+            self._record_payment(row.data, card=card, now=now)
             objects.mark_paid(row.data, now)
             row.save()
             self._emit("invoice.paid", row.data, now=now)
@@ -321,6 +324,7 @@ class LocalInvoices(LocalEvents):
         invoice.update(attempt_count=invoice["attempt_count"] + 1, attempted=True)
         if behaviour == Card.PAYS:
             self._record_attempt(invoice, Collected.PAID, card=card)
+            self._record_payment(invoice, card=card, now=now)
             objects.mark_paid(invoice, now)
             row.save()
             self._emit("invoice.paid", invoice, now=now)
@@ -461,6 +465,7 @@ class LocalInvoices(LocalEvents):
             invoice = row.data
             invoice.update(attempt_count=invoice["attempt_count"] + 1, attempted=True)
             self._record_attempt(invoice, Collected.PAID, card=None)
+            self._record_payment(invoice, card=None, now=now)
             objects.mark_paid(invoice, now)
             row.save()
             self._emit("invoice.paid", invoice, now=now)
@@ -486,6 +491,119 @@ class LocalInvoices(LocalEvents):
         if last is not None and last["outcome"] == Collected.ACTION_REQUIRED:
             raise GatewayError(MSG_CONFIRM, code="authentication_required")
         raise GatewayError(MSG_DECLINED, code="card_declined")
+
+    # --- payments: a payment intent, its charge, and the invoice payment that ties it to the invoice --
+
+    def _record_payment(
+        self, invoice: Mapping[str, Any], *, card: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        """What a successful payment leaves at Stripe (API versions from 2025-03-31 on): a payment
+        intent, its charge (no `invoice` field any more) and an invoice payment linking the invoice
+        to the payment intent. https://docs.stripe.com/api/invoice-payment"""
+        customer_id = str(invoice["customer"])
+        amount, currency = int(invoice["amount_due"]), str(invoice["currency"])
+        pi_id, charge_id = objects.new_id("pi"), objects.new_id("ch")
+        charge = objects.shape(
+            "charge",
+            id=charge_id,
+            amount=amount,
+            amount_captured=amount,
+            created=objects.ts(now),
+            currency=currency,
+            customer=customer_id,
+            description=invoice.get("description"),
+            payment_intent=pi_id,
+            payment_method=None if card is None else card["id"],
+        )
+        charge["refunds"]["url"] = f"/v1/charges/{charge_id}/refunds"
+        if card is not None:
+            charge["payment_method_details"]["card"].update(
+                last4=card["card"]["last4"], exp_year=card["card"]["exp_year"]
+            )
+        objects.insert("charge", charge, customer_id=customer_id)
+        intent = objects.shape(
+            "payment_intent",
+            id=pi_id,
+            amount=amount,
+            amount_received=amount,
+            created=objects.ts(now),
+            currency=currency,
+            customer=customer_id,
+            latest_charge=charge_id,
+            payment_method=charge["payment_method"],
+        )
+        objects.insert("payment_intent", intent, customer_id=customer_id)
+        record = objects.shape(
+            "invoice_payment",
+            id=objects.new_id("inpay"),
+            amount_paid=amount,
+            amount_requested=amount,
+            created=objects.ts(now),
+            currency=currency,
+            invoice=invoice["id"],
+            payment={"type": "payment_intent", "payment_intent": pi_id},
+            status_transitions={"canceled_at": None, "paid_at": objects.ts(now)},
+        )
+        objects.insert("invoice_payment", record, customer_id=customer_id)
+
+    def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
+        """Refund in full every payment of the invoice (charge.refunded for each); returns the minor
+        units refunded by this call. The invoice stays paid, as at Stripe: a refund does not change it."""
+        with transaction.atomic():
+            answer = self._idempotent(
+                idempotency_key,
+                "refund_invoice",
+                {"invoice_id": invoice_id},
+                lambda: self._refund_invoice(invoice_id),
+                object_type="invoice",
+            )
+        invoice = answer_or_raise(answer)
+        return sum(
+            int(row.data["amount"])
+            for row in LocalGatewayObject.objects.filter(
+                object_type="refund", data__metadata__invoice=invoice["id"]
+            )
+        )
+
+    def _refund_invoice(self, invoice_id: str) -> str:
+        customer_row, row = self._lock_with_customer(invoice_id, "invoice")
+        if row.data["status"] != "paid":
+            raise GatewayError("Only a paid invoice can be refunded.", code="invoice_not_paid")
+        now = self._now()
+        for record in LocalGatewayObject.objects.filter(
+            object_type="invoice_payment", data__invoice=invoice_id
+        ):
+            pi = objects.read(record.data["payment"]["payment_intent"], "payment_intent")
+            charge_row = objects.lock(pi["latest_charge"], "charge")
+            charge = charge_row.data
+            left = int(charge["amount"]) - int(charge["amount_refunded"])
+            if left <= 0:
+                continue
+            refund = objects.shape(
+                "refund",
+                id=objects.new_id("re"),
+                amount=left,
+                charge=charge["id"],
+                created=objects.ts(now),
+                currency=charge["currency"],
+                payment_intent=pi["id"],
+                reason="duplicate",
+                metadata={"invoice": invoice_id},
+            )
+            objects.insert("refund", refund, customer_id=customer_row.object_id)
+            charge.update(amount_refunded=charge["amount"], refunded=True)
+            charge["refunds"]["data"].append(refund)
+            charge_row.save()
+            self._emit("charge.refunded", charge, now=now)
+        return invoice_id
+
+    def invoice_of_charge(self, charge_id: str) -> str:
+        """The invoice a charge paid: charge → payment intent → invoice payment → invoice."""
+        charge = objects.read(charge_id, "charge")
+        record = LocalGatewayObject.objects.filter(
+            object_type="invoice_payment", data__payment__payment_intent=charge.get("payment_intent")
+        ).first()
+        return "" if record is None else str(record.data["invoice"])
 
     # --- payment attempts (the stand-in's record; Stripe keeps them as payment intents) ------------
 
