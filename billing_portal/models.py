@@ -18,6 +18,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "LocalGatewayObject",
+    "PortalConfiguration",
     "WebhookEvent",
 ]
 
@@ -94,6 +95,18 @@ class GatewayAttempt(models.Model):
     @property
     def idempotency_key(self) -> str:
         return f"{settings.BILLING_INSTALLATION_ID}:{self.operation}:{self.pk}:{self.params_hash[:16]}"
+
+
+class PortalConfiguration(models.Model):
+    """The customer portal configuration `manage.py billing_portal_configure` made at the gateway;
+    every Manage session names it (without it, the Dashboard's default decides)."""
+
+    gateway = models.CharField(max_length=16, unique=True)
+    configuration_id = models.CharField(max_length=100)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.gateway}: {self.configuration_id}"
 
 
 class WebhookEvent(models.Model):

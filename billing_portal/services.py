@@ -37,12 +37,27 @@ from billing_portal.gateway.base import (
     GatewayInvoicePreview,
     GatewaySubscription,
     PaymentGateway,
+    PortalSettings,
 )
 from billing_portal.gateway.factory import get_gateway
-from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, InvoiceLine
+from billing_portal.models import (
+    BillingCustomer,
+    CheckoutSession,
+    Invoice,
+    InvoiceLine,
+    PortalConfiguration,
+)
+from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange, Subscription
-from plans.offers import OfferAction, actor_role, offer_require
+from plans.offers import (
+    CardAction,
+    OfferAction,
+    actor_role,
+    card_action_refusal,
+    card_action_require,
+    offer_require,
+)
 from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
 from tenants import services as tenant_services
 from tenants.audit import SYSTEM, Actor, audit
@@ -261,10 +276,47 @@ def checkout_return(*, tenant: Tenant, session_id: str) -> Tenant | None:
 
 def portal_url(*, tenant: Tenant, return_url: str) -> str:
     customer_id = customer_ensure(tenant=tenant)
+    configuration = PortalConfiguration.objects.filter(gateway=settings.PAYMENT_GATEWAY).first()
+    if configuration is None:
+        log.warning("no portal configuration: run manage.py billing_portal_configure")
     try:
-        return get_gateway().create_portal_session(customer_id=customer_id, return_url=return_url)
+        return get_gateway().create_portal_session(
+            customer_id=customer_id,
+            return_url=return_url,
+            configuration_id="" if configuration is None else configuration.configuration_id,
+        )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
+
+
+# What Manage opens: card updates and invoices (S17, S27), cancel at the end of the period (S29).
+# Plan changes go through Allowance's own dialog (S18: its offers, previews and schedules), so the
+# portal does not switch plans; nor does it pause.
+PORTAL = PortalSettings(
+    payment_methods=True,
+    invoice_history=True,
+    cancel_at_period_end=True,
+    plan_switching=False,
+    pause=False,
+    headline="Manage your payment methods, invoices and subscription.",
+)
+
+
+def portal_configure() -> tuple[str, bool]:
+    """Create, or bring up to date, this installation's portal configuration at the gateway, and
+    record it for Manage. Returns its id and whether it was recorded for the first time."""
+    marker = {"managed_by": "allowance", "installation": settings.BILLING_INSTALLATION_ID}
+    configuration_id = gateway_write(
+        tenant=None,
+        operation="configure_portal",
+        params={"settings": str(PORTAL), "marker": marker},
+        call=lambda key: get_gateway().configure_portal(settings=PORTAL, marker=marker, idempotency_key=key),
+        result_id=str,
+    )
+    _, created = PortalConfiguration.objects.update_or_create(
+        gateway=settings.PAYMENT_GATEWAY, defaults={"configuration_id": configuration_id}
+    )
+    return configuration_id, created
 
 
 # --- plan changes ------------------------------------------------------------------------------
@@ -404,20 +456,71 @@ def plan_change_preview(*, tenant: Tenant, to_plan: Plan, actor: User) -> Gatewa
         raise _gateway_error(exc) from exc
 
 
-MSG_CANCEL_SCHEDULED_ROLE = "Ask your account administrator to cancel the scheduled change."
-
-
 def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
-    """Cancel scheduled plan (admins): lock, then — if it is still scheduled — release the gateway's
-    schedule and mark the change canceled. A second click finds it canceled and changes nothing."""
-    if actor_role(tenant=tenant, user=actor) != Role.ADMIN:
-        raise BusinessError("role_not_allowed", MSG_CANCEL_SCHEDULED_ROLE, status=403)
+    """Cancel scheduled plan (the Upcoming card's Cancel, admins): lock, then — if it is still
+    scheduled and the Upcoming card still offers Cancel — release the gateway's schedule and mark the
+    change canceled. A second click finds it canceled and changes nothing. Past the change's date the
+    gateway has applied it (whether or not its webhook came): nothing is released, the subscription
+    is re-read from the gateway so the page shows the real state, and the click is refused with the
+    card's sentence."""
+    role = actor_role(tenant=tenant, user=actor)
+    failure: BusinessError | None = None
     with transaction.atomic():
         change = plan_services.scheduled_change_lock(tenant=tenant, change=change)
+        if change.status != ScheduledChange.Status.SCHEDULED:
+            return change
+        ent = plan_selectors.entitlements(tenant=tenant)[change.to_plan.product.code]
+        refusal = card_action_refusal(ent=ent, role=role, action=CardAction.CANCEL_UPCOMING)
+        if refusal is not None and refusal.code == "change_applied":
+            subscription_sync(get_gateway(), change.subscription.gateway_subscription_id)
+            failure = refusal.error()
+        elif refusal is not None:
+            raise refusal.error()
+        else:
+            try:
+                return _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+            except GatewayError as exc:
+                failure = _gateway_error(exc)
+    raise failure
+
+
+def subscription_cancel(*, tenant: Tenant, product: Product, actor: User) -> Subscription:
+    """Cancel subscription on the Billing tab (admins): at the end of the period, as the portal
+    would. A scheduled change is released first — Stripe's portal refuses to cancel a subscription a
+    schedule holds (https://docs.stripe.com/customer-management#limitations). Lock, check the card's
+    offer, release, cancel, apply the gateway's answer (the card shows Canceled at once)."""
+    with transaction.atomic():
+        sub = plan_services.subscription_lock(tenant=tenant, product=product)
+        card_action_require(
+            tenant=tenant,
+            product=product,
+            role=actor_role(tenant=tenant, user=actor),
+            action=CardAction.CANCEL,
+        )
+        assert sub is not None  # the card offers Cancel on a paid subscription only
+        subscription_id = sub.gateway_subscription_id
         try:
-            return _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+            for change in ScheduledChange.objects.filter(
+                subscription=sub, status=ScheduledChange.Status.SCHEDULED
+            ):
+                _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+            gw = gateway_write(
+                tenant=tenant,
+                operation="cancel",
+                params={"subscription": subscription_id, "at_period_end": True},
+                call=lambda key: get_gateway().cancel_subscription(
+                    subscription_id=subscription_id, at_period_end=True, idempotency_key=key
+                ),
+                result_id=lambda canceled: canceled.id,
+            )
         except GatewayError as exc:
             failure = exc
+        else:
+            canceled = plan_services.subscription_apply_facts(
+                tenant=tenant, gw=subscription_facts(gw), actor=actor
+            )
+            assert canceled is not None
+            return canceled
     raise _gateway_error(failure) from failure
 
 

@@ -11,6 +11,7 @@ tenant_patterns = [
     path("billing/", views.billing, name="billing"),
     path("billing/manage/", views.manage, name="billing_manage"),
     path("billing/resume/", views.resume, name="billing_resume"),
+    path("billing/cancel/", views.cancel_subscription, name="billing_cancel"),
     path("billing/plans/<slug:plan_code>/subscribe/", views.subscribe, name="billing_subscribe"),
     path("billing/plans/<slug:plan_code>/change/", views.change_plan, name="billing_change_plan"),
     path("billing/plans/<slug:plan_code>/contact/", views.request_contact, name="billing_contact"),

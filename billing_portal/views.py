@@ -249,6 +249,24 @@ def cancel_scheduled(request: TenantRequest, tenant: Tenant, change_id: int) -> 
 
 @tenant_view(ADMIN_ONLY)
 @require_POST
+def cancel_subscription(request: TenantRequest, tenant: Tenant) -> HttpResponse:
+    """Cancel subscription: at the end of the period; a scheduled change is released first."""
+    _billing_enabled()
+    product = _product(request)
+    try:
+        sub = services.subscription_cancel(tenant=tenant, product=product, actor=request.user)
+    except BusinessError as exc:
+        messages.error(request, exc.message)
+    else:
+        ends = f"{sub.ends_at:%-d %b %Y}" if sub.ends_at else "the end of the period"
+        messages.success(
+            request, f"Your {sub.plan.name} subscription is canceled. It stays active until {ends}."
+        )
+    return redirect(_back(tenant, product))
+
+
+@tenant_view(ADMIN_ONLY)
+@require_POST
 def resume(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     """Resume: keep a subscription that is canceled at the end of its period."""
     _billing_enabled()

@@ -70,6 +70,19 @@ class GatewaySubscription:
 
 
 @dataclass(frozen=True)
+class PortalSettings:
+    """What the hosted customer portal lets a customer do (Stripe's portal configuration features).
+    https://docs.stripe.com/api/customer_portal/configurations/create"""
+
+    payment_methods: bool = True  # add and update cards (what "Fix a failed payment" needs)
+    invoice_history: bool = True  # see and pay invoices
+    cancel_at_period_end: bool = True  # cancel, effective at the end of the period
+    plan_switching: bool = False  # plan changes go through Allowance's own dialog
+    pause: bool = False
+    headline: str = ""
+
+
+@dataclass(frozen=True)
 class GatewayCustomer:
     id: str
     email: str = ""
@@ -203,8 +216,16 @@ class PaymentGateway(abc.ABC):
         a GatewayError (code `checkout_session_not_open`)."""
 
     @abc.abstractmethod
-    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
-        """The hosted customer portal (payment methods, invoices, cancel); returns its URL."""
+    def create_portal_session(self, *, customer_id: str, return_url: str, configuration_id: str = "") -> str:
+        """The hosted customer portal (payment methods, invoices, cancel), as `configuration_id`
+        configures it (the account's default configuration when empty); returns its URL."""
+
+    @abc.abstractmethod
+    def configure_portal(
+        self, *, settings: PortalSettings, marker: dict[str, str], idempotency_key: str
+    ) -> str:
+        """Create the portal configuration, or update the one whose metadata holds `marker`; returns
+        its id."""
 
     @abc.abstractmethod
     def retrieve_subscription(self, subscription_id: str) -> GatewaySubscription: ...

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 
@@ -33,6 +33,7 @@ from billing_portal.gateway.base import (
     GatewaySubscription,
     PaymentBehavior,
     PaymentGateway,
+    PortalSettings,
     WebhookRejected,
     WebhookSignatureError,
 )
@@ -45,6 +46,13 @@ if TYPE_CHECKING:
         SubscriptionScheduleUpdateParamsPhaseDiscount,
         SubscriptionScheduleUpdateParamsPhaseInvoiceSettings,
         SubscriptionScheduleUpdateParamsPhaseItem,
+    )
+    from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
+    from stripe.params.billing_portal._configuration_create_params import (
+        ConfigurationCreateParamsFeatures as PortalConfigurationFeatures,
+    )
+    from stripe.params.billing_portal._configuration_update_params import (
+        ConfigurationUpdateParamsFeatures as PortalConfigurationUpdateFeatures,
     )
 
 logger = logging.getLogger(__name__)
@@ -216,14 +224,66 @@ class StripeGateway(PaymentGateway):
             )
         return checkout_session_from_stripe(session.to_dict())
 
-    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
+    def create_portal_session(self, *, customer_id: str, return_url: str, configuration_id: str = "") -> str:
         # No key of ours: a portal session is a short-lived link, and a second one harms nothing.
         # The SDK still sends a random Idempotency-Key, which makes its own network retries safe.
+        params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        if configuration_id:
+            # Without it the Dashboard's default configuration decides what the portal offers.
+            # https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-configuration
+            params["configuration"] = configuration_id
         with _translated_errors():
-            session = self._client.v1.billing_portal.sessions.create(
-                params={"customer": customer_id, "return_url": return_url},
-            )
+            session = self._client.v1.billing_portal.sessions.create(params=params)
         return session.url
+
+    def configure_portal(
+        self, *, settings: PortalSettings, marker: dict[str, str], idempotency_key: str
+    ) -> str:
+        # https://docs.stripe.com/api/customer_portal/configurations/create (and /update)
+        features: PortalConfigurationFeatures = {
+            "payment_method_update": {"enabled": settings.payment_methods},
+            "invoice_history": {"enabled": settings.invoice_history},
+            "subscription_cancel": (
+                {"enabled": True, "mode": "at_period_end", "proration_behavior": "none"}
+                if settings.cancel_at_period_end
+                else {"enabled": False}
+            ),
+            "subscription_update": {"enabled": settings.plan_switching},
+            "subscription_pause": {"enabled": settings.pause},
+            "customer_update": {"enabled": False},
+        }
+        with _translated_errors():
+            page = self._client.v1.billing_portal.configurations.list(params={"limit": LIST_PAGE_SIZE})
+            found = next(
+                (
+                    config
+                    for config in _capped(page.auto_paging_iter(), what="portal configurations")
+                    if all((config.get("metadata") or {}).get(k) == v for k, v in marker.items())
+                ),
+                None,
+            )
+            if found is not None:
+                updated = self._client.v1.billing_portal.configurations.update(
+                    found["id"],
+                    params={
+                        # The same keys and values: the SDK types create's and update's features
+                        # as two TypedDicts of one shape.
+                        "features": cast("PortalConfigurationUpdateFeatures", features),
+                        "business_profile": {"headline": settings.headline},
+                        "metadata": marker,
+                    },
+                    options={"idempotency_key": idempotency_key},
+                )
+                return updated.id
+            created = self._client.v1.billing_portal.configurations.create(
+                params={
+                    "features": features,
+                    "business_profile": {"headline": settings.headline},
+                    "metadata": marker,
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        return created.id
 
     # --- subscriptions ----------------------------------------------------------------------------
 

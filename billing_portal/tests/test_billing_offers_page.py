@@ -134,7 +134,10 @@ def test_paid_plans_offer_the_change_dialog_and_manage(subscribed, admin, client
         "agents-enterprise": ("contact", ["Book a demo"], ""),
     }
     assert 'href="/t/acme/billing/plans/agents-scale/change/"' in response.content.decode()
-    assert card_actions(response) == (["Manage"], "Payment methods, invoices, cancel subscription")
+    assert card_actions(response) == (
+        ["Manage", "Cancel subscription"],
+        "Payment methods, invoices, cancel subscription",
+    )
 
 
 def test_payment_issue_refuses_changes_until_the_payment_is_fixed(

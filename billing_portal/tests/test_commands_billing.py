@@ -208,6 +208,36 @@ def test_billing_reconcile_skips_a_subscription_it_cannot_apply_and_repairs_ever
     assert f"billing_reconcile: {subs['first']}" in caplog.text
 
 
+def test_billing_portal_configure_makes_one_configuration_and_manage_uses_it(trial_tenant, admin, settings):
+    """Issue 7, defect 4: run twice, one configuration at the gateway (found again by its marker),
+    recorded; Manage's sessions name it."""
+    from unittest import mock
+
+    from billing_portal import services
+    from billing_portal.gateway.store import LocalGatewayObject
+    from billing_portal.models import PortalConfiguration
+
+    first = json.loads(run("billing_portal_configure"))
+    second = json.loads(run("billing_portal_configure"))
+
+    assert first["recorded"] == "created"
+    assert second == first | {"recorded": "updated"}
+    assert (first["cancel"], first["plan_switching"], first["pause"]) == ("at_period_end", False, False)
+    [config] = LocalGatewayObject.objects.filter(object_type="billing_portal.configuration")
+    assert config.object_id == first["configuration"]
+    assert config.data["metadata"] == {
+        "managed_by": "allowance",
+        "installation": settings.BILLING_INSTALLATION_ID,
+    }
+    assert config.data["features"]["subscription_update"] == {"enabled": False}
+    assert PortalConfiguration.objects.get(gateway="local").configuration_id == first["configuration"]
+    with mock.patch.object(
+        type(local_gateway()), "create_portal_session", autospec=True, return_value="/p/"
+    ) as made:
+        services.portal_url(tenant=trial_tenant, return_url="/back/")
+    assert made.call_args.kwargs["configuration_id"] == first["configuration"]
+
+
 # --- create_tenant --plan ------------------------------------------------------------------------
 
 

@@ -467,6 +467,94 @@ def test_retrieve_customer_reads_its_default_card_or_that_it_was_deleted(gateway
     assert (found.id, found.default_payment_method, found.deleted) == (CUS, "pm_1RPortal0001", False)
 
 
+def test_a_portal_session_names_our_configuration(gateway, http) -> None:
+    """Issue 7, defect 4 (failed before the fix: no configuration was passed, so the Dashboard's
+    default decided cancel mode, plan switching and pause)."""
+    http.answer("POST", "/v1/billing_portal/sessions", fixture("billing_portal_session"))
+
+    gateway.create_portal_session(
+        customer_id=CUS,
+        return_url="https://allowance.test/t/acme/billing",
+        configuration_id="bpc_1RAllowance01",
+    )
+
+    assert http.sent[0].params == {
+        "customer": CUS,
+        "return_url": "https://allowance.test/t/acme/billing",
+        "configuration": "bpc_1RAllowance01",
+    }
+
+
+PORTAL_FEATURES = {
+    "features[payment_method_update][enabled]": "true",
+    "features[invoice_history][enabled]": "true",
+    "features[subscription_cancel][enabled]": "true",
+    "features[subscription_cancel][mode]": "at_period_end",
+    "features[subscription_cancel][proration_behavior]": "none",
+    "features[subscription_update][enabled]": "false",
+    "features[subscription_pause][enabled]": "false",
+    "features[customer_update][enabled]": "false",
+    "business_profile[headline]": "Manage your payment methods, invoices and subscription.",
+    "metadata[managed_by]": "allowance",
+    "metadata[installation]": "alw-test",
+}
+
+
+def portal_configuration(config_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+    return {"id": config_id, "object": "billing_portal.configuration", "metadata": metadata}
+
+
+def test_configure_portal_creates_the_configuration_when_none_is_ours(gateway, http) -> None:
+    """https://docs.stripe.com/api/customer_portal/configurations/create: payment methods and invoice
+    history on, cancel at the end of the period, plan switching and pause off."""
+    from billing_portal.services import PORTAL
+
+    http.answer(
+        "GET",
+        "/v1/billing_portal/configurations",
+        page(
+            [portal_configuration("bpc_1RDefault0001", {})],
+            url="/v1/billing_portal/configurations",
+            has_more=False,
+        ),
+    )
+    http.answer("POST", "/v1/billing_portal/configurations", portal_configuration("bpc_1RAllowance01", {}))
+
+    found = gateway.configure_portal(
+        settings=PORTAL,
+        marker={"managed_by": "allowance", "installation": "alw-test"},
+        idempotency_key="attempt-31",
+    )
+
+    assert found == "bpc_1RAllowance01"
+    listing, create = http.sent
+    assert listing.params == {"limit": "100"}
+    assert_sent(create, "POST", "/v1/billing_portal/configurations", idempotency_key="attempt-31")
+    assert create.params == PORTAL_FEATURES
+
+
+def test_configure_portal_updates_ours_when_it_exists(gateway, http) -> None:
+    from billing_portal.services import PORTAL
+
+    ours = portal_configuration("bpc_1RAllowance01", {"managed_by": "allowance", "installation": "alw-test"})
+    http.answer(
+        "GET",
+        "/v1/billing_portal/configurations",
+        page([ours], url="/v1/billing_portal/configurations", has_more=False),
+    )
+    http.answer("POST", "/v1/billing_portal/configurations/bpc_1RAllowance01", ours)
+
+    found = gateway.configure_portal(
+        settings=PORTAL,
+        marker={"managed_by": "allowance", "installation": "alw-test"},
+        idempotency_key="attempt-32",
+    )
+
+    assert found == "bpc_1RAllowance01"
+    assert http.sent[1].path == "/v1/billing_portal/configurations/bpc_1RAllowance01"
+    assert http.sent[1].params == PORTAL_FEATURES
+
+
 # --- subscriptions ------------------------------------------------------------------------------------
 
 

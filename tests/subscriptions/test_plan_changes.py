@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from billing_portal import services as billing
+from billing_portal.gateway.base import GatewayError
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.models import Invoice
 from plans.factories import plan
@@ -455,3 +456,53 @@ def test_an_upgrade_left_unpaid_expires_and_the_plan_stays(org, paid, clock, cap
     assert (sub.plan.code, sub.state) == ("agents-growth", "active")
     assert Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update").status == "void"
     assert gateway().retrieve_subscription(sub.gateway_subscription_id).pending_update is None
+
+
+def test_cancel_subscription_on_the_billing_tab_releases_a_scheduled_change_first(org, paid, clock, capture):
+    """S20, S29; issue 7, defect 4 (failed before the fix: there was no Cancel subscription besides the
+    portal's, and Stripe's portal refuses to cancel while a schedule holds the subscription). The
+    schedule is released, then the subscription is canceled at the end of the period."""
+    scheduled = change(org, capture, "agents-scale", When.PERIOD_END).scheduled
+    assert scheduled is not None
+    with pytest.raises(GatewayError) as portal:  # what the portal (and the API) answer meanwhile
+        gateway().cancel_subscription(
+            subscription_id=paid.gateway_subscription_id, at_period_end=True, idempotency_key="portal"
+        )
+    assert portal.value.code == "subscription_schedule_managed"
+
+    with capture(execute=True):
+        canceled = billing.subscription_cancel(tenant=org.tenant, product=paid.product, actor=org.founder)
+
+    assert (canceled.state, canceled.ends_at) == ("canceled", PERIOD_END)
+    assert ScheduledChange.objects.get(pk=scheduled.pk).status == "canceled"
+    at_gateway = gateway().retrieve_subscription(paid.gateway_subscription_id)
+    assert (at_gateway.cancel_at_period_end, at_gateway.schedule_id) == (True, "")
+    assert gateway().retrieve_schedule(scheduled.gateway_schedule_id).status == "released"
+    assert entitlements(tenant=org.tenant)["ai_agents"].badge == "Canceled subscription"
+
+
+def test_canceling_an_upcoming_change_after_its_date_is_refused_and_shows_what_applied(
+    org, paid, clock, capture
+):
+    """S19, S20; issue 7, defect 8 (failed before the fix: Cancel tried to release a schedule whose
+    new price had already applied at the gateway, and answered with the gateway's refusal). Past the
+    date, with the webhook late, nothing is released: the subscription is re-read (Scale) and the
+    click is refused with the Upcoming card's sentence."""
+    on = START + timedelta(days=5)
+    scheduled = change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=on).scheduled
+    assert scheduled is not None
+    clock.move_to(on + timedelta(hours=1))
+    gateway().advance(on + timedelta(hours=1))  # the schedule applied at the gateway; no webhook yet
+    assert live(org.tenant).plan.code == "agents-growth"
+
+    with capture(execute=True), pytest.raises(BusinessError) as refused:
+        billing.scheduled_change_undo(tenant=org.tenant, change=scheduled, actor=org.founder)
+
+    assert (refused.value.code, refused.value.status, refused.value.message) == (
+        "change_applied",
+        409,
+        "The change to Scale applied on 15 Mar 2021: it can no longer be canceled.",
+    )
+    assert live(org.tenant).plan.code == "agents-scale"
+    assert ScheduledChange.objects.get(pk=scheduled.pk).status == "applied"
+    assert gateway().retrieve_schedule(scheduled.gateway_schedule_id).status == "completed"

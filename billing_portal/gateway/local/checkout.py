@@ -15,6 +15,7 @@ from billing_portal.gateway.base import (
     GatewayCustomer,
     GatewayError,
     GatewaySubscription,
+    PortalSettings,
 )
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.idempotency import answer_or_raise
@@ -257,10 +258,55 @@ class LocalCheckout(LocalSubscriptions):
 
     # --- the customer portal ---------------------------------------------------------------------------
 
-    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
+    def create_portal_session(self, *, customer_id: str, return_url: str, configuration_id: str = "") -> str:
         objects.read(customer_id, "customer")  # it must exist, as at Stripe
+        if configuration_id:
+            objects.read(configuration_id, "billing_portal.configuration")
         query = urlencode({"return": return_url})
         return f"{self._base_url}/dev/billing/portal/{customer_id}/?{query}"
+
+    def configure_portal(
+        self, *, settings: PortalSettings, marker: dict[str, str], idempotency_key: str
+    ) -> str:
+        """The portal configuration, kept as Stripe keeps it (the stand-in's portal page offers what
+        it enables). Created once; found again by its metadata and updated."""
+        with transaction.atomic():
+            found = next(
+                (
+                    row
+                    for row in LocalGatewayObject.objects.select_for_update().filter(
+                        object_type="billing_portal.configuration"
+                    )
+                    if all(row.data["metadata"].get(k) == v for k, v in marker.items())
+                ),
+                None,
+            )
+            data = {
+                "id": found.object_id if found is not None else objects.new_id("bpc"),
+                "object": "billing_portal.configuration",
+                "active": True,
+                "business_profile": {"headline": settings.headline or None},
+                "features": {
+                    "payment_method_update": {"enabled": settings.payment_methods},
+                    "invoice_history": {"enabled": settings.invoice_history},
+                    "subscription_cancel": {
+                        "enabled": settings.cancel_at_period_end,
+                        "mode": "at_period_end",
+                        "proration_behavior": "none",
+                    },
+                    "subscription_update": {"enabled": settings.plan_switching},
+                    "subscription_pause": {"enabled": settings.pause},
+                    "customer_update": {"enabled": False},
+                },
+                "livemode": False,
+                "metadata": dict(marker),
+            }
+            if found is None:
+                objects.insert("billing_portal.configuration", data, customer_id="")
+            else:
+                found.data = data
+                found.save()
+            return str(data["id"])
 
     def set_card(
         self, customer_id: str, *, failing: bool = False, last4: str, card: Card | str | None = None

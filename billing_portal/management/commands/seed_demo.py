@@ -87,6 +87,8 @@ class Command(BaseCommand):
             # the demo is ready when this command returns.
             billing.tenant_reconcile(tenant=tenant)
             created += 1
+        # Manage opens the portal as configured for Allowance (as billing_portal_configure does).
+        billing.portal_configure()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready ({created} new tenants). Every demo password is {DEMO_PASSWORD!r}."
