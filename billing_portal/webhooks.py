@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing_portal import services
-from billing_portal.gateway.base import PaymentGateway, WebhookRejected
+from billing_portal.gateway.base import GatewayError, PaymentGateway, WebhookRejected
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.models import WebhookEvent
 from plans import services as plan_services
@@ -31,6 +31,15 @@ log = logging.getLogger(__name__)
 # claim it again. Far longer than any handler runs.
 CLAIM_TIMEOUT = timedelta(minutes=10)
 MAX_ATTEMPTS = 8
+
+
+class EventIgnored(Exception):
+    """A handler's object is not ours to apply (no tenant of this installation): stored as ignored
+    with the reason, not retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,15 @@ def _has_nul(value: Any) -> bool:
 def webhook_receive(*, payload: bytes, signature: str, enqueue: Callable[[int], Any]) -> Received:
     """Verify a delivery and store its event; `enqueue(event_pk)` runs after commit for a new one.
     Raises WebhookRejected (a 400: the gateway must not retry it as if we had failed)."""
-    event = get_gateway().verify_webhook(payload=payload, signature_header=signature)
+    gateway = get_gateway()
+    event = gateway.verify_webhook(payload=payload, signature_header=signature)
+    if event.livemode != gateway.livemode:
+        # https://docs.stripe.com/api/events/object#event_object-livemode: an endpoint registered in
+        # the other mode (or a key of the other mode here) would mix test payments with real ones.
+        raise WebhookRejected(
+            f"The event comes from Stripe's {'live' if event.livemode else 'test'} mode, but this "
+            f"installation's key is a {'live' if gateway.livemode else 'test'} mode key: refused."
+        )
     body = json.loads(payload)
     if _has_nul(body):
         raise WebhookRejected("The event contains a NUL character.")
@@ -97,6 +114,25 @@ def webhook_event_process(*, event_pk: int, now: datetime | None = None) -> str:
             with transaction.atomic():
                 tenant = handler(get_gateway(), row)
             status = WebhookEvent.Status.PROCESSED
+    except EventIgnored as exc:
+        WebhookEvent.objects.filter(pk=row.pk, claimed_at=now).update(
+            status=WebhookEvent.Status.IGNORED, error=exc.reason[:4000], processed_at=timezone.now()
+        )
+        return WebhookEvent.Status.IGNORED
+    except GatewayError as exc:
+        if exc.code != "resource_missing":
+            log.exception("webhook %s (%s) failed", row.event_id, row.type)
+            WebhookEvent.objects.filter(pk=row.pk, claimed_at=now).update(
+                status=WebhookEvent.Status.FAILED, error=repr(exc)[:4000]
+            )
+            return WebhookEvent.Status.FAILED
+        # The gateway does not know the object (another integration on the same account, or one
+        # deleted since): retrying for days would not change that. Stored as ignored, with why.
+        reason = f"Ignored: the gateway has no such object ({exc.message}); not one of this installation's."
+        WebhookEvent.objects.filter(pk=row.pk, claimed_at=now).update(
+            status=WebhookEvent.Status.IGNORED, error=reason[:4000], processed_at=timezone.now()
+        )
+        return WebhookEvent.Status.IGNORED
     except Exception as exc:
         log.exception("webhook %s (%s) failed", row.event_id, row.type)
         # Recorded, not raised: the retry sweeper tries it again (and the gateway redelivers).
@@ -129,19 +165,28 @@ def webhook_events_due(*, now: datetime, limit: int = 200) -> list[int]:
 # --- handlers: each re-reads its object and applies it; returns the tenant it concerned --------
 
 
+NO_TENANT = "Ignored: the {what} belongs to no tenant of this installation."
+
+
 def _on_checkout(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
-    return services.checkout_sync(session_id=row.object_id)
+    tenant = services.checkout_sync(session_id=row.object_id)
+    if tenant is None:
+        raise EventIgnored(NO_TENANT.format(what="checkout session"))
+    return tenant
 
 
 def _on_subscription(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
-    return services.subscription_sync(gateway, row.object_id)
+    tenant = services.subscription_sync(gateway, row.object_id)
+    if tenant is None:
+        raise EventIgnored(NO_TENANT.format(what="subscription"))
+    return tenant
 
 
 def _on_invoice(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
     inv = gateway.retrieve_invoice(row.object_id)
     tenant = services.tenant_for(customer_id=inv.customer_id, metadata=inv.metadata)
     if tenant is None:
-        return None
+        raise EventIgnored(NO_TENANT.format(what="invoice"))
     services.invoice_upsert(tenant=tenant, inv=inv)
     if inv.subscription_id:
         services.subscription_sync(gateway, inv.subscription_id)

@@ -170,12 +170,16 @@ class GatewayEvent:
     object_type: str
     object_id: str
     data: dict[str, Any]
+    livemode: bool = False  # from Stripe's live mode (true) or its test mode (false)
 
 
 class PaymentGateway(abc.ABC):
     """What Allowance asks of a payment rail."""
 
     name: str
+    # Whether this gateway acts on real money: its events must say the same (an endpoint registered
+    # in the other mode, or a test key on a live deployment, is refused).
+    livemode: bool = False
 
     @abc.abstractmethod
     def create_customer(

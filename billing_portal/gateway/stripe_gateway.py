@@ -141,6 +141,9 @@ class StripeGateway(PaymentGateway):
         )
         self._webhook_secret = webhook_secret
         self._webhook_tolerance = webhook_tolerance
+        # Live keys are sk_live_… (secret) or rk_live_… (restricted); test keys sk_test_…, rk_test_….
+        # https://docs.stripe.com/keys#obtain-api-keys
+        self.livemode = api_key.startswith(("sk_live_", "rk_live_"))
 
     # --- customers, checkout, portal --------------------------------------------------------------
 
@@ -875,6 +878,9 @@ def event_from_stripe(data: Mapping[str, Any]) -> GatewayEvent:
     created = data.get("created")
     if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created <= _LAST_TIMESTAMP:
         raise WebhookRejected("The event's created is not a Unix timestamp.")
+    livemode = data.get("livemode", False)
+    if not isinstance(livemode, bool):
+        raise WebhookRejected("The event's livemode is not true or false.")
     return GatewayEvent(
         id=text(data.get("id"), "id", EVENT_ID_MAX),
         type=text(data.get("type"), "type", EVENT_TYPE_MAX),
@@ -882,6 +888,7 @@ def event_from_stripe(data: Mapping[str, Any]) -> GatewayEvent:
         object_type=text(obj.get("object"), "object type", OBJECT_TYPE_MAX, required=False),
         object_id=text(obj.get("id"), "object id", OBJECT_ID_MAX, required=False),
         data=dict(obj),
+        livemode=livemode,
     )
 
 
