@@ -472,7 +472,7 @@ class StripeGateway(PaymentGateway):
     def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice:
         with _translated_errors():
             invoice = self._client.v1.invoices.retrieve(invoice_id)
-        return invoice_from_stripe(invoice.to_dict())
+        return self._invoice(invoice.to_dict())
 
     def list_invoices(
         self, *, customer_id: str, created_since: datetime | None = None
@@ -491,13 +491,13 @@ class StripeGateway(PaymentGateway):
                     },
                 )
             found = _capped(page.auto_paging_iter(), what=f"invoices of {customer_id}")
-        return [invoice_from_stripe(invoice) for invoice in found]
+        return [self._invoice(invoice) for invoice in found]
 
     def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
         # https://docs.stripe.com/api/invoices/pay
         with _translated_errors():
             paid = self._client.v1.invoices.pay(invoice_id, options={"idempotency_key": idempotency_key})
-        return invoice_from_stripe(paid.to_dict())
+        return self._invoice(paid.to_dict())
 
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
         # Since API version 2025-03-31 an invoice's payments are InvoicePayment objects naming their
@@ -588,12 +588,12 @@ class StripeGateway(PaymentGateway):
                 options={"idempotency_key": f"{idempotency_key}:finalize"},
             )
             if finalized.status == "paid":
-                return invoice_from_stripe(finalized.to_dict())  # the customer's balance covered it
+                return self._invoice(finalized.to_dict())  # the customer's balance covered it
             paid = self._client.v1.invoices.pay(
                 invoice_id,
                 options={"idempotency_key": f"{idempotency_key}:pay"},
             )
-        return invoice_from_stripe(paid.to_dict())
+        return self._invoice(paid.to_dict())
 
     # --- webhooks -----------------------------------------------------------------------------------
 
@@ -618,6 +618,18 @@ class StripeGateway(PaymentGateway):
             )
         except stripe.StripeError as exc:
             logger.warning("Could not release the half-made schedule %s: %r", schedule_id, exc)
+
+    def _invoice(self, data: dict[str, Any]) -> GatewayInvoice:
+        """An invoice with all its lines: an invoice object carries only the first page of them
+        (`lines.has_more`); the rest are read through the SDK's auto-pagination.
+        https://docs.stripe.com/api/invoices/invoice_lines"""
+        lines = data.get("lines") or {}
+        if lines.get("has_more"):
+            with _translated_errors():
+                page = self._client.v1.invoices.line_items.list(data["id"], params={"limit": LIST_PAGE_SIZE})
+                every = _capped(page.auto_paging_iter(), what=f"lines of {data['id']}")
+            data = {**data, "lines": {**lines, "data": every, "has_more": False}}
+        return invoice_from_stripe(data)
 
     def _retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         with _translated_errors():

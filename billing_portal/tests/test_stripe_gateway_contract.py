@@ -1232,6 +1232,38 @@ def test_list_invoices_since_a_date_filters_on_created_and_reads_every_page(gate
     }
 
 
+def test_an_invoices_lines_beyond_the_first_page_are_read_through_auto_pagination(gateway, http) -> None:
+    """An invoice object carries the first lines only (has_more): the rest come from its lines list,
+    page by page (https://docs.stripe.com/api/invoices/invoice_lines)."""
+    first_line = fixture("invoice")["lines"]["data"][0]
+    more = [
+        first_line | {"id": f"il_1RMore{n:010d}", "amount": n, "description": f"Line {n}"} for n in (2, 3, 4)
+    ]
+    long_invoice = fixture("invoice")
+    long_invoice["lines"] = page([first_line], url=f"/v1/invoices/{INV}/lines", has_more=True)
+    http.answer("GET", f"/v1/invoices/{INV}", long_invoice)
+    http.answer(
+        "GET",
+        f"/v1/invoices/{INV}/lines",
+        page([first_line, more[0]], url=f"/v1/invoices/{INV}/lines", has_more=True),
+    )
+    http.answer(
+        "GET", f"/v1/invoices/{INV}/lines", page(more[1:], url=f"/v1/invoices/{INV}/lines", has_more=False)
+    )
+
+    invoice = gateway.retrieve_invoice(INV)
+
+    assert [line.description for line in invoice.lines] == [
+        first_line["description"],
+        "Line 2",
+        "Line 3",
+        "Line 4",
+    ]
+    _read, one, two = http.sent
+    assert one.params == {"limit": "100"}
+    assert two.params == {"limit": "100", "starting_after": "il_1RMore0000000002"}
+
+
 def test_list_invoices_without_a_date_sends_no_created_filter(gateway, http) -> None:
     http.answer("GET", "/v1/invoices", page([], url="/v1/invoices", has_more=False))
 
