@@ -25,10 +25,14 @@ class BillingPortalConfig(AppConfig):
                 "checkout.started": "{actor} opened the checkout for {target}",
                 "subscription.change_pending": "{actor}'s change to {target} waits for its payment",
                 "subscription.duplicate_canceled": "A second subscription next to {target} was canceled and refunded",
+                "billing.customer_deleted": "The customer {target} was deleted at the payment provider",
+                "payment.disputed": "The payment of {target} was disputed with the bank",
             },
             labels={
                 "checkout.started": "Checkout opened",
                 "subscription.change_pending": "Plan change waiting for payment",
                 "subscription.duplicate_canceled": "Second subscription refunded",
+                "billing.customer_deleted": "Customer deleted at the payment provider",
+                "payment.disputed": "Payment disputed",
             },
         )

@@ -178,6 +178,12 @@ class Invoice(models.Model):
     paid_at = models.DateTimeField(null=True, blank=True)
     hosted_invoice_url = models.URLField(max_length=1000, blank=True)
     pdf_url = models.URLField(max_length=1000, blank=True)
+    # Refunded of what its payments collected (charge.refunded), and credited by credit notes; the
+    # gateway's status stays "paid" either way.
+    amount_refunded = models.BigIntegerField(default=0)  # minor units
+    amount_credited = models.BigIntegerField(default=0)  # minor units
+    # The last payment attempt asked the customer to confirm it (3D Secure), on the hosted page.
+    needs_confirmation = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -186,6 +192,18 @@ class Invoice(models.Model):
 
     def __str__(self) -> str:
         return self.number or self.gateway_invoice_id
+
+    @property
+    def money_back(self) -> str:
+        """What happened to the money after it was paid, in words: Refunded, Partially refunded,
+        Credited, or "" (the facts are amount_refunded and amount_credited)."""
+        if self.amount_refunded and self.amount_refunded >= self.amount_paid:
+            return "Refunded"
+        if self.amount_refunded:
+            return "Partially refunded"
+        if self.amount_credited:
+            return "Credited"
+        return ""
 
 
 class InvoiceLine(models.Model):

@@ -745,13 +745,89 @@ def duplicate_cancel(
 
 
 def _invoice_refund(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> int:
-    return gateway_write(
+    refunded = gateway_write(
         tenant=tenant,
         operation="refund_invoice",
         params={"invoice": invoice_id},
         call=lambda key: gateway.refund_invoice(invoice_id, idempotency_key=key),
         result_id=lambda _: invoice_id,
     )
+    invoice_refunds_record(tenant=tenant, gateway=gateway, invoice_id=invoice_id)
+    return refunded
+
+
+def invoice_refunds_record(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> Invoice:
+    """The invoice mirror, with what has been refunded of its payments (charge.refunded)."""
+    invoice = invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(invoice_id))
+    invoice.amount_refunded = gateway.invoice_refunded(invoice_id)
+    invoice.save(update_fields=["amount_refunded", "updated_at"])
+    return invoice
+
+
+def invoice_needs_confirmation(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> Invoice:
+    """invoice.payment_action_required: the customer must confirm the payment (3D Secure) on the
+    hosted invoice page; the Billing tab says so until the invoice is paid."""
+    inv = gateway.retrieve_invoice(invoice_id)
+    invoice = invoice_upsert(tenant=tenant, inv=inv)
+    if inv.status == "open":
+        invoice.needs_confirmation = True
+        invoice.save(update_fields=["needs_confirmation", "updated_at"])
+    return invoice
+
+
+def customer_forget(*, customer_id: str) -> Tenant | None:
+    """customer.deleted: the tenant's link to that customer is dropped, so the next checkout makes a
+    new customer (the deleted one is "No such customer" to every call). Its subscriptions were
+    canceled with it; their own events end them here."""
+    link = BillingCustomer.objects.select_related("tenant").filter(customer_id=customer_id).first()
+    if link is None:
+        return None
+    tenant = link.tenant
+    link.delete()
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="billing.customer_deleted",
+        target_label=customer_id,
+        data={"customer": customer_id},
+    )
+    return tenant
+
+
+def payment_disputed(*, gateway: PaymentGateway, dispute_id: str) -> Tenant | None:
+    """charge.dispute.created: the cardholder disputed a payment with their bank. Audited on the
+    tenant, and every platform staff member is emailed once: a dispute has a deadline for evidence.
+    https://docs.stripe.com/disputes/responding"""
+    dispute = gateway.retrieve_dispute(dispute_id)
+    charge = gateway.retrieve_charge(dispute.charge_id)
+    tenant = tenant_for(customer_id=charge.customer_id)
+    if tenant is None:
+        return None
+    invoice_id = gateway.invoice_of_charge(charge.id)
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="payment.disputed",
+        target_label=invoice_id or charge.id,
+        data={
+            "dispute": dispute.id,
+            "charge": charge.id,
+            "invoice": invoice_id,
+            "amount": dispute.amount,
+            "currency": dispute.currency,
+            "reason": dispute.reason,
+        },
+    )
+    staff = User.objects.filter(is_staff=True, is_active=True).order_by("pk").values_list("email", flat=True)
+    for email in staff:
+        notify(
+            key=f"dispute:{dispute.id}:{email}",
+            tenant=tenant,
+            to=email,
+            template="payment_disputed",
+            context={"tenant": tenant, "dispute": dispute, "invoice_id": invoice_id},
+        )
+    return tenant
 
 
 def _admin_emails(tenant: Tenant) -> list[str]:
@@ -851,7 +927,10 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
         "paid_at": inv.paid_at,
         "hosted_invoice_url": inv.hosted_invoice_url,
         "pdf_url": inv.invoice_pdf,
+        "amount_credited": inv.credited,
     }
+    if inv.status != "open":
+        fields["needs_confirmation"] = False
     invoice, _ = Invoice.objects.select_for_update().update_or_create(
         gateway_invoice_id=inv.id, defaults=fields
     )

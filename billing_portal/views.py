@@ -101,6 +101,7 @@ def billing_context(request: TenantRequest, tenant: Tenant, product: Product) ->
         "is_admin": role == Role.ADMIN,
         "lead_form": LeadForm(),
         "trial_used": plan_selectors.trial_used(tenant=tenant, product=product),
+        "payment_notices": billing_selectors.payment_notices(tenant=tenant),
     }
 
 

@@ -203,6 +203,58 @@ def _on_customer_updated(gateway: PaymentGateway, row: WebhookEvent) -> Tenant |
     return services.customer_card_changed(gateway=gateway, customer_id=row.object_id)
 
 
+def _on_payment_action_required(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
+    inv = gateway.retrieve_invoice(row.object_id)
+    tenant = services.tenant_for(customer_id=inv.customer_id, metadata=inv.metadata)
+    if tenant is None:
+        raise EventIgnored(NO_TENANT.format(what="invoice"))
+    services.invoice_needs_confirmation(tenant=tenant, gateway=gateway, invoice_id=inv.id)
+    if inv.subscription_id:
+        services.subscription_sync(gateway, inv.subscription_id)
+    return tenant
+
+
+def _on_charge_refunded(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
+    invoice_id = gateway.invoice_of_charge(row.object_id)
+    if not invoice_id:
+        raise EventIgnored("Ignored: the refunded charge paid no invoice.")
+    inv = gateway.retrieve_invoice(invoice_id)
+    tenant = services.tenant_for(customer_id=inv.customer_id, metadata=inv.metadata)
+    if tenant is None:
+        raise EventIgnored(NO_TENANT.format(what="refunded charge"))
+    services.invoice_refunds_record(tenant=tenant, gateway=gateway, invoice_id=invoice_id)
+    return tenant
+
+
+def _on_credit_note(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
+    """A credit note's invoice never changes: its id (from the body) says which invoice to re-read."""
+    invoice_id = str((row.payload.get("data") or {}).get("object", {}).get("invoice") or "")
+    if not invoice_id:
+        raise EventIgnored("Ignored: the credit note names no invoice.")
+    inv = gateway.retrieve_invoice(invoice_id)
+    tenant = services.tenant_for(customer_id=inv.customer_id, metadata=inv.metadata)
+    if tenant is None:
+        raise EventIgnored(NO_TENANT.format(what="credit note"))
+    services.invoice_upsert(tenant=tenant, inv=inv)
+    return tenant
+
+
+def _on_dispute(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
+    tenant = services.payment_disputed(gateway=gateway, dispute_id=row.object_id)
+    if tenant is None:
+        raise EventIgnored(NO_TENANT.format(what="disputed charge"))
+    return tenant
+
+
+def _on_customer_deleted(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
+    if not gateway.retrieve_customer(row.object_id).deleted:
+        raise EventIgnored("Ignored: the gateway still has this customer.")
+    tenant = services.customer_forget(customer_id=row.object_id)
+    if tenant is None:
+        raise EventIgnored(NO_TENANT.format(what="customer"))
+    return tenant
+
+
 def _on_schedule(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
     schedule = gateway.retrieve_schedule(row.object_id)
     tenant = (
@@ -217,6 +269,13 @@ HANDLERS: dict[str, Callable[[PaymentGateway, WebhookEvent], Tenant | None]] = {
     "checkout.session.completed": _on_checkout,
     "checkout.session.expired": _on_checkout,
     "customer.updated": _on_customer_updated,
+    "customer.deleted": _on_customer_deleted,
+    "charge.refunded": _on_charge_refunded,
+    "charge.dispute.created": _on_dispute,
+    "credit_note.created": _on_credit_note,
+    "credit_note.updated": _on_credit_note,
+    "credit_note.voided": _on_credit_note,
+    "invoice.payment_action_required": _on_payment_action_required,
     "customer.subscription.created": _on_subscription,
     "customer.subscription.updated": _on_subscription,
     "customer.subscription.deleted": _on_subscription,

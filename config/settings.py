@@ -261,6 +261,9 @@ BILLING_INSTALLATION_ID = env.str(
 # The local stand-in's event delivery: "prompt" (once, in order, on commit) or "late" (kept until the
 # next clock tick, then newest first and each twice, as Stripe's retries may deliver them).
 LOCAL_GATEWAY_DELIVERY = env.str("LOCAL_GATEWAY_DELIVERY", default="prompt")
+# What the local stand-in does once a failed invoice's retries are exhausted, as Stripe's account
+# setting does: "unpaid" (what the README asks operators to choose), "cancel" or "past_due".
+LOCAL_GATEWAY_WHEN_RETRIES_EXHAUSTED = env.str("LOCAL_GATEWAY_WHEN_RETRIES_EXHAUSTED", default="unpaid")
 
 
 def payment_settings_problems(

@@ -125,6 +125,26 @@ class GatewayInvoice:
     attempt_count: int = 0
     lines: tuple[GatewayInvoiceLine, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    credited: int = 0  # minor units of credit notes issued against it (before and after payment)
+
+
+@dataclass(frozen=True)
+class GatewayCharge:
+    id: str
+    customer_id: str
+    amount: int  # minor units
+    amount_refunded: int  # minor units
+    currency: str
+
+
+@dataclass(frozen=True)
+class GatewayDispute:
+    id: str
+    charge_id: str
+    amount: int  # minor units
+    currency: str
+    reason: str  # Stripe's: fraudulent, product_not_received, duplicate, …
+    status: str
 
 
 @dataclass(frozen=True)
@@ -298,6 +318,16 @@ class PaymentGateway(abc.ABC):
     @abc.abstractmethod
     def invoice_of_charge(self, charge_id: str) -> str:
         """The id of the invoice a charge paid, or "" when it paid none."""
+
+    @abc.abstractmethod
+    def invoice_refunded(self, invoice_id: str) -> int:
+        """Minor units refunded so far of what the invoice's payments collected."""
+
+    @abc.abstractmethod
+    def retrieve_charge(self, charge_id: str) -> GatewayCharge: ...
+
+    @abc.abstractmethod
+    def retrieve_dispute(self, dispute_id: str) -> GatewayDispute: ...
 
     @abc.abstractmethod
     def charge_one_off(

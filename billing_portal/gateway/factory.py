@@ -50,7 +50,14 @@ def _price(price_id: str) -> CatalogPrice:
 
 @cache
 def _build(
-    kind: str, secret: str, api_key: str, tolerance: int, delivery: str, timeout: int, retries: int
+    kind: str,
+    secret: str,
+    api_key: str,
+    tolerance: int,
+    delivery: str,
+    timeout: int,
+    retries: int,
+    exhausted: str,
 ) -> PaymentGateway:
     if kind == "local":
         from billing_portal.gateway.local import LocalGateway
@@ -62,6 +69,7 @@ def _build(
             price_catalog=_price,
             webhook_tolerance=tolerance,
             delivery=delivery,
+            when_retries_exhausted=exhausted,
         )
     if kind == "stripe":
         from billing_portal.gateway.stripe_gateway import StripeGateway
@@ -85,6 +93,7 @@ def get_gateway() -> PaymentGateway:
         settings.LOCAL_GATEWAY_DELIVERY,
         settings.STRIPE_TIMEOUT,
         settings.STRIPE_MAX_NETWORK_RETRIES,
+        settings.LOCAL_GATEWAY_WHEN_RETRIES_EXHAUSTED,
     )
 
 

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, cast
 import stripe
 
 from billing_portal.gateway.base import (
+    GatewayCharge,
     GatewayCheckoutSession,
     GatewayCustomer,
+    GatewayDispute,
     GatewayError,
     GatewayEvent,
     GatewayInvoice,
@@ -541,6 +543,34 @@ class StripeGateway(PaymentGateway):
         first = next(iter(found.data), None)
         return "" if first is None else _id_of(first.to_dict().get("invoice"))
 
+    def invoice_refunded(self, invoice_id: str) -> int:
+        # What the invoice's payments collected and what of it was refunded: each payment intent's
+        # charge. https://docs.stripe.com/api/invoice-payment/list
+        refunded = 0
+        with _translated_errors():
+            payments = self._client.v1.invoice_payments.list(
+                params={"invoice": invoice_id, "status": "paid", "limit": LIST_PAGE_SIZE}
+            )
+            for payment in _capped(payments.auto_paging_iter(), what=f"payments of {invoice_id}"):
+                intent = _id_of((payment.get("payment") or {}).get("payment_intent"))
+                if not intent:
+                    continue
+                found = self._client.v1.payment_intents.retrieve(intent, params={"expand": ["latest_charge"]})
+                charge = found.to_dict().get("latest_charge")
+                if isinstance(charge, Mapping):
+                    refunded += int(charge.get("amount_refunded") or 0)
+        return refunded
+
+    def retrieve_charge(self, charge_id: str) -> GatewayCharge:
+        with _translated_errors():
+            charge = self._client.v1.charges.retrieve(charge_id).to_dict()
+        return charge_from_stripe(charge)
+
+    def retrieve_dispute(self, dispute_id: str) -> GatewayDispute:
+        with _translated_errors():
+            dispute = self._client.v1.disputes.retrieve(dispute_id).to_dict()
+        return dispute_from_stripe(dispute)
+
     def charge_one_off(
         self,
         *,
@@ -792,6 +822,27 @@ def _pending_update_from_stripe(data: Mapping[str, Any] | None) -> GatewayPendin
     )
 
 
+def charge_from_stripe(data: Mapping[str, Any]) -> GatewayCharge:
+    return GatewayCharge(
+        id=data["id"],
+        customer_id=_id_of(data.get("customer")),
+        amount=data.get("amount") or 0,
+        amount_refunded=data.get("amount_refunded") or 0,
+        currency=data.get("currency") or "",
+    )
+
+
+def dispute_from_stripe(data: Mapping[str, Any]) -> GatewayDispute:
+    return GatewayDispute(
+        id=data["id"],
+        charge_id=_id_of(data.get("charge")),
+        amount=data.get("amount") or 0,
+        currency=data.get("currency") or "",
+        reason=data.get("reason") or "",
+        status=data.get("status") or "",
+    )
+
+
 def customer_from_stripe(data: Mapping[str, Any]) -> GatewayCustomer:
     if data.get("deleted"):
         return GatewayCustomer(id=data["id"], deleted=True)
@@ -829,6 +880,9 @@ def invoice_from_stripe(data: Mapping[str, Any]) -> GatewayInvoice:
         attempt_count=data.get("attempt_count") or 0,
         lines=tuple(_invoice_line_from_stripe(line) for line in lines),
         metadata=_metadata(data.get("metadata")),
+        # https://docs.stripe.com/api/invoices/object#invoice_object-post_payment_credit_notes_amount
+        credited=(data.get("pre_payment_credit_notes_amount") or 0)
+        + (data.get("post_payment_credit_notes_amount") or 0),
     )
 
 

@@ -57,6 +57,7 @@ ROUTES: list[tuple[str, str, type]] = [
     ("GET", r"/v1/invoice_payments", p.InvoicePaymentListParams),
     ("POST", r"/v1/refunds", p.RefundCreateParams),
     ("GET", r"/v1/charges/[^/]+", p.ChargeRetrieveParams),
+    ("GET", r"/v1/payment_intents/[^/]+", p.PaymentIntentRetrieveParams),
     ("GET", r"/v1/credit_notes/[^/]+", p.CreditNoteRetrieveParams),
     ("GET", r"/v1/disputes/[^/]+", p.DisputeRetrieveParams),
 ]

@@ -755,3 +755,22 @@ def test_an_upgrade_whose_payment_fails_says_why_on_the_billing_tab(
     assert "The payment for Scale did not go through, so you are still on Growth." in page
     assert "Update your payment method (Manage): Scale applies as soon as it is paid" in page
     assert live_sub(trial_tenant).plan.code == "agents-growth"
+
+
+def test_a_checkout_the_bank_asks_to_confirm_completes_once_confirmed_on_the_page(
+    debug, trial_tenant, admin, client_for, live
+):
+    """SCA at checkout: the hosted page shows the bank's challenge; nothing is created until the
+    customer confirms, then the payment goes through and the return applies it."""
+    client = client_for(admin)
+    checkout_url = client.post("/t/acme/billing/plans/agents-growth/subscribe/")["Location"]
+
+    challenge = client.post(checkout_url, {"action": "pay_3ds"})
+    assert challenge.status_code == 200
+    assert "Your bank asks you to confirm this payment (3D Secure)." in text(challenge)
+    assert LocalGatewayObject.objects.filter(object_type="subscription").count() == 0
+
+    with live():
+        confirmed = client.post(checkout_url, {"action": "confirm"})
+    assert confirmed.status_code == 302
+    assert badge(client.get(confirmed["Location"])) == "Active subscription"

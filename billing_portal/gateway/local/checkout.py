@@ -58,7 +58,39 @@ class LocalCheckout(LocalSubscriptions):
         return customer_id
 
     def retrieve_customer(self, customer_id: str) -> GatewayCustomer:
+        deleted = LocalGatewayObject.objects.filter(
+            object_id=customer_id, object_type="deleted_customer"
+        ).first()
+        if deleted is not None:
+            return customer_from_stripe(deleted.data)
         return customer_from_stripe(objects.read(customer_id, "customer"))
+
+    def delete_customer(self, customer_id: str) -> None:
+        """Deleted in the Dashboard (or by another integration): Stripe cancels its subscriptions at
+        once (customer.subscription.deleted each), then sends customer.deleted; afterwards the id is
+        "No such customer" to every call that uses it. https://docs.stripe.com/api/customers/delete"""
+        with transaction.atomic():
+            customer_row = objects.lock(customer_id, "customer")
+            now = self._now()
+            subs = LocalGatewayObject.objects.select_for_update().filter(
+                object_type="subscription", customer_id=customer_id
+            )
+            for sub_row in subs:
+                if sub_row.data["status"] in objects.ENDED:
+                    continue
+                sub_row.data.update(
+                    status="canceled",
+                    canceled_at=objects.ts(now),
+                    ended_at=objects.ts(now),
+                    cancel_at=None,
+                    cancel_at_period_end=False,
+                )
+                sub_row.save()
+                self._emit("customer.subscription.deleted", sub_row.data, now=now)
+            self._emit("customer.deleted", customer_row.data, now=now)
+            customer_row.object_type = "deleted_customer"
+            customer_row.data = {"id": customer_id, "object": "customer", "deleted": True}
+            customer_row.save()
 
     # --- checkout ----------------------------------------------------------------------------------
 

@@ -24,14 +24,14 @@ from typing import Any
 
 from django.db import transaction
 
-from billing_portal.gateway.base import GatewayError, GatewayInvoice
+from billing_portal.gateway.base import GatewayCharge, GatewayDispute, GatewayError, GatewayInvoice
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.core import WhenRetriesExhausted
 from billing_portal.gateway.local.events import LocalEvents
 from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.objects import ENDED, OVERDUE
 from billing_portal.gateway.store import LocalGatewayObject
-from billing_portal.gateway.stripe_gateway import invoice_from_stripe
+from billing_portal.gateway.stripe_gateway import charge_from_stripe, dispute_from_stripe, invoice_from_stripe
 
 MSG_DECLINED = "Your card was declined."
 # How long an update waits for its invoice to be paid (at most: never past the period's end).
@@ -596,6 +596,75 @@ class LocalInvoices(LocalEvents):
             charge_row.save()
             self._emit("charge.refunded", charge, now=now)
         return invoice_id
+
+    def invoice_refunded(self, invoice_id: str) -> int:
+        refunded = 0
+        for record in LocalGatewayObject.objects.filter(
+            object_type="invoice_payment", data__invoice=invoice_id
+        ):
+            pi = objects.read(record.data["payment"]["payment_intent"], "payment_intent")
+            refunded += int(objects.read(pi["latest_charge"], "charge")["amount_refunded"])
+        return refunded
+
+    def retrieve_charge(self, charge_id: str) -> GatewayCharge:
+        return charge_from_stripe(objects.read(charge_id, "charge"))
+
+    def retrieve_dispute(self, dispute_id: str) -> GatewayDispute:
+        return dispute_from_stripe(objects.read(dispute_id, "dispute"))
+
+    def dispute_charge(self, charge_id: str, *, reason: str = "fraudulent") -> GatewayDispute:
+        """The cardholder disputes the charge with their bank (charge.dispute.created)."""
+        with transaction.atomic():
+            customer_row, charge_row = self._lock_with_customer(charge_id, "charge")
+            now = self._now()
+            dispute = objects.shape(
+                "dispute",
+                id=objects.new_id("dp"),
+                amount=charge_row.data["amount"],
+                charge=charge_id,
+                created=objects.ts(now),
+                currency=charge_row.data["currency"],
+                payment_intent=charge_row.data["payment_intent"],
+                reason=reason,
+            )
+            objects.insert("dispute", dispute, customer_id=customer_row.object_id)
+            charge_row.data["disputed"] = True
+            charge_row.save()
+            self._emit("charge.dispute.created", dispute, now=now)
+            return dispute_from_stripe(dispute)
+
+    def issue_credit_note(self, invoice_id: str, *, amount: int, memo: str = "") -> dict[str, Any]:
+        """A credit note against a paid invoice (post-payment, credited to the customer's balance):
+        the invoice's post_payment_credit_notes_amount grows; credit_note.created."""
+        with transaction.atomic():
+            customer_row, row = self._lock_with_customer(invoice_id, "invoice")
+            if row.data["status"] != "paid" or amount <= 0:
+                raise GatewayError(
+                    "A credit note needs a paid invoice and a positive amount.", code="parameter_invalid"
+                )
+            now = self._now()
+            note = objects.shape(
+                "credit_note",
+                id=objects.new_id("cn"),
+                amount=amount,
+                created=objects.ts(now),
+                currency=row.data["currency"],
+                customer=customer_row.object_id,
+                effective_at=objects.ts(now),
+                invoice=invoice_id,
+                memo=memo or None,
+                number=f"{row.data['number']}-CN",
+                subtotal=amount,
+                subtotal_excluding_tax=amount,
+                total=amount,
+                total_excluding_tax=amount,
+                post_payment_amount=amount,
+            )
+            objects.insert("credit_note", note, customer_id=customer_row.object_id)
+            row.data["post_payment_credit_notes_amount"] += amount
+            row.save()
+            self._emit("credit_note.created", note, now=now)
+            return note
 
     def invoice_of_charge(self, charge_id: str) -> str:
         """The invoice a charge paid: charge → payment intent → invoice payment → invoice."""
