@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from billing_portal.models import (
     BillingCustomer,
     CheckoutSession,
+    GatewayAttempt,
     Invoice,
     InvoiceLine,
     LocalGatewayObject,
@@ -103,3 +104,12 @@ if settings.DEBUG:
         list_display = ["object_id", "object_type", "customer_id", "created_at", "updated_at"]
         list_filter = ["object_type"]
         search_fields = ["object_id", "customer_id"]
+
+
+@admin.register(GatewayAttempt)
+class GatewayAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every write to the payment gateway, with how it ended (the key it sent is its id and hash)."""
+
+    list_display = ["operation", "tenant", "status", "error_code", "result_id", "created_at"]
+    list_filter = ["status", "operation"]
+    search_fields = ["result_id", "tenant__slug"]

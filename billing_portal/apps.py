@@ -21,6 +21,18 @@ class BillingPortalConfig(AppConfig):
         navigation.register()
         dashboard.register()  # the Overview's alerts, product and next-invoice tiles
         register_sentences(
-            {"checkout.started": "{actor} opened the checkout for {target}"},
-            labels={"checkout.started": "Checkout opened"},
+            {
+                "checkout.started": "{actor} opened the checkout for {target}",
+                "subscription.change_pending": "{actor}'s change to {target} waits for its payment",
+                "subscription.duplicate_canceled": "A second subscription next to {target} was canceled and refunded",
+                "billing.customer_deleted": "The customer {target} was deleted at the payment provider",
+                "payment.disputed": "The payment of {target} was disputed with the bank",
+            },
+            labels={
+                "checkout.started": "Checkout opened",
+                "subscription.change_pending": "Plan change waiting for payment",
+                "subscription.duplicate_canceled": "Second subscription refunded",
+                "billing.customer_deleted": "Customer deleted at the payment provider",
+                "payment.disputed": "Payment disputed",
+            },
         )

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods
 from billing_portal.gateway.base import GatewayError
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
+from billing_portal.gateway.local.invoices import Card
 from billing_portal.models import BillingCustomer
 from plans.models import Plan
 from tenants.access import ADMIN_ONLY, TenantRequest, member_access
@@ -53,6 +54,8 @@ def _safe_return(request: HttpRequest, url: str, fallback: str = "/") -> str:
 
 @require_http_methods(["GET", "POST"])
 def checkout(request: TenantRequest, session_id: str) -> HttpResponse:
+    """Stripe Checkout's page: the card entered here pays (4242), declines (0002), or asks for 3D
+    Secure (3184), which the customer confirms on the page before anything is created."""
     gateway = _local_gateway()
     try:
         session = gateway.retrieve_checkout_session(session_id)
@@ -63,26 +66,36 @@ def checkout(request: TenantRequest, session_id: str) -> HttpResponse:
     back = reverse("billing", kwargs={"slug": tenant.slug}) + (
         f"?product={plan.product.code}" if plan else "?"
     )
-    error = None
+    error, confirming = None, False
     if request.method == "POST":
         action = request.POST.get("action")
         try:
-            if action == "decline":
-                gateway.set_card(session.customer_id, failing=True, last4="0002")
-                gateway.complete_checkout(session_id)
-            elif action == "cancel":
+            if action == "cancel":
                 gateway.expire_checkout(session_id)
-                return HttpResponseRedirect(back + "&checkout=canceled")
+                return HttpResponseRedirect(gateway.checkout_return_url(session_id, completed=False))
+            if action == "decline":
+                gateway.complete_checkout(session_id, card=Card.DECLINES, last4="0002")
+            elif action == "pay_3ds":
+                confirming = True  # the bank's challenge, shown on the page
+            elif action == "confirm":
+                gateway.complete_checkout(session_id, card=Card.REQUIRES_ACTION, last4="3184", confirmed=True)
+                return HttpResponseRedirect(gateway.checkout_return_url(session_id, completed=True))
             else:
-                gateway.set_card(session.customer_id, failing=False, last4="4242")
-                gateway.complete_checkout(session_id)
-                return HttpResponseRedirect(back + "&checkout=success")
+                gateway.complete_checkout(session_id, card=Card.PAYS, last4="4242")
+                return HttpResponseRedirect(gateway.checkout_return_url(session_id, completed=True))
         except GatewayError as exc:
             error = exc.message
     return render(
         request,
         "billing_portal/dev/checkout.html",
-        {"session": session, "plan": plan, "tenant": tenant, "error": error, "back": back},
+        {
+            "session": session,
+            "plan": plan,
+            "tenant": tenant,
+            "error": error,
+            "back": back,
+            "confirming": confirming,
+        },
         status=402 if error else 200,
     )
 
@@ -141,5 +154,41 @@ def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
             "return_url": return_url,
             "plans": plans,
             "customer_id": customer_id,
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def invoice(request: TenantRequest, gateway_invoice_id: str) -> HttpResponse:
+    """Stripe's hosted invoice page: pay an open invoice with a card entered here, or confirm a
+    payment the bank asked the customer to confirm (3D Secure)."""
+    gateway = _local_gateway()
+    try:
+        found = gateway.retrieve_invoice(gateway_invoice_id)
+    except GatewayError as exc:
+        raise Http404 from exc
+    tenant = _customer_tenant(request, found.customer_id)
+    if request.method == "POST":
+        action = request.POST.get("action")
+        try:
+            if action == "confirm":
+                gateway.confirm_payment(gateway_invoice_id)
+            elif action == "pay":
+                gateway.pay_on_hosted_page(gateway_invoice_id)
+            else:
+                raise Http404
+        except GatewayError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, "Payment received.")
+        return HttpResponseRedirect(request.get_full_path())
+    return render(
+        request,
+        "billing_portal/dev/invoice.html",
+        {
+            "invoice": found,
+            "tenant": tenant,
+            "needs_confirmation": found.status == "open"
+            and gateway.payment_needs_confirmation(gateway_invoice_id),
         },
     )

@@ -14,9 +14,11 @@ from tenants.models import Tenant
 __all__ = [
     "BillingCustomer",
     "CheckoutSession",
+    "GatewayAttempt",
     "Invoice",
     "InvoiceLine",
     "LocalGatewayObject",
+    "PortalConfiguration",
     "WebhookEvent",
 ]
 
@@ -61,6 +63,50 @@ class CheckoutSession(models.Model):
 
     def __str__(self) -> str:
         return f"Checkout {self.pk} ({self.status})"
+
+
+class GatewayAttempt(models.Model):
+    """One attempt at a write to the payment gateway, written (pending) before the call. Its
+    idempotency key is this row's id and a hash of the call's parameters, behind the installation's
+    id: a retry of the same attempt repeats the key (the gateway replays the first answer), a new
+    attempt after a failure gets a new one, and two deployments on one Stripe account never share a
+    key. https://docs.stripe.com/api/idempotent_requests"""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    operation = models.CharField(max_length=40)
+    params_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    result_id = models.CharField(max_length=200, blank=True)  # what the gateway made or changed
+    error_code = models.CharField(max_length=80, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "operation", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.operation} #{self.pk} ({self.status})"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{settings.BILLING_INSTALLATION_ID}:{self.operation}:{self.pk}:{self.params_hash[:16]}"
+
+
+class PortalConfiguration(models.Model):
+    """The customer portal configuration `manage.py billing_portal_configure` made at the gateway;
+    every Manage session names it (without it, the Dashboard's default decides)."""
+
+    gateway = models.CharField(max_length=16, unique=True)
+    configuration_id = models.CharField(max_length=100)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.gateway}: {self.configuration_id}"
 
 
 class WebhookEvent(models.Model):
@@ -132,6 +178,12 @@ class Invoice(models.Model):
     paid_at = models.DateTimeField(null=True, blank=True)
     hosted_invoice_url = models.URLField(max_length=1000, blank=True)
     pdf_url = models.URLField(max_length=1000, blank=True)
+    # Refunded of what its payments collected (charge.refunded), and credited by credit notes; the
+    # gateway's status stays "paid" either way.
+    amount_refunded = models.BigIntegerField(default=0)  # minor units
+    amount_credited = models.BigIntegerField(default=0)  # minor units
+    # The last payment attempt asked the customer to confirm it (3D Secure), on the hosted page.
+    needs_confirmation = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -140,6 +192,18 @@ class Invoice(models.Model):
 
     def __str__(self) -> str:
         return self.number or self.gateway_invoice_id
+
+    @property
+    def money_back(self) -> str:
+        """What happened to the money after it was paid, in words: Refunded, Partially refunded,
+        Credited, or "" (the facts are amount_refunded and amount_credited)."""
+        if self.amount_refunded and self.amount_refunded >= self.amount_paid:
+            return "Refunded"
+        if self.amount_refunded:
+            return "Partially refunded"
+        if self.amount_credited:
+            return "Credited"
+        return ""
 
 
 class InvoiceLine(models.Model):

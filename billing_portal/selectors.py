@@ -13,7 +13,49 @@ from django.utils import timezone
 from billing_portal.models import CheckoutSession, Invoice
 from plans import selectors as plan_selectors
 from plans.models import Product
+from plans.money import format_money
 from tenants.models import Tenant
+
+# --- Payments waiting for the customer -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentNotice:
+    """An open invoice the Billing tab points at, and what it waits for."""
+
+    invoice: Invoice
+    confirm: bool  # the bank asks the customer to confirm the payment (3D Secure): the hosted page
+    message: str
+
+
+def payment_notices(*, tenant: Tenant) -> list[PaymentNotice]:
+    """Open invoices waiting for the customer, newest first, in one query: a payment the bank asks
+    them to confirm (invoice.payment_action_required; confirmed on the invoice's hosted page), and a
+    plan change waiting for its payment (an upgrade applies once its invoice is paid)."""
+    notices = []
+    for invoice in Invoice.objects.filter(tenant=tenant, status=Invoice.Status.OPEN).order_by(
+        "-issued_at", "-pk"
+    ):
+        amount = format_money(invoice.amount_remaining, invoice.currency)
+        if invoice.needs_confirmation:
+            notices.append(
+                PaymentNotice(
+                    invoice,
+                    True,
+                    f"Your bank asks you to confirm the payment of {amount} (invoice {invoice}).",
+                )
+            )
+        elif invoice.billing_reason == "subscription_update":
+            notices.append(
+                PaymentNotice(
+                    invoice,
+                    False,
+                    f"A plan change is waiting for its payment of {amount} (invoice {invoice}): update your "
+                    "payment method (Manage) and it applies as soon as it is paid.",
+                )
+            )
+    return notices
+
 
 # --- Invoices ----------------------------------------------------------------------------------
 

@@ -1,14 +1,16 @@
 """Billing orchestration: the services that span layers (gateway + plans + tenants).
 
-Gateway calls carry idempotency keys derived from our row ids; what the gateway answers is applied
-through plans' state machine. What a tenant's member may buy, change or resume is asked of
+Every write to the gateway is an attempt (billing_portal.attempts): a pending row written before the
+call, whose id and a hash of the call's parameters make its idempotency key, so a retry after a
+failure is a new attempt with a new key (Stripe replays a key's first answer, errors included, for
+24 hours). What the gateway answers is applied through plans' state machine. What a tenant's member may buy, change or resume is asked of
 `plans.offers` (the rule the plan cards render from), never decided here.
 
 A plan change, a resume and a Cancel scheduled plan hold the tenant's and the subscription's row
 locks across their gateway call (`plans.services.subscription_lock`): lock, check, call, write,
 commit. A second click waits for the first to commit, then finds the state it left and is refused
 with the card's sentence — so one click makes one gateway call, and nothing is left half done if
-the process dies between the call and the write (the call's idempotency key replays it). The price
+the process dies between the call and the write (the next attempt finds the gateway's state: a price already held, a schedule already made). The price
 is that a slow gateway holds the tenant's subscription writes (webhooks included) for as long as
 the call takes, bounded by the SDK's timeout and retries; other tenants are not held. (The other
 way, a pending row written under the lock before the call, needs a sweeper for rows a crash leaves
@@ -17,33 +19,53 @@ pending and every reader to treat "pending" as "scheduled".)"""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateformat import format as date_format
 
+from billing_portal.attempts import gateway_write
 from billing_portal.gateway.base import (
     CatalogPrice,
+    GatewayCheckoutSession,
     GatewayError,
     GatewayInvoice,
     GatewayInvoicePreview,
     GatewaySubscription,
     PaymentGateway,
+    PortalSettings,
 )
 from billing_portal.gateway.factory import get_gateway
-from billing_portal.models import BillingCustomer, CheckoutSession, Invoice, InvoiceLine
+from billing_portal.models import (
+    BillingCustomer,
+    CheckoutSession,
+    Invoice,
+    InvoiceLine,
+    PortalConfiguration,
+)
 from credits import services as credit_services
 from licensing import services as licensing_services
+from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange, Subscription
-from plans.offers import OfferAction, actor_role, offer_require
-from plans.payments import PaidSubscriptionFacts, PaymentStatus
+from plans.offers import (
+    CardAction,
+    OfferAction,
+    actor_role,
+    card_action_refusal,
+    card_action_require,
+    offer_require,
+)
+from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
 from tenants import services as tenant_services
-from tenants.audit import Actor, audit
+from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
+from tenants.notifications import notify
 
 State = Subscription.State
 log = logging.getLogger(__name__)
@@ -93,7 +115,8 @@ def free_plan_credits_grant(*, subscription: Subscription) -> None:
 
 
 def customer_ensure(*, tenant: Tenant) -> str:
-    """The tenant's customer at the gateway, created once (idempotency key: the tenant id)."""
+    """The tenant's customer at the gateway, created once. Callers that may run at the same time
+    for one tenant hold the tenant's lock (checkout_start does)."""
     existing = BillingCustomer.objects.filter(tenant=tenant).first()
     if existing is not None:
         return existing.customer_id
@@ -104,12 +127,16 @@ def customer_ensure(*, tenant: Tenant) -> str:
         .first()
         or ""
     )
+    metadata = {"tenant_id": str(tenant.pk), "tenant_slug": tenant.slug}
     try:
-        customer_id = get_gateway().create_customer(
-            email=admin_email,
-            name=tenant.name,
-            metadata={"tenant_id": str(tenant.pk), "tenant_slug": tenant.slug},
-            idempotency_key=f"customer:{tenant.pk}",
+        customer_id = gateway_write(
+            tenant=tenant,
+            operation="create_customer",
+            params={"email": admin_email, "name": tenant.name, "metadata": metadata},
+            call=lambda key: get_gateway().create_customer(
+                email=admin_email, name=tenant.name, metadata=metadata, idempotency_key=key
+            ),
+            result_id=str,
         )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
@@ -119,41 +146,77 @@ def customer_ensure(*, tenant: Tenant) -> str:
     return bc.customer_id
 
 
+# An open checkout session is offered again for this long (Stripe expires it after 24 hours).
+CHECKOUT_REUSE = timedelta(hours=23)
+
+
 def checkout_start(*, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str) -> str:
     """Open the gateway's hosted checkout for a first paid subscription to `plan`, when its card
-    offers Subscribe to `actor`; returns its URL."""
-    offer_require(
-        tenant=tenant, plan=plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.SUBSCRIBE
-    )
-    if not plan.stripe_price_id:
-        raise BusinessError("plan_not_self_serve", f"{plan.name} cannot be bought here yet.", status=422)
+    offers Subscribe to `actor`; returns its URL. A click while a checkout for the same plan is still
+    open gets that one again (two tabs, a double click, 20 parallel requests: one session to pay).
+    Under the tenant's lock, so the check and the creation cannot interleave."""
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=plan.product)
+        offer_require(
+            tenant=tenant, plan=plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.SUBSCRIBE
+        )
+        if not plan.stripe_price_id:
+            raise BusinessError("plan_not_self_serve", f"{plan.name} cannot be bought here yet.", status=422)
+        try:
+            return _checkout_open(
+                tenant=tenant, plan=plan, actor=actor, success_url=success_url, cancel_url=cancel_url
+            )
+        except GatewayError as exc:
+            failure = exc
+    raise _gateway_error(failure) from failure
+
+
+def _checkout_open(*, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str) -> str:
+    gateway = get_gateway()
+    still_open = CheckoutSession.objects.filter(
+        tenant=tenant,
+        plan=plan,
+        status=CheckoutSession.Status.OPEN,
+        created_at__gt=timezone.now() - CHECKOUT_REUSE,
+    ).exclude(gateway_session_id="")
+    for candidate in still_open.order_by("-created_at"):
+        at_gateway = gateway.retrieve_checkout_session(candidate.gateway_session_id)
+        if at_gateway.status == "open" and at_gateway.url:
+            return at_gateway.url
+        _checkout_record(at_gateway)  # it completed or expired meanwhile
     customer_id = customer_ensure(tenant=tenant)
     session = CheckoutSession.objects.create(tenant=tenant, plan=plan, created_by=actor)
     metadata = {"tenant_id": str(tenant.pk), "plan": plan.code, "checkout": str(session.pk)}
-    try:
-        gw = get_gateway().create_checkout_session(
+    reference = f"checkout-{session.pk}"
+    gw = gateway_write(
+        tenant=tenant,
+        operation="create_checkout_session",
+        params={
+            "customer": customer_id,
+            "price": plan.stripe_price_id,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": reference,
+            "metadata": metadata,
+        },
+        call=lambda key: gateway.create_checkout_session(
             customer_id=customer_id,
             price_id=plan.stripe_price_id,
             success_url=success_url,
             cancel_url=cancel_url,
-            client_reference_id=f"checkout-{session.pk}",
+            client_reference_id=reference,
             metadata=metadata,
-            idempotency_key=f"checkout:{session.pk}",
-        )
-    except GatewayError as exc:
-        raise _gateway_error(exc) from exc
+            idempotency_key=key,
+        ),
+        result_id=lambda created: created.id,
+    )
     CheckoutSession.objects.filter(pk=session.pk).update(gateway_session_id=gw.id, url=gw.url)
     audit(tenant=tenant, actor=actor, action="checkout.started", target=session, target_label=plan.name)
     return gw.url
 
 
-def checkout_sync(*, session_id: str) -> Tenant | None:
-    """Apply a checkout session as the gateway has it now: our record of it, its subscription and
-    that subscription's first invoice. The webhook handler calls it; so may anyone who must not wait
-    for the webhook (the demo, the return from checkout)."""
-    gateway = get_gateway()
-    session = gateway.retrieve_checkout_session(session_id)
-    tenant = tenant_for(customer_id=session.customer_id, metadata=session.metadata)
+def _checkout_record(session: GatewayCheckoutSession) -> None:
+    """Our record of a checkout follows the gateway's: complete, or expired."""
     if session.status == "complete":
         CheckoutSession.objects.filter(gateway_session_id=session.id).exclude(
             status=CheckoutSession.Status.COMPLETE
@@ -162,6 +225,20 @@ def checkout_sync(*, session_id: str) -> Tenant | None:
         CheckoutSession.objects.filter(
             gateway_session_id=session.id, status=CheckoutSession.Status.OPEN
         ).update(status=CheckoutSession.Status.EXPIRED)
+
+
+def checkout_sync(*, session_id: str) -> Tenant | None:
+    """Apply a checkout session as the gateway has it now: our record of it, its subscription and
+    that subscription's first invoice. Once one completes, the tenant's other open checkouts for the
+    product are expired at the gateway: nobody can pay a second subscription through them. The
+    webhook handler calls it; so may anyone who must not wait for the webhook (the demo, the return
+    from checkout)."""
+    gateway = get_gateway()
+    session = gateway.retrieve_checkout_session(session_id)
+    tenant = tenant_for(customer_id=session.customer_id, metadata=session.metadata)
+    _checkout_record(session)
+    if session.status == "complete" and tenant is not None:
+        _checkouts_expire_others(tenant=tenant, gateway=gateway, completed=session.id)
     if not session.subscription_id:
         return tenant
     gw = gateway.retrieve_subscription(session.subscription_id)
@@ -173,12 +250,91 @@ def checkout_sync(*, session_id: str) -> Tenant | None:
     return tenant
 
 
+def _checkouts_expire_others(*, tenant: Tenant, gateway: PaymentGateway, completed: str) -> None:
+    done = CheckoutSession.objects.filter(gateway_session_id=completed).select_related("plan").first()
+    if done is None:
+        return
+    others = CheckoutSession.objects.filter(
+        tenant=tenant, plan__product=done.plan.product, status=CheckoutSession.Status.OPEN
+    ).exclude(gateway_session_id__in=["", completed])
+    for other in others:
+        _checkout_expire(tenant=tenant, gateway=gateway, session_id=other.gateway_session_id)
+
+
+def _checkout_expire(*, tenant: Tenant, gateway: PaymentGateway, session_id: str) -> None:
+    try:
+        expired = gateway_write(
+            tenant=tenant,
+            operation="expire_checkout",
+            params={"session": session_id},
+            call=lambda key: gateway.expire_checkout_session(session_id, idempotency_key=key),
+            result_id=lambda closed: closed.id,
+        )
+    except GatewayError as exc:
+        # It completed meanwhile (its own sync then meets the duplicate rule), or the gateway did
+        # not answer: its 24 hours will expire it, and a second payment is refunded anyway.
+        log.warning("checkout %s not expired: %s", session_id, exc.code)
+        return
+    _checkout_record(expired)
+
+
+def checkout_return(*, tenant: Tenant, session_id: str) -> Tenant | None:
+    """The customer is back from the hosted checkout with its session's id: apply that session now
+    (the webhook may come later). Only a session this tenant opened is read; anything else, or a
+    gateway that does not answer, is left to the webhook."""
+    if not CheckoutSession.objects.filter(tenant=tenant, gateway_session_id=session_id[:200]).exists():
+        return None
+    try:
+        with transaction.atomic():
+            return checkout_sync(session_id=session_id)
+    except GatewayError as exc:
+        log.warning("checkout %s not synced on return: %s", session_id, exc.code)
+        return None
+
+
 def portal_url(*, tenant: Tenant, return_url: str) -> str:
     customer_id = customer_ensure(tenant=tenant)
+    configuration = PortalConfiguration.objects.filter(gateway=settings.PAYMENT_GATEWAY).first()
+    if configuration is None:
+        log.warning("no portal configuration: run manage.py billing_portal_configure")
     try:
-        return get_gateway().create_portal_session(customer_id=customer_id, return_url=return_url)
+        return get_gateway().create_portal_session(
+            customer_id=customer_id,
+            return_url=return_url,
+            configuration_id="" if configuration is None else configuration.configuration_id,
+        )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
+
+
+# What Manage opens: card updates and invoices (S17, S27), cancel at the end of the period (S29).
+# Plan changes go through Allowance's own dialog (S18: its offers, previews and schedules), so the
+# portal does not switch plans; nor does it pause.
+PORTAL = PortalSettings(
+    payment_methods=True,
+    invoice_history=True,
+    cancel_at_period_end=True,
+    plan_switching=False,
+    pause=False,
+    headline="Manage your payment methods, invoices and subscription.",
+)
+
+
+def portal_configure() -> tuple[str, bool]:
+    """Create, or bring up to date, this installation's portal configuration at the gateway, and
+    record it for Manage. Returns its id and whether it was recorded for the first time."""
+    marker = {"managed_by": "allowance", "installation": settings.BILLING_INSTALLATION_ID}
+    configuration_id = gateway_write(
+        tenant=None,
+        operation="configure_portal",
+        params={"settings": str(PORTAL), "marker": marker},
+        call=lambda key: get_gateway().configure_portal(settings=PORTAL, marker=marker, idempotency_key=key),
+        result_id=str,
+    )
+    _, created = PortalConfiguration.objects.update_or_create(
+        gateway=settings.PAYMENT_GATEWAY, defaults={"configuration_id": configuration_id}
+    )
+    return configuration_id, created
 
 
 # --- plan changes ------------------------------------------------------------------------------
@@ -189,61 +345,116 @@ class ChangeResult:
     applied_now: bool
     subscription: Subscription
     scheduled: ScheduledChange | None = None
+    # An immediate change whose payment did not go through waits, pending, until this moment.
+    pending_until: datetime | None = None
+    message: str = ""  # what the admin is told when the change did not apply
 
 
-@transaction.atomic
 def plan_change(
     *, tenant: Tenant, to_plan: Plan, when: str, custom_date: datetime | None, actor: User
 ) -> ChangeResult:
     """Apply subscription updates: now (prorated, entitlements recalculated at once), at the end of the
     current period, or on a custom date (an Upcoming subscription until then). Lock, check (the plan
-    card's offer and the dialog's choices), call the gateway, write — see the module's docstring."""
-    plan_services.subscription_lock(tenant=tenant, product=to_plan.product)
-    request = plan_services.plan_change_validate(
-        tenant=tenant,
-        to_plan=to_plan,
-        role=actor_role(tenant=tenant, user=actor),
-        when=when,
-        custom_date=custom_date,
-    )
-    sub = request.subscription
+    card's offer and the dialog's choices), call the gateway, write — see the module's docstring. A
+    refusal of the gateway is recorded (its attempt committed) before it is raised."""
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=to_plan.product)
+        request = plan_services.plan_change_validate(
+            tenant=tenant,
+            to_plan=to_plan,
+            role=actor_role(tenant=tenant, user=actor),
+            when=when,
+            custom_date=custom_date,
+        )
+        try:
+            return _plan_change_apply(tenant=tenant, request=request, actor=actor)
+        except GatewayError as exc:
+            failure = exc
+    raise _gateway_error(failure) from failure
+
+
+def _plan_change_apply(*, tenant: Tenant, request: plan_services.ChangeRequest, actor: User) -> ChangeResult:
+    sub, to_plan = request.subscription, request.to_plan
     gateway = get_gateway()
-    try:
-        if request.effective_at is None:
-            # An immediate change supersedes a scheduled one: release that schedule first.
-            for change in ScheduledChange.objects.filter(
-                subscription=sub, status=ScheduledChange.Status.SCHEDULED
-            ):
-                _scheduled_change_release(tenant=tenant, change=change, actor=actor)
-            gw = gateway.change_subscription_price(
+    if request.effective_at is None:
+        # An immediate change supersedes a scheduled one: release that schedule first.
+        for change in ScheduledChange.objects.filter(
+            subscription=sub, status=ScheduledChange.Status.SCHEDULED
+        ):
+            _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+        # pending_if_incomplete: a change whose invoice is not paid is not applied. Stripe keeps it
+        # in pending_update and applies it when the invoice is paid (or drops it after 23 hours),
+        # so the new plan's limits are granted only once paid; Stripe's default (allow_incomplete)
+        # would apply it and leave the subscription past due on the unpaid upgrade.
+        # https://docs.stripe.com/billing/subscriptions/pending-updates
+        gw = gateway_write(
+            tenant=tenant,
+            operation="change_price",
+            params={
+                "subscription": sub.gateway_subscription_id,
+                "price": to_plan.stripe_price_id,
+                "payment_behavior": "pending_if_incomplete",
+            },
+            call=lambda key: gateway.change_subscription_price(
                 subscription_id=sub.gateway_subscription_id,
                 price_id=to_plan.stripe_price_id,
-                # The row's last write time makes A→B, B→A, A→B three keys, while a retry of the
-                # same request (nothing changed in between) repeats the first one.
-                idempotency_key=f"plan-change:{sub.pk}:{to_plan.pk}:{sub.updated_at.timestamp():.6f}",
+                idempotency_key=key,
+                payment_behavior="pending_if_incomplete",
+            ),
+            result_id=lambda changed: changed.id,
+        )
+        updated = plan_services.subscription_apply_facts(
+            tenant=tenant, gw=subscription_facts(gw), actor=actor
+        )
+        assert updated is not None
+        if gw.pending_update is not None:
+            return _change_pending(
+                tenant=tenant, sub=updated, to_plan=to_plan, until=gw.pending_update.expires_at, actor=actor
             )
-            updated = plan_services.subscription_apply_facts(
-                tenant=tenant, gw=subscription_facts(gw), actor=actor
-            )
-            assert updated is not None
-            product_cycle_grants(tenant=tenant)
-            return ChangeResult(applied_now=True, subscription=updated)
-        schedule = gateway.schedule_subscription_change(
+        product_cycle_grants(tenant=tenant)
+        return ChangeResult(applied_now=True, subscription=updated)
+    at = request.effective_at
+    schedule = gateway_write(
+        tenant=tenant,
+        operation="schedule_change",
+        params={
+            "subscription": sub.gateway_subscription_id,
+            "price": to_plan.stripe_price_id,
+            "at": at.isoformat(),
+        },
+        call=lambda key: gateway.schedule_subscription_change(
             subscription_id=sub.gateway_subscription_id,
             price_id=to_plan.stripe_price_id,
-            at=request.effective_at,
-            # Keyed by how many changes this subscription has had scheduled: a retry repeats the
-            # key, scheduling again after a cancel does not.
-            idempotency_key=(
-                f"plan-schedule:{sub.pk}:{ScheduledChange.objects.filter(subscription=sub).count()}:{to_plan.pk}"
-            ),
-        )
-    except GatewayError as exc:
-        raise _gateway_error(exc) from exc
+            at=at,
+            idempotency_key=key,
+        ),
+        result_id=lambda made: made.id,
+    )
     change = plan_services.scheduled_change_record(
         request=request, gateway_schedule_id=schedule.id, actor=actor
     )
     return ChangeResult(applied_now=False, subscription=sub, scheduled=change)
+
+
+def _change_pending(
+    *, tenant: Tenant, sub: Subscription, to_plan: Plan, until: datetime, actor: User
+) -> ChangeResult:
+    """The upgrade's invoice was not paid: the subscription stays on its plan (and its limits) and
+    the admin is told why, and what makes it apply."""
+    until_day = date_format(timezone.localtime(until), "j M Y")
+    message = (
+        f"The payment for {to_plan.name} did not go through, so you are still on {sub.plan.name}. "
+        f"Update your payment method (Manage): {to_plan.name} applies as soon as it is paid, until {until_day}."
+    )
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.change_pending",
+        target=sub,
+        target_label=to_plan.name,
+        data={"to_plan": to_plan.code, "until": until.isoformat()},
+    )
+    return ChangeResult(applied_now=False, subscription=sub, pending_until=until, message=message)
 
 
 def plan_change_preview(*, tenant: Tenant, to_plan: Plan, actor: User) -> GatewayInvoicePreview:
@@ -264,64 +475,132 @@ def plan_change_preview(*, tenant: Tenant, to_plan: Plan, actor: User) -> Gatewa
         raise _gateway_error(exc) from exc
 
 
-MSG_CANCEL_SCHEDULED_ROLE = "Ask your account administrator to cancel the scheduled change."
-
-
-@transaction.atomic
 def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
-    """Cancel scheduled plan (admins): lock, then — if it is still scheduled — release the gateway's
-    schedule and mark the change canceled. A second click finds it canceled and changes nothing."""
-    if actor_role(tenant=tenant, user=actor) != Role.ADMIN:
-        raise BusinessError("role_not_allowed", MSG_CANCEL_SCHEDULED_ROLE, status=403)
-    change = plan_services.scheduled_change_lock(tenant=tenant, change=change)
-    return _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+    """Cancel scheduled plan (the Upcoming card's Cancel, admins): lock, then — if it is still
+    scheduled and the Upcoming card still offers Cancel — release the gateway's schedule and mark the
+    change canceled. A second click finds it canceled and changes nothing. Past the change's date the
+    gateway has applied it (whether or not its webhook came): nothing is released, the subscription
+    is re-read from the gateway so the page shows the real state, and the click is refused with the
+    card's sentence."""
+    role = actor_role(tenant=tenant, user=actor)
+    failure: BusinessError | None = None
+    with transaction.atomic():
+        change = plan_services.scheduled_change_lock(tenant=tenant, change=change)
+        if change.status != ScheduledChange.Status.SCHEDULED:
+            return change
+        ent = plan_selectors.entitlements(tenant=tenant)[change.to_plan.product.code]
+        refusal = card_action_refusal(ent=ent, role=role, action=CardAction.CANCEL_UPCOMING)
+        if refusal is not None and refusal.code == "change_applied":
+            subscription_sync(get_gateway(), change.subscription.gateway_subscription_id)
+            failure = refusal.error()
+        elif refusal is not None:
+            raise refusal.error()
+        else:
+            try:
+                return _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+            except GatewayError as exc:
+                failure = _gateway_error(exc)
+    raise failure
+
+
+def subscription_cancel(*, tenant: Tenant, product: Product, actor: User) -> Subscription:
+    """Cancel subscription on the Billing tab (admins): at the end of the period, as the portal
+    would. A scheduled change is released first — Stripe's portal refuses to cancel a subscription a
+    schedule holds (https://docs.stripe.com/customer-management#limitations). Lock, check the card's
+    offer, release, cancel, apply the gateway's answer (the card shows Canceled at once)."""
+    with transaction.atomic():
+        sub = plan_services.subscription_lock(tenant=tenant, product=product)
+        card_action_require(
+            tenant=tenant,
+            product=product,
+            role=actor_role(tenant=tenant, user=actor),
+            action=CardAction.CANCEL,
+        )
+        assert sub is not None  # the card offers Cancel on a paid subscription only
+        subscription_id = sub.gateway_subscription_id
+        try:
+            for change in ScheduledChange.objects.filter(
+                subscription=sub, status=ScheduledChange.Status.SCHEDULED
+            ):
+                _scheduled_change_release(tenant=tenant, change=change, actor=actor)
+            gw = gateway_write(
+                tenant=tenant,
+                operation="cancel",
+                params={"subscription": subscription_id, "at_period_end": True},
+                call=lambda key: get_gateway().cancel_subscription(
+                    subscription_id=subscription_id, at_period_end=True, idempotency_key=key
+                ),
+                result_id=lambda canceled: canceled.id,
+            )
+        except GatewayError as exc:
+            failure = exc
+        else:
+            canceled = plan_services.subscription_apply_facts(
+                tenant=tenant, gw=subscription_facts(gw), actor=actor
+            )
+            assert canceled is not None
+            return canceled
+    raise _gateway_error(failure) from failure
 
 
 def _scheduled_change_release(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:
-    """Under the tenant's lock: release the gateway's schedule, then mark the change canceled."""
+    """Under the tenant's lock: release the gateway's schedule, then mark the change canceled. A
+    GatewayError is the caller's to record and raise."""
     if change.status != ScheduledChange.Status.SCHEDULED:
         return change
     if change.gateway_schedule_id:
-        try:
-            get_gateway().release_schedule(
-                change.gateway_schedule_id, idempotency_key=f"schedule-release:{change.pk}"
-            )
-        except GatewayError as exc:
-            raise _gateway_error(exc) from exc
+        schedule_id = change.gateway_schedule_id
+        gateway_write(
+            tenant=tenant,
+            operation="release_schedule",
+            params={"schedule": schedule_id},
+            call=lambda key: get_gateway().release_schedule(schedule_id, idempotency_key=key),
+        )
     return plan_services.scheduled_change_cancel(tenant=tenant, change=change, actor=actor)
 
 
-@transaction.atomic
 def subscription_resume(*, tenant: Tenant, product: Product, actor: User) -> Subscription:
     """Resume: undo the cancellation at period end of the tenant's `product` subscription, when its
     card offers Resume to `actor` (admins). The gateway's answer is applied at once, so the card
     shows Active before the webhook arrives."""
-    sub = plan_services.subscription_lock(tenant=tenant, product=product)
-    if sub is None:
-        raise BusinessError("not_canceled", "There is no subscription to resume.", status=409)
-    offer_require(
-        tenant=tenant, plan=sub.plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.RESUME
-    )
-    # Keyed by the cancellation it undoes: a retry repeats it, resuming a later one does not.
-    canceled = sub.canceled_at or sub.updated_at
-    try:
-        gw = get_gateway().resume_subscription(
-            subscription_id=sub.gateway_subscription_id,
-            idempotency_key=f"resume:{sub.pk}:{canceled.timestamp():.6f}",
+    with transaction.atomic():
+        sub = plan_services.subscription_lock(tenant=tenant, product=product)
+        if sub is None:
+            raise BusinessError("not_canceled", "There is no subscription to resume.", status=409)
+        offer_require(
+            tenant=tenant,
+            plan=sub.plan,
+            role=actor_role(tenant=tenant, user=actor),
+            action=OfferAction.RESUME,
         )
-    except GatewayError as exc:
-        raise _gateway_error(exc) from exc
-    resumed = plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
-    assert resumed is not None
-    audit(
-        tenant=tenant,
-        actor=actor,
-        action="subscription.resumed",
-        target=resumed,
-        target_label=resumed.plan.name,
-        data={"state": resumed.state},
-    )
-    return resumed
+        subscription_id = sub.gateway_subscription_id
+        try:
+            gw = gateway_write(
+                tenant=tenant,
+                operation="resume",
+                params={"subscription": subscription_id},
+                call=lambda key: get_gateway().resume_subscription(
+                    subscription_id=subscription_id, idempotency_key=key
+                ),
+                result_id=lambda resumed: resumed.id,
+            )
+        except GatewayError as exc:
+            failure = exc
+        else:
+            resumed = plan_services.subscription_apply_facts(
+                tenant=tenant, gw=subscription_facts(gw), actor=actor
+            )
+            assert resumed is not None
+            audit(
+                tenant=tenant,
+                actor=actor,
+                action="subscription.resumed",
+                target=resumed,
+                target_label=resumed.plan.name,
+                data={"state": resumed.state},
+            )
+            return resumed
+    raise _gateway_error(failure) from failure
 
 
 # --- the gateway's facts, applied ---------------------------------------------------------------
@@ -385,14 +664,253 @@ def tenant_for(*, customer_id: str = "", metadata: dict | None = None) -> Tenant
 def subscription_sync(
     gateway: PaymentGateway, subscription_id: str, *, actor: User | Actor | None = None
 ) -> Tenant | None:
-    """Re-read a subscription from the gateway and apply it as it is now; returns its tenant."""
+    """Re-read a subscription from the gateway and apply it as it is now; returns its tenant. A
+    second running subscription to a product the tenant already pays for is not applied: it is
+    canceled at the gateway and refunded (duplicate_cancel)."""
     gw = gateway.retrieve_subscription(subscription_id)
     tenant = tenant_for(customer_id=gw.customer_id, metadata=gw.metadata)
     if tenant is None:
         log.warning("subscription %s belongs to no tenant we know", subscription_id)
         return None
+    if STRIPE_STATUS.get(gw.status) in RUNNING and _duplicate_canceled(tenant=tenant, gateway=gateway, gw=gw):
+        return tenant
     plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(gw), actor=actor)
     product_cycle_grants(tenant=tenant)
+    if gw.default_payment_method and gw.status not in ENDED_STATUSES:
+        subscription_card_adopt(tenant=tenant, gateway=gateway, subscription_id=gw.id)
+    return tenant
+
+
+def _duplicate_canceled(*, tenant: Tenant, gateway: PaymentGateway, gw: GatewaySubscription) -> bool:
+    """At most one live subscription per tenant and product, at the gateway too: a running
+    subscription we do not track, for a product the tenant has a live paid subscription to (two
+    checkouts both paid), is canceled at once and its payments refunded in full. Returns whether
+    `gw` was such a duplicate. Under the tenant's lock, re-read: two events of one duplicate handle
+    it once."""
+    plan = Plan.objects.select_related("product").filter(stripe_price_id=gw.price_id).first()
+    if plan is None or Subscription.objects.filter(gateway_subscription_id=gw.id).exists():
+        return False
+    plan_services.subscription_lock(tenant=tenant, product=plan.product)
+    kept = (
+        Subscription.objects.select_related("plan", "product")
+        .filter(tenant=tenant, product=plan.product)
+        .exclude(state=State.EXPIRED)
+        .exclude(gateway_subscription_id__in=["", gw.id])
+        .first()
+    )
+    if kept is None:
+        return False
+    other = gateway.retrieve_subscription(kept.gateway_subscription_id)
+    if STRIPE_STATUS.get(other.status) not in RUNNING:
+        # The one we track ended at the gateway (its webhook is late): apply that, then the new one.
+        plan_services.subscription_apply_facts(tenant=tenant, gw=subscription_facts(other))
+        return False
+    gw = gateway.retrieve_subscription(gw.id)
+    if STRIPE_STATUS.get(gw.status) not in RUNNING:
+        return False  # already canceled by an earlier event of this duplicate
+    duplicate_cancel(tenant=tenant, gateway=gateway, duplicate=gw, kept=kept)
+    return True
+
+
+def duplicate_cancel(
+    *, tenant: Tenant, gateway: PaymentGateway, duplicate: GatewaySubscription, kept: Subscription
+) -> int:
+    """Cancel the duplicate subscription now and refund, in full, what it charged since the kept
+    one started (every such invoice paid twice for one product); audit it and email the admins.
+    Returns the minor units refunded."""
+    gateway_write(
+        tenant=tenant,
+        operation="cancel_duplicate",
+        params={"subscription": duplicate.id},
+        call=lambda key: gateway.cancel_subscription(
+            subscription_id=duplicate.id, at_period_end=False, idempotency_key=key
+        ),
+        result_id=lambda canceled: canceled.id,
+    )
+    refunded, currency = 0, kept.plan.currency
+    for inv in gateway.list_invoices(customer_id=duplicate.customer_id):
+        if inv.subscription_id != duplicate.id or inv.status != "paid" or inv.created < kept.started_at:
+            continue
+        refunded += _invoice_refund(tenant=tenant, gateway=gateway, invoice_id=inv.id)
+        currency = inv.currency
+        invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(inv.id))
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="subscription.duplicate_canceled",
+        target=kept,
+        target_label=kept.plan.name,
+        data={
+            "subscription": duplicate.id,
+            "kept": kept.gateway_subscription_id,
+            "refunded": refunded,
+            "currency": currency,
+        },
+    )
+    for email in _admin_emails(tenant):
+        notify(
+            key=f"duplicate-canceled:{duplicate.id}:{email}",
+            tenant=tenant,
+            to=email,
+            template="subscription_duplicate_refunded",
+            context={
+                "tenant": tenant,
+                "kept": kept,
+                "product": kept.product,
+                "refunded": refunded,
+                "currency": currency,
+            },
+        )
+    return refunded
+
+
+def _invoice_refund(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> int:
+    refunded = gateway_write(
+        tenant=tenant,
+        operation="refund_invoice",
+        params={"invoice": invoice_id},
+        call=lambda key: gateway.refund_invoice(invoice_id, idempotency_key=key),
+        result_id=lambda _: invoice_id,
+    )
+    invoice_refunds_record(tenant=tenant, gateway=gateway, invoice_id=invoice_id)
+    return refunded
+
+
+def invoice_refunds_record(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> Invoice:
+    """The invoice mirror, with what has been refunded of its payments (charge.refunded)."""
+    invoice = invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(invoice_id))
+    invoice.amount_refunded = gateway.invoice_refunded(invoice_id)
+    invoice.save(update_fields=["amount_refunded", "updated_at"])
+    return invoice
+
+
+def invoice_needs_confirmation(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> Invoice:
+    """invoice.payment_action_required: the customer must confirm the payment (3D Secure) on the
+    hosted invoice page; the Billing tab says so until the invoice is paid."""
+    inv = gateway.retrieve_invoice(invoice_id)
+    invoice = invoice_upsert(tenant=tenant, inv=inv)
+    if inv.status == "open":
+        invoice.needs_confirmation = True
+        invoice.save(update_fields=["needs_confirmation", "updated_at"])
+    return invoice
+
+
+def customer_forget(*, customer_id: str) -> Tenant | None:
+    """customer.deleted: the tenant's link to that customer is dropped, so the next checkout makes a
+    new customer (the deleted one is "No such customer" to every call). Its subscriptions were
+    canceled with it; their own events end them here."""
+    link = BillingCustomer.objects.select_related("tenant").filter(customer_id=customer_id).first()
+    if link is None:
+        return None
+    tenant = link.tenant
+    link.delete()
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="billing.customer_deleted",
+        target_label=customer_id,
+        data={"customer": customer_id},
+    )
+    return tenant
+
+
+def payment_disputed(*, gateway: PaymentGateway, dispute_id: str) -> Tenant | None:
+    """charge.dispute.created: the cardholder disputed a payment with their bank. Audited on the
+    tenant, and every platform staff member is emailed once: a dispute has a deadline for evidence.
+    https://docs.stripe.com/disputes/responding"""
+    dispute = gateway.retrieve_dispute(dispute_id)
+    charge = gateway.retrieve_charge(dispute.charge_id)
+    tenant = tenant_for(customer_id=charge.customer_id)
+    if tenant is None:
+        return None
+    invoice_id = gateway.invoice_of_charge(charge.id)
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="payment.disputed",
+        target_label=invoice_id or charge.id,
+        data={
+            "dispute": dispute.id,
+            "charge": charge.id,
+            "invoice": invoice_id,
+            "amount": dispute.amount,
+            "currency": dispute.currency,
+            "reason": dispute.reason,
+        },
+    )
+    staff = User.objects.filter(is_staff=True, is_active=True).order_by("pk").values_list("email", flat=True)
+    for email in staff:
+        notify(
+            key=f"dispute:{dispute.id}:{email}",
+            tenant=tenant,
+            to=email,
+            template="payment_disputed",
+            context={"tenant": tenant, "dispute": dispute, "invoice_id": invoice_id},
+        )
+    return tenant
+
+
+def _admin_emails(tenant: Tenant) -> list[str]:
+    return list(
+        Membership.objects.filter(tenant=tenant, role=Role.ADMIN)
+        .order_by("pk")
+        .values_list("user__email", flat=True)
+    )
+
+
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
+def subscription_card_adopt(*, tenant: Tenant, gateway: PaymentGateway, subscription_id: str) -> None:
+    """Checkout saved the card on the subscription, where it wins over the customer's default, which
+    is the card the portal updates (S17, S27): move it to the customer, so that "Manage → update the
+    card" is what pays. A refusal is logged; the next sync of the subscription tries again."""
+    try:
+        gateway_write(
+            tenant=tenant,
+            operation="adopt_card",
+            params={"subscription": subscription_id},
+            call=lambda key: gateway.adopt_subscription_card(
+                subscription_id=subscription_id, idempotency_key=key
+            ),
+            result_id=lambda sub: sub.id,
+        )
+    except GatewayError as exc:
+        log.warning("the card of %s stays on the subscription for now: %s", subscription_id, exc.code)
+
+
+def _invoice_pay(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str, card: str) -> None:
+    try:
+        paid = gateway_write(
+            tenant=tenant,
+            operation="pay_invoice",
+            params={"invoice": invoice_id, "payment_method": card},
+            call=lambda key: gateway.pay_invoice(invoice_id, idempotency_key=key),
+            result_id=lambda invoice: invoice.id,
+        )
+    except GatewayError as exc:
+        log.info("open invoice %s not paid by the new card: %s", invoice_id, exc.code)
+        return
+    invoice_upsert(tenant=tenant, inv=paid)
+    subscription_sync(gateway, paid.subscription_id)
+
+
+def customer_card_changed(*, gateway: PaymentGateway, customer_id: str) -> Tenant | None:
+    """The customer has a new default card (the portal's "Add payment method"): pay what is open on
+    their subscriptions now, instead of waiting for the next retry (or forever, once the retries are
+    exhausted and the subscription unpaid). A decline is recorded on its attempt and left to the
+    invoice's own events. https://docs.stripe.com/api/invoices/pay"""
+    tenant = tenant_for(customer_id=customer_id)
+    if tenant is None:
+        return None
+    customer = gateway.retrieve_customer(customer_id)
+    if customer.deleted or not customer.default_payment_method:
+        return tenant
+    for inv in gateway.list_invoices(customer_id=customer_id):
+        if inv.status == "open" and inv.subscription_id:
+            _invoice_pay(
+                tenant=tenant, gateway=gateway, invoice_id=inv.id, card=customer.default_payment_method
+            )
     return tenant
 
 
@@ -465,7 +983,10 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
         "paid_at": inv.paid_at,
         "hosted_invoice_url": inv.hosted_invoice_url,
         "pdf_url": inv.invoice_pdf,
+        "amount_credited": inv.credited,
     }
+    if inv.status != "open":
+        fields["needs_confirmation"] = False
     invoice, _ = Invoice.objects.select_for_update().update_or_create(
         gateway_invoice_id=inv.id, defaults=fields
     )
@@ -488,46 +1009,82 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
 # --- reconciliation and the clock --------------------------------------------------------------
 
 
-def customer_reconcile(*, customer: BillingCustomer, since: datetime) -> dict[str, int]:
-    """Re-read one customer's subscriptions and recent invoices from the gateway and apply them."""
+@dataclass
+class ReconcileReport:
+    """What a reconcile applied, and what it could not (each object skipped, with why)."""
+
+    customers: int = 0
+    subscriptions: int = 0
+    invoices: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customers": self.customers,
+            "subscriptions": self.subscriptions,
+            "invoices": self.invoices,
+            "errors": len(self.failures),
+            "failures": self.failures,
+        }
+
+
+def _skipped(report: ReconcileReport, customer: BillingCustomer, object_id: str, exc: Exception) -> None:
+    """Record an object the reconcile could not apply and go on with the next one: one bad object
+    (a price missing from the catalog, a refusal of the gateway) must not stop the others."""
+    message = exc.message if isinstance(exc, GatewayError | BusinessError) else repr(exc)
+    log.error("billing_reconcile: %s of %s skipped: %s", object_id, customer.tenant.slug, message)
+    report.failures.append({"tenant": customer.tenant.slug, "object": object_id, "error": message})
+
+
+def customer_reconcile(
+    *, customer: BillingCustomer, since: datetime, report: ReconcileReport | None = None
+) -> ReconcileReport:
+    """Re-read one customer's subscriptions and recent invoices from the gateway and apply them,
+    each in its own transaction; what cannot be applied is skipped and recorded in the report."""
+    report = report or ReconcileReport()
     gateway = get_gateway()
-    counts = {"subscriptions": 0, "invoices": 0}
     for gw in gateway.list_subscriptions(customer_id=customer.customer_id):
-        with transaction.atomic():
-            subscription_sync(gateway, gw.id)
-        counts["subscriptions"] += 1
+        try:
+            with transaction.atomic():
+                subscription_sync(gateway, gw.id)
+        except (GatewayError, BusinessError, ValueError) as exc:
+            _skipped(report, customer, gw.id, exc)
+            continue
+        report.subscriptions += 1
     for inv in gateway.list_invoices(customer_id=customer.customer_id, created_since=since):
-        with transaction.atomic():
-            invoice_upsert(tenant=customer.tenant, inv=inv)
-            invoice_credits_grant(tenant=customer.tenant, inv=inv)
-        counts["invoices"] += 1
-    return counts
+        try:
+            with transaction.atomic():
+                invoice_upsert(tenant=customer.tenant, inv=inv)
+                invoice_credits_grant(tenant=customer.tenant, inv=inv)
+        except (GatewayError, BusinessError, ValueError) as exc:
+            _skipped(report, customer, inv.id, exc)
+            continue
+        report.invoices += 1
+    return report
 
 
-def tenant_reconcile(*, tenant: Tenant, since_days: int = 35) -> dict[str, int]:
+def tenant_reconcile(*, tenant: Tenant, since_days: int = 35) -> ReconcileReport:
     """The tenant's billing as the gateway has it now (the demo and operators, without waiting for
     webhooks)."""
     customer = BillingCustomer.objects.select_related("tenant").filter(tenant=tenant).first()
     if customer is None:
-        return {"subscriptions": 0, "invoices": 0}
+        return ReconcileReport()
     return customer_reconcile(customer=customer, since=timezone.now() - timedelta(days=since_days))
 
 
-def billing_reconcile(*, since_days: int = 35) -> dict[str, int]:
+def billing_reconcile(*, since_days: int = 35) -> ReconcileReport:
     """Re-read every customer's subscriptions and recent invoices from the gateway and repair local
-    state (missed or failed webhooks)."""
-    counts = {"customers": 0, "subscriptions": 0, "invoices": 0, "errors": 0}
+    state (missed or failed webhooks). Whatever cannot be applied is skipped, recorded (logged, and
+    listed in the report) and the reconcile goes on with everything else."""
+    report = ReconcileReport()
     since = timezone.now() - timedelta(days=since_days)
     for bc in BillingCustomer.objects.select_related("tenant").order_by("pk"):
-        counts["customers"] += 1
+        report.customers += 1
         try:
-            done = customer_reconcile(customer=bc, since=since)
-        except GatewayError:
-            counts["errors"] += 1
-            continue
-        counts["subscriptions"] += done["subscriptions"]
-        counts["invoices"] += done["invoices"]
-    return counts
+            customer_reconcile(customer=bc, since=since, report=report)
+        except GatewayError as exc:  # the customer's lists could not be read
+            _skipped(report, bc, bc.customer_id, exc)
+    return report
 
 
 def gateway_advance(*, now: datetime) -> int:

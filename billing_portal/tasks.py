@@ -30,8 +30,8 @@ def advance_gateway_clock() -> int:
 
 
 @shared_task(acks_late=True)
-def reconcile() -> dict[str, int]:
-    return services.billing_reconcile()
+def reconcile() -> dict[str, object]:
+    return services.billing_reconcile().as_dict()
 
 
 def deliver_in_process(payload: bytes, signature: str) -> None:

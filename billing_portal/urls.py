@@ -11,6 +11,7 @@ tenant_patterns = [
     path("billing/", views.billing, name="billing"),
     path("billing/manage/", views.manage, name="billing_manage"),
     path("billing/resume/", views.resume, name="billing_resume"),
+    path("billing/cancel/", views.cancel_subscription, name="billing_cancel"),
     path("billing/plans/<slug:plan_code>/subscribe/", views.subscribe, name="billing_subscribe"),
     path("billing/plans/<slug:plan_code>/change/", views.change_plan, name="billing_change_plan"),
     path("billing/plans/<slug:plan_code>/contact/", views.request_contact, name="billing_contact"),
@@ -31,4 +32,5 @@ global_patterns = [
     path("billing/webhooks/stripe/", views.stripe_webhook, name="stripe_webhook"),
     path("dev/billing/checkout/<str:session_id>/", dev_views.checkout, name="dev_checkout"),
     path("dev/billing/portal/<str:customer_id>/", dev_views.portal, name="dev_portal"),
+    path("dev/billing/invoices/<str:gateway_invoice_id>/", dev_views.invoice, name="dev_invoice"),
 ]

@@ -104,6 +104,7 @@ def billing_context(request: TenantRequest, tenant: Tenant, product: Product) ->
         "trial_used": plan_selectors.trial_used(tenant=tenant, product=product),
         # AI Agents: live Sessions count, Trial sessions left, the Session limit card (sessions_billing).
         "usage": usage_for(tenant=tenant) if product.code == Product.Code.AI_AGENTS else None,
+        "payment_notices": billing_selectors.payment_notices(tenant=tenant),
     }
 
 
@@ -111,6 +112,9 @@ def billing_context(request: TenantRequest, tenant: Tenant, product: Product) ->
 @require_GET
 def billing(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     _billing_enabled()
+    if request.GET.get("checkout") == "success" and request.GET.get("session_id"):
+        # The return from the hosted checkout: apply that session now rather than wait for the webhook.
+        services.checkout_return(tenant=tenant, session_id=request.GET["session_id"])
     return render(request, "billing_portal/billing.html", billing_context(request, tenant, _product(request)))
 
 
@@ -134,7 +138,10 @@ def subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpRes
             tenant=tenant,
             plan=plan,
             actor=request.user,
-            success_url=_absolute(request, back + "&checkout=success"),
+            # Stripe puts the session's id in place of {CHECKOUT_SESSION_ID} (added after the URL is
+            # made absolute, which would percent-encode the braces).
+            # https://docs.stripe.com/payments/checkout/custom-success-page
+            success_url=_absolute(request, back + "&checkout=success") + "&session_id={CHECKOUT_SESSION_ID}",
             cancel_url=_absolute(request, back + "&checkout=canceled"),
         )
     except BusinessError as exc:
@@ -180,6 +187,8 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
         else:
             if result.applied_now:
                 messages.success(request, f"You are now on {plan.name}. Your limits are updated.")
+            elif result.pending_until is not None:
+                messages.warning(request, result.message)
             else:
                 assert result.scheduled is not None
                 messages.success(request, f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}.")
@@ -240,6 +249,24 @@ def cancel_scheduled(request: TenantRequest, tenant: Tenant, change_id: int) -> 
         else "billing_portal/cancel_scheduled.html"
     )
     return render(request, template, {"change": change, "back": back})
+
+
+@tenant_view(ADMIN_ONLY)
+@require_POST
+def cancel_subscription(request: TenantRequest, tenant: Tenant) -> HttpResponse:
+    """Cancel subscription: at the end of the period; a scheduled change is released first."""
+    _billing_enabled()
+    product = _product(request)
+    try:
+        sub = services.subscription_cancel(tenant=tenant, product=product, actor=request.user)
+    except BusinessError as exc:
+        messages.error(request, exc.message)
+    else:
+        ends = f"{sub.ends_at:%-d %b %Y}" if sub.ends_at else "the end of the period"
+        messages.success(
+            request, f"Your {sub.plan.name} subscription is canceled. It stays active until {ends}."
+        )
+    return redirect(_back(tenant, product))
 
 
 @tenant_view(ADMIN_ONLY)

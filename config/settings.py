@@ -5,6 +5,7 @@ Celery's filesystem broker under `var/`, mail to the console, the local payment 
 sets DEBUG=false, SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL, EMAIL_URL (see README).
 """
 
+import hashlib
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -265,6 +266,26 @@ DEVELOPMENT_WEBHOOK_SECRET = "whsec_local_development_only"
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default=DEVELOPMENT_WEBHOOK_SECRET if DEBUG else "")
 STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)  # seconds
+# Seconds to wait for Stripe's answer per try, and how many times a call is tried again (network
+# errors, 409, 429, 5xx, with the SDK's backoff and the same idempotency key). Together they must stay
+# well inside gunicorn's 60 s worker timeout: the settings refuse more than 45 s in the worst case.
+STRIPE_TIMEOUT = env.int("STRIPE_TIMEOUT", default=10)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+STRIPE_CALL_BUDGET = 50  # seconds; gunicorn kills a worker at 60
+
+# Prefixes every idempotency key this deployment sends to the payment gateway, so two deployments
+# sharing one Stripe account (staging and production, say) never replay each other's requests.
+# Default: derived from SECRET_KEY (stable per deployment, different between deployments).
+BILLING_INSTALLATION_ID = env.str(
+    "BILLING_INSTALLATION_ID", default="alw-" + hashlib.sha256(SECRET_KEY.encode()).hexdigest()[:12]
+)
+
+# The local stand-in's event delivery: "prompt" (once, in order, on commit) or "late" (kept until the
+# next clock tick, then newest first and each twice, as Stripe's retries may deliver them).
+LOCAL_GATEWAY_DELIVERY = env.str("LOCAL_GATEWAY_DELIVERY", default="prompt")
+# What the local stand-in does once a failed invoice's retries are exhausted, as Stripe's account
+# setting does: "unpaid" (what the README asks operators to choose), "cancel" or "past_due".
+LOCAL_GATEWAY_WHEN_RETRIES_EXHAUSTED = env.str("LOCAL_GATEWAY_WHEN_RETRIES_EXHAUSTED", default="unpaid")
 
 
 def payment_settings_problems(
@@ -286,7 +307,23 @@ def payment_settings_problems(
     return []
 
 
-if _payment_problems := payment_settings_problems(
+def stripe_call_problems(*, timeout: int, retries: int) -> list[str]:
+    """A Stripe call must give up before gunicorn kills the worker (60 s)."""
+    connect = 5  # billing_portal.gateway.stripe_gateway.CONNECT_TIMEOUT
+    worst = (retries + 1) * (connect + timeout) + sum(
+        min(0.5 * 2 ** (n - 1), 5) for n in range(1, retries + 1)
+    )
+    if timeout <= 0 or retries < 0 or worst > STRIPE_CALL_BUDGET:
+        return [
+            f"STRIPE_TIMEOUT={timeout} and STRIPE_MAX_NETWORK_RETRIES={retries} let a Stripe call run "
+            f"{worst:g} s; keep it under {STRIPE_CALL_BUDGET} s (gunicorn's worker timeout is 60 s)."
+        ]
+    return []
+
+
+if _payment_problems := stripe_call_problems(
+    timeout=STRIPE_TIMEOUT, retries=STRIPE_MAX_NETWORK_RETRIES
+) + payment_settings_problems(
     debug=DEBUG,
     gateway=PAYMENT_GATEWAY,
     secret_key=STRIPE_SECRET_KEY,

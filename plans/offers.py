@@ -33,6 +33,11 @@ The rules, for a tenant, a product and a member's role:
   ask their administrator); other self-serve plans: "Your subscription is canceled. Resume it to
   change plans." (S29).
 - On a contact-sales plan (a contract): other plans show no button; sales changes the contract.
+- The subscription cards' own actions (`card_action_refusal`): Cancel subscription, for admins on
+  an active paid plan, at the end of the period, a scheduled change released first (Stripe's portal
+  refuses to cancel while a schedule holds the subscription); the Upcoming card's Cancel, for
+  admins, until the change's date — after it the change has applied at the gateway, webhook or not
+  (S20, S29).
 - Buttons read as the spec spells them: Subscribe (S15; on another plan too, where it opens the
   dialog, S18), Subscribe Now on AI Credits (C09), Book a demo, Speak with Specialist, Register
   interest, Request received, Current plan, Resume.
@@ -72,6 +77,15 @@ class OfferAction(StrEnum):
 LEAD_ACTIONS = frozenset({OfferAction.CONTACT, OfferAction.INTEREST})
 
 
+class CardAction(StrEnum):
+    """The subscription cards' own actions (beside Manage and Resume)."""
+
+    # Cancel subscription on the Billing tab: at the end of the period, releasing a scheduled
+    # change first (Stripe refuses the portal's cancel while a schedule holds the subscription).
+    CANCEL = "cancel"
+    CANCEL_UPCOMING = "cancel_upcoming"  # the Upcoming subscription card's Cancel (S20)
+
+
 class When:
     """When a plan change applies (the Apply subscription updates dialog, S18)."""
 
@@ -94,6 +108,11 @@ MSG_OVERDUE_MANAGE = f"{MSG_OVERDUE} Click Manage to settle the failed payment."
 MSG_CONTRACT = "Your plan is contracted with our sales team: ask them to change it."
 MSG_NOT_CANCELED = "Your subscription is not canceled: there is nothing to resume."
 MSG_NOT_A_MEMBER = "Your role does not allow this."
+MSG_CANCEL_ASK = "Ask your account administrator to cancel the subscription."
+MSG_CANCEL_NOTHING = "There is no paid subscription to cancel."
+MSG_CANCEL_PAYMENT = "Your last payment failed. Update your payment method (Manage) before canceling."
+MSG_CANCEL_UPCOMING_ASK = "Ask your account administrator to cancel the scheduled change."
+MSG_NO_UPCOMING = "There is no scheduled change to cancel."
 
 LABELS = {
     OfferAction.SUBSCRIBE: "Subscribe",
@@ -187,12 +206,16 @@ class PlanOffer:
 
 @dataclass(frozen=True)
 class SubscriptionActions:
-    """The subscription card's own actions: Manage (the gateway's portal), Resume, and a sentence
-    saying what is possible in this state."""
+    """The subscription card's own actions: Manage (the gateway's portal), Resume, Cancel
+    subscription, the Upcoming card's Cancel, and a sentence saying what is possible in this state
+    (and, for the Upcoming card, why its Cancel is gone)."""
 
     manage: bool
     resume: bool
     hint: str
+    cancel: bool = False
+    cancel_upcoming: bool = False
+    upcoming_note: str = ""
 
 
 def standing(ent: ProductEntitlement) -> Standing:
@@ -421,9 +444,80 @@ def actor_role(*, tenant: Tenant, user: User) -> str:
     return role
 
 
-def subscription_actions(*, ent: ProductEntitlement, role: str) -> SubscriptionActions:
+def subscription_actions(
+    *, ent: ProductEntitlement, role: str, now: datetime | None = None
+) -> SubscriptionActions:
     """What the subscription card lets this member do, and the sentence beside Manage saying what
-    is possible in its state (S17, S26, S27, S29, S34)."""
+    is possible in its state (S17, S20, S26, S27, S29, S34)."""
+    basics = _card_basics(ent=ent, role=role)
+    upcoming_refusal = card_action_refusal(ent=ent, role=role, action=CardAction.CANCEL_UPCOMING, now=now)
+    return SubscriptionActions(
+        manage=basics.manage,
+        resume=basics.resume,
+        hint=basics.hint,
+        cancel=card_action_refusal(ent=ent, role=role, action=CardAction.CANCEL, now=now) is None,
+        cancel_upcoming=upcoming_refusal is None,
+        upcoming_note=""
+        if upcoming_refusal is None or ent.upcoming is None or upcoming_refusal.code == "role_not_allowed"
+        else upcoming_refusal.message,
+    )
+
+
+def card_action_refusal(
+    *, ent: ProductEntitlement, role: str, action: str, now: datetime | None = None
+) -> OfferRefusal | None:
+    """None when the card offers `action` to this member; else why not, in the card's words.
+    Cancel subscription: admins, on an active paid plan (a scheduled change is released first).
+    The Upcoming card's Cancel: admins, until the change's date (after it the change has applied at
+    the gateway, even if its webhook is late)."""
+    now = now or timezone.now()
+    admin = role == Role.ADMIN
+    now_on = standing(ent)
+    if action == CardAction.CANCEL:
+        if not admin:
+            return OfferRefusal("role_not_allowed", MSG_CANCEL_ASK, 403)
+        match now_on:
+            case Standing.PAID:
+                return None
+            case Standing.CANCELED:
+                ends = _day(ent.ends_at) if ent.ends_at else ""
+                return OfferRefusal(
+                    "subscription_canceled", f"Your subscription is already canceled: it ends on {ends}.", 409
+                )
+            case Standing.PAYMENT_FAILED:
+                return OfferRefusal("payment_failed", MSG_CANCEL_PAYMENT, 402)
+            case Standing.OVERDUE:
+                return OfferRefusal("payment_overdue", MSG_OVERDUE_MANAGE, 402)
+            case Standing.CONTRACT:
+                return OfferRefusal("contracted", MSG_CONTRACT, 409)
+        return OfferRefusal("no_paid_subscription", MSG_CANCEL_NOTHING, 409)
+    if action == CardAction.CANCEL_UPCOMING:
+        if not admin:
+            return OfferRefusal("role_not_allowed", MSG_CANCEL_UPCOMING_ASK, 403)
+        if ent.upcoming is None:
+            return OfferRefusal("not_scheduled", MSG_NO_UPCOMING, 409)
+        if ent.upcoming.starts_on <= now:
+            return OfferRefusal(
+                "change_applied",
+                f"The change to {ent.upcoming.plan_name} applied on {_day(ent.upcoming.starts_on)}: "
+                "it can no longer be canceled.",
+                409,
+            )
+        return None
+    raise ValueError(f"not a card action: {action!r}")
+
+
+def card_action_require(
+    *, tenant: Tenant, product: Product, role: str, action: str, now: datetime | None = None
+) -> None:
+    """Raise the card's refusal (BusinessError) unless it offers `action` to a member of `role`."""
+    ent = selectors.entitlements(tenant=tenant, now=now)[product.code]
+    refusal = card_action_refusal(ent=ent, role=role, action=action, now=now)
+    if refusal is not None:
+        raise refusal.error()
+
+
+def _card_basics(*, ent: ProductEntitlement, role: str) -> SubscriptionActions:
     admin = role == Role.ADMIN
     now_on = standing(ent)
     if now_on == Standing.CANCELED and ent.ends_at is not None:

@@ -68,6 +68,7 @@ NOT_TENANT_SCOPED = {
     "dev_checkout": "local gateway stand-in: 404 unless DEBUG, and then only for an admin of the "
     "customer's tenant (billing_portal/tests/test_billing_views.py sweeps it with DEBUG on)",
     "dev_portal": "local gateway stand-in: as dev_checkout",
+    "dev_invoice": "local gateway stand-in (the hosted invoice page): as dev_checkout",
 }
 # Route prefixes exempt from the sweep, with why.
 EXEMPT_PREFIXES = {
@@ -75,7 +76,13 @@ EXEMPT_PREFIXES = {
     "(asserted in test_admin_is_closed_to_tenant_users below).",
 }
 # Values for non-object parameters of the not-tenant-scoped URLs.
-PUBLIC_FILLERS = {"uidb64": "MQ", "token": "not-a-real-token", "session_id": "cs_x", "customer_id": "cus_x"}
+PUBLIC_FILLERS = {
+    "uidb64": "MQ",
+    "token": "not-a-real-token",
+    "session_id": "cs_x",
+    "customer_id": "cus_x",
+    "gateway_invoice_id": "in_x",
+}
 # Parameters that name shared things, not the victim's objects (the catalog is the same for all).
 SHARED_FILLERS = {"plan_code": "agents-scale", "product": "ai_agents", "kind": "ai"}
 

@@ -23,3 +23,12 @@ def test_readme_lists_every_demo_tenant_with_its_api_key():
         assert row is not None, f"{slug} is not in the README's demo table"
         assert name in row
         assert f"`{demo_api_key(slug)}`" in row
+
+
+def test_readme_lists_every_webhook_event_to_register():
+    """Issue 7: the events an operator registers are the ones the endpoint handles, all of them."""
+    from billing_portal.webhooks import HANDLERS
+
+    section = README[README.index("### Setting up a Stripe account") : README.index("### The optional suite")]
+    missing = [event_type for event_type in HANDLERS if f"`{event_type}`" not in section]
+    assert missing == []

@@ -14,6 +14,7 @@ from config.settings import (
     conn_max_age,
     content_security_policy,
     payment_settings_problems,
+    stripe_call_problems,
 )
 
 STRIPE_PAGES = ["https://checkout.stripe.com", "https://billing.stripe.com"]
@@ -120,3 +121,15 @@ def test_a_workers_printed_output_is_logged_at_info():
 
     assert settings.CELERY_WORKER_REDIRECT_STDOUTS_LEVEL == "INFO"
     assert app.conf.worker_redirect_stdouts_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "retries", "refused"),
+    [(10, 2, False), (15, 1, False), (10, 3, True), (30, 1, True), (0, 2, True), (80, 0, True)],
+)
+def test_a_stripe_call_must_give_up_before_gunicorn_kills_the_worker(timeout, retries, refused):
+    """Issue 7, defect 9: every try at its timeouts plus the backoff stays under 50 s (gunicorn: 60 s)."""
+    found = stripe_call_problems(timeout=timeout, retries=retries)
+    assert bool(found) is refused
+    if refused:
+        assert found[0].startswith(f"STRIPE_TIMEOUT={timeout} and STRIPE_MAX_NETWORK_RETRIES={retries} let")

@@ -2,7 +2,10 @@
 modules, so importing the interface does not load the Stripe SDK."""
 
 from billing_portal.gateway.base import (
+    GatewayCharge,
     GatewayCheckoutSession,
+    GatewayCustomer,
+    GatewayDispute,
     GatewayError,
     GatewayEvent,
     GatewayInvoice,
@@ -15,7 +18,10 @@ from billing_portal.gateway.base import (
 )
 
 __all__ = [
+    "GatewayCharge",
     "GatewayCheckoutSession",
+    "GatewayCustomer",
+    "GatewayDispute",
     "GatewayError",
     "GatewayEvent",
     "GatewayInvoice",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 
 class CatalogPrice(NamedTuple):
@@ -33,6 +33,22 @@ class GatewayError(Exception):
         self.code = code
 
 
+# How an update that invoices now treats a payment that does not go through (Stripe's
+# `payment_behavior`, https://docs.stripe.com/billing/subscriptions/pending-updates):
+# allow_incomplete applies the update anyway (Stripe's default: the subscription goes past due);
+# pending_if_incomplete keeps it pending until the invoice is paid (at most 23 hours);
+# error_if_incomplete refuses it.
+PaymentBehavior = Literal["allow_incomplete", "pending_if_incomplete", "error_if_incomplete"]
+
+
+@dataclass(frozen=True)
+class GatewayPendingUpdate:
+    """An update waiting for its invoice to be paid (Stripe's `pending_update`)."""
+
+    price_id: str
+    expires_at: datetime
+
+
 @dataclass(frozen=True)
 class GatewaySubscription:
     id: str
@@ -49,6 +65,30 @@ class GatewaySubscription:
     schedule_id: str = ""
     latest_invoice_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    default_payment_method: str = ""  # the subscription's own card, which wins over the customer's
+    pending_update: GatewayPendingUpdate | None = None
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    """What the hosted customer portal lets a customer do (Stripe's portal configuration features).
+    https://docs.stripe.com/api/customer_portal/configurations/create"""
+
+    payment_methods: bool = True  # add and update cards (what "Fix a failed payment" needs)
+    invoice_history: bool = True  # see and pay invoices
+    cancel_at_period_end: bool = True  # cancel, effective at the end of the period
+    plan_switching: bool = False  # plan changes go through Allowance's own dialog
+    pause: bool = False
+    headline: str = ""
+
+
+@dataclass(frozen=True)
+class GatewayCustomer:
+    id: str
+    email: str = ""
+    # The card that pays the customer's invoices when a subscription has none of its own.
+    default_payment_method: str = ""
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +125,26 @@ class GatewayInvoice:
     attempt_count: int = 0
     lines: tuple[GatewayInvoiceLine, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    credited: int = 0  # minor units of credit notes issued against it (before and after payment)
+
+
+@dataclass(frozen=True)
+class GatewayCharge:
+    id: str
+    customer_id: str
+    amount: int  # minor units
+    amount_refunded: int  # minor units
+    currency: str
+
+
+@dataclass(frozen=True)
+class GatewayDispute:
+    id: str
+    charge_id: str
+    amount: int  # minor units
+    currency: str
+    reason: str  # Stripe's: fraudulent, product_not_received, duplicate, …
+    status: str
 
 
 @dataclass(frozen=True)
@@ -130,18 +190,32 @@ class GatewayEvent:
     object_type: str
     object_id: str
     data: dict[str, Any]
+    livemode: bool = False  # from Stripe's live mode (true) or its test mode (false)
 
 
 class PaymentGateway(abc.ABC):
     """What Allowance asks of a payment rail."""
 
     name: str
+    # Whether this gateway acts on real money: its events must say the same (an endpoint registered
+    # in the other mode, or a test key on a live deployment, is refused).
+    livemode: bool = False
 
     @abc.abstractmethod
     def create_customer(
         self, *, email: str, name: str, metadata: dict[str, str], idempotency_key: str
     ) -> str:
         """A customer for a tenant; returns its id."""
+
+    @abc.abstractmethod
+    def retrieve_customer(self, customer_id: str) -> GatewayCustomer:
+        """The customer as it is now (a deleted one is returned with `deleted`)."""
+
+    @abc.abstractmethod
+    def adopt_subscription_card(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        """Make the card saved on the subscription (Checkout saves it there) the customer's default for
+        invoices, and clear the subscription's own, so that the card the customer keeps up to date
+        in the portal is the one that pays. A subscription without its own card is returned as is."""
 
     @abc.abstractmethod
     def create_checkout_session(
@@ -161,8 +235,21 @@ class PaymentGateway(abc.ABC):
     def retrieve_checkout_session(self, session_id: str) -> GatewayCheckoutSession: ...
 
     @abc.abstractmethod
-    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
-        """The hosted customer portal (payment methods, invoices, cancel); returns its URL."""
+    def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> GatewayCheckoutSession:
+        """Close an open checkout session: nobody can pay it any more. One that is no longer open is
+        a GatewayError (code `checkout_session_not_open`)."""
+
+    @abc.abstractmethod
+    def create_portal_session(self, *, customer_id: str, return_url: str, configuration_id: str = "") -> str:
+        """The hosted customer portal (payment methods, invoices, cancel), as `configuration_id`
+        configures it (the account's default configuration when empty); returns its URL."""
+
+    @abc.abstractmethod
+    def configure_portal(
+        self, *, settings: PortalSettings, marker: dict[str, str], idempotency_key: str
+    ) -> str:
+        """Create the portal configuration, or update the one whose metadata holds `marker`; returns
+        its id."""
 
     @abc.abstractmethod
     def retrieve_subscription(self, subscription_id: str) -> GatewaySubscription: ...
@@ -172,9 +259,15 @@ class PaymentGateway(abc.ABC):
 
     @abc.abstractmethod
     def change_subscription_price(
-        self, *, subscription_id: str, price_id: str, idempotency_key: str
+        self,
+        *,
+        subscription_id: str,
+        price_id: str,
+        idempotency_key: str,
+        payment_behavior: PaymentBehavior = "allow_incomplete",
     ) -> GatewaySubscription:
-        """Switch the subscription to `price_id` now, prorating."""
+        """Switch the subscription to `price_id` now, prorating and invoicing the difference at
+        once; `payment_behavior` says what happens when that invoice is not paid."""
 
     @abc.abstractmethod
     def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
@@ -212,6 +305,29 @@ class PaymentGateway(abc.ABC):
     def list_invoices(
         self, *, customer_id: str, created_since: datetime | None = None
     ) -> list[GatewayInvoice]: ...
+
+    @abc.abstractmethod
+    def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        """Attempt an open invoice now, on the card the gateway would charge. A decline, or a payment
+        that needs the customer's confirmation, is a GatewayError."""
+
+    @abc.abstractmethod
+    def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
+        """Refund every payment of a paid invoice in full; returns the minor units refunded now."""
+
+    @abc.abstractmethod
+    def invoice_of_charge(self, charge_id: str) -> str:
+        """The id of the invoice a charge paid, or "" when it paid none."""
+
+    @abc.abstractmethod
+    def invoice_refunded(self, invoice_id: str) -> int:
+        """Minor units refunded so far of what the invoice's payments collected."""
+
+    @abc.abstractmethod
+    def retrieve_charge(self, charge_id: str) -> GatewayCharge: ...
+
+    @abc.abstractmethod
+    def retrieve_dispute(self, dispute_id: str) -> GatewayDispute: ...
 
     @abc.abstractmethod
     def charge_one_off(

@@ -49,18 +49,38 @@ def _price(price_id: str) -> CatalogPrice:
 
 
 @cache
-def _build(kind: str, secret: str, api_key: str, tolerance: int) -> PaymentGateway:
+def _build(
+    kind: str,
+    secret: str,
+    api_key: str,
+    tolerance: int,
+    delivery: str,
+    timeout: int,
+    retries: int,
+    exhausted: str,
+) -> PaymentGateway:
     if kind == "local":
         from billing_portal.gateway.local import LocalGateway
 
         # Through the module-level functions, so a test that swaps WIRING's delivery is heard.
         return LocalGateway(
-            webhook_secret=secret, deliver=_deliver, price_catalog=_price, webhook_tolerance=tolerance
+            webhook_secret=secret,
+            deliver=_deliver,
+            price_catalog=_price,
+            webhook_tolerance=tolerance,
+            delivery=delivery,
+            when_retries_exhausted=exhausted,
         )
     if kind == "stripe":
         from billing_portal.gateway.stripe_gateway import StripeGateway
 
-        return StripeGateway(api_key=api_key, webhook_secret=secret, webhook_tolerance=tolerance)
+        return StripeGateway(
+            api_key=api_key,
+            webhook_secret=secret,
+            webhook_tolerance=tolerance,
+            timeout=timeout,
+            max_network_retries=retries,
+        )
     raise ValueError(f"PAYMENT_GATEWAY must be 'local' or 'stripe', not {kind!r}")
 
 
@@ -70,6 +90,10 @@ def get_gateway() -> PaymentGateway:
         settings.STRIPE_WEBHOOK_SECRET,
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_WEBHOOK_TOLERANCE,
+        settings.LOCAL_GATEWAY_DELIVERY,
+        settings.STRIPE_TIMEOUT,
+        settings.STRIPE_MAX_NETWORK_RETRIES,
+        settings.LOCAL_GATEWAY_WHEN_RETRIES_EXHAUSTED,
     )
 
 

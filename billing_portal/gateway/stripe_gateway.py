@@ -16,26 +16,46 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 
 from billing_portal.gateway.base import (
+    GatewayCharge,
     GatewayCheckoutSession,
+    GatewayCustomer,
+    GatewayDispute,
     GatewayError,
     GatewayEvent,
     GatewayInvoice,
     GatewayInvoiceLine,
     GatewayInvoicePreview,
+    GatewayPendingUpdate,
     GatewaySchedule,
     GatewaySubscription,
+    PaymentBehavior,
     PaymentGateway,
+    PortalSettings,
     WebhookRejected,
     WebhookSignatureError,
 )
 
 if TYPE_CHECKING:
-    from stripe.params import SubscriptionScheduleUpdateParamsPhaseItem, SubscriptionUpdateParams
+    from stripe.params import SubscriptionUpdateParams
+    from stripe.params._subscription_schedule_update_params import (
+        SubscriptionScheduleUpdateParamsPhase,
+        SubscriptionScheduleUpdateParamsPhaseBillingThresholds,
+        SubscriptionScheduleUpdateParamsPhaseDiscount,
+        SubscriptionScheduleUpdateParamsPhaseInvoiceSettings,
+        SubscriptionScheduleUpdateParamsPhaseItem,
+    )
+    from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
+    from stripe.params.billing_portal._configuration_create_params import (
+        ConfigurationCreateParamsFeatures as PortalConfigurationFeatures,
+    )
+    from stripe.params.billing_portal._configuration_update_params import (
+        ConfigurationUpdateParamsFeatures as PortalConfigurationUpdateFeatures,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +70,51 @@ LIST_CAP = 1000
 MSG_UNREACHABLE = "The payment provider could not be reached. Try again in a minute."
 MSG_REFUSED = "The payment provider refused this request. Contact support if it keeps happening."
 MSG_DECLINED = "Your card was declined."
+MSG_SCHEDULE_EXISTS = "This subscription already has a schedule made outside Allowance. Release it at the payment provider first."
+# The metadata key that marks a subscription schedule as made by Allowance.
+SCHEDULE_MARK = "managed_by"
 
 # Errors worth retrying later: the provider was down, slow or rate-limiting us. Anything else is a
 # refusal (bad request, bad key, idempotency-key reuse with other parameters) that a retry won't fix.
 _TRANSIENT_ERRORS = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
+
+# A request must give up well inside gunicorn's 60 s worker timeout (Dockerfile), so that the page
+# answers "try again" instead of the worker being killed mid-request. The SDK's own client waits 80 s
+# a try. Seconds to connect, then the read timeout (STRIPE_TIMEOUT), per try.
+CONNECT_TIMEOUT = 5
+DEFAULT_TIMEOUT = 10
+DEFAULT_NETWORK_RETRIES = 2
+
+
+class RetryRateLimits(stripe.HTTPClient):
+    """The SDK's retry policy (connection errors, 409, 5xx, what `Stripe-Should-Retry` asks for),
+    plus every 429: a rate limit or a lock timeout is worth a retry after the backoff. The SDK sends
+    the same Idempotency-Key on each try, so a retried write cannot happen twice.
+    https://docs.stripe.com/rate-limits#handling-limiting-gracefully"""
+
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
+        if response is not None and response[1] == 429 and num_retries < (max_network_retries or 0):
+            headers = response[2] or {}
+            return headers.get("stripe-should-retry") != "false"
+        return bool(super()._should_retry(response, api_connection_error, num_retries, max_network_retries))
+
+
+class StripeHTTPClient(RetryRateLimits, stripe.RequestsClient):
+    """The SDK's requests-based client with our timeout and retry policy."""
+
+
+def worst_case_seconds(*, timeout: int, retries: int) -> float:
+    """The longest a call can take: every try at its connect and read timeouts, every backoff at
+    its longest (the SDK's: 0.5 s doubling, at most 5 s)."""
+    first, longest = float(stripe.HTTPClient.INITIAL_DELAY), float(stripe.HTTPClient.MAX_DELAY)
+    backoff = sum(min(first * (1 << (n - 1)), longest) for n in range(1, retries + 1))
+    return (retries + 1) * (CONNECT_TIMEOUT + timeout) + backoff
 
 
 class StripeGateway(PaymentGateway):
@@ -66,18 +127,25 @@ class StripeGateway(PaymentGateway):
         webhook_secret: str,
         http_client: stripe.HTTPClient | None = None,
         webhook_tolerance: int = 300,  # seconds
+        timeout: int = DEFAULT_TIMEOUT,  # seconds to read an answer, per try
+        max_network_retries: int = DEFAULT_NETWORK_RETRIES,
     ) -> None:
         if webhook_tolerance <= 0:
             # The SDK reads a tolerance of 0 as "don't check the timestamp": replays would pass.
             raise ValueError("webhook_tolerance must be a positive number of seconds")
+        self.http_client = http_client or StripeHTTPClient(timeout=(CONNECT_TIMEOUT, timeout))
+        self.max_network_retries = max_network_retries
         self._client = stripe.StripeClient(
             api_key,
             stripe_version=PINNED_API_VERSION,
-            http_client=http_client,
-            max_network_retries=2,
+            http_client=self.http_client,
+            max_network_retries=max_network_retries,
         )
         self._webhook_secret = webhook_secret
         self._webhook_tolerance = webhook_tolerance
+        # Live keys are sk_live_… (secret) or rk_live_… (restricted); test keys sk_test_…, rk_test_….
+        # https://docs.stripe.com/keys#obtain-api-keys
+        self.livemode = api_key.startswith(("sk_live_", "rk_live_"))
 
     # --- customers, checkout, portal --------------------------------------------------------------
 
@@ -90,6 +158,34 @@ class StripeGateway(PaymentGateway):
                 options={"idempotency_key": idempotency_key},
             )
         return customer.id
+
+    def retrieve_customer(self, customer_id: str) -> GatewayCustomer:
+        with _translated_errors():
+            customer = self._client.v1.customers.retrieve(customer_id)
+        return customer_from_stripe(customer.to_dict())
+
+    def adopt_subscription_card(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
+        # Checkout in subscription mode saves the card on the subscription, and a subscription's
+        # default_payment_method wins over the customer's invoice_settings.default_payment_method,
+        # which is the one the customer portal updates: the card updated in the portal would never
+        # pay. Move it to the customer, then clear the subscription's (an empty string unsets it).
+        # https://docs.stripe.com/api/subscriptions/object#subscription_object-default_payment_method
+        current = self._retrieve_subscription(subscription_id)
+        card = _id_of(current.get("default_payment_method"))
+        if not card:
+            return subscription_from_stripe(current)
+        with _translated_errors():
+            self._client.v1.customers.update(
+                _id_of(current.get("customer")),
+                params={"invoice_settings": {"default_payment_method": card}},
+                options={"idempotency_key": f"{idempotency_key}:customer"},
+            )
+            updated = self._client.v1.subscriptions.update(
+                subscription_id,
+                params={"default_payment_method": ""},
+                options={"idempotency_key": f"{idempotency_key}:subscription"},
+            )
+        return subscription_from_stripe(updated.to_dict())
 
     def create_checkout_session(
         self,
@@ -124,14 +220,75 @@ class StripeGateway(PaymentGateway):
             session = self._client.v1.checkout.sessions.retrieve(session_id)
         return checkout_session_from_stripe(session.to_dict())
 
-    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
+    def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> GatewayCheckoutSession:
+        # "A Checkout Session can be expired when it is in one of these statuses: open."
+        # https://docs.stripe.com/api/checkout/sessions/expire
+        with _translated_errors():
+            session = self._client.v1.checkout.sessions.expire(
+                session_id, options={"idempotency_key": idempotency_key}
+            )
+        return checkout_session_from_stripe(session.to_dict())
+
+    def create_portal_session(self, *, customer_id: str, return_url: str, configuration_id: str = "") -> str:
         # No key of ours: a portal session is a short-lived link, and a second one harms nothing.
         # The SDK still sends a random Idempotency-Key, which makes its own network retries safe.
+        params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        if configuration_id:
+            # Without it the Dashboard's default configuration decides what the portal offers.
+            # https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-configuration
+            params["configuration"] = configuration_id
         with _translated_errors():
-            session = self._client.v1.billing_portal.sessions.create(
-                params={"customer": customer_id, "return_url": return_url},
-            )
+            session = self._client.v1.billing_portal.sessions.create(params=params)
         return session.url
+
+    def configure_portal(
+        self, *, settings: PortalSettings, marker: dict[str, str], idempotency_key: str
+    ) -> str:
+        # https://docs.stripe.com/api/customer_portal/configurations/create (and /update)
+        features: PortalConfigurationFeatures = {
+            "payment_method_update": {"enabled": settings.payment_methods},
+            "invoice_history": {"enabled": settings.invoice_history},
+            "subscription_cancel": (
+                {"enabled": True, "mode": "at_period_end", "proration_behavior": "none"}
+                if settings.cancel_at_period_end
+                else {"enabled": False}
+            ),
+            "subscription_update": {"enabled": settings.plan_switching},
+            "subscription_pause": {"enabled": settings.pause},
+            "customer_update": {"enabled": False},
+        }
+        with _translated_errors():
+            page = self._client.v1.billing_portal.configurations.list(params={"limit": LIST_PAGE_SIZE})
+            found = next(
+                (
+                    config
+                    for config in _capped(page.auto_paging_iter(), what="portal configurations")
+                    if all((config.get("metadata") or {}).get(k) == v for k, v in marker.items())
+                ),
+                None,
+            )
+            if found is not None:
+                updated = self._client.v1.billing_portal.configurations.update(
+                    found["id"],
+                    params={
+                        # The same keys and values: the SDK types create's and update's features
+                        # as two TypedDicts of one shape.
+                        "features": cast("PortalConfigurationUpdateFeatures", features),
+                        "business_profile": {"headline": settings.headline},
+                        "metadata": marker,
+                    },
+                    options={"idempotency_key": idempotency_key},
+                )
+                return updated.id
+            created = self._client.v1.billing_portal.configurations.create(
+                params={
+                    "features": features,
+                    "business_profile": {"headline": settings.headline},
+                    "metadata": marker,
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        return created.id
 
     # --- subscriptions ----------------------------------------------------------------------------
 
@@ -147,7 +304,12 @@ class StripeGateway(PaymentGateway):
         return [subscription_from_stripe(sub) for sub in found]
 
     def change_subscription_price(
-        self, *, subscription_id: str, price_id: str, idempotency_key: str
+        self,
+        *,
+        subscription_id: str,
+        price_id: str,
+        idempotency_key: str,
+        payment_behavior: PaymentBehavior = "allow_incomplete",
     ) -> GatewaySubscription:
         current = self._retrieve_subscription(subscription_id)
         item = _first_item(current)
@@ -161,6 +323,10 @@ class StripeGateway(PaymentGateway):
                 params={
                     "items": [{"id": item["id"], "price": price_id}],
                     "proration_behavior": "always_invoice",
+                    # Sent even when it is Stripe's default: what an unpaid invoice does to the
+                    # change is decided here, not by the account's API version.
+                    # https://docs.stripe.com/billing/subscriptions/pending-updates
+                    "payment_behavior": payment_behavior,
                 },
                 options={"idempotency_key": idempotency_key},
             )
@@ -192,49 +358,60 @@ class StripeGateway(PaymentGateway):
     def schedule_subscription_change(
         self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
     ) -> GatewaySchedule:
+        """A schedule made from the subscription (its current phase), then updated with the phase
+        that switches the price at `at`. Two calls: the attempt's key, suffixed for each."""
         switch_at = _unix(at)
+        # A subscription has one schedule at a time. Look before making one: a schedule of ours for
+        # this very change is the answer of an attempt whose reply was lost; a bare one (the current
+        # phase only, none of our settings) is what a failed attempt left, released first; anything
+        # else was made outside Allowance and is not ours to touch.
+        # https://docs.stripe.com/billing/subscriptions/subscription-schedules#existing-subscription
+        held_by = _id_of(self._retrieve_subscription(subscription_id).get("schedule"))
+        if held_by:
+            with _translated_errors():
+                existing = self._client.v1.subscription_schedules.retrieve(held_by).to_dict()
+            if _is_our_schedule_for(existing, price_id=price_id, switch_at=switch_at):
+                return schedule_from_stripe(existing)
+            if not _is_leftover(existing):
+                raise GatewayError(MSG_SCHEDULE_EXISTS, code="subscription_schedule_exists")
+            with _translated_errors():
+                self._client.v1.subscription_schedules.release(
+                    held_by, options={"idempotency_key": f"{idempotency_key}:release-leftover"}
+                )
         with _translated_errors():
             created = self._client.v1.subscription_schedules.create(
                 params={"from_subscription": subscription_id},
                 options={"idempotency_key": f"{idempotency_key}:create"},
             ).to_dict()
-        # A schedule made from a subscription has one phase, the current one; Stripe wants it restated
-        # unchanged (same start, same items) ahead of the phase we add.
-        current_phase = created["phases"][0]
-        current_items: list[SubscriptionScheduleUpdateParamsPhaseItem] = [
-            {"price": _id_of(item["price"]), "quantity": item.get("quantity") or 1}
-            for item in current_phase["items"]
-        ]
-        next_items: list[SubscriptionScheduleUpdateParamsPhaseItem] = [
-            {"price": price_id, "quantity": current_items[0].get("quantity", 1)},
-            *current_items[1:],
-        ]
+        # A schedule made from a subscription has one phase, the current one, holding the
+        # subscription's settings. Stripe wants it restated with its own start; restated from the
+        # object unchanged (card, discounts, tax rates, metadata, …), since a setting left out is
+        # removed. The phase we add is the same with the new price, from the date on.
+        # https://docs.stripe.com/billing/subscriptions/subscription-schedules#updating
+        current = phase_params(created["phases"][0])
+        following = phase_params(created["phases"][0])
+        following["items"] = [{**following["items"][0], "price": price_id}, *following["items"][1:]]
+        current["end_date"] = switch_at
+        following["start_date"] = switch_at
+        following.pop("end_date", None)
         with _translated_errors():
             try:
                 schedule = self._client.v1.subscription_schedules.update(
                     created["id"],
                     params={
-                        "phases": [
-                            {
-                                "items": current_items,
-                                "start_date": current_phase["start_date"],
-                                "end_date": switch_at,
-                            },
-                            {"items": next_items, "start_date": switch_at},
-                        ],
+                        "phases": [current, following],
                         # After the last phase the subscription goes on by itself, on the new price.
                         "end_behavior": "release",
+                        # Restating the current phase changes nothing, so it must invoice nothing.
+                        "proration_behavior": "none",
+                        # How a later attempt knows this schedule as ours.
+                        "metadata": {SCHEDULE_MARK: "allowance"},
                     },
                     options={"idempotency_key": f"{idempotency_key}:update"},
                 )
-            except (*_TRANSIENT_ERRORS, stripe.IdempotencyError):
-                # Transient: a retry with the same key replays the create and completes the update.
-                # Idempotency: the key was used before with other parameters, so the schedule the
-                # create replayed is an earlier, working one; it is not ours to undo.
-                raise
             except stripe.StripeError:
-                # Refused (e.g. `at` inside the current phase's past): the same call would be refused
-                # again, so don't leave the subscription held by a schedule nobody knows the id of.
+                # Refused, or failed after the SDK's retries: the next attempt is a new key, so don't
+                # leave the subscription held by a schedule nobody knows the id of.
                 self._release_quietly(created["id"], idempotency_key=f"{idempotency_key}:undo")
                 raise
         return schedule_from_stripe(schedule.to_dict())
@@ -297,7 +474,7 @@ class StripeGateway(PaymentGateway):
     def retrieve_invoice(self, invoice_id: str) -> GatewayInvoice:
         with _translated_errors():
             invoice = self._client.v1.invoices.retrieve(invoice_id)
-        return invoice_from_stripe(invoice.to_dict())
+        return self._invoice(invoice.to_dict())
 
     def list_invoices(
         self, *, customer_id: str, created_since: datetime | None = None
@@ -316,7 +493,83 @@ class StripeGateway(PaymentGateway):
                     },
                 )
             found = _capped(page.auto_paging_iter(), what=f"invoices of {customer_id}")
-        return [invoice_from_stripe(invoice) for invoice in found]
+        return [self._invoice(invoice) for invoice in found]
+
+    def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        # https://docs.stripe.com/api/invoices/pay
+        with _translated_errors():
+            paid = self._client.v1.invoices.pay(invoice_id, options={"idempotency_key": idempotency_key})
+        return self._invoice(paid.to_dict())
+
+    def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
+        # Since API version 2025-03-31 an invoice's payments are InvoicePayment objects naming their
+        # payment intent; each paid one is refunded through it, in full.
+        # https://docs.stripe.com/api/invoice-payment/list, https://docs.stripe.com/api/refunds/create
+        refunded = 0
+        with _translated_errors():
+            payments = self._client.v1.invoice_payments.list(
+                params={"invoice": invoice_id, "status": "paid", "limit": LIST_PAGE_SIZE}
+            )
+            for payment in _capped(payments.auto_paging_iter(), what=f"payments of {invoice_id}"):
+                intent = _id_of((payment.get("payment") or {}).get("payment_intent"))
+                if not intent:
+                    continue
+                try:
+                    refund = self._client.v1.refunds.create(
+                        params={
+                            "payment_intent": intent,
+                            "reason": "duplicate",
+                            "metadata": {"invoice": invoice_id},
+                        },
+                        options={"idempotency_key": f"{idempotency_key}:{intent}"},
+                    )
+                except stripe.InvalidRequestError as exc:
+                    if exc.code == "charge_already_refunded":
+                        continue
+                    raise
+                refunded += refund.amount
+        return refunded
+
+    def invoice_of_charge(self, charge_id: str) -> str:
+        # A charge no longer names its invoice: charge → payment intent → invoice payment → invoice.
+        with _translated_errors():
+            charge = self._client.v1.charges.retrieve(charge_id)
+            intent = _id_of(charge.to_dict().get("payment_intent"))
+            if not intent:
+                return ""
+            found = self._client.v1.invoice_payments.list(
+                params={"payment": {"type": "payment_intent", "payment_intent": intent}, "limit": 1}
+            )
+        first = next(iter(found.data), None)
+        return "" if first is None else _id_of(first.to_dict().get("invoice"))
+
+    def invoice_refunded(self, invoice_id: str) -> int:
+        # What the invoice's payments collected and what of it was refunded: each payment intent's
+        # charge. https://docs.stripe.com/api/invoice-payment/list
+        refunded = 0
+        with _translated_errors():
+            payments = self._client.v1.invoice_payments.list(
+                params={"invoice": invoice_id, "status": "paid", "limit": LIST_PAGE_SIZE}
+            )
+            for payment in _capped(payments.auto_paging_iter(), what=f"payments of {invoice_id}"):
+                intent = _id_of((payment.get("payment") or {}).get("payment_intent"))
+                if not intent:
+                    continue
+                found = self._client.v1.payment_intents.retrieve(intent, params={"expand": ["latest_charge"]})
+                charge = found.to_dict().get("latest_charge")
+                if isinstance(charge, Mapping):
+                    refunded += int(charge.get("amount_refunded") or 0)
+        return refunded
+
+    def retrieve_charge(self, charge_id: str) -> GatewayCharge:
+        with _translated_errors():
+            charge = self._client.v1.charges.retrieve(charge_id).to_dict()
+        return charge_from_stripe(charge)
+
+    def retrieve_dispute(self, dispute_id: str) -> GatewayDispute:
+        with _translated_errors():
+            dispute = self._client.v1.disputes.retrieve(dispute_id).to_dict()
+        return dispute_from_stripe(dispute)
 
     def charge_one_off(
         self,
@@ -365,12 +618,12 @@ class StripeGateway(PaymentGateway):
                 options={"idempotency_key": f"{idempotency_key}:finalize"},
             )
             if finalized.status == "paid":
-                return invoice_from_stripe(finalized.to_dict())  # the customer's balance covered it
+                return self._invoice(finalized.to_dict())  # the customer's balance covered it
             paid = self._client.v1.invoices.pay(
                 invoice_id,
                 options={"idempotency_key": f"{idempotency_key}:pay"},
             )
-        return invoice_from_stripe(paid.to_dict())
+        return self._invoice(paid.to_dict())
 
     # --- webhooks -----------------------------------------------------------------------------------
 
@@ -396,9 +649,138 @@ class StripeGateway(PaymentGateway):
         except stripe.StripeError as exc:
             logger.warning("Could not release the half-made schedule %s: %r", schedule_id, exc)
 
+    def _invoice(self, data: dict[str, Any]) -> GatewayInvoice:
+        """An invoice with all its lines: an invoice object carries only the first page of them
+        (`lines.has_more`); the rest are read through the SDK's auto-pagination.
+        https://docs.stripe.com/api/invoices/invoice_lines"""
+        lines = data.get("lines") or {}
+        if lines.get("has_more"):
+            with _translated_errors():
+                page = self._client.v1.invoices.line_items.list(data["id"], params={"limit": LIST_PAGE_SIZE})
+                every = _capped(page.auto_paging_iter(), what=f"lines of {data['id']}")
+            data = {**data, "lines": {**lines, "data": every, "has_more": False}}
+        return invoice_from_stripe(data)
+
     def _retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         with _translated_errors():
             return self._client.v1.subscriptions.retrieve(subscription_id).to_dict()
+
+
+def _is_our_schedule_for(schedule: Mapping[str, Any], *, price_id: str, switch_at: int) -> bool:
+    phases = schedule.get("phases") or []
+    return (
+        (schedule.get("metadata") or {}).get(SCHEDULE_MARK) == "allowance"
+        and schedule.get("status") in ("not_started", "active")
+        and len(phases) == 2
+        and phases[1].get("start_date") == switch_at
+        and _id_of((phases[1].get("items") or [{}])[0].get("price")) == price_id
+    )
+
+
+def _is_leftover(schedule: Mapping[str, Any]) -> bool:
+    """Made from the subscription and never updated: the current phase only, no metadata."""
+    return len(schedule.get("phases") or []) <= 1 and not schedule.get("metadata")
+
+
+# --- a schedule's phase, restated ---------------------------------------------------------------------
+
+
+def phase_params(phase: Mapping[str, Any]) -> SubscriptionScheduleUpdateParamsPhase:
+    """A phase object of a subscription schedule as the parameters that state it again unchanged:
+    every setting it has (expanded objects as their ids; unset ones left out, since sending them
+    empty would clear them). Its proration when it starts is said explicitly: none (a phase of ours
+    switches price at a date, without a proration)."""
+    params: SubscriptionScheduleUpdateParamsPhase = {
+        "items": [_phase_item_params(item) for item in phase.get("items") or []],
+        "start_date": phase["start_date"],
+        "proration_behavior": "none",
+    }
+    if phase.get("end_date"):
+        params["end_date"] = phase["end_date"]
+    if phase.get("collection_method"):
+        params["collection_method"] = phase["collection_method"]
+    if phase.get("currency"):
+        params["currency"] = phase["currency"]
+    if phase.get("description"):
+        params["description"] = phase["description"]
+    if phase.get("billing_cycle_anchor"):
+        params["billing_cycle_anchor"] = phase["billing_cycle_anchor"]
+    if phase.get("application_fee_percent") is not None:
+        params["application_fee_percent"] = phase["application_fee_percent"]
+    if phase.get("default_payment_method"):
+        params["default_payment_method"] = _id_of(phase["default_payment_method"])
+    if phase.get("on_behalf_of"):
+        params["on_behalf_of"] = _id_of(phase["on_behalf_of"])
+    if phase.get("default_tax_rates"):
+        params["default_tax_rates"] = [_id_of(rate) for rate in phase["default_tax_rates"]]
+    if phase.get("discounts"):
+        params["discounts"] = [_discount_params(discount) for discount in phase["discounts"]]
+    if phase.get("metadata"):
+        params["metadata"] = _metadata(phase["metadata"])
+    if phase.get("trial_end"):
+        params["trial_end"] = phase["trial_end"]
+    automatic_tax = phase.get("automatic_tax")
+    if automatic_tax and automatic_tax.get("enabled"):
+        params["automatic_tax"] = {"enabled": True}
+        if automatic_tax.get("liability"):
+            liability = automatic_tax["liability"]
+            params["automatic_tax"]["liability"] = (
+                {"type": liability["type"], "account": _id_of(liability["account"])}
+                if liability.get("account")
+                else {"type": liability["type"]}
+            )
+    settings = phase.get("invoice_settings")
+    if settings:
+        invoice_settings: SubscriptionScheduleUpdateParamsPhaseInvoiceSettings = {}
+        if settings.get("account_tax_ids"):
+            invoice_settings["account_tax_ids"] = [_id_of(tax_id) for tax_id in settings["account_tax_ids"]]
+        if settings.get("days_until_due") is not None:
+            invoice_settings["days_until_due"] = settings["days_until_due"]
+        issuer = settings.get("issuer")
+        if issuer:
+            invoice_settings["issuer"] = (
+                {"type": issuer["type"], "account": _id_of(issuer["account"])}
+                if issuer.get("account")
+                else {"type": issuer["type"]}
+            )
+        if invoice_settings:
+            params["invoice_settings"] = invoice_settings
+    thresholds = phase.get("billing_thresholds")
+    if thresholds:
+        limits: SubscriptionScheduleUpdateParamsPhaseBillingThresholds = {}
+        if thresholds.get("amount_gte") is not None:
+            limits["amount_gte"] = thresholds["amount_gte"]
+        if thresholds.get("reset_billing_cycle_anchor") is not None:
+            limits["reset_billing_cycle_anchor"] = thresholds["reset_billing_cycle_anchor"]
+        params["billing_thresholds"] = limits
+    transfer = phase.get("transfer_data")
+    if transfer:
+        params["transfer_data"] = {"destination": _id_of(transfer["destination"])}
+        if transfer.get("amount_percent") is not None:
+            params["transfer_data"]["amount_percent"] = transfer["amount_percent"]
+    return params
+
+
+def _phase_item_params(item: Mapping[str, Any]) -> SubscriptionScheduleUpdateParamsPhaseItem:
+    params: SubscriptionScheduleUpdateParamsPhaseItem = {
+        "price": _id_of(item["price"]),
+        "quantity": item.get("quantity") or 1,
+    }
+    if item.get("metadata"):
+        params["metadata"] = _metadata(item["metadata"])
+    if item.get("tax_rates"):
+        params["tax_rates"] = [_id_of(rate) for rate in item["tax_rates"]]
+    if item.get("discounts"):
+        params["discounts"] = [_discount_params(discount) for discount in item["discounts"]]
+    return params
+
+
+def _discount_params(discount: Mapping[str, Any]) -> SubscriptionScheduleUpdateParamsPhaseDiscount:
+    """A phase's discount ({coupon | discount | promotion_code}) as a parameter: the one it names."""
+    for key in ("discount", "coupon", "promotion_code"):
+        if discount.get(key):
+            return {key: _id_of(discount[key])}  # type: ignore[misc]
+    return {}
 
 
 # --- Stripe JSON -> boundary dataclasses ---------------------------------------------------------------
@@ -424,6 +806,51 @@ def subscription_from_stripe(data: Mapping[str, Any]) -> GatewaySubscription:
         schedule_id=_id_of(data.get("schedule")),
         latest_invoice_id=_id_of(data.get("latest_invoice")),
         metadata=_metadata(data.get("metadata")),
+        default_payment_method=_id_of(data.get("default_payment_method")),
+        pending_update=_pending_update_from_stripe(data.get("pending_update")),
+    )
+
+
+def _pending_update_from_stripe(data: Mapping[str, Any] | None) -> GatewayPendingUpdate | None:
+    """The price a pending update switches to (our subscriptions have one item)."""
+    if not data:
+        return None
+    items = data.get("subscription_items") or []
+    return GatewayPendingUpdate(
+        price_id=_id_of(items[0].get("price")) if items else "",
+        expires_at=_datetime(data["expires_at"]),
+    )
+
+
+def charge_from_stripe(data: Mapping[str, Any]) -> GatewayCharge:
+    return GatewayCharge(
+        id=data["id"],
+        customer_id=_id_of(data.get("customer")),
+        amount=data.get("amount") or 0,
+        amount_refunded=data.get("amount_refunded") or 0,
+        currency=data.get("currency") or "",
+    )
+
+
+def dispute_from_stripe(data: Mapping[str, Any]) -> GatewayDispute:
+    return GatewayDispute(
+        id=data["id"],
+        charge_id=_id_of(data.get("charge")),
+        amount=data.get("amount") or 0,
+        currency=data.get("currency") or "",
+        reason=data.get("reason") or "",
+        status=data.get("status") or "",
+    )
+
+
+def customer_from_stripe(data: Mapping[str, Any]) -> GatewayCustomer:
+    if data.get("deleted"):
+        return GatewayCustomer(id=data["id"], deleted=True)
+    settings = data.get("invoice_settings") or {}
+    return GatewayCustomer(
+        id=data["id"],
+        email=data.get("email") or "",
+        default_payment_method=_id_of(settings.get("default_payment_method")),
     )
 
 
@@ -453,6 +880,9 @@ def invoice_from_stripe(data: Mapping[str, Any]) -> GatewayInvoice:
         attempt_count=data.get("attempt_count") or 0,
         lines=tuple(_invoice_line_from_stripe(line) for line in lines),
         metadata=_metadata(data.get("metadata")),
+        # https://docs.stripe.com/api/invoices/object#invoice_object-post_payment_credit_notes_amount
+        credited=(data.get("pre_payment_credit_notes_amount") or 0)
+        + (data.get("post_payment_credit_notes_amount") or 0),
     )
 
 
@@ -514,6 +944,9 @@ def event_from_stripe(data: Mapping[str, Any]) -> GatewayEvent:
     created = data.get("created")
     if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created <= _LAST_TIMESTAMP:
         raise WebhookRejected("The event's created is not a Unix timestamp.")
+    livemode = data.get("livemode", False)
+    if not isinstance(livemode, bool):
+        raise WebhookRejected("The event's livemode is not true or false.")
     return GatewayEvent(
         id=text(data.get("id"), "id", EVENT_ID_MAX),
         type=text(data.get("type"), "type", EVENT_TYPE_MAX),
@@ -521,6 +954,7 @@ def event_from_stripe(data: Mapping[str, Any]) -> GatewayEvent:
         object_type=text(obj.get("object"), "object type", OBJECT_TYPE_MAX, required=False),
         object_id=text(obj.get("id"), "object id", OBJECT_ID_MAX, required=False),
         data=dict(obj),
+        livemode=livemode,
     )
 
 

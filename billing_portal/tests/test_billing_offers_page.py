@@ -134,7 +134,10 @@ def test_paid_plans_offer_the_change_dialog_and_manage(subscribed, admin, client
         "agents-enterprise": ("contact", ["Book a demo"], ""),
     }
     assert 'href="/t/acme/billing/plans/agents-scale/change/"' in response.content.decode()
-    assert card_actions(response) == (["Manage"], "Payment methods, invoices, cancel subscription")
+    assert card_actions(response) == (
+        ["Manage", "Cancel subscription"],
+        "Payment methods, invoices, cancel subscription",
+    )
 
 
 def test_payment_issue_refuses_changes_until_the_payment_is_fixed(
@@ -204,13 +207,13 @@ def test_canceled_offers_resume_to_admins_and_says_what_is_possible(
 
 def test_billing_tab_query_count_is_pinned(subscribed, admin, client_for, django_assert_num_queries):
     """Session and user (2), membership (1), the product asked for (1), entitlements (1), open leads
-    (1), the catalog (1), the trial grant (1), the tenant switcher (1), the product tabs (1), the
-    session usage of the card (4: sessions_billing's terms and counter), the sidebar's AI Credits
-    quick access (1, credits C03), and the session's save (3, with its savepoint): the same for any
-    history (see test_billing_views)."""
+    (1), the catalog (1), the trial grant (1), the open invoices that wait for the customer (1), the
+    tenant switcher (1), the product tabs (1), the session usage of the card (4: sessions_billing's
+    terms and counter), the sidebar's AI Credits quick access (1, credits C03), and the session's save
+    (3, with its savepoint): the same for any history (see test_billing_views)."""
     client = client_for(admin)
     client.get(BILLING)
-    with django_assert_num_queries(17):
+    with django_assert_num_queries(18):
         assert client.get(BILLING).status_code == 200
 
 

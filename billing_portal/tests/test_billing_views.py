@@ -204,7 +204,11 @@ def test_paying_on_the_checkout_stand_in_activates_the_subscription(
         paid = client.post(checkout_url, {"action": "pay"})
 
     assert paid.status_code == 302
-    assert paid["Location"] == "/t/acme/billing/?product=ai_agents&checkout=success"
+    # The hosted page returns to the session's success URL, with the session's id, as Stripe's does.
+    session_id = CheckoutSession.objects.get(tenant=trial_tenant).gateway_session_id
+    assert paid["Location"] == (
+        f"http://testserver/t/acme/billing/?product=ai_agents&checkout=success&session_id={session_id}"
+    )
     event = WebhookEvent.objects.get(type="checkout.session.completed")
     assert (event.status, event.tenant) == ("processed", trial_tenant)
     billing = client.get(paid["Location"])
@@ -221,6 +225,48 @@ def test_paying_on_the_checkout_stand_in_activates_the_subscription(
         client.post(checkout_url, {"action": "pay"})
     assert Subscription.objects.filter(tenant=trial_tenant).exclude(gateway_subscription_id="").count() == 1
     assert Invoice.objects.count() == 1
+
+
+def test_the_return_from_checkout_applies_the_paid_session_without_waiting_for_the_webhook(
+    debug, trial_tenant, admin, other_tenant, client_for
+):
+    """Issue 7, defect 10 (failed before the fix: the success URL carried no session id, so the tab
+    showed the trial until the webhook came). S15: the success URL carries {CHECKOUT_SESSION_ID};
+    the return syncs that session, which must be the tenant's own."""
+    client = client_for(admin)
+    checkout_url = client.post("/t/acme/billing/plans/agents-growth/subscribe/")["Location"]
+    session = CheckoutSession.objects.get(tenant=trial_tenant)
+    stored = LocalGatewayObject.objects.get(object_id=session.gateway_session_id).data
+    assert stored["success_url"] == (
+        "http://testserver/t/acme/billing/?product=ai_agents&checkout=success&session_id={CHECKOUT_SESSION_ID}"
+    )
+
+    paid = client.post(checkout_url, {"action": "pay"})  # no live(): no webhook is delivered
+    assert paid["Location"] == (
+        "http://testserver/t/acme/billing/?product=ai_agents&checkout=success"
+        f"&session_id={session.gateway_session_id}"
+    )
+    assert WebhookEvent.objects.count() == 0
+    assert live_sub(trial_tenant).state == "trialing"
+
+    page = client.get(paid["Location"])
+
+    assert badge(page) == "Active subscription"
+    assert (live_sub(trial_tenant).plan.code, live_sub(trial_tenant).state) == ("agents-growth", "active")
+    assert CheckoutSession.objects.get(pk=session.pk).status == "complete"
+    assert list(Invoice.objects.filter(tenant=trial_tenant).values_list("status", "total")) == [
+        ("paid", 19900)
+    ]
+
+    # Another tenant's session id in the URL is ignored: nothing of theirs is read or applied.
+    globex_admin = MembershipFactory(tenant=other_tenant, role=Role.ADMIN, user=UserFactory()).user
+    plan_services.tenant_provision(tenant=other_tenant)
+    foreign = checkout_open(other_tenant, globex_admin, "agents-starter")
+    local_gateway().complete_checkout(foreign)
+    for bogus in (foreign, "cs_local_nope", "x" * 300):
+        response = client.get(f"{BILLING}?product=ai_agents&checkout=success&session_id={bogus}")
+        assert response.status_code == 200
+    assert Subscription.objects.filter(tenant=other_tenant).exclude(gateway_subscription_id="").count() == 0
 
 
 def test_a_declining_card_on_the_checkout_stand_in_is_402_and_creates_nothing(
@@ -258,7 +304,7 @@ def test_canceling_on_the_checkout_stand_in_goes_back_with_nothing_charged(
     with live():
         response = client.post(checkout_url, {"action": "cancel"})
 
-    assert response["Location"] == "/t/acme/billing/?product=ai_agents&checkout=canceled"
+    assert response["Location"] == "http://testserver/t/acme/billing/?product=ai_agents&checkout=canceled"
     assert "Checkout canceled: nothing was charged." in text(client.get(response["Location"]))
     assert CheckoutSession.objects.get(tenant=trial_tenant).status == "expired"
     assert live_sub(trial_tenant).state == "trialing"
@@ -272,8 +318,8 @@ DEV_URL_NAMES = sorted(
 )
 
 
-def _dev_urls(session_id: str, customer_id: str) -> list[str]:
-    values = {"session_id": session_id, "customer_id": customer_id}
+def _dev_urls(session_id: str, customer_id: str, invoice_id: str = "in_local_nope") -> list[str]:
+    values = {"session_id": session_id, "customer_id": customer_id, "gateway_invoice_id": invoice_id}
     found = []
     for name in DEV_URL_NAMES:
         pattern = next(p for p in urls.global_patterns if p.name == name)
@@ -284,9 +330,10 @@ def _dev_urls(session_id: str, customer_id: str) -> list[str]:
 
 @pytest.fixture
 def victim_dev_urls(trial_tenant, admin) -> list[str]:
+    paid = local_gateway().complete_checkout(checkout_open(trial_tenant, admin, "agents-starter"))
     session_id = checkout_open(trial_tenant, admin, "agents-growth")
-    urls_ = _dev_urls(session_id, customer_id_of(trial_tenant))
-    assert len(urls_) == len(DEV_URL_NAMES) == 2
+    urls_ = _dev_urls(session_id, customer_id_of(trial_tenant), paid.latest_invoice_id)
+    assert len(urls_) == len(DEV_URL_NAMES) == 3
     return urls_
 
 
@@ -692,3 +739,38 @@ def test_member_registers_interest_in_a_paid_plan_and_sees_request_received(tria
     page = text(client.get(BILLING))
     assert 'data-testid="interest-agents-growth"' not in page
     assert 'data-testid="request-received"' in page
+
+
+def test_an_upgrade_whose_payment_fails_says_why_on_the_billing_tab(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """S18; issue 7, defect 3: the dialog's Immediately on a card that declines keeps the plan and
+    tells the admin why, and what makes the change apply."""
+    local_gateway().expire_card(subscribed.gateway_subscription_id)
+    client = client_for(admin)
+    with live():
+        response = client.post("/t/acme/billing/plans/agents-scale/change/", {"when": "immediately"})
+    assert response.status_code == 302
+    page = text(client.get(response["Location"]))
+    assert "The payment for Scale did not go through, so you are still on Growth." in page
+    assert "Update your payment method (Manage): Scale applies as soon as it is paid" in page
+    assert live_sub(trial_tenant).plan.code == "agents-growth"
+
+
+def test_a_checkout_the_bank_asks_to_confirm_completes_once_confirmed_on_the_page(
+    debug, trial_tenant, admin, client_for, live
+):
+    """SCA at checkout: the hosted page shows the bank's challenge; nothing is created until the
+    customer confirms, then the payment goes through and the return applies it."""
+    client = client_for(admin)
+    checkout_url = client.post("/t/acme/billing/plans/agents-growth/subscribe/")["Location"]
+
+    challenge = client.post(checkout_url, {"action": "pay_3ds"})
+    assert challenge.status_code == 200
+    assert "Your bank asks you to confirm this payment (3D Secure)." in text(challenge)
+    assert LocalGatewayObject.objects.filter(object_type="subscription").count() == 0
+
+    with live():
+        confirmed = client.post(checkout_url, {"action": "confirm"})
+    assert confirmed.status_code == 302
+    assert badge(client.get(confirmed["Location"])) == "Active subscription"

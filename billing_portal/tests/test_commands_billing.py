@@ -15,6 +15,7 @@ from django.utils import timezone
 from billing_portal.gateway import factory
 from billing_portal.models import Invoice, WebhookEvent
 from plans import selectors as plan_selectors
+from plans import services as plan_services
 from plans.factories import SubscriptionFactory, plan
 from plans.models import Plan, Subscription
 from tenants.factories import MembershipFactory, TenantFactory, UserFactory
@@ -145,7 +146,7 @@ def test_billing_reconcile_repairs_a_checkout_whose_webhooks_were_lost(
     first = json.loads(run("billing_reconcile"))
     second = json.loads(run("billing_reconcile"))
 
-    assert first == second == {"customers": 1, "subscriptions": 1, "invoices": 1, "errors": 0}
+    assert first == second == {"customers": 1, "subscriptions": 1, "invoices": 1, "errors": 0, "failures": []}
     sub = live_sub(trial_tenant)
     assert (sub.plan.code, sub.state, sub.gateway_subscription_id) == ("agents-growth", "active", sub_id)
     assert plan_selectors.entitlements(tenant=trial_tenant)["ai_agents"].badge == "Active subscription"
@@ -165,6 +166,82 @@ def test_billing_reconcile_repairs_a_checkout_whose_webhooks_were_lost(
     )
     assert list(invoice.lines.values_list("amount", flat=True)) == [19900]
     assert AuditEvent.objects.filter(tenant=trial_tenant, action="subscription.activated").count() == 1
+
+
+def test_billing_reconcile_skips_a_subscription_it_cannot_apply_and_repairs_everyone_else(
+    webhooks_lost, db, live, caplog
+):
+    """Issue 7, defect 7 (failed before the fix: a price missing from our catalog raised out of the
+    reconcile and stopped it for every customer after that one). The subscription is skipped, the
+    error recorded and reported at the end, and every other customer is still repaired."""
+    first, first_admin = _tenant_with_admin("first")
+    second, second_admin = _tenant_with_admin("second")
+    subs = {}
+    for tenant, admin, code in (
+        (first, first_admin, "agents-starter"),
+        (second, second_admin, "agents-growth"),
+    ):
+        plan_services.tenant_provision(tenant=tenant)
+        with live():
+            subs[tenant.slug] = local_gateway().complete_checkout(checkout_open(tenant, admin, code)).id
+    # Someone renamed Starter's price in the catalog: the first customer's subscription bills a price
+    # we no longer know.
+    Plan.objects.filter(code="agents-starter").update(stripe_price_id="price_renamed_since")
+
+    out, err = StringIO(), StringIO()
+    call_command("billing_reconcile", stdout=out, stderr=err)
+
+    report = json.loads(out.getvalue())
+    assert report == {
+        "customers": 2,
+        "subscriptions": 1,
+        "invoices": 2,
+        "errors": 1,
+        "failures": [
+            {
+                "tenant": "first",
+                "object": subs["first"],
+                "error": "No plan in the catalog has the price 'price_local_agents_starter'.",
+            }
+        ],
+    }
+    assert err.getvalue() == (
+        f"first: {subs['first']}: No plan in the catalog has the price 'price_local_agents_starter'.\n"
+    )
+    assert (live_sub(second).plan.code, live_sub(second).state) == ("agents-growth", "active")
+    assert live_sub(first).state == "trialing"  # left as it was, to be looked at
+    assert Invoice.objects.filter(tenant=first).count() == 1  # its invoices are still mirrored
+    assert f"billing_reconcile: {subs['first']}" in caplog.text
+
+
+def test_billing_portal_configure_makes_one_configuration_and_manage_uses_it(trial_tenant, admin, settings):
+    """Issue 7, defect 4: run twice, one configuration at the gateway (found again by its marker),
+    recorded; Manage's sessions name it."""
+    from unittest import mock
+
+    from billing_portal import services
+    from billing_portal.gateway.store import LocalGatewayObject
+    from billing_portal.models import PortalConfiguration
+
+    first = json.loads(run("billing_portal_configure"))
+    second = json.loads(run("billing_portal_configure"))
+
+    assert first["recorded"] == "created"
+    assert second == first | {"recorded": "updated"}
+    assert (first["cancel"], first["plan_switching"], first["pause"]) == ("at_period_end", False, False)
+    [config] = LocalGatewayObject.objects.filter(object_type="billing_portal.configuration")
+    assert config.object_id == first["configuration"]
+    assert config.data["metadata"] == {
+        "managed_by": "allowance",
+        "installation": settings.BILLING_INSTALLATION_ID,
+    }
+    assert config.data["features"]["subscription_update"] == {"enabled": False}
+    assert PortalConfiguration.objects.get(gateway="local").configuration_id == first["configuration"]
+    with mock.patch.object(
+        type(local_gateway()), "create_portal_session", autospec=True, return_value="/p/"
+    ) as made:
+        services.portal_url(tenant=trial_tenant, return_url="/back/")
+    assert made.call_args.kwargs["configuration_id"] == first["configuration"]
 
 
 # --- create_tenant --plan ------------------------------------------------------------------------

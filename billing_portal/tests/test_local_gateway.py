@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from billing_portal.gateway.base import GatewayError, WebhookSignatureError
 from billing_portal.gateway.local import LocalGateway, add_months
+from billing_portal.gateway.local.core import WhenRetriesExhausted
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import (
     checkout_session_from_stripe,
@@ -139,6 +140,8 @@ def count(object_type: str) -> int:
 
 def test_events_are_signed_like_stripe_and_verified_like_stripe(local):
     customer_id, _ = local.subscribe()
+    local("set_card", customer_id, failing=False, last4="4242")  # a one-off invoice charges the customer's
+    local.sent.clear()
     local(
         "charge_one_off",
         customer_id=customer_id,
@@ -211,6 +214,72 @@ def test_events_go_out_only_after_commit(local, django_capture_on_commit_callbac
     ]
 
 
+def test_late_delivery_keeps_events_until_the_clock_then_sends_them_newest_first_and_twice(
+    db, django_capture_on_commit_callbacks
+):
+    """The switch for what Stripe may do after a failed or slow delivery: events arrive late, out
+    of order and more than once (https://docs.stripe.com/webhooks#event-ordering). A change that rolls
+    back leaves nothing to deliver."""
+    sent: list[tuple[bytes, str]] = []
+    gateway = LocalGateway(
+        webhook_secret=SECRET,
+        deliver=lambda payload, header: sent.append((payload, header)),
+        price_catalog=PRICES.__getitem__,
+        clock=lambda: START,
+        delivery="late",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        customer_id = gateway.create_customer(email="", name="", metadata={}, idempotency_key="c")
+        session = gateway.create_checkout_session(
+            customer_id=customer_id,
+            price_id="price_pro",
+            success_url="s",
+            cancel_url="c",
+            client_reference_id="",
+            metadata={},
+            idempotency_key="cs",
+        )
+        gateway.complete_checkout(session.id)
+    with (  # noqa: PT012
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        gateway.expire_checkout(
+            gateway.create_checkout_session(
+                customer_id=customer_id,
+                price_id="price_pro",
+                success_url="s",
+                cancel_url="c",
+                client_reference_id="",
+                metadata={},
+                idempotency_key="cs-rolled-back",
+            ).id
+        )
+        raise RuntimeError("the request failed")
+    assert sent == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert gateway.advance(START) == 0  # nothing fell due; the kept events go out
+    emitted = [e["type"] for e in (json.loads(p) for p, _ in sent)]
+    assert emitted == [
+        "checkout.session.completed",
+        "checkout.session.completed",
+        "invoice.paid",
+        "invoice.paid",
+        "invoice.finalized",
+        "invoice.finalized",
+        "customer.subscription.created",
+        "customer.subscription.created",
+    ]
+    for payload, header in sent:  # signed as Stripe signs them
+        assert stripe.Webhook.construct_event(payload, header, SECRET).id == json.loads(payload)["id"]
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert gateway.deliver_late() == 0
+    assert sent == []
+
+
 # --- checkout ----------------------------------------------------------------------------------------
 
 
@@ -262,8 +331,14 @@ def test_checkout_completion_creates_subscription_and_paid_invoice_with_four_eve
         "usd",
     )
     assert invoice.paid_at == START
-    assert invoice.hosted_invoice_url == ""
+    assert invoice.hosted_invoice_url == f"http://testserver/dev/billing/invoices/{invoice.id}/"
     assert invoice.invoice_pdf == ""
+    # Checkout keeps the card on the subscription, not as the customer's default for invoices.
+    stored_sub = LocalGatewayObject.objects.get(object_id=sub.id).data
+    card = LocalGatewayObject.objects.get(object_id=stored_sub["default_payment_method"]).data
+    assert (card["card"]["last4"], card["customer"]) == ("4242", customer_id)
+    customer = LocalGatewayObject.objects.get(object_id=customer_id).data
+    assert customer["invoice_settings"]["default_payment_method"] is None
     assert [(line.amount, line.period_start, line.period_end) for line in invoice.lines] == [
         (3000, START, sub.current_period_end)
     ]
@@ -297,7 +372,6 @@ def test_checkout_completion_creates_subscription_and_paid_invoice_with_four_eve
 
 def test_a_declining_card_at_checkout_creates_nothing(local):
     customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
-    local("set_card", customer_id, failing=True, last4="0002")
     session = local(
         "create_checkout_session",
         customer_id=customer_id,
@@ -309,14 +383,20 @@ def test_a_declining_card_at_checkout_creates_nothing(local):
         idempotency_key="cs",
     )
     with pytest.raises(GatewayError) as exc:
-        local("complete_checkout", session.id)
+        local("complete_checkout", session.id, card="declines", last4="0002")
     assert exc.value.code == "card_declined"
     assert exc.value.message == "Your card was declined."
-    assert count("subscription") == count("invoice") == count("event") == 0
+    # A card that asks for 3D Secure is refused until the customer confirms it on the page.
+    with pytest.raises(GatewayError) as exc:
+        local("complete_checkout", session.id, card="requires_action", last4="3184")
+    assert (exc.value.code, exc.value.message) == (
+        "authentication_required",
+        "Your bank asks you to confirm this payment.",
+    )
+    assert count("subscription") == count("invoice") == count("event") == count("payment_method") == 0
     assert local.sent == []
     assert local.gateway.retrieve_checkout_session(session.id).status == "open"
     # A working card: the same session goes through.
-    local("set_card", customer_id, failing=False, last4="4242")
     assert local("complete_checkout", session.id).status == "active"
 
 
@@ -398,6 +478,7 @@ def test_idempotency_keys_return_the_same_objects(local):
     assert count("checkout.session") == 1
 
     sub = local("complete_checkout", local("create_checkout_session", **args).id)
+    local("set_card", first, failing=False, last4="4242")
     local.now = START + timedelta(days=10)
     change = {"subscription_id": sub.id, "price_id": "price_pro_yearly", "idempotency_key": "change-1"}
     assert local("change_subscription_price", **change) == local("change_subscription_price", **change)
@@ -427,6 +508,81 @@ def test_idempotency_keys_return_the_same_objects(local):
     types = local.types()
     assert types.count("invoice.paid") == 3
     assert types.count("customer.subscription.deleted") == 1
+
+
+def test_a_key_replays_its_first_answer_error_included_for_24_hours(local):
+    """Stripe saves the first answer of a key, errors included, and replays it whatever happened
+    since; other parameters with the key are refused; after 24 hours the key is new again
+    (https://docs.stripe.com/api/idempotent_requests)."""
+    _, sub = local.subscribe()
+    schedule = local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=sub.current_period_end,
+        idempotency_key="s",
+    )
+    cancel = {"subscription_id": sub.id, "at_period_end": True, "idempotency_key": "cancel-1"}
+    with pytest.raises(GatewayError) as refused:
+        local("cancel_subscription", **cancel)
+    assert refused.value.code == "subscription_schedule_managed"
+    local("release_schedule", schedule.id, idempotency_key="release-1")
+    local.sent.clear()
+
+    # The schedule is gone, but the key keeps its error: nothing is canceled, nothing emitted.
+    with pytest.raises(GatewayError) as replayed:
+        local("cancel_subscription", **cancel)
+    assert (replayed.value.code, replayed.value.message) == (refused.value.code, refused.value.message)
+    assert local.gateway.retrieve_subscription(sub.id).cancel_at_period_end is False
+    assert local.sent == []
+    # A new attempt is a new key.
+    canceled = local("cancel_subscription", **(cancel | {"idempotency_key": "cancel-2"}))
+    assert canceled.cancel_at_period_end is True
+
+    # A replay is the object as the first request left it, not as it is now.
+    resumed = local("resume_subscription", subscription_id=sub.id, idempotency_key="resume-1")
+    assert resumed.cancel_at_period_end is False
+    local("cancel_subscription", **(cancel | {"idempotency_key": "cancel-3"}))
+    assert local("resume_subscription", subscription_id=sub.id, idempotency_key="resume-1") == resumed
+    assert local.gateway.retrieve_subscription(sub.id).cancel_at_period_end is True
+
+    # Other parameters with a used key: refused, and the key keeps its first answer.
+    with pytest.raises(GatewayError) as reused:
+        local("cancel_subscription", **(cancel | {"at_period_end": False}))
+    assert reused.value.code == "idempotency_error"
+
+    # 24 hours after its first use the key is forgotten: the same request runs again.
+    first = local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="cust-1")
+    local.now = START + timedelta(hours=23, minutes=59)
+    assert local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="cust-1") == first
+    local.now = START + timedelta(hours=24)
+    second = local("create_customer", email="a@b.c", name="A", metadata={}, idempotency_key="cust-1")
+    assert second != first
+    assert count("customer") == 3  # local.subscribe's, then two under the same key a day apart
+
+
+def test_an_operation_refused_midway_keeps_none_of_its_writes_but_keeps_its_answer(local):
+    """A decline undoes nothing it should keep: the open invoice and its events stay (Stripe
+    finalizes, then fails to collect); the replay answers the same decline."""
+    customer_id, _ = local.subscribe()
+    local("set_card", customer_id, failing=True, last4="0002")
+    local.sent.clear()
+    charge = {
+        "customer_id": customer_id,
+        "amount": 500,
+        "currency": "usd",
+        "description": "Pack",
+        "metadata": {},
+        "idempotency_key": "pack-9",
+    }
+    with pytest.raises(GatewayError) as declined:
+        local("charge_one_off", **charge)
+    assert declined.value.code == "card_declined"
+    assert local.types() == ["invoice.finalized", "invoice.payment_failed"]
+    with pytest.raises(GatewayError):
+        local("charge_one_off", **charge)
+    assert local.sent == []
+    assert count("invoice") == 2
 
 
 # --- plan changes ------------------------------------------------------------------------------------
@@ -474,6 +630,84 @@ def test_change_price_switches_now_and_invoices_the_prorated_difference(local):
     # The same price again: nothing at all.
     local("change_subscription_price", subscription_id=sub.id, price_id="price_basic", idempotency_key="same")
     assert local.sent == []
+
+
+def test_an_unpaid_upgrade_applies_anyway_by_default_and_waits_when_asked_to(local):
+    """Stripe's payment_behavior (https://docs.stripe.com/billing/subscriptions/pending-updates):
+    allow_incomplete (its default) switches the price and leaves the subscription past due;
+    pending_if_incomplete keeps the old price, with the change in pending_update until the invoice is
+    paid (at most 23 hours); error_if_incomplete refuses the change."""
+    _, sub = local.subscribe("price_basic")
+    local("expire_card", sub.id)
+    local.now = START + timedelta(days=10)
+
+    with pytest.raises(GatewayError) as refused:
+        local(
+            "change_subscription_price",
+            subscription_id=sub.id,
+            price_id="price_pro",
+            idempotency_key="error",
+            payment_behavior="error_if_incomplete",
+        )
+    assert refused.value.code == "card_declined"
+    assert local.gateway.retrieve_subscription(sub.id).price_id == "price_basic"
+    assert (count("invoice"), local.sent) == (1, [])
+
+    waiting = local(
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_pro",
+        idempotency_key="pending",
+        payment_behavior="pending_if_incomplete",
+    )
+    assert (waiting.status, waiting.price_id) == ("active", "price_basic")
+    assert waiting.pending_update is not None
+    assert waiting.pending_update.price_id == "price_pro"
+    assert waiting.pending_update.expires_at == local.now + timedelta(hours=23)
+    invoice = local.gateway.retrieve_invoice(waiting.latest_invoice_id)
+    assert (invoice.status, invoice.total, invoice.billing_reason) == ("open", 1355, "subscription_update")
+    assert local.types() == ["invoice.finalized", "invoice.payment_failed", "customer.subscription.updated"]
+    assert local("advance", local.now + timedelta(hours=22)) == 0  # not retried by itself
+
+    local.now += timedelta(hours=2)
+    local("pay_on_hosted_page", invoice.id)
+    applied = local.gateway.retrieve_subscription(sub.id)
+    assert (applied.status, applied.price_id, applied.pending_update) == ("active", "price_pro", None)
+    assert local.types() == [
+        "invoice.paid",
+        "customer.subscription.pending_update_applied",
+        "customer.subscription.updated",
+    ]
+
+    # Left unpaid, the update expires after 23 hours: its invoice is voided, the price stays.
+    expiring = local(
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        idempotency_key="down",
+        payment_behavior="pending_if_incomplete",
+    )
+    assert expiring.price_id == "price_basic"  # a downgrade invoices nothing: applied at once
+    up = local(
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_pro",
+        idempotency_key="up-again",
+        payment_behavior="pending_if_incomplete",
+    )
+    assert up.pending_update is not None
+    local.sent.clear()
+    assert local("advance", local.now + timedelta(hours=23)) == 1
+    expired = local.gateway.retrieve_subscription(sub.id)
+    assert (expired.price_id, expired.pending_update) == ("price_basic", None)
+    assert local.gateway.retrieve_invoice(up.latest_invoice_id).status == "void"
+    assert local.types() == ["invoice.voided", "customer.subscription.pending_update_expired"]
+
+    # allow_incomplete: the new price now, the subscription past due on the unpaid invoice.
+    applied_anyway = local(
+        "change_subscription_price", subscription_id=sub.id, price_id="price_pro", idempotency_key="allow"
+    )
+    assert (applied_anyway.price_id, applied_anyway.status) == ("price_pro", "past_due")
 
 
 def test_change_to_another_interval_restarts_the_cycle(local):
@@ -535,6 +769,32 @@ def test_scheduled_change_applies_at_its_date_on_advance(local):
     assert events[1]["data"]["object"]["status"] == "completed"
     assert local("advance", end) == 0
     assert local.sent == []
+
+
+def test_a_schedule_keeps_the_subscriptions_card_in_its_phases(local):
+    """A schedule made from a subscription carries its settings into the phases, and the phase that
+    starts sets them on the subscription: a phase without the card would leave it without one."""
+    _, sub = local.subscribe("price_pro")
+    card = LocalGatewayObject.objects.get(object_id=sub.id).data["default_payment_method"]
+    schedule = local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_basic",
+        at=sub.current_period_end,
+        idempotency_key="s",
+    )
+    stored = LocalGatewayObject.objects.get(object_id=schedule.id).data
+    assert [p["default_payment_method"] for p in stored["phases"]] == [card, card]
+    local("advance", sub.current_period_end)
+    after = LocalGatewayObject.objects.get(object_id=sub.id).data
+    assert (after["default_payment_method"], after["items"]["data"][0]["price"]["id"]) == (
+        card,
+        "price_basic",
+    )
+    assert (
+        local.gateway.retrieve_invoice(local.gateway.retrieve_subscription(sub.id).latest_invoice_id).status
+        == "paid"
+    )
 
 
 def test_scheduled_change_on_a_custom_date_switches_mid_period(local):
@@ -659,7 +919,10 @@ def test_cancel_at_period_end_is_refused_while_a_schedule_holds_the_subscription
 # --- failed payments -----------------------------------------------------------------------------------
 
 
-def test_failed_payment_makes_past_due_and_a_working_card_recovers(local):
+def test_failed_payment_makes_past_due_and_is_retried_on_the_schedule_not_by_a_new_card(local):
+    """Checkout's card is the subscription's own; the portal's new card becomes the customer's
+    default, which the subscription does not use, and adding it pays nothing: the next retry still
+    charges the subscription's card (https://docs.stripe.com/api/subscriptions/object#subscription_object-default_payment_method)."""
     customer_id, sub = local.subscribe()
     local.now = START + timedelta(days=7)
 
@@ -676,12 +939,33 @@ def test_failed_payment_makes_past_due_and_a_working_card_recovers(local):
     assert overdue.latest_invoice_id == invoice.id
     assert (overdue.current_period_start, overdue.current_period_end) == (local.now, add_months(local.now, 1))
     assert local.types() == ["invoice.finalized", "invoice.payment_failed", "customer.subscription.updated"]
-    card = local.gateway.customer_overview(customer_id)["card"]
-    assert card["failing"] is True
+    stored = LocalGatewayObject.objects.get(object_id=invoice.id).data
+    assert stored["next_payment_attempt"] == int((local.now + timedelta(days=3)).timestamp())
+    assert local.gateway.customer_overview(customer_id)["subscriptions"][0]["card"]["failing"] is True
 
     local.now += timedelta(days=1)
     local("set_card", customer_id, failing=False, last4="4242")
+    assert local.types() == ["payment_method.attached", "customer.updated"]
+    assert local.gateway.retrieve_invoice(invoice.id).status == "open"  # nothing paid by itself
+    overview = local.gateway.customer_overview(customer_id)
+    assert overview["card"] == {
+        "id": overview["card"]["id"],
+        "brand": "visa",
+        "last4": "4242",
+        "failing": False,
+        "requires_action": False,
+    }
 
+    # The retry, three days after the failure, charges the subscription's own card again.
+    assert local("advance", START + timedelta(days=10)) == 1
+    retried = local.gateway.retrieve_invoice(invoice.id)
+    assert (retried.status, retried.attempt_count) == ("open", 2)
+    assert local.types() == ["invoice.payment_failed"]
+    assert local.gateway.retrieve_subscription(sub.id).status == "past_due"
+
+    # Paid on the hosted invoice page: the subscription recovers.
+    local.now = START + timedelta(days=11)
+    local("pay_open_invoices", customer_id)
     paid = local.gateway.retrieve_invoice(invoice.id)
     assert (paid.status, paid.amount_paid, paid.amount_remaining, paid.paid_at) == (
         "paid",
@@ -691,18 +975,11 @@ def test_failed_payment_makes_past_due_and_a_working_card_recovers(local):
     )
     assert local.gateway.retrieve_subscription(sub.id).status == "active"
     assert local.types() == ["invoice.paid", "customer.subscription.updated"]
-    overview = local.gateway.customer_overview(customer_id)
-    assert overview["card"] == {
-        "id": overview["card"]["id"],
-        "brand": "visa",
-        "last4": "4242",
-        "failing": False,
-    }
 
 
 def test_renewal_on_a_declining_card_goes_past_due_and_pay_open_invoices_recovers(local):
     customer_id, sub = local.subscribe()
-    local("set_card", customer_id, failing=True, last4="0341")
+    local("expire_card", sub.id)
     assert local("advance", sub.current_period_end) == 1
     overdue = local.gateway.retrieve_subscription(sub.id)
     assert overdue.status == "past_due"
@@ -713,8 +990,134 @@ def test_renewal_on_a_declining_card_goes_past_due_and_pay_open_invoices_recover
     assert local.types() == ["invoice.paid", "customer.subscription.updated"]
 
 
+@pytest.mark.parametrize(
+    ("setting", "status", "last_event"),
+    [
+        ("unpaid", "unpaid", "customer.subscription.updated"),
+        ("cancel", "canceled", "customer.subscription.deleted"),
+        ("past_due", "past_due", "invoice.payment_failed"),
+    ],
+)
+def test_retries_follow_the_schedule_then_the_accounts_setting_decides(local, setting, status, last_event):
+    """Retries 3, 5 and 7 days after the previous attempt (not all at once); when the last one fails
+    the subscription is marked unpaid, canceled or left past due, as the account's setting says."""
+    local.gateway.when_retries_exhausted = WhenRetriesExhausted(setting)
+    customer_id, sub = local.subscribe()
+    local("expire_card", sub.id)
+    due = sub.current_period_end
+    local("advance", due)
+    invoice_id = local.gateway.retrieve_subscription(sub.id).latest_invoice_id
+    local.sent.clear()
+    attempts = []
+    for day in (2, 3, 7, 8, 14, 15):
+        local("advance", due + timedelta(days=day))
+        attempts.append(local.gateway.retrieve_invoice(invoice_id).attempt_count)
+    assert attempts == [1, 2, 2, 3, 3, 4]  # at +3, +8 (3+5) and +15 (3+5+7) days
+    types = local.types()
+    assert types.count("invoice.payment_failed") == 3
+    assert types[-1] == last_event
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert after.status == status
+    stored = LocalGatewayObject.objects.get(object_id=invoice_id).data
+    assert (stored["status"], stored["next_payment_attempt"]) == ("open", None)
+    if setting != "unpaid":
+        return
+    # Unpaid: the next period is invoiced but not attempted; settling the balance restores it.
+    local("advance", after.current_period_end)
+    assert local.types() == ["invoice.finalized", "customer.subscription.updated"]
+    assert [i.status for i in local.gateway.list_invoices(customer_id=customer_id)][:2] == ["open", "open"]
+    local("pay_open_invoices", customer_id)
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+
+
+def test_a_card_that_asks_for_confirmation_waits_for_the_customer(local):
+    """SCA: a renewal on a card that needs 3D Secure sends invoice.payment_action_required with the
+    hosted invoice page and is not retried; the customer confirms there and the invoice is paid."""
+    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
+    session = local(
+        "create_checkout_session",
+        customer_id=customer_id,
+        price_id="price_pro",
+        success_url="s",
+        cancel_url="c",
+        client_reference_id="",
+        metadata={},
+        idempotency_key="cs",
+    )
+    sub = local("complete_checkout", session.id, card="requires_action", last4="3184", confirmed=True)
+    assert sub.status == "active"
+    local.sent.clear()
+
+    assert local("advance", sub.current_period_end) == 1
+    events = local.events()
+    assert [e["type"] for e in events] == [
+        "invoice.finalized",
+        "invoice.payment_action_required",
+        "customer.subscription.updated",
+    ]
+    invoice = events[1]["data"]["object"]
+    assert invoice["hosted_invoice_url"] == f"http://testserver/dev/billing/invoices/{invoice['id']}/"
+    assert (invoice["status"], invoice["next_payment_attempt"]) == ("open", None)
+    assert local.gateway.retrieve_subscription(sub.id).status == "past_due"
+    assert local("advance", sub.current_period_end + timedelta(days=20)) == 0  # no retry
+    with pytest.raises(GatewayError) as exc:
+        local("pay_invoice", invoice["id"], idempotency_key="pay-1")
+    assert exc.value.code == "authentication_required"
+    assert local.types() == ["invoice.payment_action_required"]  # the attempt is recorded
+
+    paid = local("confirm_payment", invoice["id"])
+    assert paid.status == "paid"
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+    assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+
+
+def test_pay_invoice_charges_the_card_stripe_would_and_keeps_its_answer(local):
+    """invoices.pay: a decline is an error and a recorded attempt; the same key answers the same;
+    a new attempt after the card is fixed is a new key."""
+    customer_id, sub = local.subscribe()
+    invoice = local("fail_next_payment", sub.id)
+    with pytest.raises(GatewayError) as exc:
+        local("pay_invoice", invoice.id, idempotency_key="pay-1")
+    assert exc.value.code == "card_declined"
+    assert local.gateway.retrieve_invoice(invoice.id).attempt_count == 2
+    LocalGatewayObject.objects.filter(object_id=sub.id).update(
+        data=dict(LocalGatewayObject.objects.get(object_id=sub.id).data, default_payment_method=None)
+    )
+    local("set_card", customer_id, failing=False, last4="4242")
+    with pytest.raises(GatewayError):
+        local("pay_invoice", invoice.id, idempotency_key="pay-1")  # the kept answer
+    local.sent.clear()
+    assert local("pay_invoice", invoice.id, idempotency_key="pay-2").status == "paid"
+    assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+    with pytest.raises(GatewayError) as exc:
+        local("pay_invoice", invoice.id, idempotency_key="pay-3")
+    assert exc.value.code == "invoice_already_paid"
+
+
+def test_a_customer_may_hold_two_subscriptions_to_the_same_price(local):
+    """Stripe does not stop a second checkout from completing: two live subscriptions, two paid
+    invoices (what defect 1 of issue 7 is about)."""
+    customer_id, first = local.subscribe()
+    args = {
+        "customer_id": customer_id,
+        "price_id": "price_pro",
+        "success_url": "s",
+        "cancel_url": "c",
+        "client_reference_id": "",
+        "metadata": {},
+    }
+    second_session = local("create_checkout_session", **args, idempotency_key="second")
+    second = local("complete_checkout", second_session.id)
+    assert second.id != first.id
+    subs = local.gateway.list_subscriptions(customer_id=customer_id)
+    assert sorted((s.status, s.price_id) for s in subs) == [("active", "price_pro"), ("active", "price_pro")]
+    assert [i.status for i in local.gateway.list_invoices(customer_id=customer_id)] == ["paid", "paid"]
+
+
 def test_charge_one_off_pays_or_is_declined(local):
     customer_id, _ = local.subscribe()
+    local("set_card", customer_id, failing=False, last4="4242")  # the customer's default pays one-offs
+    local.sent.clear()
     invoice = local(
         "charge_one_off",
         customer_id=customer_id,
@@ -736,6 +1139,7 @@ def test_charge_one_off_pays_or_is_declined(local):
     assert local.types() == ["invoice.finalized", "invoice.paid"]
 
     local("set_card", customer_id, failing=True, last4="0002")
+    local.sent.clear()
     with pytest.raises(GatewayError) as exc:
         local(
             "charge_one_off",
@@ -816,6 +1220,10 @@ def test_portal_url_and_customer_overview(local):
         idempotency_key="s",
     )
     local.now = START + timedelta(days=1)
+    assert (
+        local.gateway.customer_overview(customer_id)["card"] is None
+    )  # Checkout's card is the subscription's
+    local("set_card", customer_id, failing=False, last4="1881")
     local(
         "charge_one_off",
         customer_id=customer_id,
@@ -827,9 +1235,10 @@ def test_portal_url_and_customer_overview(local):
     )
     overview = local.gateway.customer_overview(customer_id)
     assert (overview["email"], overview["name"]) == ("admin@acme.test", "Acme")
-    assert overview["card"]["last4"] == "4242"
+    assert overview["card"]["last4"] == "1881"
     assert overview["card"]["failing"] is False
     [row] = overview["subscriptions"]
+    assert (row["card"]["last4"], row["card"]["failing"]) == ("4242", False)
     assert (row["id"], row["price_id"], row["status"], row["amount"], row["interval"]) == (
         sub.id,
         "price_pro",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,10 +40,15 @@ from billing_portal.gateway.stripe_gateway import (
     StripeGateway,
     invoice_from_stripe,
 )
+from billing_portal.tests import stripe_params
 
 FIXTURES = Path(__file__).parent / "stripe_fixtures"
-# parents: [0] tests, [1] billing_portal, [2] the repository (/work/main), [3] its parent (/work).
-REFERENCE = Path(__file__).resolve().parents[3] / "shared/stripe/fixtures3.json"
+# Stripe's published objects: STRIPE_FIXTURES_PATH, else ../shared/stripe/fixtures3.json beside the
+# repository (parents: [0] tests, [1] billing_portal, [2] the repository, [3] its parent).
+REFERENCE = Path(
+    os.environ.get("STRIPE_FIXTURES_PATH")
+    or Path(__file__).resolve().parents[3] / "shared/stripe/fixtures3.json"
+)
 
 API_KEY = "sk_test_allowance_contract"
 WEBHOOK_SECRET = "whsec_allowance_contract_tests"
@@ -83,8 +89,10 @@ class Sent:
     headers: dict[str, str]
 
 
-class RecordingHTTPClient(stripe.HTTPClient):
-    """Answers StripeClient's requests from a route table and records them; never opens a socket."""
+class RecordingHTTPClient(stripe_gateway.RetryRateLimits, stripe.HTTPClient):
+    """Answers StripeClient's requests from a route table and records them; never opens a socket.
+    Every request is first held against the SDK's typed parameters for its method (stripe_params):
+    a key, a missing required key or a value the SDK does not list fails the test."""
 
     name = "recording"
 
@@ -93,6 +101,12 @@ class RecordingHTTPClient(stripe.HTTPClient):
         self.sent: list[Sent] = []
         self._answers: dict[tuple[str, str], list[tuple[int, Any]]] = {}
         self._failures: dict[tuple[str, str], Exception] = {}
+        self.sleeps: list[float] = []
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        # The SDK's backoff, recorded instead of slept: a retry in a test costs no time.
+        self.sleeps.append(super()._sleep_time_seconds(num_retries))
+        return 0
 
     def answer(self, method: str, path: str, body: Any, *, status: int = 200) -> None:
         """Queue an answer; the last one queued for a route repeats."""
@@ -120,6 +134,9 @@ class RecordingHTTPClient(stripe.HTTPClient):
             for key, values in parse_qs(encoded or "", keep_blank_values=True).items()
         }
         route = (method.upper(), parts.path)
+        wrong = stripe_params.problems(route[0], route[1], params)
+        if wrong:
+            raise AssertionError("a request the SDK's types refuse:\n" + "\n".join(wrong))
         self.sent.append(Sent(route[0], route[1], params, dict(headers or {})))
         if route in self._failures:
             raise self._failures[route]
@@ -186,6 +203,66 @@ def page(objects: list[dict[str, Any]], *, url: str, has_more: bool) -> dict[str
     return {"object": "list", "data": objects, "has_more": has_more, "url": url}
 
 
+# --- the recording client checks every request against the SDK's own types -------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "complaint"),
+    [
+        (
+            lambda c: c.v1.subscriptions.update(SUB, params={"payment_behaviour": "pending_if_incomplete"}),  # type: ignore[typeddict-unknown-key]
+            "POST /v1/subscriptions/sub_1RAcmeAgents0001.payment_behaviour: not a parameter the SDK knows",
+        ),
+        (
+            lambda c: c.v1.subscriptions.update(SUB, params={"proration_behavior": "always_invoiced"}),  # type: ignore[typeddict-item]
+            "'always_invoiced' is not one of ['always_invoice', 'create_prorations', 'none']",
+        ),
+        (
+            lambda c: c.v1.subscriptions.update(SUB, params={"items": [{"id": SI, "prices": GROWTH}]}),  # type: ignore[typeddict-unknown-key]
+            ".items[0].prices: not a parameter the SDK knows",
+        ),
+        (
+            lambda c: c.v1.billing_portal.configurations.create(params={}),  # type: ignore[typeddict-item]
+            ".features: required by the SDK (ConfigurationCreateParams)",
+        ),
+        (
+            lambda c: c.v1.subscription_schedules.update(
+                SCHED,
+                params={"phases": [{"items": [{"price": GROWTH}], "end_date": "soon"}]},  # type: ignore[typeddict-item]
+            ),
+            ".phases[0].end_date: 'soon' is none of",
+        ),
+        (
+            lambda c: c.v1.invoices.pay(INV, params={"off_session": "yes"}),  # type: ignore[typeddict-item]
+            ".off_session: true or false expected, not 'yes'",
+        ),
+    ],
+)
+def test_a_request_the_sdks_types_refuse_fails_the_test(http, call, complaint) -> None:
+    client = stripe.StripeClient(API_KEY, http_client=http)
+
+    with pytest.raises(AssertionError) as refused:
+        call(client)
+
+    assert complaint in str(refused.value)
+    assert http.sent == []
+
+
+def test_every_request_the_gateway_makes_has_a_route_of_the_sdk() -> None:
+    """The checker knows each route the gateway calls (an unknown route fails too)."""
+    assert stripe_params.problems("POST", "/v1/unknown_things", {}) == [
+        "POST /v1/unknown_things: no SDK parameters are known for this route"
+    ]
+    assert (
+        stripe_params.problems(
+            "POST",
+            f"/v1/subscriptions/{SUB}",
+            {"items[0][id]": SI, "items[0][price]": GROWTH, "cancel_at": "", "metadata[tenant]": "acme"},
+        )
+        == []
+    )
+
+
 # --- the pin ------------------------------------------------------------------------------------------
 
 
@@ -204,6 +281,44 @@ def test_requests_name_the_pinned_version_not_the_sdks_default(http, monkeypatch
     gateway.retrieve_subscription(SUB)
 
     assert http.sent[0].headers["Stripe-Version"] == "2099-01-01.pinned"
+
+
+def test_a_call_gives_up_well_inside_gunicorns_60_seconds() -> None:
+    """Issue 7, defect 9 (failed before the fix: the SDK's default client waits 80 s a try, so a
+    request could outlast gunicorn's 60 s worker timeout). Our client waits at most STRIPE_TIMEOUT
+    seconds a try (connect, then read), and the retries with the SDK's backoff add up to well under
+    the worker's timeout."""
+    from django.conf import settings
+
+    gateway = StripeGateway(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET)
+
+    client = gateway.http_client
+    assert isinstance(client, stripe_gateway.StripeHTTPClient)
+    assert client._timeout == (stripe_gateway.CONNECT_TIMEOUT, settings.STRIPE_TIMEOUT) == (5, 10)
+    assert gateway.max_network_retries == settings.STRIPE_MAX_NETWORK_RETRIES == 2
+    # Every try at its timeout, every backoff at its longest (0.5 s, then 1 s, capped at 5 s).
+    worst = stripe_gateway.worst_case_seconds(timeout=10, retries=2)
+    assert worst == 3 * (5 + 10) + 0.5 + 1.0 == 46.5
+    assert worst < 60
+
+
+def test_a_rate_limited_request_is_retried_with_backoff_and_the_same_key(gateway, http) -> None:
+    """Issue 7, defect 9 (failed before the fix: the SDK retries a 429 only when Stripe's
+    Stripe-Should-Retry header asks for it). A 429 (rate limit, lock timeout) is tried again after
+    the SDK's backoff, with the same Idempotency-Key, so the retry cannot create a second object.
+    https://docs.stripe.com/rate-limits#handling-limiting-gracefully"""
+    limited = {
+        "error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests."}
+    }
+    http.answer("POST", "/v1/customers", limited, status=429)
+    http.answer("POST", "/v1/customers", fixture("customer"))
+
+    assert gateway.create_customer(email="a@b.c", name="A", metadata={}, idempotency_key="k-1") == CUS
+
+    first, second = http.sent
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == "k-1"
+    assert len(http.sleeps) == 1
+    assert 0.5 <= http.sleeps[0] <= 1.0
 
 
 def test_a_webhook_tolerance_of_zero_is_refused() -> None:
@@ -298,6 +413,148 @@ def test_create_portal_session_returns_the_portal_url(gateway, http) -> None:
     assert sent.headers["Idempotency-Key"]
 
 
+def test_the_card_checkout_saved_on_the_subscription_moves_to_the_customer(gateway, http) -> None:
+    """Issue 7, defect 2: the subscription's default_payment_method wins over the customer's, which
+    is what the portal updates; the card moves to the customer and the subscription's is cleared."""
+    http.answer(
+        "GET",
+        f"/v1/subscriptions/{SUB}",
+        fixture("subscription") | {"default_payment_method": "pm_1RCheckout001"},
+    )
+    http.answer("POST", f"/v1/customers/{CUS}", fixture("customer"))
+    http.answer(
+        "POST", f"/v1/subscriptions/{SUB}", fixture("subscription") | {"default_payment_method": None}
+    )
+
+    sub = gateway.adopt_subscription_card(subscription_id=SUB, idempotency_key="attempt-21")
+
+    _read, customer, subscription = http.sent
+    assert_sent(customer, "POST", f"/v1/customers/{CUS}", idempotency_key="attempt-21:customer")
+    assert customer.params == {"invoice_settings[default_payment_method]": "pm_1RCheckout001"}
+    assert_sent(subscription, "POST", f"/v1/subscriptions/{SUB}", idempotency_key="attempt-21:subscription")
+    assert subscription.params == {"default_payment_method": ""}  # an empty string unsets it
+    assert sub.default_payment_method == ""
+
+
+def test_a_subscription_without_its_own_card_is_left_alone(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+
+    assert gateway.adopt_subscription_card(subscription_id=SUB, idempotency_key="attempt-22").id == SUB
+    assert [sent.method for sent in http.sent] == ["GET"]
+
+
+def test_pay_invoice_posts_pay_with_the_attempts_key_and_a_decline_is_the_cardholders_message(
+    gateway, http
+) -> None:
+    """https://docs.stripe.com/api/invoices/pay"""
+    http.answer("POST", f"/v1/invoices/{INV}/pay", fixture("invoice"))
+    assert gateway.pay_invoice(INV, idempotency_key="attempt-23").status == "paid"
+    assert_sent(http.sent[0], "POST", f"/v1/invoices/{INV}/pay", idempotency_key="attempt-23")
+    assert http.sent[0].params == {}
+
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/pay", card_declined("Your card was declined."), status=402)
+    with pytest.raises(GatewayError) as declined:
+        gateway.pay_invoice(PACK_INV, idempotency_key="attempt-24")
+    assert (declined.value.code, declined.value.message) == ("card_declined", "Your card was declined.")
+
+
+def test_retrieve_customer_reads_its_default_card_or_that_it_was_deleted(gateway, http) -> None:
+    customer = fixture("customer")
+    customer["invoice_settings"] = customer.get("invoice_settings") or {}
+    customer["invoice_settings"]["default_payment_method"] = "pm_1RPortal0001"
+    http.answer("GET", f"/v1/customers/{CUS}", customer)
+    found = gateway.retrieve_customer(CUS)
+    assert (found.id, found.default_payment_method, found.deleted) == (CUS, "pm_1RPortal0001", False)
+
+
+def test_a_portal_session_names_our_configuration(gateway, http) -> None:
+    """Issue 7, defect 4 (failed before the fix: no configuration was passed, so the Dashboard's
+    default decided cancel mode, plan switching and pause)."""
+    http.answer("POST", "/v1/billing_portal/sessions", fixture("billing_portal_session"))
+
+    gateway.create_portal_session(
+        customer_id=CUS,
+        return_url="https://allowance.test/t/acme/billing",
+        configuration_id="bpc_1RAllowance01",
+    )
+
+    assert http.sent[0].params == {
+        "customer": CUS,
+        "return_url": "https://allowance.test/t/acme/billing",
+        "configuration": "bpc_1RAllowance01",
+    }
+
+
+PORTAL_FEATURES = {
+    "features[payment_method_update][enabled]": "true",
+    "features[invoice_history][enabled]": "true",
+    "features[subscription_cancel][enabled]": "true",
+    "features[subscription_cancel][mode]": "at_period_end",
+    "features[subscription_cancel][proration_behavior]": "none",
+    "features[subscription_update][enabled]": "false",
+    "features[subscription_pause][enabled]": "false",
+    "features[customer_update][enabled]": "false",
+    "business_profile[headline]": "Manage your payment methods, invoices and subscription.",
+    "metadata[managed_by]": "allowance",
+    "metadata[installation]": "alw-test",
+}
+
+
+def portal_configuration(config_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+    return {"id": config_id, "object": "billing_portal.configuration", "metadata": metadata}
+
+
+def test_configure_portal_creates_the_configuration_when_none_is_ours(gateway, http) -> None:
+    """https://docs.stripe.com/api/customer_portal/configurations/create: payment methods and invoice
+    history on, cancel at the end of the period, plan switching and pause off."""
+    from billing_portal.services import PORTAL
+
+    http.answer(
+        "GET",
+        "/v1/billing_portal/configurations",
+        page(
+            [portal_configuration("bpc_1RDefault0001", {})],
+            url="/v1/billing_portal/configurations",
+            has_more=False,
+        ),
+    )
+    http.answer("POST", "/v1/billing_portal/configurations", portal_configuration("bpc_1RAllowance01", {}))
+
+    found = gateway.configure_portal(
+        settings=PORTAL,
+        marker={"managed_by": "allowance", "installation": "alw-test"},
+        idempotency_key="attempt-31",
+    )
+
+    assert found == "bpc_1RAllowance01"
+    listing, create = http.sent
+    assert listing.params == {"limit": "100"}
+    assert_sent(create, "POST", "/v1/billing_portal/configurations", idempotency_key="attempt-31")
+    assert create.params == PORTAL_FEATURES
+
+
+def test_configure_portal_updates_ours_when_it_exists(gateway, http) -> None:
+    from billing_portal.services import PORTAL
+
+    ours = portal_configuration("bpc_1RAllowance01", {"managed_by": "allowance", "installation": "alw-test"})
+    http.answer(
+        "GET",
+        "/v1/billing_portal/configurations",
+        page([ours], url="/v1/billing_portal/configurations", has_more=False),
+    )
+    http.answer("POST", "/v1/billing_portal/configurations/bpc_1RAllowance01", ours)
+
+    found = gateway.configure_portal(
+        settings=PORTAL,
+        marker={"managed_by": "allowance", "installation": "alw-test"},
+        idempotency_key="attempt-32",
+    )
+
+    assert found == "bpc_1RAllowance01"
+    assert http.sent[1].path == "/v1/billing_portal/configurations/bpc_1RAllowance01"
+    assert http.sent[1].params == PORTAL_FEATURES
+
+
 # --- subscriptions ------------------------------------------------------------------------------------
 
 
@@ -369,6 +626,7 @@ def test_change_subscription_price_swaps_the_items_price_and_prorates(gateway, h
         "items[0][id]": SI,
         "items[0][price]": GROWTH,
         "proration_behavior": "always_invoice",
+        "payment_behavior": "allow_incomplete",  # Stripe's default, said out loud
     }
     assert sub.price_id == GROWTH
     assert sub.current_period_end == MAR1
@@ -493,6 +751,7 @@ def two_phases(schedule: dict[str, Any]) -> dict[str, Any]:
 def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_the_date(
     gateway, http
 ) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
     http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(fixture("subscription_schedule")))
 
@@ -501,7 +760,8 @@ def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_t
     )
 
     assert schedule == GatewaySchedule(id=SCHED, subscription_id=SUB, status="active")
-    create, update = http.sent
+    read, create, update = http.sent
+    assert_sent(read, "GET", f"/v1/subscriptions/{SUB}")  # no schedule holds it already
     assert_sent(create, "POST", "/v1/subscription_schedules", idempotency_key="scheduled-change-5:create")
     assert create.params == {"from_subscription": SUB}
     assert_sent(
@@ -510,16 +770,92 @@ def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_t
     assert update.params == {
         "phases[0][items][0][price]": STARTER,
         "phases[0][items][0][quantity]": "1",
+        "phases[0][currency]": "usd",
+        "phases[0][proration_behavior]": "none",
         "phases[0][start_date]": unix(FEB1),  # the current phase's own start, as Stripe requires
         "phases[0][end_date]": unix(MAR1),
         "phases[1][items][0][price]": GROWTH,
         "phases[1][items][0][quantity]": "1",
+        "phases[1][currency]": "usd",
+        "phases[1][proration_behavior]": "none",
         "phases[1][start_date]": unix(MAR1),
         "end_behavior": "release",
+        "proration_behavior": "none",
+        "metadata[managed_by]": "allowance",
+    }
+
+
+def test_restating_the_current_phase_keeps_its_settings_and_says_how_to_prorate(gateway, http) -> None:
+    """Issue 7, defect 6 (failed before the fix: the restated phase carried only price and quantity,
+    so the update dropped the phase's card, discounts, tax rates and metadata). The current phase is
+    copied unchanged and the new one inherits its settings; proration is said, not defaulted: none for
+    restating the current phase, none when the new price starts (the change applies at its date,
+    without a proration, as the plan-change dialog says).
+    https://docs.stripe.com/billing/subscriptions/subscription-schedules#updating"""
+    made = fixture("subscription_schedule")
+    made["phases"][0] |= {
+        "default_payment_method": "pm_1RAcmeCard000001",
+        "discounts": [{"coupon": "co_1RLoyalty", "discount": None, "promotion_code": None}],
+        "default_tax_rates": [{"id": "txr_1RVat20", "object": "tax_rate", "percentage": 20.0}],
+        "metadata": {"contract": "ref-9"},
+        "collection_method": "charge_automatically",
+        "invoice_settings": {"account_tax_ids": None, "days_until_due": None, "issuer": {"type": "self"}},
+        "description": "Agents for Acme",
+        "items": [
+            {
+                "metadata": {"seat": "1"},
+                "price": {"id": STARTER, "object": "price"},
+                "quantity": 1,
+                "tax_rates": [{"id": "txr_1RVat20", "object": "tax_rate"}],
+                "discounts": [],
+            }
+        ],
+    }
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+    http.answer("POST", "/v1/subscription_schedules", made)
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(made))
+
+    gateway.schedule_subscription_change(
+        subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="scheduled-change-9"
+    )
+
+    update = http.sent[2]
+    kept = {
+        "default_payment_method": "pm_1RAcmeCard000001",
+        "discounts[0][coupon]": "co_1RLoyalty",
+        "default_tax_rates[0]": "txr_1RVat20",
+        "metadata[contract]": "ref-9",
+        "collection_method": "charge_automatically",
+        "currency": "usd",
+        "invoice_settings[issuer][type]": "self",
+        "description": "Agents for Acme",
+        "items[0][metadata][seat]": "1",
+        "items[0][quantity]": "1",
+        "items[0][tax_rates][0]": "txr_1RVat20",
+        "proration_behavior": "none",
+    }
+    assert update.params == {
+        **{
+            f"phases[0][{key.split('[')[0]}]{key[len(key.split('[')[0]) :]}": value
+            for key, value in kept.items()
+        },
+        "phases[0][items][0][price]": STARTER,
+        "phases[0][start_date]": unix(FEB1),
+        "phases[0][end_date]": unix(MAR1),
+        **{
+            f"phases[1][{key.split('[')[0]}]{key[len(key.split('[')[0]) :]}": value
+            for key, value in kept.items()
+        },
+        "phases[1][items][0][price]": GROWTH,
+        "phases[1][start_date]": unix(MAR1),
+        "end_behavior": "release",
+        "proration_behavior": "none",
+        "metadata[managed_by]": "allowance",
     }
 
 
 def test_a_refused_schedule_update_releases_the_schedule_it_made(gateway, http) -> None:
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
     http.answer(
         "POST",
@@ -538,21 +874,24 @@ def test_a_refused_schedule_update_releases_the_schedule_it_made(gateway, http) 
     assert refused.value.message == MSG_REFUSED
     assert refused.value.code == "parameter_invalid_integer"
     assert [(sent.method, sent.path) for sent in http.sent] == [
+        ("GET", f"/v1/subscriptions/{SUB}"),
         ("POST", "/v1/subscription_schedules"),
         ("POST", f"/v1/subscription_schedules/{SCHED}"),
         ("POST", f"/v1/subscription_schedules/{SCHED}/release"),
     ]
     assert_sent(
-        http.sent[2],
+        http.sent[3],
         "POST",
         f"/v1/subscription_schedules/{SCHED}/release",
         idempotency_key="scheduled-change-6:undo",
     )
 
 
-def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_for_the_retry(
-    gateway, http
-) -> None:
+def test_a_schedule_update_that_fails_for_any_reason_releases_the_schedule_it_made(gateway, http) -> None:
+    """Issue 7, defect 5 (failed before the fix: after a 429 or a network error the half-made schedule
+    was left "for the retry", but a retry is a new attempt with a new key, which would find the
+    subscription held by it). Whatever the failure, the schedule this attempt made is released."""
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
     http.answer(
         "POST",
@@ -560,6 +899,8 @@ def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_fo
         {"error": {"type": "rate_limit_error", "message": "Too many requests."}},
         status=429,
     )
+    released = fixture("subscription_schedule") | {"status": "released", "subscription": None}
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}/release", released)
 
     with pytest.raises(GatewayError) as failed:
         gateway.schedule_subscription_change(
@@ -567,10 +908,87 @@ def test_an_unreachable_stripe_during_the_schedule_update_leaves_the_schedule_fo
         )
 
     assert failed.value.message == MSG_UNREACHABLE
+    # The first try and the SDK's two retries, with the backoff between them; then the release.
     assert [sent.path for sent in http.sent] == [
+        f"/v1/subscriptions/{SUB}",
         "/v1/subscription_schedules",
         f"/v1/subscription_schedules/{SCHED}",
+        f"/v1/subscription_schedules/{SCHED}",
+        f"/v1/subscription_schedules/{SCHED}",
+        f"/v1/subscription_schedules/{SCHED}/release",
     ]
+    assert len(http.sleeps) == 2
+    assert http.sent[-1].headers["Idempotency-Key"] == "scheduled-change-7:undo"
+
+
+def held_by(schedule_id: str) -> dict[str, Any]:
+    return fixture("subscription") | {"schedule": schedule_id}
+
+
+def test_a_leftover_of_a_failed_attempt_is_released_before_a_new_schedule_is_made(gateway, http) -> None:
+    """Issue 7, defect 5 (failed before the fix: the subscription's schedule was not looked at, and
+    Stripe refuses a second one). A schedule with only the current phase and no settings of ours is
+    what a failed attempt leaves (made from the subscription, never updated): released first."""
+    leftover = fixture("subscription_schedule") | {"id": "sub_sched_1RLeftover0001"}
+    http.answer("GET", f"/v1/subscriptions/{SUB}", held_by("sub_sched_1RLeftover0001"))
+    http.answer("GET", "/v1/subscription_schedules/sub_sched_1RLeftover0001", leftover)
+    http.answer(
+        "POST",
+        "/v1/subscription_schedules/sub_sched_1RLeftover0001/release",
+        leftover | {"status": "released", "subscription": None},
+    )
+    http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
+    http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(fixture("subscription_schedule")))
+
+    schedule = gateway.schedule_subscription_change(
+        subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="attempt-12"
+    )
+
+    assert schedule.id == SCHED
+    assert [(sent.method, sent.path) for sent in http.sent] == [
+        ("GET", f"/v1/subscriptions/{SUB}"),
+        ("GET", "/v1/subscription_schedules/sub_sched_1RLeftover0001"),
+        ("POST", "/v1/subscription_schedules/sub_sched_1RLeftover0001/release"),
+        ("POST", "/v1/subscription_schedules"),
+        ("POST", f"/v1/subscription_schedules/{SCHED}"),
+    ]
+    assert http.sent[2].headers["Idempotency-Key"] == "attempt-12:release-leftover"
+
+
+def test_our_own_schedule_for_the_same_change_is_taken_as_it_is(gateway, http) -> None:
+    """An attempt whose answer was lost (the call succeeded, our commit did not) left a complete
+    schedule of ours for the very change asked again: it is the answer, nothing is made twice."""
+    ours = two_phases(fixture("subscription_schedule")) | {"metadata": {"managed_by": "allowance"}}
+    ours["phases"][1]["start_date"] = int(MAR1.timestamp())
+    http.answer("GET", f"/v1/subscriptions/{SUB}", held_by(SCHED))
+    http.answer("GET", f"/v1/subscription_schedules/{SCHED}", ours)
+
+    schedule = gateway.schedule_subscription_change(
+        subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="attempt-13"
+    )
+
+    assert schedule == GatewaySchedule(id=SCHED, subscription_id=SUB, status="active")
+    assert [sent.method for sent in http.sent] == ["GET", "GET"]
+
+
+def test_a_schedule_made_outside_allowance_is_left_alone_and_the_change_refused(gateway, http) -> None:
+    """A schedule with phases of its own and no mark of ours was made by someone else (the
+    Dashboard, another integration): not ours to release. Stripe would refuse a second one."""
+    foreign = two_phases(fixture("subscription_schedule")) | {"id": "sub_sched_1RDashboard001"}
+    http.answer("GET", f"/v1/subscriptions/{SUB}", held_by("sub_sched_1RDashboard001"))
+    http.answer("GET", "/v1/subscription_schedules/sub_sched_1RDashboard001", foreign)
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.schedule_subscription_change(
+            subscription_id=SUB, price_id=GROWTH, at=MAR1, idempotency_key="attempt-14"
+        )
+
+    assert refused.value.code == "subscription_schedule_exists"
+    assert refused.value.message == (
+        "This subscription already has a schedule made outside Allowance. "
+        "Release it at the payment provider first."
+    )
+    assert [sent.method for sent in http.sent] == ["GET", "GET"]
 
 
 def test_schedule_subscription_change_refuses_a_naive_datetime(gateway, http) -> None:
@@ -812,6 +1230,38 @@ def test_list_invoices_since_a_date_filters_on_created_and_reads_every_page(gate
         "limit": "100",
         "starting_after": "in_1RAcmeMar2026001",
     }
+
+
+def test_an_invoices_lines_beyond_the_first_page_are_read_through_auto_pagination(gateway, http) -> None:
+    """An invoice object carries the first lines only (has_more): the rest come from its lines list,
+    page by page (https://docs.stripe.com/api/invoices/invoice_lines)."""
+    first_line = fixture("invoice")["lines"]["data"][0]
+    more = [
+        first_line | {"id": f"il_1RMore{n:010d}", "amount": n, "description": f"Line {n}"} for n in (2, 3, 4)
+    ]
+    long_invoice = fixture("invoice")
+    long_invoice["lines"] = page([first_line], url=f"/v1/invoices/{INV}/lines", has_more=True)
+    http.answer("GET", f"/v1/invoices/{INV}", long_invoice)
+    http.answer(
+        "GET",
+        f"/v1/invoices/{INV}/lines",
+        page([first_line, more[0]], url=f"/v1/invoices/{INV}/lines", has_more=True),
+    )
+    http.answer(
+        "GET", f"/v1/invoices/{INV}/lines", page(more[1:], url=f"/v1/invoices/{INV}/lines", has_more=False)
+    )
+
+    invoice = gateway.retrieve_invoice(INV)
+
+    assert [line.description for line in invoice.lines] == [
+        first_line["description"],
+        "Line 2",
+        "Line 3",
+        "Line 4",
+    ]
+    _read, one, two = http.sent
+    assert one.params == {"limit": "100"}
+    assert two.params == {"limit": "100", "starting_after": "il_1RMore0000000002"}
 
 
 def test_list_invoices_without_a_date_sends_no_created_filter(gateway, http) -> None:

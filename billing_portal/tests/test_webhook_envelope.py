@@ -11,6 +11,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -157,3 +158,57 @@ def test_a_raw_nul_byte_is_not_json_and_is_refused_as_unverifiable(db, live):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_signature"
     assert WebhookEvent.objects.count() == 0
+
+
+# --- the mode of an event, and objects the gateway does not know ---------------------------------------
+
+
+@pytest.mark.parametrize("livemode", [True, "yes"])
+def test_an_event_of_the_other_mode_is_refused_and_stores_nothing(db, livemode):
+    """An event from Stripe's live mode reaching an installation with a test key (or the reverse:
+    an endpoint registered in the wrong mode) is refused, 400, and stores nothing: it would mix test
+    payments with real ones. https://docs.stripe.com/api/events/object#event_object-livemode"""
+    event = _event() | {"livemode": livemode}
+    payload = json.dumps(event).encode()
+
+    response = post_webhook(payload, sign(payload))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_event"
+    if livemode is True:
+        assert response.json()["error"]["message"] == (
+            "The event comes from Stripe's live mode, but this installation's key is a test mode key: refused."
+        )
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_the_stripe_gateway_knows_its_mode_from_its_key():
+    from billing_portal.gateway.stripe_gateway import StripeGateway
+
+    modes = {
+        key: StripeGateway(api_key=key, webhook_secret="whsec_x").livemode
+        for key in ("sk_live_abc", "rk_live_abc", "sk_test_abc", "rk_test_abc")
+    }
+    assert modes == {"sk_live_abc": True, "rk_live_abc": True, "sk_test_abc": False, "rk_test_abc": False}
+
+
+def test_an_event_about_an_object_the_gateway_does_not_know_is_stored_as_ignored_with_why(db, live):
+    """Another integration on the same Stripe account sends events about its own objects: answered
+    200, stored as ignored with the reason, and never retried (before: stored as failed, retried for
+    days)."""
+    from django.utils import timezone
+
+    from billing_portal.webhooks import webhook_events_due
+
+    payload = json.dumps(_event()).encode()
+    with live():
+        response = post_webhook(payload, sign(payload))
+
+    assert response.status_code == 200
+    row = WebhookEvent.objects.get()
+    assert (row.status, row.error) == (
+        "ignored",
+        "Ignored: the gateway has no such object (No such subscription: 'sub_1REnvelopeTest0001'); "
+        "not one of this installation's.",
+    )
+    assert webhook_events_due(now=timezone.now() + timedelta(hours=1)) == []

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from billing_portal import services as billing
+from billing_portal.gateway.base import GatewayError
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.models import Invoice
 from plans.factories import plan
@@ -40,7 +41,6 @@ def change(org, capture, code: str, when: str, custom_date: datetime | None = No
 def world(tenant) -> dict[str, object]:
     """Everything a refused change must leave alone (at the gateway: the customer's objects and the
     idempotency records of this subscription's calls)."""
-    sub = live(tenant)
     customer = customer_id(tenant)
     return {
         "subscriptions": list(Subscription.objects.filter(tenant=tenant).order_by("pk").values()),
@@ -48,9 +48,7 @@ def world(tenant) -> dict[str, object]:
         "gateway_objects": list(
             LocalGatewayObject.objects.filter(customer_id=customer).order_by("pk").values()
         ),
-        "gateway_calls": LocalGatewayObject.objects.filter(
-            object_type="idempotency", data__key__contains=f":{sub.pk}:"
-        ).count(),
+        "gateway_calls": LocalGatewayObject.objects.filter(object_type="idempotency").count(),
         "schedules": LocalGatewayObject.objects.filter(
             object_type="subscription_schedule", customer_id=customer
         ).count(),
@@ -351,3 +349,160 @@ def test_changing_plans_after_cancelling_is_refused(org, paid, capture):
         "Your subscription is canceled. Resume it to change plans.",
     )
     assert live(org.tenant).plan.code == "agents-growth"
+
+
+def test_a_refused_change_is_not_replayed_when_it_is_asked_again(org, paid, capture, settings):
+    """Issue 7, defect 5 (failed before the fix: the key was built from the subscription's id and a
+    count that a refusal leaves as it was, so the gateway replayed the refusal for 24 hours). Each
+    attempt is a pending row written before the call, keyed by its id and a hash of its parameters
+    behind the installation's id: the retry is a new attempt with a new key, and succeeds."""
+    from billing_portal.models import GatewayAttempt
+
+    settings.BILLING_INSTALLATION_ID = "alw-test-install"
+    # A schedule made at the gateway outside Allowance (say, in Stripe's Dashboard) holds the
+    # subscription: a new one is refused, as Stripe refuses it.
+    outside = gateway().schedule_subscription_change(
+        subscription_id=paid.gateway_subscription_id,
+        price_id=plan("agents-starter").stripe_price_id,
+        at=paid.current_period_end,
+        idempotency_key="made-in-the-dashboard",
+    )
+    with pytest.raises(BusinessError) as refused:
+        change(org, capture, "agents-scale", When.PERIOD_END)
+    assert refused.value.code == "subscription_schedule_exists"
+
+    gateway().release_schedule(outside.id, idempotency_key="released-in-the-dashboard")
+    result = change(org, capture, "agents-scale", When.PERIOD_END)
+
+    assert result.scheduled is not None
+    assert (result.scheduled.to_plan.code, result.scheduled.status) == ("agents-scale", "scheduled")
+    attempts = list(
+        GatewayAttempt.objects.filter(tenant=org.tenant, operation="schedule_change").order_by("pk")
+    )
+    assert [(a.status, a.error_code, a.result_id) for a in attempts] == [
+        ("failed", "subscription_schedule_exists", ""),
+        ("succeeded", "", result.scheduled.gateway_schedule_id),
+    ]
+    keys = [
+        row.data["key"]
+        for row in LocalGatewayObject.objects.filter(object_type="idempotency").order_by("pk")
+        if row.data["key"].startswith("alw-test-install:schedule_change:")
+    ]
+    assert keys == [a.idempotency_key for a in attempts]
+    assert (
+        attempts[0].idempotency_key
+        == f"alw-test-install:schedule_change:{attempts[0].pk}:{attempts[0].params_hash[:16]}"
+    )
+    assert attempts[0].params_hash == attempts[1].params_hash  # the same request, asked twice
+
+
+def test_an_upgrade_whose_payment_fails_is_not_granted_until_it_is_paid(org, paid, clock, capture):
+    """S18, S21, S26; issue 7, defect 3 (failed before the fix: no payment_behavior was sent, so the
+    gateway applied Scale and left the subscription past due while Scale's limits were granted for
+    the whole grace period). The change waits, pending, for its invoice: the admin is told why, the
+    plan and limits stay Growth's, and Scale applies once the invoice is paid (here: a new card in
+    the portal)."""
+    clock.move_to(START + timedelta(days=10))
+    gateway().expire_card(paid.gateway_subscription_id)
+
+    result = change(org, capture, "agents-scale", When.IMMEDIATELY)
+
+    sub = live(org.tenant)
+    assert (result.applied_now, result.pending_until) == (False, START + timedelta(days=10, hours=23))
+    assert result.message == (
+        "The payment for Scale did not go through, so you are still on Growth. Update your payment "
+        "method (Manage): Scale applies as soon as it is paid, until 21 Mar 2021."
+    )
+    assert (sub.plan.code, sub.state, sub.payment_failed_at) == ("agents-growth", "active", None)
+    ent = entitlements(tenant=org.tenant)["ai_agents"]
+    assert (ent.plan_code, ent.badge, ent.limits.session_limit) == (
+        "agents-growth",
+        "Active subscription",
+        1500,
+    )
+    assert (
+        AuditEvent.objects.filter(
+            tenant=org.tenant, action="subscription.change_pending", data__to_plan="agents-scale"
+        ).count()
+        == 1
+    )
+    upgrade = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update")
+    assert upgrade.status == "open"
+
+    clock.move_to(START + timedelta(days=10, hours=2))
+    with capture(execute=True):
+        gateway().set_card(customer_id(org.tenant), failing=False, last4="1881")
+
+    sub = live(org.tenant)
+    assert (sub.plan.code, sub.state) == ("agents-scale", "active")
+    assert (
+        entitlements(tenant=org.tenant)["ai_agents"].limits.session_limit
+        == plan("agents-scale").session_limit
+    )
+    assert Invoice.objects.get(pk=upgrade.pk).status == "paid"
+
+
+def test_an_upgrade_left_unpaid_expires_and_the_plan_stays(org, paid, clock, capture):
+    """Issue 7, defect 3: after 23 hours the pending upgrade expires at the gateway, its invoice is
+    voided, and nothing changes here (pending_update_expired is applied like any other update)."""
+    clock.move_to(START + timedelta(days=10))
+    gateway().expire_card(paid.gateway_subscription_id)
+    change(org, capture, "agents-scale", When.IMMEDIATELY)
+
+    with capture(execute=True):
+        gateway().advance(START + timedelta(days=11))
+
+    sub = live(org.tenant)
+    assert (sub.plan.code, sub.state) == ("agents-growth", "active")
+    assert Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update").status == "void"
+    assert gateway().retrieve_subscription(sub.gateway_subscription_id).pending_update is None
+
+
+def test_cancel_subscription_on_the_billing_tab_releases_a_scheduled_change_first(org, paid, clock, capture):
+    """S20, S29; issue 7, defect 4 (failed before the fix: there was no Cancel subscription besides the
+    portal's, and Stripe's portal refuses to cancel while a schedule holds the subscription). The
+    schedule is released, then the subscription is canceled at the end of the period."""
+    scheduled = change(org, capture, "agents-scale", When.PERIOD_END).scheduled
+    assert scheduled is not None
+    with pytest.raises(GatewayError) as portal:  # what the portal (and the API) answer meanwhile
+        gateway().cancel_subscription(
+            subscription_id=paid.gateway_subscription_id, at_period_end=True, idempotency_key="portal"
+        )
+    assert portal.value.code == "subscription_schedule_managed"
+
+    with capture(execute=True):
+        canceled = billing.subscription_cancel(tenant=org.tenant, product=paid.product, actor=org.founder)
+
+    assert (canceled.state, canceled.ends_at) == ("canceled", PERIOD_END)
+    assert ScheduledChange.objects.get(pk=scheduled.pk).status == "canceled"
+    at_gateway = gateway().retrieve_subscription(paid.gateway_subscription_id)
+    assert (at_gateway.cancel_at_period_end, at_gateway.schedule_id) == (True, "")
+    assert gateway().retrieve_schedule(scheduled.gateway_schedule_id).status == "released"
+    assert entitlements(tenant=org.tenant)["ai_agents"].badge == "Canceled subscription"
+
+
+def test_canceling_an_upcoming_change_after_its_date_is_refused_and_shows_what_applied(
+    org, paid, clock, capture
+):
+    """S19, S20; issue 7, defect 8 (failed before the fix: Cancel tried to release a schedule whose
+    new price had already applied at the gateway, and answered with the gateway's refusal). Past the
+    date, with the webhook late, nothing is released: the subscription is re-read (Scale) and the
+    click is refused with the Upcoming card's sentence."""
+    on = START + timedelta(days=5)
+    scheduled = change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=on).scheduled
+    assert scheduled is not None
+    clock.move_to(on + timedelta(hours=1))
+    gateway().advance(on + timedelta(hours=1))  # the schedule applied at the gateway; no webhook yet
+    assert live(org.tenant).plan.code == "agents-growth"
+
+    with capture(execute=True), pytest.raises(BusinessError) as refused:
+        billing.scheduled_change_undo(tenant=org.tenant, change=scheduled, actor=org.founder)
+
+    assert (refused.value.code, refused.value.status, refused.value.message) == (
+        "change_applied",
+        409,
+        "The change to Scale applied on 15 Mar 2021: it can no longer be canceled.",
+    )
+    assert live(org.tenant).plan.code == "agents-scale"
+    assert ScheduledChange.objects.get(pk=scheduled.pk).status == "applied"
+    assert gateway().retrieve_schedule(scheduled.gateway_schedule_id).status == "completed"

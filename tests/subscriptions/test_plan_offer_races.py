@@ -17,7 +17,7 @@ from billing_portal import services as billing
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
 from billing_portal.gateway.store import LocalGatewayObject
-from billing_portal.models import BillingCustomer
+from billing_portal.models import BillingCustomer, CheckoutSession
 from plans import services as plan_services
 from plans.factories import plan
 from plans.models import ScheduledChange, Subscription
@@ -248,3 +248,28 @@ def test_parallel_cancels_of_a_scheduled_plan_release_it_once(paid):
     assert len(releases) == 1
     assert AuditEvent.objects.filter(tenant=tenant, action="subscription.change_canceled").count() == 1
     assert ScheduledChange.objects.get(pk=change.pk).status == "canceled"
+
+
+def test_twenty_parallel_subscribe_clicks_open_one_checkout(db):
+    """S15; issue 7, defect 1 (failed before the fix: each click opened its own payable session, so
+    paying two tabs made two subscriptions). 20 Subscribe POSTs at once: one checkout session at the
+    gateway, one local record, and every click is sent to the same hosted page."""
+    admin = UserFactory(email="founder@initech.test")
+    tenant = tenant_services.tenant_create(name="Initech", admin=admin)
+    plan_services.tenant_provision(tenant=tenant, actor=admin)
+    clients = []
+    for _ in range(PARALLEL):
+        client = Client(raise_request_exception=False)
+        client.force_login(admin, backend="django.contrib.auth.backends.ModelBackend")
+        clients.append(client)
+    url = f"/t/{tenant.slug}/billing/plans/agents-growth/subscribe/"
+    patch, calls = counting("create_checkout_session")
+
+    with patch:
+        responses = race(*[lambda c=c: c.post(url) for c in clients])
+
+    assert sorted(r.status_code for r in responses) == [302] * PARALLEL
+    assert len({r["Location"] for r in responses}) == 1
+    assert calls.count == 1
+    assert CheckoutSession.objects.filter(tenant=tenant).count() == 1
+    assert len(gateway_objects(tenant, "checkout.session")) == 1

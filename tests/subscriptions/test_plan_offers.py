@@ -27,7 +27,15 @@ from billing_portal.models import CheckoutSession
 from plans import services as plan_services
 from plans.factories import plan
 from plans.models import Lead, ScheduledChange, Subscription
-from plans.offers import OfferAction, When, plan_offer, plan_offers
+from plans.offers import (
+    CardAction,
+    OfferAction,
+    When,
+    card_action_refusal,
+    plan_offer,
+    plan_offers,
+    subscription_actions,
+)
 from plans.selectors import MSG_OVERDUE, entitlements
 from tenants import services as tenant_services
 from tenants.errors import BusinessError
@@ -352,6 +360,38 @@ CASES: dict[str, Case] = {
 }
 
 
+# The subscription cards' own actions, per state: (admin, member and finance) x (Cancel subscription,
+# the Upcoming card's Cancel), each True when offered, else the sentence that refuses it.
+CANCEL_ASK = "Ask your account administrator to cancel the subscription."
+UPCOMING_ASK = "Ask your account administrator to cancel the scheduled change."
+NOTHING = "There is no paid subscription to cancel."
+NO_UPCOMING = "There is no scheduled change to cancel."
+CANCEL_PAYMENT = "Your last payment failed. Update your payment method (Manage) before canceling."
+CardExpect = tuple[bool | str, bool | str]
+CARD: dict[str, tuple[CardExpect, CardExpect]] = {
+    "no subscription": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "trialing": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "trial ending soon": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "trialing, on the AI Credits page": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "expired trial": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "active paid": ((True, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "active paid with a scheduled change": ((True, True), (CANCEL_ASK, UPCOMING_ASK)),
+    "past due": ((CANCEL_PAYMENT, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "suspended": ((OVERDUE, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "canceled at period end": (
+        ("Your subscription is already canceled: it ends on 10 Apr 2021.", NO_UPCOMING),
+        (CANCEL_ASK, UPCOMING_ASK),
+    ),
+    "expired paid": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "AI Free active": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "AI Free expired": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+}
+
+
+def test_the_card_actions_table_covers_every_state():
+    assert set(CARD) == set(CASES)
+
+
 def plans_of(case: Case) -> dict[str, str]:
     codes = AGENTS if case.product == "ai_agents" else CREDITS
     return {kind: {**codes, **COMMON}[kind] for kind in case.expected}
@@ -509,6 +549,42 @@ def test_every_offer_is_accepted_by_its_service_and_everything_else_refused_with
                 message = offer.reason or "Your subscription is not canceled: there is nothing to resume."
                 assert value.message == message, (state, who)
         assert snapshot(world.tenant) == before
+
+        # The cards' own actions: Cancel subscription, and the Upcoming card's Cancel.
+        ent = entitlements(tenant=world.tenant)[case.product]
+        actions = subscription_actions(ent=ent, role=role[who])
+        expected_cancel, expected_upcoming = CARD[state][0 if who == "admin" else 1]
+        for action, offered, expected, call in (
+            (
+                CardAction.CANCEL,
+                actions.cancel,
+                expected_cancel,
+                lambda user=user: billing.subscription_cancel(
+                    tenant=world.tenant, product=plan(plans_of(case)["other"]).product, actor=user
+                ),
+            ),
+            (
+                CardAction.CANCEL_UPCOMING,
+                actions.cancel_upcoming,
+                expected_upcoming,
+                lambda user=user: billing.scheduled_change_undo(
+                    tenant=world.tenant,
+                    change=ScheduledChange.objects.get(tenant=world.tenant, status="scheduled"),
+                    actor=user,
+                ),
+            ),
+        ):
+            refusal = card_action_refusal(ent=ent, role=role[who], action=action)
+            assert offered is (refusal is None), (state, who, action)
+            assert (True if refusal is None else refusal.message) == expected, (state, who, action)
+            if action == CardAction.CANCEL_UPCOMING and ent.upcoming is None:
+                continue  # no change to point the service at: there is no Upcoming card
+            outcome, value = attempt(call)
+            if offered:
+                assert outcome == "ok", (state, who, action, value)
+            else:
+                assert (outcome, value.message) == ("refused", expected), (state, who, action)
+            assert snapshot(world.tenant) == before
 
 
 def test_the_dialogs_choices_while_a_change_is_scheduled(world, clock):

@@ -106,7 +106,9 @@ def test_contact_sales_plan_has_no_checkout(org):
 
 @pytest.mark.parametrize("pay", ["new_card", "pay_open_invoices"])
 def test_failed_payment_grace_period_suspension_and_recovery(org, paid, clock, capture, pay):
-    """S26, S27, S28, S30, S34"""
+    """S26, S27, S28, S30, S34. Issue 7, defect 2: "new_card" (the portal's card update) failed
+    before the fix — the card Checkout saved on the subscription kept paying, and a new card paid
+    nothing by itself."""
     assert settings.GRACE_PERIOD_DAYS == 7
     failed_at = START + timedelta(days=10)
     clock.move_to(failed_at)
@@ -345,3 +347,31 @@ def test_cancel_renew_cancel_again_through_the_portal(org, paid, client_for, set
     assert portal_action("cancel") == "canceled"
     ent = entitlements(tenant=org.tenant)["ai_agents"]
     assert (ent.badge, ent.ends_at) == ("Canceled subscription", PERIOD_END)
+
+
+def test_the_card_that_paid_at_checkout_becomes_the_customers_so_the_portal_updates_it(
+    org, paid, clock, capture
+):
+    """S17, S27; issue 7, defect 2: after checkout the card is the customer's default for invoices and
+    the subscription has none of its own, so a card added in the portal is the one that pays — and it
+    pays what is open at once (invoices.pay on customer.updated), not at the next retry."""
+    from billing_portal.gateway.store import LocalGatewayObject
+
+    stored = LocalGatewayObject.objects.get(object_id=paid.gateway_subscription_id).data
+    customer = LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data
+    assert stored["default_payment_method"] is None
+    card = LocalGatewayObject.objects.get(
+        object_id=customer["invoice_settings"]["default_payment_method"]
+    ).data
+    assert card["card"]["last4"] == "4242"
+
+    clock.move_to(START + timedelta(days=10))
+    with capture(execute=True):
+        invoice = gateway().fail_next_payment(paid.gateway_subscription_id)
+    assert live(org.tenant).state == "past_due"
+    clock.move_to(START + timedelta(days=11))  # before the first retry (3 days after the failure)
+    with capture(execute=True):
+        gateway().set_card(customer_id(org.tenant), failing=False, last4="1881")
+    assert gateway().retrieve_invoice(invoice.id).status == "paid"
+    assert (live(org.tenant).state, live(org.tenant).grace_until) == ("active", None)
+    assert Invoice.objects.get(gateway_invoice_id=invoice.id).status == "paid"

@@ -169,3 +169,44 @@ def test_applying_an_old_object_directly_would_regress(org, paid, capture):
     assert live(org.tenant).state == "active"  # what replaying a stale body would do
     subscription_sync(gateway(), paid.gateway_subscription_id)
     assert live(org.tenant).state == "canceled"  # re-reading puts it right
+
+
+def test_events_delivered_late_out_of_order_and_twice_end_in_the_state_the_gateway_has(
+    org, clock, capture, settings
+):
+    """S15, S30: with the stand-in's LATE delivery (newest first, each twice, at the next clock tick)
+    a checkout and a cancellation still end as Active then Canceled, each event applied once."""
+    from billing_portal.gateway import factory
+    from billing_portal.models import BillingCustomer
+    from billing_portal.services import checkout_start
+    from plans.factories import plan
+
+    settings.LOCAL_GATEWAY_DELIVERY = "late"
+    factory.reset()
+    try:
+        url = checkout_start(
+            tenant=org.tenant, plan=plan("agents-growth"), actor=org.founder, success_url="/", cancel_url="/"
+        )
+        with capture(execute=True):
+            sub_id = gateway().complete_checkout(url.rstrip("/").rsplit("/", 1)[-1]).id
+        assert live(org.tenant).plan.code == "agents-trial"  # nothing delivered yet
+        with capture(execute=True):
+            gateway().cancel_subscription(subscription_id=sub_id, at_period_end=True, idempotency_key="k")
+        with capture(execute=True):
+            gateway().advance(START)
+    finally:
+        factory.reset()
+
+    sub = live(org.tenant)
+    assert (sub.plan.code, sub.state, sub.gateway_subscription_id) == ("agents-growth", "canceled", sub_id)
+    customer = BillingCustomer.objects.get(tenant=org.tenant).customer_id
+    events = WebhookEvent.objects.filter(payload__data__object__customer=customer)
+    assert sorted(events.values_list("type", flat=True)) == [
+        "checkout.session.completed",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "invoice.finalized",
+        "invoice.paid",
+    ]
+    assert set(events.values_list("status", flat=True)) == {"processed"}
+    assert AuditEvent.objects.filter(tenant=org.tenant, action="subscription.canceled").count() == 1

@@ -15,4 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--since-days", type=int, default=35, help="How far back to re-read invoices")
 
     def handle(self, *args, **options) -> None:
-        self.stdout.write(json.dumps(billing_reconcile(since_days=options["since_days"])))
+        report = billing_reconcile(since_days=options["since_days"])
+        self.stdout.write(json.dumps(report.as_dict()))
+        # What was skipped, one line each, for the operator (the reconcile went on without it).
+        for failure in report.failures:
+            self.stderr.write(f"{failure['tenant']}: {failure['object']}: {failure['error']}")

@@ -100,6 +100,8 @@ class Command(BaseCommand):
                 # Lumen: a month of AI-credit consumption and an active extra pack (AI Statistics).
                 demo_month(tenant=tenant, plan=Plan.objects.get(code=plan_code), api_key=key)
             created += 1
+        # Manage opens the portal as configured for Allowance (as billing_portal_configure does).
+        billing.portal_configure()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready ({created} new tenants). Every demo password is {DEMO_PASSWORD!r}."

@@ -1,0 +1,126 @@
+"""At most one live subscription per tenant and product, at the gateway too (issue 7, defect 1).
+
+Each Subscribe click used to open a new checkout session and every one stayed payable: two tabs,
+two payments, two active subscriptions and two paid invoices at the gateway, while locally the
+first row was marked replaced (and never canceled at the gateway). Now the open session for the
+same plan is reused, the others are expired when one completes, and a second subscription that
+completes anyway is canceled at once with a full refund, audited, and the admins are told. S15."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+
+from billing_portal import services as billing
+from billing_portal.gateway.base import GatewayError
+from billing_portal.gateway.store import LocalGatewayObject
+from billing_portal.models import CheckoutSession, Invoice
+from plans.factories import plan
+from plans.models import Subscription
+from tenants.models import AuditEvent
+from tests.subscriptions.helpers import ADMIN_EMAILS, customer_id, gateway, live
+
+pytestmark = pytest.mark.django_db
+
+
+def open_checkout(org, code: str) -> str:
+    return billing.checkout_start(
+        tenant=org.tenant, plan=plan(code), actor=org.founder, success_url="/ok/", cancel_url="/no/"
+    )
+
+
+def session_of(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def gateway_subscriptions(org) -> list[tuple[str, str]]:
+    return sorted(
+        (row.data["status"], row.data["items"]["data"][0]["price"]["id"])
+        for row in LocalGatewayObject.objects.filter(
+            object_type="subscription", customer_id=customer_id(org.tenant)
+        )
+    )
+
+
+def test_two_tabs_on_the_same_plan_get_the_same_checkout(org, capture):
+    """Failed before the fix: the second click opened a second payable session."""
+    first = open_checkout(org, "agents-growth")
+    second = open_checkout(org, "agents-growth")
+
+    assert first == second
+    assert CheckoutSession.objects.filter(tenant=org.tenant).count() == 1
+    assert LocalGatewayObject.objects.filter(object_type="checkout.session").count() == 1
+
+
+def test_a_checkout_that_expired_is_not_offered_again(org, capture):
+    first = open_checkout(org, "agents-growth")
+    with capture(execute=True):
+        gateway().expire_checkout(session_of(first))  # 24 hours passed, or the customer left
+    second = open_checkout(org, "agents-growth")
+
+    assert second != first
+    assert list(
+        CheckoutSession.objects.filter(tenant=org.tenant).order_by("pk").values_list("status", flat=True)
+    ) == [
+        "expired",
+        "open",
+    ]
+
+
+def test_paying_one_checkout_expires_the_tenants_other_open_ones(org, capture):
+    """Failed before the fix: the Scale tab stayed payable after Growth was paid."""
+    growth = session_of(open_checkout(org, "agents-growth"))
+    scale = session_of(open_checkout(org, "agents-scale"))
+
+    with capture(execute=True):
+        gateway().complete_checkout(growth)
+
+    assert gateway().retrieve_checkout_session(scale).status == "expired"
+    with pytest.raises(GatewayError) as refused:
+        gateway().complete_checkout(scale)
+    assert refused.value.code == "checkout_session_expired"
+    assert dict(CheckoutSession.objects.filter(tenant=org.tenant).values_list("plan__code", "status")) == {
+        "agents-growth": "complete",
+        "agents-scale": "expired",
+    }
+    assert gateway_subscriptions(org) == [("active", "price_local_agents_growth")]
+
+
+def test_a_second_subscription_that_completes_anyway_is_canceled_and_refunded_at_once(org, capture):
+    """Both tabs paid before any webhook arrived (so neither could expire the other): the second
+    subscription is canceled at the gateway at once, its payment refunded in full, the change
+    audited and the admins emailed. Failed before the fix: two active subscriptions and two paid
+    invoices at the gateway, the first marked replaced here."""
+    growth = session_of(open_checkout(org, "agents-growth"))
+    scale = session_of(open_checkout(org, "agents-scale"))
+    with capture(execute=False) as deliveries:
+        first = gateway().complete_checkout(growth)
+        second = gateway().complete_checkout(scale)
+    mail.outbox.clear()
+    with capture(execute=True):
+        for deliver in deliveries:
+            deliver()
+
+    assert gateway_subscriptions(org) == [
+        ("active", "price_local_agents_growth"),
+        ("canceled", "price_local_agents_scale"),
+    ]
+    kept = live(org.tenant)
+    assert (kept.plan.code, kept.state, kept.gateway_subscription_id) == ("agents-growth", "active", first.id)
+    assert Subscription.objects.filter(tenant=org.tenant, gateway_subscription_id=second.id).count() == 0
+    refunded = LocalGatewayObject.objects.get(
+        object_type="charge", data__amount=plan("agents-scale").price_amount
+    ).data
+    assert (refunded["refunded"], refunded["amount_refunded"]) == (True, plan("agents-scale").price_amount)
+    audit = AuditEvent.objects.get(tenant=org.tenant, action="subscription.duplicate_canceled")
+    assert audit.data == {
+        "subscription": second.id,
+        "kept": first.id,
+        "refunded": plan("agents-scale").price_amount,
+        "currency": "usd",
+    }
+    assert sorted((m.to[0], m.subject) for m in mail.outbox if "canceled and refunded" in m.subject) == [
+        (email, "A second AI Agents subscription was canceled and refunded") for email in ADMIN_EMAILS
+    ]
+    # Its invoice is mirrored as the gateway has it (paid, then refunded).
+    assert Invoice.objects.filter(tenant=org.tenant, gateway_subscription_id=second.id).count() == 1
