@@ -39,6 +39,7 @@ ROUTES: list[tuple[str, str, type]] = [
     ("POST", r"/v1/billing_portal/configurations", billing_portal.ConfigurationCreateParams),
     ("POST", r"/v1/billing_portal/configurations/[^/]+", billing_portal.ConfigurationUpdateParams),
     ("GET", r"/v1/subscriptions", p.SubscriptionListParams),
+    ("POST", r"/v1/subscriptions", p.SubscriptionCreateParams),
     ("GET", r"/v1/subscriptions/[^/]+", p.SubscriptionRetrieveParams),
     ("POST", r"/v1/subscriptions/[^/]+", p.SubscriptionUpdateParams),
     ("DELETE", r"/v1/subscriptions/[^/]+", p.SubscriptionCancelParams),

@@ -1634,3 +1634,104 @@ def test_fixture_has_only_keys_stripes_object_has(name: str, resource: str) -> N
 
     assert ours["object"] == resources[resource]["object"] == resource
     assert keys_outside(ours, resources[resource], resources, "") == []
+
+
+# --- a subscription paid with the saved card (Subscribe Now, C09/C11) --------------------------------
+
+PLUS = "price_1RAiPlusMonthly01"
+
+
+def new_subscription(status: str) -> dict[str, Any]:
+    """The subscription fixture as `subscriptions.create` answers with default_incomplete."""
+    sub = fixture("subscription")
+    item = sub["items"]["data"][0]
+    item["price"] = item["price"] | {"id": PLUS}
+    return sub | {"status": status, "metadata": {"tenant_id": "7", "plan": "ai-plus"}}
+
+
+def authentication_required() -> dict[str, Any]:
+    return {
+        "error": {
+            "type": "card_error",
+            "code": "authentication_required",
+            "decline_code": "authentication_required",
+            "message": "Your card was declined. This transaction requires authentication.",
+        }
+    }
+
+
+def subscribe(gateway: StripeGateway):
+    return gateway.create_subscription(
+        customer_id=CUS,
+        price_id=PLUS,
+        metadata={"tenant_id": "7", "plan": "ai-plus"},
+        idempotency_key="inst:create_subscription:9:abc",
+    )
+
+
+def test_create_subscription_creates_it_incomplete_then_pays_its_first_invoice_once(gateway, http) -> None:
+    """C11: default_incomplete, then one invoices.pay on the customer's saved card; each request
+    carries its own key derived from the attempt's."""
+    http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
+    http.answer("POST", f"/v1/invoices/{INV}/pay", fixture("invoice"))
+    http.answer("GET", f"/v1/subscriptions/{SUB}", new_subscription("active"))
+
+    sub = subscribe(gateway)
+
+    create, pay, reread = http.sent
+    assert_sent(create, "POST", "/v1/subscriptions", idempotency_key="inst:create_subscription:9:abc:create")
+    assert create.params == {
+        "customer": CUS,
+        "items[0][price]": PLUS,
+        "items[0][quantity]": "1",
+        "collection_method": "charge_automatically",
+        "payment_behavior": "default_incomplete",
+        "metadata[tenant_id]": "7",
+        "metadata[plan]": "ai-plus",
+    }
+    assert_sent(pay, "POST", f"/v1/invoices/{INV}/pay", idempotency_key="inst:create_subscription:9:abc:pay")
+    assert pay.params == {}
+    assert_sent(reread, "GET", f"/v1/subscriptions/{SUB}")
+    assert (sub.id, sub.status, sub.price_id, sub.latest_invoice_id) == (SUB, "active", PLUS, INV)
+    assert sub.metadata == {"tenant_id": "7", "plan": "ai-plus"}
+
+
+def test_create_subscription_declined_cancels_the_incomplete_subscription_and_says_why(gateway, http) -> None:
+    http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
+    http.answer("POST", f"/v1/invoices/{INV}/pay", card_declined("Your card was declined."), status=402)
+    http.answer("DELETE", f"/v1/subscriptions/{SUB}", new_subscription("canceled"))
+
+    with pytest.raises(GatewayError) as declined:
+        subscribe(gateway)
+
+    assert (declined.value.code, declined.value.message) == ("card_declined", "Your card was declined.")
+    assert [(s.method, s.path) for s in http.sent] == [
+        ("POST", "/v1/subscriptions"),
+        ("POST", f"/v1/invoices/{INV}/pay"),
+        ("DELETE", f"/v1/subscriptions/{SUB}"),
+    ]
+    assert http.sent[2].headers["Idempotency-Key"] == "inst:create_subscription:9:abc:cancel"
+
+
+def test_create_subscription_needing_3d_secure_returns_it_incomplete_for_the_hosted_invoice_page(
+    gateway, http
+) -> None:
+    http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
+    http.answer("POST", f"/v1/invoices/{INV}/pay", authentication_required(), status=402)
+    http.answer("GET", f"/v1/subscriptions/{SUB}", new_subscription("incomplete"))
+
+    sub = subscribe(gateway)
+
+    assert (sub.status, sub.latest_invoice_id) == ("incomplete", INV)
+    assert [(s.method, s.path) for s in http.sent][-1] == ("GET", f"/v1/subscriptions/{SUB}")
+    assert not any(s.method == "DELETE" for s in http.sent)  # kept: the customer confirms it
+
+
+def test_create_subscription_replayed_after_payment_is_not_paid_again(gateway, http) -> None:
+    """A retry of the same attempt: Stripe replays the create (now active); nothing else is sent."""
+    http.answer("POST", "/v1/subscriptions", new_subscription("active"))
+
+    sub = subscribe(gateway)
+
+    assert sub.status == "active"
+    assert len(http.sent) == 1

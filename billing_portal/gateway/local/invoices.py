@@ -426,7 +426,10 @@ class LocalInvoices(LocalEvents):
             sub["pending_update"] = None
             if not held and announce:
                 self._emit("customer.subscription.pending_update_applied", sub, now=now, before=before)
-        if sub["status"] in OVERDUE and not self._open_invoices_of(sub_id):
+        # Paying what is open returns an overdue subscription to active, and a first invoice paid
+        # (confirmed after 3D Secure) makes an incomplete one active.
+        # https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+        if (sub["status"] in OVERDUE or sub["status"] == "incomplete") and not self._open_invoices_of(sub_id):
             sub["status"] = "active"
         if not held and sub != before:
             sub_row.save()
