@@ -219,6 +219,9 @@ _email_options = {
     "timeout": env.int("EMAIL_TIMEOUT", default=20),
 }
 _smtp = _email["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+if DEBUG and _email["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend":
+    # make run: the console, plus the signed-in user's own mail at /t/<slug>/dev/mailbox/.
+    _email["EMAIL_BACKEND"] = "tenants.dev_mailbox.DevMailboxBackend"
 MAILERS = {
     "default": {
         "BACKEND": _email["EMAIL_BACKEND"],

@@ -16,10 +16,21 @@ from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from credits.models import PLAN_SOURCES, Consumption, Entry, FeatureCost, Grant, Hold, Source, Unit, Wallet
+from credits.models import (
+    PLAN_SOURCES,
+    Consumption,
+    Entry,
+    ExtraPack,
+    FeatureCost,
+    Grant,
+    Hold,
+    Source,
+    Unit,
+    Wallet,
+)
 from plans.models import Product
 from plans.money import CREDIT, credits_string
-from plans.offers import PlanOffer, plan_offers
+from plans.offers import PackOffer, PlanOffer, extra_pack_offer, plan_offers
 from plans.selectors import Entitlements, ProductEntitlement, entitlements
 from tenants.models import Tenant
 
@@ -511,6 +522,35 @@ def plan_cards(*, tenant: Tenant, ents: Entitlements | None, role: str) -> list[
     offers this member: the plan-offer rule decides (plans.offers), never this page."""
     product = Product.objects.get(code=Product.Code.AI_CREDITS)
     return plan_offers(tenant=tenant, product=product, role=role, ents=ents)
+
+
+def extra_pack_expiry(*, tenant_id: int, now: datetime | None = None) -> datetime | None:
+    """When the tenant's active extra pack expires (C14: bought, not expired nor deactivated, spent
+    or not); None when it has none."""
+    now = now or timezone.now()
+    return (
+        Grant.objects.filter(
+            live_q(now), tenant_id=tenant_id, wallet__unit=Unit.AI_CREDIT, source=Source.EXTRA_PACK
+        )
+        .order_by("-expires_at")
+        .values_list("expires_at", flat=True)
+        .first()
+    )
+
+
+def pack_offer(
+    *, tenant: Tenant, role: str, ents: Entitlements | None = None, now: datetime | None = None
+) -> PackOffer:
+    """Whether "Buy extra credits" is offered to this member: the plan-offer rule (plans.offers)
+    asked with the tenant's active pack."""
+    ents = ents or entitlements(tenant=tenant, now=now)
+    return extra_pack_offer(
+        ents=ents, role=role, pack_active_until=extra_pack_expiry(tenant_id=tenant.pk, now=now)
+    )
+
+
+def extra_packs_on_sale() -> list[ExtraPack]:
+    return list(ExtraPack.objects.filter(active=True).order_by("sort_order", "credits"))
 
 
 @dataclass(frozen=True)

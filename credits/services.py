@@ -47,6 +47,7 @@ from credits.selectors import (
 )
 from plans.models import Plan
 from plans.money import credits_string
+from plans.offers import msg_extra_pack_active
 from plans.selectors import MSG_ENDED, Refusal, entitlements
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.cache import Versions
@@ -405,12 +406,7 @@ def extra_pack_purchase_check(*, tenant: Tenant, now: datetime | None = None) ->
     active = extra_pack_active(tenant=tenant, now=now)
     if active is not None:
         assert active.expires_at is not None
-        raise BusinessError(
-            "extra_pack_active",
-            f"You already have an active extra credit package (valid until {active.expires_at:%-d %b %Y}). "
-            "Only one extra package can be active at a time; you can buy a new one once it expires.",
-            status=409,
-        )
+        raise BusinessError("extra_pack_active", msg_extra_pack_active(active.expires_at), status=409)
 
 
 @transaction.atomic

@@ -270,7 +270,9 @@ class SecurityCode(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["user", "tenant", "-created_at"])]
-        constraints = [models.CheckConstraint(condition=models.Q(attempts__lte=5), name="security_code_tries")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(attempts__lte=5), name="security_code_tries")
+        ]
 
     def __str__(self) -> str:
         return f"{self.purpose} for {self.user_id} in {self.tenant_id}"

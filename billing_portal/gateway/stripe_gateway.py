@@ -319,7 +319,9 @@ class StripeGateway(PaymentGateway):
         invoice_id = _id_of(created.get("latest_invoice"))
         try:
             with _translated_errors():
-                self._client.v1.invoices.pay(invoice_id, options={"idempotency_key": f"{idempotency_key}:pay"})
+                self._client.v1.invoices.pay(
+                    invoice_id, options={"idempotency_key": f"{idempotency_key}:pay"}
+                )
         except GatewayError as exc:
             if exc.code == "authentication_required":
                 return subscription_from_stripe(self._retrieve_subscription(created["id"]))

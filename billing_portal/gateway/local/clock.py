@@ -83,7 +83,9 @@ class LocalClock(LocalCheckout):
         https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses"""
         expired = 0
         due = LocalGatewayObject.objects.filter(
-            object_type="subscription", data__status="incomplete", data__created__lte=ts(moment - INCOMPLETE_LIFETIME)
+            object_type="subscription",
+            data__status="incomplete",
+            data__created__lte=ts(moment - INCOMPLETE_LIFETIME),
         ).order_by("id")
         for candidate in due:
             with transaction.atomic():

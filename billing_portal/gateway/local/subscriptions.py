@@ -94,7 +94,9 @@ class LocalSubscriptions(LocalInvoices):
                 idempotency_key,
                 "create_subscription",
                 params,
-                lambda: self._create_subscription(customer_id=customer_id, price_id=price_id, metadata=metadata),
+                lambda: self._create_subscription(
+                    customer_id=customer_id, price_id=price_id, metadata=metadata
+                ),
                 object_type="subscription",
             )
         sub = answer_or_raise(answer)
@@ -145,7 +147,9 @@ class LocalSubscriptions(LocalInvoices):
         self._emit("customer.subscription.created", sub, now=now)
         before = copy.deepcopy(sub)
         # `invoices.pay`: one attempt now, not on the retry schedule.
-        collected = self._finalize_and_collect(customer_row, invoice, now=now, sub_row=sub_row, scheduled=False)
+        collected = self._finalize_and_collect(
+            customer_row, invoice, now=now, sub_row=sub_row, scheduled=False
+        )
         if collected == Collected.PAID:
             sub["status"] = "active"
             sub_row.save()
