@@ -106,6 +106,14 @@ def figures(*, tenant_id: int, unit: str = Unit.AI_CREDIT, now: datetime | None 
 # --- the tenant's summary: the sidebar nudge, the Overview tile, the low-balance email ----------
 
 
+def _share(used: int, amount: int) -> str:
+    if amount <= 0:
+        return ""
+    if 0 < used * 100 < amount:
+        return "<1%"
+    return f"{used * 100 // amount}%"
+
+
 @dataclass(frozen=True)
 class Summary:
     """Thousandths. `period_amount`/`period_used`: the live plan credits of the current period."""
@@ -122,6 +130,12 @@ class Summary:
     @property
     def period_used_percent(self) -> int:
         return self.period_used * 100 // self.period_amount if self.period_amount else 0
+
+    @property
+    def period_used_share(self) -> str:
+        """The period's used share as the pages say it: "" without period credits (nothing to
+        share), "<1%" for a little use that would round to 0, else whole percent, rounded down."""
+        return _share(self.period_used, self.period_amount)
 
     @property
     def low(self) -> bool:
@@ -239,6 +253,12 @@ class Overview:
     @property
     def period_used_percent(self) -> int:
         return self.period_used * 100 // self.period_amount if self.period_amount else 0
+
+    @property
+    def period_used_share(self) -> str:
+        """The period's used share as the pages say it: "" without period credits (nothing to
+        share), "<1%" for a little use that would round to 0, else whole percent, rounded down."""
+        return _share(self.period_used, self.period_amount)
 
     @property
     def next_renewal(self) -> datetime | None:
@@ -547,6 +567,13 @@ def pack_offer(
     return extra_pack_offer(
         ents=ents, role=role, pack_active_until=extra_pack_expiry(tenant_id=tenant.pk, now=now)
     )
+
+
+def page_pack_offer(*, ov: Overview, role: str) -> PackOffer:
+    """The AI Credits page's "Buy extra credits", from what its overview has read (no query)."""
+    assert ov.ents is not None
+    until = ov.extra_pack.expires_at if ov.extra_pack is not None else None
+    return extra_pack_offer(ents=ov.ents, role=role, pack_active_until=until)
 
 
 def extra_packs_on_sale() -> list[ExtraPack]:

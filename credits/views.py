@@ -49,9 +49,7 @@ def ai_credits(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         {
             "ov": overview,
             "offers": selectors.plan_cards(tenant=tenant, ents=overview.ents, role=request.membership.role),
-            "pack_offer": selectors.pack_offer(
-                tenant=tenant, role=request.membership.role, ents=overview.ents
-            ),
+            "pack_offer": selectors.page_pack_offer(ov=overview, role=request.membership.role),
             "costs": selectors.feature_costs(),
         },
     )
