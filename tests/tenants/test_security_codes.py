@@ -45,7 +45,8 @@ def test_c10_the_emailed_code_confirms_once_and_is_stored_only_hashed(send, admi
     assert message.subject == f"Your Allowance security code: {code}"
     assert "subscribe to AI Plus" in message.body
     row = SecurityCode.objects.get(user=admin, tenant=tenant)
-    assert code not in row.code_hash and len(row.code_hash) == 64
+    assert code not in row.code_hash
+    assert len(row.code_hash) == 64
     security_code_use(user=admin, tenant=tenant, purpose=PURPOSE, code=code)
     refused("security_code_missing", user=admin, tenant=tenant, purpose=PURPOSE, code=code)  # reused
 
