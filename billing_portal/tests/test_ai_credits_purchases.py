@@ -51,7 +51,11 @@ def plus_grants(tenant) -> list[Grant]:
 
 
 def gateway_subscriptions(tenant, price: str = "price_local_credits_plus") -> list:
-    return [s for s in local_gateway().list_subscriptions(customer_id=customer_id_of(tenant)) if s.price_id == price]
+    return [
+        s
+        for s in local_gateway().list_subscriptions(customer_id=customer_id_of(tenant))
+        if s.price_id == price
+    ]
 
 
 @pytest.fixture
@@ -90,7 +94,9 @@ def test_c09_c11_c23_subscribe_now_with_the_code_makes_plus_at_once_with_its_200
     assert [g.pk for g in plus_grants(tenant)] == [granted.pk]
 
 
-def test_c10_a_wrong_code_subscribes_nothing_and_a_reused_code_is_refused(subscribed, admin, client_for, live):
+def test_c10_a_wrong_code_subscribes_nothing_and_a_reused_code_is_refused(
+    subscribed, admin, client_for, live
+):
     client = client_for(admin)
     with live():
         client.post(SUBSCRIBE, {"action": "send"}, HTTP_HX_REQUEST="true")
@@ -108,7 +114,9 @@ def test_c10_a_wrong_code_subscribes_nothing_and_a_reused_code_is_refused(subscr
     assert len(gateway_subscriptions(subscribed.tenant)) == 1
 
 
-def test_c11_without_a_saved_card_subscribe_now_opens_the_hosted_checkout(subscribed, admin, client_for, live):
+def test_c11_without_a_saved_card_subscribe_now_opens_the_hosted_checkout(
+    subscribed, admin, client_for, live
+):
     tenant = subscribed.tenant
     from billing_portal.gateway.store import LocalGatewayObject
 
@@ -157,7 +165,9 @@ def test_3d_secure_sends_the_admin_to_the_hosted_invoice_page_and_plus_starts_on
     assert [g.amount for g in plus_grants(tenant)] == [2000 * K]
 
 
-def test_c19_on_the_free_trial_subscribe_now_is_refused_with_the_cards_sentence(trial_tenant, admin, client_for):
+def test_c19_on_the_free_trial_subscribe_now_is_refused_with_the_cards_sentence(
+    trial_tenant, admin, client_for
+):
     page = client_for(admin).get(SUBSCRIBE, HTTP_HX_REQUEST="true").content.decode()
     assert "During the free trial you can only register interest in AI Plus." in page
     assert 'data-testid="send-code"' not in page
@@ -174,7 +184,9 @@ def test_c17_only_administrators_reach_the_purchase_dialogs(subscribed, persona,
 # --- extra packs --------------------------------------------------------------------------------
 
 
-def test_c12_c13_buy_extra_credits_charges_once_and_grants_the_pack_for_30_days(on_plus, admin, client_for, live):
+def test_c12_c13_buy_extra_credits_charges_once_and_grants_the_pack_for_30_days(
+    on_plus, admin, client_for, live
+):
     client = client_for(admin)
     assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
 
@@ -209,7 +221,9 @@ def test_c14_a_second_pack_is_refused_while_one_is_active_and_c15_offered_again_
     assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
 
 
-def test_a_declined_pack_payment_grants_nothing_and_marks_the_purchase_failed(on_plus, admin, client_for, live):
+def test_a_declined_pack_payment_grants_nothing_and_marks_the_purchase_failed(
+    on_plus, admin, client_for, live
+):
     set_card(on_plus, "declines")
 
     answer = confirm(client_for(admin), live, PACK, pack="extra-1000")
@@ -254,7 +268,9 @@ def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, member,
     ("setup", "reason"),
     [("free", MSG_PACK_PLUS_ONLY), ("trial", MSG_PACK_TRIAL), ("ultra", MSG_PACK_CONTRACT)],
 )
-def test_c24_no_buy_extra_credits_on_free_trial_or_ultra(trial_tenant, admin, client_for, live, setup, reason, request):
+def test_c24_no_buy_extra_credits_on_free_trial_or_ultra(
+    trial_tenant, admin, client_for, live, setup, reason, request
+):
     tenant = trial_tenant
     if setup != "trial":
         request.getfixturevalue("subscribed")
@@ -264,7 +280,11 @@ def test_c24_no_buy_extra_credits_on_free_trial_or_ultra(trial_tenant, admin, cl
     page = client_for(admin).get(PAGE).content.decode()
     assert 'data-testid="buy-extra-credits"' not in page
     assert reason in page
-    assert client_for(admin).post(PACK, {"action": "send", "pack": "extra-500"}).status_code in (402, 403, 409)
+    assert client_for(admin).post(PACK, {"action": "send", "pack": "extra-500"}).status_code in (
+        402,
+        403,
+        409,
+    )
 
 
 def test_c03_the_sidebar_quick_access_never_offers_a_purchase(on_plus, member, client_for):
