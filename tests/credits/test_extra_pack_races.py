@@ -27,7 +27,7 @@ def code_for(user, tenant, purpose: str) -> str:
     return found.group(1)
 
 
-def test_c14_two_admins_buying_a_pack_at_once_make_one_charge_and_one_pack(paid):
+def test_c14_two_admins_buying_a_pack_at_once_make_one_charge_and_one_pack(paid):  # noqa: F811 (the fixture)
     tenant, admin, _ = paid
     plus = plan("credits-plus")
     code = code_for(admin, tenant, billing.subscribe_purpose(plus))
