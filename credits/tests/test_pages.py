@@ -290,7 +290,7 @@ def test_no_credits_tile_for_a_tenant_without_credits(tenant, admin, client_for)
 
 # --- query counts ---------------------------------------------------------------------------------
 
-QUERIES = {"marketplace": 10, "ai_credits": 15, "statistics": 14, "csv": 8}
+QUERIES = {"marketplace": 7, "ai_credits": 12, "statistics": 11, "csv": 5}
 
 
 @pytest.mark.parametrize("page", sorted(QUERIES))
