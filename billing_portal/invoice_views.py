@@ -6,7 +6,6 @@ stays off shared machines' disks."""
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -27,6 +26,7 @@ from billing_portal.invoice_pdf import invoice_pdf as render_invoice_pdf
 from billing_portal.models import Invoice
 from plans.money import decimal_string
 from tenants.access import BILLING_READERS, TenantRequest, tenant_view
+from tenants.csv_export import csv_response
 from tenants.models import Tenant
 
 PAGE_SIZE = 25
@@ -79,44 +79,29 @@ def invoices(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     return render(request, template, context)
 
 
-class _Echo:
-    """A file-like object whose write() hands the line back, for streaming csv.writer output."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 def _day(value: datetime | None) -> str:
     return timezone.localtime(value).date().isoformat() if value else ""
 
 
-def _csv_text(value: str) -> str:
-    # A cell starting with one of these is run as a formula by spreadsheet programs.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-def _csv_rows(found: QuerySet[Invoice]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_HEADER)
+def _csv_rows(found: QuerySet[Invoice]) -> Iterator[tuple[object, ...]]:
+    yield CSV_HEADER
     for invoice in found.iterator(chunk_size=500):
         currency = invoice.currency
-        yield writer.writerow(
-            (
-                _csv_text(str(invoice)),
-                invoice.status,
-                _day(invoice.issued_at),
-                _day(invoice.paid_at),
-                _day(invoice.service_period_start),
-                _day(invoice.service_period_end),
-                _day(invoice.period_start),
-                _day(invoice.period_end),
-                currency.upper(),
-                decimal_string(invoice.subtotal, currency),
-                decimal_string(invoice.tax, currency),
-                decimal_string(invoice.total, currency),
-                decimal_string(invoice.amount_paid, currency),
-                decimal_string(invoice.amount_remaining, currency),
-            )
+        yield (
+            str(invoice),
+            invoice.status,
+            _day(invoice.issued_at),
+            _day(invoice.paid_at),
+            _day(invoice.service_period_start),
+            _day(invoice.service_period_end),
+            _day(invoice.period_start),
+            _day(invoice.period_end),
+            currency.upper(),
+            decimal_string(invoice.subtotal, currency),
+            decimal_string(invoice.tax, currency),
+            decimal_string(invoice.total, currency),
+            decimal_string(invoice.amount_paid, currency),
+            decimal_string(invoice.amount_remaining, currency),
         )
 
 
@@ -127,11 +112,7 @@ def invoice_csv(request: TenantRequest, tenant: Tenant) -> StreamingHttpResponse
     """The filtered list as CSV, amounts as decimal strings made from the integer minor units."""
     _form, _filters, found = _filtered(request, tenant)
     filename = f"invoices-{tenant.slug}-{timezone.localdate().isoformat()}.csv"
-    return StreamingHttpResponse(
-        _csv_rows(found),
-        content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": content_disposition_header(True, filename)},
-    )
+    return csv_response(_csv_rows(found), filename=filename)
 
 
 def _invoice_or_404(tenant: Tenant, invoice_id: int) -> Invoice:

@@ -4,17 +4,16 @@ the plan-offer rule (`plans.offers`), never here; the purchases post to the bill
 
 from __future__ import annotations
 
-import csv
 from datetime import datetime, timedelta
 
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from credits import selectors
 from tenants.access import ALL_ROLES, TenantRequest, tenant_view
+from tenants.csv_export import csv_response
 from tenants.models import Tenant
 
 RANGES = (7, 30, 90)  # days the statistics can cover
@@ -75,13 +74,6 @@ def ai_statistics(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     )
 
 
-class _Echo:
-    """A file-like object whose write() hands the line back, for streaming csv.writer output."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 @tenant_view(ALL_ROLES)
 @require_GET
 def ai_statistics_csv(request: TenantRequest, tenant: Tenant) -> StreamingHttpResponse:
@@ -89,12 +81,5 @@ def ai_statistics_csv(request: TenantRequest, tenant: Tenant) -> StreamingHttpRe
     days = _days(request)
     now = timezone.now()
     start = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=now.tzinfo)
-    writer = csv.writer(_Echo())
     rows = selectors.consumption_rows(tenant=tenant, start=start, end=now + timedelta(microseconds=1))
-    response = StreamingHttpResponse(
-        (writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8"
-    )
-    response["Content-Disposition"] = content_disposition_header(
-        True, f"ai-credits-{tenant.slug}-{start:%Y-%m-%d}-to-{now:%Y-%m-%d}.csv"
-    )
-    return response
+    return csv_response(rows, filename=f"ai-credits-{tenant.slug}-{start:%Y-%m-%d}-to-{now:%Y-%m-%d}.csv")

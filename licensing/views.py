@@ -5,8 +5,6 @@ without a reload (L14). Members and finance see the page read-only; only admins 
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -16,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -28,6 +26,7 @@ from plans.models import Product
 from plans.offers import plan_offers
 from plans.selectors import Entitlements, entitlements
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
+from tenants.csv_export import csv_response
 from tenants.errors import BusinessError
 from tenants.models import Role, Tenant
 
@@ -134,34 +133,13 @@ def plans_and_licenses(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     return render(request, PAGE, context)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_text(value: str) -> str:
-    # A cell starting with one of these is run as a formula by spreadsheet programs.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 @tenant_view(ALL_ROLES)
 @require_GET
 def licenses_csv(request: TenantRequest, tenant: Tenant) -> StreamingHttpResponse:
     """The table as CSV, filtered and sorted as on the page, every page (streamed)."""
     _form, filters = _filters(request, tenant, request.GET)
     rows = selectors.export_rows(tenant=tenant, filters=filters, ent=entitlements(tenant=tenant)[PRODUCT])
-    writer = csv.writer(_Echo())
-
-    def lines() -> Iterator[str]:
-        for row in rows:
-            yield writer.writerow([_csv_text(cell) for cell in row])
-
-    filename = f"licenses-{tenant.slug}-{timezone.now().date().isoformat()}.csv"
-    return StreamingHttpResponse(
-        lines(),
-        content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": content_disposition_header(True, filename)},
-    )
+    return csv_response(rows, filename=f"licenses-{tenant.slug}-{timezone.now().date().isoformat()}.csv")
 
 
 # --- license actions -------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ check → form → one service or selectors → render."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 
 from django.contrib import messages
@@ -11,13 +10,13 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
 from sessions_billing import selectors, services
 from sessions_billing.forms import AgentForm, SessionFilterForm, SessionLimitForm
 from sessions_billing.models import Conversation
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
+from tenants.csv_export import csv_response
 from tenants.errors import BusinessError
 from tenants.models import Role, Tenant
 
@@ -62,16 +61,6 @@ def sessions(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     return render(request, "sessions_billing/sessions.html", context)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_text(value: str) -> str:
-    # A cell starting with one of these is run as a formula by spreadsheet programs.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 CSV_HEADER = (
     "conversation_id",
     "agent",
@@ -84,21 +73,18 @@ CSV_HEADER = (
 )
 
 
-def _csv_rows(found: Iterator[Conversation]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_HEADER)
+def _csv_rows(found: Iterator[Conversation]) -> Iterator[tuple[object, ...]]:
+    yield CSV_HEADER
     for c in found:
-        yield writer.writerow(
-            (
-                _csv_text(c.conversation_id),
-                _csv_text(c.agent.key) if c.agent else "",
-                c.direction,
-                c.started_at.isoformat(),
-                c.last_activity_at.isoformat(),
-                c.ended_at.isoformat() if c.ended_at else "",
-                "yes" if c.answered else "no",
-                c.billable_sessions,
-            )
+        yield (
+            c.conversation_id,
+            c.agent.key if c.agent else "",
+            c.direction,
+            c.started_at.isoformat(),
+            c.last_activity_at.isoformat(),
+            c.ended_at.isoformat() if c.ended_at else "",
+            "yes" if c.answered else "no",
+            c.billable_sessions,
         )
 
 
@@ -108,10 +94,8 @@ def sessions_csv(request: TenantRequest, tenant: Tenant) -> StreamingHttpRespons
     """The filtered sessions as CSV (all pages), streamed."""
     _form, filters = _filters(request, tenant)
     filename = f"sessions-{tenant.slug}-{timezone.now().date().isoformat()}.csv"
-    return StreamingHttpResponse(
-        _csv_rows(selectors.conversations_export(tenant=tenant, filters=filters)),
-        content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": content_disposition_header(True, filename)},
+    return csv_response(
+        _csv_rows(selectors.conversations_export(tenant=tenant, filters=filters)), filename=filename
     )
 
 

@@ -65,7 +65,9 @@ def tenant_view(roles: Iterable[Role] = ALL_ROLES) -> Callable:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             membership = member_access(request, allowed, slug=slug)
-            request.session["last_tenant"] = membership.tenant.slug
+            if request.session.get("last_tenant") != membership.tenant.slug:
+                # Written only when it changes: an unchanged session is not saved again.
+                request.session["last_tenant"] = membership.tenant.slug
             return view(request, membership.tenant, *args, **kwargs)
 
         wrapper.tenant_roles = frozenset(allowed)  # type: ignore[attr-defined]

@@ -213,7 +213,7 @@ def test_billing_tab_query_count_is_pinned(subscribed, admin, client_for, django
     (3, with its savepoint): the same for any history (see test_billing_views)."""
     client = client_for(admin)
     client.get(BILLING)
-    with django_assert_num_queries(18):
+    with django_assert_num_queries(15):
         assert client.get(BILLING).status_code == 200
 
 

@@ -249,5 +249,5 @@ def test_overview_query_count_is_pinned_and_does_not_grow(client_for, django_ass
         client.get(f"/t/{slug}/")  # warm the session
         # 12, the sessions usage tile (1) and the AI credits summary (1: the credits tile and the
         # sidebar's quick access share it)
-        with django_assert_num_queries(14):
+        with django_assert_num_queries(11):
             assert client.get(f"/t/{slug}/").status_code == 200

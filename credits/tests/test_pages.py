@@ -290,7 +290,7 @@ def test_no_credits_tile_for_a_tenant_without_credits(tenant, admin, client_for)
 
 # --- query counts ---------------------------------------------------------------------------------
 
-QUERIES = {"marketplace": 10, "ai_credits": 15, "statistics": 14, "csv": 8}
+QUERIES = {"marketplace": 7, "ai_credits": 12, "statistics": 11, "csv": 5}
 
 
 @pytest.mark.parametrize("page", sorted(QUERIES))
@@ -416,3 +416,11 @@ def test_c16_speak_with_specialist_records_a_lead_and_the_card_says_request_rece
     assert 'data-testid="request-received"' in text(response)
     assert list(Lead.objects.values_list("plan__code", "kind")) == [("credits-ultra", "specialist")]
     assert offers(client.get(PAGES["ai_credits"]))["credits-ultra"][0] == "requested"
+
+
+def test_the_csv_export_keeps_a_client_given_formula_as_text(plus, finance, client_for):
+    """A client id or key comes from the API's caller: opened in a spreadsheet it must not run."""
+    grant(plus, 10, source=Source.PLAN_RENEWAL, days=30)
+    consume(plus, "=HYPERLINK(1)", quantity=1, client_id="@evil")
+    lines = text(client_for(finance).get(PAGES["csv"])).splitlines()
+    assert lines[1].endswith(",Smart Response,1,1,0,'@evil,'=HYPERLINK(1),system")

@@ -230,14 +230,14 @@ def test_the_page_costs_the_same_queries_at_10_and_1000_clients(
     ).update(ai_license_since=timezone.now())
     client = client_for(admin)
     client.get(PAGE)  # warm the session
-    with django_assert_num_queries(15):
+    with django_assert_num_queries(12):
         assert client.get(PAGE).status_code == 200
-    with django_assert_num_queries(15):
+    with django_assert_num_queries(12):
         assert (
             client.get(PAGE, {"q": "Client", "license": "ai", "sort": "-credits", "page": 2}).status_code
             == 200
         )
-    with django_assert_num_queries(11):  # the table alone
+    with django_assert_num_queries(8):  # the table alone
         assert client.get(PAGE, {"q": "Client"}, HTTP_HX_TARGET="clients", **HTMX).status_code == 200
 
 

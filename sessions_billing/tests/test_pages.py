@@ -105,17 +105,17 @@ def test_pagination_at_scale_is_keyset_and_constant_in_queries(
     _bulk(tenant, 3000)
     client = client_for(admin)
     client.get(f"/t/{tenant.slug}/sessions/")  # the first visit also saves the session's last tenant
-    # 13, and the sidebar's AI Credits quick access (1, credits C03)
-    with django_assert_num_queries(14):
+    # 10, and the sidebar's AI Credits quick access (1, credits C03)
+    with django_assert_num_queries(11):
         first = client.get(f"/t/{tenant.slug}/sessions/").content.decode()
     assert first.count('data-testid="session-row"') == 50
     older = first.split('data-testid="older"')[0].rsplit("before=", 1)[1].split('"')[0]
-    with django_assert_num_queries(14):
+    with django_assert_num_queries(11):
         second = client.get(f"/t/{tenant.slug}/sessions/?before={older}").content.decode()
     assert "bulk-000049" in second
     assert "bulk-000048" not in second
     assert "← Newer" in second
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(5):
         client.get(f"/t/{tenant.slug}/sessions/?before={older}", HTTP_HX_REQUEST="true")
 
 
@@ -153,14 +153,14 @@ def test_agents_screen_query_count_is_constant(tenant, admin, growth, client_for
         )
     client = client_for(admin)
     client.get(f"/t/{tenant.slug}/agents/")  # the first visit also saves the session's last tenant
-    # 13, and the sidebar's AI Credits quick access (1, credits C03)
-    with django_assert_num_queries(14):
+    # 10, and the sidebar's AI Credits quick access (1, credits C03)
+    with django_assert_num_queries(11):
         client.get(f"/t/{tenant.slug}/agents/")
     for i in range(3, 20):
         services.session_start(
             tenant=tenant, conversation_id=f"q{i}", direction="inbound", agent=f"agent-{i}"
         )
-    with django_assert_num_queries(14):
+    with django_assert_num_queries(11):
         page = client.get(f"/t/{tenant.slug}/agents/").content.decode()
     assert page.count('data-testid="agent-row"') == 20
 
