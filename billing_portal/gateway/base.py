@@ -323,6 +323,15 @@ class PaymentGateway(abc.ABC):
         that needs the customer's confirmation, is a GatewayError."""
 
     @abc.abstractmethod
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        """Void a finalized invoice that is `open` (or `uncollectible`): it can no longer be paid and
+        its automatic collection stops, so a declined payment is never collected later. A `paid`,
+        `void` or draft invoice is refused (GatewayError `status_transition_invalid`); a repeat of the
+        key answers as the first request did.
+        https://docs.stripe.com/api/invoices/void,
+        https://docs.stripe.com/invoicing/integration/workflow-transitions"""
+
+    @abc.abstractmethod
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
         """Refund every payment of a paid invoice in full; returns the minor units refunded now."""
 

@@ -543,6 +543,17 @@ class StripeGateway(PaymentGateway):
             paid = self._client.v1.invoices.pay(invoice_id, options={"idempotency_key": idempotency_key})
         return self._invoice(paid.to_dict())
 
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        # Only an open or uncollectible invoice can be voided (anything else is an invalid request);
+        # a void invoice is not payable, so no retry (Smart Retries, automatic collection) collects it.
+        # https://docs.stripe.com/api/invoices/void
+        # https://docs.stripe.com/invoicing/integration/workflow-transitions
+        with _translated_errors():
+            voided = self._client.v1.invoices.void_invoice(
+                invoice_id, options={"idempotency_key": idempotency_key}
+            )
+        return self._invoice(voided.to_dict())
+
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
         # Since API version 2025-03-31 an invoice's payments are InvoicePayment objects naming their
         # payment intent; each paid one is refunded through it, in full.

@@ -53,6 +53,7 @@ ROUTES: list[tuple[str, str, type]] = [
     ("GET", r"/v1/invoices/[^/]+/lines", p.InvoiceLineItemListParams),
     ("POST", r"/v1/invoices/[^/]+/finalize", p.InvoiceFinalizeInvoiceParams),
     ("POST", r"/v1/invoices/[^/]+/pay", p.InvoicePayParams),
+    ("POST", r"/v1/invoices/[^/]+/void", p.InvoiceVoidInvoiceParams),
     ("GET", r"/v1/invoices/[^/]+", p.InvoiceRetrieveParams),
     ("POST", r"/v1/invoiceitems", p.InvoiceItemCreateParams),
     ("GET", r"/v1/invoice_payments", p.InvoicePaymentListParams),

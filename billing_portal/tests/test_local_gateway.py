@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from billing_portal.gateway.base import GatewayError, WebhookSignatureError
 from billing_portal.gateway.local import LocalGateway, add_months
 from billing_portal.gateway.local.core import WhenRetriesExhausted
+from billing_portal.gateway.local.objects import ts as objects_ts
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import (
     checkout_session_from_stripe,
@@ -1432,3 +1433,73 @@ def test_create_subscription_confirmed_on_the_hosted_page_turns_active(local):
 
     assert local.gateway.retrieve_subscription(sub.id).status == "active"
     assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+
+
+# --- voiding an invoice ----------------------------------------------------------------------------------
+
+
+def _declined_one_off(local: Local, key: str = "pack-1") -> tuple[str, str]:
+    customer_id = _customer_with_card(local, "declines")
+    with pytest.raises(GatewayError):
+        local(
+            "charge_one_off",
+            customer_id=customer_id,
+            amount=1500,
+            currency="usd",
+            description="1,000 credits",
+            metadata={"extra_pack": "extra-1000"},
+            idempotency_key=key,
+        )
+    [invoice] = local.gateway.list_invoices(customer_id=customer_id)
+    local.sent.clear()
+    return customer_id, invoice.id
+
+
+def test_a_declined_one_off_is_retried_on_the_schedule_until_it_is_voided(local):
+    customer_id, invoice_id = _declined_one_off(local)
+    row = LocalGatewayObject.objects.get(object_id=invoice_id)
+    assert (row.data["status"], row.data["next_payment_attempt"]) == ("open", objects_ts(START + timedelta(days=3)))
+    local("set_card", customer_id, card="pays", last4="4242")
+    local.sent.clear()
+
+    voided = local("void_invoice", invoice_id, idempotency_key="void-1")
+
+    assert (voided.status, voided.amount_remaining, voided.amount_paid) == ("void", 0, 0)
+    assert local.types() == ["invoice.voided"]
+    data = LocalGatewayObject.objects.get(object_id=invoice_id).data
+    assert data["next_payment_attempt"] is None
+    assert data["status_transitions"]["voided_at"] == objects_ts(START)
+    # The retry that would have collected it on the new card never runs; nor can it be paid on its page.
+    assert local("advance", START + timedelta(days=30)) == 0
+    assert local("pay_on_hosted_page", invoice_id).status == "void"
+    assert local.gateway.retrieve_invoice(invoice_id).amount_paid == 0
+    assert "invoice.paid" not in local.types()
+
+
+def test_void_invoice_replays_its_key_and_refuses_a_void_or_paid_invoice_as_stripe_does(local):
+    customer_id, invoice_id = _declined_one_off(local)
+    local("void_invoice", invoice_id, idempotency_key="void-1")
+    local.sent.clear()
+
+    assert local("void_invoice", invoice_id, idempotency_key="void-1").status == "void"  # replayed
+    assert local.sent == []
+    with pytest.raises(GatewayError) as again:
+        local("void_invoice", invoice_id, idempotency_key="void-2")
+    assert again.value.code == "status_transition_invalid"
+
+    local("set_card", customer_id, card="pays", last4="4242")
+    paid = local(
+        "charge_one_off",
+        customer_id=customer_id,
+        amount=1500,
+        currency="usd",
+        description="1,000 credits",
+        metadata={},
+        idempotency_key="pack-2",
+    )
+    local.sent.clear()
+    with pytest.raises(GatewayError) as refused:
+        local("void_invoice", paid.id, idempotency_key="void-3")
+    assert refused.value.code == "status_transition_invalid"
+    assert local.gateway.retrieve_invoice(paid.id).status == "paid"
+    assert local.sent == []

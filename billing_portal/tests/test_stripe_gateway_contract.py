@@ -1735,3 +1735,52 @@ def test_create_subscription_replayed_after_payment_is_not_paid_again(gateway, h
 
     assert sub.status == "active"
     assert len(http.sent) == 1
+
+
+# --- voiding an invoice (a declined extra pack is never collected later) -----------------------------
+
+
+def test_void_invoice_posts_void_with_the_attempts_key_and_maps_the_void_invoice(gateway, http) -> None:
+    """https://docs.stripe.com/api/invoices/void: no parameters; the answer is the voided invoice."""
+    opened = pack_invoice("open")
+    voided = opened | {
+        "status": "void",
+        "amount_remaining": 0,
+        "auto_advance": False,
+        "status_transitions": opened["status_transitions"] | {"voided_at": PACK_CREATED + 60},
+    }
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/void", voided)
+
+    invoice = gateway.void_invoice(PACK_INV, idempotency_key="attempt-31")
+
+    [sent] = http.sent
+    assert_sent(sent, "POST", f"/v1/invoices/{PACK_INV}/void", idempotency_key="attempt-31")
+    assert sent.params == {}
+    assert (invoice.id, invoice.status, invoice.amount_paid, invoice.amount_remaining, invoice.paid_at) == (
+        PACK_INV,
+        "void",
+        0,
+        0,
+        None,
+    )
+    assert invoice.metadata == {"tenant": "acme", "extra_pack": "42"}
+
+
+def test_voiding_a_paid_invoice_is_stripes_refusal_with_its_code(gateway, http) -> None:
+    """Only open and uncollectible invoices can be voided
+    (https://docs.stripe.com/invoicing/integration/workflow-transitions); Stripe answers an
+    invalid request, which is a refusal, not a reason to retry."""
+    http.answer(
+        "POST",
+        f"/v1/invoices/{PACK_INV}/void",
+        invalid_request(
+            "You can only void an open or uncollectible invoice.", code="status_transition_invalid"
+        ),
+        status=400,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.void_invoice(PACK_INV, idempotency_key="attempt-32")
+
+    assert (refused.value.code, refused.value.message) == ("status_transition_invalid", MSG_REFUSED)
+    assert len(http.sent) == 1

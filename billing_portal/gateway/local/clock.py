@@ -96,8 +96,7 @@ class LocalClock(LocalCheckout):
                 at = dt(sub["created"]) + INCOMPLETE_LIFETIME
                 invoice_row = objects.lock(sub["latest_invoice"], "invoice")
                 if invoice_row.data["status"] == "open":
-                    invoice_row.data.update(status="void", next_payment_attempt=None, amount_remaining=0)
-                    invoice_row.data["status_transitions"]["voided_at"] = ts(at)
+                    objects.mark_void(invoice_row.data, at)
                     invoice_row.save()
                     self._emit("invoice.voided", invoice_row.data, now=at)
                 before = copy.deepcopy(sub)
@@ -124,8 +123,7 @@ class LocalClock(LocalCheckout):
                 at = dt(pending["expires_at"])
                 invoice_row = objects.lock(sub["latest_invoice"], "invoice")
                 if invoice_row.data["status"] == "open":
-                    invoice_row.data.update(status="void", next_payment_attempt=None, amount_remaining=0)
-                    invoice_row.data["status_transitions"]["voided_at"] = ts(at)
+                    objects.mark_void(invoice_row.data, at)
                     invoice_row.save()
                     self._emit("invoice.voided", invoice_row.data, now=at)
                 before = copy.deepcopy(sub)
