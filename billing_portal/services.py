@@ -493,9 +493,12 @@ def extra_pack_buy(*, tenant: Tenant, pack: ExtraPack, actor: User, code: str) -
     the invoice.paid webhook otherwise; once, keyed by the invoice. A decline grants nothing and
     marks the purchase failed."""
     role = actor_role(tenant=tenant, user=actor)
+    product = Product.objects.get(code=Product.Code.AI_CREDITS)
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=product)
+        _extra_pack_settle(tenant=tenant, gateway=get_gateway())
     _extra_pack_require(tenant=tenant, role=role, pack=pack)
     security_codes.security_code_use(user=actor, tenant=tenant, purpose=extra_pack_purpose(pack), code=code)
-    product = Product.objects.get(code=Product.Code.AI_CREDITS)
     failure: GatewayError | None = None
     with transaction.atomic():
         plan_services.subscription_lock(tenant=tenant, product=product)
@@ -544,22 +547,37 @@ def _extra_pack_charge(
             result_id=lambda paid: paid.id,
         )
     except GatewayError as exc:
-        left_open = _purchase_invoice(gateway=gateway, customer_id=customer_id, purchase=purchase)
-        if exc.code == "authentication_required" and left_open is not None:
-            invoice_needs_confirmation(tenant=tenant, gateway=gateway, invoice_id=left_open.id)
+        try:
+            found = _purchase_invoice(gateway=gateway, customer_id=customer_id, purchase=purchase)
+            known = True
+        except GatewayError:
+            found, known = None, False
+        if exc.code == "authentication_required" and found is not None and found.status == "open":
+            invoice_needs_confirmation(tenant=tenant, gateway=gateway, invoice_id=found.id)
             purchase.status = ExtraPackPurchase.Status.AWAITING_CONFIRMATION
-            purchase.gateway_invoice_id = left_open.id
+            purchase.gateway_invoice_id = found.id
             purchase.save(update_fields=["status", "gateway_invoice_id"])
-            return PurchaseOutcome(
-                "confirm", url=left_open.hosted_invoice_url, message=MSG_CONFIRM_PACK
-            ), None
-        if left_open is not None:
-            invoice_upsert(tenant=tenant, inv=left_open)
-        purchase.status = ExtraPackPurchase.Status.FAILED
+            return PurchaseOutcome("confirm", url=found.hosted_invoice_url, message=MSG_CONFIRM_PACK), None
+        if found is not None and found.status in ("open", "uncollectible"):
+            # Declined: its invoice is voided at once, or the gateway's automatic collection would
+            # take the money days later for a purchase the buyer was told had failed.
+            found = _extra_pack_invoice_void(tenant=tenant, gateway=gateway, inv=found)
+        if found is not None and found.status == "paid":
+            # The payment went through after all (an answer lost on its way back, or paid before
+            # the void): the money taken is credited.
+            invoice_upsert(tenant=tenant, inv=found)
+            extra_pack_invoice_apply(tenant=tenant, inv=found, actor=actor)
+            return _pack_done(purchase), None
         purchase.error_code = exc.code[:80]
-        purchase.gateway_invoice_id = "" if left_open is None else left_open.id
-        purchase.finished_at = timezone.now()
-        purchase.save(update_fields=["status", "error_code", "gateway_invoice_id", "finished_at"])
+        purchase.gateway_invoice_id = "" if found is None else found.id
+        if not known or (found is not None and found.status == "open"):
+            # Not voided (the gateway failed): the purchase stays open, so no second pack starts
+            # while its invoice may still be collected; the next buy settles it first.
+            purchase.save(update_fields=["error_code", "gateway_invoice_id"])
+        else:
+            purchase.status = ExtraPackPurchase.Status.FAILED
+            purchase.finished_at = timezone.now()
+            purchase.save(update_fields=["status", "error_code", "gateway_invoice_id", "finished_at"])
         audit(
             tenant=tenant,
             actor=actor,
@@ -570,10 +588,67 @@ def _extra_pack_charge(
         return PurchaseOutcome("failed", message=exc.message), exc
     invoice_upsert(tenant=tenant, inv=inv)
     extra_pack_invoice_apply(tenant=tenant, inv=inv, actor=actor)
+    return _pack_done(purchase), None
+
+
+def _pack_done(purchase: ExtraPackPurchase) -> PurchaseOutcome:
     return PurchaseOutcome(
         "done",
-        message=f"{credits_string(purchase.credits)} extra credits added, valid for {pack.validity_days} days.",
-    ), None
+        message=f"{credits_string(purchase.credits)} extra credits added, valid for {purchase.pack.validity_days} days.",
+    )
+
+
+def _extra_pack_invoice_void(
+    *, tenant: Tenant, gateway: PaymentGateway, inv: GatewayInvoice
+) -> GatewayInvoice:
+    """Void a declined pack's open invoice (https://docs.stripe.com/api/invoices/void) and mirror it;
+    returns the invoice as the gateway has it afterwards: void; paid, when a payment got there
+    first (voiding it is refused); or still open when the gateway could not be reached."""
+    try:
+        voided = gateway_write(
+            tenant=tenant,
+            operation="void_invoice",
+            params={"invoice": inv.id},
+            call=lambda key: gateway.void_invoice(inv.id, idempotency_key=key),
+            result_id=lambda made: made.id,
+        )
+    except GatewayError as exc:
+        log.warning("could not void the extra pack invoice %s: %s", inv.id, exc.code)
+        try:
+            voided = gateway.retrieve_invoice(inv.id)
+        except GatewayError:
+            return inv
+    invoice_upsert(tenant=tenant, inv=voided)
+    return voided
+
+
+def _extra_pack_settle(*, tenant: Tenant, gateway: PaymentGateway) -> None:
+    """Under the tenant's lock, before a new purchase: a declined purchase whose invoice could not be
+    voided then (the gateway failed) is settled now — voided and failed, or, if that invoice was
+    collected meanwhile, granted. Purchases waiting for the customer's 3D Secure confirmation are
+    left alone (they may still be paid on the hosted page)."""
+    owed = ExtraPackPurchase.objects.select_related("pack").filter(
+        tenant=tenant, status=ExtraPackPurchase.Status.PENDING
+    )
+    for purchase in owed:
+        customer_id = customer_ensure(tenant=tenant)
+        try:
+            inv = (
+                gateway.retrieve_invoice(purchase.gateway_invoice_id)
+                if purchase.gateway_invoice_id
+                else _purchase_invoice(gateway=gateway, customer_id=customer_id, purchase=purchase)
+            )
+        except GatewayError:
+            continue  # still unknown: the purchase keeps blocking another one
+        if inv is not None and inv.status in ("open", "uncollectible"):
+            inv = _extra_pack_invoice_void(tenant=tenant, gateway=gateway, inv=inv)
+        if inv is not None and inv.status == "paid":
+            invoice_upsert(tenant=tenant, inv=inv)
+            extra_pack_invoice_apply(tenant=tenant, inv=inv)
+        elif inv is None or inv.status == "void":
+            purchase.status = ExtraPackPurchase.Status.FAILED
+            purchase.finished_at = timezone.now()
+            purchase.save(update_fields=["status", "finished_at"])
 
 
 def _purchase_invoice(
@@ -581,12 +656,9 @@ def _purchase_invoice(
 ) -> GatewayInvoice | None:
     """The invoice a refused charge left open (the gateway raises the card's refusal, not the
     invoice), found by the purchase id in its metadata."""
-    try:
-        invoices = gateway.list_invoices(
-            customer_id=customer_id, created_since=purchase.created_at - timedelta(minutes=5)
-        )
-    except GatewayError:
-        return None
+    invoices = gateway.list_invoices(
+        customer_id=customer_id, created_since=purchase.created_at - timedelta(minutes=5)
+    )
     return next(
         (inv for inv in invoices if inv.metadata.get("extra_pack_purchase") == str(purchase.pk)), None
     )

@@ -12,7 +12,8 @@ import time_machine
 from django.core import mail
 from django.utils import timezone
 
-from billing_portal.models import ExtraPackPurchase, GatewayAttempt
+from billing_portal.gateway.base import GatewayError
+from billing_portal.models import ExtraPackPurchase, GatewayAttempt, Invoice
 from billing_portal.tests.conftest import customer_id_of, live_sub, local_gateway
 from credits import selectors as credit_selectors
 from credits.models import Grant, Source
@@ -221,7 +222,11 @@ def test_c14_a_second_pack_is_refused_while_one_is_active_and_c15_offered_again_
     assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
 
 
-def test_a_declined_pack_payment_grants_nothing_and_marks_the_purchase_failed(
+def packs(tenant) -> list[Grant]:
+    return list(Grant.objects.filter(tenant=tenant, source=Source.EXTRA_PACK))
+
+
+def test_a_declined_pack_payment_is_voided_grants_nothing_and_is_never_collected_later(
     on_plus, admin, client_for, live
 ):
     set_card(on_plus, "declines")
@@ -229,9 +234,95 @@ def test_a_declined_pack_payment_grants_nothing_and_marks_the_purchase_failed(
     answer = confirm(client_for(admin), live, PACK, pack="extra-1000")
 
     assert "Your card was declined." in answer.content.decode()
-    assert not Grant.objects.filter(tenant=on_plus, source=Source.EXTRA_PACK).exists()
+    assert packs(on_plus) == []
     [purchase] = ExtraPackPurchase.objects.filter(tenant=on_plus)
     assert (purchase.status, purchase.error_code) == (ExtraPackPurchase.Status.FAILED, "card_declined")
+    gateway = local_gateway()
+    assert gateway.retrieve_invoice(purchase.gateway_invoice_id).status == "void"
+    assert Invoice.objects.get(gateway_invoice_id=purchase.gateway_invoice_id).status == "void"
+    # A working card, then every retry the gateway's automatic collection would have made: nothing.
+    set_card(on_plus, "pays")
+    with live():
+        gateway.advance(timezone.now() + timedelta(days=16))
+    declined = gateway.retrieve_invoice(purchase.gateway_invoice_id)
+    assert (declined.status, declined.amount_paid) == ("void", 0)
+    assert packs(on_plus) == []
+
+
+def test_a_buy_after_a_declined_one_works_and_makes_exactly_one_pack(on_plus, admin, client_for, live):
+    client = client_for(admin)
+    set_card(on_plus, "declines")
+    confirm(client, live, PACK, pack="extra-500")
+    set_card(on_plus, "pays")
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):  # past the resend pause
+        answer = confirm(client, live, PACK, pack="extra-500")
+
+    assert answer.headers["HX-Redirect"] == PAGE
+    paid, failed = ExtraPackPurchase.objects.filter(tenant=on_plus).order_by("-pk")
+    assert (paid.status, failed.status) == (ExtraPackPurchase.Status.PAID, ExtraPackPurchase.Status.FAILED)
+    [pack] = packs(on_plus)
+    assert (pack.amount, pack.reference) == (500 * K, f"invoice:{paid.gateway_invoice_id}")
+    gateway = local_gateway()
+    assert [gateway.retrieve_invoice(p.gateway_invoice_id).status for p in (paid, failed)] == ["paid", "void"]
+
+
+def _void_unreachable(monkeypatch) -> None:
+    def unreachable(invoice_id: str, *, idempotency_key: str):
+        raise GatewayError("The payment provider could not be reached.", code="gateway_unavailable")
+
+    monkeypatch.setattr(local_gateway(), "void_invoice", unreachable)
+
+
+def test_a_decline_whose_void_fails_blocks_a_second_pack_until_the_next_buy_voids_it(
+    on_plus, admin, client_for, live, monkeypatch
+):
+    client = client_for(admin)
+    set_card(on_plus, "declines")
+    _void_unreachable(monkeypatch)
+
+    answer = confirm(client, live, PACK, pack="extra-500")
+
+    assert "Your card was declined." in answer.content.decode()
+    [first] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    assert (first.status, first.error_code) == (ExtraPackPurchase.Status.PENDING, "card_declined")
+    assert local_gateway().retrieve_invoice(first.gateway_invoice_id).status == "open"
+    monkeypatch.undo()
+    set_card(on_plus, "pays")
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        answer = confirm(client, live, PACK, pack="extra-500")
+
+    assert answer.headers["HX-Redirect"] == PAGE
+    first.refresh_from_db()
+    assert first.status == ExtraPackPurchase.Status.FAILED
+    assert local_gateway().retrieve_invoice(first.gateway_invoice_id).status == "void"
+    [pack] = packs(on_plus)
+    assert pack.reference != f"invoice:{first.gateway_invoice_id}"
+
+
+def test_a_declined_invoice_collected_before_it_could_be_voided_is_credited_once_and_no_second_pack(
+    on_plus, admin, client_for, live, monkeypatch
+):
+    client = client_for(admin)
+    set_card(on_plus, "declines")
+    _void_unreachable(monkeypatch)
+    confirm(client, live, PACK, pack="extra-500")
+    [first] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    monkeypatch.undo()
+    set_card(on_plus, "pays")
+
+    with live():  # the retry 3 days later takes the money: the invoice.paid webhook credits it
+        local_gateway().advance(timezone.now() + timedelta(days=3, minutes=1))
+
+    [pack] = packs(on_plus)
+    assert (pack.amount, pack.reference) == (500 * K, f"invoice:{first.gateway_invoice_id}")
+    first.refresh_from_db()
+    assert first.status == ExtraPackPurchase.Status.PAID
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        again = client.post(PACK, {"action": "confirm", "pack": "extra-500", "code": "123456"})
+    assert "You already have an active extra credit package" in again.content.decode()
+    assert len(packs(on_plus)) == 1
 
 
 def test_a_pack_awaiting_3d_secure_blocks_a_second_purchase_and_is_granted_once_when_paid(

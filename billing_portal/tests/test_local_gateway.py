@@ -1458,7 +1458,10 @@ def _declined_one_off(local: Local, key: str = "pack-1") -> tuple[str, str]:
 def test_a_declined_one_off_is_retried_on_the_schedule_until_it_is_voided(local):
     customer_id, invoice_id = _declined_one_off(local)
     row = LocalGatewayObject.objects.get(object_id=invoice_id)
-    assert (row.data["status"], row.data["next_payment_attempt"]) == ("open", objects_ts(START + timedelta(days=3)))
+    assert (row.data["status"], row.data["next_payment_attempt"]) == (
+        "open",
+        objects_ts(START + timedelta(days=3)),
+    )
     local("set_card", customer_id, card="pays", last4="4242")
     local.sent.clear()
 
