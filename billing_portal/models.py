@@ -246,7 +246,10 @@ class ExtraPackPurchase(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # What was bought, as it was on sale then: the grant uses these, not the pack's current row
+    # (staff may change its size or validity while a payment is in flight).
     credits = models.PositiveBigIntegerField()  # thousandths of a credit, as sold
+    validity_days = models.PositiveSmallIntegerField()  # as sold (C13: up to 30)
     amount = models.PositiveIntegerField()  # minor units
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING)

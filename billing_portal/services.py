@@ -508,6 +508,7 @@ def extra_pack_buy(*, tenant: Tenant, pack: ExtraPack, actor: User, code: str) -
             pack=pack,
             created_by=actor,
             credits=pack.credits,
+            validity_days=pack.validity_days,
             amount=pack.price_amount,
             currency=pack.currency,
         )
@@ -529,7 +530,7 @@ def _extra_pack_charge(
         "extra_pack_purchase": str(purchase.pk),
     }
     description = (
-        f"{pack.name}: {credits_string(purchase.credits)} AI credits, valid {pack.validity_days} days"
+        f"{pack.name}: {credits_string(purchase.credits)} AI credits, valid {purchase.validity_days} days"
     )
     try:
         inv = gateway_write(
@@ -594,7 +595,7 @@ def _extra_pack_charge(
 def _pack_done(purchase: ExtraPackPurchase) -> PurchaseOutcome:
     return PurchaseOutcome(
         "done",
-        message=f"{credits_string(purchase.credits)} extra credits added, valid for {purchase.pack.validity_days} days.",
+        message=f"{credits_string(purchase.credits)} extra credits added, valid for {purchase.validity_days} days.",
     )
 
 
@@ -685,8 +686,14 @@ def extra_pack_invoice_apply(*, tenant: Tenant, inv: GatewayInvoice, actor: User
         if pack is None:
             log.error("paid invoice %s names no extra pack we sell (%r)", inv.id, code)
             return
+        # What was bought (the purchase row), not the pack as staff may have changed it since.
         credit_services.credits_grant_extra_pack(
-            tenant=tenant, pack=pack, reference=f"invoice:{inv.id}", actor=actor
+            tenant=tenant,
+            pack=pack,
+            reference=f"invoice:{inv.id}",
+            credits=None if purchase is None else purchase.credits,
+            validity_days=None if purchase is None else purchase.validity_days,
+            actor=actor,
         )
         if purchase is not None and purchase.status != ExtraPackPurchase.Status.PAID:
             purchase.status = ExtraPackPurchase.Status.PAID

@@ -411,17 +411,25 @@ def extra_pack_purchase_check(*, tenant: Tenant, now: datetime | None = None) ->
 
 @transaction.atomic
 def credits_grant_extra_pack(
-    *, tenant: Tenant, pack: ExtraPack, reference: str, actor: Who = None, now: datetime | None = None
+    *,
+    tenant: Tenant,
+    pack: ExtraPack,
+    reference: str,
+    credits: int | None = None,
+    validity_days: int | None = None,
+    actor: Who = None,
+    now: datetime | None = None,
 ) -> Grant:
-    """The credits of a paid extra pack, valid `pack.validity_days` (30, C13) from now; once per
-    payment (`reference`, e.g. "payment:pi_…")."""
+    """The credits of a paid extra pack, valid its validity (30 days, C13) from now; once per
+    payment (`reference`, e.g. "invoice:in_…"). `credits` (thousandths) and `validity_days` are
+    what was bought when the caller kept them; the pack's current definition otherwise."""
     now = now or timezone.now()
     return credits_grant(
         tenant=tenant,
         source=Source.EXTRA_PACK,
-        amount=pack.credits,
+        amount=pack.credits if credits is None else credits,
         valid_from=now,
-        expires_at=now + timedelta(days=pack.validity_days),
+        expires_at=now + timedelta(days=pack.validity_days if validity_days is None else validity_days),
         reference=reference,
         note=pack.name,
         actor=actor,

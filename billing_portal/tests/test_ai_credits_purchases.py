@@ -16,7 +16,7 @@ from billing_portal.gateway.base import GatewayError
 from billing_portal.models import ExtraPackPurchase, GatewayAttempt, Invoice
 from billing_portal.tests.conftest import customer_id_of, live_sub, local_gateway
 from credits import selectors as credit_selectors
-from credits.models import Grant, Source
+from credits.models import ExtraPack, Grant, Source
 from plans.factories import SubscriptionFactory, plan
 from plans.offers import MSG_PACK_ASK_ADMIN, MSG_PACK_CONTRACT, MSG_PACK_PLUS_ONLY, MSG_PACK_TRIAL
 
@@ -384,3 +384,22 @@ def test_c03_the_sidebar_quick_access_never_offers_a_purchase(on_plus, member, c
     assert nav is not None
     assert "/extra-pack/" not in nav.group(0)
     assert "/subscribe/" not in nav.group(0)
+
+
+def test_c13_the_pack_grants_what_was_bought_even_if_staff_changed_the_pack_before_it_was_paid(
+    on_plus, admin, client_for, live
+):
+    set_card(on_plus, "requires_action")
+    confirm(client_for(admin), live, PACK, pack="extra-500")
+    [purchase] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    assert (purchase.credits, purchase.validity_days) == (500 * K, 30)
+    # Staff resize the pack while the buyer is still confirming the payment with the bank.
+    ExtraPack.objects.filter(code="extra-500").update(credits=800 * K, validity_days=10)
+
+    with live():
+        local_gateway().confirm_payment(purchase.gateway_invoice_id)
+
+    [pack] = packs(on_plus)
+    assert pack.amount == 500 * K
+    assert pack.expires_at - pack.valid_from == timedelta(days=30)
+    assert pack.reference == f"invoice:{purchase.gateway_invoice_id}"
