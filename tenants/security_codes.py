@@ -28,6 +28,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from tenants.dev_mailbox import TENANT_HEADER
 from tenants.errors import BusinessError
 from tenants.models import Membership, SecurityCode, Tenant, User
 
@@ -132,7 +133,11 @@ def _email(*, to: str, context: dict) -> None:
     subject, _, body = render_to_string("emails/security_code.txt", context).strip().partition("\n")
     html = render_to_string("emails/security_code.html", {**context, "subject": subject})
     message = EmailMultiAlternatives(
-        subject=subject.strip(), body=body.strip() + "\n", from_email=settings.DEFAULT_FROM_EMAIL, to=[to]
+        subject=subject.strip(),
+        body=body.strip() + "\n",
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[to],
+        headers={TENANT_HEADER: context["tenant"].slug},
     )
     message.attach_alternative(html, "text/html")
     message.send()

@@ -268,8 +268,9 @@ def activity(request: TenantRequest, tenant: Tenant) -> HttpResponse:
 @require_GET
 @never_cache
 def dev_mailbox_page(request: TenantRequest, tenant: Tenant) -> HttpResponse:
-    """Development only (404 with DEBUG off): the signed-in user's own recent emails — never
-    anyone else's, whatever the tenant (the mail is the user's, read by their address)."""
+    """Development only (404 with DEBUG off): the signed-in user's own recent emails about this
+    tenant (or about no tenant) — never anyone else's (the mail is read by the user's address)."""
     if not settings.DEBUG:
         raise Http404
-    return render(request, "tenants/dev_mailbox.html", {"mails": dev_mailbox.mailbox(request.user.email)})
+    mails = dev_mailbox.mailbox(request.user.email, tenant_slug=tenant.slug)
+    return render(request, "tenants/dev_mailbox.html", {"mails": mails})
