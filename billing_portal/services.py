@@ -490,8 +490,8 @@ def extra_pack_buy(*, tenant: Tenant, pack: ExtraPack, actor: User, code: str) -
     """Buy extra credits (C12 to C15, C17, C24), confirmed with the security code: a pending
     purchase row, the one-off charge (its idempotency key from the attempt), and the credits
     granted by `credits` as soon as the payment succeeds — here when the charge returns paid, from
-    the invoice.paid webhook otherwise; once, keyed by the invoice. A decline grants nothing and
-    marks the purchase failed."""
+    the invoice.paid webhook otherwise; once, keyed by the invoice. A decline grants nothing,
+    voids the invoice and marks the purchase failed."""
     role = actor_role(tenant=tenant, user=actor)
     product = Product.objects.get(code=Product.Code.AI_CREDITS)
     with transaction.atomic():
@@ -499,6 +499,16 @@ def extra_pack_buy(*, tenant: Tenant, pack: ExtraPack, actor: User, code: str) -
         _extra_pack_settle(tenant=tenant, gateway=get_gateway())
     _extra_pack_require(tenant=tenant, role=role, pack=pack)
     security_codes.security_code_use(user=actor, tenant=tenant, purpose=extra_pack_purpose(pack), code=code)
+    return extra_pack_charge_confirmed(tenant=tenant, pack=pack, actor=actor)
+
+
+def extra_pack_charge_confirmed(*, tenant: Tenant, pack: ExtraPack, actor: User) -> PurchaseOutcome:
+    """The purchase itself, once the buyer has confirmed it: `extra_pack_buy` after the security
+    code; `seed_demo`, whose demo admin confirms nothing (the code is the dialog's step, C10, not
+    the payment's). Under the tenant's lock the same rules are asked again (admin on Plus, no
+    active pack, none in flight), then the saved card is charged."""
+    role = actor_role(tenant=tenant, user=actor)
+    product = Product.objects.get(code=Product.Code.AI_CREDITS)
     failure: GatewayError | None = None
     with transaction.atomic():
         plan_services.subscription_lock(tenant=tenant, product=product)
