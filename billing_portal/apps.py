@@ -27,6 +27,9 @@ class BillingPortalConfig(AppConfig):
                 "subscription.duplicate_canceled": "A second subscription next to {target} was canceled and refunded",
                 "billing.customer_deleted": "The customer {target} was deleted at the payment provider",
                 "payment.disputed": "The payment of {target} was disputed with the bank",
+                "subscription.subscribed_now": "{actor} subscribed to {target} with the saved card",
+                "subscription.awaiting_confirmation": "{actor}'s subscription to {target} waits for the bank's confirmation",
+                "extra_pack.payment_failed": "{actor}'s payment for {target} was declined",
             },
             labels={
                 "checkout.started": "Checkout opened",
@@ -34,5 +37,8 @@ class BillingPortalConfig(AppConfig):
                 "subscription.duplicate_canceled": "Second subscription refunded",
                 "billing.customer_deleted": "Customer deleted at the payment provider",
                 "payment.disputed": "Payment disputed",
+                "subscription.subscribed_now": "Subscribed",
+                "subscription.awaiting_confirmation": "Payment waiting for confirmation",
+                "extra_pack.payment_failed": "Extra credits payment declined",
             },
         )

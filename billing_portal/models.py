@@ -8,12 +8,14 @@ from django.db import models
 from django.utils import timezone
 
 from billing_portal.gateway.store import LocalGatewayObject
+from credits.models import ExtraPack
 from plans.models import Plan
 from tenants.models import Tenant
 
 __all__ = [
     "BillingCustomer",
     "CheckoutSession",
+    "ExtraPackPurchase",
     "GatewayAttempt",
     "Invoice",
     "InvoiceLine",
@@ -223,3 +225,48 @@ class InvoiceLine(models.Model):
 
     def __str__(self) -> str:
         return self.description
+
+
+class ExtraPackPurchase(models.Model):
+    """One purchase of an extra credit pack (C12 to C15): written, pending, before the charge, under
+    the tenant's lock. While one is pending or waiting for the customer's 3D Secure confirmation, no
+    second purchase starts (a payment in flight blocks another: the partial unique constraint). The
+    credits are granted by `credits` when its invoice is paid, once, keyed by the invoice."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        AWAITING_CONFIRMATION = "awaiting_confirmation", "Waiting for confirmation"
+        PAID = "paid", "Paid"
+        FAILED = "failed", "Failed"
+
+    OPEN = (Status.PENDING, Status.AWAITING_CONFIRMATION)
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    pack = models.ForeignKey(ExtraPack, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What was bought, as it was on sale then: the grant uses these, not the pack's current row
+    # (staff may change its size or validity while a payment is in flight).
+    credits = models.PositiveBigIntegerField()  # thousandths of a credit, as sold
+    validity_days = models.PositiveSmallIntegerField()  # as sold (C13: up to 30)
+    amount = models.PositiveIntegerField()  # minor units
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING)
+    gateway_invoice_id = models.CharField(max_length=100, blank=True)
+    error_code = models.CharField(max_length=80, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=models.Q(status__in=["pending", "awaiting_confirmation"]),
+                name="one_open_extra_pack_purchase",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pack} for {self.tenant} ({self.status})"

@@ -43,15 +43,20 @@ from billing_portal.gateway.factory import get_gateway
 from billing_portal.models import (
     BillingCustomer,
     CheckoutSession,
+    ExtraPackPurchase,
+    GatewayAttempt,
     Invoice,
     InvoiceLine,
     PortalConfiguration,
 )
+from credits import selectors as credit_selectors
 from credits import services as credit_services
+from credits.models import ExtraPack
 from licensing import services as licensing_services
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange, Subscription
+from plans.money import credits_string
 from plans.offers import (
     CardAction,
     OfferAction,
@@ -61,6 +66,7 @@ from plans.offers import (
     offer_require,
 )
 from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
+from tenants import security_codes
 from tenants import services as tenant_services
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
@@ -335,6 +341,384 @@ def portal_configure() -> tuple[str, bool]:
         gateway=settings.PAYMENT_GATEWAY, defaults={"configuration_id": configuration_id}
     )
     return configuration_id, created
+
+
+# --- purchases confirmed with the security code (AI Credits: Subscribe Now, extra packs) ----------
+#
+# C10: each is confirmed with a code emailed to the admin (tenants.security_codes), bound to the
+# action: "subscribe:<plan>" or "extra_pack:<pack>". What the member may buy is asked of
+# plans.offers first (a refused click spends no code), then the code is used (a wrong one is
+# counted and committed), then, under the tenant's lock, the offer is asked again and the gateway
+# is called: a double submit finds the first one's result (already on Plus, a pack active or being
+# paid) and is refused with the card's sentence.
+
+# Card errors are a payment refused (402): the message is the bank's, fit for the cardholder.
+CARD_ERRORS = frozenset(
+    {"card_declined", "authentication_required", "expired_card", "incorrect_cvc", "insufficient_funds"}
+)
+MSG_NO_CARD = "There is no saved card: you will enter one on the payment page."
+
+
+def _payment_error(exc: GatewayError) -> BusinessError:
+    return BusinessError(exc.code, exc.message, status=402 if exc.code in CARD_ERRORS else 502)
+
+
+def subscribe_purpose(plan: Plan) -> str:
+    return f"subscribe:{plan.code}"
+
+
+def extra_pack_purpose(pack: ExtraPack) -> str:
+    return f"extra_pack:{pack.code}"
+
+
+@dataclass(frozen=True)
+class PurchaseOutcome:
+    """What a confirmed purchase did: `done` (paid, applied now), `checkout` (no saved card: pay on
+    the gateway's hosted checkout, `url`) or `confirm` (the bank asks for 3D Secure: confirm on the
+    hosted invoice page, `url`; applied when paid, by its webhook)."""
+
+    status: str
+    url: str = ""
+    message: str = ""
+
+
+def subscribe_now(
+    *, tenant: Tenant, plan: Plan, actor: User, code: str, success_url: str, cancel_url: str
+) -> PurchaseOutcome:
+    """Subscribe Now on the AI Credits page (C09, C11, C22, C23), confirmed with the security code:
+    the subscription is created with the customer's saved card and applied at once (the plan, its
+    2,000 credits, AI Statistics), through the same sync the webhook runs; without a saved card,
+    the hosted checkout as before."""
+    role = actor_role(tenant=tenant, user=actor)
+    offer_require(tenant=tenant, plan=plan, role=role, action=OfferAction.SUBSCRIBE)
+    if not plan.stripe_price_id:
+        raise BusinessError("plan_not_self_serve", f"{plan.name} cannot be bought here yet.", status=422)
+    security_codes.security_code_use(user=actor, tenant=tenant, purpose=subscribe_purpose(plan), code=code)
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=plan.product)
+        offer_require(tenant=tenant, plan=plan, role=role, action=OfferAction.SUBSCRIBE)
+        try:
+            return _subscribe_with_saved_card(
+                tenant=tenant, plan=plan, actor=actor, success_url=success_url, cancel_url=cancel_url
+            )
+        except GatewayError as exc:
+            failure = exc
+    raise _payment_error(failure) from failure
+
+
+def _awaiting_confirmation(*, tenant: Tenant, gateway: PaymentGateway, plan: Plan) -> str:
+    """The hosted invoice page of a subscription to `plan` that an earlier Subscribe Now left waiting
+    for its 3D Secure confirmation (Stripe ends it after 23 hours): a second click is sent there
+    instead of making a second subscription."""
+    recent = GatewayAttempt.objects.filter(
+        tenant=tenant,
+        operation="create_subscription",
+        status=GatewayAttempt.Status.SUCCEEDED,
+        created_at__gt=timezone.now() - timedelta(hours=23),
+    ).exclude(result_id="")
+    for attempt in recent.order_by("-created_at"):
+        gw = gateway.retrieve_subscription(attempt.result_id)
+        if gw.status == "incomplete" and gw.price_id == plan.stripe_price_id and gw.latest_invoice_id:
+            return gateway.retrieve_invoice(gw.latest_invoice_id).hosted_invoice_url
+    return ""
+
+
+def _subscribe_with_saved_card(
+    *, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str
+) -> PurchaseOutcome:
+    gateway = get_gateway()
+    waiting = _awaiting_confirmation(tenant=tenant, gateway=gateway, plan=plan)
+    if waiting:
+        return PurchaseOutcome("confirm", url=waiting, message=MSG_CONFIRM_SUBSCRIPTION)
+    customer_id = customer_ensure(tenant=tenant)
+    if not gateway.retrieve_customer(customer_id).default_payment_method:
+        url = _checkout_open(
+            tenant=tenant, plan=plan, actor=actor, success_url=success_url, cancel_url=cancel_url
+        )
+        return PurchaseOutcome("checkout", url=url, message=MSG_NO_CARD)
+    metadata = {"tenant_id": str(tenant.pk), "plan": plan.code}
+    gw = gateway_write(
+        tenant=tenant,
+        operation="create_subscription",
+        params={"customer": customer_id, "price": plan.stripe_price_id, "metadata": metadata},
+        call=lambda key: gateway.create_subscription(
+            customer_id=customer_id, price_id=plan.stripe_price_id, metadata=metadata, idempotency_key=key
+        ),
+        result_id=lambda made: made.id,
+    )
+    inv = gateway.retrieve_invoice(gw.latest_invoice_id) if gw.latest_invoice_id else None
+    if gw.status == "incomplete":
+        if inv is not None:
+            invoice_needs_confirmation(tenant=tenant, gateway=gateway, invoice_id=inv.id)
+        audit(tenant=tenant, actor=actor, action="subscription.awaiting_confirmation", target_label=plan.name)
+        return PurchaseOutcome(
+            "confirm", url=inv.hosted_invoice_url if inv else "", message=MSG_CONFIRM_SUBSCRIPTION
+        )
+    # Applied now, by the very path the webhook runs (its later events change nothing).
+    subscription_sync(gateway, gw.id, actor=actor)
+    if inv is not None:
+        invoice_upsert(tenant=tenant, inv=inv)
+        invoice_credits_grant(tenant=tenant, inv=inv)
+    audit(tenant=tenant, actor=actor, action="subscription.subscribed_now", target_label=plan.name)
+    return PurchaseOutcome("done", message=f"You are now on {plan.name}. Your credits are ready to use.")
+
+
+MSG_CONFIRM_SUBSCRIPTION = (
+    "Your bank asks you to confirm this payment. Confirm it on the payment page: "
+    "your plan starts as soon as it is paid."
+)
+MSG_CONFIRM_PACK = (
+    "Your bank asks you to confirm this payment. Confirm it on the payment page: "
+    "the credits are added as soon as it is paid."
+)
+MSG_PACK_IN_FLIGHT = "A payment for extra credits is still in progress. Wait for it to finish."
+MSG_PACK_NOT_ON_SALE = "This extra credit package is not on sale."
+
+
+def _extra_pack_require(*, tenant: Tenant, role: str, pack: ExtraPack) -> None:
+    """The page's rule (plans.offers, with the active pack), a pack on sale, no payment in flight."""
+    refusal = credit_selectors.pack_offer(tenant=tenant, role=role).refusal
+    if refusal is not None:
+        raise refusal.error()
+    if not ExtraPack.objects.filter(pk=pack.pk, active=True).exists():
+        raise BusinessError("extra_pack_not_on_sale", MSG_PACK_NOT_ON_SALE, status=422)
+    if ExtraPackPurchase.objects.filter(tenant=tenant, status__in=ExtraPackPurchase.OPEN).exists():
+        raise BusinessError("extra_pack_in_progress", MSG_PACK_IN_FLIGHT, status=409)
+
+
+def extra_pack_buy(*, tenant: Tenant, pack: ExtraPack, actor: User, code: str) -> PurchaseOutcome:
+    """Buy extra credits (C12 to C15, C17, C24), confirmed with the security code: a pending
+    purchase row, the one-off charge (its idempotency key from the attempt), and the credits
+    granted by `credits` as soon as the payment succeeds — here when the charge returns paid, from
+    the invoice.paid webhook otherwise; once, keyed by the invoice. A decline grants nothing,
+    voids the invoice and marks the purchase failed."""
+    role = actor_role(tenant=tenant, user=actor)
+    product = Product.objects.get(code=Product.Code.AI_CREDITS)
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=product)
+        _extra_pack_settle(tenant=tenant, gateway=get_gateway())
+    _extra_pack_require(tenant=tenant, role=role, pack=pack)
+    security_codes.security_code_use(user=actor, tenant=tenant, purpose=extra_pack_purpose(pack), code=code)
+    return extra_pack_charge_confirmed(tenant=tenant, pack=pack, actor=actor)
+
+
+def extra_pack_charge_confirmed(*, tenant: Tenant, pack: ExtraPack, actor: User) -> PurchaseOutcome:
+    """The purchase itself, once the buyer has confirmed it: `extra_pack_buy` after the security
+    code; `seed_demo`, whose demo admin confirms nothing (the code is the dialog's step, C10, not
+    the payment's). Under the tenant's lock the same rules are asked again (admin on Plus, no
+    active pack, none in flight), then the saved card is charged."""
+    role = actor_role(tenant=tenant, user=actor)
+    product = Product.objects.get(code=Product.Code.AI_CREDITS)
+    failure: GatewayError | None = None
+    with transaction.atomic():
+        plan_services.subscription_lock(tenant=tenant, product=product)
+        _extra_pack_require(tenant=tenant, role=role, pack=pack)
+        purchase = ExtraPackPurchase.objects.create(
+            tenant=tenant,
+            pack=pack,
+            created_by=actor,
+            credits=pack.credits,
+            validity_days=pack.validity_days,
+            amount=pack.price_amount,
+            currency=pack.currency,
+        )
+        outcome, failure = _extra_pack_charge(tenant=tenant, purchase=purchase, actor=actor)
+    if failure is not None:
+        raise _payment_error(failure) from failure
+    return outcome
+
+
+def _extra_pack_charge(
+    *, tenant: Tenant, purchase: ExtraPackPurchase, actor: User
+) -> tuple[PurchaseOutcome, GatewayError | None]:
+    gateway = get_gateway()
+    pack = purchase.pack
+    customer_id = customer_ensure(tenant=tenant)
+    metadata = {
+        "tenant_id": str(tenant.pk),
+        "extra_pack": pack.code,
+        "extra_pack_purchase": str(purchase.pk),
+    }
+    description = (
+        f"{pack.name}: {credits_string(purchase.credits)} AI credits, valid {purchase.validity_days} days"
+    )
+    try:
+        inv = gateway_write(
+            tenant=tenant,
+            operation="charge_one_off",
+            params={"customer": customer_id, "amount": purchase.amount, "metadata": metadata},
+            call=lambda key: gateway.charge_one_off(
+                customer_id=customer_id,
+                amount=purchase.amount,
+                currency=purchase.currency,
+                description=description,
+                metadata=metadata,
+                idempotency_key=key,
+            ),
+            result_id=lambda paid: paid.id,
+        )
+    except GatewayError as exc:
+        try:
+            found = _purchase_invoice(gateway=gateway, customer_id=customer_id, purchase=purchase)
+            known = True
+        except GatewayError:
+            found, known = None, False
+        if exc.code == "authentication_required" and found is not None and found.status == "open":
+            invoice_needs_confirmation(tenant=tenant, gateway=gateway, invoice_id=found.id)
+            purchase.status = ExtraPackPurchase.Status.AWAITING_CONFIRMATION
+            purchase.gateway_invoice_id = found.id
+            purchase.save(update_fields=["status", "gateway_invoice_id"])
+            return PurchaseOutcome("confirm", url=found.hosted_invoice_url, message=MSG_CONFIRM_PACK), None
+        if found is not None and found.status in ("open", "uncollectible"):
+            # Declined: its invoice is voided at once, or the gateway's automatic collection would
+            # take the money days later for a purchase the buyer was told had failed.
+            found = _extra_pack_invoice_void(tenant=tenant, gateway=gateway, inv=found)
+        if found is not None and found.status == "paid":
+            # The payment went through after all (an answer lost on its way back, or paid before
+            # the void): the money taken is credited.
+            invoice_upsert(tenant=tenant, inv=found)
+            extra_pack_invoice_apply(tenant=tenant, inv=found, actor=actor)
+            return _pack_done(purchase), None
+        purchase.error_code = exc.code[:80]
+        purchase.gateway_invoice_id = "" if found is None else found.id
+        if not known or (found is not None and found.status == "open"):
+            # Not voided (the gateway failed): the purchase stays open, so no second pack starts
+            # while its invoice may still be collected; the next buy settles it first.
+            purchase.save(update_fields=["error_code", "gateway_invoice_id"])
+        else:
+            purchase.status = ExtraPackPurchase.Status.FAILED
+            purchase.finished_at = timezone.now()
+            purchase.save(update_fields=["status", "error_code", "gateway_invoice_id", "finished_at"])
+        audit(
+            tenant=tenant,
+            actor=actor,
+            action="extra_pack.payment_failed",
+            target_label=pack.name,
+            data={"code": exc.code, "purchase": purchase.pk},
+        )
+        return PurchaseOutcome("failed", message=exc.message), exc
+    invoice_upsert(tenant=tenant, inv=inv)
+    extra_pack_invoice_apply(tenant=tenant, inv=inv, actor=actor)
+    return _pack_done(purchase), None
+
+
+def _pack_done(purchase: ExtraPackPurchase) -> PurchaseOutcome:
+    return PurchaseOutcome(
+        "done",
+        message=f"{credits_string(purchase.credits)} extra credits added, valid for {purchase.validity_days} days.",
+    )
+
+
+def _extra_pack_invoice_void(
+    *, tenant: Tenant, gateway: PaymentGateway, inv: GatewayInvoice
+) -> GatewayInvoice:
+    """Void a declined pack's open invoice (https://docs.stripe.com/api/invoices/void) and mirror it;
+    returns the invoice as the gateway has it afterwards: void; paid, when a payment got there
+    first (voiding it is refused); or still open when the gateway could not be reached."""
+    try:
+        voided = gateway_write(
+            tenant=tenant,
+            operation="void_invoice",
+            params={"invoice": inv.id},
+            call=lambda key: gateway.void_invoice(inv.id, idempotency_key=key),
+            result_id=lambda made: made.id,
+        )
+    except GatewayError as exc:
+        log.warning("could not void the extra pack invoice %s: %s", inv.id, exc.code)
+        try:
+            voided = gateway.retrieve_invoice(inv.id)
+        except GatewayError:
+            return inv
+    invoice_upsert(tenant=tenant, inv=voided)
+    return voided
+
+
+def _extra_pack_settle(*, tenant: Tenant, gateway: PaymentGateway) -> None:
+    """Under the tenant's lock, before a new purchase: a declined purchase whose invoice could not be
+    voided then (the gateway failed) is settled now — voided and failed, or, if that invoice was
+    collected meanwhile, granted. Purchases waiting for the customer's 3D Secure confirmation are
+    left alone (they may still be paid on the hosted page)."""
+    owed = ExtraPackPurchase.objects.select_related("pack").filter(
+        tenant=tenant, status=ExtraPackPurchase.Status.PENDING
+    )
+    for purchase in owed:
+        customer_id = customer_ensure(tenant=tenant)
+        try:
+            inv = (
+                gateway.retrieve_invoice(purchase.gateway_invoice_id)
+                if purchase.gateway_invoice_id
+                else _purchase_invoice(gateway=gateway, customer_id=customer_id, purchase=purchase)
+            )
+        except GatewayError:
+            continue  # still unknown: the purchase keeps blocking another one
+        if inv is not None and inv.status in ("open", "uncollectible"):
+            inv = _extra_pack_invoice_void(tenant=tenant, gateway=gateway, inv=inv)
+        if inv is not None and inv.status == "paid":
+            invoice_upsert(tenant=tenant, inv=inv)
+            extra_pack_invoice_apply(tenant=tenant, inv=inv)
+        elif inv is None or inv.status == "void":
+            purchase.status = ExtraPackPurchase.Status.FAILED
+            purchase.finished_at = timezone.now()
+            purchase.save(update_fields=["status", "finished_at"])
+
+
+def _purchase_invoice(
+    *, gateway: PaymentGateway, customer_id: str, purchase: ExtraPackPurchase
+) -> GatewayInvoice | None:
+    """The invoice a refused charge left open (the gateway raises the card's refusal, not the
+    invoice), found by the purchase id in its metadata."""
+    invoices = gateway.list_invoices(
+        customer_id=customer_id, created_since=purchase.created_at - timedelta(minutes=5)
+    )
+    return next(
+        (inv for inv in invoices if inv.metadata.get("extra_pack_purchase") == str(purchase.pk)), None
+    )
+
+
+def extra_pack_invoice_apply(*, tenant: Tenant, inv: GatewayInvoice, actor: User | None = None) -> None:
+    """An extra pack's invoice as the gateway has it now: paid → the pack's credits, granted once
+    (keyed by the invoice, whoever gets here first: the purchase or the invoice.paid webhook) and
+    the purchase marked paid; voided or uncollectible → the purchase failed. Money taken is always
+    credited, even for a purchase that had failed (a later retry of its invoice succeeded)."""
+    code = inv.metadata.get("extra_pack", "")
+    purchase_id = inv.metadata.get("extra_pack_purchase", "")
+    purchase = (
+        ExtraPackPurchase.objects.select_for_update()
+        .select_related("pack")
+        .filter(tenant=tenant, pk=int(purchase_id))
+        .first()
+        if purchase_id.isdigit()
+        else None
+    )
+    now = timezone.now()
+    if inv.status == "paid":
+        pack = purchase.pack if purchase is not None else ExtraPack.objects.filter(code=code).first()
+        if pack is None:
+            log.error("paid invoice %s names no extra pack we sell (%r)", inv.id, code)
+            return
+        # What was bought (the purchase row), not the pack as staff may have changed it since.
+        credit_services.credits_grant_extra_pack(
+            tenant=tenant,
+            pack=pack,
+            reference=f"invoice:{inv.id}",
+            credits=None if purchase is None else purchase.credits,
+            validity_days=None if purchase is None else purchase.validity_days,
+            actor=actor,
+        )
+        if purchase is not None and purchase.status != ExtraPackPurchase.Status.PAID:
+            purchase.status = ExtraPackPurchase.Status.PAID
+            purchase.gateway_invoice_id = inv.id
+            purchase.finished_at = now
+            purchase.save(update_fields=["status", "gateway_invoice_id", "finished_at"])
+    elif (
+        inv.status in ("void", "uncollectible")
+        and purchase is not None
+        and purchase.status in ExtraPackPurchase.OPEN
+    ):
+        purchase.status = ExtraPackPurchase.Status.FAILED
+        purchase.error_code = inv.status
+        purchase.finished_at = now
+        purchase.save(update_fields=["status", "error_code", "finished_at"])
 
 
 # --- plan changes ------------------------------------------------------------------------------

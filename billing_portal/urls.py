@@ -20,6 +20,9 @@ tenant_patterns = [
     path(
         "billing/scheduled/<int:change_id>/cancel/", views.cancel_scheduled, name="billing_cancel_scheduled"
     ),
+    # AI Credits purchases (the AI Credits page's Subscribe Now and Buy extra credits dialogs)
+    path("ai-credits/plans/<slug:plan_code>/subscribe/", views.ai_subscribe, name="credits_subscribe"),
+    path("ai-credits/extra-pack/", views.ai_extra_pack, name="credits_extra_pack"),
     # Invoices
     path("invoices/", invoice_views.invoices, name="invoices"),
     path("invoices/export.csv", invoice_views.invoice_csv, name="invoice_csv"),

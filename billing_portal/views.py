@@ -22,11 +22,13 @@ from billing_portal import selectors as billing_selectors
 from billing_portal import services, tasks, webhooks
 from billing_portal.forms import LeadForm, PlanChangeForm
 from billing_portal.gateway.base import WebhookRejected, WebhookSignatureError
+from credits import selectors as credit_selectors
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange
 from plans.offers import OfferAction, When, plan_offer, plan_offers, subscription_actions
 from sessions_billing.selectors import usage_for
+from tenants import security_codes
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
 from tenants.errors import BusinessError, error_response
 from tenants.forms import SignupForm
@@ -379,3 +381,110 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         return error_response("bad_event", str(exc), status=400)
     row = received.event
     return JsonResponse({"received": True, "duplicate": not received.created, "status": row.status})
+
+
+# --- AI Credits purchases, confirmed with the security code (C09 to C15) --------------------------
+
+
+def _ai_credits_page(tenant: Tenant) -> str:
+    return reverse("ai_credits", kwargs={"slug": tenant.slug})
+
+
+def _go(request: TenantRequest, url: str) -> HttpResponse:
+    """Leave the dialog for `url` (htmx: the whole window; a plain form: a redirect)."""
+    if request.htmx:
+        from django_htmx.http import HttpResponseClientRedirect
+
+        return HttpResponseClientRedirect(url)
+    return HttpResponseRedirect(url)
+
+
+def _purchase_dialog(
+    request: TenantRequest, context: dict, *, error: BusinessError | None = None
+) -> HttpResponse:
+    context = {
+        **context,
+        "error": error.message if error else "",
+        "dev_mailbox": settings.DEBUG,
+        "email": request.user.email,
+        "back": _ai_credits_page(request.tenant),
+    }
+    template = "billing_portal/ai_purchase.html#dialog" if request.htmx else "billing_portal/ai_purchase.html"
+    # htmx swaps only 2xx answers: a refusal comes back as 200 to htmx, with its status otherwise.
+    status = error.status if error is not None and not request.htmx else 200
+    return render(request, template, context, status=status)
+
+
+def _purchase_outcome(request: TenantRequest, outcome: services.PurchaseOutcome) -> HttpResponse:
+    if outcome.status == "done":
+        messages.success(request, outcome.message)
+        return _go(request, _ai_credits_page(request.tenant))
+    messages.info(request, outcome.message)
+    return _go(request, outcome.url or _ai_credits_page(request.tenant))
+
+
+@tenant_view(ADMIN_ONLY)
+@require_http_methods(["GET", "POST"])
+def ai_subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
+    """Subscribe Now's confirmation dialog (C09, C10): email a security code, then confirm with it."""
+    plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    context: dict = {"kind": "subscribe", "plan": plan, "step": "start"}
+    offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role)
+    refusal = offer.refused(OfferAction.SUBSCRIBE)
+    if refusal is not None:
+        return _purchase_dialog(request, {**context, "refused": True}, error=refusal.error())
+    if request.method == "GET":
+        return _purchase_dialog(request, context)
+    purpose = services.subscribe_purpose(plan)
+    try:
+        if request.POST.get("action") == "send":
+            security_codes.security_code_send(
+                user=request.user, tenant=tenant, purpose=purpose, action=f"subscribe to {plan.name}"
+            )
+            return _purchase_dialog(request, {**context, "step": "code", "sent": True})
+        # Without a saved card: the hosted checkout, back to the Billing tab, which applies it on return.
+        back = _back(tenant, plan.product)
+        outcome = services.subscribe_now(
+            tenant=tenant,
+            plan=plan,
+            actor=request.user,
+            code=request.POST.get("code", ""),
+            success_url=_absolute(request, back + "&checkout=success") + "&session_id={CHECKOUT_SESSION_ID}",
+            cancel_url=_absolute(request, back + "&checkout=canceled"),
+        )
+    except BusinessError as exc:
+        step = "start" if exc.code == "security_code_missing" else "code"
+        return _purchase_dialog(request, {**context, "step": step}, error=exc)
+    return _purchase_outcome(request, outcome)
+
+
+@tenant_view(ADMIN_ONLY)
+@require_http_methods(["GET", "POST"])
+def ai_extra_pack(request: TenantRequest, tenant: Tenant) -> HttpResponse:
+    """Buy extra credits (C12 to C15, C17, C24): choose a pack, email a security code, confirm."""
+    packs = credit_selectors.extra_packs_on_sale()
+    chosen = next((p for p in packs if p.code == request.POST.get("pack", request.GET.get("pack", ""))), None)
+    context: dict = {"kind": "extra_pack", "packs": packs, "chosen": chosen or (packs[0] if packs else None)}
+    context["step"] = "start"
+    pack_offer = credit_selectors.pack_offer(tenant=tenant, role=request.membership.role)
+    if pack_offer.refusal is not None:
+        return _purchase_dialog(request, {**context, "refused": True}, error=pack_offer.refusal.error())
+    if request.method == "GET":
+        return _purchase_dialog(request, context)
+    if chosen is None:
+        error = BusinessError("extra_pack_not_on_sale", services.MSG_PACK_NOT_ON_SALE, status=422)
+        return _purchase_dialog(request, context, error=error)
+    purpose = services.extra_pack_purpose(chosen)
+    try:
+        if request.POST.get("action") == "send":
+            security_codes.security_code_send(
+                user=request.user, tenant=tenant, purpose=purpose, action=f"buy {chosen.name}"
+            )
+            return _purchase_dialog(request, {**context, "step": "code", "sent": True})
+        outcome = services.extra_pack_buy(
+            tenant=tenant, pack=chosen, actor=request.user, code=request.POST.get("code", "")
+        )
+    except BusinessError as exc:
+        step = "start" if exc.code == "security_code_missing" else "code"
+        return _purchase_dialog(request, {**context, "step": step}, error=exc)
+    return _purchase_outcome(request, outcome)

@@ -191,6 +191,9 @@ def _on_invoice(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
     if inv.subscription_id:
         services.subscription_sync(gateway, inv.subscription_id)
         services.invoice_credits_grant(tenant=tenant, inv=inv)
+    elif inv.metadata.get("extra_pack"):
+        # An extra pack paid later (3D Secure confirmed, a retry): its credits, once per invoice.
+        services.extra_pack_invoice_apply(tenant=tenant, inv=inv)
     return tenant
 
 

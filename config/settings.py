@@ -196,6 +196,16 @@ else:
         # kombu's default is ./control in the working directory; keep everything under var/.
         "control_folder": str(VAR_DIR / "celery" / "control"),
     }
+# The dev mailbox (DEBUG only, tenants.dev_mailbox): a cache the web process and the worker share,
+# so mail the worker sends is readable too (the embedded default's LocMemCache is per process).
+CACHES["dev_mailbox"] = (
+    CACHES["default"]
+    if REDIS_URL
+    else {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "dev-mailbox"),
+    }
+)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -219,6 +229,17 @@ _email_options = {
     "timeout": env.int("EMAIL_TIMEOUT", default=20),
 }
 _smtp = _email["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+
+
+def mail_backend(*, debug: bool, configured: str) -> str:
+    """`make run` (DEBUG, the console mailer): the console, plus a copy of each message for the
+    signed-in user's dev mailbox (/t/<slug>/dev/mailbox/). Anything else as configured."""
+    if debug and configured == "django.core.mail.backends.console.EmailBackend":
+        return "tenants.dev_mailbox.DevMailboxBackend"
+    return configured
+
+
+_email["EMAIL_BACKEND"] = mail_backend(debug=DEBUG, configured=_email["EMAIL_BACKEND"])
 MAILERS = {
     "default": {
         "BACKEND": _email["EMAIL_BACKEND"],

@@ -20,7 +20,8 @@ CLIENTS = ["helpdesk-eu", "helpdesk-us", "reviews-bot", "onboarding", "billing-d
 def demo_month(*, tenant: Tenant, plan: Plan, api_key: ApiKey, now: datetime | None = None) -> int:
     """The AI Plus period before the current one (2,000 credits, granted as its invoice would have),
     about 1,200 credits of consumption spread over it by client and feature, a few consumptions in
-    the current period, one refund, and an active extra pack. Returns the consumptions made."""
+    the current period and one refund. Returns the consumptions made. (The active extra pack is
+    bought by `seed_demo` through billing_portal, which this layer may not call.)"""
     now = now or timezone.now()
     rng = random.Random(f"demo:{tenant.slug}")  # the same history on every fresh seed
     start = now - timedelta(days=30)
@@ -64,9 +65,10 @@ def demo_month(*, tenant: Tenant, plan: Plan, api_key: ApiKey, now: datetime | N
             now=now,
         )
         made += 1
-    pack = ExtraPack.objects.filter(active=True).order_by("sort_order").first()
-    if pack is not None:
-        services.credits_grant_extra_pack(
-            tenant=tenant, pack=pack, reference=f"demo:{tenant.slug}:extra-pack", now=now
-        )
     return made
+
+
+def demo_pack() -> ExtraPack | None:
+    """The pack the demo buys (the first on sale): `seed_demo` buys it through billing_portal's
+    purchase path, so its invoice and the ledger's reference are the real ones."""
+    return ExtraPack.objects.filter(active=True).order_by("sort_order").first()

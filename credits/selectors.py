@@ -16,10 +16,21 @@ from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from credits.models import PLAN_SOURCES, Consumption, Entry, FeatureCost, Grant, Hold, Source, Unit, Wallet
+from credits.models import (
+    PLAN_SOURCES,
+    Consumption,
+    Entry,
+    ExtraPack,
+    FeatureCost,
+    Grant,
+    Hold,
+    Source,
+    Unit,
+    Wallet,
+)
 from plans.models import Product
 from plans.money import CREDIT, credits_string
-from plans.offers import PlanOffer, plan_offers
+from plans.offers import PackOffer, PlanOffer, extra_pack_offer, plan_offers
 from plans.selectors import Entitlements, ProductEntitlement, entitlements
 from tenants.models import Tenant
 
@@ -95,6 +106,14 @@ def figures(*, tenant_id: int, unit: str = Unit.AI_CREDIT, now: datetime | None 
 # --- the tenant's summary: the sidebar nudge, the Overview tile, the low-balance email ----------
 
 
+def _share(used: int, amount: int) -> str:
+    if amount <= 0:
+        return ""
+    if 0 < used * 100 < amount:
+        return "<1%"
+    return f"{used * 100 // amount}%"
+
+
 @dataclass(frozen=True)
 class Summary:
     """Thousandths. `period_amount`/`period_used`: the live plan credits of the current period."""
@@ -111,6 +130,12 @@ class Summary:
     @property
     def period_used_percent(self) -> int:
         return self.period_used * 100 // self.period_amount if self.period_amount else 0
+
+    @property
+    def period_used_share(self) -> str:
+        """The period's used share as the pages say it: "" without period credits (nothing to
+        share), "<1%" for a little use that would round to 0, else whole percent, rounded down."""
+        return _share(self.period_used, self.period_amount)
 
     @property
     def low(self) -> bool:
@@ -228,6 +253,12 @@ class Overview:
     @property
     def period_used_percent(self) -> int:
         return self.period_used * 100 // self.period_amount if self.period_amount else 0
+
+    @property
+    def period_used_share(self) -> str:
+        """The period's used share as the pages say it: "" without period credits (nothing to
+        share), "<1%" for a little use that would round to 0, else whole percent, rounded down."""
+        return _share(self.period_used, self.period_amount)
 
     @property
     def next_renewal(self) -> datetime | None:
@@ -511,6 +542,42 @@ def plan_cards(*, tenant: Tenant, ents: Entitlements | None, role: str) -> list[
     offers this member: the plan-offer rule decides (plans.offers), never this page."""
     product = Product.objects.get(code=Product.Code.AI_CREDITS)
     return plan_offers(tenant=tenant, product=product, role=role, ents=ents)
+
+
+def extra_pack_expiry(*, tenant_id: int, now: datetime | None = None) -> datetime | None:
+    """When the tenant's active extra pack expires (C14: bought, not expired nor deactivated, spent
+    or not); None when it has none."""
+    now = now or timezone.now()
+    return (
+        Grant.objects.filter(
+            live_q(now), tenant_id=tenant_id, wallet__unit=Unit.AI_CREDIT, source=Source.EXTRA_PACK
+        )
+        .order_by("-expires_at")
+        .values_list("expires_at", flat=True)
+        .first()
+    )
+
+
+def pack_offer(
+    *, tenant: Tenant, role: str, ents: Entitlements | None = None, now: datetime | None = None
+) -> PackOffer:
+    """Whether "Buy extra credits" is offered to this member: the plan-offer rule (plans.offers)
+    asked with the tenant's active pack."""
+    ents = ents or entitlements(tenant=tenant, now=now)
+    return extra_pack_offer(
+        ents=ents, role=role, pack_active_until=extra_pack_expiry(tenant_id=tenant.pk, now=now)
+    )
+
+
+def page_pack_offer(*, ov: Overview, role: str) -> PackOffer:
+    """The AI Credits page's "Buy extra credits", from what its overview has read (no query)."""
+    assert ov.ents is not None
+    until = ov.extra_pack.expires_at if ov.extra_pack is not None else None
+    return extra_pack_offer(ents=ov.ents, role=role, pack_active_until=until)
+
+
+def extra_packs_on_sale() -> list[ExtraPack]:
+    return list(ExtraPack.objects.filter(active=True).order_by("sort_order", "credits"))
 
 
 @dataclass(frozen=True)

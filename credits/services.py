@@ -47,6 +47,7 @@ from credits.selectors import (
 )
 from plans.models import Plan
 from plans.money import credits_string
+from plans.offers import msg_extra_pack_active
 from plans.selectors import MSG_ENDED, Refusal, entitlements
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.cache import Versions
@@ -405,27 +406,30 @@ def extra_pack_purchase_check(*, tenant: Tenant, now: datetime | None = None) ->
     active = extra_pack_active(tenant=tenant, now=now)
     if active is not None:
         assert active.expires_at is not None
-        raise BusinessError(
-            "extra_pack_active",
-            f"You already have an active extra credit package (valid until {active.expires_at:%-d %b %Y}). "
-            "Only one extra package can be active at a time; you can buy a new one once it expires.",
-            status=409,
-        )
+        raise BusinessError("extra_pack_active", msg_extra_pack_active(active.expires_at), status=409)
 
 
 @transaction.atomic
 def credits_grant_extra_pack(
-    *, tenant: Tenant, pack: ExtraPack, reference: str, actor: Who = None, now: datetime | None = None
+    *,
+    tenant: Tenant,
+    pack: ExtraPack,
+    reference: str,
+    credits: int | None = None,
+    validity_days: int | None = None,
+    actor: Who = None,
+    now: datetime | None = None,
 ) -> Grant:
-    """The credits of a paid extra pack, valid `pack.validity_days` (30, C13) from now; once per
-    payment (`reference`, e.g. "payment:pi_…")."""
+    """The credits of a paid extra pack, valid its validity (30 days, C13) from now; once per
+    payment (`reference`, e.g. "invoice:in_…"). `credits` (thousandths) and `validity_days` are
+    what was bought when the caller kept them; the pack's current definition otherwise."""
     now = now or timezone.now()
     return credits_grant(
         tenant=tenant,
         source=Source.EXTRA_PACK,
-        amount=pack.credits,
+        amount=pack.credits if credits is None else credits,
         valid_from=now,
-        expires_at=now + timedelta(days=pack.validity_days),
+        expires_at=now + timedelta(days=pack.validity_days if validity_days is None else validity_days),
         reference=reference,
         note=pack.name,
         actor=actor,

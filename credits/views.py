@@ -1,6 +1,6 @@
 """The Marketplace, the AI Credits page and AI Statistics (with its CSV export). Read-only pages
 for every role: thin views, access check → selectors → render. What a member may buy is decided by
-the plan-offer rule (`plans.offers`, part B), never here."""
+the plan-offer rule (`plans.offers`), never here; the purchases post to the billing portal."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def ai_credits(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         {
             "ov": overview,
             "offers": selectors.plan_cards(tenant=tenant, ents=overview.ents, role=request.membership.role),
+            "pack_offer": selectors.page_pack_offer(ov=overview, role=request.membership.role),
             "costs": selectors.feature_costs(),
         },
     )

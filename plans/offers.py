@@ -436,6 +436,68 @@ def offer_require(
     return offer
 
 
+# --- extra credit packs (C12 to C15, C17 to C19, C24, FAQ 3 and 7) ---------------------------------
+
+MSG_PACK_ASK_ADMIN = "Ask your account administrator to buy extra credits."
+MSG_PACK_TRIAL = "During the free trial you can only register interest."
+MSG_PACK_PLUS_ONLY = "Extra credits are available on AI Plus: subscribe to AI Plus first."
+MSG_PACK_CONTRACT = "Your AI credits are contracted with our sales team: ask them for more."
+MSG_PACK_CANCELED = "Your subscription is canceled. Resume it to buy extra credits."
+MSG_PACK_PAYMENT_FAILED = (
+    "Your last payment failed. Update your payment method (Manage) before buying credits."
+)
+
+
+def msg_extra_pack_active(until: datetime) -> str:
+    """C14: one extra package at a time; the sentence the card, the sidebar and the service say."""
+    return (
+        f"You already have an active extra credit package (valid until {_day(until)}). "
+        "Only one extra package can be active at a time; you can buy a new one once it expires."
+    )
+
+
+@dataclass(frozen=True)
+class PackOffer:
+    """Whether "Buy extra credits" is offered to this member now, and why not."""
+
+    available: bool
+    refusal: OfferRefusal | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.refusal is None else self.refusal.message
+
+
+def extra_pack_offer(*, ents: Entitlements, role: str, pack_active_until: datetime | None) -> PackOffer:
+    """Buy extra credits: an admin, on an active paid AI Credits plan (AI Plus), with no extra pack
+    active (`pack_active_until`: when the active one expires, None when there is none). Never on AI
+    Ultra (a contract), AI Free, the free trial, a canceled or unpaid subscription, or for a member
+    who is not an admin (they are told to ask their administrator). One rule for the AI Credits
+    page, the sidebar and the purchase service."""
+
+    def refuse(code: str, message: str, status: int) -> PackOffer:
+        return PackOffer(False, OfferRefusal(code, message, status))
+
+    if on_free_trial(ents):
+        return refuse("free_trial", MSG_PACK_TRIAL, 409)
+    if role != Role.ADMIN:
+        return refuse("role_not_allowed", MSG_PACK_ASK_ADMIN, 403)
+    match standing(ents[Product.Code.AI_CREDITS]):
+        case Standing.PAID:
+            if pack_active_until is not None:
+                return refuse("extra_pack_active", msg_extra_pack_active(pack_active_until), 409)
+            return PackOffer(True)
+        case Standing.CONTRACT:
+            return refuse("contracted", MSG_PACK_CONTRACT, 409)
+        case Standing.CANCELED:
+            return refuse("subscription_canceled", MSG_PACK_CANCELED, 409)
+        case Standing.PAYMENT_FAILED:
+            return refuse("payment_failed", MSG_PACK_PAYMENT_FAILED, 402)
+        case Standing.OVERDUE:
+            return refuse("payment_overdue", MSG_OVERDUE_MANAGE, 402)
+    return refuse("not_on_plus", MSG_PACK_PLUS_ONLY, 409)
+
+
 def actor_role(*, tenant: Tenant, user: User) -> str:
     """The role `user` holds in `tenant`; a user who is not a member may do nothing (403)."""
     role = Membership.objects.filter(tenant=tenant, user=user).values_list("role", flat=True).first()

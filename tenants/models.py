@@ -248,3 +248,31 @@ class CacheVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}: {self.version}"
+
+
+class SecurityCode(models.Model):
+    """A six-digit code emailed to a signed-in member to confirm one money-taking action
+    (`tenants.security_codes`). Only an HMAC of the code is stored, bound to the user, the tenant and
+    the purpose ("subscribe:ai-plus", "extra_pack:<code>"): a code confirms that action only."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    purpose = models.CharField(max_length=80)
+    code_hash = models.CharField(max_length=64)  # hex HMAC-SHA256, never the code itself
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)  # wrong tries so far
+    used_at = models.DateTimeField(null=True, blank=True)
+    # Replaced by a newer code, or dead after too many wrong tries.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Too many wrong tries: no code for this user in this tenant is sent or accepted until then.
+    paused_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "tenant", "-created_at"])]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(attempts__lte=5), name="security_code_tries")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} for {self.user_id} in {self.tenant_id}"

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from tenants.dev_mailbox import TENANT_HEADER
 from tenants.models import Notification, Tenant
 
 
@@ -51,9 +52,13 @@ def notification_send(*, notification_id: int) -> bool:
     ).update(status=Notification.Status.SENDING, claimed_at=now)
     if claimed != 1:
         return False  # someone else got there first, or it is already sent
-    note = Notification.objects.get(pk=notification_id)
+    note = Notification.objects.select_related("tenant").get(pk=notification_id)
     message = EmailMultiAlternatives(
-        subject=note.subject, body=note.body_text, from_email=settings.DEFAULT_FROM_EMAIL, to=[note.to_email]
+        subject=note.subject,
+        body=note.body_text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[note.to_email],
+        headers={TENANT_HEADER: note.tenant.slug} if note.tenant is not None else {},
     )
     if note.body_html:
         message.attach_alternative(note.body_html, "text/html")

@@ -13,4 +13,5 @@ tenant_patterns = [
     path("api-keys/", views.api_keys, name="api_keys"),
     path("api-keys/<int:key_id>/revoke/", views.api_key_revoke, name="api_key_revoke"),
     path("activity/", views.activity, name="activity"),
+    path("dev/mailbox/", views.dev_mailbox_page, name="dev_mailbox"),
 ]

@@ -5,18 +5,19 @@ BusinessError and are shown where the user acted."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from tenants import dashboard, selectors, services
+from tenants import dashboard, dev_mailbox, selectors, services
 from tenants.access import ADMIN_ONLY, TenantRequest, tenant_view
 from tenants.errors import BusinessError
 from tenants.forms import (
@@ -261,3 +262,15 @@ def activity(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     }
     template = "tenants/activity.html#events" if request.htmx else "tenants/activity.html"
     return render(request, template, context)
+
+
+@tenant_view()
+@require_GET
+@never_cache
+def dev_mailbox_page(request: TenantRequest, tenant: Tenant) -> HttpResponse:
+    """Development only (404 with DEBUG off): the signed-in user's own recent emails about this
+    tenant (or about no tenant) — never anyone else's (the mail is read by the user's address)."""
+    if not settings.DEBUG:
+        raise Http404
+    mails = dev_mailbox.mailbox(request.user.email, tenant_slug=tenant.slug)
+    return render(request, "tenants/dev_mailbox.html", {"mails": mails})

@@ -252,6 +252,17 @@ class PaymentGateway(abc.ABC):
         its id."""
 
     @abc.abstractmethod
+    def create_subscription(
+        self, *, customer_id: str, price_id: str, metadata: dict[str, str], idempotency_key: str
+    ) -> GatewaySubscription:
+        """A subscription to `price_id` whose first invoice is paid now with the customer's saved card
+        (`invoice_settings.default_payment_method`), without a hosted page. Paid: returned active.
+        Declined (or no card): GatewayError (`card_declined`, …) and the subscription it left
+        incomplete is canceled at once, so nothing runs and nothing is owed. The bank asks the
+        customer to confirm (3D Secure): returned `incomplete`; its latest invoice's hosted page
+        confirms the payment, after which it turns active (its events say so)."""
+
+    @abc.abstractmethod
     def retrieve_subscription(self, subscription_id: str) -> GatewaySubscription: ...
 
     @abc.abstractmethod
@@ -310,6 +321,15 @@ class PaymentGateway(abc.ABC):
     def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
         """Attempt an open invoice now, on the card the gateway would charge. A decline, or a payment
         that needs the customer's confirmation, is a GatewayError."""
+
+    @abc.abstractmethod
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        """Void a finalized invoice that is `open` (or `uncollectible`): it can no longer be paid and
+        its automatic collection stops, so a declined payment is never collected later. A `paid`,
+        `void` or draft invoice is refused (GatewayError `status_transition_invalid`); a repeat of the
+        key answers as the first request did.
+        https://docs.stripe.com/api/invoices/void,
+        https://docs.stripe.com/invoicing/integration/workflow-transitions"""
 
     @abc.abstractmethod
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:

@@ -292,6 +292,48 @@ class StripeGateway(PaymentGateway):
 
     # --- subscriptions ----------------------------------------------------------------------------
 
+    def create_subscription(
+        self, *, customer_id: str, price_id: str, metadata: dict[str, str], idempotency_key: str
+    ) -> GatewaySubscription:
+        # default_incomplete: Stripe creates the subscription `incomplete` with its first invoice
+        # finalized and does not try the payment; `invoices.pay` then charges the customer's default
+        # card once, and the subscription turns active when that payment succeeds. A decline or a
+        # needed 3D Secure confirmation comes back as a card error of that one call, which tells them
+        # apart (allow_incomplete would charge on create and leave both cases `incomplete`;
+        # error_if_incomplete would refuse the 3D Secure case outright, with no invoice to confirm).
+        # https://docs.stripe.com/api/subscriptions/create#create_subscription-payment_behavior
+        # https://docs.stripe.com/billing/subscriptions/overview#requires-action
+        with _translated_errors():
+            created = self._client.v1.subscriptions.create(
+                params={
+                    "customer": customer_id,
+                    "items": [{"price": price_id, "quantity": 1}],
+                    "collection_method": "charge_automatically",
+                    "payment_behavior": "default_incomplete",
+                    "metadata": metadata,
+                },
+                options={"idempotency_key": f"{idempotency_key}:create"},
+            ).to_dict()
+        if created.get("status") != "incomplete":
+            return subscription_from_stripe(created)  # nothing to pay now, or replayed after payment
+        invoice_id = _id_of(created.get("latest_invoice"))
+        try:
+            with _translated_errors():
+                self._client.v1.invoices.pay(
+                    invoice_id, options={"idempotency_key": f"{idempotency_key}:pay"}
+                )
+        except GatewayError as exc:
+            if exc.code == "authentication_required":
+                return subscription_from_stripe(self._retrieve_subscription(created["id"]))
+            # An incomplete subscription would wait 23 hours for another payment: cancel it now, so
+            # a retry (a new card, a new attempt) starts clean. https://docs.stripe.com/api/subscriptions/cancel
+            with _translated_errors():
+                self._client.v1.subscriptions.cancel(
+                    created["id"], options={"idempotency_key": f"{idempotency_key}:cancel"}
+                )
+            raise
+        return subscription_from_stripe(self._retrieve_subscription(created["id"]))
+
     def retrieve_subscription(self, subscription_id: str) -> GatewaySubscription:
         return subscription_from_stripe(self._retrieve_subscription(subscription_id))
 
@@ -500,6 +542,17 @@ class StripeGateway(PaymentGateway):
         with _translated_errors():
             paid = self._client.v1.invoices.pay(invoice_id, options={"idempotency_key": idempotency_key})
         return self._invoice(paid.to_dict())
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        # Only an open or uncollectible invoice can be voided (anything else is an invalid request);
+        # a void invoice is not payable, so no retry (Smart Retries, automatic collection) collects it.
+        # https://docs.stripe.com/api/invoices/void
+        # https://docs.stripe.com/invoicing/integration/workflow-transitions
+        with _translated_errors():
+            voided = self._client.v1.invoices.void_invoice(
+                invoice_id, options={"idempotency_key": idempotency_key}
+            )
+        return self._invoice(voided.to_dict())
 
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
         # Since API version 2025-03-31 an invoice's payments are InvoicePayment objects naming their

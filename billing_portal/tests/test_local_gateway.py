@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from billing_portal.gateway.base import GatewayError, WebhookSignatureError
 from billing_portal.gateway.local import LocalGateway, add_months
 from billing_portal.gateway.local.core import WhenRetriesExhausted
+from billing_portal.gateway.local.objects import ts as objects_ts
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import (
     checkout_session_from_stripe,
@@ -1338,3 +1339,170 @@ def test_concurrent_advances_renew_once_and_concurrent_creates_make_one_customer
         "invoice.paid",
         "customer.subscription.updated",
     ]
+
+
+# --- a subscription paid with the saved card (Subscribe Now, C09/C11) ----------------------------------
+
+
+def _customer_with_card(local: Local, card: str) -> str:
+    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key=f"c-{card}")
+    local("set_card", customer_id, card=card, last4="4242")
+    local.sent.clear()
+    return customer_id
+
+
+def _create(local: Local, customer_id: str, key: str = "sub-1") -> Any:
+    return local(
+        "create_subscription",
+        customer_id=customer_id,
+        price_id="price_pro",
+        metadata={"tenant_id": "1"},
+        idempotency_key=key,
+    )
+
+
+def test_create_subscription_pays_the_first_invoice_with_the_saved_card(local):
+    customer_id = _customer_with_card(local, "pays")
+
+    sub = _create(local, customer_id)
+
+    assert (sub.status, sub.price_id, sub.metadata) == ("active", "price_pro", {"tenant_id": "1"})
+    invoice = local.gateway.retrieve_invoice(sub.latest_invoice_id)
+    assert (invoice.status, invoice.billing_reason, invoice.subscription_id) == (
+        "paid",
+        "subscription_create",
+        sub.id,
+    )
+    assert [line.period_start for line in invoice.lines] == [sub.current_period_start]
+    assert local.types() == [
+        "customer.subscription.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "customer.subscription.updated",
+    ]
+    # The same key again answers the same subscription and makes nothing new.
+    assert _create(local, customer_id).id == sub.id
+    assert count("subscription") == 1
+    assert local.sent == []
+
+
+def test_create_subscription_declined_leaves_it_canceled_and_nothing_owed_to_collect(local):
+    customer_id = _customer_with_card(local, "declines")
+
+    with pytest.raises(GatewayError) as exc:
+        _create(local, customer_id)
+
+    assert (exc.value.code, exc.value.message) == ("card_declined", "Your card was declined.")
+    [sub] = local.gateway.list_subscriptions(customer_id=customer_id)
+    assert sub.status == "canceled"
+    invoice = local.gateway.retrieve_invoice(sub.latest_invoice_id)
+    assert (invoice.status, invoice.attempt_count) == ("open", 1)
+    assert LocalGatewayObject.objects.get(object_id=invoice.id).data["next_payment_attempt"] is None
+    assert local.types() == [
+        "customer.subscription.created",
+        "invoice.finalized",
+        "invoice.payment_failed",
+        "customer.subscription.deleted",
+    ]
+    with pytest.raises(GatewayError):  # the key replays its answer
+        _create(local, customer_id)
+    assert count("subscription") == 1
+
+
+def test_create_subscription_needing_3d_secure_waits_incomplete_then_expires_after_23_hours(local):
+    customer_id = _customer_with_card(local, "requires_action")
+
+    sub = _create(local, customer_id)
+
+    assert sub.status == "incomplete"
+    invoice = local.gateway.retrieve_invoice(sub.latest_invoice_id)
+    assert invoice.hosted_invoice_url == f"http://testserver/dev/billing/invoices/{invoice.id}/"
+    assert local.types()[-1] == "invoice.payment_action_required"
+    assert local("advance", local.now + timedelta(hours=22)) == 0
+    assert local("advance", local.now + timedelta(hours=23)) == 1
+    assert local.gateway.retrieve_subscription(sub.id).status == "incomplete_expired"
+    assert local.gateway.retrieve_invoice(invoice.id).status == "void"
+
+
+def test_create_subscription_confirmed_on_the_hosted_page_turns_active(local):
+    customer_id = _customer_with_card(local, "requires_action")
+    sub = _create(local, customer_id)
+    local.sent.clear()
+
+    local("confirm_payment", sub.latest_invoice_id)
+
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+    assert local.types() == ["invoice.paid", "customer.subscription.updated"]
+
+
+# --- voiding an invoice ----------------------------------------------------------------------------------
+
+
+def _declined_one_off(local: Local, key: str = "pack-1") -> tuple[str, str]:
+    customer_id = _customer_with_card(local, "declines")
+    with pytest.raises(GatewayError):
+        local(
+            "charge_one_off",
+            customer_id=customer_id,
+            amount=1500,
+            currency="usd",
+            description="1,000 credits",
+            metadata={"extra_pack": "extra-1000"},
+            idempotency_key=key,
+        )
+    [invoice] = local.gateway.list_invoices(customer_id=customer_id)
+    local.sent.clear()
+    return customer_id, invoice.id
+
+
+def test_a_declined_one_off_is_retried_on_the_schedule_until_it_is_voided(local):
+    customer_id, invoice_id = _declined_one_off(local)
+    row = LocalGatewayObject.objects.get(object_id=invoice_id)
+    assert (row.data["status"], row.data["next_payment_attempt"]) == (
+        "open",
+        objects_ts(START + timedelta(days=3)),
+    )
+    local("set_card", customer_id, card="pays", last4="4242")
+    local.sent.clear()
+
+    voided = local("void_invoice", invoice_id, idempotency_key="void-1")
+
+    assert (voided.status, voided.amount_remaining, voided.amount_paid) == ("void", 0, 0)
+    assert local.types() == ["invoice.voided"]
+    data = LocalGatewayObject.objects.get(object_id=invoice_id).data
+    assert data["next_payment_attempt"] is None
+    assert data["status_transitions"]["voided_at"] == objects_ts(START)
+    # The retry that would have collected it on the new card never runs; nor can it be paid on its page.
+    assert local("advance", START + timedelta(days=30)) == 0
+    assert local("pay_on_hosted_page", invoice_id).status == "void"
+    assert local.gateway.retrieve_invoice(invoice_id).amount_paid == 0
+    assert "invoice.paid" not in local.types()
+
+
+def test_void_invoice_replays_its_key_and_refuses_a_void_or_paid_invoice_as_stripe_does(local):
+    customer_id, invoice_id = _declined_one_off(local)
+    local("void_invoice", invoice_id, idempotency_key="void-1")
+    local.sent.clear()
+
+    assert local("void_invoice", invoice_id, idempotency_key="void-1").status == "void"  # replayed
+    assert local.sent == []
+    with pytest.raises(GatewayError) as again:
+        local("void_invoice", invoice_id, idempotency_key="void-2")
+    assert again.value.code == "status_transition_invalid"
+
+    local("set_card", customer_id, card="pays", last4="4242")
+    paid = local(
+        "charge_one_off",
+        customer_id=customer_id,
+        amount=1500,
+        currency="usd",
+        description="1,000 credits",
+        metadata={},
+        idempotency_key="pack-2",
+    )
+    local.sent.clear()
+    with pytest.raises(GatewayError) as refused:
+        local("void_invoice", paid.id, idempotency_key="void-3")
+    assert refused.value.code == "status_transition_invalid"
+    assert local.gateway.retrieve_invoice(paid.id).status == "paid"
+    assert local.sent == []

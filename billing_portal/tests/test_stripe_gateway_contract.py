@@ -1634,3 +1634,153 @@ def test_fixture_has_only_keys_stripes_object_has(name: str, resource: str) -> N
 
     assert ours["object"] == resources[resource]["object"] == resource
     assert keys_outside(ours, resources[resource], resources, "") == []
+
+
+# --- a subscription paid with the saved card (Subscribe Now, C09/C11) --------------------------------
+
+PLUS = "price_1RAiPlusMonthly01"
+
+
+def new_subscription(status: str) -> dict[str, Any]:
+    """The subscription fixture as `subscriptions.create` answers with default_incomplete."""
+    sub = fixture("subscription")
+    item = sub["items"]["data"][0]
+    item["price"] = item["price"] | {"id": PLUS}
+    return sub | {"status": status, "metadata": {"tenant_id": "7", "plan": "ai-plus"}}
+
+
+def authentication_required() -> dict[str, Any]:
+    return {
+        "error": {
+            "type": "card_error",
+            "code": "authentication_required",
+            "decline_code": "authentication_required",
+            "message": "Your card was declined. This transaction requires authentication.",
+        }
+    }
+
+
+def subscribe(gateway: StripeGateway):
+    return gateway.create_subscription(
+        customer_id=CUS,
+        price_id=PLUS,
+        metadata={"tenant_id": "7", "plan": "ai-plus"},
+        idempotency_key="inst:create_subscription:9:abc",
+    )
+
+
+def test_create_subscription_creates_it_incomplete_then_pays_its_first_invoice_once(gateway, http) -> None:
+    """C11: default_incomplete, then one invoices.pay on the customer's saved card; each request
+    carries its own key derived from the attempt's."""
+    http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
+    http.answer("POST", f"/v1/invoices/{INV}/pay", fixture("invoice"))
+    http.answer("GET", f"/v1/subscriptions/{SUB}", new_subscription("active"))
+
+    sub = subscribe(gateway)
+
+    create, pay, reread = http.sent
+    assert_sent(create, "POST", "/v1/subscriptions", idempotency_key="inst:create_subscription:9:abc:create")
+    assert create.params == {
+        "customer": CUS,
+        "items[0][price]": PLUS,
+        "items[0][quantity]": "1",
+        "collection_method": "charge_automatically",
+        "payment_behavior": "default_incomplete",
+        "metadata[tenant_id]": "7",
+        "metadata[plan]": "ai-plus",
+    }
+    assert_sent(pay, "POST", f"/v1/invoices/{INV}/pay", idempotency_key="inst:create_subscription:9:abc:pay")
+    assert pay.params == {}
+    assert_sent(reread, "GET", f"/v1/subscriptions/{SUB}")
+    assert (sub.id, sub.status, sub.price_id, sub.latest_invoice_id) == (SUB, "active", PLUS, INV)
+    assert sub.metadata == {"tenant_id": "7", "plan": "ai-plus"}
+
+
+def test_create_subscription_declined_cancels_the_incomplete_subscription_and_says_why(gateway, http) -> None:
+    http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
+    http.answer("POST", f"/v1/invoices/{INV}/pay", card_declined("Your card was declined."), status=402)
+    http.answer("DELETE", f"/v1/subscriptions/{SUB}", new_subscription("canceled"))
+
+    with pytest.raises(GatewayError) as declined:
+        subscribe(gateway)
+
+    assert (declined.value.code, declined.value.message) == ("card_declined", "Your card was declined.")
+    assert [(s.method, s.path) for s in http.sent] == [
+        ("POST", "/v1/subscriptions"),
+        ("POST", f"/v1/invoices/{INV}/pay"),
+        ("DELETE", f"/v1/subscriptions/{SUB}"),
+    ]
+    assert http.sent[2].headers["Idempotency-Key"] == "inst:create_subscription:9:abc:cancel"
+
+
+def test_create_subscription_needing_3d_secure_returns_it_incomplete_for_the_hosted_invoice_page(
+    gateway, http
+) -> None:
+    http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
+    http.answer("POST", f"/v1/invoices/{INV}/pay", authentication_required(), status=402)
+    http.answer("GET", f"/v1/subscriptions/{SUB}", new_subscription("incomplete"))
+
+    sub = subscribe(gateway)
+
+    assert (sub.status, sub.latest_invoice_id) == ("incomplete", INV)
+    assert [(s.method, s.path) for s in http.sent][-1] == ("GET", f"/v1/subscriptions/{SUB}")
+    assert not any(s.method == "DELETE" for s in http.sent)  # kept: the customer confirms it
+
+
+def test_create_subscription_replayed_after_payment_is_not_paid_again(gateway, http) -> None:
+    """A retry of the same attempt: Stripe replays the create (now active); nothing else is sent."""
+    http.answer("POST", "/v1/subscriptions", new_subscription("active"))
+
+    sub = subscribe(gateway)
+
+    assert sub.status == "active"
+    assert len(http.sent) == 1
+
+
+# --- voiding an invoice (a declined extra pack is never collected later) -----------------------------
+
+
+def test_void_invoice_posts_void_with_the_attempts_key_and_maps_the_void_invoice(gateway, http) -> None:
+    """https://docs.stripe.com/api/invoices/void: no parameters; the answer is the voided invoice."""
+    opened = pack_invoice("open")
+    voided = opened | {
+        "status": "void",
+        "amount_remaining": 0,
+        "auto_advance": False,
+        "status_transitions": opened["status_transitions"] | {"voided_at": PACK_CREATED + 60},
+    }
+    http.answer("POST", f"/v1/invoices/{PACK_INV}/void", voided)
+
+    invoice = gateway.void_invoice(PACK_INV, idempotency_key="attempt-31")
+
+    [sent] = http.sent
+    assert_sent(sent, "POST", f"/v1/invoices/{PACK_INV}/void", idempotency_key="attempt-31")
+    assert sent.params == {}
+    assert (invoice.id, invoice.status, invoice.amount_paid, invoice.amount_remaining, invoice.paid_at) == (
+        PACK_INV,
+        "void",
+        0,
+        0,
+        None,
+    )
+    assert invoice.metadata == {"tenant": "acme", "extra_pack": "42"}
+
+
+def test_voiding_a_paid_invoice_is_stripes_refusal_with_its_code(gateway, http) -> None:
+    """Only open and uncollectible invoices can be voided
+    (https://docs.stripe.com/invoicing/integration/workflow-transitions); Stripe answers an
+    invalid request, which is a refusal, not a reason to retry."""
+    http.answer(
+        "POST",
+        f"/v1/invoices/{PACK_INV}/void",
+        invalid_request(
+            "You can only void an open or uncollectible invoice.", code="status_transition_invalid"
+        ),
+        status=400,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.void_invoice(PACK_INV, idempotency_key="attempt-32")
+
+    assert (refused.value.code, refused.value.message) == ("status_transition_invalid", MSG_REFUSED)
+    assert len(http.sent) == 1

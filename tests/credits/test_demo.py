@@ -1,12 +1,16 @@
 """`seed_demo` puts Lumen on AI Plus with a month of consumption and an active extra pack, made
-through the real services (issue 9: "Done when")."""
+through the real services (issue 9: "Done when"): the pack bought with the saved card at the local
+gateway through billing_portal's purchase path, so Invoices shows its invoice and the ledger's
+reference is that invoice. Run twice, it makes nothing new."""
 
 from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
 
-from credits.models import Consumption, Entry, Grant
+from billing_portal.gateway.factory import get_gateway
+from billing_portal.models import ExtraPackPurchase, GatewayAttempt, Invoice
+from credits.models import Consumption, Entry, Grant, Source
 from credits.selectors import overview, statistics
 from credits.tests.helpers import K, check_invariants
 from tenants.models import Tenant
@@ -43,3 +47,40 @@ def test_lumen_has_a_month_of_consumption_and_an_active_pack(settings):
     before = Entry.objects.filter(tenant=lumen).count()
     call_command("seed_demo", stdout=None)
     assert Entry.objects.filter(tenant=lumen).count() == before
+
+
+def test_lumens_pack_came_through_the_purchase_path_and_a_second_seed_makes_nothing_new(settings, client_for):
+    settings.DEBUG = True
+    call_command("seed_demo", stdout=None)
+    lumen = Tenant.objects.get(slug="lumen")
+
+    [purchase] = ExtraPackPurchase.objects.filter(tenant=lumen)
+    assert (purchase.status, purchase.pack.code, purchase.credits) == ("paid", "extra-500", 500 * K)
+    [pack] = Grant.objects.filter(tenant=lumen, source=Source.EXTRA_PACK)
+    assert pack.reference == f"invoice:{purchase.gateway_invoice_id}"
+    at_gateway = get_gateway().retrieve_invoice(purchase.gateway_invoice_id)
+    assert (at_gateway.status, at_gateway.amount_paid, at_gateway.metadata["extra_pack"]) == (
+        "paid",
+        purchase.amount,
+        "extra-500",
+    )
+    mirrored = Invoice.objects.get(tenant=lumen, gateway_invoice_id=purchase.gateway_invoice_id)
+    assert (mirrored.status, mirrored.amount_paid) == ("paid", purchase.amount)
+    admin = lumen.memberships.get(user__email="admin@lumen.test").user
+    invoices_page = client_for(admin).get("/t/lumen/invoices/").content.decode()
+    assert mirrored.number in invoices_page
+
+    def counts() -> tuple[int, ...]:
+        return (
+            ExtraPackPurchase.objects.count(),
+            Grant.objects.filter(source=Source.EXTRA_PACK).count(),
+            Invoice.objects.count(),
+            # Tenants' gateway writes (the portal's configuration is brought up to date on every run).
+            GatewayAttempt.objects.filter(tenant__isnull=False).count(),
+            Entry.objects.count(),
+            Tenant.objects.count(),
+        )
+
+    before = counts()
+    call_command("seed_demo", stdout=None)
+    assert counts() == before

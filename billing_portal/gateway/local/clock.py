@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -19,6 +19,8 @@ from billing_portal.gateway.store import LocalGatewayObject
 
 logger = logging.getLogger(__name__)
 
+# A first invoice left unpaid this long ends its subscription (incomplete_expired).
+INCOMPLETE_LIFETIME = timedelta(hours=23)
 MAX_CYCLES_PER_ADVANCE = 240  # renewals of one subscription in one `advance` (20 years of months)
 
 
@@ -49,10 +51,10 @@ class LocalClock(LocalCheckout):
         subscriptions, schedules, payment attempts and sessions changed. Each object is re-read under
         its lock, so a second (or concurrent) call finds nothing left to do."""
         moment = dt(ts(now or self._now()))
-        changed = 0
+        changed = self._expire_incomplete(moment)
         subs = (
             LocalGatewayObject.objects.filter(object_type="subscription")
-            .exclude(data__status__in=sorted(ENDED))
+            .exclude(data__status__in=[*sorted(ENDED), "incomplete"])
             .order_by("id")
         )
         for row in subs:
@@ -75,6 +77,35 @@ class LocalClock(LocalCheckout):
             self.deliver_late()  # what was kept back arrives now, out of order and twice
         return changed
 
+    def _expire_incomplete(self, moment: datetime) -> int:
+        """A subscription whose first invoice is still unpaid 23 hours after it was created turns
+        `incomplete_expired` (terminal) and that invoice is voided.
+        https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses"""
+        expired = 0
+        due = LocalGatewayObject.objects.filter(
+            object_type="subscription",
+            data__status="incomplete",
+            data__created__lte=ts(moment - INCOMPLETE_LIFETIME),
+        ).order_by("id")
+        for candidate in due:
+            with transaction.atomic():
+                _customer_row, sub_row = self._lock_with_customer(candidate.object_id, "subscription")
+                sub = sub_row.data
+                if sub["status"] != "incomplete":
+                    continue
+                at = dt(sub["created"]) + INCOMPLETE_LIFETIME
+                invoice_row = objects.lock(sub["latest_invoice"], "invoice")
+                if invoice_row.data["status"] == "open":
+                    objects.mark_void(invoice_row.data, at)
+                    invoice_row.save()
+                    self._emit("invoice.voided", invoice_row.data, now=at)
+                before = copy.deepcopy(sub)
+                sub.update(status="incomplete_expired", ended_at=ts(at))
+                sub_row.save()
+                self._emit("customer.subscription.updated", sub, now=at, before=before)
+                expired += 1
+        return expired
+
     def _expire_pending_updates(self, moment: datetime) -> int:
         """An update still waiting for its invoice when `expires_at` passes is discarded and its
         invoice voided. https://docs.stripe.com/billing/subscriptions/pending-updates-reference#expiration"""
@@ -92,8 +123,7 @@ class LocalClock(LocalCheckout):
                 at = dt(pending["expires_at"])
                 invoice_row = objects.lock(sub["latest_invoice"], "invoice")
                 if invoice_row.data["status"] == "open":
-                    invoice_row.data.update(status="void", next_payment_attempt=None, amount_remaining=0)
-                    invoice_row.data["status_transitions"]["voided_at"] = ts(at)
+                    objects.mark_void(invoice_row.data, at)
                     invoice_row.save()
                     self._emit("invoice.voided", invoice_row.data, now=at)
                 before = copy.deepcopy(sub)

@@ -184,6 +184,35 @@ class LocalInvoices(LocalEvents):
         self._attempt(customer_row, row, now=self._now(), scheduled=False)
         return invoice_id
 
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
+        """Stripe's `POST /v1/invoices/{id}/void`: an open or uncollectible invoice becomes void
+        (`invoice.voided`); it is no longer retried nor payable on its hosted page. Any other status
+        is refused, as Stripe refuses an invalid status transition; the key replays its answer.
+        https://docs.stripe.com/invoicing/integration/workflow-transitions"""
+        with transaction.atomic():
+            answer = self._idempotent(
+                idempotency_key,
+                "void_invoice",
+                {"invoice_id": invoice_id},
+                lambda: self._void_invoice(invoice_id),
+                object_type="invoice",
+            )
+        return invoice_from_stripe(answer_or_raise(answer))
+
+    def _void_invoice(self, invoice_id: str) -> str:
+        _customer_row, row = self._lock_with_customer(invoice_id, "invoice")
+        status = row.data["status"]
+        if status not in ("open", "uncollectible"):
+            raise GatewayError(
+                f"You can only void an open or uncollectible invoice; this one is `{status}`.",
+                code="status_transition_invalid",
+            )
+        now = self._now()
+        objects.mark_void(row.data, now)
+        row.save()
+        self._emit("invoice.voided", row.data, now=now)
+        return invoice_id
+
     def pay_open_invoices(self, customer_id: str) -> list[GatewayInvoice]:
         """The customer pays everything open on the hosted invoice page, with a card entered there
         (not saved): overdue subscriptions with nothing left open recover."""
@@ -426,7 +455,10 @@ class LocalInvoices(LocalEvents):
             sub["pending_update"] = None
             if not held and announce:
                 self._emit("customer.subscription.pending_update_applied", sub, now=now, before=before)
-        if sub["status"] in OVERDUE and not self._open_invoices_of(sub_id):
+        # Paying what is open returns an overdue subscription to active, and a first invoice paid
+        # (confirmed after 3D Secure) makes an incomplete one active.
+        # https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+        if (sub["status"] in OVERDUE or sub["status"] == "incomplete") and not self._open_invoices_of(sub_id):
             sub["status"] = "active"
         if not held and sub != before:
             sub_row.save()

@@ -446,6 +446,13 @@ def mark_paid(invoice: dict[str, Any], now: datetime) -> None:
     invoice["status_transitions"]["paid_at"] = ts(now)
 
 
+def mark_void(invoice: dict[str, Any], now: datetime) -> None:
+    """Void: nothing is owed or collected any more (no next attempt, automatic collection off), as
+    Stripe's voided invoice reads. https://docs.stripe.com/api/invoices/void"""
+    invoice.update(status="void", amount_remaining=0, next_payment_attempt=None, auto_advance=False)
+    invoice["status_transitions"]["voided_at"] = ts(now)
+
+
 # --- events -------------------------------------------------------------------------------------------
 
 

@@ -78,6 +78,93 @@ class LocalSubscriptions(LocalInvoices):
         self._emit("customer.subscription.updated", sub_row.data, now=now, before=before)
         return subscription_id
 
+    # --- a new subscription, paid with the saved card ------------------------------------------------
+
+    def create_subscription(
+        self, *, customer_id: str, price_id: str, metadata: dict[str, str], idempotency_key: str
+    ) -> GatewaySubscription:
+        """As the Stripe gateway's: `default_incomplete`, then one payment of the first invoice on the
+        customer's default card. Paid: active. Declined: canceled at once (its invoice stays open,
+        no longer collected, as Stripe leaves it) and GatewayError. 3D Secure: `incomplete`, confirmed
+        on the hosted invoice page (`confirm_payment`), which makes it active. A repeat of the key
+        answers as the first request did."""
+        params = {"customer_id": customer_id, "price_id": price_id, "metadata": metadata}
+        with transaction.atomic():
+            answer = self._idempotent(
+                idempotency_key,
+                "create_subscription",
+                params,
+                lambda: self._create_subscription(
+                    customer_id=customer_id, price_id=price_id, metadata=metadata
+                ),
+                object_type="subscription",
+            )
+        sub = answer_or_raise(answer)
+        if sub["status"] == "canceled":
+            raise GatewayError(MSG_DECLINED, code="card_declined")
+        return subscription_from_stripe(sub)
+
+    def _create_subscription(self, *, customer_id: str, price_id: str, metadata: dict[str, str]) -> str:
+        customer_row = objects.lock(customer_id, "customer")
+        if customer_row.data.get("deleted"):
+            raise objects.missing("customer", customer_id)
+        now = self._now()
+        price = self._price(price_id, now)
+        start = dt(ts(now))
+        end = period_end_after(start, start, interval(price))
+        invoice_id = objects.new_id("in")
+        sub = objects.subscription(
+            objects.new_id("sub"),
+            customer_id=customer_id,
+            price=price,
+            start=start,
+            end=end,
+            metadata=metadata,
+            latest_invoice=invoice_id,
+            now=now,
+        )
+        sub["status"] = "incomplete"
+        invoice = self._new_invoice(
+            customer_row,
+            now=now,
+            currency=price["currency"],
+            billing_reason="subscription_create",
+            subscription=sub,
+            lines_spec=[
+                {
+                    "amount": price["unit_amount"],
+                    "description": cycle_description(price),
+                    "start": start,
+                    "end": end,
+                    "price": price,
+                    "proration": False,
+                },
+            ],
+            period=(now, now),
+            invoice_id=invoice_id,
+        )
+        sub_row = objects.insert("subscription", sub, customer_id=customer_id)
+        self._emit("customer.subscription.created", sub, now=now)
+        before = copy.deepcopy(sub)
+        # `invoices.pay`: one attempt now, not on the retry schedule.
+        collected = self._finalize_and_collect(
+            customer_row, invoice, now=now, sub_row=sub_row, scheduled=False
+        )
+        if collected == Collected.PAID:
+            sub["status"] = "active"
+            sub_row.save()
+            self._emit("customer.subscription.updated", sub, now=now, before=before)
+        elif collected == Collected.FAILED:
+            sub.update(
+                status="canceled",
+                canceled_at=ts(now),
+                ended_at=ts(now),
+                cancellation_details={"comment": None, "feedback": None, "reason": "cancellation_requested"},
+            )
+            sub_row.save()
+            self._emit("customer.subscription.deleted", sub, now=now)
+        return str(sub["id"])
+
     # --- a price change now -----------------------------------------------------------------------
 
     def change_subscription_price(

@@ -17,7 +17,7 @@ from billing_portal import services as billing
 from billing_portal.demo import start_plan
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
-from credits.demo import demo_month
+from credits.demo import demo_month, demo_pack
 from licensing.demo import demo_partner
 from plans import services as plan_services
 from plans.models import Plan, Subscription
@@ -97,8 +97,13 @@ class Command(BaseCommand):
                 # by inactive clients), tickets through licenses and ticket credits.
                 demo_partner(tenant=tenant, admin=admin, api_key=key)
             if plan_code == "credits-plus":
-                # Lumen: a month of AI-credit consumption and an active extra pack (AI Statistics).
+                # Lumen: a month of AI-credit consumption (AI Statistics) and an active extra pack,
+                # bought with the saved card at the local gateway as Buy extra credits buys one
+                # (without the dialog's security code: nobody reads the demo admin's mail).
                 demo_month(tenant=tenant, plan=Plan.objects.get(code=plan_code), api_key=key)
+                pack = demo_pack()
+                if pack is not None:
+                    billing.extra_pack_charge_confirmed(tenant=tenant, pack=pack, actor=admin)
             created += 1
         # Manage opens the portal as configured for Allowance (as billing_portal_configure does).
         billing.portal_configure()

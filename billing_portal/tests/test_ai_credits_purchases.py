@@ -1,0 +1,405 @@
+"""Subscribe Now and Buy extra credits on the AI Credits page, confirmed with the emailed security
+code (C09 to C15, C17, C19, C22 to C24): through the views, the services and the local gateway, with
+the webhooks the gateway sends run as a commit would run them (`live()`)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.utils import timezone
+
+from billing_portal.gateway.base import GatewayError
+from billing_portal.models import ExtraPackPurchase, GatewayAttempt, Invoice
+from billing_portal.tests.conftest import customer_id_of, live_sub, local_gateway
+from credits import selectors as credit_selectors
+from credits.models import ExtraPack, Grant, Source
+from plans.factories import SubscriptionFactory, plan
+from plans.offers import MSG_PACK_ASK_ADMIN, MSG_PACK_CONTRACT, MSG_PACK_PLUS_ONLY, MSG_PACK_TRIAL
+
+pytestmark = pytest.mark.django_db
+
+K = 1000
+SUBSCRIBE = "/t/acme/ai-credits/plans/credits-plus/subscribe/"
+PACK = "/t/acme/ai-credits/extra-pack/"
+PAGE = "/t/acme/marketplace/ai-credits/"
+
+
+def emailed_code() -> str:
+    found = re.search(r"\b(\d{6})\b", mail.outbox[-1].body)
+    assert found is not None
+    return found.group(1)
+
+
+def confirm(client, live, url: str, **data):
+    """Ask for the code (the email goes out on commit), then confirm with it."""
+    with live():
+        sent = client.post(url, {"action": "send", **data}, HTTP_HX_REQUEST="true")
+    assert 'data-testid="code-sent"' in sent.content.decode(), sent.content.decode()
+    with live():
+        return client.post(url, {"action": "confirm", "code": emailed_code(), **data}, HTTP_HX_REQUEST="true")
+
+
+def set_card(tenant, card: str) -> None:
+    local_gateway().set_card(customer_id_of(tenant), card=card, last4="4242")
+
+
+def plus_grants(tenant) -> list[Grant]:
+    return list(Grant.objects.filter(tenant=tenant, source__in=[Source.PLAN_INCLUDED, Source.PLAN_RENEWAL]))
+
+
+def gateway_subscriptions(tenant, price: str = "price_local_credits_plus") -> list:
+    return [
+        s
+        for s in local_gateway().list_subscriptions(customer_id=customer_id_of(tenant))
+        if s.price_id == price
+    ]
+
+
+@pytest.fixture
+def on_plus(subscribed, admin, client_for, live):
+    """Acme (paying AI Agents, its card saved) subscribed to AI Plus with Subscribe Now."""
+    tenant = subscribed.tenant
+    answer = confirm(client_for(admin), live, SUBSCRIBE)
+    assert answer.headers["HX-Redirect"] == PAGE
+    return tenant
+
+
+# --- Subscribe Now ----------------------------------------------------------------------------------
+
+
+def test_c09_c11_c23_subscribe_now_with_the_code_makes_plus_at_once_with_its_2000_credits(
+    subscribed, admin, client_for, live
+):
+    tenant, client = subscribed.tenant, client_for(admin)
+    dialog = client.get(SUBSCRIBE, HTTP_HX_REQUEST="true").content.decode()
+    assert "Subscribe to AI Plus" in dialog
+    assert 'data-testid="send-code"' in dialog
+
+    answer = confirm(client, live, SUBSCRIBE)
+
+    assert answer.headers["HX-Redirect"] == PAGE
+    sub = live_sub(tenant, "ai_credits")
+    assert (sub.plan.code, sub.state) == ("credits-plus", "active")
+    [granted] = plus_grants(tenant)
+    assert granted.amount == 2000 * K
+    assert granted.reference == f"invoice:{gateway_subscriptions(tenant)[0].latest_invoice_id}"
+    page = client.get(PAGE).content.decode()
+    assert 'data-testid="plan-name">AI Plus<' in page
+    assert credit_selectors.figures(tenant_id=tenant.pk).balance >= 2000 * K
+    assert len(gateway_subscriptions(tenant)) == 1
+    # The webhook that ran on commit applied the same facts: nothing twice.
+    assert [g.pk for g in plus_grants(tenant)] == [granted.pk]
+
+
+def test_c10_a_wrong_code_subscribes_nothing_and_a_reused_code_is_refused(
+    subscribed, admin, client_for, live
+):
+    client = client_for(admin)
+    with live():
+        client.post(SUBSCRIBE, {"action": "send"}, HTTP_HX_REQUEST="true")
+    code = emailed_code()
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+
+    refused = client.post(SUBSCRIBE, {"action": "confirm", "code": wrong}, HTTP_HX_REQUEST="true")
+
+    assert "That security code is not right. 4 tries left." in refused.content.decode()
+    assert gateway_subscriptions(subscribed.tenant) == []
+    with live():
+        client.post(SUBSCRIBE, {"action": "confirm", "code": code}, HTTP_HX_REQUEST="true")
+    again = client.post(SUBSCRIBE, {"action": "confirm", "code": code}, HTTP_HX_REQUEST="true")
+    assert "You are already on AI Plus." in again.content.decode()  # a double submit: one subscription
+    assert len(gateway_subscriptions(subscribed.tenant)) == 1
+
+
+def test_c11_without_a_saved_card_subscribe_now_opens_the_hosted_checkout(
+    subscribed, admin, client_for, live
+):
+    tenant = subscribed.tenant
+    from billing_portal.gateway.store import LocalGatewayObject
+
+    row = LocalGatewayObject.objects.get(object_id=customer_id_of(tenant))
+    row.data["invoice_settings"]["default_payment_method"] = None
+    row.save()
+
+    answer = confirm(client_for(admin), live, SUBSCRIBE)
+
+    assert answer.headers["HX-Redirect"].startswith("/dev/billing/checkout/cs_")
+    assert gateway_subscriptions(tenant) == []
+
+
+def test_a_declined_card_is_a_clear_error_and_grants_nothing(subscribed, admin, client_for, live):
+    tenant = subscribed.tenant
+    set_card(tenant, "declines")
+
+    answer = confirm(client_for(admin), live, SUBSCRIBE)
+
+    assert "Your card was declined." in answer.content.decode()
+    assert live_sub(tenant, "ai_credits").plan.code == "credits-free"
+    assert plus_grants(tenant) == [] or all(g.amount != 2000 * K for g in plus_grants(tenant))
+    assert [s.status for s in gateway_subscriptions(tenant)] == ["canceled"]
+
+
+def test_3d_secure_sends_the_admin_to_the_hosted_invoice_page_and_plus_starts_once_paid(
+    subscribed, admin, client_for, live
+):
+    tenant = subscribed.tenant
+    set_card(tenant, "requires_action")
+    client = client_for(admin)
+
+    answer = confirm(client, live, SUBSCRIBE)
+
+    [pending] = gateway_subscriptions(tenant)
+    assert answer.headers["HX-Redirect"] == f"/dev/billing/invoices/{pending.latest_invoice_id}/"
+    assert live_sub(tenant, "ai_credits").plan.code == "credits-free"
+    # A second click (a new code, a minute later) goes to the same page; no second subscription.
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        again = confirm(client, live, SUBSCRIBE)
+    assert again.headers["HX-Redirect"] == answer.headers["HX-Redirect"]
+    assert len(gateway_subscriptions(tenant)) == 1
+    with live():
+        local_gateway().confirm_payment(pending.latest_invoice_id)
+    assert live_sub(tenant, "ai_credits").plan.code == "credits-plus"
+    assert [g.amount for g in plus_grants(tenant)] == [2000 * K]
+
+
+def test_c19_on_the_free_trial_subscribe_now_is_refused_with_the_cards_sentence(
+    trial_tenant, admin, client_for
+):
+    page = client_for(admin).get(SUBSCRIBE, HTTP_HX_REQUEST="true").content.decode()
+    assert "During the free trial you can only register interest in AI Plus." in page
+    assert 'data-testid="send-code"' not in page
+
+
+@pytest.mark.parametrize("persona", ["member", "finance"])
+def test_c17_only_administrators_reach_the_purchase_dialogs(subscribed, persona, request, client_for):
+    client = client_for(request.getfixturevalue(persona))
+    assert client.get(SUBSCRIBE).status_code == 403
+    assert client.post(PACK, {"action": "send"}).status_code == 403
+    assert mail.outbox == [] or all("security code" not in m.subject for m in mail.outbox)
+
+
+# --- extra packs --------------------------------------------------------------------------------
+
+
+def test_c12_c13_buy_extra_credits_charges_once_and_grants_the_pack_for_30_days(
+    on_plus, admin, client_for, live
+):
+    client = client_for(admin)
+    assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
+
+    answer = confirm(client, live, PACK, pack="extra-500")
+
+    assert answer.headers["HX-Redirect"] == PAGE
+    [pack] = Grant.objects.filter(tenant=on_plus, source=Source.EXTRA_PACK)
+    [purchase] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    assert (pack.amount, pack.reference) == (500 * K, f"invoice:{purchase.gateway_invoice_id}")
+    assert pack.expires_at - pack.valid_from == timedelta(days=30)
+    assert purchase.status == ExtraPackPurchase.Status.PAID
+    assert GatewayAttempt.objects.filter(tenant=on_plus, operation="charge_one_off").count() == 1
+
+
+def test_c14_a_second_pack_is_refused_while_one_is_active_and_c15_offered_again_after_expiry(
+    on_plus, admin, client_for, live
+):
+    client = client_for(admin)
+    confirm(client, live, PACK, pack="extra-500")
+
+    page = client.get(PAGE).content.decode()
+    assert 'data-testid="buy-extra-credits"' not in page
+    assert "Only one extra package can be active at a time" in page
+    dialog = client.get(PACK, HTTP_HX_REQUEST="true").content.decode()
+    assert "You already have an active extra credit package" in dialog
+    assert client.post(PACK, {"action": "send", "pack": "extra-500"}).status_code == 409
+
+    # 30 days on, the pack has expired (the sweeper's entries are not needed for that, C15).
+    Grant.objects.filter(tenant=on_plus, source=Source.EXTRA_PACK).update(
+        valid_from=timezone.now() - timedelta(days=31), expires_at=timezone.now() - timedelta(days=1)
+    )
+    assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
+
+
+def packs(tenant) -> list[Grant]:
+    return list(Grant.objects.filter(tenant=tenant, source=Source.EXTRA_PACK))
+
+
+def test_a_declined_pack_payment_is_voided_grants_nothing_and_is_never_collected_later(
+    on_plus, admin, client_for, live
+):
+    set_card(on_plus, "declines")
+
+    answer = confirm(client_for(admin), live, PACK, pack="extra-1000")
+
+    assert "Your card was declined." in answer.content.decode()
+    assert packs(on_plus) == []
+    [purchase] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    assert (purchase.status, purchase.error_code) == (ExtraPackPurchase.Status.FAILED, "card_declined")
+    gateway = local_gateway()
+    assert gateway.retrieve_invoice(purchase.gateway_invoice_id).status == "void"
+    assert Invoice.objects.get(gateway_invoice_id=purchase.gateway_invoice_id).status == "void"
+    # A working card, then every retry the gateway's automatic collection would have made: nothing.
+    set_card(on_plus, "pays")
+    with live():
+        gateway.advance(timezone.now() + timedelta(days=16))
+    declined = gateway.retrieve_invoice(purchase.gateway_invoice_id)
+    assert (declined.status, declined.amount_paid) == ("void", 0)
+    assert packs(on_plus) == []
+
+
+def test_a_buy_after_a_declined_one_works_and_makes_exactly_one_pack(on_plus, admin, client_for, live):
+    client = client_for(admin)
+    set_card(on_plus, "declines")
+    confirm(client, live, PACK, pack="extra-500")
+    set_card(on_plus, "pays")
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):  # past the resend pause
+        answer = confirm(client, live, PACK, pack="extra-500")
+
+    assert answer.headers["HX-Redirect"] == PAGE
+    paid, failed = ExtraPackPurchase.objects.filter(tenant=on_plus).order_by("-pk")
+    assert (paid.status, failed.status) == (ExtraPackPurchase.Status.PAID, ExtraPackPurchase.Status.FAILED)
+    [pack] = packs(on_plus)
+    assert (pack.amount, pack.reference) == (500 * K, f"invoice:{paid.gateway_invoice_id}")
+    gateway = local_gateway()
+    assert [gateway.retrieve_invoice(p.gateway_invoice_id).status for p in (paid, failed)] == ["paid", "void"]
+
+
+def _void_unreachable(monkeypatch) -> None:
+    def unreachable(invoice_id: str, *, idempotency_key: str):
+        raise GatewayError("The payment provider could not be reached.", code="gateway_unavailable")
+
+    monkeypatch.setattr(local_gateway(), "void_invoice", unreachable)
+
+
+def test_a_decline_whose_void_fails_blocks_a_second_pack_until_the_next_buy_voids_it(
+    on_plus, admin, client_for, live, monkeypatch
+):
+    client = client_for(admin)
+    set_card(on_plus, "declines")
+    _void_unreachable(monkeypatch)
+
+    answer = confirm(client, live, PACK, pack="extra-500")
+
+    assert "Your card was declined." in answer.content.decode()
+    [first] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    assert (first.status, first.error_code) == (ExtraPackPurchase.Status.PENDING, "card_declined")
+    assert local_gateway().retrieve_invoice(first.gateway_invoice_id).status == "open"
+    monkeypatch.undo()
+    set_card(on_plus, "pays")
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        answer = confirm(client, live, PACK, pack="extra-500")
+
+    assert answer.headers["HX-Redirect"] == PAGE
+    first.refresh_from_db()
+    assert first.status == ExtraPackPurchase.Status.FAILED
+    assert local_gateway().retrieve_invoice(first.gateway_invoice_id).status == "void"
+    [pack] = packs(on_plus)
+    assert pack.reference != f"invoice:{first.gateway_invoice_id}"
+
+
+def test_a_declined_invoice_collected_before_it_could_be_voided_is_credited_once_and_no_second_pack(
+    on_plus, admin, client_for, live, monkeypatch
+):
+    client = client_for(admin)
+    set_card(on_plus, "declines")
+    _void_unreachable(monkeypatch)
+    confirm(client, live, PACK, pack="extra-500")
+    [first] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    monkeypatch.undo()
+    set_card(on_plus, "pays")
+
+    with live():  # the retry 3 days later takes the money: the invoice.paid webhook credits it
+        local_gateway().advance(timezone.now() + timedelta(days=3, minutes=1))
+
+    [pack] = packs(on_plus)
+    assert (pack.amount, pack.reference) == (500 * K, f"invoice:{first.gateway_invoice_id}")
+    first.refresh_from_db()
+    assert first.status == ExtraPackPurchase.Status.PAID
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        again = client.post(PACK, {"action": "confirm", "pack": "extra-500", "code": "123456"})
+    assert "You already have an active extra credit package" in again.content.decode()
+    assert len(packs(on_plus)) == 1
+
+
+def test_a_pack_awaiting_3d_secure_blocks_a_second_purchase_and_is_granted_once_when_paid(
+    on_plus, admin, client_for, live
+):
+    set_card(on_plus, "requires_action")
+    client = client_for(admin)
+
+    answer = confirm(client, live, PACK, pack="extra-500")
+
+    [purchase] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    assert purchase.status == ExtraPackPurchase.Status.AWAITING_CONFIRMATION
+    assert answer.headers["HX-Redirect"].endswith(f"/dev/billing/invoices/{purchase.gateway_invoice_id}/")
+    in_flight = client.post(PACK, {"action": "confirm", "pack": "extra-500", "code": "123456"})
+    assert "A payment for extra credits is still in progress." in in_flight.content.decode()
+    with live():
+        local_gateway().confirm_payment(purchase.gateway_invoice_id)
+    [pack] = Grant.objects.filter(tenant=on_plus, source=Source.EXTRA_PACK)
+    assert (pack.amount, pack.reference) == (500 * K, f"invoice:{purchase.gateway_invoice_id}")
+    purchase.refresh_from_db()
+    assert purchase.status == ExtraPackPurchase.Status.PAID
+
+
+# --- C24, FAQ 7: who is offered Buy extra credits ---------------------------------------------------
+
+
+def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, member, client_for):
+    page = client_for(member).get(PAGE).content.decode()
+    assert 'data-testid="buy-extra-credits"' not in page
+    assert MSG_PACK_ASK_ADMIN in page
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [("free", MSG_PACK_PLUS_ONLY), ("trial", MSG_PACK_TRIAL), ("ultra", MSG_PACK_CONTRACT)],
+)
+def test_c24_no_buy_extra_credits_on_free_trial_or_ultra(
+    trial_tenant, admin, client_for, live, setup, reason, request
+):
+    tenant = trial_tenant
+    if setup != "trial":
+        request.getfixturevalue("subscribed")
+    if setup == "ultra":
+        live_sub(tenant, "ai_credits").delete()
+        SubscriptionFactory(tenant=tenant, plan=plan("credits-ultra"))
+    page = client_for(admin).get(PAGE).content.decode()
+    assert 'data-testid="buy-extra-credits"' not in page
+    assert reason in page
+    assert client_for(admin).post(PACK, {"action": "send", "pack": "extra-500"}).status_code in (
+        402,
+        403,
+        409,
+    )
+
+
+def test_c03_the_sidebar_quick_access_never_offers_a_purchase(on_plus, member, client_for):
+    page = client_for(member).get("/t/acme/").content.decode()
+    nav = re.search(r'<nav class="sidebar".*?</nav>', page, re.S)
+    assert nav is not None
+    assert "/extra-pack/" not in nav.group(0)
+    assert "/subscribe/" not in nav.group(0)
+
+
+def test_c13_the_pack_grants_what_was_bought_even_if_staff_changed_the_pack_before_it_was_paid(
+    on_plus, admin, client_for, live
+):
+    set_card(on_plus, "requires_action")
+    confirm(client_for(admin), live, PACK, pack="extra-500")
+    [purchase] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    assert (purchase.credits, purchase.validity_days) == (500 * K, 30)
+    # Staff resize the pack while the buyer is still confirming the payment with the bank.
+    ExtraPack.objects.filter(code="extra-500").update(credits=800 * K, validity_days=10)
+
+    with live():
+        local_gateway().confirm_payment(purchase.gateway_invoice_id)
+
+    [pack] = packs(on_plus)
+    assert pack.amount == 500 * K
+    assert pack.expires_at - pack.valid_from == timedelta(days=30)
+    assert pack.reference == f"invoice:{purchase.gateway_invoice_id}"
