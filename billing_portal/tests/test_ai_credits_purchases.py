@@ -349,10 +349,21 @@ def test_a_pack_awaiting_3d_secure_blocks_a_second_purchase_and_is_granted_once_
 # --- C24, FAQ 7: who is offered Buy extra credits ---------------------------------------------------
 
 
-def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, member, client_for):
+def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, admin, member, client_for):
     page = client_for(member).get(PAGE).content.decode()
     assert 'data-testid="buy-extra-credits"' not in page
     assert MSG_PACK_ASK_ADMIN in page
+    # The button reads as FAQ 7 names it; its dialog names each pack's credits once.
+    page = client_for(admin).get(PAGE).content.decode()
+    assert re.search(r'data-testid="buy-extra-credits"[^>]*>Buy Credits</a>', page)
+    dialog = client_for(admin).get(PACK).content.decode()
+    assert "500 credits for $" in dialog
+    assert "credits credits" not in dialog
+
+
+def test_the_subscribe_dialog_says_what_plus_includes(trial_tenant, subscribed, admin, client_for):
+    dialog = client_for(admin).get("/t/acme/ai-credits/plans/credits-plus/subscribe/").content.decode()
+    assert "2,000 credits each month" in dialog
 
 
 @pytest.mark.parametrize(
