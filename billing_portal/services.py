@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
 
@@ -472,6 +473,22 @@ MSG_CONFIRM_PACK = (
     "the credits are added as soon as it is paid."
 )
 MSG_PACK_IN_FLIGHT = "A payment for extra credits is still in progress. Wait for it to finish."
+# A pack's payment that waits for the buyer's 3D Secure confirmation is given up after this long:
+# its invoice is voided and another pack may be bought. Stripe gives an incomplete subscription's
+# first payment 23 hours (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses);
+# a one-off invoice has no such limit at Stripe, so we set the same one ourselves.
+PACK_CONFIRMATION_WINDOW = timedelta(hours=23)
+
+
+def msg_pack_awaiting(purchase: ExtraPackPurchase) -> str:
+    until = purchase.created_at + PACK_CONFIRMATION_WINDOW
+    return (
+        "A payment for extra credits is waiting for your bank's confirmation on its payment page. "
+        f"Confirm it there, or buy again after {timezone.localtime(until):%-d %b %Y %H:%M} "
+        "(an unconfirmed payment is cancelled then)."
+    )
+
+
 MSG_PACK_NOT_ON_SALE = "This extra credit package is not on sale."
 
 
@@ -482,8 +499,14 @@ def _extra_pack_require(*, tenant: Tenant, role: str, pack: ExtraPack) -> None:
         raise refusal.error()
     if not ExtraPack.objects.filter(pk=pack.pk, active=True).exists():
         raise BusinessError("extra_pack_not_on_sale", MSG_PACK_NOT_ON_SALE, status=422)
-    if ExtraPackPurchase.objects.filter(tenant=tenant, status__in=ExtraPackPurchase.OPEN).exists():
-        raise BusinessError("extra_pack_in_progress", MSG_PACK_IN_FLIGHT, status=409)
+    in_flight = ExtraPackPurchase.objects.filter(tenant=tenant, status__in=ExtraPackPurchase.OPEN).first()
+    if in_flight is not None:
+        message = (
+            msg_pack_awaiting(in_flight)
+            if in_flight.status == ExtraPackPurchase.Status.AWAITING_CONFIRMATION
+            else MSG_PACK_IN_FLIGHT
+        )
+        raise BusinessError("extra_pack_in_progress", message, status=409)
 
 
 def extra_pack_buy(*, tenant: Tenant, pack: ExtraPack, actor: User, code: str) -> PurchaseOutcome:
@@ -633,13 +656,20 @@ def _extra_pack_invoice_void(
     return voided
 
 
-def _extra_pack_settle(*, tenant: Tenant, gateway: PaymentGateway) -> None:
-    """Under the tenant's lock, before a new purchase: a declined purchase whose invoice could not be
-    voided then (the gateway failed) is settled now — voided and failed, or, if that invoice was
-    collected meanwhile, granted. Purchases waiting for the customer's 3D Secure confirmation are
-    left alone (they may still be paid on the hosted page)."""
+def _extra_pack_settle(*, tenant: Tenant, gateway: PaymentGateway, now: datetime | None = None) -> None:
+    """Under the tenant's lock, before a new purchase (and from the sweeper): a declined purchase
+    whose invoice could not be voided then (the gateway failed), or one whose 3D Secure
+    confirmation was not given within PACK_CONFIRMATION_WINDOW, is settled now — voided and failed,
+    or, if that invoice was collected meanwhile, granted. Younger purchases waiting for the
+    confirmation are left alone (they may still be paid on the hosted page)."""
+    now = now or timezone.now()
     owed = ExtraPackPurchase.objects.select_related("pack").filter(
-        tenant=tenant, status=ExtraPackPurchase.Status.PENDING
+        Q(status=ExtraPackPurchase.Status.PENDING)
+        | Q(
+            status=ExtraPackPurchase.Status.AWAITING_CONFIRMATION,
+            created_at__lte=now - PACK_CONFIRMATION_WINDOW,
+        ),
+        tenant=tenant,
     )
     for purchase in owed:
         customer_id = customer_ensure(tenant=tenant)
@@ -657,9 +687,34 @@ def _extra_pack_settle(*, tenant: Tenant, gateway: PaymentGateway) -> None:
             invoice_upsert(tenant=tenant, inv=inv)
             extra_pack_invoice_apply(tenant=tenant, inv=inv)
         elif inv is None or inv.status == "void":
+            if purchase.status == ExtraPackPurchase.Status.AWAITING_CONFIRMATION:
+                purchase.error_code = "confirmation_expired"
             purchase.status = ExtraPackPurchase.Status.FAILED
-            purchase.finished_at = timezone.now()
-            purchase.save(update_fields=["status", "finished_at"])
+            purchase.finished_at = now
+            purchase.save(update_fields=["status", "error_code", "finished_at"])
+
+
+def extra_pack_confirmations_expire(*, now: datetime) -> int:
+    """The sweeper (billing_tick, beat): every pack payment still unconfirmed after
+    PACK_CONFIRMATION_WINDOW is settled (its invoice voided, the purchase failed; or granted if it
+    was paid), so a payment nobody confirms never blocks the next pack. Returns how many tenants
+    had one."""
+    due = (
+        ExtraPackPurchase.objects.filter(
+            status=ExtraPackPurchase.Status.AWAITING_CONFIRMATION,
+            created_at__lte=now - PACK_CONFIRMATION_WINDOW,
+        )
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+    product = Product.objects.get(code=Product.Code.AI_CREDITS)
+    found = 0
+    for tenant in Tenant.objects.filter(pk__in=list(due)):
+        with transaction.atomic():
+            plan_services.subscription_lock(tenant=tenant, product=product)
+            found += 1
+            _extra_pack_settle(tenant=tenant, gateway=get_gateway(), now=now)
+    return found
 
 
 def _purchase_invoice(
@@ -1487,6 +1542,7 @@ def billing_tick(*, now: datetime) -> dict[str, int]:
         "trial_reminders": plan_services.trial_reminders_due(now=now),
         "grace_expired": plan_services.grace_periods_expire_due(now=now),
         "subscriptions_ended": plan_services.subscriptions_end_due(now=now),
+        "extra_pack_confirmations_expired": extra_pack_confirmations_expire(now=now),
         **licensing_services.licensing_sweep(now=now),
         **credit_services.credits_sweep(now=now),
     }

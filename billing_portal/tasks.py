@@ -30,6 +30,12 @@ def advance_gateway_clock() -> int:
 
 
 @shared_task(acks_late=True)
+def expire_pack_confirmations() -> int:
+    """Extra-pack payments nobody confirmed (3D Secure) within the window: voided, the pack freed."""
+    return services.extra_pack_confirmations_expire(now=timezone.now())
+
+
+@shared_task(acks_late=True)
 def reconcile() -> dict[str, object]:
     return services.billing_reconcile().as_dict()
 

@@ -58,6 +58,12 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "billing_portal.tasks.retry_webhook_events",
         "schedule": crontab(minute="*/10"),
     },
+    # Extra-pack payments left waiting for a 3D Secure confirmation past the window: voided, so the
+    # tenant may buy another pack.
+    "expire-pack-confirmations": {
+        "task": "billing_portal.tasks.expire_pack_confirmations",
+        "schedule": crontab(minute="*/10"),
+    },
     # Nightly: re-read subscriptions and recent invoices from the gateway, repairing missed webhooks.
     "reconcile-billing": {"task": "billing_portal.tasks.reconcile", "schedule": crontab(hour=3, minute=30)},
 }

@@ -12,6 +12,7 @@ import time_machine
 from django.core import mail
 from django.utils import timezone
 
+from billing_portal import services
 from billing_portal.gateway.base import GatewayError
 from billing_portal.models import ExtraPackPurchase, GatewayAttempt, Invoice
 from billing_portal.tests.conftest import customer_id_of, live_sub, local_gateway
@@ -337,13 +338,52 @@ def test_a_pack_awaiting_3d_secure_blocks_a_second_purchase_and_is_granted_once_
     assert purchase.status == ExtraPackPurchase.Status.AWAITING_CONFIRMATION
     assert answer.headers["HX-Redirect"].endswith(f"/dev/billing/invoices/{purchase.gateway_invoice_id}/")
     in_flight = client.post(PACK, {"action": "confirm", "pack": "extra-500", "code": "123456"})
-    assert "A payment for extra credits is still in progress." in in_flight.content.decode()
+    assert "A payment for extra credits is waiting for your bank" in in_flight.content.decode()
     with live():
         local_gateway().confirm_payment(purchase.gateway_invoice_id)
     [pack] = Grant.objects.filter(tenant=on_plus, source=Source.EXTRA_PACK)
     assert (pack.amount, pack.reference) == (500 * K, f"invoice:{purchase.gateway_invoice_id}")
     purchase.refresh_from_db()
     assert purchase.status == ExtraPackPurchase.Status.PAID
+
+
+def test_a_pack_payment_nobody_confirms_is_voided_after_23_hours_and_frees_the_next_pack(
+    on_plus, admin, client_for, live
+):
+    set_card(on_plus, "requires_action")
+    client = client_for(admin)
+    confirm(client, live, PACK, pack="extra-500")
+    [purchase] = ExtraPackPurchase.objects.filter(tenant=on_plus)
+    refused = client.post(PACK, {"action": "confirm", "pack": "extra-500", "code": "123456"})
+    assert "confirmation on its payment page" in refused.content.decode()
+
+    # Before the window ends the sweeper leaves it alone: the buyer may still confirm.
+    assert (
+        services.billing_tick(now=purchase.created_at + timedelta(hours=22))[
+            "extra_pack_confirmations_expired"
+        ]
+        == 0
+    )
+    purchase.refresh_from_db()
+    assert purchase.status == ExtraPackPurchase.Status.AWAITING_CONFIRMATION
+
+    with live():
+        tick = services.billing_tick(now=purchase.created_at + timedelta(hours=23, minutes=1))
+    assert tick["extra_pack_confirmations_expired"] == 1
+    purchase.refresh_from_db()
+    assert (purchase.status, purchase.error_code) == (ExtraPackPurchase.Status.FAILED, "confirmation_expired")
+    assert local_gateway().retrieve_invoice(purchase.gateway_invoice_id).status == "void"
+    # A confirmation that comes too late collects nothing and grants nothing.
+    with live():
+        local_gateway().confirm_payment(purchase.gateway_invoice_id)
+    assert local_gateway().retrieve_invoice(purchase.gateway_invoice_id).status == "void"
+    assert packs(on_plus) == []
+
+    set_card(on_plus, "pays")
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        confirm(client, live, PACK, pack="extra-500")
+    [pack] = packs(on_plus)
+    assert pack.amount == 500 * K
 
 
 # --- C24, FAQ 7: who is offered Buy extra credits ---------------------------------------------------
