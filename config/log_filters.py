@@ -21,3 +21,16 @@ class PermissionDeniedWithoutTraceback(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+class PaymentRequiredAtInfo(logging.Filter):
+    """Django's `django.request` logger records every 4xx as a WARNING. A 402 is an expected answer
+    of the integration API — a start past the session limit, a consumption without the credits, a
+    plan that ended — and under load there are thousands a second: it is information, logged at
+    INFO (and so dropped where the level is WARNING, as under the benchmark)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", None) != 402:
+            return True
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)

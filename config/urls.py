@@ -41,6 +41,9 @@ accounts = [
 ]
 
 urlpatterns = [
+    # First: the integration API is the hot path, and Django tries the patterns in order (no other
+    # pattern starts with api/).
+    path("api/v1/", api.urls),
     path("", tenant_views.home, name="home"),
     path("healthz", tenant_views.healthz, name="healthz"),
     path("accounts/", include(accounts)),
@@ -52,6 +55,5 @@ urlpatterns = [
     path("t/<slug:slug>/", include(sessions_urls.tenant_patterns)),
     path("t/<slug:slug>/", include(licensing_urls.tenant_patterns)),
     path("", include(billing_urls.global_patterns)),
-    path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
 ]
