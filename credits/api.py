@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema, Status
@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from credits import selectors, services
 from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
+from tenants.api_answer import schema_answer
 from tenants.api_docs import INVALID, ErrorCase, documented
 from tenants.errors import BusinessError
 
@@ -327,7 +328,7 @@ CONSUMED = {
         repeat="This idempotency key was already consumed: the first answer, nothing taken again.",
     ),
 )
-def consume(request: HttpRequest, data: ConsumeIn) -> Status:
+def consume(request: HttpRequest, data: ConsumeIn) -> HttpResponse:
     outcome = services.credits_consume(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         feature=data.feature,
@@ -337,7 +338,7 @@ def consume(request: HttpRequest, data: ConsumeIn) -> Status:
         actor=request.auth,  # type: ignore[attr-defined]
         versions=request.auth.versions,  # type: ignore[attr-defined]
     )
-    return Status(201 if outcome.created else 200, outcome.answer)
+    return schema_answer(ConsumeOut, outcome.answer, status=201 if outcome.created else 200)
 
 
 REFUNDED = {

@@ -235,3 +235,27 @@ def test_other_4xx_answers_of_the_api_stay_warnings(db, caplog):
     assert response.status_code == 401
     [record] = [r for r in caplog.records if r.name == "django.request"]
     assert (record.levelname, record.getMessage()) == ("WARNING", "Unauthorized: /api/v1/entitlements")
+
+
+@pytest.mark.parametrize(("log_level", "written"), [("WARNING", False), ("INFO", True)])
+def test_a_402_is_written_only_where_log_level_lets_info_through(log_level, written):
+    """LOG_LEVEL is the root logger's level; Django's "django" logger is at INFO whatever it says."""
+    from config.log_filters import PaymentRequiredAtInfo
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(log_level)
+    try:
+        record = logging.LogRecord(
+            "django.request", logging.WARNING, "", 0, "Payment Required: %s", ("/x",), None
+        )
+        record.status_code = 402
+        kept = PaymentRequiredAtInfo().filter(record)
+        other = logging.LogRecord("django.request", logging.WARNING, "", 0, "Not Found: %s", ("/x",), None)
+        other.status_code = 404
+    finally:
+        root.setLevel(before)
+
+    assert (kept, record.levelname) == (written, "INFO")
+    assert PaymentRequiredAtInfo().filter(other) is True
+    assert other.levelname == "WARNING"
