@@ -22,6 +22,7 @@ from licensing.factories import ClientFactory, on_helpdesk
 from sessions_billing.tests.conftest import paid
 from tenants.cache import clear_all
 from tenants.factories import TenantFactory
+from tenants.models import Tenant, User
 from tenants.services import api_key_create
 
 NOW = datetime(2022, 7, 4, 12, 30, 15, 123456, tzinfo=UTC)
@@ -50,7 +51,12 @@ def chains(clock) -> tuple[Client, Client]:
 
 @pytest.fixture
 def secret(tenant, admin, clock) -> str:
-    """Acme on AI Agents (Growth), AI Plus with 1 credit left, AI Essentials with one client."""
+    return acme_on_every_product(tenant, admin)
+
+
+def acme_on_every_product(tenant: Tenant, admin: User) -> str:
+    """Acme on AI Agents (Growth), AI Plus with 1 credit left, AI Essentials with one client: its
+    new API key's secret."""
     paid(tenant)
     on_plus(tenant)
     grant(tenant, 1)
@@ -64,7 +70,7 @@ def _answer(response: Any) -> tuple[int, list[tuple[str, str]], bytes, dict[str,
     return response.status_code, list(response.items()), response.content, cookies
 
 
-def _both(chains: tuple[Client, Client], send: Callable[[Client], Any]) -> tuple[Any, Any]:
+def _both(chains: tuple[Client, ...], send: Callable[[Client], Any]) -> list[Any]:
     """The same request through each chain, each from the state before it."""
     answers = []
     for client in chains:
@@ -72,7 +78,7 @@ def _both(chains: tuple[Client, Client], send: Callable[[Client], Any]) -> tuple
         savepoint = transaction.savepoint_create()
         answers.append(send(client))
         transaction.savepoint_rollback(savepoint)
-    return answers[0], answers[1]
+    return answers
 
 
 def _post(path: str, body: Any, **headers: str) -> Callable[[Client], Any]:
