@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 from django.http import HttpResponse
-from ninja import Schema
 from ninja.responses import NinjaJSONEncoder
 
 JSON = "application/json; charset=utf-8"  # ninja's JSONRenderer: media type and charset
@@ -18,10 +17,3 @@ JSON = "application/json; charset=utf-8"  # ninja's JSONRenderer: media type and
 
 def json_answer(data: Any, *, status: int = 200) -> HttpResponse:
     return HttpResponse(json.dumps(data, cls=NinjaJSONEncoder), status=status, content_type=JSON)
-
-
-def schema_answer(schema: type[Schema], data: Any, *, status: int = 200) -> HttpResponse:
-    """`data` validated through its response schema and encoded, as ninja does with a view's returned
-    data (the same validation and dump, without ninja's wrapping of it in a generated model): for
-    data whose keys or types the schema may reorder or convert (an answer stored as JSON)."""
-    return json_answer(schema.model_validate(data).model_dump(), status=status)
