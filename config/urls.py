@@ -41,11 +41,11 @@ accounts = [
 ]
 
 urlpatterns = [
-    # First: the integration API is the hot path, and Django tries the patterns in order (no other
-    # pattern starts with api/).
-    path("api/v1/", api.urls),
     path("", tenant_views.home, name="home"),
     path("healthz", tenant_views.healthz, name="healthz"),
+    # Before the pages: the integration API is the hot path, and Django tries the patterns in order
+    # (no other pattern starts with api/).
+    path("api/v1/", api.urls),
     path("accounts/", include(accounts)),
     path("invitations/<str:token>/", tenant_views.invitation_accept, name="invitation_accept"),
     path("organizations/new/", billing_views.tenant_new, name="tenant_new"),
