@@ -12,6 +12,7 @@ from plans.api import router as plans_router
 from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
 from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
+from tenants.api_run import streamlined
 from tenants.errors import BusinessError, error_body, http_error
 
 api = NinjaAPI(
@@ -27,6 +28,9 @@ api = NinjaAPI(
     docs=Swagger(settings={"validatorUrl": None}),
     docs_url="/docs",
 )
+# Every operation runs through ninja's own steps without the per-request checks that never apply to
+# ours (tenants.api_run): the integration API is the hot path.
+api.add_decorator(streamlined, mode="view")
 
 
 def _error(

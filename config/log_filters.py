@@ -21,3 +21,18 @@ class PermissionDeniedWithoutTraceback(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+class PaymentRequiredAtInfo(logging.Filter):
+    """Django's `django.request` logger records every 4xx as a WARNING. A 402 is an expected answer
+    of the integration API — a start past the session limit, a consumption without the credits, a
+    plan that ended — and under load there are thousands a second: it is information, logged at
+    INFO, and so written only where LOG_LEVEL (the root logger's level) lets INFO through: not under
+    the benchmark's WARNING. (The root's level must be asked: Django's own "django" logger is at
+    INFO whatever LOG_LEVEL says, and a record that passes it reaches the root's handler.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", None) != 402:
+            return True
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return logging.getLogger().isEnabledFor(logging.INFO)

@@ -1,20 +1,26 @@
-"""Project-wide middleware: bad input refused at the door, browser feature policy, and the API's
-error shape on every error answer (including those ninja or Django produce before any handler of
-ours runs: 405 Method Not Allowed, 404, 500)."""
+"""Project-wide middleware: the API's own short chain, bad input refused at the door, browser feature
+policy, and the API's error shape on every error answer (including those ninja or Django produce
+before any handler of ours runs: 405 Method Not Allowed, 404, 500)."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.module_loading import import_string
 
 from tenants.errors import NUL_REFUSED, error_response, http_error
 
 API_PREFIX = "/api/"
+# The API's one page (Swagger UI, a template with the page context processors): the page chain.
+API_DOCS_PREFIX = "/api/v1/docs"
 NUL = "\x00"
 
 # A JSON body's NUL: the raw byte, or the escape \u0000 that is not itself escaped (`\\u0000` is a
@@ -131,3 +137,51 @@ class ApiErrorShapeMiddleware:
             if response.has_header(header):
                 shaped[header] = response[header]
         return shaped
+
+
+class _ApiHandler(BaseHandler):
+    """Django's own handler (URL resolving, view and exception middleware, an exception turned into
+    its answer at every layer) around settings.API_MIDDLEWARE instead of settings.MIDDLEWARE: what
+    BaseHandler.load_middleware does for a synchronous server, whose every middleware here is
+    synchronous."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        assert not is_async, "the API chain is built for WSGI"
+        view: list[Callable[..., Any]] = []
+        template_response: list[Callable[..., Any]] = []
+        exception: list[Callable[..., Any]] = []
+        handler = convert_exception_to_response(self._get_response)  # type: ignore[attr-defined]
+        for path in reversed(settings.API_MIDDLEWARE):
+            middleware = import_string(path)(handler)
+            if hasattr(middleware, "process_view"):
+                view.insert(0, middleware.process_view)
+            if hasattr(middleware, "process_template_response"):
+                template_response.append(middleware.process_template_response)
+            if hasattr(middleware, "process_exception"):
+                exception.append(middleware.process_exception)
+            handler = convert_exception_to_response(middleware)
+        self._view_middleware = view
+        self._template_response_middleware = template_response
+        self._exception_middleware = exception
+        self._middleware_chain = handler
+
+
+class ApiMiddlewareChain:
+    """First in settings.MIDDLEWARE: an integration-API request (under /api/, but the docs page)
+    goes through settings.API_MIDDLEWARE — the same list less the page middleware (sessions, CSRF,
+    users, messages, htmx, axes, static files), which nothing under /api/ reads and which add
+    nothing to an API answer — instead of the rest of the list. Every header and body stays the
+    same: the security headers, the NUL check, the error shape and the Host check are in both
+    (tests/test_api_middleware_chain.py compares the two chains' answers). Pages are untouched."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        handler = _ApiHandler()
+        handler.load_middleware()
+        self.api_chain: Callable[[HttpRequest], HttpResponse] = handler._middleware_chain  # type: ignore[assignment]
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if path.startswith(API_PREFIX) and not path.startswith(API_DOCS_PREFIX):
+            return self.api_chain(request)
+        return self.get_response(request)

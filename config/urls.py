@@ -43,6 +43,9 @@ accounts = [
 urlpatterns = [
     path("", tenant_views.home, name="home"),
     path("healthz", tenant_views.healthz, name="healthz"),
+    # Before the pages: the integration API is the hot path, and Django tries the patterns in order
+    # (no other pattern starts with api/).
+    path("api/v1/", api.urls),
     path("accounts/", include(accounts)),
     path("invitations/<str:token>/", tenant_views.invitation_accept, name="invitation_accept"),
     path("organizations/new/", billing_views.tenant_new, name="tenant_new"),
@@ -52,6 +55,5 @@ urlpatterns = [
     path("t/<slug:slug>/", include(sessions_urls.tenant_patterns)),
     path("t/<slug:slug>/", include(licensing_urls.tenant_patterns)),
     path("", include(billing_urls.global_patterns)),
-    path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
 ]

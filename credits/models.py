@@ -106,7 +106,11 @@ class Grant(models.Model):
         ]
         indexes = [
             models.Index(fields=["wallet", "expires_at"]),
-            models.Index(fields=["expires_at"], condition=Q(remaining__gt=0), name="grant_expiry_due_idx"),
+            # The expiry sweeper's. No index names `remaining`, not even in a condition: PostgreSQL
+            # then updates a grant's row in place (a HOT update) when a consumption moves it. A hot
+            # wallet's grant moves thousands of times a minute; each non-HOT update added an entry to
+            # every index of the table and left a version that the next consumption's scan walked past.
+            models.Index(fields=["expires_at"], name="grant_expiry_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1430,9 +1430,19 @@ _TICKET_SQL = (
 )
 
 
-def _ticket_in_one_statement(
-    *, tenant: Tenant, idempotency_key: str, client_id: str, actor: Who, now: datetime
-) -> Outcome:
+@dataclass(frozen=True)
+class TicketCreditArgs:
+    """What allowance_ticket_credit_consume (migration 0004) is called with, for a caller whose own
+    statement wraps it (licensing's ticket, in one statement): the answer's known part as JSON, the
+    actor's four fields."""
+
+    answer: str
+    actor: list[Any]
+
+
+def ticket_credit_args(
+    *, idempotency_key: str, client_id: str, actor: Who, now: datetime
+) -> TicketCreditArgs:
     who = Actor.of(actor)
     answer = {
         "consumed": credits_string(TICKET_CREDIT),
@@ -1440,12 +1450,23 @@ def _ticket_in_one_statement(
         "client_id": client_id or None,
         "created_at": now.isoformat(),
     }
+    return TicketCreditArgs(
+        answer=json.dumps(answer),
+        actor=[
+            who.type,
+            who.user.pk if who.user else None,
+            who.api_key.pk if who.api_key else None,
+            who.label[:200],
+        ],
+    )
+
+
+def _ticket_in_one_statement(
+    *, tenant: Tenant, idempotency_key: str, client_id: str, actor: Who, now: datetime
+) -> Outcome:
+    args = ticket_credit_args(idempotency_key=idempotency_key, client_id=client_id, actor=actor, now=now)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _TICKET_SQL,
-            [tenant.pk, idempotency_key, client_id, now, json.dumps(answer), who.type,
-             who.user.pk if who.user else None, who.api_key.pk if who.api_key else None, who.label[:200]],
-        )  # fmt: skip
+        cursor.execute(_TICKET_SQL, [tenant.pk, idempotency_key, client_id, now, args.answer, *args.actor])
         outcome, stored, first_feature, first_client, available = cursor.fetchone()
     if outcome == "insufficient":
         raise _insufficient(Unit.TICKET_CREDIT, TICKET_CREDIT, available)

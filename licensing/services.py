@@ -9,6 +9,7 @@ changes nothing. Ticket credits are granted and spent only through `credits.serv
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -358,6 +359,52 @@ def _answer(
     }
 
 
+_TAKE_CREDIT_SQL = (
+    "SELECT * FROM allowance_ticket_take_credit(%s::bigint, %s::text, %s::bigint, %s::text, %s::timestamptz, "
+    "%s::jsonb, %s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
+)
+
+
+def _take_credit_in_one_statement(
+    *, tenant: Tenant, ticket_id: str, client_id: str, client: _Found, actor: Who, now: datetime
+) -> dict[str, Any]:
+    """PostgreSQL: a ticket that takes a ticket credit, in one statement (the function of migration
+    0002): the credit (credits' own function, in the same statement) and the ticket's answer kept,
+    or the ticket's first answer, or nothing taken. The same outcomes as the plain path below."""
+    credit = credit_services.ticket_credit_args(
+        idempotency_key=f"ticket:{ticket_id}", client_id=client_id, actor=actor, now=now
+    )
+    answer = _answer(ticket_id, client_id, via=Ticket.Via.TICKET_CREDIT, remaining=0)
+    del answer["ticket_credits_remaining"]  # the function sets it from the credits left
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TAKE_CREDIT_SQL,
+            [
+                tenant.pk,
+                ticket_id,
+                client.pk,
+                client_id,
+                now,
+                credit.answer,
+                json.dumps(answer),
+                *credit.actor,
+            ],
+        )
+        outcome, stored = cursor.fetchone()[:2]
+    if outcome == "insufficient":
+        return _answer(
+            ticket_id,
+            client_id,
+            via=None,
+            remaining=0,
+            reason="no_ticket_credits",
+            message=MSG_NO_CREDITS.format(name=client.name),
+        )
+    if outcome == "exists":  # the key was used by another request: nothing was written
+        raise BusinessError("idempotency_conflict", credit_services.MSG_IDEMPOTENCY_CONFLICT, status=409)
+    return _loads(stored)
+
+
 def _remaining(tenant: Tenant, now: datetime) -> int:
     return credit_selectors.ticket_credits(tenant_id=tenant.pk, now=now).remaining
 
@@ -395,6 +442,10 @@ def ticket_qualify(
         )
         return _answer(
             ticket_id, client_id, via=None, remaining=_remaining(tenant, now), reason=reason, message=message
+        )
+    if connection.vendor == "postgresql" and not (client.ai_license or ent.limits.unlimited_ai):
+        return _take_credit_in_one_statement(
+            tenant=tenant, ticket_id=ticket_id, client_id=client_id, client=client, actor=actor, now=now
         )
     try:
         with transaction.atomic():

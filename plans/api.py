@@ -9,8 +9,9 @@ from django.utils import timezone
 from ninja import Field, Path, Router, Schema
 from ninja.responses import NinjaJSONEncoder
 
-from plans.admission import Admission, check
+from plans.admission import check
 from plans.selectors import entitlements
+from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
 from tenants.cache import VersionedCache
 from tenants.errors import BusinessError
@@ -212,9 +213,20 @@ def _admission_docs() -> dict[str, Any]:
 def admission(
     request: HttpRequest,
     product: str = Path(..., description="Product code: `ai_agents`, `ai_credits` or `helpdesk_ai`."),
-) -> Admission:
+) -> HttpResponse:
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     found = check(tenant=key.tenant, product=product, versions=key.versions)
     if found is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)
-    return found
+    # AdmissionOut's fields, in its order and with its types (its test compares the bytes).
+    return json_answer(
+        {
+            "product": found.product,
+            "allowed": found.allowed,
+            "code": found.code,
+            "message": found.message,
+            "state": found.state,
+            "plan_code": found.plan_code,
+            "details": found.details,
+        }
+    )

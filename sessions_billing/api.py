@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from ninja import Field, Path, Query, Router, Schema, Status
+from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import ValidationError
 from pydantic import AwareDatetime, StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -20,6 +20,7 @@ from sessions_billing import selectors, services
 from sessions_billing.models import MAX_ID_LENGTH
 from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
+from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
 from tenants.errors import BusinessError
 
@@ -98,6 +99,8 @@ class SessionOut(Schema):
 
 
 def _out(session: Session) -> dict[str, Any]:
+    """SessionOut's fields, in its order and with its types: the answer is encoded without validating
+    it again (tenants.api_answer; the tests compare the bytes with the schema's rendering)."""
     return {
         "conversation_id": session.conversation_id,
         "agent": session.agent,
@@ -219,7 +222,7 @@ _event_docs["openapi_extra"]["requestBody"] = {
 def session_event(
     request: HttpRequest,
     conversation_id: str = Path(..., description="Your id of the conversation (it may contain slashes)."),
-) -> dict:
+) -> HttpResponse:
     tenant = request.auth.tenant  # type: ignore[attr-defined]
     conversation_id = _conversation_id(conversation_id)
     # The body is read here, after the id: an unknown conversation is a 404 whatever the body says.
@@ -236,7 +239,7 @@ def session_event(
         at=payload.at,
         versions=request.auth.versions,  # type: ignore[attr-defined]
     )
-    return _out(session)
+    return json_answer(_out(session))
 
 
 _start_docs = documented(
@@ -282,7 +285,7 @@ _start_docs["openapi_extra"]["requestBody"] = {
     "start stores nothing.",
     **_start_docs,
 )
-def session_start(request: HttpRequest, payload: SessionIn) -> Status:
+def session_start(request: HttpRequest, payload: SessionIn) -> HttpResponse:
     session, created = services.session_start(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         conversation_id=payload.conversation_id,
@@ -291,7 +294,7 @@ def session_start(request: HttpRequest, payload: SessionIn) -> Status:
         at=payload.at,
         versions=request.auth.versions,  # type: ignore[attr-defined]
     )
-    return Status(201 if created else 200, _out(session))
+    return json_answer(_out(session), status=201 if created else 200)
 
 
 class SessionList(Schema):

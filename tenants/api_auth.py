@@ -13,6 +13,17 @@ from tenants.services import api_key_authenticate
 
 
 class ApiKeyAuth(HttpBearer):
+    def __call__(self, request: HttpRequest) -> ApiKey | None:
+        # HttpBearer.__call__, reading the header from META: `request.headers` would build a mapping
+        # of every header first, on every API call, for this one.
+        value = request.META.get("HTTP_AUTHORIZATION")
+        if not value:
+            return None
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != self.openapi_scheme:
+            return None
+        return self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
         key = api_key_authenticate(token)
         if key is not None:

@@ -195,3 +195,67 @@ def test_a_500_keeps_its_traceback_in_the_log(db, caplog):
     assert record.levelname == "ERROR"
     assert record.exc_info is not None
     assert record.exc_info[0] is RuntimeError
+
+
+def _refused_start(tenant, admin) -> tuple[int, str]:
+    """A session start refused for a billing reason (no AI Agents subscription): a 402."""
+    from tenants.services import api_key_create
+
+    secret = api_key_create(tenant=tenant, name="runtime", actor=admin).secret
+    response = Client().post(
+        "/api/v1/sessions",
+        data='{"conversation_id": "c-1", "direction": "inbound"}',
+        content_type="application/json",
+        headers={"authorization": f"Bearer {secret}"},
+    )
+    return response.status_code, response.json()["error"]["code"]
+
+
+def test_a_402_is_not_a_warning(tenant, admin, caplog):
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        answer = _refused_start(tenant, admin)
+
+    assert answer == (402, "subscription_ended")
+    assert [r for r in caplog.records if r.name == "django.request"] == []
+
+
+def test_a_402_is_logged_at_info(tenant, admin, caplog):
+    with caplog.at_level(logging.INFO, logger="django.request"):
+        answer = _refused_start(tenant, admin)
+
+    assert answer == (402, "subscription_ended")
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert (record.levelname, record.getMessage()) == ("INFO", "Payment Required: /api/v1/sessions")
+
+
+def test_other_4xx_answers_of_the_api_stay_warnings(db, caplog):
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = Client().get("/api/v1/entitlements")
+
+    assert response.status_code == 401
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert (record.levelname, record.getMessage()) == ("WARNING", "Unauthorized: /api/v1/entitlements")
+
+
+@pytest.mark.parametrize(("log_level", "written"), [("WARNING", False), ("INFO", True)])
+def test_a_402_is_written_only_where_log_level_lets_info_through(log_level, written):
+    """LOG_LEVEL is the root logger's level; Django's "django" logger is at INFO whatever it says."""
+    from config.log_filters import PaymentRequiredAtInfo
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(log_level)
+    try:
+        record = logging.LogRecord(
+            "django.request", logging.WARNING, "", 0, "Payment Required: %s", ("/x",), None
+        )
+        record.status_code = 402
+        kept = PaymentRequiredAtInfo().filter(record)
+        other = logging.LogRecord("django.request", logging.WARNING, "", 0, "Not Found: %s", ("/x",), None)
+        other.status_code = 404
+    finally:
+        root.setLevel(before)
+
+    assert (kept, record.levelname) == (written, "INFO")
+    assert PaymentRequiredAtInfo().filter(other) is True
+    assert other.levelname == "WARNING"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from credits.models import Consumption, Entry, Grant
 from credits.selectors import ticket_credits
@@ -193,3 +194,41 @@ def test_bad_ids_are_refused_as_bad_input(essentials, ticket_id, client_id, mess
     with pytest.raises(BusinessError) as caught:
         ask(essentials, ticket_id, client_id)
     assert (caught.value.status, caught.value.message) == (422, message)
+
+
+def test_l16_a_ticket_answered_first_via_a_license_takes_no_credit_in_the_one_statement_path(essentials):
+    """The race the one-statement path guards (PostgreSQL): the ticket is answered via a license
+    between this request's lookup and its credit. The statement takes the credit, finds the
+    ticket's row, undoes the credit and answers the first answer: nothing is spent or kept twice."""
+    licensed(essentials, 1, external_id="contoso")
+    first = ask(essentials, "T-1", "contoso")  # via license: the ticket's row, no credit
+    client = Client.objects.get(tenant=essentials, external_id="contoso")
+    found = services._Found(client.pk, client.name, active=True, ai_license=False)  # as looked up before
+
+    answer = services._take_credit_in_one_statement(
+        tenant=essentials, ticket_id="T-1", client_id="contoso", client=found, actor=None, now=timezone.now()
+    )
+
+    assert answer == first
+    assert answer["via"] == "license"
+    assert not Consumption.objects.filter(tenant=essentials).exists()
+    assert ticket_credits(tenant_id=essentials.pk).remaining == 60
+    assert Ticket.objects.filter(tenant=essentials).count() == 1
+
+
+def test_a_ticket_key_used_by_another_request_is_a_conflict_and_takes_nothing(essentials):
+    """The key "ticket:<id>" taken by a consumption of another request (another client): a 409, and
+    neither a credit nor the ticket's row is written."""
+    ClientFactory(tenant=essentials, external_id="walk-in")
+    ClientFactory(tenant=essentials, external_id="other")
+    from credits.services import ticket_credit_consume
+
+    ticket_credit_consume(tenant=essentials, idempotency_key="ticket:T-9", client_id="other")
+
+    with pytest.raises(BusinessError) as refused:
+        ask(essentials, "T-9", "walk-in")
+
+    assert (refused.value.code, refused.value.status) == ("idempotency_conflict", 409)
+    assert Consumption.objects.filter(tenant=essentials).count() == 1
+    assert ticket_credits(tenant_id=essentials.pk).remaining == 59
+    assert not Ticket.objects.filter(tenant=essentials).exists()
