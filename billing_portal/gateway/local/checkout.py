@@ -20,7 +20,6 @@ from billing_portal.gateway.base import (
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.invoices import MSG_CONFIRM, MSG_DECLINED, Card, card_behaviour
-from billing_portal.gateway.local.money import cycle_description
 from billing_portal.gateway.local.objects import dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
 from billing_portal.gateway.local.subscriptions import LocalSubscriptions
@@ -209,22 +208,14 @@ class LocalCheckout(LocalSubscriptions):
                 now=now,
             )
             sub["default_payment_method"] = paid_with["id"]
-            invoice = self._new_invoice(
+            invoice = self._cycle_invoice(
                 customer_row,
+                sub=sub,
+                price=price,
+                start=start,
+                end=end,
                 now=now,
-                currency=price["currency"],
                 billing_reason="subscription_create",
-                subscription=sub,
-                lines_spec=[
-                    {
-                        "amount": price["unit_amount"],
-                        "description": cycle_description(price),
-                        "start": start,
-                        "end": end,
-                        "price": price,
-                        "proration": False,
-                    },
-                ],
                 period=(now, now),
                 invoice_id=invoice_id,
             )

@@ -29,6 +29,7 @@ from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.core import WhenRetriesExhausted
 from billing_portal.gateway.local.events import LocalEvents
 from billing_portal.gateway.local.idempotency import answer_or_raise
+from billing_portal.gateway.local.money import cycle_description
 from billing_portal.gateway.local.objects import ENDED, OVERDUE
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import charge_from_stripe, dispute_from_stripe, invoice_from_stripe
@@ -258,6 +259,41 @@ class LocalInvoices(LocalEvents):
             return invoice_from_stripe(row.data)
 
     # --- invoices and their collection ---------------------------------------------------------------
+
+    def _cycle_invoice(
+        self,
+        customer_row: LocalGatewayObject,
+        *,
+        sub: Mapping[str, Any],
+        price: Mapping[str, Any],
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        billing_reason: str,
+        period: tuple[datetime, datetime],
+        invoice_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A subscription's invoice for one whole period [start, end) of its price (a first
+        invoice, subscription_create, or a renewal, subscription_cycle)."""
+        return self._new_invoice(
+            customer_row,
+            now=now,
+            currency=price["currency"],
+            billing_reason=billing_reason,
+            subscription=sub,
+            lines_spec=[
+                {
+                    "amount": price["unit_amount"],
+                    "description": cycle_description(price),
+                    "start": start,
+                    "end": end,
+                    "price": price,
+                    "proration": False,
+                },
+            ],
+            period=period,
+            invoice_id=invoice_id,
+        )
 
     def _new_invoice(
         self,

@@ -28,7 +28,7 @@ from billing_portal.gateway.local.invoices import (
     LocalInvoices,
     apply_price,
 )
-from billing_portal.gateway.local.money import cycle_description, prorate
+from billing_portal.gateway.local.money import prorate
 from billing_portal.gateway.local.objects import ENDED, OVERDUE, dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
 from billing_portal.gateway.store import LocalGatewayObject
@@ -124,22 +124,14 @@ class LocalSubscriptions(LocalInvoices):
             now=now,
         )
         sub["status"] = "incomplete"
-        invoice = self._new_invoice(
+        invoice = self._cycle_invoice(
             customer_row,
+            sub=sub,
+            price=price,
+            start=start,
+            end=end,
             now=now,
-            currency=price["currency"],
             billing_reason="subscription_create",
-            subscription=sub,
-            lines_spec=[
-                {
-                    "amount": price["unit_amount"],
-                    "description": cycle_description(price),
-                    "start": start,
-                    "end": end,
-                    "price": price,
-                    "proration": False,
-                },
-            ],
             period=(now, now),
             invoice_id=invoice_id,
         )
@@ -553,22 +545,14 @@ class LocalSubscriptions(LocalInvoices):
         old_start, old_end = dt(sub_item["current_period_start"]), dt(sub_item["current_period_end"])
         end = period_end_after(dt(sub["billing_cycle_anchor"]), start, interval(price))
         sub_item["current_period_start"], sub_item["current_period_end"] = ts(start), ts(end)
-        invoice = self._new_invoice(
+        invoice = self._cycle_invoice(
             customer_row,
+            sub=sub,
+            price=price,
+            start=start,
+            end=end,
             now=now,
-            currency=price["currency"],
             billing_reason="subscription_cycle",
-            subscription=sub,
-            lines_spec=[
-                {
-                    "amount": price["unit_amount"],
-                    "description": cycle_description(price),
-                    "start": start,
-                    "end": end,
-                    "price": price,
-                    "proration": False,
-                },
-            ],
             # Like Stripe, a renewal invoice's own period is the one that just ended; its line
             # carries the period it pays for.
             period=(old_start, min(old_end, start)),
