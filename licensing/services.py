@@ -359,6 +359,18 @@ def _answer(
     }
 
 
+def _no_ticket_credits(ticket_id: str, client_id: str, client: Client) -> dict[str, Any]:
+    """The answer to a ticket that no license covers when no ticket credit is left."""
+    return _answer(
+        ticket_id,
+        client_id,
+        via=None,
+        remaining=0,
+        reason="no_ticket_credits",
+        message=MSG_NO_CREDITS.format(name=client.name),
+    )
+
+
 _TAKE_CREDIT_SQL = (
     "SELECT * FROM allowance_ticket_take_credit(%s::bigint, %s::text, %s::bigint, %s::text, %s::timestamptz, "
     "%s::jsonb, %s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
@@ -392,14 +404,7 @@ def _take_credit_in_one_statement(
         )
         outcome, stored = cursor.fetchone()[:2]
     if outcome == "insufficient":
-        return _answer(
-            ticket_id,
-            client_id,
-            via=None,
-            remaining=0,
-            reason="no_ticket_credits",
-            message=MSG_NO_CREDITS.format(name=client.name),
-        )
+        return _no_ticket_credits(ticket_id, client_id, client)
     if outcome == "exists":  # the key was used by another request: nothing was written
         raise BusinessError("idempotency_conflict", credit_services.MSG_IDEMPOTENCY_CONFLICT, status=409)
     return _loads(stored)
@@ -469,14 +474,7 @@ def ticket_qualify(
     except BusinessError as exc:
         if exc.code != "insufficient_credits":
             raise
-        return _answer(
-            ticket_id,
-            client_id,
-            via=None,
-            remaining=0,
-            reason="no_ticket_credits",
-            message=MSG_NO_CREDITS.format(name=client.name),
-        )
+        return _no_ticket_credits(ticket_id, client_id, client)
     return answer
 
 
