@@ -359,7 +359,7 @@ def _answer(
     }
 
 
-def _no_ticket_credits(ticket_id: str, client_id: str, client: Client) -> dict[str, Any]:
+def _no_ticket_credits(ticket_id: str, client_id: str, client_name: str) -> dict[str, Any]:
     """The answer to a ticket that no license covers when no ticket credit is left."""
     return _answer(
         ticket_id,
@@ -367,7 +367,7 @@ def _no_ticket_credits(ticket_id: str, client_id: str, client: Client) -> dict[s
         via=None,
         remaining=0,
         reason="no_ticket_credits",
-        message=MSG_NO_CREDITS.format(name=client.name),
+        message=MSG_NO_CREDITS.format(name=client_name),
     )
 
 
@@ -404,7 +404,7 @@ def _take_credit_in_one_statement(
         )
         outcome, stored = cursor.fetchone()[:2]
     if outcome == "insufficient":
-        return _no_ticket_credits(ticket_id, client_id, client)
+        return _no_ticket_credits(ticket_id, client_id, client.name)
     if outcome == "exists":  # the key was used by another request: nothing was written
         raise BusinessError("idempotency_conflict", credit_services.MSG_IDEMPOTENCY_CONFLICT, status=409)
     return _loads(stored)
@@ -474,7 +474,7 @@ def ticket_qualify(
     except BusinessError as exc:
         if exc.code != "insufficient_credits":
             raise
-        return _no_ticket_credits(ticket_id, client_id, client)
+        return _no_ticket_credits(ticket_id, client_id, client.name)
     return answer
 
 
