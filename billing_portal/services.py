@@ -390,6 +390,12 @@ def subscribe_now(
     the subscription is created with the customer's saved card and applied at once (the plan, its
     2,000 credits, AI Statistics), through the same sync the webhook runs; without a saved card,
     the hosted checkout as before."""
+    if plan.product.code != Product.Code.AI_CREDITS:
+        raise BusinessError(
+            "not_an_ai_credits_plan",
+            f"{plan.name} is not an AI Credits plan: see its Billing tab.",
+            status=422,
+        )
     role = actor_role(tenant=tenant, user=actor)
     offer_require(tenant=tenant, plan=plan, role=role, action=OfferAction.SUBSCRIBE)
     if not plan.stripe_price_id:

@@ -427,7 +427,13 @@ def _purchase_outcome(request: TenantRequest, outcome: services.PurchaseOutcome)
 @require_http_methods(["GET", "POST"])
 def ai_subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
     """Subscribe Now's confirmation dialog (C09, C10): email a security code, then confirm with it."""
-    plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    # The AI Credits page's dialog buys AI Credits plans only (other products have their Billing tab).
+    plan = get_object_or_404(
+        Plan.objects.select_related("product"),
+        code=plan_code,
+        is_public=True,
+        product__code=Product.Code.AI_CREDITS,
+    )
     context: dict = {"kind": "subscribe", "plan": plan, "step": "start"}
     offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role)
     refusal = offer.refused(OfferAction.SUBSCRIBE)

@@ -401,6 +401,15 @@ def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, admin, 
     assert "credits credits" not in dialog
 
 
+def test_the_ai_credits_dialog_sells_ai_credits_plans_only(trial_tenant, subscribed, admin, client_for):
+    client = client_for(admin)
+    assert client.get("/t/acme/ai-credits/plans/agents-scale/subscribe/").status_code == 404
+    assert (
+        client.post("/t/acme/ai-credits/plans/agents-scale/subscribe/", {"action": "send"}).status_code == 404
+    )
+    assert not mail.outbox
+
+
 def test_the_subscribe_dialog_says_what_plus_includes(trial_tenant, subscribed, admin, client_for):
     dialog = client_for(admin).get("/t/acme/ai-credits/plans/credits-plus/subscribe/").content.decode()
     assert "2,000 credits each month" in dialog
