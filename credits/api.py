@@ -27,6 +27,7 @@ from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
 from tenants.api_docs import INVALID, ErrorCase, documented
+from tenants.api_fields import Moment
 from tenants.errors import BusinessError
 
 router = Router(tags=["credits"])
@@ -668,7 +669,7 @@ def get_credits(request: HttpRequest) -> dict:
 
 
 class LedgerQuery(Schema):
-    as_of: datetime | None = Field(
+    as_of: Moment | None = Field(
         default=None, description="The moment to replay, ISO 8601 with a zone; default: now."
     )
     after: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(

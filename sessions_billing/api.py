@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import ValidationError
-from pydantic import AwareDatetime, StrictInt, StringConstraints, field_validator
+from pydantic import StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from sessions_billing import selectors, services
@@ -22,6 +22,7 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
+from tenants.api_fields import Moment
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -61,7 +62,7 @@ class SessionIn(Schema):
     direction: Literal["inbound", "outbound"] = Field(
         description="`inbound`: the customer started it; `outbound`: the agent reached out."
     )
-    at: AwareDatetime | None = Field(
+    at: Moment | None = Field(
         None,
         description="When it started (ISO 8601 with zone); now if left out. Up to 35 days in the past, "
         "at most 5 minutes in the future.",
@@ -75,7 +76,7 @@ class EventIn(Schema):
     type: Literal["customer_message", "agent_message", "end"] = Field(
         description="`customer_message`, `agent_message`, or `end` (the conversation is over)."
     )
-    at: AwareDatetime | None = Field(
+    at: Moment | None = Field(
         None,
         description="When it happened (ISO 8601 with zone); now if left out. Up to 35 days in the past, "
         "at most 5 minutes in the future.",
