@@ -18,7 +18,6 @@ from billing_portal.gateway.base import (
     PortalSettings,
 )
 from billing_portal.gateway.local import objects
-from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.invoices import MSG_CONFIRM, MSG_DECLINED, Card, card_behaviour
 from billing_portal.gateway.local.objects import dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
@@ -40,15 +39,14 @@ class LocalCheckout(LocalSubscriptions):
         self, *, email: str, name: str, metadata: dict[str, str], idempotency_key: str
     ) -> str:
         params = {"email": email, "name": name, "metadata": metadata}
-        with transaction.atomic():
-            answer = self._idempotent(
-                idempotency_key,
-                "create_customer",
-                params,
-                lambda: self._create_customer(email=email, name=name, metadata=metadata),
-                object_type="customer",
-            )
-        return str(answer_or_raise(answer)["id"])
+        answer = self._once(
+            idempotency_key,
+            "create_customer",
+            params,
+            lambda: self._create_customer(email=email, name=name, metadata=metadata),
+            object_type="customer",
+        )
+        return str(answer["id"])
 
     def _create_customer(self, *, email: str, name: str, metadata: dict[str, str]) -> str:
         customer_id = objects.new_id("cus")
@@ -112,8 +110,8 @@ class LocalCheckout(LocalSubscriptions):
             "client_reference_id": client_reference_id,
             "metadata": metadata,
         }
-        with transaction.atomic():
-            answer = self._idempotent(
+        return checkout_session_from_stripe(
+            self._once(
                 idempotency_key,
                 "create_checkout_session",
                 params,
@@ -127,7 +125,7 @@ class LocalCheckout(LocalSubscriptions):
                 ),
                 object_type="checkout.session",
             )
-        return checkout_session_from_stripe(answer_or_raise(answer))
+        )
 
     def _create_checkout_session(
         self,
@@ -237,15 +235,15 @@ class LocalCheckout(LocalSubscriptions):
     def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> GatewayCheckoutSession:
         """The API's expire: only an open session (an expired one is returned as it is, a complete
         one is refused)."""
-        with transaction.atomic():
-            answer = self._idempotent(
+        return checkout_session_from_stripe(
+            self._once(
                 idempotency_key,
                 "expire_checkout_session",
                 {"session_id": session_id},
                 lambda: self._expire_by_api(session_id),
                 object_type="checkout.session",
             )
-        return checkout_session_from_stripe(answer_or_raise(answer))
+        )
 
     def _expire_by_api(self, session_id: str) -> str:
         _customer_row, session_row = self._lock_with_customer(session_id, "checkout.session")

@@ -53,6 +53,21 @@ def _fingerprint(operation: str, params: dict[str, Any]) -> str:
 
 
 class LocalIdempotency(LocalCore):
+    def _once(
+        self,
+        key: str,
+        operation: str,
+        params: dict[str, Any],
+        run: Callable[[], str],
+        *,
+        object_type: str,
+    ) -> dict[str, Any]:
+        """`_idempotent` in its own transaction, then its object, or its error raised once the
+        transaction has committed (so that the key keeps the error, as Stripe's does)."""
+        with transaction.atomic():
+            answer = self._idempotent(key, operation, params, run, object_type=object_type)
+        return answer_or_raise(answer)
+
     def _idempotent(
         self,
         key: str,

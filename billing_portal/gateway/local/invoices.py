@@ -28,7 +28,6 @@ from billing_portal.gateway.base import GatewayCharge, GatewayDispute, GatewayEr
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.core import WhenRetriesExhausted
 from billing_portal.gateway.local.events import LocalEvents
-from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.money import cycle_description
 from billing_portal.gateway.local.objects import ENDED, OVERDUE
 from billing_portal.gateway.store import LocalGatewayObject
@@ -120,23 +119,22 @@ class LocalInvoices(LocalEvents):
             "description": description,
             "metadata": metadata,
         }
-        with transaction.atomic():
-            answer = self._idempotent(
-                idempotency_key,
-                "charge_one_off",
-                params,
-                lambda: self._charge_one_off(
-                    customer_id=customer_id,
-                    amount=amount,
-                    currency=currency,
-                    description=description,
-                    metadata=metadata,
-                ),
-                object_type="invoice",
-            )
+        answer = self._once(
+            idempotency_key,
+            "charge_one_off",
+            params,
+            lambda: self._charge_one_off(
+                customer_id=customer_id,
+                amount=amount,
+                currency=currency,
+                description=description,
+                metadata=metadata,
+            ),
+            object_type="invoice",
+        )
         # As the Stripe gateway does when `pay` is refused: the open invoice stays (and its events go
         # out), the caller gets the card's refusal.
-        return self._paid_or_raise(answer_or_raise(answer))
+        return self._paid_or_raise(answer)
 
     def _charge_one_off(
         self, *, customer_id: str, amount: int, currency: str, description: str, metadata: dict[str, str]
@@ -164,15 +162,15 @@ class LocalInvoices(LocalEvents):
     def pay_invoice(self, invoice_id: str, *, idempotency_key: str) -> GatewayInvoice:
         """Stripe's `POST /v1/invoices/{id}/pay`: attempt the open invoice now, on the card Stripe
         would charge. A decline or a needed confirmation is an error (the attempt is recorded)."""
-        with transaction.atomic():
-            answer = self._idempotent(
+        return self._paid_or_raise(
+            self._once(
                 idempotency_key,
                 "pay_invoice",
                 {"invoice_id": invoice_id},
                 lambda: self._pay_invoice(invoice_id),
                 object_type="invoice",
             )
-        return self._paid_or_raise(answer_or_raise(answer))
+        )
 
     def _pay_invoice(self, invoice_id: str) -> str:
         customer_row, row = self._lock_with_customer(invoice_id, "invoice")
@@ -190,15 +188,15 @@ class LocalInvoices(LocalEvents):
         (`invoice.voided`); it is no longer retried nor payable on its hosted page. Any other status
         is refused, as Stripe refuses an invalid status transition; the key replays its answer.
         https://docs.stripe.com/invoicing/integration/workflow-transitions"""
-        with transaction.atomic():
-            answer = self._idempotent(
+        return invoice_from_stripe(
+            self._once(
                 idempotency_key,
                 "void_invoice",
                 {"invoice_id": invoice_id},
                 lambda: self._void_invoice(invoice_id),
                 object_type="invoice",
             )
-        return invoice_from_stripe(answer_or_raise(answer))
+        )
 
     def _void_invoice(self, invoice_id: str) -> str:
         _customer_row, row = self._lock_with_customer(invoice_id, "invoice")
@@ -617,15 +615,14 @@ class LocalInvoices(LocalEvents):
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
         """Refund in full every payment of the invoice (charge.refunded for each); returns the minor
         units refunded by this call. The invoice stays paid, as at Stripe: a refund does not change it."""
-        with transaction.atomic():
-            answer = self._idempotent(
-                idempotency_key,
-                "refund_invoice",
-                {"invoice_id": invoice_id},
-                lambda: self._refund_invoice(invoice_id),
-                object_type="invoice",
-            )
-        invoice = answer_or_raise(answer)
+        answer = self._once(
+            idempotency_key,
+            "refund_invoice",
+            {"invoice_id": invoice_id},
+            lambda: self._refund_invoice(invoice_id),
+            object_type="invoice",
+        )
+        invoice = answer
         return sum(
             int(row.data["amount"])
             for row in LocalGatewayObject.objects.filter(

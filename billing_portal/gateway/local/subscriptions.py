@@ -19,7 +19,6 @@ from billing_portal.gateway.base import (
     PaymentBehavior,
 )
 from billing_portal.gateway.local import objects
-from billing_portal.gateway.local.idempotency import answer_or_raise
 from billing_portal.gateway.local.invoices import (
     MSG_DECLINED,
     PENDING_UPDATE_LIFETIME,
@@ -52,15 +51,15 @@ class LocalSubscriptions(LocalInvoices):
     def adopt_subscription_card(self, *, subscription_id: str, idempotency_key: str) -> GatewaySubscription:
         """The subscription's own card becomes the customer's default (customer.updated) and the
         subscription's is cleared (customer.subscription.updated), as the two API updates do."""
-        with transaction.atomic():
-            answer = self._idempotent(
+        return subscription_from_stripe(
+            self._once(
                 idempotency_key,
                 "adopt_subscription_card",
                 {"subscription_id": subscription_id},
                 lambda: self._adopt_card(subscription_id),
                 object_type="subscription",
             )
-        return subscription_from_stripe(answer_or_raise(answer))
+        )
 
     def _adopt_card(self, subscription_id: str) -> str:
         customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
@@ -89,17 +88,14 @@ class LocalSubscriptions(LocalInvoices):
         on the hosted invoice page (`confirm_payment`), which makes it active. A repeat of the key
         answers as the first request did."""
         params = {"customer_id": customer_id, "price_id": price_id, "metadata": metadata}
-        with transaction.atomic():
-            answer = self._idempotent(
-                idempotency_key,
-                "create_subscription",
-                params,
-                lambda: self._create_subscription(
-                    customer_id=customer_id, price_id=price_id, metadata=metadata
-                ),
-                object_type="subscription",
-            )
-        sub = answer_or_raise(answer)
+        answer = self._once(
+            idempotency_key,
+            "create_subscription",
+            params,
+            lambda: self._create_subscription(customer_id=customer_id, price_id=price_id, metadata=metadata),
+            object_type="subscription",
+        )
+        sub = answer
         if sub["status"] == "canceled":
             raise GatewayError(MSG_DECLINED, code="card_declined")
         return subscription_from_stripe(sub)
@@ -172,8 +168,8 @@ class LocalSubscriptions(LocalInvoices):
             "price_id": price_id,
             "payment_behavior": payment_behavior,
         }
-        with transaction.atomic():
-            answer = self._idempotent(
+        return subscription_from_stripe(
+            self._once(
                 idempotency_key,
                 "change_subscription_price",
                 params,
@@ -182,7 +178,7 @@ class LocalSubscriptions(LocalInvoices):
                 ),
                 object_type="subscription",
             )
-        return subscription_from_stripe(answer_or_raise(answer))
+        )
 
     def _change_subscription_price(
         self, *, subscription_id: str, price_id: str, payment_behavior: PaymentBehavior
@@ -296,8 +292,8 @@ class LocalSubscriptions(LocalInvoices):
         self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
     ) -> GatewaySchedule:
         params = {"subscription_id": subscription_id, "price_id": price_id, "at": ts(at)}
-        with transaction.atomic():
-            answer = self._idempotent(
+        return schedule_from_stripe(
+            self._once(
                 idempotency_key,
                 "schedule_subscription_change",
                 params,
@@ -306,7 +302,7 @@ class LocalSubscriptions(LocalInvoices):
                 ),
                 object_type="subscription_schedule",
             )
-        return schedule_from_stripe(answer_or_raise(answer))
+        )
 
     def _schedule_subscription_change(self, *, subscription_id: str, price_id: str, at: datetime) -> str:
         customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
@@ -353,15 +349,13 @@ class LocalSubscriptions(LocalInvoices):
         return schedule_from_stripe(objects.read(schedule_id, "subscription_schedule"))
 
     def release_schedule(self, schedule_id: str, *, idempotency_key: str) -> None:
-        with transaction.atomic():
-            answer = self._idempotent(
-                idempotency_key,
-                "release_schedule",
-                {"schedule_id": schedule_id},
-                lambda: self._release(schedule_id),
-                object_type="subscription_schedule",
-            )
-        answer_or_raise(answer)
+        self._once(
+            idempotency_key,
+            "release_schedule",
+            {"schedule_id": schedule_id},
+            lambda: self._release(schedule_id),
+            object_type="subscription_schedule",
+        )
 
     def _release(self, schedule_id: str) -> str:
         schedule_row = objects.read_row(schedule_id, "subscription_schedule")
@@ -401,15 +395,15 @@ class LocalSubscriptions(LocalInvoices):
         self, *, subscription_id: str, at_period_end: bool, idempotency_key: str
     ) -> GatewaySubscription:
         params = {"subscription_id": subscription_id, "at_period_end": at_period_end}
-        with transaction.atomic():
-            answer = self._idempotent(
+        return subscription_from_stripe(
+            self._once(
                 idempotency_key,
                 "cancel_subscription",
                 params,
                 lambda: self._cancel(subscription_id, at_period_end=at_period_end),
                 object_type="subscription",
             )
-        return subscription_from_stripe(answer_or_raise(answer))
+        )
 
     def _cancel(self, subscription_id: str, *, at_period_end: bool) -> str:
         _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
@@ -457,15 +451,15 @@ class LocalSubscriptions(LocalInvoices):
         """Undo a cancellation at period end (the API's `cancel_at_period_end=false`, the portal's
         "Renew"): one customer.subscription.updated, as Stripe sends. Resuming what is not canceled
         changes and emits nothing; an ended subscription is refused, as at Stripe."""
-        with transaction.atomic():
-            answer = self._idempotent(
+        return subscription_from_stripe(
+            self._once(
                 idempotency_key,
                 "resume_subscription",
                 {"subscription_id": subscription_id},
                 lambda: self._resume(subscription_id),
                 object_type="subscription",
             )
-        return subscription_from_stripe(answer_or_raise(answer))
+        )
 
     def _resume(self, subscription_id: str) -> str:
         _customer_row, sub_row = self._lock_with_customer(subscription_id, "subscription")
