@@ -11,7 +11,7 @@ from ninja.responses import NinjaJSONEncoder
 
 from plans.admission import check
 from plans.selectors import entitlements
-from tenants.api_answer import json_answer
+from tenants.api_answer import JSON, json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
 from tenants.cache import VersionedCache
 from tenants.errors import BusinessError
@@ -19,7 +19,6 @@ from tenants.models import ApiKey
 
 router = Router(tags=["entitlements"])
 
-JSON = "application/json; charset=utf-8"
 # Per process: the encoded answer of GET /entitlements per tenant, under the same versions and until
 # the same instant as the entitlements it renders (plans.selectors).
 _ANSWERS = VersionedCache("entitlements-answer")
