@@ -47,7 +47,6 @@ from credits.selectors import (
 )
 from plans.models import Plan
 from plans.money import credits_string
-from plans.offers import msg_extra_pack_active
 from plans.selectors import MSG_ENDED, Refusal, entitlements
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.cache import Versions
@@ -385,28 +384,6 @@ def credits_grant_plan_period(
         data={"source": grant.source, "amount": credits_string(amount), "reference": reference},
     )
     return grant
-
-
-def extra_pack_active(*, tenant: Tenant, now: datetime | None = None) -> Grant | None:
-    """The extra pack the tenant holds now, if any: one bought, not yet expired nor deactivated —
-    spent or not (C14: one pack at a time until it expires, C15)."""
-    now = now or timezone.now()
-    return (
-        Grant.objects.filter(
-            live_q(now), tenant=tenant, wallet__unit=Unit.AI_CREDIT, source=Source.EXTRA_PACK
-        )
-        .order_by("-expires_at")
-        .first()
-    )
-
-
-def extra_pack_purchase_check(*, tenant: Tenant, now: datetime | None = None) -> None:
-    """Refuse a new extra pack while one is active (C14). Part B's purchase service asks this under
-    its own lock before charging; the grant below is made regardless once a payment succeeded."""
-    active = extra_pack_active(tenant=tenant, now=now)
-    if active is not None:
-        assert active.expires_at is not None
-        raise BusinessError("extra_pack_active", msg_extra_pack_active(active.expires_at), status=409)
 
 
 @transaction.atomic

@@ -8,7 +8,7 @@ import pytest
 from credits import services
 from credits.factories import grant
 from credits.models import Entry, ExtraPack, Grant, Source, Wallet
-from credits.selectors import figures
+from credits.selectors import extra_pack_expiry, figures
 from credits.tests.helpers import K, check_invariants, consume
 from tenants.factories import UserFactory
 from tenants.models import AuditEvent
@@ -113,7 +113,7 @@ def test_c20_package_deactivation_is_a_staff_action_audited(staff, plus, ledger,
     assert response.status_code == 302
     ledger.refresh_from_db()
     assert (ledger.remaining, ledger.deactivated_at is not None) == (0, True)
-    assert services.extra_pack_active(tenant=plus) is None
+    assert extra_pack_expiry(tenant_id=plus.pk) is None
     event = AuditEvent.objects.get(action="credits.package_deactivated")
     assert (event.actor_label, event.data) == (
         "cs@platform.test",
