@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from billing_portal import selectors as billing_selectors
 from billing_portal import services, tasks, webhooks
@@ -194,12 +195,7 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
             else:
                 assert result.scheduled is not None
                 messages.success(request, f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}.")
-            back = _back(tenant, plan.product)
-            if request.htmx:
-                from django_htmx.http import HttpResponseClientRedirect
-
-                return HttpResponseClientRedirect(back)
-            return redirect(back)
+            return _go(request, _back(tenant, plan.product))
     ents = plan_selectors.entitlements(tenant=tenant)
     offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role, ents=ents)
     refusal = offer.refused(OfferAction.CHANGE)
@@ -393,8 +389,6 @@ def _ai_credits_page(tenant: Tenant) -> str:
 def _go(request: TenantRequest, url: str) -> HttpResponse:
     """Leave the dialog for `url` (htmx: the whole window; a plain form: a redirect)."""
     if request.htmx:
-        from django_htmx.http import HttpResponseClientRedirect
-
         return HttpResponseClientRedirect(url)
     return HttpResponseRedirect(url)
 
