@@ -5,9 +5,10 @@ one for the AI credits its rows used."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, F, Q, QuerySet
@@ -138,7 +139,9 @@ def header(*, tenant: Tenant, now: datetime | None = None, ents: Entitlements | 
     )
 
 
-def admission_check(tenant: Tenant, ent: ProductEntitlement, now: datetime | None) -> Admission:
+def admission_check(
+    tenant: Tenant, ent: ProductEntitlement, now: datetime | None, companions: Mapping[str, Any]
+) -> Admission:
     """Helpdesk AI's admission (registered with plans.admission): the plan's refusal, with the
     license and ticket-credit figures a ticket would be decided on."""
     if ent.subscription_id is None:

@@ -3,11 +3,15 @@
 The plans app knows the subscription's refusal (ended, overdue); a product app knows its own usage
 (the session limit, credits left). Product apps register a checker for their product code from
 their `AppConfig.ready`; `check()` asks it, and falls back to the plain entitlement refusal for a
-product without one. plans never imports the product apps."""
+product without one. plans never imports the product apps.
+
+A checker also receives what its app's key companions read in the API key's own statement
+(`tenants.services.register_key_companion`; empty outside the admission endpoint and on SQLite):
+it may answer from them when they are conclusive and must read the database when they are not."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +32,7 @@ class Admission:
     details: dict[str, Any] = field(default_factory=dict)  # the product's own figures (usage, limit)
 
 
-Checker = Callable[[Tenant, ProductEntitlement, datetime | None], Admission]
+Checker = Callable[[Tenant, ProductEntitlement, datetime | None, Mapping[str, Any]], Admission]
 
 _CHECKERS: dict[str, Checker] = {}
 
@@ -51,14 +55,20 @@ def from_refusal(ent: ProductEntitlement, refusal: Refusal | None, **details: An
 
 
 def check(
-    *, tenant: Tenant, product: str, now: datetime | None = None, versions: Versions | None = None
+    *,
+    tenant: Tenant,
+    product: str,
+    now: datetime | None = None,
+    versions: Versions | None = None,
+    companions: Mapping[str, Any] | None = None,
 ) -> Admission | None:
     """The admission of new work on `product`, or None for a product that does not exist.
-    `versions`: the request's cache versions (plans.selectors.entitlements)."""
+    `versions`: the request's cache versions (plans.selectors.entitlements); `companions`: the
+    request key's companions (`key.companions`)."""
     ent = entitlements(tenant=tenant, now=now, versions=versions).get(product)
     if ent is None:
         return None
     checker = _CHECKERS.get(product)
     if checker is None:
         return from_refusal(ent, ent.refusal)
-    return checker(tenant, ent, now)
+    return checker(tenant, ent, now, companions or {})

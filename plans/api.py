@@ -12,6 +12,7 @@ from ninja.responses import NinjaJSONEncoder
 from plans.admission import check
 from plans.selectors import entitlements
 from tenants.api_answer import JSON, json_answer
+from tenants.api_auth import ApiKeyAuth
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
 from tenants.cache import VersionedCache
 from tenants.errors import BusinessError
@@ -207,6 +208,9 @@ def _admission_docs() -> dict[str, Any]:
     "exactly what a refused write (402) would carry: `subscription_ended` ('Your subscription has ended. "
     "Please upgrade your plan to continue.'), `payment_overdue` ('Your payment is overdue and the grace "
     "period has expired.'), `session_limit_reached` (AI Agents). 404 for an unknown product.",
+    # The key's statement also reads what the product checkers registered as key companions (the
+    # period's session count): the check is then one round trip.
+    auth=ApiKeyAuth(companions=True),
     **_admission_docs(),
 )
 def admission(
@@ -214,7 +218,7 @@ def admission(
     product: str = Path(..., description="Product code: `ai_agents`, `ai_credits` or `helpdesk_ai`."),
 ) -> HttpResponse:
     key: ApiKey = request.auth  # type: ignore[attr-defined]
-    found = check(tenant=key.tenant, product=product, versions=key.versions)
+    found = check(tenant=key.tenant, product=product, versions=key.versions, companions=key.companions)
     if found is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)
     # AdmissionOut's fields, in its order and with its types (its test compares the bytes).

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from plans import admission
-from sessions_billing.selectors import admission_check, usage_for
+from sessions_billing.selectors import USAGE_COMPANION, USAGE_COMPANION_SQL, admission_check, usage_for
 from sessions_billing.terms import PRODUCT
 from tenants import audit, dashboard, navigation
 from tenants.access import ALL_ROLES, TenantRequest
+from tenants.services import register_key_companion
 
 
 def usage_tile(request: TenantRequest) -> dict[str, Any] | None:
@@ -37,6 +38,7 @@ LABELS = {
 def register() -> None:
     audit.register_sentences(SENTENCES, labels=LABELS)
     admission.register(PRODUCT, admission_check)
+    register_key_companion(USAGE_COMPANION, USAGE_COMPANION_SQL)
     navigation.register(
         navigation.NavItem("Sessions", "sessions", ALL_ROLES, order=20, icon="chat"),
         navigation.NavItem("Agents", "agents", ALL_ROLES, order=25, icon="bot"),

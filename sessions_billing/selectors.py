@@ -3,7 +3,7 @@ admission check. Every page's query count is constant in its rows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -32,6 +32,40 @@ _USAGE_SQL = (
     f"SELECT (SELECT session_limit FROM {SessionLimit._meta.db_table} WHERE tenant_id = %s), "  # noqa: S608
     f"(SELECT billable_sessions FROM {UsagePeriod._meta.db_table} WHERE tenant_id = %s AND period_start = %s)"
 )
+
+# The admission check's key companion (tenants.services.register_key_companion), read in the API key's
+# own statement: the tenant's own limit and its two latest periods' counts, [[limit]] then
+# [[start in microseconds since the epoch, count], ...] newest first.
+USAGE_COMPANION = "sessions_billing.usage"
+USAGE_COMPANION_SQL = (
+    f"SELECT ARRAY[ARRAY[(SELECT session_limit FROM {SessionLimit._meta.db_table} "  # noqa: S608
+    "WHERE tenant_id = k.tenant_id)::bigint, NULL::bigint]] || ARRAY(SELECT ARRAY[(extract(epoch FROM u.period_start) * 1000000)"
+    f"::bigint, u.billable_sessions::bigint] FROM {UsagePeriod._meta.db_table} u WHERE u.tenant_id = k.tenant_id "
+    "ORDER BY u.period_start DESC LIMIT 2)"
+)
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _usage_from_companion(found: Any, period_start: datetime | None) -> tuple[int | None, int] | None:
+    """(the tenant's own limit, the period's count) from the key companion, or None when it cannot
+    tell: its two latest periods are both later than this one (this one's row, if any, was not read)."""
+    if not found:
+        return None
+    (own, _), *latest = found
+    if period_start is None:
+        return own, 0
+    target = _micros(period_start)
+    for start, count in latest:
+        if start == target:
+            return own, count
+    # No row of this period among those read: conclusive when every row was read (fewer than two)
+    # or one read is older than this period (a row of this period would have come before it).
+    if len(latest) < 2 or min(start for start, _ in latest) < target:
+        return own, 0
+    return None
 
 
 def period_count(*, tenant: Tenant, period_start: datetime | None) -> int:
@@ -132,14 +166,20 @@ def usage_for(*, tenant: Tenant, now: datetime | None = None, terms: Terms | Non
     return Usage(terms=terms, billable_sessions=period_count(tenant=tenant, period_start=terms.period_start))
 
 
-def admission_check(tenant: Tenant, ent: ProductEntitlement, now: datetime | None) -> Admission:
+def admission_check(
+    tenant: Tenant, ent: ProductEntitlement, now: datetime | None, companions: Mapping[str, Any]
+) -> Admission:
     """The AI Agents admission (registered with plans.admission): the subscription's refusal, then
     the trial's sessions or the session limit."""
-    # The tenant's limit and the period's count in one round trip: the AI product asks this often.
-    start = connection.ops.adapt_datetimefield_value(ent.period_start) if ent.period_start else None
-    with connection.cursor() as cursor:
-        cursor.execute(_USAGE_SQL, [tenant.pk, tenant.pk, start])
-        own, count = cursor.fetchone()
+    found = _usage_from_companion(companions.get(USAGE_COMPANION), ent.period_start)
+    if found is not None:
+        own, count = found
+    else:
+        # The tenant's limit and the period's count in one round trip: the AI product asks this often.
+        start = connection.ops.adapt_datetimefield_value(ent.period_start) if ent.period_start else None
+        with connection.cursor() as cursor:
+            cursor.execute(_USAGE_SQL, [tenant.pk, tenant.pk, start])
+            own, count = cursor.fetchone()
     usage = Usage(terms=Terms(ent=ent, tenant_limit=own), billable_sessions=count or 0)
     return from_refusal(
         ent,

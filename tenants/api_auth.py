@@ -13,6 +13,12 @@ from tenants.services import api_key_authenticate
 
 
 class ApiKeyAuth(HttpBearer):
+    def __init__(self, *, companions: bool = False) -> None:
+        # companions: read the registered key companions in the key's statement (an endpoint that
+        # uses them sets its own `auth=ApiKeyAuth(companions=True)`).
+        super().__init__()
+        self.companions = companions
+
     def __call__(self, request: HttpRequest) -> ApiKey | None:
         # HttpBearer.__call__, reading the header from META: `request.headers` would build a mapping
         # of every header first, on every API call, for this one.
@@ -25,7 +31,7 @@ class ApiKeyAuth(HttpBearer):
         return self.authenticate(request, token)
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
-        key = api_key_authenticate(token)
+        key = api_key_authenticate(token, companions=self.companions)
         if key is not None:
             request.tenant = key.tenant  # type: ignore[attr-defined]
         return key

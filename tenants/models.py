@@ -3,7 +3,7 @@ and the once-only notification log."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -156,6 +156,9 @@ class ApiKey(models.Model):
     # Set by `api_key_authenticate`: the tenant's and the catalog's cache version as the request's key
     # query read them (`tenants.cache`). None on a key loaded any other way.
     versions: Versions | None = None
+    # Set by `api_key_authenticate(..., companions=True)`: what each registered key companion read in
+    # the same statement (`tenants.services.register_key_companion`); empty otherwise.
+    companions: dict[str, Any] = {}
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "revoked_at"])]

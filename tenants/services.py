@@ -353,29 +353,58 @@ def _aware(value: datetime | str) -> datetime:
 
 _TENANT_FIELDS = [f.attname for f in Tenant._meta.concrete_fields]
 _VERSIONS = CacheVersion._meta.db_table
-_KEY_SQL = (
-    "SELECT "  # noqa: S608 (column and table names come from the models; the hash is bound)
+_KEY_SELECT = (
+    "SELECT "
     + ", ".join([f'k."{f}"' for f in _KEY_FIELDS] + [f't."{f}"' for f in _TENANT_FIELDS])
     + ", COALESCE(v.version, 0), COALESCE(c.version, 0)"
-    + f" FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id"
+)
+_KEY_FROM = (
+    f" FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id"
     + f" LEFT JOIN {_VERSIONS} v ON v.scope = k.tenant_id"
     + f" LEFT JOIN {_VERSIONS} c ON c.scope = {CacheVersion.CATALOG}"
     + " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
 )
+_KEY_SQL = _KEY_SELECT + _KEY_FROM
+
+# Key companions: scalar SQL expressions over the key's row (`k.tenant_id`) that an endpoint may ask
+# to be read in the key's own statement, saving itself a round trip (the admission check reads the
+# period's session count this way). PostgreSQL only; each app registers its own from its
+# AppConfig.ready, and whoever reads one must do without it (SQLite, or no companions asked).
+_COMPANIONS: dict[str, str] = {}
+_COMPANION_SQL: list[str] = []  # the key query with every companion, built at first use
 
 
-def api_key_authenticate(secret: str) -> ApiKey | None:
+def register_key_companion(name: str, expression: str) -> None:
+    """Read `expression` (SQL over `k.tenant_id`, no parameters) beside the key when an endpoint asks
+    for companions; its value is `key.companions[name]`."""
+    _COMPANIONS[name] = expression
+    _COMPANION_SQL.clear()
+
+
+def _companion_sql() -> str:
+    if not _COMPANION_SQL:
+        extra = "".join(f", ({expression})" for expression in _COMPANIONS.values())
+        _COMPANION_SQL.append(_KEY_SELECT + extra + _KEY_FROM)
+    return _COMPANION_SQL[0]
+
+
+def api_key_authenticate(secret: str, *, companions: bool = False) -> ApiKey | None:
     """The active key whose secret this is, or None, with its tenant and their cache version
-    (`key.versions`: what this request may answer from `tenants.cache`). Records last use at
+    (`key.versions`: what this request may answer from `tenants.cache`) and, when `companions` is
+    asked on PostgreSQL, the registered companions' values (`key.companions`). Records last use at
     most once a minute."""
     if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
         return None
+    read = companions and bool(_COMPANIONS) and connection.vendor == "postgresql"
     # A plain joined query: every API call starts here, so the ORM's SQL compilation stays off it.
     with connection.cursor() as cursor:
-        cursor.execute(_KEY_SQL, [_sha256(secret)])
+        cursor.execute(_companion_sql() if read else _KEY_SQL, [_sha256(secret)])
         row = cursor.fetchone()
     if row is None:
         return None
+    if read:
+        key_row, found = row[: -len(_COMPANIONS)], row[-len(_COMPANIONS) :]
+        row = key_row
     n_key, n_tenant = len(_KEY_FIELDS), len(_TENANT_FIELDS)
     values = [
         _aware(v) if isinstance(v, datetime | str) and n in _KEY_TIMES else v
@@ -384,6 +413,8 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
     key = ApiKey.from_db("default", _KEY_FIELDS, values[:n_key])
     key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[n_key:])
     key.versions = Versions(tenant=row[-2], catalog=row[-1])
+    if read:
+        key.companions = dict(zip(_COMPANIONS, found, strict=True))
     now = timezone.now()
     stale = now - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION)
     if key.last_used_at is None or key.last_used_at < stale:

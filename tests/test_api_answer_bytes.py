@@ -86,9 +86,10 @@ def test_an_event_answers_what_ninja_renders(agents):
 
 
 def _admission(tenant: Tenant, product: str) -> HttpResponse:
-    """The admission view's own answer (its key read by the API: the tenant, no cache versions)."""
+    """The admission view's own answer (its key read by the API: the tenant, no cache versions, no
+    companions)."""
     request = RequestFactory().get("/")
-    request.auth = SimpleNamespace(tenant=tenant, versions=None)  # type: ignore[attr-defined]
+    request.auth = SimpleNamespace(tenant=tenant, versions=None, companions={})  # type: ignore[attr-defined]
     return admission(request, product)
 
 

@@ -57,7 +57,7 @@ except BusinessError as exc:
     assert exc.status == 409
 usage = usage_for(tenant=tenant)
 assert (usage.billable_sessions, usage.session_limit) == (4, 3), usage
-check = admission_check(tenant, entitlements(tenant=tenant)["ai_agents"], None)
+check = admission_check(tenant, entitlements(tenant=tenant)["ai_agents"], None, {})
 assert (check.allowed, check.code) == (False, "session_limit_reached"), check
 windows = BillableWindow.objects.count()
 assert sum(UsagePeriod.objects.values_list("billable_sessions", flat=True)) == windows == 4
