@@ -9,7 +9,8 @@ printed with the table: other processes on the machine move every absolute figur
 
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/allowance_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/15), BENCH_DURATION (seconds per scenario, 10),
-BENCH_PORT (8765)."""
+BENCH_PORT (8765), BENCH_ONLY (a comma-separated list of words: only the scenarios whose name holds one
+of them are measured, beside /healthz; every scenario is still seeded and checked)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:543
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
+ONLY = [w.strip() for w in os.environ.get("BENCH_ONLY", "").split(",") if w.strip()]
 CONNECTIONS = 8
 HOT_KEY = "alw_benchhot_hot-tenant-key-for-benchmarks-only"
 LIMITED_KEY = "alw_benchlim_limited-tenant-key-for-benchmarks"
@@ -243,6 +245,8 @@ def main() -> int:
         if problems:
             raise SystemExit("PROBLEMS:\n  " + "\n  ".join(problems))
         for i, scenario in enumerate(SCENARIOS):
+            if ONLY and i and not any(word in scenario.name for word in ONLY):
+                continue
             key = HOT_KEY if scenario.auth else ""
             conns = scenario.connections or CONNECTIONS
             if scenario.run is None:

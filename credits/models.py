@@ -228,7 +228,10 @@ class Consumption(ActorFields):
     """One consumption (or one commit of a hold), named by its idempotency key: the unique
     constraint is the rule that a key yields at most one consumption."""
 
-    wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="consumptions")
+    # db_index=False: each index an insert maintains costs the hot path; these columns lead others.
+    wallet = models.ForeignKey(  # indexed first in consumption_idempotency_unique
+        Wallet, on_delete=models.CASCADE, related_name="consumptions", db_index=False
+    )
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     idempotency_key = models.CharField(max_length=200)
     feature = models.CharField(max_length=64, blank=True)
@@ -276,9 +279,14 @@ class Entry(ActorFields):
         HOLD = "hold", "Hold"
         RELEASE = "release", "Release"
 
-    wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="entries")
+    # db_index=False: each index an insert maintains costs the hot path; these columns lead others.
+    wallet = models.ForeignKey(  # indexed first in (wallet, created_at)
+        Wallet, on_delete=models.CASCADE, related_name="entries", db_index=False
+    )
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.CASCADE, related_name="entries")
+    grant = models.ForeignKey(  # indexed first in (grant, created_at)
+        Grant, null=True, blank=True, on_delete=models.CASCADE, related_name="entries", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     quantity = models.BigIntegerField(help_text="Signed thousandths.")
     feature = models.CharField(max_length=64, blank=True)

@@ -113,9 +113,10 @@ class Ticket(models.Model):
         UNLIMITED = "unlimited", "Unlimited AI access"
         TICKET_CREDIT = "ticket_credit", "Ticket credit"
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # db_index=False: indexed first in ticket_once_per_tenant and (client, created_at).
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     ticket_id = models.CharField(max_length=MAX_TICKET_ID)
-    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="tickets")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="tickets", db_index=False)
     via = models.CharField(max_length=16, choices=Via.choices)
     response = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now)

@@ -48,7 +48,8 @@ class Conversation(models.Model):
         INBOUND = "inbound", "Inbound"
         OUTBOUND = "outbound", "Outbound"
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # db_index=False: indexed first in conversation_id_unique_per_tenant (one index less per start).
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
     agent = models.ForeignKey(
         Agent, null=True, blank=True, on_delete=models.PROTECT, related_name="conversations"
@@ -116,10 +117,15 @@ class BillableWindow(models.Model):
     never counted twice, whatever the order or concurrency of the reports."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="windows")
+    # db_index=False: indexed first in billable_window_once and window_period_starts.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="windows", db_index=False
+    )
     index = models.PositiveIntegerField()  # k: the window starts at started_at + k·24 h
     starts_at = models.DateTimeField()
-    usage_period = models.ForeignKey(UsagePeriod, on_delete=models.PROTECT, related_name="windows")
+    usage_period = models.ForeignKey(
+        UsagePeriod, on_delete=models.PROTECT, related_name="windows", db_index=False
+    )
     counted_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
