@@ -50,8 +50,9 @@ def _micros(moment: datetime) -> int:
 
 
 def _usage_from_companion(found: Any, period_start: datetime | None) -> tuple[int | None, int] | None:
-    """(the tenant's own limit, the period's count) from the key companion, or None when it cannot
-    tell: its two latest periods are both later than this one (this one's row, if any, was not read)."""
+    """(the tenant's own limit, the period's count) from the key companion, or None when it was not
+    read (SQLite, another endpoint) or cannot tell: its two latest periods are both later than this
+    one (this one's row, if any, was not read)."""
     if not found:
         return None
     (own, _), *latest = found

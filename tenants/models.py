@@ -3,6 +3,8 @@ and the once-only notification log."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -158,7 +160,7 @@ class ApiKey(models.Model):
     versions: Versions | None = None
     # Set by `api_key_authenticate(..., companions=True)`: what each registered key companion read in
     # the same statement (`tenants.services.register_key_companion`); empty otherwise.
-    companions: dict[str, Any] = {}
+    companions: Mapping[str, Any] = MappingProxyType({})
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "revoked_at"])]

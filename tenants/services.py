@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -364,28 +365,24 @@ _KEY_FROM = (
     + f" LEFT JOIN {_VERSIONS} c ON c.scope = {CacheVersion.CATALOG}"
     + " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
 )
-_KEY_SQL = _KEY_SELECT + _KEY_FROM
 
 # Key companions: scalar SQL expressions over the key's row (`k.tenant_id`) that an endpoint may ask
 # to be read in the key's own statement, saving itself a round trip (the admission check reads the
 # period's session count this way). PostgreSQL only; each app registers its own from its
 # AppConfig.ready, and whoever reads one must do without it (SQLite, or no companions asked).
 _COMPANIONS: dict[str, str] = {}
-_COMPANION_SQL: list[str] = []  # the key query with every companion, built at first use
 
 
 def register_key_companion(name: str, expression: str) -> None:
     """Read `expression` (SQL over `k.tenant_id`, no parameters) beside the key when an endpoint asks
     for companions; its value is `key.companions[name]`."""
     _COMPANIONS[name] = expression
-    _COMPANION_SQL.clear()
 
 
-def _companion_sql() -> str:
-    if not _COMPANION_SQL:
-        extra = "".join(f", ({expression})" for expression in _COMPANIONS.values())
-        _COMPANION_SQL.append(_KEY_SELECT + extra + _KEY_FROM)
-    return _COMPANION_SQL[0]
+@functools.cache
+def _key_sql(expressions: tuple[str, ...]) -> str:
+    """The key's query, with these companions' columns after the versions."""
+    return _KEY_SELECT + "".join(f", ({expression})" for expression in expressions) + _KEY_FROM
 
 
 def api_key_authenticate(secret: str, *, companions: bool = False) -> ApiKey | None:
@@ -395,26 +392,23 @@ def api_key_authenticate(secret: str, *, companions: bool = False) -> ApiKey | N
     most once a minute."""
     if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
         return None
-    read = companions and bool(_COMPANIONS) and connection.vendor == "postgresql"
+    read = dict(_COMPANIONS) if companions and connection.vendor == "postgresql" else {}
     # A plain joined query: every API call starts here, so the ORM's SQL compilation stays off it.
     with connection.cursor() as cursor:
-        cursor.execute(_companion_sql() if read else _KEY_SQL, [_sha256(secret)])
+        cursor.execute(_key_sql(tuple(read.values())), [_sha256(secret)])
         row = cursor.fetchone()
     if row is None:
         return None
-    if read:
-        key_row, found = row[: -len(_COMPANIONS)], row[-len(_COMPANIONS) :]
-        row = key_row
-    n_key, n_tenant = len(_KEY_FIELDS), len(_TENANT_FIELDS)
+    n = len(_KEY_FIELDS) + len(_TENANT_FIELDS)
     values = [
-        _aware(v) if isinstance(v, datetime | str) and n in _KEY_TIMES else v
-        for n, v in zip(_KEY_FIELDS + _TENANT_FIELDS, row[: n_key + n_tenant], strict=True)
+        _aware(v) if isinstance(v, datetime | str) and name in _KEY_TIMES else v
+        for name, v in zip(_KEY_FIELDS + _TENANT_FIELDS, row[:n], strict=True)
     ]
-    key = ApiKey.from_db("default", _KEY_FIELDS, values[:n_key])
-    key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[n_key:])
-    key.versions = Versions(tenant=row[-2], catalog=row[-1])
+    key = ApiKey.from_db("default", _KEY_FIELDS, values[: len(_KEY_FIELDS)])
+    key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[len(_KEY_FIELDS) :])
+    key.versions = Versions(tenant=row[n], catalog=row[n + 1])
     if read:
-        key.companions = dict(zip(_COMPANIONS, found, strict=True))
+        key.companions = dict(zip(read, row[n + 2 :], strict=True))
     now = timezone.now()
     stale = now - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION)
     if key.last_used_at is None or key.last_used_at < stale:
