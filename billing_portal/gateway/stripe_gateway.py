@@ -325,8 +325,14 @@ class StripeGateway(PaymentGateway):
         except GatewayError as exc:
             if exc.code == "authentication_required":
                 return subscription_from_stripe(self._retrieve_subscription(created["id"]))
-            # An incomplete subscription would wait 23 hours for another payment: cancel it now, so
-            # a retry (a new card, a new attempt) starts clean. https://docs.stripe.com/api/subscriptions/cancel
+            if not isinstance(exc.__cause__, stripe.CardError):
+                # Unreachable or refused for another reason: the payment may have gone through.
+                # Leave the subscription; its events, or Stripe's 23-hour expiry of an unpaid
+                # incomplete subscription, decide (a cancel here could end a paid one).
+                raise
+            # Declined: an incomplete subscription would wait 23 hours for another payment. Cancel it
+            # now, so a retry (a new card, a new attempt) starts clean.
+            # https://docs.stripe.com/api/subscriptions/cancel
             with _translated_errors():
                 self._client.v1.subscriptions.cancel(
                     created["id"], options={"idempotency_key": f"{idempotency_key}:cancel"}
@@ -1088,7 +1094,13 @@ def _translated_errors() -> Iterator[None]:
         yield
     except stripe.CardError as exc:
         # Card errors carry messages Stripe writes for the cardholder ("Your card has insufficient funds.").
-        raise GatewayError(exc.user_message or MSG_DECLINED, code=exc.code or "card_declined") from exc
+        # Paying an invoice whose payment needs 3D Secure is refused with
+        # invoice_payment_intent_requires_action (Stripe's error codes); it is the same case as
+        # authentication_required: the customer confirms on the invoice's page.
+        code = exc.code or "card_declined"
+        if code == "invoice_payment_intent_requires_action":
+            code = "authentication_required"
+        raise GatewayError(exc.user_message or MSG_DECLINED, code=code) from exc
     except _TRANSIENT_ERRORS as exc:
         logger.warning("Stripe unavailable: %r", exc)
         raise GatewayError(MSG_UNREACHABLE, code=exc.code or "gateway_unavailable") from exc

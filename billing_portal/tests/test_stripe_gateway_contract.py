@@ -1649,11 +1649,11 @@ def new_subscription(status: str) -> dict[str, Any]:
     return sub | {"status": status, "metadata": {"tenant_id": "7", "plan": "ai-plus"}}
 
 
-def authentication_required() -> dict[str, Any]:
+def authentication_required(code: str = "authentication_required") -> dict[str, Any]:
     return {
         "error": {
             "type": "card_error",
-            "code": "authentication_required",
+            "code": code,
             "decline_code": "authentication_required",
             "message": "Your card was declined. This transaction requires authentication.",
         }
@@ -1713,11 +1713,14 @@ def test_create_subscription_declined_cancels_the_incomplete_subscription_and_sa
     assert http.sent[2].headers["Idempotency-Key"] == "inst:create_subscription:9:abc:cancel"
 
 
+@pytest.mark.parametrize("code", ["authentication_required", "invoice_payment_intent_requires_action"])
 def test_create_subscription_needing_3d_secure_returns_it_incomplete_for_the_hosted_invoice_page(
-    gateway, http
+    gateway, http, code
 ) -> None:
+    """Paying an invoice whose payment needs 3D Secure is refused with either code (Stripe's error
+    codes); both mean the customer confirms on the invoice's page."""
     http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
-    http.answer("POST", f"/v1/invoices/{INV}/pay", authentication_required(), status=402)
+    http.answer("POST", f"/v1/invoices/{INV}/pay", authentication_required(code), status=402)
     http.answer("GET", f"/v1/subscriptions/{SUB}", new_subscription("incomplete"))
 
     sub = subscribe(gateway)
@@ -1725,6 +1728,24 @@ def test_create_subscription_needing_3d_secure_returns_it_incomplete_for_the_hos
     assert (sub.status, sub.latest_invoice_id) == ("incomplete", INV)
     assert [(s.method, s.path) for s in http.sent][-1] == ("GET", f"/v1/subscriptions/{SUB}")
     assert not any(s.method == "DELETE" for s in http.sent)  # kept: the customer confirms it
+
+
+def test_create_subscription_whose_payment_is_unknown_is_not_canceled(gateway, http) -> None:
+    """Stripe unreachable while paying: the payment may have gone through, so the subscription is
+    left to its events (or to Stripe's expiry of an unpaid incomplete one), never canceled."""
+    http.answer("POST", "/v1/subscriptions", new_subscription("incomplete"))
+    http.fail(
+        "POST", f"/v1/invoices/{INV}/pay", stripe.APIConnectionError("Connection reset", should_retry=False)
+    )
+
+    with pytest.raises(GatewayError) as failed:
+        subscribe(gateway)
+
+    assert (failed.value.code, failed.value.message) == ("gateway_unavailable", MSG_UNREACHABLE)
+    assert [(s.method, s.path) for s in http.sent] == [
+        ("POST", "/v1/subscriptions"),
+        ("POST", f"/v1/invoices/{INV}/pay"),
+    ]
 
 
 def test_create_subscription_replayed_after_payment_is_not_paid_again(gateway, http) -> None:
