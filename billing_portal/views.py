@@ -453,7 +453,7 @@ def ai_subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> Http
             cancel_url=_absolute(request, back + "&checkout=canceled"),
         )
     except BusinessError as exc:
-        step = "start" if exc.code == "security_code_missing" else "code"
+        step = "start" if exc.code in ("security_code_missing", "security_code_not_sent") else "code"
         return _purchase_dialog(request, {**context, "step": step}, error=exc)
     return _purchase_outcome(request, outcome)
 
@@ -485,6 +485,6 @@ def ai_extra_pack(request: TenantRequest, tenant: Tenant) -> HttpResponse:
             tenant=tenant, pack=chosen, actor=request.user, code=request.POST.get("code", "")
         )
     except BusinessError as exc:
-        step = "start" if exc.code == "security_code_missing" else "code"
+        step = "start" if exc.code in ("security_code_missing", "security_code_not_sent") else "code"
         return _purchase_dialog(request, {**context, "step": step}, error=exc)
     return _purchase_outcome(request, outcome)

@@ -8,8 +8,9 @@ tenant nor the action. Here a code is:
   the code, compared in constant time: a code for one action, user or tenant confirms nothing else;
 - valid for CODE_LIFETIME, used once; a new code replaces the previous one for the same action;
 - sent again no sooner than RESEND_AFTER;
-- dead after MAX_TRIES wrong tries, which also pause every code of this member in this tenant for
-  PAUSE (nothing is sent or accepted meanwhile: a new code does not reset the count).
+- dead after MAX_TRIES wrong tries, counted over every code of this member in this tenant within
+  PAUSE since their last accepted code, which also pause their codes in this tenant for PAUSE
+  (nothing is sent or accepted meanwhile: asking for a new code does not reset the count).
 
 The email goes straight through Django's mail once the code is committed; it is not kept in the
 notification log (which stores bodies until they are sent)."""
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 from datetime import datetime, timedelta
@@ -25,6 +27,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
+from django.db.models import Max, Sum
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -38,9 +41,12 @@ MAX_TRIES = 5
 PAUSE = timedelta(minutes=15)
 DIGITS = 6
 
+logger = logging.getLogger(__name__)
+
 MSG_MISSING = "Ask for a security code first: we email it to you."
 MSG_FORMAT = "Enter the 6-digit security code from the email."
 MSG_EXPIRED = "This security code has expired. Ask for a new one."
+MSG_NOT_SENT = "We could not email your security code just now. Try again in a minute."
 
 
 def _minutes(span: timedelta) -> int:
@@ -77,9 +83,15 @@ def _paused_until(user: User, tenant: Tenant, now: datetime) -> datetime | None:
     )
 
 
-def security_code_pause(*, user: User, tenant: Tenant, now: datetime | None = None) -> datetime | None:
-    """Until when this member may not ask for or enter a code in this tenant (None: not paused)."""
-    return _paused_until(user, tenant, now or timezone.now())
+def _wrong_tries(user: User, tenant: Tenant, now: datetime) -> int:
+    """The member's wrong tries in this tenant within the last PAUSE since their last accepted code,
+    over every code (asking for a new code does not start the count again)."""
+    codes = SecurityCode.objects.filter(user=user, tenant=tenant)
+    since = now - PAUSE
+    last_used = codes.filter(used_at__isnull=False).aggregate(at=Max("used_at"))["at"]
+    if last_used is not None and last_used > since:
+        since = last_used
+    return codes.filter(created_at__gt=since).aggregate(n=Sum("attempts"))["n"] or 0
 
 
 @transaction.atomic
@@ -125,8 +137,19 @@ def security_code_send(
         "site_url": settings.SITE_URL,
     }
     to = user.email
-    transaction.on_commit(lambda: _email(to=to, context=context))
+    transaction.on_commit(lambda: _email_or_withdraw(row, to=to, context=context))
     return row
+
+
+def _email_or_withdraw(row: SecurityCode, *, to: str, context: dict) -> None:
+    """Send the code; when the mail cannot go, withdraw the code (so asking again is not throttled)
+    and say so instead of failing the request."""
+    try:
+        _email(to=to, context=context)
+    except Exception as exc:
+        logger.exception("The security code email to %s could not be sent", to)
+        SecurityCode.objects.filter(pk=row.pk).delete()
+        raise BusinessError("security_code_not_sent", MSG_NOT_SENT, status=503) from exc
 
 
 def _email(*, to: str, context: dict) -> None:
@@ -175,8 +198,8 @@ def security_code_use(
             row.save(update_fields=["used_at"])
             return
         else:
+            left = MAX_TRIES - _wrong_tries(user, tenant, now) - 1
             row.attempts += 1
-            left = MAX_TRIES - row.attempts
             if left <= 0:
                 row.revoked_at = now
                 row.paused_until = now + PAUSE

@@ -122,3 +122,49 @@ def test_c10_malformed_input_is_refused_without_counting_a_try(send, admin, tena
     for bad in ("", "12345", "abcdef", "1234567", "١٢٣٤٥٦"):
         refused("security_code_invalid", user=admin, tenant=tenant, purpose=PURPOSE, code=bad)
     assert SecurityCode.objects.get(user=admin, tenant=tenant).attempts == 0
+
+
+def test_c10_asking_for_a_new_code_does_not_reset_the_wrong_tries(send, admin, tenant):
+    """Four wrong tries, a new code a minute later, one more wrong try: paused, as for one code."""
+    start = timezone.now()
+    code = send(admin, tenant)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(4):
+        refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=wrong)
+    with time_machine.travel(start + timedelta(seconds=61)):
+        fresh = send(admin, tenant)
+        other = f"{(int(fresh) + 1) % 1_000_000:06d}"
+        error = refused("security_code_paused", user=admin, tenant=tenant, purpose=PURPOSE, code=other)
+        assert error.status == 429
+        refused("security_code_paused", user=admin, tenant=tenant, purpose=PURPOSE, code=fresh)
+
+
+def test_c10_the_count_starts_again_after_an_accepted_code(send, admin, tenant):
+    start = timezone.now()
+    code = send(admin, tenant)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(3):
+        refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=wrong)
+    security_code_use(user=admin, tenant=tenant, purpose=PURPOSE, code=code)
+    with time_machine.travel(start + timedelta(seconds=61)):
+        fresh = send(admin, tenant)
+        other = f"{(int(fresh) + 1) % 1_000_000:06d}"
+        error = refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=other)
+        assert error.message == "That security code is not right. 4 tries left."
+
+
+def test_c10_a_code_that_cannot_be_emailed_is_withdrawn_with_a_clear_error(
+    admin, tenant, monkeypatch, django_capture_on_commit_callbacks
+):
+    def down(*args, **kwargs):
+        raise OSError("SMTP unreachable")
+
+    monkeypatch.setattr("django.core.mail.EmailMultiAlternatives.send", down)
+    with pytest.raises(BusinessError) as failed, django_capture_on_commit_callbacks(execute=True):
+        security_code_send(user=admin, tenant=tenant, purpose=PURPOSE, action="subscribe to AI Plus")
+    assert (failed.value.code, failed.value.status) == ("security_code_not_sent", 503)
+    assert not SecurityCode.objects.filter(user=admin, tenant=tenant).exists()
+    monkeypatch.undo()
+    with django_capture_on_commit_callbacks(execute=True):  # asking again at once is not throttled
+        security_code_send(user=admin, tenant=tenant, purpose=PURPOSE, action="subscribe to AI Plus")
+    assert SecurityCode.objects.filter(user=admin, tenant=tenant).count() == 1
