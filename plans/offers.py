@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
 
@@ -108,6 +109,8 @@ MSG_OVERDUE_MANAGE = f"{MSG_OVERDUE} Click Manage to settle the failed payment."
 MSG_CONTRACT = "Your plan is contracted with our sales team: ask them to change it."
 MSG_NOT_CANCELED = "Your subscription is not canceled: there is nothing to resume."
 MSG_NOT_A_MEMBER = "Your role does not allow this."
+# BILLING_TAB_ENABLED off (S03): billing happens outside Allowance, so nothing is bought here.
+MSG_BILLING_OUTSIDE = "Purchases are handled outside Allowance on this deployment: ask your account team."
 MSG_CANCEL_ASK = "Ask your account administrator to cancel the subscription."
 MSG_CANCEL_NOTHING = "There is no paid subscription to cancel."
 MSG_CANCEL_PAYMENT = "Your last payment failed. Update your payment method (Manage) before canceling."
@@ -341,6 +344,9 @@ def _plan_offer(
     if not admin:
         refusal = OfferRefusal("role_not_allowed", MSG_ASK_ADMIN, 403)
         return _offer(plan, interest, refusal, available=not requested, reason=MSG_ASK_ADMIN)
+    if not settings.BILLING_TAB_ENABLED:
+        refusal = OfferRefusal("billing_outside", MSG_BILLING_OUTSIDE, 409)
+        return _offer(plan, interest, refusal, available=not requested, reason=MSG_BILLING_OUTSIDE)
 
     match now_on:
         case Standing.NONE | Standing.TRIAL | Standing.FREE:
@@ -482,6 +488,8 @@ def extra_pack_offer(*, ents: Entitlements, role: str, pack_active_until: dateti
         return refuse("free_trial", MSG_PACK_TRIAL, 409)
     if role != Role.ADMIN:
         return refuse("role_not_allowed", MSG_PACK_ASK_ADMIN, 403)
+    if not settings.BILLING_TAB_ENABLED:
+        return refuse("billing_outside", MSG_BILLING_OUTSIDE, 409)
     match standing(ents[Product.Code.AI_CREDITS]):
         case Standing.PAID:
             if pack_active_until is not None:

@@ -19,7 +19,13 @@ from billing_portal.tests.conftest import customer_id_of, live_sub, local_gatewa
 from credits import selectors as credit_selectors
 from credits.models import ExtraPack, Grant, Source
 from plans.factories import SubscriptionFactory, plan
-from plans.offers import MSG_PACK_ASK_ADMIN, MSG_PACK_CONTRACT, MSG_PACK_PLUS_ONLY, MSG_PACK_TRIAL
+from plans.offers import (
+    MSG_BILLING_OUTSIDE,
+    MSG_PACK_ASK_ADMIN,
+    MSG_PACK_CONTRACT,
+    MSG_PACK_PLUS_ONLY,
+    MSG_PACK_TRIAL,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -181,6 +187,35 @@ def test_c17_only_administrators_reach_the_purchase_dialogs(subscribed, persona,
     assert client.get(SUBSCRIBE).status_code == 403
     assert client.post(PACK, {"action": "send"}).status_code == 403
     assert mail.outbox == [] or all("security code" not in m.subject for m in mail.outbox)
+
+
+def _refused_without_a_code(client, url: str, data: dict) -> None:
+    sent_before = len(mail.outbox)
+    dialog = client.post(url, data, HTTP_HX_REQUEST="true").content.decode()
+    assert MSG_BILLING_OUTSIDE in dialog
+    assert 'data-testid="send-code"' not in dialog
+    assert len(mail.outbox) == sent_before  # no security code was emailed
+
+
+def test_s03_with_billing_outside_allowance_subscribe_now_is_not_offered(
+    subscribed, admin, client_for, settings
+):
+    """BILLING_TAB_ENABLED off: the plan-offer rule refuses Subscribe Now, so the page, the dialog
+    and the service agree; interest can still be registered."""
+    settings.BILLING_TAB_ENABLED = False
+    client = client_for(admin)
+    assert MSG_BILLING_OUTSIDE in client.get(PAGE).content.decode()
+    _refused_without_a_code(client, SUBSCRIBE, {"action": "send"})
+    assert gateway_subscriptions(subscribed.tenant) == []
+
+
+def test_s03_with_billing_outside_allowance_no_extra_pack_is_sold(on_plus, admin, client_for, settings):
+    settings.BILLING_TAB_ENABLED = False
+    client = client_for(admin)
+    page = client.get(PAGE).content.decode()
+    assert 'data-testid="buy-extra-credits"' not in page
+    _refused_without_a_code(client, PACK, {"action": "send", "pack": "extra-500"})
+    assert not ExtraPackPurchase.objects.filter(tenant=on_plus).exists()
 
 
 # --- extra packs --------------------------------------------------------------------------------
