@@ -28,9 +28,11 @@ class Api:
         self.client = Client()
         self.auth = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
 
-    def post(self, path: str, body: Any = None, raw: str | None = None):
+    def post(
+        self, path: str, body: Any = None, raw: str | None = None, content_type: str = "application/json"
+    ):
         data = raw if raw is not None else ("" if body is None else json.dumps(body))
-        return self.client.post(BASE + path, data=data, content_type="application/json", **self.auth)
+        return self.client.post(BASE + path, data=data, content_type=content_type, **self.auth)
 
     def get(self, path: str, **params: Any):
         return self.client.get(BASE + path, params, **self.auth)
@@ -217,6 +219,27 @@ def test_refund_answers_200_then_the_same_and_404_for_an_unknown_key(api, plus):
 
 
 # --- holds ---------------------------------------------------------------------------------------
+
+
+def test_a_commit_body_that_is_not_its_json_object_commits_nothing(api, plus):
+    """Only an empty body means "the whole hold": a body read as anything else is a 422, and the
+    hold stays as it was — never committed in full because its body was not understood."""
+    grant(plus, 50)
+    hold = api.post("/holds", {"credits": "2", "idempotency_key": "llm-x"}).json()
+    path = f"/holds/{hold['id']}/commit"
+    for raw, content_type in (
+        ('"0.5"', "application/json"),
+        ("null", "application/json"),
+        ("[1]", "application/json"),
+        ("{", "application/json"),
+        ("credits=0.5", "application/x-www-form-urlencoded"),
+    ):
+        refused = api.post(path, raw=raw, content_type=content_type)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_request"), raw
+    assert Hold.objects.get(pk=hold["id"]).status == "held"
+    # The JSON object is read whatever the Content-Type says, as on every other endpoint.
+    done = api.post(path, raw='{"credits": "0.5"}', content_type="text/plain")
+    assert (done.status_code, done.json()["committed"], done.json()["released"]) == (200, "0.5", "1.5")
 
 
 def test_hold_commit_release_statuses(api, plus, clock):
