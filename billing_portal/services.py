@@ -1160,9 +1160,19 @@ def _duplicate_canceled(*, tenant: Tenant, gateway: PaymentGateway, gw: GatewayS
 def duplicate_cancel(
     *, tenant: Tenant, gateway: PaymentGateway, duplicate: GatewaySubscription, kept: Subscription
 ) -> int:
-    """Cancel the duplicate subscription now and refund, in full, what it charged since the kept
-    one started (every such invoice paid twice for one product); audit it and email the admins.
-    Returns the minor units refunded."""
+    """Refund, in full, what the duplicate subscription charged since the kept one started (every
+    such invoice paid twice for one product), then cancel it now; audit it and email the admins.
+    Returns the minor units refunded.
+
+    Refunds first, cancel last: while the duplicate runs, its sync finds it again, so a failure part
+    way (a refund refused, Stripe unreachable) is finished by the event's retry; an invoice refunded
+    by an earlier try is not refunded again (each try's keys are new)."""
+    refunded, currency = 0, kept.plan.currency
+    for inv in gateway.list_invoices(customer_id=duplicate.customer_id):
+        if inv.subscription_id != duplicate.id or inv.status != "paid" or inv.created < kept.started_at:
+            continue
+        refunded += _invoice_refund_in_full(tenant=tenant, gateway=gateway, inv=inv).amount_refunded
+        currency = inv.currency
     gateway_write(
         tenant=tenant,
         operation="cancel_duplicate",
@@ -1172,13 +1182,6 @@ def duplicate_cancel(
         ),
         result_id=lambda canceled: canceled.id,
     )
-    refunded, currency = 0, kept.plan.currency
-    for inv in gateway.list_invoices(customer_id=duplicate.customer_id):
-        if inv.subscription_id != duplicate.id or inv.status != "paid" or inv.created < kept.started_at:
-            continue
-        refunded += _invoice_refund(tenant=tenant, gateway=gateway, invoice_id=inv.id)
-        currency = inv.currency
-        invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(inv.id))
     audit(
         tenant=tenant,
         actor=SYSTEM,
@@ -1209,16 +1212,18 @@ def duplicate_cancel(
     return refunded
 
 
-def _invoice_refund(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> int:
-    refunded = gateway_write(
-        tenant=tenant,
-        operation="refund_invoice",
-        params={"invoice": invoice_id},
-        call=lambda key: gateway.refund_invoice(invoice_id, idempotency_key=key),
-        result_id=lambda _: invoice_id,
-    )
-    invoice_refunds_record(tenant=tenant, gateway=gateway, invoice_id=invoice_id)
-    return refunded
+def _invoice_refund_in_full(*, tenant: Tenant, gateway: PaymentGateway, inv: GatewayInvoice) -> Invoice:
+    """Refund what the invoice's payments collected and is not refunded yet; its mirror, with what
+    has been refunded in all."""
+    if gateway.invoice_refunded(inv.id) < inv.amount_paid:
+        gateway_write(
+            tenant=tenant,
+            operation="refund_invoice",
+            params={"invoice": inv.id},
+            call=lambda key: gateway.refund_invoice(inv.id, idempotency_key=key),
+            result_id=lambda _: inv.id,
+        )
+    return invoice_refunds_record(tenant=tenant, gateway=gateway, invoice_id=inv.id)
 
 
 def invoice_refunds_record(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> Invoice:

@@ -124,3 +124,109 @@ def test_a_second_subscription_that_completes_anyway_is_canceled_and_refunded_at
     ]
     # Its invoice is mirrored as the gateway has it (paid, then refunded).
     assert Invoice.objects.filter(tenant=org.tenant, gateway_subscription_id=second.id).count() == 1
+
+
+def _both_paid_before_any_webhook(org, capture):
+    growth = session_of(open_checkout(org, "agents-growth"))
+    scale = session_of(open_checkout(org, "agents-scale"))
+    with capture(execute=False) as deliveries:
+        gateway().complete_checkout(growth)
+        gateway().complete_checkout(scale)
+    return deliveries
+
+
+def _retry_failed_events(capture) -> None:
+    """What the sweeper does: every failed event is processed again."""
+    from billing_portal import webhooks
+    from billing_portal.models import WebhookEvent
+
+    failed = list(WebhookEvent.objects.filter(status="failed").values_list("pk", flat=True))
+    assert failed, "the first pass was meant to fail"
+    with capture(execute=True):
+        for pk in failed:
+            webhooks.webhook_event_process(event_pk=pk)
+
+
+def _duplicate_charge() -> dict:
+    return LocalGatewayObject.objects.get(
+        object_type="charge", data__amount=plan("agents-scale").price_amount
+    ).data
+
+
+def test_a_duplicate_whose_refund_fails_once_is_refunded_and_canceled_by_the_retry(org, capture, monkeypatch):
+    """Refund first, cancel last: a refund that fails leaves the duplicate running, so the event's
+    retry finds it again and finishes (before, the cancel had already reached the gateway, and the
+    retry no longer saw a duplicate to refund)."""
+    deliveries = _both_paid_before_any_webhook(org, capture)
+    real = type(gateway()).refund_invoice
+
+    def unreachable(self, invoice_id, *, idempotency_key):
+        raise GatewayError("The payment provider could not be reached.", code="gateway_unavailable")
+
+    real_cancel = type(gateway()).cancel_subscription
+    cancels: list[str] = []
+
+    def cancel(self, **kwargs):
+        cancels.append(kwargs["subscription_id"])
+        return real_cancel(self, **kwargs)
+
+    monkeypatch.setattr(type(gateway()), "refund_invoice", unreachable)
+    monkeypatch.setattr(type(gateway()), "cancel_subscription", cancel)
+    with capture(execute=True):
+        for deliver in deliveries:
+            deliver()
+    # Nothing was canceled at the gateway (Stripe, unlike the stand-in, would keep a cancel that our
+    # rolled-back transaction made).
+    assert cancels == []
+    assert ("active", "price_local_agents_scale") in gateway_subscriptions(org)
+    monkeypatch.setattr(type(gateway()), "refund_invoice", real)
+
+    _retry_failed_events(capture)
+
+    assert gateway_subscriptions(org) == [
+        ("active", "price_local_agents_growth"),
+        ("canceled", "price_local_agents_scale"),
+    ]
+    charge = _duplicate_charge()
+    assert (charge["refunded"], charge["amount_refunded"]) == (True, plan("agents-scale").price_amount)
+
+
+def test_a_refund_the_gateway_kept_from_a_failed_try_is_not_made_twice(org, capture, monkeypatch):
+    """The refund reached Stripe, then the cancel failed and our transaction rolled back (Stripe
+    keeps the refund): the retry sees the invoice refunded and refunds nothing more."""
+    deliveries = _both_paid_before_any_webhook(org, capture)
+    real_cancel = type(gateway()).cancel_subscription
+
+    def unreachable(self, **kwargs):
+        raise GatewayError("The payment provider could not be reached.", code="gateway_unavailable")
+
+    monkeypatch.setattr(type(gateway()), "cancel_subscription", unreachable)
+    with capture(execute=True):
+        for deliver in deliveries:
+            deliver()
+    monkeypatch.setattr(type(gateway()), "cancel_subscription", real_cancel)
+    # The local stand-in rolled back with us; Stripe would have kept the refund: make it again, as Stripe has it.
+    [duplicate_invoice] = [
+        inv
+        for inv in gateway().list_invoices(customer_id=customer_id(org.tenant))
+        if inv.amount_paid == plan("agents-scale").price_amount
+    ]
+    gateway().refund_invoice(duplicate_invoice.id, idempotency_key="kept-by-stripe")
+    real_refund = type(gateway()).refund_invoice
+    refunds: list[str] = []
+
+    def refund(self, invoice_id, *, idempotency_key):
+        refunds.append(invoice_id)
+        return real_refund(self, invoice_id, idempotency_key=idempotency_key)
+
+    monkeypatch.setattr(type(gateway()), "refund_invoice", refund)
+
+    _retry_failed_events(capture)
+
+    assert refunds == []  # already refunded at the gateway: not asked again
+
+    charge = _duplicate_charge()
+    assert (charge["refunded"], charge["amount_refunded"]) == (True, plan("agents-scale").price_amount)
+    assert ("canceled", "price_local_agents_scale") in gateway_subscriptions(org)
+    audit = AuditEvent.objects.get(tenant=org.tenant, action="subscription.duplicate_canceled")
+    assert audit.data["refunded"] == plan("agents-scale").price_amount
