@@ -436,6 +436,28 @@ def test_expired_checkout_cannot_complete(local):
     assert local.gateway.retrieve_checkout_session(other.id).status == "expired"
 
 
+def test_a_checkout_past_its_expiry_cannot_complete_before_the_tick_marks_it(local):
+    """As at Stripe: a session cannot be paid after its expires_at, whether or not anything has
+    marked it expired yet."""
+    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
+    session = local(
+        "create_checkout_session",
+        customer_id=customer_id,
+        price_id="price_pro",
+        success_url="s",
+        cancel_url="c",
+        client_reference_id="",
+        metadata={},
+        idempotency_key="cs",
+    )
+    local.now = START + timedelta(hours=24, seconds=1)  # the tick has not run
+    assert local.gateway.retrieve_checkout_session(session.id).status == "open"
+    with pytest.raises(GatewayError) as refused:
+        local("complete_checkout", session.id)
+    assert refused.value.code == "checkout_session_expired"
+    assert local.gateway.list_subscriptions(customer_id=customer_id) == []
+
+
 def test_unknown_ids_and_prices_are_gateway_errors(local):
     with pytest.raises(GatewayError) as exc:
         local.gateway.retrieve_subscription("sub_local_nope")

@@ -183,9 +183,16 @@ def test_a_refund_and_a_credit_note_show_on_the_invoice_mirror(org, paid, captur
     assert (invoice.status, invoice.amount_credited, invoice.money_back) == ("paid", 5000, "Credited")
 
     with capture(execute=True):
-        gateway().refund_invoice(invoice.gateway_invoice_id, idempotency_key="staff-refund-1")
+        refunded = gateway().refund_invoice(invoice.gateway_invoice_id, idempotency_key="staff-refund-1")
     invoice.refresh_from_db()
+    assert refunded == 19900
     assert (invoice.status, invoice.amount_refunded, invoice.money_back) == ("paid", 19900, "Refunded")
+    # Again with the same key: the same answer. With a new key: nothing left to refund (Stripe's
+    # charge_already_refunded, which the Stripe gateway skips), so 0 refunded now.
+    assert gateway().refund_invoice(invoice.gateway_invoice_id, idempotency_key="staff-refund-1") == 19900
+    with capture(execute=True):
+        assert gateway().refund_invoice(invoice.gateway_invoice_id, idempotency_key="staff-refund-2") == 0
+    assert gateway().invoice_refunded(invoice.gateway_invoice_id) == 19900
     assert WebhookEvent.objects.get(type="charge.refunded").status == "processed"
 
     client = client_for(org.founder)

@@ -181,7 +181,8 @@ class LocalCheckout(LocalSubscriptions):
             session = session_row.data
             if session["status"] == "complete":
                 return self.retrieve_subscription(session["subscription"])
-            if session["status"] == "expired":
+            # Past its expires_at a session cannot be paid, even before the tick marks it expired.
+            if session["status"] == "expired" or ts(self._now()) >= int(session["expires_at"]):
                 raise GatewayError("This checkout session has expired.", code="checkout_session_expired")
             if card == Card.DECLINES:
                 raise GatewayError(MSG_DECLINED, code="card_declined")

@@ -614,23 +614,26 @@ class LocalInvoices(LocalEvents):
 
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
         """Refund in full every payment of the invoice (charge.refunded for each); returns the minor
-        units refunded by this call. The invoice stays paid, as at Stripe: a refund does not change it."""
-        answer = self._once(
+        units refunded by this call (0 when it was refunded already: Stripe answers
+        charge_already_refunded, which the Stripe gateway skips), the same again on a replay. The
+        invoice stays paid, as at Stripe: a refund does not change it."""
+        invoice = self._once(
             idempotency_key,
             "refund_invoice",
             {"invoice_id": invoice_id},
-            lambda: self._refund_invoice(invoice_id),
+            lambda: self._refund_invoice(invoice_id, request=idempotency_key),
             object_type="invoice",
         )
-        invoice = answer
         return sum(
             int(row.data["amount"])
             for row in LocalGatewayObject.objects.filter(
-                object_type="refund", data__metadata__invoice=invoice["id"]
+                object_type="refund",
+                data__metadata__invoice=invoice["id"],
+                data__metadata__local_request=idempotency_key,
             )
         )
 
-    def _refund_invoice(self, invoice_id: str) -> str:
+    def _refund_invoice(self, invoice_id: str, *, request: str) -> str:
         customer_row, row = self._lock_with_customer(invoice_id, "invoice")
         if row.data["status"] != "paid":
             raise GatewayError("Only a paid invoice can be refunded.", code="invoice_not_paid")
@@ -653,7 +656,8 @@ class LocalInvoices(LocalEvents):
                 currency=charge["currency"],
                 payment_intent=pi["id"],
                 reason="duplicate",
-                metadata={"invoice": invoice_id},
+                # local_request: the call that made it (what refund_invoice answers it refunded).
+                metadata={"invoice": invoice_id, "local_request": request},
             )
             objects.insert("refund", refund, customer_id=customer_row.object_id)
             charge.update(amount_refunded=charge["amount"], refunded=True)
