@@ -2,6 +2,7 @@
 to the error body of `tenants.errors` (the only place that builds it). Errors that ninja or Django
 produce before any handler runs (405, 404, 500) are shaped by `config.middleware`."""
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -65,9 +66,17 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return _error(request, 404, *http_error(404))  # never the exception's text: it names our models
 
 
+@api.exception_handler(RequestDataTooBig)
+def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # Over DATA_UPLOAD_MAX_MEMORY_SIZE, found when ninja reads the body (any Content-Type): a 413,
+    # in DEBUG too (ninja would otherwise answer its traceback there).
+    return _error(request, 413, *http_error(413))
+
+
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    if exc.status_code == 400 and str(exc) == "Cannot parse request body":
+    # ninja adds the parser's own words in DEBUG ("Cannot parse request body (Expecting ...)").
+    if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         # A body that is not JSON is bad input like any other (DESIGN: 422).
         return _error(request, 422, "invalid_request", "The request body is not valid JSON.")
     return _error(request, exc.status_code, "http_error", str(exc))

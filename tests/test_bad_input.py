@@ -255,3 +255,51 @@ def test_an_api_moment_outside_what_utc_holds_is_a_422_naming_the_field(tenant, 
             == f"{field.strip()}: Input should be a moment between the years 1 and 9999 in UTC"
         )
         assert [d["type"] for d in error["details"]] == ["datetime_out_of_range"]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_api_body_too_large_or_not_json_is_a_clear_error_in_debug_too(tenant, admin, settings, debug):
+    """DEBUG on (make run) answers as production does: never ninja's traceback (a 500) for a body
+    over DATA_UPLOAD_MAX_MEMORY_SIZE, whatever its Content-Type, nor the parser's own words."""
+    from credits.models import Consumption
+    from tenants.services import api_key_create
+
+    settings.DEBUG = debug
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
+    big = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    for content_type in ("text/plain", "application/octet-stream"):
+        response = Client().post("/api/v1/credits/consume", big, content_type=content_type, **auth)
+        assert response.status_code == 413, content_type
+        assert response.json()["error"]["code"] == "payload_too_large"
+    for body in ("{", "9" * 5000, '{"feature": '):
+        response = Client().post("/api/v1/credits/consume", body, content_type="application/json", **auth)
+        assert (response.status_code, response.json()["error"]) == (
+            422,
+            {"code": "invalid_request", "message": "The request body is not valid JSON."},
+        ), body
+    assert not Consumption.objects.exists()
+
+
+def test_an_api_moment_given_with_an_offset_is_answered_in_utc(tenant, admin):
+    """Times are ISO 8601 in UTC in every answer, whatever offset the client sent: the shared
+    `Moment` type converts them, so the first answer and its replay say the same."""
+    from datetime import UTC, datetime, timedelta
+
+    from sessions_billing.tests.conftest import paid
+    from tenants.services import api_key_create
+
+    paid(tenant)
+    client = Client(
+        HTTP_AUTHORIZATION=f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"
+    )
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    sent = at.astimezone(datetime.fromisoformat("2026-01-01T00:00:00+14:00").tzinfo).isoformat()
+    assert sent.endswith("+14:00")
+    body = json.dumps({"conversation_id": "tz", "direction": "inbound", "at": sent})
+    first = client.post("/api/v1/sessions", body, content_type="application/json")
+    again = client.post("/api/v1/sessions", body, content_type="application/json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    expected = at.isoformat().replace("+00:00", "Z")
+    assert first.json()["started_at"] == again.json()["started_at"] == expected
+    ledger = client.get("/api/v1/credits/ledger", {"as_of": sent})
+    assert (ledger.status_code, ledger.json()["as_of"]) == (200, expected)
