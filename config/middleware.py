@@ -139,6 +139,26 @@ class ApiErrorShapeMiddleware:
         return shaped
 
 
+class PageMethodNotAllowedMiddleware:
+    """A page's 405 (a GET on a POST-only action, a POST on a page) says so in the product's layout,
+    as the 400, 403 and 404 pages do, instead of Django's empty answer; `Allow` is kept."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code != 405 or response.content or request.path.startswith(API_PREFIX):
+            return response
+        allowed = response.get("Allow", "")
+        only = " or ".join(m.strip() for m in allowed.split(",") if m.strip()) or "another method"
+        reason = f"This address answers {only} only: use the buttons and links on the page."
+        page = render(request, "405.html", {"reason": reason}, status=405)
+        if allowed:
+            page["Allow"] = allowed
+        return page
+
+
 class _ApiHandler(BaseHandler):
     """Django's own handler (URL resolving, view and exception middleware, an exception turned into
     its answer at every layer) around settings.API_MIDDLEWARE instead of settings.MIDDLEWARE: what

@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "config.middleware.PermissionsPolicyMiddleware",
+    "config.middleware.PageMethodNotAllowedMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything reads the session, the user or a form: a NUL never reaches PostgreSQL.
     "config.middleware.RejectNulMiddleware",
@@ -80,6 +81,7 @@ MIDDLEWARE = [
 # API answer, so API requests skip it (config.middleware.ApiMiddlewareChain): the integration API is
 # the hot path, and this middleware was about a quarter of its Python time per request.
 PAGE_ONLY_MIDDLEWARE = {
+    "config.middleware.PageMethodNotAllowedMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -259,3 +259,20 @@ def test_a_402_is_written_only_where_log_level_lets_info_through(log_level, writ
     assert (kept, record.levelname) == (written, "INFO")
     assert PaymentRequiredAtInfo().filter(other) is True
     assert other.levelname == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allow"),
+    [("get", "/t/acme/billing/cancel/", "POST"), ("post", "/t/acme/dev/mailbox/", "GET")],
+)
+def test_405_on_a_page_says_which_method_in_the_products_layout(
+    admin, client_for, settings, method, url, allow
+):
+    settings.DEBUG = True  # the dev mailbox exists only then
+    response = getattr(client_for(admin), method)(url)
+
+    assert response.status_code == 405
+    assert response["Allow"] == allow
+    card = _card(response)
+    assert (card["status"], card["heading"]) == ("405", "This page does not do that")
+    assert card["reason"] == f"This address answers {allow} only: use the buttons and links on the page."
