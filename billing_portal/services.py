@@ -372,11 +372,15 @@ def extra_pack_purpose(pack: ExtraPack) -> str:
     return f"extra_pack:{pack.code}"
 
 
+MSG_PACK_PROCESSING = "Your payment is being processed: the extra credits are added as soon as it succeeds."
+
+
 @dataclass(frozen=True)
 class PurchaseOutcome:
     """What a confirmed purchase did: `done` (paid, applied now), `checkout` (no saved card: pay on
-    the gateway's hosted checkout, `url`) or `confirm` (the bank asks for 3D Secure: confirm on the
-    hosted invoice page, `url`; applied when paid, by its webhook)."""
+    the gateway's hosted checkout, `url`), `confirm` (the bank asks for 3D Secure: confirm on the
+    hosted invoice page, `url`; applied when paid, by its webhook) or `processing` (accepted, not
+    settled yet: applied when paid, by its webhook)."""
 
     status: str
     url: str = ""
@@ -628,6 +632,10 @@ def _extra_pack_charge(
         return PurchaseOutcome("failed", message=exc.message), exc
     invoice_upsert(tenant=tenant, inv=inv)
     extra_pack_invoice_apply(tenant=tenant, inv=inv, actor=actor)
+    if inv.status != "paid":
+        # Accepted but not settled yet (a payment method that confirms later): the purchase stays
+        # pending and invoice.paid grants the pack; nothing is said to be added before then.
+        return PurchaseOutcome("processing", message=MSG_PACK_PROCESSING), None
     return _pack_done(purchase), None
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.contrib.messages import get_messages
 from django.core import mail
 from django.utils import timezone
 
@@ -219,6 +220,31 @@ def test_s03_with_billing_outside_allowance_no_extra_pack_is_sold(on_plus, admin
 
 
 # --- extra packs --------------------------------------------------------------------------------
+
+
+def test_a_pack_payment_accepted_but_not_settled_says_so_and_grants_nothing_yet(
+    on_plus, admin, client_for, live, monkeypatch
+):
+    """A payment method that settles later answers the charge with an invoice still open: the buyer
+    is not told credits were added; the pack is granted by invoice.paid when it settles (here the
+    stand-in settles it at once, and its webhook runs on commit)."""
+    from dataclasses import replace
+
+    from billing_portal.gateway.local import LocalGateway
+
+    charge = LocalGateway.charge_one_off
+
+    def settles_later(self, **kwargs):
+        return replace(charge(self, **kwargs), status="open")
+
+    monkeypatch.setattr(LocalGateway, "charge_one_off", settles_later)
+    answer = confirm(client_for(admin), live, PACK, pack="extra-500")
+
+    assert answer.headers["HX-Redirect"] == PAGE
+    shown = [m.message for m in get_messages(answer.wsgi_request)]
+    assert shown == [services.MSG_PACK_PROCESSING]
+    [pack] = Grant.objects.filter(tenant=on_plus, source=Source.EXTRA_PACK)  # by the webhook, once
+    assert pack.amount == 500 * K
 
 
 def test_c12_c13_buy_extra_credits_charges_once_and_grants_the_pack_for_30_days(
