@@ -114,12 +114,9 @@ def _share(used: int, amount: int) -> str:
     return f"{used * 100 // amount}%"
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Thousandths. `period_amount`/`period_used`: the live plan credits of the current period."""
+class PeriodUse:
+    """What a period's plan credits (`period_amount`, `period_remaining`, thousandths) say used."""
 
-    has_credits: bool  # the tenant has ever had an AI-credit grant
-    balance: int
     period_amount: int
     period_remaining: int
 
@@ -136,6 +133,16 @@ class Summary:
         """The period's used share as the pages say it: "" without period credits (nothing to
         share), "<1%" for a little use that would round to 0, else whole percent, rounded down."""
         return _share(self.period_used, self.period_amount)
+
+
+@dataclass(frozen=True)
+class Summary(PeriodUse):
+    """Thousandths. `period_amount`/`period_used`: the live plan credits of the current period."""
+
+    has_credits: bool  # the tenant has ever had an AI-credit grant
+    balance: int
+    period_amount: int
+    period_remaining: int
 
     @property
     def low(self) -> bool:
@@ -236,7 +243,7 @@ class GrantRow:
 
 
 @dataclass(frozen=True)
-class Overview:
+class Overview(PeriodUse):
     figures: Figures
     grants: list[GrantRow]  # unexpired (live or starting later), in the order consumption draws them
     extra_pack: GrantRow | None  # the active one (C14: at most one)
@@ -245,20 +252,6 @@ class Overview:
     period_amount: int = 0
     period_remaining: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def period_used(self) -> int:
-        return self.period_amount - self.period_remaining
-
-    @property
-    def period_used_percent(self) -> int:
-        return self.period_used * 100 // self.period_amount if self.period_amount else 0
-
-    @property
-    def period_used_share(self) -> str:
-        """The period's used share as the pages say it: "" without period credits (nothing to
-        share), "<1%" for a little use that would round to 0, else whole percent, rounded down."""
-        return _share(self.period_used, self.period_amount)
 
     @property
     def next_renewal(self) -> datetime | None:

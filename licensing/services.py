@@ -306,8 +306,6 @@ class _Found:
 
 def _loads(value: Any) -> dict[str, Any]:
     if isinstance(value, str):  # SQLite (and jsonb read as text) hands back text
-        import json
-
         return json.loads(value)
     return value
 

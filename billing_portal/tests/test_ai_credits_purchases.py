@@ -222,7 +222,7 @@ def test_s03_with_billing_outside_allowance_no_extra_pack_is_sold(on_plus, admin
 # --- extra packs --------------------------------------------------------------------------------
 
 
-def test_a_pack_payment_accepted_but_not_settled_says_so_and_grants_nothing_yet(
+def test_a_pack_payment_accepted_but_not_settled_is_not_announced_as_added(
     on_plus, admin, client_for, live, monkeypatch
 ):
     """A payment method that settles later answers the charge with an invoice still open: the buyer

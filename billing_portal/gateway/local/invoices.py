@@ -61,10 +61,6 @@ def card_behaviour(card: Mapping[str, Any] | None) -> Card | None:
     return Card((card.get("metadata") or {}).get("local_card_behaviour") or Card.PAYS)
 
 
-def card_declines(card: Mapping[str, Any]) -> bool:
-    return card_behaviour(card) == Card.DECLINES
-
-
 def apply_price(
     sub: dict[str, Any], new_price: Mapping[str, Any], *, restart: tuple[datetime, datetime] | None
 ) -> None:

@@ -101,9 +101,7 @@ class LocalSubscriptions(LocalInvoices):
         return subscription_from_stripe(sub)
 
     def _create_subscription(self, *, customer_id: str, price_id: str, metadata: dict[str, str]) -> str:
-        customer_row = objects.lock(customer_id, "customer")
-        if customer_row.data.get("deleted"):
-            raise objects.missing("customer", customer_id)
+        customer_row = objects.lock(customer_id, "customer")  # a deleted one is no longer a "customer"
         now = self._now()
         price = self._price(price_id, now)
         start = dt(ts(now))
