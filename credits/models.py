@@ -192,7 +192,8 @@ class Hold(ActorFields):
         RELEASED = "released", "Released"
         EXPIRED = "expired", "Expired"
 
-    wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="holds")
+    # db_index=False: indexed first in hold_idempotency_unique and (wallet, status).
+    wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="holds", db_index=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     idempotency_key = models.CharField(max_length=200)
     feature = models.CharField(max_length=64, blank=True)
