@@ -1057,24 +1057,27 @@ def _by_wallet(ids: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
 def grants_expire_due(*, now: datetime, limit: int = 1000) -> int:
     """Sweeper: an EXPIRE entry for what is left of each grant past its expiry (extra packs after
     30 days, plan credits at renewal, AI Free after 3 months). The balance stopped counting them
-    at the moment they expired; this writes down why. Safe to run twice (remaining is then 0)."""
-    due = Grant.objects.filter(expires_at__lte=now, remaining__gt=0).order_by("expires_at")
+    at the moment they expired; this writes down why. Each grant past its expiry is then marked
+    swept (one used up before it expired too, with no entry), so the next run reads only grants
+    still to sweep. Safe to run twice. Returns the EXPIRE entries written."""
+    due = Grant.objects.filter(swept_at__isnull=True, expires_at__lte=now).order_by("expires_at")
     done = 0
     for wallet_id, ids in _by_wallet(due.values_list("wallet_id", "pk")[:limit]).items():
         with transaction.atomic():
             Wallet.objects.select_for_update().filter(pk=wallet_id).first()
-            for grant in Grant.objects.filter(pk__in=ids, expires_at__lte=now, remaining__gt=0):
-                Entry.objects.create(
-                    wallet_id=wallet_id,
-                    tenant_id=grant.tenant_id,
-                    grant=grant,
-                    kind=Entry.Kind.EXPIRE,
-                    quantity=-grant.remaining,
-                    note="expired",
-                    created_at=now,
-                )
-                Grant.objects.filter(pk=grant.pk).update(remaining=0)
-                done += 1
+            for grant in Grant.objects.filter(pk__in=ids, swept_at__isnull=True, expires_at__lte=now):
+                if grant.remaining > 0:
+                    Entry.objects.create(
+                        wallet_id=wallet_id,
+                        tenant_id=grant.tenant_id,
+                        grant=grant,
+                        kind=Entry.Kind.EXPIRE,
+                        quantity=-grant.remaining,
+                        note="expired",
+                        created_at=now,
+                    )
+                    done += 1
+                Grant.objects.filter(pk=grant.pk).update(remaining=0, swept_at=now)
     return done
 
 

@@ -187,6 +187,30 @@ def test_the_expiry_sweeper_writes_what_expired_once(plus, clock):
     check_invariants(plus)
 
 
+def test_the_sweeper_marks_every_grant_past_its_expiry_swept_and_reads_only_the_unswept(plus, clock):
+    """A grant used up before it expired gets no entry but is marked swept too, so no later run
+    reads it again: the sweeper's index holds only grants still to sweep, and it names no column a
+    consumption writes (a grant's row is then updated in place, a HOT update)."""
+    used_up = grant(plus, 1, days=5)
+    left = grant(plus, 5, source=Source.EXTRA_PACK, days=5)
+    forever = grant(plus, 2, source=Source.STAFF_ADJUSTMENT, days=None)
+    consume(plus, "k", quantity=1)  # takes the plan grant first: used up
+    clock.move_to(START + timedelta(days=6))
+    now = timezone.now()
+    assert services.grants_expire_due(now=now) == 1
+    swept = dict(Grant.objects.values_list("pk", "swept_at"))
+    assert swept == {used_up.pk: now, left.pk: now, forever.pk: None}
+    assert not Grant.objects.filter(swept_at__isnull=True, expires_at__lte=now).exists()
+    assert list(Entry.objects.filter(grant=used_up, kind="expire")) == []
+    check_invariants(plus)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'credits_grant'")
+            definitions = [row[0] for row in cursor.fetchall()]
+        assert not any("remaining" in d for d in definitions), definitions
+        assert any("(expires_at)" in d and "swept_at IS NULL" in d for d in definitions), definitions
+
+
 def test_a_grant_not_yet_started_does_not_count(plus, clock):
     grant(plus, 4, valid_from=START + timedelta(days=1))
     assert balance(plus) == "0"
