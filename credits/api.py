@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema, Status
 from ninja.errors import ValidationError
@@ -535,13 +536,19 @@ def _optional_body(request: HttpRequest, schema: type[CommitIn]) -> CommitIn | N
     must be the JSON object of `schema`, whatever the Content-Type says (as ninja reads the other
     endpoints' bodies): a body that is not one is a 422 and commits nothing, never "all of it".
     Parsed by hand because ninja refuses an empty body of a body parameter."""
-    raw = request.body.strip()
-    if not raw:
-        return None
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        try:
+            form = bool(request.POST or request.FILES)
+        except MultiPartParserError:
+            form = True
+        if not form:
+            return None  # a form post without fields: no body
         raise ValidationError(
             [{"type": "content_type", "loc": ("body",), "msg": "Send the body as JSON (application/json)."}]
         )
+    raw = request.body.strip()
+    if not raw:
+        return None
     try:
         data = json.loads(raw)
     except ValueError:

@@ -240,6 +240,10 @@ def test_a_commit_body_that_is_not_its_json_object_commits_nothing(api, plus):
     # The JSON object is read whatever the Content-Type says, as on every other endpoint.
     done = api.post(path, raw='{"credits": "0.5"}', content_type="text/plain")
     assert (done.status_code, done.json()["committed"], done.json()["released"]) == (200, "0.5", "1.5")
+    # A form post without fields has no body: the whole hold, as documented.
+    other = api.post("/holds", {"credits": "2", "idempotency_key": "llm-y"}).json()
+    whole = api.client.post(BASE + f"/holds/{other['id']}/commit", **api.auth)
+    assert (whole.status_code, whole.json()["committed"]) == (200, "2")
 
 
 def test_hold_commit_release_statuses(api, plus, clock):
