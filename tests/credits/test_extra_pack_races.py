@@ -57,3 +57,27 @@ def test_c14_two_admins_buying_a_pack_at_once_make_one_charge_and_one_pack(paid)
     assert "Only one extra package can be active at a time" in refusal.message
     assert charges.count == 1
     assert Grant.objects.filter(tenant=tenant, source=Source.EXTRA_PACK).count() == 1
+
+
+def test_c10_the_same_code_entered_twice_at_once_confirms_once(paid):  # noqa: F811 (the fixture)
+    """Two requests carry the same right code at the same moment (a double click, two tabs): the
+    member's codes are serialized, so one is accepted and the other finds it used."""
+    from tenants.security_codes import security_code_use
+
+    tenant, admin, _ = paid
+    purpose = billing.subscribe_purpose(plan("credits-plus"))
+    code = code_for(admin, tenant, purpose)
+
+    from tenants import security_codes
+
+    with slowly(security_codes, "_digest"):  # between reading the code and marking it used
+        results = race(
+            *[
+                lambda: security_code_use(user=admin, tenant=tenant, purpose=purpose, code=code)
+                for _ in range(2)
+            ]
+        )
+
+    assert sorted(type(r).__name__ for r in results) == ["BusinessError", "NoneType"], results
+    refusal = next(r for r in results if isinstance(r, BusinessError))
+    assert refusal.code == "security_code_missing"
