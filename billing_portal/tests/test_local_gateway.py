@@ -104,6 +104,23 @@ class Local:
     def types(self) -> list[str]:
         return [event["type"] for event in self.events()]
 
+    def open_checkout(self, *, key: str = "cs", customer_id: str = "") -> tuple[str, Any]:
+        """A bare customer (unless given) and an open checkout session for price_pro."""
+        customer_id = customer_id or self(
+            "create_customer", email="", name="", metadata={}, idempotency_key="c"
+        )
+        session = self(
+            "create_checkout_session",
+            customer_id=customer_id,
+            price_id="price_pro",
+            success_url="s",
+            cancel_url="c",
+            client_reference_id="",
+            metadata={},
+            idempotency_key=key,
+        )
+        return customer_id, session
+
     def subscribe(self, price_id: str = "price_pro") -> tuple[str, Any]:
         customer_id = self(
             "create_customer",
@@ -372,17 +389,7 @@ def test_checkout_completion_creates_subscription_and_paid_invoice_with_four_eve
 
 
 def test_a_declining_card_at_checkout_creates_nothing(local):
-    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
-    session = local(
-        "create_checkout_session",
-        customer_id=customer_id,
-        price_id="price_pro",
-        success_url="s",
-        cancel_url="c",
-        client_reference_id="",
-        metadata={},
-        idempotency_key="cs",
-    )
+    _, session = local.open_checkout()
     with pytest.raises(GatewayError) as exc:
         local("complete_checkout", session.id, card="declines", last4="0002")
     assert exc.value.code == "card_declined"
@@ -402,17 +409,7 @@ def test_a_declining_card_at_checkout_creates_nothing(local):
 
 
 def test_expired_checkout_cannot_complete(local):
-    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
-    session = local(
-        "create_checkout_session",
-        customer_id=customer_id,
-        price_id="price_pro",
-        success_url="s",
-        cancel_url="c",
-        client_reference_id="",
-        metadata={},
-        idempotency_key="cs",
-    )
+    customer_id, session = local.open_checkout()
     expired = local("expire_checkout", session.id)
     assert (expired.status, expired.url) == ("expired", "")
     assert local.types() == ["checkout.session.expired"]
@@ -421,16 +418,7 @@ def test_expired_checkout_cannot_complete(local):
     with pytest.raises(GatewayError):
         local("complete_checkout", session.id)
     # Sessions left open expire after 24 hours on the clock tick.
-    other = local(
-        "create_checkout_session",
-        customer_id=customer_id,
-        price_id="price_pro",
-        success_url="s",
-        cancel_url="c",
-        client_reference_id="",
-        metadata={},
-        idempotency_key="cs2",
-    )
+    _, other = local.open_checkout(key="cs2", customer_id=customer_id)
     assert local("advance", START + timedelta(hours=23)) == 0
     assert local("advance", START + timedelta(hours=24)) == 1
     assert local.gateway.retrieve_checkout_session(other.id).status == "expired"
@@ -439,17 +427,7 @@ def test_expired_checkout_cannot_complete(local):
 def test_a_checkout_past_its_expiry_cannot_complete_before_the_tick_marks_it(local):
     """As at Stripe: a session cannot be paid after its expires_at, whether or not anything has
     marked it expired yet."""
-    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
-    session = local(
-        "create_checkout_session",
-        customer_id=customer_id,
-        price_id="price_pro",
-        success_url="s",
-        cancel_url="c",
-        client_reference_id="",
-        metadata={},
-        idempotency_key="cs",
-    )
+    customer_id, session = local.open_checkout()
     local.now = START + timedelta(hours=24, seconds=1)  # the tick has not run
     assert local.gateway.retrieve_checkout_session(session.id).status == "open"
     with pytest.raises(GatewayError) as refused:
@@ -1056,17 +1034,7 @@ def test_retries_follow_the_schedule_then_the_accounts_setting_decides(local, se
 def test_a_card_that_asks_for_confirmation_waits_for_the_customer(local):
     """SCA: a renewal on a card that needs 3D Secure sends invoice.payment_action_required with the
     hosted invoice page and is not retried; the customer confirms there and the invoice is paid."""
-    customer_id = local("create_customer", email="", name="", metadata={}, idempotency_key="c")
-    session = local(
-        "create_checkout_session",
-        customer_id=customer_id,
-        price_id="price_pro",
-        success_url="s",
-        cancel_url="c",
-        client_reference_id="",
-        metadata={},
-        idempotency_key="cs",
-    )
+    _, session = local.open_checkout()
     sub = local("complete_checkout", session.id, card="requires_action", last4="3184", confirmed=True)
     assert sub.status == "active"
     local.sent.clear()

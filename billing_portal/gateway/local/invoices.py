@@ -31,9 +31,13 @@ from billing_portal.gateway.local.events import LocalEvents
 from billing_portal.gateway.local.money import cycle_description
 from billing_portal.gateway.local.objects import ENDED, OVERDUE
 from billing_portal.gateway.store import LocalGatewayObject
-from billing_portal.gateway.stripe_gateway import charge_from_stripe, dispute_from_stripe, invoice_from_stripe
+from billing_portal.gateway.stripe_gateway import (  # the words Stripe gives a decline
+    MSG_DECLINED,
+    charge_from_stripe,
+    dispute_from_stripe,
+    invoice_from_stripe,
+)
 
-MSG_DECLINED = "Your card was declined."
 # How long an update waits for its invoice to be paid (at most: never past the period's end).
 # https://docs.stripe.com/billing/subscriptions/pending-updates-reference#expiration
 PENDING_UPDATE_LIFETIME = timedelta(hours=23)
