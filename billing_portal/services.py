@@ -122,35 +122,42 @@ def free_plan_credits_grant(*, subscription: Subscription) -> None:
 
 
 def customer_ensure(*, tenant: Tenant) -> str:
-    """The tenant's customer at the gateway, created once. Callers that may run at the same time
-    for one tenant hold the tenant's lock (checkout_start does)."""
-    existing = BillingCustomer.objects.filter(tenant=tenant).first()
+    """The tenant's customer at the gateway, created once: its creation holds the tenant's lock (the
+    first lock every subscription write takes), so two requests at once make one customer."""
+    existing = BillingCustomer.objects.filter(tenant=tenant).values_list("customer_id", flat=True).first()
     if existing is not None:
-        return existing.customer_id
-    admin_email = (
-        Membership.objects.filter(tenant=tenant, role=Role.ADMIN)
-        .order_by("pk")
-        .values_list("user__email", flat=True)
-        .first()
-        or ""
-    )
-    metadata = {"tenant_id": str(tenant.pk), "tenant_slug": tenant.slug}
-    try:
-        customer_id = gateway_write(
-            tenant=tenant,
-            operation="create_customer",
-            params={"email": admin_email, "name": tenant.name, "metadata": metadata},
-            call=lambda key: get_gateway().create_customer(
-                email=admin_email, name=tenant.name, metadata=metadata, idempotency_key=key
-            ),
-            result_id=str,
+        return existing
+    with transaction.atomic():
+        plan_services.tenant_lock(tenant=tenant)
+        existing = BillingCustomer.objects.filter(tenant=tenant).values_list("customer_id", flat=True).first()
+        if existing is not None:
+            return existing
+        admin_email = (
+            Membership.objects.filter(tenant=tenant, role=Role.ADMIN)
+            .order_by("pk")
+            .values_list("user__email", flat=True)
+            .first()
+            or ""
         )
-    except GatewayError as exc:
-        raise _gateway_error(exc) from exc
-    bc, _ = BillingCustomer.objects.get_or_create(
-        tenant=tenant, defaults={"gateway": settings.PAYMENT_GATEWAY, "customer_id": customer_id}
-    )
-    return bc.customer_id
+        metadata = {"tenant_id": str(tenant.pk), "tenant_slug": tenant.slug}
+        try:
+            customer_id = gateway_write(
+                tenant=tenant,
+                operation="create_customer",
+                params={"email": admin_email, "name": tenant.name, "metadata": metadata},
+                call=lambda key: get_gateway().create_customer(
+                    email=admin_email, name=tenant.name, metadata=metadata, idempotency_key=key
+                ),
+                result_id=str,
+            )
+        except GatewayError as exc:
+            failure = exc
+        else:
+            BillingCustomer.objects.create(
+                tenant=tenant, gateway=settings.PAYMENT_GATEWAY, customer_id=customer_id
+            )
+            return customer_id
+    raise _gateway_error(failure) from failure
 
 
 # An open checkout session is offered again for this long (Stripe expires it after 24 hours).

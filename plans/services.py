@@ -69,6 +69,12 @@ def _lock_tenant(tenant: Tenant) -> None:
     Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).first()
 
 
+def tenant_lock(*, tenant: Tenant) -> None:
+    """The tenant's lock alone (inside a transaction): what subscription_lock takes first, for a
+    billing write that concerns no one product (the tenant's customer at the gateway)."""
+    _lock_tenant(tenant)
+
+
 def subscription_lock(*, tenant: Tenant, product: Product) -> Subscription | None:
     """Lock the tenant, then its live subscription to `product` (None when there is none), for a
     check-then-write that must not race: hold it (inside a transaction) until the write is done."""

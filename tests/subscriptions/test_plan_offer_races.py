@@ -273,3 +273,19 @@ def test_twenty_parallel_subscribe_clicks_open_one_checkout(db):
     assert calls.count == 1
     assert CheckoutSession.objects.filter(tenant=tenant).count() == 1
     assert len(gateway_objects(tenant, "checkout.session")) == 1
+
+
+def test_the_gateway_customer_is_created_once_whoever_asks_at_the_same_moment():
+    """Manage and a checkout at once (or two Manage clicks) for a tenant without a customer yet: the
+    creation holds the tenant's lock, so one gateway customer and one row, never an orphan."""
+    admin = UserFactory(email="founder@initrode.test")
+    tenant = tenant_services.tenant_create(name="Initrode", admin=admin)
+    patch, creates = counting("create_customer")
+
+    with patch, slowly(billing, "gateway_write"):
+        results = race(*[lambda: billing.customer_ensure(tenant=tenant) for _ in range(4)])
+
+    assert all(isinstance(r, str) for r in results), results
+    assert len(set(results)) == 1
+    assert creates.count == 1
+    assert BillingCustomer.objects.filter(tenant=tenant).count() == 1
