@@ -28,7 +28,7 @@ from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
 from tenants.api_docs import INVALID, ErrorCase, documented
-from tenants.api_fields import Moment
+from tenants.api_fields import Moment, RequestBody
 from tenants.errors import BusinessError
 
 router = Router(tags=["credits"])
@@ -96,7 +96,7 @@ class FiguresOut(Schema):
     available: str = _credits_field("balance - held: what a consumption or a new hold may take")
 
 
-class ConsumeIn(Schema):
+class ConsumeIn(RequestBody):
     feature: Feature = Field(
         description="What was used: `smart_response` (1 credit) or `ai_review` (0.1 credit).",
         examples=["ai_review"],
@@ -121,7 +121,7 @@ class ConsumeOut(FiguresOut):
     created_at: datetime = Field(description="When it was consumed (ISO 8601, UTC).")
 
 
-class RefundIn(Schema):
+class RefundIn(RequestBody):
     idempotency_key: Key = Field(
         description="The idempotency key of the consumption (or of the committed hold)."
     )
@@ -134,7 +134,7 @@ class RefundOut(FiguresOut):
     refunded_at: datetime = Field(description="When it was refunded (ISO 8601, UTC).")
 
 
-class HoldIn(Schema):
+class HoldIn(RequestBody):
     feature: Feature | None = Field(
         default=None, description="With `quantity`: hold the cost of these uses of this feature."
     )
@@ -163,7 +163,7 @@ class HoldOut(FiguresOut):
     expires_at: datetime = Field(description="When the hold lapses and releases itself (ISO 8601, UTC).")
 
 
-class CommitIn(Schema):
+class CommitIn(RequestBody):
     credits: Credits | None = Field(
         default=None, description="The actual cost, at most the hold; omitted (or no body): all of it."
     )

@@ -23,6 +23,7 @@ from plans.money import credits_string
 from plans.selectors import MSG_ENDED, MSG_OVERDUE, ProductEntitlement, entitlements
 from tenants.api_answer import json_answer
 from tenants.api_docs import ErrorCase, documented
+from tenants.api_fields import RequestBody
 from tenants.errors import BusinessError
 from tenants.models import Tenant
 
@@ -43,7 +44,7 @@ KindPath = Annotated[
 # --- schemas -------------------------------------------------------------------------------------
 
 
-class ClientIn(Schema):
+class ClientIn(RequestBody):
     name: Name = Field(description="The company's name (1 to 200 characters).", examples=["Contoso Ltd"])
     status: Literal["active", "inactive"] = Field(
         "active", description="`active` or `inactive` (an inactive client's tickets never get AI)."
@@ -112,7 +113,7 @@ class ListQuery(Schema):
     page_size: int = Field(50, ge=1, le=200, description="Clients per page (1 to 200).")
 
 
-class TicketIn(Schema):
+class TicketIn(RequestBody):
     ticket_id: TicketIdText = Field(
         description="Your ticket's id (1 to 190 printable characters, no '/'): the same id is answered once.",
         examples=["HD-10422"],

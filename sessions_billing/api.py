@@ -22,7 +22,7 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import Moment
+from tenants.api_fields import Moment, RequestBody
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -49,7 +49,7 @@ def _in_window(value: datetime | None) -> datetime | None:
     return value
 
 
-class SessionIn(Schema):
+class SessionIn(RequestBody):
     conversation_id: Id = Field(
         ...,
         description="Your id of the conversation (1 to 200 characters): a retry with the same id counts "
@@ -72,7 +72,7 @@ class SessionIn(Schema):
     _at = field_validator("at")(_in_window)
 
 
-class EventIn(Schema):
+class EventIn(RequestBody):
     type: Literal["customer_message", "agent_message", "end"] = Field(
         description="`customer_message`, `agent_message`, or `end` (the conversation is over)."
     )
@@ -450,7 +450,7 @@ def usage(request: HttpRequest) -> dict:
     return _usage(selectors.usage_for(tenant=request.auth.tenant))  # type: ignore[attr-defined]
 
 
-class LimitIn(Schema):
+class LimitIn(RequestBody):
     session_limit: StrictInt = Field(
         ...,
         gt=0,

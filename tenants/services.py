@@ -7,11 +7,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -385,6 +386,34 @@ def _key_sql(expressions: tuple[str, ...]) -> str:
     return _KEY_SELECT + "".join(f", ({expression})" for expression in expressions) + _KEY_FROM
 
 
+def _first_read(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    """One row of a read that is the request's first query, doubling as its connection's health
+    check. With CONN_HEALTH_CHECKS Django sends `SELECT 1` before the first query on a connection
+    kept from an earlier request: a round trip on every API call. Here the key's read goes first
+    instead and, when the kept connection turns out to be unusable (the server restarted, or closed
+    it), the connection is replaced and the read sent once more, as Django's check would have done
+    before it. Only outside a transaction, where repeating a read is safe; anywhere else (a query
+    already ran, a transaction is open, no kept connection) it is a plain read."""
+    db: Any = connection  # django-stubs do not declare the health check's attributes
+    checking = (
+        db.connection is not None
+        and db.health_check_enabled
+        and not db.health_check_done
+        and not db.in_atomic_block
+    )
+    if checking:
+        db.health_check_done = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchone()
+        except (OperationalError, InterfaceError):
+            connection.close()  # the next cursor connects afresh
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def api_key_authenticate(secret: str, *, companions: bool = False) -> ApiKey | None:
     """The active key whose secret this is, or None, with its tenant and their cache version
     (`key.versions`: what this request may answer from `tenants.cache`) and, when `companions` is
@@ -394,9 +423,7 @@ def api_key_authenticate(secret: str, *, companions: bool = False) -> ApiKey | N
         return None
     read = dict(_COMPANIONS) if companions and connection.vendor == "postgresql" else {}
     # A plain joined query: every API call starts here, so the ORM's SQL compilation stays off it.
-    with connection.cursor() as cursor:
-        cursor.execute(_key_sql(tuple(read.values())), [_sha256(secret)])
-        row = cursor.fetchone()
+    row = _first_read(_key_sql(tuple(read.values())), [_sha256(secret)])
     if row is None:
         return None
     n = len(_KEY_FIELDS) + len(_TENANT_FIELDS)
