@@ -369,18 +369,20 @@ def _no_ticket_credits(ticket_id: str, client_id: str, client_name: str) -> dict
     )
 
 
-_TAKE_CREDIT_SQL = (
-    "SELECT * FROM allowance_ticket_take_credit(%s::bigint, %s::text, %s::bigint, %s::text, %s::timestamptz, "
+_QUALIFY_SQL = (
+    "SELECT * FROM allowance_ticket_qualify(%s::bigint, %s::text, %s::text, %s::text, %s::timestamptz, "
     "%s::jsonb, %s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
 )
 
 
-def _take_credit_in_one_statement(
-    *, tenant: Tenant, ticket_id: str, client_id: str, client: _Found, actor: Who, now: datetime
-) -> dict[str, Any]:
-    """PostgreSQL: a ticket that takes a ticket credit, in one statement (the function of migration
-    0002): the credit (credits' own function, in the same statement) and the ticket's answer kept,
-    or the ticket's first answer, or nothing taken. The same outcomes as the plain path below."""
+def _qualify_in_one_statement(
+    *, tenant: Tenant, ticket_id: str, client_id: str, actor: Who, now: datetime
+) -> tuple[_Found, dict[str, Any] | None]:
+    """PostgreSQL, when the plan admits new work without Unlimited AI access: the client, the
+    ticket's first answer and, for an active client without an AI license, the ticket credit, in
+    one statement (the function of migration 0004; the credit is credits' own function, in the same
+    statement, and the ticket's answer is kept with it). The same outcomes as `_lookup` and the
+    plain path below: the answer, or the client (inactive, or licensed) for the caller to answer."""
     credit = credit_services.ticket_credit_args(
         idempotency_key=f"ticket:{ticket_id}", client_id=client_id, actor=actor, now=now
     )
@@ -388,24 +390,29 @@ def _take_credit_in_one_statement(
     del answer["ticket_credits_remaining"]  # the function sets it from the credits left
     with connection.cursor() as cursor:
         cursor.execute(
-            _TAKE_CREDIT_SQL,
+            _QUALIFY_SQL,
             [
                 tenant.pk,
                 ticket_id,
-                client.pk,
                 client_id,
+                Client.Status.ACTIVE,
                 now,
                 credit.answer,
                 json.dumps(answer),
                 *credit.actor,
             ],
         )
-        outcome, stored = cursor.fetchone()[:2]
+        outcome, stored, *_, pk, name, active, ai_license = cursor.fetchone()
+    if outcome == "unknown_client":
+        raise BusinessError("unknown_client", rules.MSG_UNKNOWN_CLIENT, status=404)
+    client = _Found(pk, name, active, ai_license)
+    if outcome == "not_credit":
+        return client, None
     if outcome == "insufficient":
-        return _no_ticket_credits(ticket_id, client_id, client.name)
+        return client, _no_ticket_credits(ticket_id, client_id, name)
     if outcome == "exists":  # the key was used by another request: nothing was written
         raise BusinessError("idempotency_conflict", credit_services.MSG_IDEMPOTENCY_CONFLICT, status=409)
-    return _loads(stored)
+    return client, _loads(stored)  # created, or answered (by this ticket's first request)
 
 
 def _remaining(tenant: Tenant, now: datetime) -> int:
@@ -433,10 +440,15 @@ def ticket_qualify(
     ticket_id = rules.clean_ticket_id(ticket_id)
     client_id = rules.clean_external_id(client_id)
     now = now or timezone.now()
-    client, answered = _lookup(tenant, client_id, ticket_id)
+    ent = entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT]
+    if connection.vendor == "postgresql" and ent.refusal is None and not ent.limits.unlimited_ai:
+        client, answered = _qualify_in_one_statement(
+            tenant=tenant, ticket_id=ticket_id, client_id=client_id, actor=actor, now=now
+        )
+    else:
+        client, answered = _lookup(tenant, client_id, ticket_id)
     if answered is not None:
         return answered
-    ent = entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT]
     if ent.refusal is not None or not client.active:
         reason, message = (
             (ent.refusal.code, ent.refusal.message)
@@ -445,10 +457,6 @@ def ticket_qualify(
         )
         return _answer(
             ticket_id, client_id, via=None, remaining=_remaining(tenant, now), reason=reason, message=message
-        )
-    if connection.vendor == "postgresql" and not (client.ai_license or ent.limits.unlimited_ai):
-        return _take_credit_in_one_statement(
-            tenant=tenant, ticket_id=ticket_id, client_id=client_id, client=client, actor=actor, now=now
         )
     try:
         with transaction.atomic():

@@ -393,22 +393,22 @@ def test_the_helpdesk_ai_admission_check_carries_the_license_and_ticket_credit_f
 
 
 def test_a_ticket_costs_a_pinned_number_of_queries(api, essentials, django_assert_num_queries):
-    """The hot path (README): the key with the cache versions (1), the client with the ticket's
-    first answer (1), then one statement, its own transaction: PostgreSQL's function that takes the
+    """The hot path (README): the key with the cache versions (1), then one statement, its own
+    transaction: PostgreSQL's function that finds the client and the ticket's first answer, takes the
     ticket credit (the wallet lock, the key, the live grants, the consumption, the grant's move and
     its entry) and keeps the ticket's row (1); the plan's entitlements come from the cache. Via a
-    license: one transaction of the ticket credits left (1) and the ticket's row (1). A retried
-    ticket: the key and the lookup."""
+    license: the same statement finds the client (1), then one transaction of the ticket credits
+    left (1) and the ticket's row (1). A retried ticket: the key and the statement."""
     for i in range(3):
         ClientFactory(tenant=essentials, external_id=f"walk-in-{i}")
     licensed(essentials, 1, external_id="contoso")
     api.post("/tickets", {"ticket_id": "warm", "client_id": "walk-in-0"})
-    with django_assert_num_queries(3):  # the key, the lookup, the function (the credit and the ticket)
+    with django_assert_num_queries(2):  # the key, the function (the client, the credit and the ticket)
         assert (
             api.post("/tickets", {"ticket_id": "T-1", "client_id": "walk-in-1"}).json()["via"]
             == "ticket_credit"
         )
-    with django_assert_num_queries(6):  # the key, the lookup, BEGIN, the credits left, the ticket, COMMIT
+    with django_assert_num_queries(6):  # the key, the function, BEGIN, the credits left, the ticket, COMMIT
         assert api.post("/tickets", {"ticket_id": "T-2", "client_id": "contoso"}).json()["via"] == "license"
     with django_assert_num_queries(2):
         assert (

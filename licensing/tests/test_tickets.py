@@ -3,13 +3,16 @@ or not at all (none left, an inactive client, a plan that ended); unknown client
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from credits.models import Consumption, Entry, Grant
 from credits.selectors import ticket_credits
+from credits.services import ticket_credit_args
 from licensing import services
 from licensing.factories import ClientFactory, licensed, on_helpdesk
 from licensing.models import Client, Ticket
@@ -198,17 +201,26 @@ def test_bad_ids_are_refused_as_bad_input(essentials, ticket_id, client_id, mess
 
 def test_l16_a_ticket_answered_first_via_a_license_takes_no_credit_in_the_one_statement_path(essentials):
     """The race the one-statement path guards (PostgreSQL): the ticket is answered via a license
-    between this request's lookup and its credit. The statement takes the credit, finds the
-    ticket's row, undoes the credit and answers the first answer: nothing is spent or kept twice."""
+    between the statement's look for the ticket and its credit (another request's commit). The
+    credit's part of the statement (allowance_ticket_take_credit, called here as the qualifying
+    function calls it after its look) takes the credit, finds the ticket's row, undoes the credit
+    and answers the first answer: nothing is spent or kept twice."""
     licensed(essentials, 1, external_id="contoso")
     first = ask(essentials, "T-1", "contoso")  # via license: the ticket's row, no credit
     client = Client.objects.get(tenant=essentials, external_id="contoso")
-    found = services._Found(client.pk, client.name, active=True, ai_license=False)  # as looked up before
+    now = timezone.now()
+    credit = ticket_credit_args(idempotency_key="ticket:T-1", client_id="contoso", actor=None, now=now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT o_outcome, o_answer FROM allowance_ticket_take_credit(%s::bigint, %s::text, %s::bigint, "
+            "%s::text, %s::timestamptz, %s::jsonb, %s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)",
+            [essentials.pk, "T-1", client.pk, "contoso", now, credit.answer, json.dumps({"ticket_id": "T-1"}),
+             *credit.actor],
+        )  # fmt: skip
+        outcome, stored = cursor.fetchone()
+    answer = json.loads(stored)
 
-    answer = services._take_credit_in_one_statement(
-        tenant=essentials, ticket_id="T-1", client_id="contoso", client=found, actor=None, now=timezone.now()
-    )
-
+    assert outcome == "answered"
     assert answer == first
     assert answer["via"] == "license"
     assert not Consumption.objects.filter(tenant=essentials).exists()
