@@ -15,8 +15,13 @@ from tenants.errors import BusinessError
 PRODUCT = "helpdesk_ai"
 
 # No control characters (NUL included: PostgreSQL refuses it), no "/" in an id (one path segment).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ID = re.compile(r"^[^\x00-\x1f\x7f/]+$")
+# Control characters are C0, DEL, C1 and the bidirectional embeddings, overrides and isolates
+# (U+202A to U+202E, U+2066 to U+2069): those reorder the text around them, so a name such as
+# "Contoso\u202eexe.fdp" would show on the pages as another name. The joiners and marks that
+# scripts need (ZWJ, ZWNJ, LRM, RLM) stay allowed.
+_CONTROLS = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+_ID = re.compile(f"^[^{_CONTROLS}/]+$")
 
 STATUSES = {choice.value for choice in Client.Status}
 MSG_UNKNOWN_CLIENT = "No client has this client_id."

@@ -191,6 +191,8 @@ def test_ticket_credits_past_the_cycle_end_are_never_spent(essentials, clock):
         ("a/b", "c1", "ticket_id: 1 to 190 printable characters, without '/'."),
         ("T-1", "", "client_id: Enter the client's id."),
         ("T-1", "bad\x00id", "client_id: Use printable characters, without '/'."),
+        ("T-\u202e1", "c1", "ticket_id: 1 to 190 printable characters, without '/'."),
+        ("T-1", "c\u20661", "client_id: Use printable characters, without '/'."),
     ],
 )
 def test_bad_ids_are_refused_as_bad_input(essentials, ticket_id, client_id, message):
