@@ -30,6 +30,10 @@ class Admission:
     state: str
     plan_code: str | None
     details: dict[str, Any] = field(default_factory=dict)  # the product's own figures (usage, limit)
+    # True when the answer follows from the product's entitlement and the key's companions alone (no
+    # other read): the same entitlements object and the same companions' values give the same answer,
+    # so the API may answer them again with it (plans.api.admission).
+    reusable: bool = field(default=False, compare=False)
 
 
 Checker = Callable[[Tenant, ProductEntitlement, datetime | None, Mapping[str, Any]], Admission]
@@ -42,7 +46,9 @@ def register(product: str, checker: Checker) -> None:
     _CHECKERS[product] = checker
 
 
-def from_refusal(ent: ProductEntitlement, refusal: Refusal | None, **details: Any) -> Admission:
+def from_refusal(
+    ent: ProductEntitlement, refusal: Refusal | None, *, reusable: bool = False, **details: Any
+) -> Admission:
     return Admission(
         product=ent.product,
         allowed=refusal is None,
@@ -51,6 +57,7 @@ def from_refusal(ent: ProductEntitlement, refusal: Refusal | None, **details: An
         state=ent.state,
         plan_code=ent.plan_code,
         details=details,
+        reusable=reusable,
     )
 
 
@@ -70,5 +77,5 @@ def check(
         return None
     checker = _CHECKERS.get(product)
     if checker is None:
-        return from_refusal(ent, ent.refusal)
+        return from_refusal(ent, ent.refusal, reusable=True)
     return checker(tenant, ent, now, companions or {})

@@ -23,6 +23,12 @@ router = Router(tags=["entitlements"])
 # Per process: the encoded answer of GET /entitlements per tenant, under the same versions and until
 # the same instant as the entitlements it renders (plans.selectors).
 _ANSWERS = VersionedCache("entitlements-answer")
+# Per process: the admission check's encoded answer per tenant, with what it was computed from: the
+# very entitlements object the cache served (a later one, after a change or a time boundary, is
+# another object), the product and the key companions' values. Kept only when the product's checker
+# says its answer follows from those alone (Admission.reusable: AI Agents when its count came from
+# the companions, a product without a checker), so the same inputs are answered the same bytes.
+_ADMISSIONS = VersionedCache("admission-answer")
 
 
 class LimitsOut(Schema):
@@ -218,11 +224,16 @@ def admission(
     product: str = Path(..., description="Product code: `ai_agents`, `ai_credits` or `helpdesk_ai`."),
 ) -> HttpResponse:
     key: ApiKey = request.auth  # type: ignore[attr-defined]
-    found = check(tenant=key.tenant, product=product, versions=key.versions, companions=key.companions)
+    tenant, now, companions, versions = key.tenant, timezone.now(), key.companions, key.versions
+    ents = entitlements(tenant=tenant, now=now, versions=versions) if versions is not None else None
+    kept = _ADMISSIONS.get(tenant.pk, versions, now) if versions is not None else None
+    if kept is not None and kept[0] is ents and kept[1] == product and kept[2] == companions:
+        return HttpResponse(kept[3], content_type=JSON)
+    found = check(tenant=tenant, product=product, now=now, versions=versions, companions=companions)
     if found is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)
     # AdmissionOut's fields, in its order and with its types (its test compares the bytes).
-    return json_answer(
+    answer = json_answer(
         {
             "product": found.product,
             "allowed": found.allowed,
@@ -233,3 +244,12 @@ def admission(
             "details": found.details,
         }
     )
+    if found.reusable and versions is not None:
+        _ADMISSIONS.put(
+            tenant.pk,
+            versions,
+            (ents, product, companions, answer.content),
+            valid_from=now,
+            valid_until=None,
+        )
+    return answer

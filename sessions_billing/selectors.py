@@ -185,6 +185,7 @@ def admission_check(
     return from_refusal(
         ent,
         usage.refusal,
+        reusable=found is not None,  # from the companions alone, not from the read above
         billable_sessions=usage.billable_sessions,
         session_limit=usage.session_limit,
         limit_source=usage.limit_source,

@@ -13,6 +13,7 @@ import multiprocessing
 import random
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 import time_machine
@@ -178,6 +179,58 @@ def test_a_session_limit_set_and_reset_are_answered_at_once_S23(tenant, admin, a
     assert api.start("two").status_code == 201
     SessionLimit.objects.create(tenant=tenant, session_limit=2)  # a plain write, no service
     assert api.start("three").status_code == 402
+
+
+def _counting_checker(product: str) -> tuple[list[int], Any]:
+    """The product's registered admission checker, wrapped to count its calls."""
+    from plans import admission as registry
+
+    original, calls = registry._CHECKERS[product], []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return original(*args)
+
+    return calls, mock.patch.dict(registry._CHECKERS, {product: counted})
+
+
+def test_an_admission_asked_again_with_the_same_inputs_is_its_kept_answer_and_a_new_count_is_not(
+    tenant, admin, api
+):
+    """The admission's kept answer (plans.api._ADMISSIONS) is sent again only for the same cached
+    entitlements and the same companions' values: a session started in between, a limit set, a plan
+    change, each is answered at once."""
+    growth(tenant)
+    calls, patched = _counting_checker("ai_agents")
+    with patched:
+        first = api.get(ADMISSION).content
+        assert api.get(ADMISSION).content == first
+        assert len(calls) == 1  # the second was the kept answer
+
+        assert api.start("one").status_code == 201
+        assert api.admission()["details"]["billable_sessions"] == 1
+        assert len(calls) == 2
+        session_limit_set(tenant=tenant, session_limit=1, actor=admin)
+        refused = api.admission()
+        assert (refused["allowed"], refused["code"], refused["details"]["session_limit"]) == (
+            False,
+            "session_limit_reached",
+            1,
+        )
+        Subscription.objects.filter(tenant=tenant).update(plan=plan("agents-scale"))  # a plain write
+        assert api.admission()["plan_code"] == "agents-scale"
+    assert len(calls) == 4
+
+
+def test_an_admission_that_read_the_database_is_never_kept(tenant, api):
+    """Helpdesk AI's check reads the license counts and the ticket credits after the key: nothing
+    in the key's statement tells whether they changed, so each call asks the checker."""
+    SubscriptionFactory(tenant=tenant, plan=plan("helpdesk-essentials"))
+    calls, patched = _counting_checker("helpdesk_ai")
+    with patched:
+        for _ in range(3):
+            assert api.get("/api/v1/entitlements/helpdesk_ai/admission").status_code == 200
+    assert len(calls) == 3
 
 
 def test_a_catalog_change_is_answered_at_once_for_every_tenant(tenant, other_tenant, admin, api):
