@@ -453,9 +453,19 @@ def ai_subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> Http
             cancel_url=_absolute(request, back + "&checkout=canceled"),
         )
     except BusinessError as exc:
-        step = "start" if exc.code in ("security_code_missing", "security_code_not_sent") else "code"
-        return _purchase_dialog(request, {**context, "step": step}, error=exc)
+        return _purchase_refused(request, context, exc)
     return _purchase_outcome(request, outcome)
+
+
+# Refusals that send the purchase dialog back to its first step (ask for a code); any other one
+# leaves it at the code's step.
+_BACK_TO_START = frozenset({"security_code_missing", "security_code_not_sent"})
+
+
+def _purchase_refused(request: TenantRequest, context: dict, exc: BusinessError) -> HttpResponse:
+    """A refused code request or confirmation: the dialog again, with the error, at its step."""
+    step = "start" if exc.code in _BACK_TO_START else "code"
+    return _purchase_dialog(request, {**context, "step": step}, error=exc)
 
 
 @tenant_view(ADMIN_ONLY)
@@ -485,6 +495,5 @@ def ai_extra_pack(request: TenantRequest, tenant: Tenant) -> HttpResponse:
             tenant=tenant, pack=chosen, actor=request.user, code=request.POST.get("code", "")
         )
     except BusinessError as exc:
-        step = "start" if exc.code in ("security_code_missing", "security_code_not_sent") else "code"
-        return _purchase_dialog(request, {**context, "step": step}, error=exc)
+        return _purchase_refused(request, context, exc)
     return _purchase_outcome(request, outcome)

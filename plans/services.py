@@ -64,21 +64,16 @@ def _lock_live(tenant: Tenant, product: Product) -> Subscription | None:
     )
 
 
-def _lock_tenant(tenant: Tenant) -> None:
-    """Serialize the writes that start or change the tenant's subscriptions (always taken first)."""
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).first()
-
-
 def tenant_lock(*, tenant: Tenant) -> None:
-    """The tenant's lock alone (inside a transaction): what subscription_lock takes first, for a
-    billing write that concerns no one product (the tenant's customer at the gateway)."""
-    _lock_tenant(tenant)
+    """Serialize the writes that start or change the tenant's subscriptions, and the tenant's
+    customer at the gateway (always taken first; inside a transaction)."""
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).first()
 
 
 def subscription_lock(*, tenant: Tenant, product: Product) -> Subscription | None:
     """Lock the tenant, then its live subscription to `product` (None when there is none), for a
     check-then-write that must not race: hold it (inside a transaction) until the write is done."""
-    _lock_tenant(tenant)
+    tenant_lock(tenant=tenant)
     return _lock_live(tenant, product)
 
 
@@ -147,7 +142,7 @@ def trial_start(
     now = now or timezone.now()
     if plan.kind != Plan.Kind.TRIAL:
         raise BusinessError("not_a_trial", f"{plan.name} is not a trial.")
-    _lock_tenant(tenant)
+    tenant_lock(tenant=tenant)
     try:
         with transaction.atomic():
             TrialGrant.objects.create(tenant=tenant, product=plan.product, granted_at=now)
@@ -178,7 +173,7 @@ def free_plan_start(
     now = now or timezone.now()
     if plan.kind != Plan.Kind.FREE:
         raise BusinessError("not_free", f"{plan.name} is not a free plan.")
-    _lock_tenant(tenant)  # then check: a second start waits here and finds the first one's row
+    tenant_lock(tenant=tenant)  # then check: a second start waits here and finds the first one's row
     if Subscription.objects.filter(tenant=tenant, plan=plan).exists():
         raise BusinessError("free_plan_used", f"{plan.name} was already used by {tenant.name}.", status=409)
     ends = now + timedelta(days=plan.validity_days or 0)
@@ -312,7 +307,7 @@ def subscription_apply_facts(
     if gw.status == PaymentStatus.PENDING:
         return None  # checkout not finished: nothing is owed or granted yet
     plan = plan_for_price(gw.price_id)
-    _lock_tenant(tenant)  # serialize per tenant
+    tenant_lock(tenant=tenant)  # serialize per tenant
     sub = (
         Subscription.objects.select_for_update(of=("self",))
         .select_related("plan", "product")
@@ -584,7 +579,7 @@ def scheduled_change_record(
 
 def scheduled_change_lock(*, tenant: Tenant, change: ScheduledChange) -> ScheduledChange:
     """Lock the tenant, then the change (Cancel scheduled plan checks its status under it)."""
-    _lock_tenant(tenant)
+    tenant_lock(tenant=tenant)
     return (
         ScheduledChange.objects.select_for_update(of=("self",))
         .select_related("to_plan", "subscription")

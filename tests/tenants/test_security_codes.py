@@ -30,6 +30,11 @@ def send(django_capture_on_commit_callbacks):
     return do
 
 
+def _another(code: str) -> str:
+    """A well-formed code that is not `code`."""
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
 def refused(expected: str, **kwargs) -> BusinessError:
     with pytest.raises(BusinessError) as exc:
         security_code_use(**kwargs)
@@ -53,7 +58,7 @@ def test_c10_the_emailed_code_confirms_once_and_is_stored_only_hashed(send, admi
 
 def test_c10_a_wrong_code_is_refused_and_counted(send, admin, tenant):
     code = send(admin, tenant)
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    wrong = _another(code)
 
     error = refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=wrong)
 
@@ -71,7 +76,7 @@ def test_c10_an_expired_code_is_refused(send, admin, tenant):
 
 def test_c10_five_wrong_tries_kill_the_code_and_pause_the_member_for_15_minutes(send, admin, tenant):
     code = send(admin, tenant)
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    wrong = _another(code)
     for _ in range(4):
         refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=wrong)
 
@@ -128,12 +133,12 @@ def test_c10_asking_for_a_new_code_does_not_reset_the_wrong_tries(send, admin, t
     """Four wrong tries, a new code a minute later, one more wrong try: paused, as for one code."""
     start = timezone.now()
     code = send(admin, tenant)
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    wrong = _another(code)
     for _ in range(4):
         refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=wrong)
     with time_machine.travel(start + timedelta(seconds=61)):
         fresh = send(admin, tenant)
-        other = f"{(int(fresh) + 1) % 1_000_000:06d}"
+        other = _another(fresh)
         error = refused("security_code_paused", user=admin, tenant=tenant, purpose=PURPOSE, code=other)
         assert error.status == 429
         refused("security_code_paused", user=admin, tenant=tenant, purpose=PURPOSE, code=fresh)
@@ -142,13 +147,13 @@ def test_c10_asking_for_a_new_code_does_not_reset_the_wrong_tries(send, admin, t
 def test_c10_the_count_starts_again_after_an_accepted_code(send, admin, tenant):
     start = timezone.now()
     code = send(admin, tenant)
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    wrong = _another(code)
     for _ in range(3):
         refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=wrong)
     security_code_use(user=admin, tenant=tenant, purpose=PURPOSE, code=code)
     with time_machine.travel(start + timedelta(seconds=61)):
         fresh = send(admin, tenant)
-        other = f"{(int(fresh) + 1) % 1_000_000:06d}"
+        other = _another(fresh)
         error = refused("security_code_wrong", user=admin, tenant=tenant, purpose=PURPOSE, code=other)
         assert error.message == "That security code is not right. 4 tries left."
 
