@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from plans.selectors import ProductEntitlement, Refusal, entitlements
+from plans.selectors import Entitlements, ProductEntitlement, Refusal, entitlements
 from tenants.cache import Versions
 from tenants.models import Tenant
 
@@ -68,11 +68,15 @@ def check(
     now: datetime | None = None,
     versions: Versions | None = None,
     companions: Mapping[str, Any] | None = None,
+    ents: Entitlements | None = None,
 ) -> Admission | None:
     """The admission of new work on `product`, or None for a product that does not exist.
     `versions`: the request's cache versions (plans.selectors.entitlements); `companions`: the
-    request key's companions (`key.companions`)."""
-    ent = entitlements(tenant=tenant, now=now, versions=versions).get(product)
+    request key's companions (`key.companions`); `ents`: the tenant's entitlements when the caller
+    has them already."""
+    if ents is None:
+        ents = entitlements(tenant=tenant, now=now, versions=versions)
+    ent = ents.get(product)
     if ent is None:
         return None
     checker = _CHECKERS.get(product)

@@ -229,7 +229,9 @@ def admission(
     kept = _ADMISSIONS.get(tenant.pk, versions, now) if versions is not None else None
     if kept is not None and kept[0] is ents and kept[1] == product and kept[2] == companions:
         return HttpResponse(kept[3], content_type=JSON)
-    found = check(tenant=tenant, product=product, now=now, versions=versions, companions=companions)
+    found = check(
+        tenant=tenant, product=product, now=now, versions=versions, companions=companions, ents=ents
+    )
     if found is None:
         raise BusinessError("unknown_product", f"No product {product!r}.", status=404)
     # AdmissionOut's fields, in its order and with its types (its test compares the bytes).
