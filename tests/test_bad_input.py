@@ -280,6 +280,32 @@ def test_an_api_body_too_large_or_not_json_is_a_clear_error_in_debug_too(tenant,
     assert not Consumption.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("/api/v1/credits/consume", "data"), ("/api/v1/tickets", "payload"), ("/api/v1/sessions", "payload")],
+)
+@pytest.mark.parametrize("body", ["[1, 2]", '"text"', "7", "null"])
+def test_an_api_body_that_is_json_but_not_an_object_is_a_422_naming_no_class(
+    tenant, admin, path, field, body
+):
+    from credits.models import Consumption
+    from licensing.models import Ticket
+    from sessions_billing.models import Conversation
+    from tenants.services import api_key_create
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
+    response = Client().post(path, body, content_type="application/json", **auth)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"] == f"{field}: Input should be a valid dictionary or object to extract fields from"
+    assert "In" not in json.dumps(error).replace("Input", "")  # no schema class (ConsumeIn, TicketIn)
+    assert not Consumption.objects.exists()
+    assert not Ticket.objects.exists()
+    assert not Conversation.objects.exists()
+
+
 def test_an_api_moment_given_with_an_offset_is_answered_in_utc(tenant, admin):
     """Times are ISO 8601 in UTC in every answer, whatever offset the client sent: the shared
     `Moment` type converts them, so the first answer and its replay say the same."""
