@@ -62,7 +62,11 @@ class Wallet(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "unit"], name="wallet_one_per_tenant_unit")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "unit"], name="wallet_one_per_tenant_unit"),
+            # What the ledger's rows refer to: a wallet together with its tenant (migration 0009).
+            models.UniqueConstraint(fields=["id", "tenant"], name="wallet_id_tenant_unique"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.tenant} · {self.get_unit_display()}"
@@ -238,10 +242,13 @@ class Consumption(ActorFields):
     constraint is the rule that a key yields at most one consumption."""
 
     # db_index=False: each index an insert maintains costs the hot path; these columns lead others.
+    # db_constraint=False: on PostgreSQL one foreign key checks both, (wallet, tenant) -> the wallet's
+    # (id, tenant) (migration 0009): the row's tenant is its wallet's, and the insert locks no row of
+    # the tenant that every other write of the tenant locks too.
     wallet = models.ForeignKey(  # indexed first in consumption_idempotency_unique
-        Wallet, on_delete=models.CASCADE, related_name="consumptions", db_index=False
+        Wallet, on_delete=models.CASCADE, related_name="consumptions", db_index=False, db_constraint=False
     )
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     idempotency_key = models.CharField(max_length=200)
     feature = models.CharField(max_length=64, blank=True)
     quantity = models.PositiveIntegerField(null=True, blank=True)
@@ -289,10 +296,11 @@ class Entry(ActorFields):
         RELEASE = "release", "Release"
 
     # db_index=False: each index an insert maintains costs the hot path; these columns lead others.
+    # db_constraint=False: one foreign key checks both on PostgreSQL, as on Consumption.
     wallet = models.ForeignKey(  # indexed first in (wallet, created_at)
-        Wallet, on_delete=models.CASCADE, related_name="entries", db_index=False
+        Wallet, on_delete=models.CASCADE, related_name="entries", db_index=False, db_constraint=False
     )
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     grant = models.ForeignKey(  # indexed first in (grant, created_at)
         Grant, null=True, blank=True, on_delete=models.CASCADE, related_name="entries", db_index=False
     )

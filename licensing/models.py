@@ -49,6 +49,8 @@ class Client(models.Model):
             models.UniqueConstraint(fields=["tenant", "external_id"], name="client_external_id_unique"),
             models.CheckConstraint(condition=~Q(external_id=""), name="client_external_id_not_empty"),
             models.CheckConstraint(condition=~Q(name=""), name="client_name_not_empty"),
+            # What a ticket refers to: a client together with its tenant (migration 0005).
+            models.UniqueConstraint(fields=["id", "tenant"], name="client_id_tenant_unique"),
         ]
         indexes = [
             models.Index(fields=["tenant", "name", "id"]),
@@ -114,9 +116,16 @@ class Ticket(models.Model):
         TICKET_CREDIT = "ticket_credit", "Ticket credit"
 
     # db_index=False: indexed first in ticket_once_per_tenant and (client, created_at).
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # db_constraint=False: on PostgreSQL one foreign key checks both, (client, tenant) -> the client's
+    # (id, tenant) (migration 0005): the ticket's tenant is its client's, and the insert locks no row
+    # of the tenant that every other write of the tenant locks too.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     ticket_id = models.CharField(max_length=MAX_TICKET_ID)
-    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="tickets", db_index=False)
+    client = models.ForeignKey(
+        Client, on_delete=models.CASCADE, related_name="tickets", db_index=False, db_constraint=False
+    )
     via = models.CharField(max_length=16, choices=Via.choices)
     response = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now)

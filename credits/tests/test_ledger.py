@@ -17,6 +17,7 @@ from credits.tests.conftest import START
 from credits.tests.helpers import K, balance, check_invariants, consume, entries, refused
 from plans.models import Subscription
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
+from tenants.factories import insert_copy
 from tenants.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -577,6 +578,22 @@ def test_a_grant_can_never_go_below_zero_or_above_its_amount(plus):
     for value in (-1, K + 1):
         with pytest.raises(IntegrityError), transaction.atomic():
             Grant.objects.filter(pk=g.pk).update(remaining=value)
+
+
+def test_a_ledger_row_belongs_to_its_wallets_tenant(plus, other_tenant):
+    """One foreign key holds a consumption's and an entry's wallet and tenant together (migration
+    0009): a row naming another tenant's wallet, or a wallet that does not exist, is refused."""
+    on_plus(other_tenant)
+    grant(plus, 5)
+    grant(other_tenant, 1)
+    consume(plus, "k")
+    theirs = Entry.objects.filter(tenant=other_tenant).first().wallet_id
+    for row in (Consumption.objects.get(), Entry.objects.filter(kind="consume").get()):
+        for changes in ({"tenant": other_tenant}, {"wallet_id": theirs}, {"wallet_id": 10**9}):
+            with pytest.raises(IntegrityError, match="wallet_of_tenant"):
+                insert_copy(type(row).objects.get(pk=row.pk), idempotency_key="copy", **changes)
+    insert_copy(Entry.objects.filter(kind="consume").get())  # the same wallet and tenant: accepted
+    assert Entry.objects.filter(kind="consume").count() == 2
 
 
 def test_a_grant_reference_is_granted_once(plus, other_tenant):

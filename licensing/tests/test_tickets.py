@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from credits.models import Consumption, Entry, Grant
@@ -18,6 +18,7 @@ from licensing.factories import ClientFactory, licensed, on_helpdesk
 from licensing.models import Client, Ticket
 from plans.models import Subscription
 from tenants.errors import BusinessError
+from tenants.factories import insert_copy
 
 pytestmark = pytest.mark.django_db
 
@@ -246,3 +247,15 @@ def test_a_ticket_key_used_by_another_request_is_a_conflict_and_takes_nothing(es
     assert Consumption.objects.filter(tenant=essentials).count() == 1
     assert ticket_credits(tenant_id=essentials.pk).remaining == 59
     assert not Ticket.objects.filter(tenant=essentials).exists()
+
+
+def test_a_ticket_belongs_to_its_clients_tenant(essentials, other_tenant):
+    """One foreign key holds a ticket's client and tenant together (migration 0005): a ticket naming
+    another tenant's client, or a client that does not exist, is refused."""
+    licensed(essentials, 1, external_id="acme-42")
+    theirs = ClientFactory(tenant=other_tenant)
+    ask(essentials, "T-1", "acme-42")
+    for changes in ({"tenant": other_tenant}, {"client_id": theirs.pk}, {"client_id": 10**9}):
+        with pytest.raises(IntegrityError, match="client_of_tenant"):
+            insert_copy(Ticket.objects.get(ticket_id="T-1"), ticket_id="T-2", **changes)
+    assert list(Ticket.objects.values_list("ticket_id", flat=True)) == ["T-1"]
