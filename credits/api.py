@@ -19,54 +19,33 @@ from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema, Status
 from ninja.errors import ValidationError
-from pydantic import StrictInt, StringConstraints, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import StrictInt, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import PydanticCustomError
 
 from credits import selectors, services
 from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
 from tenants.api_docs import INVALID, ErrorCase, documented
-from tenants.api_fields import Moment, RequestBody
+from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody, pattern_says
 from tenants.errors import BusinessError
 
 router = Router(tags=["credits"])
 
 MAX_ID = 2**63 - 1
-# Printable text without control characters (PostgreSQL refuses NUL; none belongs in a key).
-PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-
-
-def _pattern_says(code: str, message: str) -> WrapValidator:
-    """A pattern's refusal in words (pydantic's own names the regular expression); the pattern
-    stays in the OpenAPI schema."""
-
-    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(value)
-        except PydanticValidationError as exc:
-            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
-                raise PydanticCustomError(code, message) from None
-            raise
-
-    return WrapValidator(wrap)
-
-
-_NO_CONTROL = _pattern_says("control_character", "String should not contain control characters")
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE), _NO_CONTROL]
-ClientId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE), _NO_CONTROL]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE), NO_CONTROL]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE), NO_CONTROL]
 Feature = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$"),
-    _pattern_says("feature_format", "String should hold only lower-case letters, digits, _ and -"),
+    pattern_says("feature_format", "String should hold only lower-case letters, digits, _ and -"),
 ]
 Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 # At most a billion credits, at most three decimals: exact thousandths, never a float.
 Credits = Annotated[
     str,
     StringConstraints(max_length=14, pattern=r"^[0-9]{1,10}(\.[0-9]{1,3})?$"),
-    _pattern_says(
+    pattern_says(
         "credits_format",
         'Credits should be a decimal string of at most a billion, with up to three decimals, e.g. "2.5"',
     ),

@@ -11,17 +11,12 @@ from dataclasses import dataclass
 from licensing.models import MAX_EXTERNAL_ID, MAX_NAME, MAX_TICKET_ID, MAX_TYPE, Client, LicenseKind
 from plans.selectors import ProductEntitlement
 from tenants.errors import BusinessError
+from tenants.text import CONTROL, CONTROL_CLASS, MSG_CONTROL
 
 PRODUCT = "helpdesk_ai"
 
-# No control characters (NUL included: PostgreSQL refuses it), no "/" in an id (one path segment).
-# Control characters are C0, DEL, C1 and the bidirectional embeddings, overrides and isolates
-# (U+202A to U+202E, U+2066 to U+2069): those reorder the text around them, so a name such as
-# "Contoso\u202eexe.fdp" would show on the pages as another name. The joiners and marks that
-# scripts need (ZWJ, ZWNJ, LRM, RLM) stay allowed.
-_CONTROLS = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
-_CONTROL = re.compile(f"[{_CONTROLS}]")
-_ID = re.compile(f"^[^{_CONTROLS}/]+$")
+# No control characters (tenants.text), no "/" in an id (one path segment).
+_ID = re.compile(f"^[^{CONTROL_CLASS}/]+$")
 
 STATUSES = {choice.value for choice in Client.Status}
 MSG_UNKNOWN_CLIENT = "No client has this client_id."
@@ -64,8 +59,8 @@ def _text(value: str, field: str, limit: int, *, required: bool = False) -> str:
         raise _invalid(field, "This field is required.")
     if len(value) > limit:
         raise _invalid(field, f"At most {limit} characters.")
-    if _CONTROL.search(value):
-        raise _invalid(field, "Remove the control characters.")
+    if CONTROL.search(value):
+        raise _invalid(field, MSG_CONTROL)
     return value
 
 

@@ -22,12 +22,12 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import Moment, RequestBody
+from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=PRINTABLE), NO_CONTROL]
 
 
 def _no_nul(value: str | None) -> str | None:
@@ -68,7 +68,6 @@ class SessionIn(RequestBody):
         "at most 5 minutes in the future.",
     )
 
-    _nul = field_validator("conversation_id", "agent")(_no_nul)
     _at = field_validator("at")(_in_window)
 
 

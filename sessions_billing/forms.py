@@ -9,17 +9,15 @@ from django import forms
 from sessions_billing.models import MAX_ID_LENGTH
 from sessions_billing.selectors import SessionFilters
 from sessions_billing.services import MAX_LIMIT
+from tenants.text import no_control_characters
 
 ANSWERED = [("", "Answered or not"), ("yes", "Answered"), ("no", "Not answered")]
 
 
-def _no_nul(value: str) -> None:
-    if "\x00" in value:
-        raise forms.ValidationError("Remove the NUL character.")
-
-
 class SessionFilterForm(forms.Form):
-    q = forms.CharField(required=False, max_length=MAX_ID_LENGTH, label="Search", validators=[_no_nul])
+    q = forms.CharField(
+        required=False, max_length=MAX_ID_LENGTH, label="Search", validators=[no_control_characters]
+    )
     agent = forms.ChoiceField(required=False, label="Agent")
     since = forms.DateField(
         required=False, label="Started from", widget=forms.DateInput(attrs={"type": "date"})
@@ -78,7 +76,9 @@ class AgentForm(forms.Form):
     key = forms.CharField(
         max_length=MAX_ID_LENGTH,
         label="Agent id",
-        validators=[_no_nul],
+        validators=[no_control_characters],
         help_text="The id your AI product sends as `agent`.",
     )
-    name = forms.CharField(max_length=MAX_ID_LENGTH, required=False, label="Name", validators=[_no_nul])
+    name = forms.CharField(
+        max_length=MAX_ID_LENGTH, required=False, label="Name", validators=[no_control_characters]
+    )

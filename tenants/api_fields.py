@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
+
+from tenants.text import CONTROL_CLASS
 
 
 def _in_utc(value: datetime) -> datetime:
@@ -23,6 +33,27 @@ def _in_utc(value: datetime) -> datetime:
 
 # An ISO 8601 moment with its zone (a naive one is refused), within what UTC can hold, in UTC.
 Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def pattern_says(code: str, message: str) -> WrapValidator:
+    """A pattern's refusal in words (pydantic's own names the regular expression); the pattern
+    stays in the OpenAPI schema."""
+
+    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except PydanticValidationError as exc:
+            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
+                raise PydanticCustomError(code, message) from None
+            raise
+
+    return WrapValidator(wrap)
+
+
+# An id or a name a client sends holds no control characters (tenants.text):
+# `Annotated[str, StringConstraints(..., pattern=PRINTABLE), NO_CONTROL]`.
+PRINTABLE = f"^[^{CONTROL_CLASS}]+$"
+NO_CONTROL = pattern_says("control_character", "String should not contain control characters")
 
 
 class RequestBody(BaseModel):

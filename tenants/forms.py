@@ -7,16 +7,21 @@ from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.http import HttpRequest
 
 from tenants.models import Role
+from tenants.text import no_control_characters
 from tenants.throttle import client_ip, hit_within_limit
 
 log = logging.getLogger(__name__)
 
 
 class SignupForm(forms.Form):
-    full_name = forms.CharField(max_length=150, required=False, label="Your name")
+    full_name = forms.CharField(
+        max_length=150, required=False, label="Your name", validators=[no_control_characters]
+    )
     email = forms.EmailField(label="Work email")
     password = forms.CharField(widget=forms.PasswordInput, label="Password", min_length=10)
-    organization = forms.CharField(max_length=120, label="Organization name")
+    organization = forms.CharField(
+        max_length=120, label="Organization name", validators=[no_control_characters]
+    )
 
 
 class LoginForm(AuthenticationForm):
@@ -42,12 +47,19 @@ class RoleForm(forms.Form):
 
 
 class AcceptInvitationForm(forms.Form):
-    full_name = forms.CharField(max_length=150, required=False, label="Your name")
+    full_name = forms.CharField(
+        max_length=150, required=False, label="Your name", validators=[no_control_characters]
+    )
     password = forms.CharField(widget=forms.PasswordInput, label="Choose a password", min_length=10)
 
 
 class ApiKeyForm(forms.Form):
-    name = forms.CharField(max_length=80, label="Key name", help_text="For example the system that uses it.")
+    name = forms.CharField(
+        max_length=80,
+        label="Key name",
+        help_text="For example the system that uses it.",
+        validators=[no_control_characters],
+    )
 
 
 class ActivityFilterForm(forms.Form):

@@ -22,6 +22,7 @@ from tenants.cache import Versions
 from tenants.errors import BusinessError
 from tenants.models import ApiKey, CacheVersion, Invitation, Membership, Role, Tenant, User
 from tenants.notifications import notify
+from tenants.text import CONTROL, MSG_CONTROL
 
 API_KEY_PREFIX = "alw_"
 
@@ -45,10 +46,8 @@ def _unique_slug(name: str) -> str:
 @transaction.atomic
 def tenant_create(*, name: str, admin: User, actor: User | Actor | None = None) -> Tenant:
     """Create a tenant with `admin` as its first administrator."""
-    name = name.strip()
-    if not name:
-        raise BusinessError("tenant_name_required", "Give your organization a name.")
-    tenant = Tenant.objects.create(name=name[:120], slug=_unique_slug(name))
+    name = _tenant_name(name)
+    tenant = Tenant.objects.create(name=name, slug=_unique_slug(name))
     Membership.objects.create(tenant=tenant, user=admin, role=Role.ADMIN)
     audit(tenant=tenant, actor=actor or admin, action="tenant.created", target=tenant)
     audit(
@@ -66,6 +65,15 @@ def _check_password(password: str, user: User | None = None) -> None:
         validate_password(password, user)
     except ValidationError as exc:
         raise BusinessError("weak_password", " ".join(exc.messages)) from exc
+
+
+def _tenant_name(name: str) -> str:
+    name = name.strip()[:120]
+    if not name:
+        raise BusinessError("tenant_name_required", "Give your organization a name.")
+    if CONTROL.search(name):
+        raise BusinessError("tenant_name_invalid", f"Organization name: {MSG_CONTROL}")
+    return name
 
 
 @transaction.atomic
@@ -316,6 +324,8 @@ def api_key_create(
         raise BusinessError(
             "api_key_name_required", "Give the key a name, for example the system that uses it."
         )
+    if CONTROL.search(name):
+        raise BusinessError("api_key_name_invalid", f"Key name: {MSG_CONTROL}")
     if secret is None:
         prefix = API_KEY_PREFIX + secrets.token_hex(4)  # visible part, e.g. alw_3f9a1c2e
         secret = f"{prefix}_{secrets.token_urlsafe(32)}"

@@ -329,3 +329,50 @@ def test_an_api_moment_given_with_an_offset_is_answered_in_utc(tenant, admin):
     assert first.json()["started_at"] == again.json()["started_at"] == expected
     ledger = client.get("/api/v1/credits/ledger", {"as_of": sent})
     assert (ledger.status_code, ledger.json()["as_of"]) == (200, expected)
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\x85", "\t", "\x7f"])
+def test_an_api_id_or_key_with_a_control_character_is_a_422_naming_the_field(tenant, admin, char):
+    """One rule for the ids and keys a client sends (tenants.text): no C0, DEL, C1, or bidirectional
+    embedding, override or isolate, which would show the text reordered on the pages. Refused
+    before anything is stored. (Within the text: licensing trims whitespace, NEL and TAB included,
+    around an id.)"""
+    from credits.models import Consumption, Hold
+    from licensing.models import Ticket
+    from sessions_billing.models import Conversation
+    from tenants.services import api_key_create
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
+    consume = {"feature": "ai_review", "quantity": 1, "idempotency_key": "k"}
+    start = {"conversation_id": "c", "direction": "inbound"}
+    cases = [
+        ("/api/v1/credits/consume", consume | {"client_id": f"a{char}b"}, "client_id"),
+        ("/api/v1/credits/consume", consume | {"idempotency_key": f"k{char}"}, "idempotency_key"),
+        ("/api/v1/credits/holds", {"credits": "1", "idempotency_key": f"h{char}"}, "idempotency_key"),
+        ("/api/v1/sessions", start | {"conversation_id": f"c{char}"}, "conversation_id"),
+        ("/api/v1/sessions", start | {"agent": f"b{char}ot"}, "agent"),
+        ("/api/v1/tickets", {"ticket_id": f"t{char}x", "client_id": "c"}, "ticket_id"),
+        ("/api/v1/tickets", {"ticket_id": "t", "client_id": f"c{char}x"}, "client_id"),
+    ]
+    for path, body, field in cases:
+        response = Client().post(path, json.dumps(body), content_type="application/json", **auth)
+        assert response.status_code == 422, (path, field)
+        assert response.json()["error"]["message"].startswith(f"{field}: "), (path, field)
+    assert not Consumption.objects.exists()
+    assert not Hold.objects.exists()
+    assert not Conversation.objects.exists()
+    assert not Ticket.objects.exists()
+
+
+def test_the_joiners_and_marks_that_scripts_need_are_not_control_characters(tenant, admin):
+    """ZWJ, ZWNJ, LRM and RLM stay allowed: the consumption is refused for want of a plan (402),
+    not for its client id."""
+    from tenants.services import api_key_create
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
+    for char in ("\u200d", "\u200c", "\u200e", "\u200f"):
+        body = {"feature": "ai_review", "quantity": 1, "idempotency_key": "k", "client_id": f"a{char}b"}
+        response = Client().post(
+            "/api/v1/credits/consume", json.dumps(body), content_type="application/json", **auth
+        )
+        assert response.status_code == 402, char

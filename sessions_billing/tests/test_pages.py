@@ -173,6 +173,11 @@ def test_an_admin_registers_an_agent(tenant, admin, member, growth, client_for):
     assert response.status_code == 302
     assert list(Agent.objects.filter(tenant=tenant).values_list("key", "name")) == [("voice-1", "Voice")]
     assert client_for(admin).post(f"/t/{tenant.slug}/agents/register/", {"key": ""}).status_code == 422
+    for fields in ({"key": "bot\u202etxt.exe"}, {"key": "bot-2", "name": "Vo\u2066ice"}):  # tenants.text
+        response = client_for(admin).post(f"/t/{tenant.slug}/agents/register/", fields)
+        assert response.status_code == 422
+        assert "Remove the control characters." in response.content.decode()
+    assert Agent.objects.filter(tenant=tenant).count() == 1
 
 
 def test_billing_tab_shows_the_live_sessions_count_s06(tenant, admin, growth, client_for):

@@ -7,6 +7,8 @@ import pytest
 from django.core import mail
 from django.test import Client
 
+from tenants import services
+from tenants.errors import BusinessError
 from tenants.factories import PASSWORD, MembershipFactory
 from tenants.models import ActorType, Membership, Notification, Role, Tenant, User
 
@@ -408,6 +410,29 @@ def test_organization_without_a_name_is_refused(tenant, admin, client_for):
     assert response.status_code == 200
     assert messages_of(response) == ["Give your organization a name."]
     assert db_rows() == before
+
+
+def test_an_organization_name_with_a_control_character_is_refused(tenant, admin, client_for):
+    """No control characters in a name (tenants.text): "Acme\u202eexe.fdp" would show reversed."""
+    client = client_for(admin)
+    before = db_rows()
+
+    response = client.post("/organizations/new/", {"name": "Acme\u202eexe.fdp"})
+    assert messages_of(response) == ["Organization name: Remove the control characters."]
+    response = Client().post(
+        "/accounts/signup/", {"email": "jo@newco.test", "password": STRONG, "organization": "New\u2066Co"}
+    )
+    assert response.context["form"].errors == {"organization": ["Remove the control characters."]}
+    assert db_rows() == before
+
+
+def test_a_signup_whose_organization_name_is_refused_saves_no_user(db):
+    """A refused name leaves nothing behind: no user without an organization."""
+    for organization in ("   ", "New\x85Co"):
+        with pytest.raises(BusinessError):
+            services.user_signup(email="jo@newco.test", password=STRONG, organization=organization)
+    assert not User.objects.exists()
+    assert not Tenant.objects.exists()
 
 
 def test_anonymous_visitor_cannot_create_an_organization(db):

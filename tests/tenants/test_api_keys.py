@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tenants import services
+from tenants.errors import BusinessError
 from tenants.factories import ApiKeyFactory
 from tenants.models import ApiKey, AuditEvent
 
@@ -113,6 +114,22 @@ def test_key_without_a_name_is_refused(tenant, admin, client_for):
     assert response.status_code == 400
     assert response.context["form"].errors == {"name": ["This field is required."]}
     assert 'id="new-key-secret"' not in response.content.decode()
+    assert db_rows() == before
+
+
+def test_key_with_a_control_character_in_its_name_is_refused(tenant, admin, client_for):
+    """No control characters in a name (tenants.text): a bidirectional override would show the
+    key's name reversed on the pages and in the activity log."""
+    client = client_for(admin)
+    before = db_rows()
+
+    response = client.post("/t/acme/api-keys/", {"name": "billing\u202etxt.exe"})
+
+    assert response.status_code == 400
+    assert response.context["form"].errors == {"name": ["Remove the control characters."]}
+    assert db_rows() == before
+    with pytest.raises(BusinessError, match=r"Key name: Remove the control characters\."):
+        services.api_key_create(tenant=tenant, name="a\x85b", actor=admin)
     assert db_rows() == before
 
 
