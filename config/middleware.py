@@ -77,7 +77,7 @@ def _nul_in(request: HttpRequest) -> tuple[str, ...] | None:
         return None
     try:
         found = _json_nul_path(json.loads(request.body))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
         found = None
     return ("body", *found) if found else ("body",)
 

@@ -530,7 +530,7 @@ def _optional_body(request: HttpRequest, schema: type[CommitIn]) -> CommitIn | N
         return None
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
         raise ValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": "The request body is not valid JSON."}]
         ) from None

@@ -230,6 +230,14 @@ def test_edge_dates_and_numbers_in_any_query_or_form_field_are_never_a_5xx(walk,
     assert sent > 2000
 
 
+@pytest.fixture
+def api_auth(tenant, admin) -> dict[str, str]:
+    """The test client's keyword for a key of the tenant."""
+    from tenants.services import api_key_create
+
+    return {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
+
+
 @pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
 def test_an_api_moment_outside_what_utc_holds_is_a_422_naming_the_field(tenant, admin, moment):
     """It parses, but in UTC it is in the year 10000 (or 0): refused by the shared `Moment` type
@@ -258,21 +266,19 @@ def test_an_api_moment_outside_what_utc_holds_is_a_422_naming_the_field(tenant, 
 
 
 @pytest.mark.parametrize("debug", [False, True])
-def test_an_api_body_too_large_or_not_json_is_a_clear_error_in_debug_too(tenant, admin, settings, debug):
+def test_an_api_body_too_large_or_not_json_is_a_clear_error_in_debug_too(settings, debug, api_auth):
     """DEBUG on (make run) answers as production does: never ninja's traceback (a 500) for a body
     over DATA_UPLOAD_MAX_MEMORY_SIZE, whatever its Content-Type, nor the parser's own words."""
     from credits.models import Consumption
-    from tenants.services import api_key_create
 
     settings.DEBUG = debug
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
     big = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
     for content_type in ("text/plain", "application/octet-stream"):
-        response = Client().post("/api/v1/credits/consume", big, content_type=content_type, **auth)
+        response = Client().post("/api/v1/credits/consume", big, content_type=content_type, **api_auth)
         assert response.status_code == 413, content_type
         assert response.json()["error"]["code"] == "payload_too_large"
     for body in ("{", "9" * 5000, '{"feature": '):
-        response = Client().post("/api/v1/credits/consume", body, content_type="application/json", **auth)
+        response = Client().post("/api/v1/credits/consume", body, content_type="application/json", **api_auth)
         assert (response.status_code, response.json()["error"]) == (
             422,
             {"code": "invalid_request", "message": "The request body is not valid JSON."},
@@ -285,16 +291,12 @@ def test_an_api_body_too_large_or_not_json_is_a_clear_error_in_debug_too(tenant,
     [("/api/v1/credits/consume", "data"), ("/api/v1/tickets", "payload"), ("/api/v1/sessions", "payload")],
 )
 @pytest.mark.parametrize("body", ["[1, 2]", '"text"', "7", "null"])
-def test_an_api_body_that_is_json_but_not_an_object_is_a_422_naming_no_class(
-    tenant, admin, path, field, body
-):
+def test_an_api_body_that_is_json_but_not_an_object_is_a_422_naming_no_class(path, field, body, api_auth):
     from credits.models import Consumption
     from licensing.models import Ticket
     from sessions_billing.models import Conversation
-    from tenants.services import api_key_create
 
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
-    response = Client().post(path, body, content_type="application/json", **auth)
+    response = Client().post(path, body, content_type="application/json", **api_auth)
 
     assert response.status_code == 422
     error = response.json()["error"]
@@ -332,7 +334,7 @@ def test_an_api_moment_given_with_an_offset_is_answered_in_utc(tenant, admin):
 
 
 @pytest.mark.parametrize("char", ["\u202e", "\u2066", "\x85", "\t", "\x7f"])
-def test_an_api_id_or_key_with_a_control_character_is_a_422_naming_the_field(tenant, admin, char):
+def test_an_api_id_or_key_with_a_control_character_is_a_422_naming_the_field(char, api_auth):
     """One rule for the ids and keys a client sends (tenants.text): no C0, DEL, C1, or bidirectional
     embedding, override or isolate, which would show the text reordered on the pages. Refused
     before anything is stored. (Within the text: licensing trims whitespace, NEL and TAB included,
@@ -340,9 +342,7 @@ def test_an_api_id_or_key_with_a_control_character_is_a_422_naming_the_field(ten
     from credits.models import Consumption, Hold
     from licensing.models import Ticket
     from sessions_billing.models import Conversation
-    from tenants.services import api_key_create
 
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
     consume = {"feature": "ai_review", "quantity": 1, "idempotency_key": "k"}
     start = {"conversation_id": "c", "direction": "inbound"}
     cases = [
@@ -355,7 +355,7 @@ def test_an_api_id_or_key_with_a_control_character_is_a_422_naming_the_field(ten
         ("/api/v1/tickets", {"ticket_id": "t", "client_id": f"c{char}x"}, "client_id"),
     ]
     for path, body, field in cases:
-        response = Client().post(path, json.dumps(body), content_type="application/json", **auth)
+        response = Client().post(path, json.dumps(body), content_type="application/json", **api_auth)
         assert response.status_code == 422, (path, field)
         assert response.json()["error"]["message"].startswith(f"{field}: "), (path, field)
     assert not Consumption.objects.exists()
@@ -364,15 +364,33 @@ def test_an_api_id_or_key_with_a_control_character_is_a_422_naming_the_field(ten
     assert not Ticket.objects.exists()
 
 
-def test_the_joiners_and_marks_that_scripts_need_are_not_control_characters(tenant, admin):
+def test_the_joiners_and_marks_that_scripts_need_are_not_control_characters(api_auth):
     """ZWJ, ZWNJ, LRM and RLM stay allowed: the consumption is refused for want of a plan (402),
     not for its client id."""
-    from tenants.services import api_key_create
 
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(tenant=tenant, name='k', actor=admin).secret}"}
     for char in ("\u200d", "\u200c", "\u200e", "\u200f"):
         body = {"feature": "ai_review", "quantity": 1, "idempotency_key": "k", "client_id": f"a{char}b"}
         response = Client().post(
-            "/api/v1/credits/consume", json.dumps(body), content_type="application/json", **auth
+            "/api/v1/credits/consume", json.dumps(body), content_type="application/json", **api_auth
         )
         assert response.status_code == 402, char
+
+
+@pytest.mark.parametrize("nul", [False, True])
+def test_an_api_body_nested_deeper_than_the_parser_goes_is_a_422(nul, api_auth):
+    """100,000 open brackets (well under the upload limit) make Python's JSON parser raise
+    RecursionError, not ValueError: still "not valid JSON" (or, holding a NUL, the NUL's 422)."""
+    from credits.models import Consumption
+
+    body = '{"a":' * 50_000 + ('"\\u0000"' if nul else "1") + "}" * 50_000
+    for path in (
+        "/api/v1/credits/consume",
+        "/api/v1/credits/holds/1/commit",
+        "/api/v1/tickets",
+        "/api/v1/sessions",
+    ):
+        for sent in (body, "[" * 100_000):
+            response = Client().post(path, sent, content_type="application/json", **api_auth)
+            assert response.status_code == 422, (path, sent[:10])
+            assert response.json()["error"]["code"] == "invalid_request"
+    assert not Consumption.objects.exists()
