@@ -229,17 +229,21 @@ class InvoiceLine(models.Model):
 
 class ExtraPackPurchase(models.Model):
     """One purchase of an extra credit pack (C12 to C15): written, pending, before the charge, under
-    the tenant's lock. While one is pending or waiting for the customer's 3D Secure confirmation, no
-    second purchase starts (a payment in flight blocks another: the partial unique constraint). The
+    the tenant's lock. While one is pending, waiting for the customer's 3D Secure confirmation or
+    processing, no second purchase starts (a payment in flight blocks another: the partial unique constraint). The
     credits are granted by `credits` when its invoice is paid, once, keyed by the invoice."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         AWAITING_CONFIRMATION = "awaiting_confirmation", "Waiting for confirmation"
+        # Accepted by the gateway, not settled yet (a payment method that confirms later): its
+        # invoice is open and must not be voided; invoice.paid grants it, invoice.payment_failed
+        # fails it.
+        PROCESSING = "processing", "Payment processing"
         PAID = "paid", "Paid"
         FAILED = "failed", "Failed"
 
-    OPEN = (Status.PENDING, Status.AWAITING_CONFIRMATION)
+    OPEN = (Status.PENDING, Status.AWAITING_CONFIRMATION, Status.PROCESSING)
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     pack = models.ForeignKey(ExtraPack, on_delete=models.PROTECT, related_name="+")
@@ -263,7 +267,7 @@ class ExtraPackPurchase(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant"],
-                condition=models.Q(status__in=["pending", "awaiting_confirmation"]),
+                condition=models.Q(status__in=["pending", "awaiting_confirmation", "processing"]),
                 name="one_open_extra_pack_purchase",
             )
         ]

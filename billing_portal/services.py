@@ -640,8 +640,13 @@ def _extra_pack_charge(
     invoice_upsert(tenant=tenant, inv=inv)
     extra_pack_invoice_apply(tenant=tenant, inv=inv, actor=actor)
     if inv.status != "paid":
-        # Accepted but not settled yet (a payment method that confirms later): the purchase stays
-        # pending and invoice.paid grants the pack; nothing is said to be added before then.
+        # Accepted but not settled yet (a payment method that confirms later): nothing is said to
+        # be added. The purchase is processing, which the next buy's settling leaves alone (its
+        # invoice is open but must not be voided): invoice.paid grants the pack, and
+        # invoice.payment_failed fails it (extra_pack_invoice_apply).
+        purchase.status = ExtraPackPurchase.Status.PROCESSING
+        purchase.gateway_invoice_id = inv.id
+        purchase.save(update_fields=["status", "gateway_invoice_id"])
         return PurchaseOutcome("processing", message=MSG_PACK_PROCESSING), None
     return _pack_done(purchase), None
 
@@ -751,11 +756,16 @@ def _purchase_invoice(
     )
 
 
-def extra_pack_invoice_apply(*, tenant: Tenant, inv: GatewayInvoice, actor: User | None = None) -> None:
+def extra_pack_invoice_apply(
+    *, tenant: Tenant, inv: GatewayInvoice, actor: User | None = None, payment_failed: bool = False
+) -> None:
     """An extra pack's invoice as the gateway has it now: paid → the pack's credits, granted once
     (keyed by the invoice, whoever gets here first: the purchase or the invoice.paid webhook) and
     the purchase marked paid; voided or uncollectible → the purchase failed. Money taken is always
-    credited, even for a purchase that had failed (a later retry of its invoice succeeded)."""
+    credited, even for a purchase that had failed (a later retry of its invoice succeeded).
+    `payment_failed` (the invoice.payment_failed webhook): a processing payment that failed is a
+    decline like any other — its open invoice is voided and the purchase failed (or, if the gateway
+    cannot be reached, left pending for the next buy's settling to void)."""
     code = inv.metadata.get("extra_pack", "")
     purchase_id = inv.metadata.get("extra_pack_purchase", "")
     purchase = (
@@ -767,6 +777,16 @@ def extra_pack_invoice_apply(*, tenant: Tenant, inv: GatewayInvoice, actor: User
         else None
     )
     now = timezone.now()
+    if (
+        payment_failed
+        and inv.status == "open"
+        and purchase is not None
+        and purchase.status == ExtraPackPurchase.Status.PROCESSING
+    ):
+        inv = _extra_pack_invoice_void(tenant=tenant, gateway=get_gateway(), inv=inv)
+        if inv.status == "open":
+            purchase.status = ExtraPackPurchase.Status.PENDING
+            purchase.save(update_fields=["status"])
     if inv.status == "paid":
         pack = purchase.pack if purchase is not None else ExtraPack.objects.filter(code=code).first()
         if pack is None:

@@ -192,8 +192,11 @@ def _on_invoice(gateway: PaymentGateway, row: WebhookEvent) -> Tenant | None:
         services.subscription_sync(gateway, inv.subscription_id)
         services.invoice_credits_grant(tenant=tenant, inv=inv)
     elif inv.metadata.get("extra_pack"):
-        # An extra pack paid later (3D Secure confirmed, a retry): its credits, once per invoice.
-        services.extra_pack_invoice_apply(tenant=tenant, inv=inv)
+        # An extra pack paid later (3D Secure confirmed, a retry, a payment that was processing): its
+        # credits, once per invoice; or its processing payment failed.
+        services.extra_pack_invoice_apply(
+            tenant=tenant, inv=inv, payment_failed=row.type == "invoice.payment_failed"
+        )
     return tenant
 
 

@@ -247,6 +247,77 @@ def test_a_pack_payment_accepted_but_not_settled_is_not_announced_as_added(
     assert pack.amount == 500 * K
 
 
+@pytest.fixture
+def processing(monkeypatch):
+    """The stand-in's charge as a payment method that settles later answers it (Stripe's
+    `invoices.pay` with the payment processing): the invoice finalized and left open, not attempted.
+    Returns a function that gives the charged purchase's invoice id."""
+    from billing_portal.gateway.local import LocalGateway
+    from billing_portal.gateway.local.invoices import Collected
+
+    charge = LocalGateway.charge_one_off
+
+    def charged_later(self, **kwargs):
+        with monkeypatch.context() as m:
+            m.setattr(LocalGateway, "_attempt", lambda *args, **kw: Collected.NOT_ATTEMPTED)
+            with pytest.raises(GatewayError):  # the stand-in's answer to an unpaid charge
+                charge(self, **kwargs)
+        purchase = kwargs["metadata"]["extra_pack_purchase"]
+        invoices = self.list_invoices(customer_id=kwargs["customer_id"])
+        return next(inv for inv in invoices if inv.metadata.get("extra_pack_purchase") == purchase)
+
+    monkeypatch.setattr(LocalGateway, "charge_one_off", charged_later)
+    return lambda: ExtraPackPurchase.objects.get().gateway_invoice_id
+
+
+def _in_flight_buy(client):
+    """A second buy while the first payment processes (any code: the rule comes first)."""
+    refused = client.post(PACK, {"action": "confirm", "pack": "extra-500", "code": "123456"})
+    assert services.MSG_PACK_IN_FLIGHT in refused.content.decode()
+
+
+def test_a_processing_pack_payment_blocks_a_second_buy_is_never_voided_and_is_granted_once_paid(
+    on_plus, admin, client_for, live, processing, monkeypatch
+):
+    client = client_for(admin)
+    answer = confirm(client, live, PACK, pack="extra-500")
+    assert [m.message for m in get_messages(answer.wsgi_request)] == [services.MSG_PACK_PROCESSING]
+    invoice_id = processing()
+    monkeypatch.undo()  # the stand-in charges as usual again
+
+    _in_flight_buy(client)  # the next buy settles the open purchases first: this one is left alone
+
+    assert local_gateway().retrieve_invoice(invoice_id).status == "open"
+    assert ExtraPackPurchase.objects.get().status == ExtraPackPurchase.Status.PROCESSING
+    assert not packs(on_plus)
+    with live():
+        local_gateway().pay_invoice(invoice_id, idempotency_key="settled")  # invoice.paid
+    [pack] = packs(on_plus)
+    assert (pack.amount, pack.reference) == (500 * K, f"invoice:{invoice_id}")
+    assert ExtraPackPurchase.objects.get().status == ExtraPackPurchase.Status.PAID
+
+
+def test_a_processing_pack_payment_that_fails_is_voided_and_frees_the_next_buy(
+    on_plus, admin, client_for, live, processing, monkeypatch
+):
+    client = client_for(admin)
+    confirm(client, live, PACK, pack="extra-500")
+    invoice_id = processing()
+    monkeypatch.undo()
+    set_card(on_plus, "declines")
+
+    with live(), pytest.raises(GatewayError):
+        local_gateway().pay_invoice(invoice_id, idempotency_key="failed")  # invoice.payment_failed
+
+    assert local_gateway().retrieve_invoice(invoice_id).status == "void"
+    assert ExtraPackPurchase.objects.get().status == ExtraPackPurchase.Status.FAILED
+    assert not packs(on_plus)
+    set_card(on_plus, "pays")
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):  # a new code may be sent
+        confirm(client, live, PACK, pack="extra-500")
+    assert len(packs(on_plus)) == 1
+
+
 def test_c12_c13_buy_extra_credits_charges_once_and_grants_the_pack_for_30_days(
     on_plus, admin, client_for, live
 ):
