@@ -128,7 +128,7 @@ def customer_ensure(*, tenant: Tenant) -> str:
     if existing is not None:
         return existing
     with transaction.atomic():
-        plan_services.tenant_lock(tenant=tenant)
+        tenant_services.tenant_lock(tenant=tenant)
         existing = BillingCustomer.objects.filter(tenant=tenant).values_list("customer_id", flat=True).first()
         if existing is not None:
             return existing

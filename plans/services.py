@@ -24,6 +24,7 @@ from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
 from tenants.notifications import notify
+from tenants.services import tenant_lock
 
 State = Subscription.State
 
@@ -62,12 +63,6 @@ def _lock_live(tenant: Tenant, product: Product) -> Subscription | None:
         .exclude(state=State.EXPIRED)
         .first()
     )
-
-
-def tenant_lock(*, tenant: Tenant) -> None:
-    """Serialize the writes that start or change the tenant's subscriptions, and the tenant's
-    customer at the gateway (always taken first; inside a transaction)."""
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).first()
 
 
 def subscription_lock(*, tenant: Tenant, product: Product) -> Subscription | None:

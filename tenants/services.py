@@ -114,10 +114,14 @@ def _admin_count(tenant: Tenant) -> int:
     return Membership.objects.filter(tenant=tenant, role=Role.ADMIN).count()
 
 
-def _lock_admins(tenant: Tenant) -> None:
-    # Serialize changes to a tenant's admins: two admins demoting each other at once must not
-    # leave the tenant with none.
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+def tenant_lock(*, tenant: Tenant) -> None:
+    """Serialize the writes that must see each other per tenant (inside a transaction): changes to
+    its admins (two admins demoting each other at once must not leave none), and those that start
+    or change its subscriptions or its customer at the gateway (plans, billing_portal; taken first).
+    FOR NO KEY UPDATE: it serializes these lockers as FOR UPDATE would, but lets through the
+    FOR KEY SHARE that every foreign-key check to the tenant takes, so the tenant's other writes
+    (sessions, credits, tickets) never wait behind it, even while it is held across a gateway call."""
+    Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).values_list("pk", flat=True).first()
 
 
 @transaction.atomic
@@ -125,7 +129,7 @@ def membership_change_role(
     *, tenant: Tenant, membership: Membership, role: Role | str, actor: User
 ) -> Membership:
     role = Role(role)
-    _lock_admins(tenant)
+    tenant_lock(tenant=tenant)
     membership = Membership.objects.select_for_update().get(pk=membership.pk, tenant=tenant)
     if membership.role == role:
         return membership
@@ -149,7 +153,7 @@ def membership_change_role(
 
 @transaction.atomic
 def membership_remove(*, tenant: Tenant, membership: Membership, actor: User) -> None:
-    _lock_admins(tenant)
+    tenant_lock(tenant=tenant)
     membership = (
         Membership.objects.select_for_update().select_related("user").get(pk=membership.pk, tenant=tenant)
     )

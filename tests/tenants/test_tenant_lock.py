@@ -1,0 +1,42 @@
+"""The tenant lock (tenants.services.tenant_lock) serializes its own lockers but not the tenant's
+other writes: it is FOR NO KEY UPDATE, which the FOR KEY SHARE of a foreign-key check to the tenant
+passes. Real PostgreSQL, a second connection, with a lock timeout to tell waiting from passing."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection, transaction
+
+from tenants.services import tenant_lock
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _other_connection() -> psycopg.Connection:
+    params = settings.DATABASES["default"]
+    return psycopg.connect(
+        host=params["HOST"], port=params["PORT"], user=params["USER"], password=params.get("PASSWORD") or None,
+        dbname=connection.settings_dict["NAME"], autocommit=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "waits"),
+    [
+        ("FOR KEY SHARE", False),  # what a foreign-key check to the tenant takes: an insert elsewhere
+        ("FOR NO KEY UPDATE", True),  # another tenant_lock
+        ("FOR UPDATE", True),
+    ],
+)
+def test_the_tenant_lock_lets_foreign_key_checks_through_and_holds_other_lockers(tenant, what, waits):
+    with _other_connection() as other, transaction.atomic():
+        tenant_lock(tenant=tenant)
+        other.execute("SET lock_timeout = '300ms'")
+        try:
+            other.execute(f"SELECT 1 FROM tenants_tenant WHERE id = %s {what}", [tenant.pk])
+            waited = False
+        except psycopg.errors.LockNotAvailable:
+            waited = True
+    assert waited == waits
