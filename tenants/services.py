@@ -404,9 +404,9 @@ def _first_read(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     """One row of a read that is the request's first query, doubling as its connection's health
     check. With CONN_HEALTH_CHECKS Django sends `SELECT 1` before the first query on a connection
     kept from an earlier request: a round trip on every API call. Here the key's read goes first
-    instead and, when the kept connection turns out to be unusable (the server restarted, or closed
-    it), the connection is replaced and the read sent once more, as Django's check would have done
-    before it. Only outside a transaction, where repeating a read is safe; anywhere else (a query
+    instead and, when the kept connection turns out to be broken (the server restarted, or closed
+    it: psycopg then says it is closed), the connection is replaced and the read sent once more, as
+    Django's check would have done before it; an error on a live connection is the request's own. Only outside a transaction, where repeating a read is safe; anywhere else (a query
     already ran, a transaction is open, no kept connection) it is a plain read."""
     db: Any = connection  # django-stubs do not declare the health check's attributes
     checking = (
@@ -422,6 +422,8 @@ def _first_read(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
                 cursor.execute(sql, params)
                 return cursor.fetchone()
         except (OperationalError, InterfaceError):
+            if db.connection is not None and not db.connection.closed:
+                raise  # a live connection's error (a timeout, a cancel): not one to send again
             connection.close()  # the next cursor connects afresh
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -34,7 +34,8 @@ def _terminate_server_side() -> None:
     pid = connection.connection.info.backend_pid
     params = settings.DATABASES["default"]
     with psycopg.connect(
-        host=params["HOST"], port=params["PORT"], user=params["USER"], dbname=connection.settings_dict["NAME"],
+        host=params["HOST"], port=params["PORT"], user=params["USER"], password=params.get("PASSWORD") or None,
+        dbname=connection.settings_dict["NAME"],
         autocommit=True,
     ) as other:  # fmt: skip
         assert other.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
@@ -75,3 +76,26 @@ def test_a_closed_connection_with_a_wrong_key_is_still_a_401(secret):
     _new_request()
 
     assert _get("alw_00000000_" + "x" * 43).status_code == 401
+
+
+def test_an_error_on_a_live_connection_is_not_sent_again(secret):
+    """Only a broken connection is replaced: a statement timeout or a cancel on a live one is the
+    request's error, as Django's health check (is_usable) would not have replaced it either."""
+    from django.db import OperationalError
+    from django.db.backends.utils import CursorWrapper
+
+    assert _get(secret).status_code == 200
+    _new_request()
+    kept = connection.connection
+    calls = []
+
+    def canceled(self, sql, params=None):
+        calls.append(sql)
+        raise OperationalError("canceling statement due to statement timeout")
+
+    with mock.patch.object(CursorWrapper, "execute", canceled), pytest.raises(OperationalError):
+        services.api_key_authenticate(secret)
+
+    assert len(calls) == 1
+    assert connection.connection is kept
+    assert not kept.closed
