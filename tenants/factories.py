@@ -71,12 +71,14 @@ class ApiKeyFactory(factory.django.DjangoModelFactory):
 
 
 def insert_copy(row: models.Model, **changes: Any) -> None:
-    """Insert a copy of `row` with `changes`, its deferred constraints (the foreign keys) checked at
-    once rather than at the test's commit that never comes."""
+    """Insert a copy of `row` with `changes` (each a field of its model), its deferred constraints
+    (the foreign keys) checked at once rather than at the test's commit that never comes."""
     row.pk = None
     row._state.adding = True
+    names = {f.name for f in row._meta.concrete_fields} | {f.attname for f in row._meta.concrete_fields}
     for name, value in changes.items():
+        assert name in names, f"{type(row).__name__} has no field {name}"
         setattr(row, name, value)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with transaction.atomic():
         row.save()
+        connection.check_constraints()
