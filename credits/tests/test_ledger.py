@@ -596,6 +596,20 @@ def test_a_ledger_row_belongs_to_its_wallets_tenant(plus, other_tenant):
     assert Entry.objects.filter(kind="consume").count() == 2
 
 
+def test_the_one_key_foreign_keys_hold_for_the_rows_there_before_them():
+    """Added NOT VALID (no scan holding up the writes), then validated by a migration of its own."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname, convalidated FROM pg_constraint WHERE conname = ANY(%s) ORDER BY conname",
+            [["consumption_wallet_of_tenant", "entry_wallet_of_tenant", "ticket_client_of_tenant"]],
+        )
+        assert cursor.fetchall() == [
+            ("consumption_wallet_of_tenant", True),
+            ("entry_wallet_of_tenant", True),
+            ("ticket_client_of_tenant", True),
+        ]
+
+
 def test_a_grant_reference_is_granted_once(plus, other_tenant):
     first = grant(plus, 1, reference="invoice:in_1")
     assert grant(plus, 1, reference="invoice:in_1").pk == first.pk
