@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
@@ -91,7 +92,14 @@ class RejectNulMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        where = _nul_in(request)
+        try:
+            where = _nul_in(request)
+        except RequestDataTooBig:
+            if not request.path.startswith(API_PREFIX):
+                raise  # a page: Django's 400
+            # The body is read here first (an API JSON body): over DATA_UPLOAD_MAX_MEMORY_SIZE it
+            # is the API's 413, as ninja's own reading of it would answer (config.api).
+            return error_response(*http_error(413), status=413)
         if where is None:
             return self.get_response(request)
         if request.path.startswith(API_PREFIX):

@@ -273,7 +273,7 @@ def test_an_api_body_too_large_or_not_json_is_a_clear_error_in_debug_too(setting
 
     settings.DEBUG = debug
     big = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
-    for content_type in ("text/plain", "application/octet-stream"):
+    for content_type in ("text/plain", "application/octet-stream", "application/json"):
         response = Client().post("/api/v1/credits/consume", big, content_type=content_type, **api_auth)
         assert response.status_code == 413, content_type
         assert response.json()["error"]["code"] == "payload_too_large"
