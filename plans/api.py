@@ -23,11 +23,12 @@ router = Router(tags=["entitlements"])
 # Per process: the encoded answer of GET /entitlements per tenant, under the same versions and until
 # the same instant as the entitlements it renders (plans.selectors).
 _ANSWERS = VersionedCache("entitlements-answer")
-# Per process: the admission check's encoded answer per tenant, with what it was computed from: the
-# very entitlements object the cache served (a later one, after a change or a time boundary, is
-# another object), the product and the key companions' values. Kept only when the product's checker
-# says its answer follows from those alone (Admission.reusable: AI Agents when its count came from
-# the companions, a product without a checker), so the same inputs are answered the same bytes.
+# Per process: the admission check's encoded answer per tenant and product ({product: (...)}), with
+# what it was computed from: the very entitlements object the cache served (a later one, after a
+# change or a time boundary, is another object) and the key companions' values. Kept only when the
+# product's checker says its answer follows from those alone (Admission.reusable: AI Agents when its
+# count came from the companions, a product without a checker), so the same inputs are answered the
+# same bytes.
 _ADMISSIONS = VersionedCache("admission-answer")
 
 
@@ -226,9 +227,10 @@ def admission(
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     tenant, now, companions, versions = key.tenant, timezone.now(), key.companions, key.versions
     ents = entitlements(tenant=tenant, now=now, versions=versions) if versions is not None else None
-    kept = _ADMISSIONS.get(tenant.pk, versions, now) if versions is not None else None
-    if kept is not None and kept[0] is ents and kept[1] == product and kept[2] == companions:
-        return HttpResponse(kept[3], content_type=JSON)
+    kept = (_ADMISSIONS.get(tenant.pk, versions, now) if versions is not None else None) or {}
+    hit = kept.get(product)
+    if hit is not None and hit[0] is ents and hit[1] == companions:
+        return HttpResponse(hit[2], content_type=JSON)
     found = check(
         tenant=tenant, product=product, now=now, versions=versions, companions=companions, ents=ents
     )
@@ -246,12 +248,15 @@ def admission(
             "details": found.details,
         }
     )
-    if found.reusable and versions is not None:
+    if found.reusable and versions is not None and ents is not None:
+        # The other products' kept answers stay beside it while they were made from the same
+        # entitlements object; the whole entry ends when those entitlements do.
+        same = {code: other for code, other in kept.items() if other[0] is ents}
         _ADMISSIONS.put(
             tenant.pk,
             versions,
-            (ents, product, companions, answer.content),
+            same | {product: (ents, companions, answer.content)},
             valid_from=now,
-            valid_until=None,
+            valid_until=ents.valid_until,
         )
     return answer

@@ -222,6 +222,19 @@ def test_an_admission_asked_again_with_the_same_inputs_is_its_kept_answer_and_a_
     assert len(calls) == 4
 
 
+def test_admissions_of_two_products_asked_in_turn_are_each_kept(tenant, api):
+    """The kept answers are per product: asking about AI Credits in between does not drop the AI
+    Agents answer."""
+    growth(tenant)
+    calls, patched = _counting_checker("ai_agents")
+    with patched:
+        first = api.get(ADMISSION).content
+        for _ in range(2):
+            assert api.get("/api/v1/entitlements/ai_credits/admission").status_code == 200
+            assert api.get(ADMISSION).content == first
+    assert len(calls) == 1
+
+
 def test_an_admission_that_read_the_database_is_never_kept(tenant, api):
     """Helpdesk AI's check reads the license counts and the ticket credits after the key: nothing
     in the key's statement tells whether they changed, so each call asks the checker."""
