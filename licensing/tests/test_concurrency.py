@@ -150,3 +150,59 @@ def test_parallel_upserts_of_a_new_client_create_it_once(partner):
     assert Counter(created for _, (_, created) in results) == {True: 1, False: 9}
     assert Client.objects.filter(tenant=partner, external_id="new-1").count() == 1
     assert AuditEvent.objects.filter(tenant=partner, action="client.created").count() == 1
+
+
+def test_l16_a_ticket_answered_via_a_license_while_its_credit_waits_takes_no_credit(partner):
+    """The race the one-statement path guards, provoked through the service: the ticket's statement
+    (allowance_ticket_qualify) has looked for the ticket and waits for the ticket wallet's lock
+    (held by another transaction); meanwhile the other transaction answers the ticket via a license
+    and commits. The statement then takes the credit, finds the ticket's row, undoes the credit and
+    answers the first answer: nothing is spent, one ticket is kept."""
+    import json
+    import time
+
+    import psycopg
+    from django.conf import settings
+
+    ClientFactory(tenant=partner, external_id="contoso", status="active")
+    client = Client.objects.get(tenant=partner, external_id="contoso")
+    left = ticket_credits(tenant_id=partner.pk).remaining
+    first = {"ticket_id": "T-1", "client_id": "contoso", "ai": True, "via": "license"}
+    params = settings.DATABASES["default"]
+    other = psycopg.connect(
+        host=params["HOST"], port=params["PORT"], user=params["USER"], password=params.get("PASSWORD") or None,
+        dbname=connection.settings_dict["NAME"],
+    )  # fmt: skip
+    with other:
+        other.execute(
+            "SELECT id FROM credits_wallet WHERE tenant_id = %s AND unit = 'ticket_credit' FOR UPDATE",
+            [partner.pk],
+        )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            asked = pool.submit(
+                _run, lambda: services.ticket_qualify(tenant=partner, ticket_id="T-1", client_id="contoso")
+            )
+            waiting = 0
+            for _ in range(100):  # until the statement waits for the wallet's lock
+                time.sleep(0.05)
+                waiting = other.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE %s",
+                    ["%allowance_ticket_qualify%"],
+                ).fetchone()[0]
+                if waiting:
+                    break
+            assert waiting == 1
+            other.execute(
+                "INSERT INTO licensing_ticket (tenant_id, ticket_id, client_id, via, response, created_at) "
+                "VALUES (%s, 'T-1', %s, 'license', %s, now())",
+                [partner.pk, client.pk, json.dumps(first)],
+            )
+            other.commit()
+            outcome, answer = asked.result(timeout=30)
+
+    assert (outcome, answer) == ("ok", first)
+    assert not Consumption.objects.filter(tenant=partner).exists()
+    assert ticket_credits(tenant_id=partner.pk).remaining == left
+    assert list(Ticket.objects.filter(tenant=partner).values_list("via", flat=True)) == ["license"]
+    assert_ticket_ledger(partner)
