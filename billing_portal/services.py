@@ -1249,22 +1249,30 @@ def duplicate_cancel(
 
 def _invoice_refund_in_full(*, tenant: Tenant, gateway: PaymentGateway, inv: GatewayInvoice) -> Invoice:
     """Refund what the invoice's payments collected and is not refunded yet; its mirror, with what
-    has been refunded in all."""
-    if gateway.invoice_refunded(inv.id) < inv.amount_paid:
-        gateway_write(
-            tenant=tenant,
-            operation="refund_invoice",
-            params={"invoice": inv.id},
-            call=lambda key: gateway.refund_invoice(inv.id, idempotency_key=key),
-            result_id=lambda _: inv.id,
-        )
+    has been refunded in all (read from the gateway again only when this call refunded)."""
+    refunded = gateway.invoice_refunded(inv.id)
+    if refunded >= inv.amount_paid:
+        return _invoice_refunded_mirror(tenant=tenant, inv=inv, refunded=refunded)
+    gateway_write(
+        tenant=tenant,
+        operation="refund_invoice",
+        params={"invoice": inv.id},
+        call=lambda key: gateway.refund_invoice(inv.id, idempotency_key=key),
+        result_id=lambda _: inv.id,
+    )
     return invoice_refunds_record(tenant=tenant, gateway=gateway, invoice_id=inv.id)
 
 
 def invoice_refunds_record(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> Invoice:
     """The invoice mirror, with what has been refunded of its payments (charge.refunded)."""
-    invoice = invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(invoice_id))
-    invoice.amount_refunded = gateway.invoice_refunded(invoice_id)
+    return _invoice_refunded_mirror(
+        tenant=tenant, inv=gateway.retrieve_invoice(invoice_id), refunded=gateway.invoice_refunded(invoice_id)
+    )
+
+
+def _invoice_refunded_mirror(*, tenant: Tenant, inv: GatewayInvoice, refunded: int) -> Invoice:
+    invoice = invoice_upsert(tenant=tenant, inv=inv)
+    invoice.amount_refunded = refunded
     invoice.save(update_fields=["amount_refunded", "updated_at"])
     return invoice
 
