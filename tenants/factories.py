@@ -4,6 +4,8 @@ from datetime import timedelta
 from typing import Any
 
 import factory
+import psycopg
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
 
@@ -82,3 +84,12 @@ def insert_copy(row: models.Model, **changes: Any) -> None:
     with transaction.atomic():
         row.save()
         connection.check_constraints()
+
+
+def second_connection(*, autocommit: bool = True) -> psycopg.Connection:
+    """Another PostgreSQL session on the test database, as another worker's would be."""
+    params = settings.DATABASES["default"]
+    return psycopg.connect(
+        host=params["HOST"], port=params["PORT"], user=params["USER"], password=params.get("PASSWORD") or None,
+        dbname=connection.settings_dict["NAME"], autocommit=autocommit,
+    )  # fmt: skip

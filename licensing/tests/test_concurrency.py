@@ -20,7 +20,7 @@ from licensing.factories import ClientFactory, licensed, on_helpdesk
 from licensing.models import Client, Ticket
 from licensing.rules import ClientFields
 from tenants.errors import BusinessError
-from tenants.factories import TenantFactory
+from tenants.factories import TenantFactory, second_connection
 from tenants.models import AuditEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -161,18 +161,11 @@ def test_l16_a_ticket_answered_via_a_license_while_its_credit_waits_takes_no_cre
     import json
     import time
 
-    import psycopg
-    from django.conf import settings
-
     ClientFactory(tenant=partner, external_id="contoso", status="active")
     client = Client.objects.get(tenant=partner, external_id="contoso")
     left = ticket_credits(tenant_id=partner.pk).remaining
     first = {"ticket_id": "T-1", "client_id": "contoso", "ai": True, "via": "license"}
-    params = settings.DATABASES["default"]
-    other = psycopg.connect(
-        host=params["HOST"], port=params["PORT"], user=params["USER"], password=params.get("PASSWORD") or None,
-        dbname=connection.settings_dict["NAME"],
-    )  # fmt: skip
+    other = second_connection(autocommit=False)
     with other:
         other.execute(
             "SELECT id FROM credits_wallet WHERE tenant_id = %s AND unit = 'ticket_credit' FOR UPDATE",

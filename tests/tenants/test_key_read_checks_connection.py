@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from unittest import mock
 
-import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.test import Client
 
 from tenants import services
+from tenants.factories import second_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,12 +31,7 @@ def _new_request() -> None:
 
 def _terminate_server_side() -> None:
     pid = connection.connection.info.backend_pid
-    params = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=params["HOST"], port=params["PORT"], user=params["USER"], password=params.get("PASSWORD") or None,
-        dbname=connection.settings_dict["NAME"],
-        autocommit=True,
-    ) as other:  # fmt: skip
+    with second_connection() as other:
         assert other.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
 
 

@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
+from tenants.factories import second_connection
 from tenants.services import tenant_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _other_connection() -> psycopg.Connection:
-    params = settings.DATABASES["default"]
-    return psycopg.connect(
-        host=params["HOST"], port=params["PORT"], user=params["USER"], password=params.get("PASSWORD") or None,
-        dbname=connection.settings_dict["NAME"], autocommit=True,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -31,7 +23,7 @@ def _other_connection() -> psycopg.Connection:
     ],
 )
 def test_the_tenant_lock_lets_foreign_key_checks_through_and_holds_other_lockers(tenant, what, waits):
-    with _other_connection() as other, transaction.atomic():
+    with second_connection() as other, transaction.atomic():
         tenant_lock(tenant=tenant)
         other.execute("SET lock_timeout = '300ms'")
         try:
