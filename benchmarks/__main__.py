@@ -229,8 +229,12 @@ def main() -> int:
     for scenario in SCENARIOS:
         if scenario.seed:
             scenario.seed(ctx)
-    from django.db import connections
+    from django.db import connection, connections
 
+    # The planner's statistics, as autovacuum would have gathered them on a server that runs it
+    # (a machine may run PostgreSQL without it): without them a fresh table's estimates are guesses.
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
     connections.close_all()
     proc = _server()
     rows = []

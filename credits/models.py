@@ -248,7 +248,9 @@ class Consumption(ActorFields):
     wallet = models.ForeignKey(  # indexed first in consumption_idempotency_unique
         Wallet, on_delete=models.CASCADE, related_name="consumptions", db_index=False, db_constraint=False
     )
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    tenant = models.ForeignKey(  # indexed first in consumption_tenant_client
+        Tenant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     idempotency_key = models.CharField(max_length=200)
     feature = models.CharField(max_length=64, blank=True)
     quantity = models.PositiveIntegerField(null=True, blank=True)
@@ -270,7 +272,12 @@ class Consumption(ActorFields):
             ),
             models.CheckConstraint(condition=Q(amount__gte=0), name="consumption_amount_not_negative"),
         ]
-        indexes = [models.Index(fields=["wallet", "created_at"])]
+        indexes = [
+            models.Index(fields=["wallet", "created_at"]),
+            # AI credits used per client (Manage Licenses, AI Statistics' top clients): a client's
+            # consumptions of a period, not every consumption of the period.
+            models.Index(fields=["tenant", "client_id", "created_at"], name="consumption_tenant_client"),
+        ]
 
     def __str__(self) -> str:
         return f"Consumption {self.idempotency_key}"

@@ -157,22 +157,35 @@ class Summary(PeriodUse):
         return self.balance < settings.CREDITS_LOW_BALANCE * CREDIT
 
 
-def summary(*, tenant_id: int, now: datetime | None = None) -> Summary:
-    """In one query."""
-    now = now or timezone.now()
-    live = live_q(now)
-    plan = live & Q(source__in=PLAN_SOURCES)
-    row = Grant.objects.filter(tenant_id=tenant_id, wallet__unit=Unit.AI_CREDIT).aggregate(
-        n=Count("pk"),
-        balance=Sum("remaining", filter=live),
-        period_amount=Sum("amount", filter=plan),
-        period_remaining=Sum("remaining", filter=plan),
+@functools.cache
+def _summary_sql() -> str:
+    grant, wallet = Grant._meta.db_table, Wallet._meta.db_table
+    plan = "g.source IN (" + ", ".join(f"'{source.value}'" for source in PLAN_SOURCES) + ")"
+    return (
+        f"SELECT COUNT(g.id), SUM(CASE WHEN {_LIVE} THEN g.remaining END), "  # noqa: S608
+        f"SUM(CASE WHEN {_LIVE} AND {plan} THEN g.amount END), "
+        f"SUM(CASE WHEN {_LIVE} AND {plan} THEN g.remaining END) FROM {grant} g "
+        f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %(tenant)s AND w.unit = "
+        f"'{Unit.AI_CREDIT.value}')"
     )
+
+
+# live_q in SQL, on the grant `g` at %(now)s.
+_LIVE = "(g.valid_from <= %(now)s AND (g.expires_at IS NULL OR g.expires_at > %(now)s))"
+
+
+def summary(*, tenant_id: int, now: datetime | None = None) -> Summary:
+    """In one plain query: the sidebar asks it on every tenant page, and the ORM's compilation of
+    these sums cost more than the query (about 4 ms a page)."""
+    at = connection.ops.adapt_datetimefield_value(now or timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_summary_sql(), {"tenant": tenant_id, "now": at})
+        count, balance, period_amount, period_remaining = cursor.fetchone()
     return Summary(
-        has_credits=bool(row["n"]),
-        balance=row["balance"] or 0,
-        period_amount=row["period_amount"] or 0,
-        period_remaining=row["period_remaining"] or 0,
+        has_credits=bool(count),
+        balance=int(balance or 0),
+        period_amount=int(period_amount or 0),
+        period_remaining=int(period_remaining or 0),
     )
 
 

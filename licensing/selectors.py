@@ -182,6 +182,7 @@ SORTS = {
     "credits": "ai_credits_used",
 }
 DEFAULT_SORT = "name"
+NULLABLE_SORTS = {"ai_license_since", "chat_license_since"}
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,13 @@ def clients(*, tenant: Tenant, filters: ClientFilters, period: Period | None = N
         key = DEFAULT_SORT
     column = SORTS[key]
     # Descending puts the largest first and the empty last; ascending the other way round (no
-    # license before a license, the oldest license first).
-    order = F(column).desc(nulls_last=True) if filters.descending else F(column).asc(nulls_first=True)
+    # license before a license, the oldest license first). Only the license dates can be empty: the
+    # other columns keep PostgreSQL's plain order, which their indexes give without a sort (the
+    # default, by name, reads 50 rows of (tenant, name, id) instead of sorting every client).
+    if column in NULLABLE_SORTS:
+        order = F(column).desc(nulls_last=True) if filters.descending else F(column).asc(nulls_first=True)
+    else:
+        order = F(column).desc() if filters.descending else F(column).asc()
     tie = ("-name", "-pk") if filters.descending else ("name", "pk")
     return rows.order_by(order, *(t for t in tie if t.lstrip("-") != column))
 

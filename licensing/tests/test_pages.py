@@ -185,6 +185,44 @@ def test_sortable_columns_in_both_directions(essentials, admin, client_for):
     assert 'href="?q=a&amp;sort=-name"' in page.content.decode()  # clicking again reverses, filters kept
 
 
+def test_l07_the_orders_of_never_empty_columns_are_the_ones_their_indexes_give(essentials):
+    """L07 for 10,000 clients: by name (the default) or another column that is never empty, the
+    query asks PostgreSQL's plain order, which the (tenant, name, id) index gives without sorting
+    every client; only the license dates (which may be empty) say where the empty ones go."""
+    from licensing.selectors import ClientFilters, clients
+
+    def order(sort: str) -> str:
+        return str(clients(tenant=essentials, filters=ClientFilters(sort=sort)).query).split("ORDER BY")[1]
+
+    assert order("name").strip() == '"licensing_client"."name" ASC, "licensing_client"."id" ASC'
+    assert order("-name").strip() == '"licensing_client"."name" DESC, "licensing_client"."id" DESC'
+    assert "NULLS" not in order("status") + order("-agreement_type")
+    assert "NULLS FIRST" in order("ai")
+    assert "NULLS LAST" in order("-chat")
+
+
+def test_l12_each_rows_actions_name_its_own_client(essentials, admin, client_for):
+    """L12: the row actions' URLs are built once per page and given each row's client, also when
+    the tenant's slug holds the digits that stand for the client while they are built."""
+    from django.urls import reverse
+
+    from licensing.views import _MARK
+
+    essentials.slug = f"msp{_MARK}"
+    essentials.save(update_fields=["slug"])
+    first, second = (
+        ClientFactory(tenant=essentials, name="Alpha"),
+        ClientFactory(tenant=essentials, name="Beta"),
+    )
+    page = client_for(admin).get(f"/t/{essentials.slug}/licenses/").content.decode()
+    for client in (first, second):
+        row = page.split(f'id="client-{client.pk}"')[1].split("</tr>")[0]
+        for kind in ("ai", "chat"):
+            assert f'hx-post="{reverse("license_change", args=[essentials.slug, client.pk, kind])}"' in row
+        edit = reverse("client_edit", args=[essentials.slug, client.pk])
+        assert f'href="{edit}?next=/t/{essentials.slug}/licenses/"' in row
+
+
 def test_sorting_by_ai_credits_used(essentials, admin, client_for):
     for ext in ("low", "high", "none"):
         ClientFactory(tenant=essentials, external_id=ext, name=ext.title())
