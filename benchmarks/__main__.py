@@ -111,6 +111,16 @@ def _seed(ctx: dict) -> None:
     ctx["limited_limit"] = LIMITED_LIMIT
 
 
+def _analyze() -> None:
+    """The planner's statistics, as autovacuum keeps them on a server that runs it (a machine may
+    run PostgreSQL without it): without them the estimates of a table the seed or an earlier
+    scenario filled are guesses (thousands of consumptions taken for none)."""
+    import psycopg
+
+    with psycopg.connect(DB_URL, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def _server() -> subprocess.Popen:
     env = {**os.environ, **SERVER_ENV}
     proc = subprocess.Popen(
@@ -169,7 +179,10 @@ def _wrk(path: str, lua: str, key: str, seconds: int, prefix: str, connections: 
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
-    return _parse(out)
+    try:
+        return _parse(out)
+    except (AttributeError, KeyError) as exc:
+        raise SystemExit(f"wrk's output for {path} could not be read ({exc!r}):\n{out}") from exc
 
 
 def _probe(scenario) -> list[str]:
@@ -229,12 +242,9 @@ def main() -> int:
     for scenario in SCENARIOS:
         if scenario.seed:
             scenario.seed(ctx)
-    from django.db import connection, connections
+    from django.db import connections
 
-    # The planner's statistics, as autovacuum would have gathered them on a server that runs it
-    # (a machine may run PostgreSQL without it): without them a fresh table's estimates are guesses.
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+    _analyze()
     connections.close_all()
     proc = _server()
     rows = []
@@ -253,6 +263,7 @@ def main() -> int:
                 continue
             key = HOT_KEY if scenario.auth else ""
             conns = scenario.connections or CONNECTIONS
+            _analyze()  # the rows the scenarios before it wrote
             if scenario.run is None:
                 # warm-up (connections, prepared statements, the caches)
                 _wrk(scenario.path, scenario.lua, key, 2, f"warm{i}", conns)

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, F, Q, QuerySet
+from django.db import connection
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from credits import selectors as credit_selectors
@@ -110,17 +111,35 @@ class Header:
         return [s for s in (self.ai, self.chat) if s.over]
 
 
-def _counts(tenant: Tenant) -> dict[str, int]:
-    inactive = Q(status=Client.Status.INACTIVE)
-    ai, chat = Q(ai_license_since__isnull=False), Q(chat_license_since__isnull=False)
-    return Client.objects.filter(tenant=tenant).aggregate(
-        clients=Count("pk"),
-        ai=Count("pk", filter=ai),
-        chat=Count("pk", filter=chat),
-        flagged=Count("pk", filter=inactive & (ai | chat)),
-        flagged_ai=Count("pk", filter=inactive & ai),
-        flagged_chat=Count("pk", filter=inactive & chat),
+def _counts_sql() -> str:
+    inactive = f"status = '{Client.Status.INACTIVE.value}'"
+    ai, chat = "ai_license_since IS NOT NULL", "chat_license_since IS NOT NULL"
+    counted = {
+        "ai": ai,
+        "chat": chat,
+        "flagged": f"{inactive} AND ({ai} OR {chat})",
+        "flagged_ai": f"{inactive} AND {ai}",
+        "flagged_chat": f"{inactive} AND {chat}",
+    }
+    return (
+        "SELECT COUNT(*), "  # noqa: S608
+        + ", ".join(f"COUNT(CASE WHEN {condition} THEN 1 END)" for condition in counted.values())
+        + f" FROM {Client._meta.db_table} WHERE tenant_id = %s"
     )
+
+
+_COUNTS = ("clients", "ai", "chat", "flagged", "flagged_ai", "flagged_chat")
+_COUNTS_SQL = _counts_sql()
+
+
+def _counts(tenant: Tenant) -> dict[str, int]:
+    """The tenant's clients, licenses and inactive clients holding them, in one plain query: the
+    page's header and the admission check read it, and the ORM's compilation of these six filtered
+    counts cost more than the query (about 4 ms)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_COUNTS_SQL, [tenant.pk])
+        row = cursor.fetchone()
+    return dict(zip(_COUNTS, (int(n) for n in row), strict=True))
 
 
 def header(*, tenant: Tenant, now: datetime | None = None, ents: Entitlements | None = None) -> Header:
