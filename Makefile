@@ -34,6 +34,9 @@ TEST_STRIPE_SECRET_KEY := sk_test_placeholder_for_the_test_suite
 TEST_STRIPE_WEBHOOK_SECRET := whsec_placeholder_for_the_test_suite
 
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core, at most 4; PYTEST_WORKERS=0 runs the suite in this
+# process. Each has its own test database and Redis database (conftest.py).
+PYTEST_WORKERS ?= auto
 LINT_PATHS ?= .
 
 .PHONY: help uv sync run migrate seed shell test check-services lint fmt bench clean
@@ -90,7 +93,7 @@ test: export STRIPE_WEBHOOK_SECRET ?= $(TEST_STRIPE_WEBHOOK_SECRET)
 test: export DEBUG := false
 test: sync ## Run the test suite on PostgreSQL and Redis (PYTEST_ARGS=... passes options)
 	$(RUN) python scripts/check_services.py
-	$(RUN) pytest $(PYTEST_ARGS)
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 $(PYTEST_ARGS)
 
 # The mypy Django plugin imports the settings, which need a SECRET_KEY (and, for the Stripe
 # gateway that DEBUG off defaults to, its keys) when DEBUG is off.

@@ -19,6 +19,24 @@ from tenants.models import Role, Tenant, User
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs the suite in one process per core) each process gets its
+    own Redis database, the next ones after REDIS_URL's, as pytest-django gives it its own test
+    database: every test empties the cache, and would empty another process's mid-test."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or worker == "gw0":
+        return
+    from django.conf import settings
+
+    location = settings.CACHES["default"].get("LOCATION", "")
+    if not isinstance(location, str) or not location.startswith("redis://"):
+        return
+    base, _, db = location.rpartition("/")
+    url = f"{base}/{int(db or 0) + int(worker.removeprefix('gw'))}"
+    settings.CACHES["default"]["LOCATION"] = url
+    settings.CELERY_BROKER_URL = url
+
+
 @pytest.fixture(autouse=True)
 def _settings_for_tests(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = True
