@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.test import Client
@@ -31,8 +32,10 @@ def pytest_configure(config: pytest.Config) -> None:
     location = settings.CACHES["default"].get("LOCATION", "")
     if not isinstance(location, str) or not location.startswith("redis://"):
         return
-    base, _, db = location.rpartition("/")
-    url = f"{base}/{int(db or 0) + int(worker.removeprefix('gw'))}"
+    parts = urlsplit(location)
+    db = int(parts.path.strip("/") or 0)
+    # Redis has 16 databases (0-15): counting on from 13 or above wraps round to 0.
+    url = urlunsplit(parts._replace(path=f"/{(db + int(worker.removeprefix('gw'))) % 16}"))
     settings.CACHES["default"]["LOCATION"] = url
     settings.CELERY_BROKER_URL = url
 
