@@ -29,6 +29,17 @@ def forward(apps, schema_editor):
     model = apps.get_model("credits", "Consumption")
     table = model._meta.db_table
     if schema_editor.connection.vendor == "postgresql":
+        # A concurrent build that failed (a deadlock, a cancel) leaves an invalid index of that name,
+        # which IF NOT EXISTS would keep: drop it, then build again.
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s AND c.relnamespace = to_regnamespace(current_schema())",
+                [INDEX.name],
+            )
+            found = cursor.fetchone()
+        if found is not None and found[0]:
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX.name}")
         schema_editor.execute(
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX.name} ON {table} (tenant_id, client_id, created_at)"
         )
