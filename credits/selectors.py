@@ -157,6 +157,10 @@ class Summary(PeriodUse):
         return self.balance < settings.CREDITS_LOW_BALANCE * CREDIT
 
 
+# live_q in SQL, on the grant `g` at %(now)s (the plain queries below).
+_LIVE = "(g.valid_from <= %(now)s AND (g.expires_at IS NULL OR g.expires_at > %(now)s))"
+
+
 @functools.cache
 def _summary_sql() -> str:
     grant, wallet = Grant._meta.db_table, Wallet._meta.db_table
@@ -168,10 +172,6 @@ def _summary_sql() -> str:
         f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %(tenant)s AND w.unit = "
         f"'{Unit.AI_CREDIT.value}')"
     )
-
-
-# live_q in SQL, on the grant `g` at %(now)s.
-_LIVE = "(g.valid_from <= %(now)s AND (g.expires_at IS NULL OR g.expires_at > %(now)s))"
 
 
 def summary(*, tenant_id: int, now: datetime | None = None) -> Summary:
@@ -629,8 +629,8 @@ def _ticket_credits_sql() -> str:
     return (
         f"SELECT SUM(g.remaining), SUM(CASE WHEN {cycle} THEN g.amount ELSE 0 END), "  # noqa: S608
         f"SUM(CASE WHEN {cycle} THEN g.remaining ELSE 0 END) FROM {grant} g "
-        f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %s AND w.unit = "
-        f"'{Unit.TICKET_CREDIT.value}') AND g.valid_from <= %s AND (g.expires_at IS NULL OR g.expires_at > %s)"
+        f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %(tenant)s AND w.unit = "
+        f"'{Unit.TICKET_CREDIT.value}') AND {_LIVE}"
     )
 
 
@@ -638,7 +638,7 @@ def ticket_credits(*, tenant_id: int, now: datetime | None = None) -> TicketCred
     """In one plain query (the ticket API answers with it: the ORM's compilation stays off it)."""
     at = connection.ops.adapt_datetimefield_value(now or timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(_ticket_credits_sql(), [tenant_id, at, at])
+        cursor.execute(_ticket_credits_sql(), {"tenant": tenant_id, "now": at})
         balance, cycle_amount, cycle_remaining = cursor.fetchone()
     return TicketCredits(
         cycle_amount=int(cycle_amount or 0),

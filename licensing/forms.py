@@ -11,6 +11,7 @@ from licensing import rules
 from licensing.models import MAX_EXTERNAL_ID, MAX_NAME, MAX_TYPE, Client
 from licensing.selectors import DEFAULT_SORT, SORTS, ClientFilters
 from tenants.errors import BusinessError
+from tenants.text import no_control_characters
 
 STATUS_CHOICES = [("", "Any status"), *Client.Status.choices]
 LICENSE_CHOICES = [
@@ -26,11 +27,6 @@ SORT_CHOICES = [(key, key) for key in SORTS] + [(f"-{key}", f"-{key}") for key i
 MAX_IMPORT_BYTES = 2 * 1024 * 1024  # the request body limit (DATA_UPLOAD_MAX_MEMORY_SIZE) is 2.5 MB
 
 
-def _no_nul(value: str) -> None:
-    if "\x00" in value:
-        raise forms.ValidationError("Remove the NUL character.")
-
-
 class SearchInput(forms.TextInput):
     input_type = "search"
 
@@ -40,7 +36,11 @@ class ClientFilterForm(forms.Form):
     column the table is sorted by. An invalid value filters nothing and says so."""
 
     q = forms.CharField(
-        required=False, max_length=MAX_NAME, label="Search", validators=[_no_nul], widget=SearchInput
+        required=False,
+        max_length=MAX_NAME,
+        label="Search",
+        validators=[no_control_characters],
+        widget=SearchInput,
     )
     status = forms.ChoiceField(required=False, choices=STATUS_CHOICES, label="Status")
     company_type = forms.ChoiceField(required=False, label="Company type")

@@ -406,8 +406,9 @@ def _first_read(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     kept from an earlier request: a round trip on every API call. Here the key's read goes first
     instead and, when the kept connection turns out to be broken (the server restarted, or closed
     it: psycopg then says it is closed), the connection is replaced and the read sent once more, as
-    Django's check would have done before it; an error on a live connection is the request's own. Only outside a transaction, where repeating a read is safe; anywhere else (a query
-    already ran, a transaction is open, no kept connection) it is a plain read."""
+    Django's check would have done before it; an error on a live connection is the request's own.
+    Only outside a transaction, where repeating a read is safe; anywhere else (a query already ran,
+    a transaction is open, no kept connection) it is a plain read."""
     db: Any = connection  # django-stubs do not declare the health check's attributes
     checking = (
         db.connection is not None

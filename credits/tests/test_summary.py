@@ -11,7 +11,7 @@ from django.db import connection
 
 from credits import services
 from credits.models import Consumption, Source, Unit
-from credits.selectors import summary
+from credits.selectors import _client_consumption, summary
 from credits.tests.conftest import START
 from credits.tests.helpers import K, consume
 
@@ -69,8 +69,6 @@ def test_l10_ai_credits_used_per_client_reads_the_clients_consumptions_not_the_p
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE credits_consumption")
         cursor.execute("SET LOCAL enable_seqscan = off")
-        from credits.selectors import _client_consumption
-
         rows = _client_consumption(plus.pk, START - DAY, START + DAY).filter(client_id__in=["acme-support"])
         sql, params = rows.values("client_id").query.sql_with_params()
         cursor.execute("EXPLAIN " + sql, params)

@@ -170,6 +170,17 @@ def test_an_invalid_filter_value_filters_nothing_and_is_no_error(essentials, adm
     assert len(names(page)) == 2
 
 
+def test_l11_a_search_with_control_characters_is_refused_in_words(essentials, admin, client_for):
+    """L11: the search holds to the one text rule (tenants.text): a bidirectional override is
+    refused with its message, filters nothing, and is no error (a NUL never gets this far: the
+    middleware answers it, tests/test_bad_input.py)."""
+    ClientFactory.create_batch(2, tenant=essentials)
+    page = client_for(admin).get(PAGE, {"q": "Con\u202etoso"})
+    assert page.status_code == 200
+    assert "Remove the control characters." in page.content.decode()
+    assert len(names(page)) == 2
+
+
 def test_sortable_columns_in_both_directions(essentials, admin, client_for):
     ClientFactory(tenant=essentials, name="Beta", status="inactive", agreement_type="B")
     licensed(essentials, 1, name="Alpha", agreement_type="C")
