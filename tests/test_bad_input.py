@@ -333,10 +333,14 @@ def test_an_api_moment_given_with_an_offset_is_answered_in_utc(tenant, admin):
     assert (ledger.status_code, ledger.json()["as_of"]) == (200, expected)
 
 
-@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\x85", "\t", "\x7f"])
+@pytest.mark.parametrize(
+    "char",
+    ["\u202e", "\u2066", "\x85", "\t", "\x7f", "\u200b", "\u2028", "\u2060", "\u206a", "\ufeff", "\ufffb"],
+)
 def test_an_api_id_or_key_with_a_control_character_is_a_422_naming_the_field(char, api_auth):
     """One rule for the ids and keys a client sends (tenants.text): no C0, DEL, C1, or bidirectional
-    embedding, override or isolate, which would show the text reordered on the pages. Refused
+    embedding, override or isolate, which would show the text reordered on the pages, nor an
+    invisible format character (a zero-width space, a line separator, a BOM...). Refused
     before anything is stored. (Within the text: licensing trims whitespace, NEL and TAB included,
     around an id.)"""
     from credits.models import Consumption, Hold
@@ -394,3 +398,23 @@ def test_an_api_body_nested_deeper_than_the_parser_goes_is_a_422(nul, api_auth):
             assert response.status_code == 422, (path, sent[:10])
             assert response.json()["error"]["code"] == "invalid_request"
     assert not Consumption.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\u200b", "\u2028", "\u2029", "\u2060", "\u2064", "\u206a", "\u206f", "\ufeff", "\ufff9", "\ufffb"],
+)
+def test_an_invisible_format_character_in_a_name_is_refused_in_words(char):
+    """tenants.text: a name holding a zero-width space, a line separator or a BOM would look like
+    another name (or break where nothing shows); every form field that names something refuses it
+    with the one message, and the API's pattern (tenants.api_fields) reads the same class."""
+    from django.core.exceptions import ValidationError
+
+    from tenants.api_fields import PRINTABLE
+    from tenants.text import MSG_CONTROL, no_control_characters
+
+    with pytest.raises(ValidationError) as refused:
+        no_control_characters(f"Ac{char}me")
+    assert refused.value.messages == [MSG_CONTROL]
+    assert re.fullmatch(PRINTABLE, f"Ac{char}me") is None
+    no_control_characters("Acme\u200d\u200c\u200e\u200f")  # the joiners and marks stay allowed
