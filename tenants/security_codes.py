@@ -94,13 +94,24 @@ def _wrong_tries(user: User, tenant: Tenant, now: datetime) -> int:
     return codes.filter(created_at__gt=since).aggregate(n=Sum("attempts"))["n"] or 0
 
 
-@transaction.atomic
 def security_code_send(
     *, user: User, tenant: Tenant, purpose: str, action: str, now: datetime | None = None
 ) -> SecurityCode:
     """Email a new code for `purpose` to `user` (`action` names it in the email: "subscribe to AI
-    Plus"). The previous code for the same purpose stops working."""
-    now = now or timezone.now()
+    Plus"). The previous code for the same purpose stops working. The code is stored in its own
+    transaction, then emailed; a mail that cannot go withdraws the code (so asking again is not
+    throttled) and raises. The email is sent here, not from an on-commit callback: inside a
+    caller's transaction the refusal still reaches the caller (and rolls that back too)."""
+    row, context = _issue(user=user, tenant=tenant, purpose=purpose, action=action, now=now or timezone.now())
+    _email_or_withdraw(row, to=user.email, context=context)
+    return row
+
+
+@transaction.atomic
+def _issue(
+    *, user: User, tenant: Tenant, purpose: str, action: str, now: datetime
+) -> tuple[SecurityCode, dict]:
+    """The new code's row (the previous ones revoked) and its email's context, or the refusal."""
     _lock(user, tenant)
     paused = _paused_until(user, tenant, now)
     if paused is not None:
@@ -136,9 +147,7 @@ def security_code_send(
         "minutes": _minutes(CODE_LIFETIME),
         "site_url": settings.SITE_URL,
     }
-    to = user.email
-    transaction.on_commit(lambda: _email_or_withdraw(row, to=to, context=context))
-    return row
+    return row, context
 
 
 def _email_or_withdraw(row: SecurityCode, *, to: str, context: dict) -> None:

@@ -173,3 +173,26 @@ def test_c10_a_code_that_cannot_be_emailed_is_withdrawn_with_a_clear_error(
     with django_capture_on_commit_callbacks(execute=True):  # asking again at once is not throttled
         security_code_send(user=admin, tenant=tenant, purpose=PURPOSE, action="subscribe to AI Plus")
     assert SecurityCode.objects.filter(user=admin, tenant=tenant).count() == 1
+
+
+def test_c10_inside_a_callers_transaction_the_mail_failure_still_reaches_the_caller(
+    admin, tenant, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The email goes out from the service itself, not from an on-commit callback: a caller that
+    holds a transaction still hears that the code was not sent (a callback would run only at that
+    transaction's commit, after the caller had answered "code sent"), and nothing is kept."""
+    from django.db import transaction
+
+    def down(*args, **kwargs):
+        raise OSError("SMTP unreachable")
+
+    monkeypatch.setattr("django.core.mail.EmailMultiAlternatives.send", down)
+    with (
+        django_capture_on_commit_callbacks(execute=False) as callbacks,
+        pytest.raises(BusinessError) as failed,
+        transaction.atomic(),
+    ):
+        security_code_send(user=admin, tenant=tenant, purpose=PURPOSE, action="subscribe to AI Plus")
+    assert failed.value.code == "security_code_not_sent"
+    assert callbacks == []
+    assert not SecurityCode.objects.filter(user=admin, tenant=tenant).exists()
