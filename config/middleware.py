@@ -24,6 +24,13 @@ API_PREFIX = "/api/"
 API_DOCS_PREFIX = "/api/v1/docs"
 NUL = "\x00"
 
+
+def _too_big() -> str:
+    """What a page says of a request body over DATA_UPLOAD_MAX_MEMORY_SIZE (an upload, in practice)."""
+    limit = f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024:.1f}".removesuffix(".0")
+    return f"The upload is larger than {limit} MB: split the file into smaller files and try again."
+
+
 # A JSON body's NUL: the raw byte, or the escape \u0000 that is not itself escaped (`\\u0000` is a
 # backslash followed by the text "u0000").
 _JSON_NUL = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000")
@@ -64,8 +71,9 @@ def _nul_in(request: HttpRequest) -> tuple[str, ...] | None:
     content_type = request.content_type or ""
     if request.method == "POST" and content_type in _FORM_TYPES:
         # Read the body first: POST is then parsed from the copy, and a view can still read the body
-        # (multipart parsing would otherwise consume the stream). No upload is accepted anywhere, and
-        # DATA_UPLOAD_MAX_MEMORY_SIZE bounds the copy (a larger body is a 400).
+        # (multipart parsing would otherwise consume the stream). DATA_UPLOAD_MAX_MEMORY_SIZE bounds
+        # the copy (a larger body is refused in words). An uploaded file's own content is its form's
+        # to check (the client CSV import refuses a NUL with its line).
         request.body  # noqa: B018
         for key, values in request.POST.lists():
             if NUL in key or any(NUL in v for v in values):
@@ -96,7 +104,8 @@ class RejectNulMiddleware:
             where = _nul_in(request)
         except RequestDataTooBig:
             if not request.path.startswith(API_PREFIX):
-                raise  # a page: Django's 400
+                # A page (the client CSV import's upload): the styled page, in words, nothing kept.
+                return render(request, "400.html", {"reason": _too_big()}, status=413)
             # The body is read here first (an API JSON body): over DATA_UPLOAD_MAX_MEMORY_SIZE it
             # is the API's 413, as ninja's own reading of it would answer (config.api).
             return error_response(*http_error(413), status=413)

@@ -123,7 +123,8 @@ class ImportForm(forms.Form):
     file = forms.FileField(
         label="CSV file",
         help_text="UTF-8, one client a row, with a header row: external_id, name, status, company_type, "
-        "agreement_type (status, company_type and agreement_type may be left out).",
+        "agreement_type. Status, company_type and agreement_type may be left out: an existing client "
+        "keeps what it has (an empty status too); a new one is active, with no types.",
         widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
     )
 
@@ -138,6 +139,12 @@ class ImportForm(forms.Form):
             raise forms.ValidationError(
                 "The file is not UTF-8 text: save it as CSV UTF-8 and try again."
             ) from None
+        if "\x00" in text:  # PostgreSQL cannot keep it; the file is refused before it is stored
+            line = text.count("\n", 0, text.index("\x00")) + 1
+            raise forms.ValidationError(
+                f"Line {line} holds a NUL character: the file is not CSV text. Save it as CSV UTF-8 "
+                "and try again."
+            )
         return (upload.name or "clients.csv")[:200], text
 
 

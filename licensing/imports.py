@@ -20,16 +20,23 @@ REQUIRED = ("external_id", "name")
 ALIASES = {"client_id": "external_id", "id": "external_id", "client": "name", "client_name": "name"}
 
 
+# The fields an import may leave out: a column left out, or an empty status cell, leaves an existing
+# client's value as it is (a new client is active, with no company or agreement type).
+OPTIONAL = ("status", "company_type", "agreement_type")
+
+
 @dataclass(frozen=True)
 class Row:
     line: int
     external_id: str
     fields: ClientFields
+    given: frozenset[str]  # the fields this row sets (name always)
 
 
 @dataclass
 class Checked:
     rows: list[Row] = field(default_factory=list)
+    columns: frozenset[str] = frozenset()  # the client fields the header names
     errors: list[dict[str, object]] = field(default_factory=list)
     error_count: int = 0
     total: int = 0  # data rows (blank lines left out)
@@ -40,11 +47,24 @@ class Checked:
             self.errors.append({"line": line, "message": message})
 
 
+class _NotCsv(Exception):
+    def __init__(self, line: int, error: csv.Error) -> None:
+        super().__init__(line, error)
+        self.line, self.error = line, error
+
+
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
-    """(the line a record starts on, its cells); a quoted cell may span lines."""
+    """(the line a record starts on, its cells); a quoted cell may span lines. A record the csv
+    module cannot read raises _NotCsv with the line it starts on."""
     reader = csv.reader(io.StringIO(text, newline=""))
     start = 1
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _NotCsv(start, exc) from exc
         yield start, cells
         start = reader.line_num + 1
 
@@ -70,13 +90,15 @@ def _row(line: int, names: list[str], cells: list[str]) -> Row:
     if any("\x00" in v for v in cells):
         raise BusinessError("invalid_request", "The row contains a NUL character.")
     external_id = rules.clean_external_id(values["external_id"], field="external_id")
+    status = values.get("status", "").strip()
     fields = rules.clean_fields(
         name=values["name"],
-        status=values.get("status", "").strip() or "active",
+        status=status or "active",
         company_type=values.get("company_type", ""),
         agreement_type=values.get("agreement_type", ""),
     )
-    return Row(line, external_id, fields)
+    given = {"name", *(n for n in OPTIONAL if n in values)} - (set() if status else {"status"})
+    return Row(line, external_id, fields, frozenset(given))
 
 
 def check(text: str, *, progress: Callable[[int], None] | None = None, every: int = 500) -> Checked:
@@ -91,6 +113,7 @@ def check(text: str, *, progress: Callable[[int], None] | None = None, every: in
                 names = _header(cells, checked)
                 if names is None:
                     return checked
+                checked.columns = frozenset(n for n in names if n not in ("external_id",))
                 continue
             if not any(c.strip() for c in cells):
                 continue  # a blank line
@@ -114,8 +137,8 @@ def check(text: str, *, progress: Callable[[int], None] | None = None, every: in
                     checked.rows.append(row)
             if progress is not None and checked.total % every == 0:
                 progress(checked.total)
-    except csv.Error as exc:
-        checked.error(line, f"The file is not valid CSV ({exc}).")
+    except _NotCsv as bad:
+        checked.error(bad.line, f"The file is not valid CSV ({bad.error}).")
     if names is None and not checked.error_count:
         checked.error(1, "The file is empty: it needs a header row and one row per client.")
     elif not checked.total and not checked.error_count:

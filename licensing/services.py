@@ -10,7 +10,7 @@ changes nothing. Ticket credits are granted and spent only through `credits.serv
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,11 +40,12 @@ LICENSE_FIELD = {LicenseKind.AI: "ai_license_since", LicenseKind.CHAT: "chat_lic
 # --- clients -----------------------------------------------------------------------------------
 
 
-def _changes(client: Client, fields: ClientFields) -> dict[str, list[str]]:
+def _changes(client: Client, fields: ClientFields, given: Collection[str] = FIELDS) -> dict[str, list[str]]:
+    """{field: [before, after]} of the `given` fields that differ (an import may leave some out)."""
     return {
         name: [getattr(client, name), getattr(fields, name)]
         for name in FIELDS
-        if getattr(client, name) != getattr(fields, name)
+        if name in given and getattr(client, name) != getattr(fields, name)
     }
 
 
@@ -596,7 +597,7 @@ def _compare(tenant: Tenant, rows: Sequence[imports.Row]) -> tuple[int, int, int
             client = existing.get(row.external_id)
             if client is None:
                 new += 1
-            elif _changes(client, row.fields):
+            elif _changes(client, row.fields, row.given):
                 updated += 1
     return new, updated, len(rows) - new - updated
 
@@ -693,17 +694,17 @@ def client_import_apply(*, import_id: int, actor: User | None, now: datetime | N
                         **vars(row.fields),
                     )
                 )
-            elif _changes(client, row.fields):
-                for name in FIELDS:
+            elif changes := _changes(client, row.fields, row.given):
+                for name in changes:
                     setattr(client, name, getattr(row.fields, name))
                 client.updated_at = now
                 changed.append(client)
-        # A client the API added meanwhile is updated rather than refused.
+        # A client the API added meanwhile is updated rather than refused, in the file's columns.
         Client.objects.bulk_create(
             created,
             update_conflicts=True,
             unique_fields=["tenant", "external_id"],
-            update_fields=[*FIELDS, "updated_at"],
+            update_fields=[*(n for n in FIELDS if n in checked.columns), "updated_at"],
         )
         Client.objects.bulk_update(changed, [*FIELDS, "updated_at"])
         new, updated = new + len(created), updated + len(changed)

@@ -251,3 +251,59 @@ def test_a_failed_apply_imports_nothing_and_can_be_tried_again(essentials, admin
     monkeypatch.undo()
     services.client_import_start(tenant=essentials, import_id=found.pk, actor=admin)
     assert Client.objects.filter(tenant=essentials).count() == 2
+
+
+def test_l03_a_column_left_out_leaves_what_an_existing_client_has(essentials, admin, client_for):
+    """A name-only file (or an empty status cell) renames; it does not make an inactive client
+    active nor clear its types, which would start its tickets spending credits. A new client is
+    active, with no types."""
+    ClientFactory(
+        tenant=essentials, external_id="c1", name="Vertex", status="inactive",
+        company_type="Customer", agreement_type="Break-fix",
+    )  # fmt: skip
+    ClientFactory(
+        tenant=essentials, external_id="c2", name="Alder", status="inactive",
+        company_type="Partner", agreement_type="Block hours",
+    )  # fmt: skip
+    client = client_for(admin)
+
+    upload(client, "external_id,name\nc1,Vertex Labs\nc3,New Co\n")
+    found = ClientImport.objects.get()
+    assert (found.new, found.updated, found.unchanged) == (1, 1, 0)
+    client.post(f"{IMPORT}{found.pk}/apply/")
+    # An empty status is kept; an empty company type clears it; the agreement type is left out.
+    upload(client, "external_id,name,status,company_type\nc2,Alder,,\n")
+    client.post(f"{IMPORT}{ClientImport.objects.latest('pk').pk}/apply/")
+
+    assert sorted(
+        Client.objects.filter(tenant=essentials).values_list(
+            "external_id", "name", "status", "company_type", "agreement_type"
+        )
+    ) == [
+        ("c1", "Vertex Labs", "inactive", "Customer", "Break-fix"),
+        ("c2", "Alder", "inactive", "", "Block hours"),
+        ("c3", "New Co", "active", "", ""),
+    ]
+
+
+def test_a_record_that_is_not_csv_is_reported_on_the_line_it_starts():
+    text = 'external_id,name\nA1,a\nA2,b\nA3,c\nA4,"' + "x" * 140_000 + '"\nA5,e\n'
+    checked = imports.check(text)
+    assert [e["line"] for e in checked.errors] == [5]
+    assert str(checked.errors[0]["message"]).startswith("The file is not valid CSV (field larger than")
+    assert [e["line"] for e in imports.check('external_id,name\nA1,"' + "x" * 140_000 + '"\n').errors] == [2]
+
+
+def test_a_file_holding_a_nul_is_refused_at_upload_with_its_line(essentials, admin, client_for):
+    """PostgreSQL cannot keep a NUL: the file is refused before it is stored (it was a 500)."""
+    response = upload(client_for(admin), "external_id,name\nQI-5,Fine\nQI-6,N\x00ul\n")
+    assert response.status_code == 422
+    assert "Line 3 holds a NUL character" in response.content.decode()
+    assert not ClientImport.objects.exists()
+
+
+def test_an_upload_over_the_request_limit_is_refused_in_words(essentials, admin, client_for, settings):
+    response = upload(client_for(admin), "external_id,name\n" + "c,x\n" * 700_000)  # 2.8 MB
+    assert response.status_code == 413
+    assert "The upload is larger than 2.5 MB: split the file into smaller files" in response.content.decode()
+    assert not ClientImport.objects.exists()
