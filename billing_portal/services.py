@@ -164,6 +164,11 @@ def customer_ensure(*, tenant: Tenant) -> str:
 CHECKOUT_REUSE = timedelta(hours=23)
 
 
+MSG_CODE_REQUIRED = (
+    "Subscribe to {plan} with Subscribe Now on its card: it asks for the security code emailed to you."
+)
+
+
 def checkout_start(*, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str) -> str:
     """Open the gateway's hosted checkout for a first paid subscription to `plan`, when its card
     offers Subscribe to `actor`; returns its URL. A click while a checkout for the same plan is still

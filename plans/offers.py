@@ -112,6 +112,11 @@ MSG_NOT_A_MEMBER = "Your role does not allow this."
 # BILLING_TAB_ENABLED off (S03): billing happens outside Allowance, so nothing is bought here.
 MSG_BILLING_OUTSIDE = "Purchases are handled outside Allowance on this deployment: ask your account team."
 MSG_CANCEL_ASK = "Ask your account administrator to cancel the subscription."
+# C20 (spec 001, FAQ 6): an AI Credits package is deactivated by Customer Success only.
+MSG_PACKAGE_DEACTIVATION = (
+    "Package deactivation is not available via self-service. To request deactivation, please contact "
+    "the Customer Success team."
+)
 MSG_CANCEL_NOTHING = "There is no paid subscription to cancel."
 MSG_CANCEL_PAYMENT = "Your last payment failed. Update your payment method (Manage) before canceling."
 MSG_CANCEL_UPCOMING_ASK = "Ask your account administrator to cancel the scheduled change."
@@ -544,6 +549,8 @@ def card_action_refusal(
     admin = role == Role.ADMIN
     now_on = standing(ent)
     if action == CardAction.CANCEL:
+        if ent.product == Product.Code.AI_CREDITS:
+            return OfferRefusal("deactivation_by_customer_success", MSG_PACKAGE_DEACTIVATION, 409)
         if not admin:
             return OfferRefusal("role_not_allowed", MSG_CANCEL_ASK, 403)
         match now_on:

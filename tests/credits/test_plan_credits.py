@@ -219,3 +219,42 @@ def test_extra_pack_credits_are_drawn_after_the_plus_credits(org, capture):
         ("extra_pack", "1"),
     ]
     assert answer["balance"] == "499"
+
+
+def test_c09_c10_the_billing_tab_sends_ai_plus_to_the_security_code_dialog(org, clock, capture):
+    """The Billing tab's AI Credits card offers Subscribe Now as the AI Credits page does (the dialog
+    that emails the code), and its plain checkout refuses an AI Credits plan: no way to Plus without
+    the code (it was a hosted checkout, even while the admin's codes were paused)."""
+    from django.test import Client
+
+    from billing_portal.models import CheckoutSession
+
+    web = Client()
+    web.force_login(org.founder)
+    slug = org.tenant.slug
+    page = web.get(f"/t/{slug}/billing/?product=ai_credits").content.decode()
+    assert f'hx-get="/t/{slug}/ai-credits/plans/credits-plus/subscribe/"' in page
+    assert f'action="/t/{slug}/billing/plans/credits-plus/subscribe/"' not in page
+
+    answer = web.post(f"/t/{slug}/billing/plans/credits-plus/subscribe/", follow=True)
+    assert "it asks for the security code emailed to you" in answer.content.decode()
+    assert not CheckoutSession.objects.filter(tenant=org.tenant).exists()
+    assert live_state(org.tenant) == "active"  # still AI Free
+
+
+def test_c20_an_ai_credits_package_is_not_canceled_from_the_billing_tab(org, clock, capture):
+    """Package deactivation is for Customer Success (C20, FAQ 6): the card offers no Cancel, and the
+    cancel form posted anyway changes nothing and says so."""
+    from django.test import Client
+
+    sub = subscribe(tenant=org.tenant, actor=org.founder, plan_code="credits-plus", capture=capture)
+    web = Client()
+    web.force_login(org.founder)
+    slug = org.tenant.slug
+    page = web.get(f"/t/{slug}/billing/?product=ai_credits").content.decode()
+    assert 'data-testid="cancel-subscription"' not in page
+
+    answer = web.post(f"/t/{slug}/billing/cancel/", {"product": "ai_credits"}, follow=True)
+    assert "Package deactivation is not available via self-service" in answer.content.decode()
+    sub.refresh_from_db()
+    assert (sub.state, sub.ends_at) == ("active", None)

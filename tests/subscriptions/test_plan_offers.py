@@ -367,12 +367,17 @@ UPCOMING_ASK = "Ask your account administrator to cancel the scheduled change."
 NOTHING = "There is no paid subscription to cancel."
 NO_UPCOMING = "There is no scheduled change to cancel."
 CANCEL_PAYMENT = "Your last payment failed. Update your payment method (Manage) before canceling."
+# C20: an AI Credits package is deactivated by Customer Success, for every role and state.
+DEACTIVATION = (
+    "Package deactivation is not available via self-service. To request deactivation, please contact "
+    "the Customer Success team."
+)
 CardExpect = tuple[bool | str, bool | str]
 CARD: dict[str, tuple[CardExpect, CardExpect]] = {
     "no subscription": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
     "trialing": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
     "trial ending soon": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
-    "trialing, on the AI Credits page": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "trialing, on the AI Credits page": ((DEACTIVATION, NO_UPCOMING), (DEACTIVATION, UPCOMING_ASK)),
     "expired trial": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
     "active paid": ((True, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
     "active paid with a scheduled change": ((True, True), (CANCEL_ASK, UPCOMING_ASK)),
@@ -383,8 +388,8 @@ CARD: dict[str, tuple[CardExpect, CardExpect]] = {
         (CANCEL_ASK, UPCOMING_ASK),
     ),
     "expired paid": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
-    "AI Free active": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
-    "AI Free expired": ((NOTHING, NO_UPCOMING), (CANCEL_ASK, UPCOMING_ASK)),
+    "AI Free active": ((DEACTIVATION, NO_UPCOMING), (DEACTIVATION, UPCOMING_ASK)),
+    "AI Free expired": ((DEACTIVATION, NO_UPCOMING), (DEACTIVATION, UPCOMING_ASK)),
 }
 
 
