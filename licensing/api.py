@@ -459,6 +459,12 @@ _ticket_docs = documented(
     TicketOut,
     UNKNOWN,
     ErrorCase(
+        409,
+        "idempotency_conflict",
+        rules.MSG_TICKET_OTHER_CLIENT.format(client="fabrikam"),
+        "This ticket_id got its answer for another client: nothing changed.",
+    ),
+    ErrorCase(
         422,
         "invalid_request",
         "ticket_id: String should have at most 190 characters",

@@ -20,6 +20,9 @@ _ID = re.compile(f"^[^{CONTROL_CLASS}/]+$")
 
 STATUSES = {choice.value for choice in Client.Status}
 MSG_UNKNOWN_CLIENT = "No client has this client_id."
+MSG_TICKET_OTHER_CLIENT = (
+    "This ticket_id was already answered for the client {client}: a ticket belongs to one client."
+)
 KIND_LABEL = {LicenseKind.AI: "AI", LicenseKind.CHAT: "Chat"}
 
 

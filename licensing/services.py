@@ -420,6 +420,19 @@ def _remaining(tenant: Tenant, now: datetime) -> int:
     return credit_selectors.ticket_credits(tenant_id=tenant.pk, now=now).remaining
 
 
+def _of_client(answer: dict[str, Any], client_id: str) -> dict[str, Any]:
+    """A ticket's first answer, when asked again about the same client; a ticket belongs to one
+    client, so the same ticket_id with another is a 409 (nothing changes), as an idempotency key
+    sent with another request is."""
+    if answer["client_id"] != client_id:
+        raise BusinessError(
+            "idempotency_conflict",
+            rules.MSG_TICKET_OTHER_CLIENT.format(client=answer["client_id"]),
+            status=409,
+        )
+    return answer
+
+
 def ticket_qualify(
     *,
     tenant: Tenant,
@@ -449,7 +462,7 @@ def ticket_qualify(
     else:
         client, answered = _lookup(tenant, client_id, ticket_id)
     if answered is not None:
-        return answered
+        return _of_client(answered, client_id)
     if ent.refusal is not None or not client.active:
         reason, message = (
             (ent.refusal.code, ent.refusal.message)
@@ -477,7 +490,7 @@ def ticket_qualify(
                 )
             _record(tenant, ticket_id, client, answer, now)
     except _Answered as first:
-        return first.answer
+        return _of_client(first.answer, client_id)
     except BusinessError as exc:
         if exc.code != "insufficient_credits":
             raise

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from django.contrib import messages
 from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -398,6 +399,7 @@ def client_import_apply(request: TenantRequest, tenant: Tenant, import_id: int) 
         if found.status == ClientImport.Status.APPLIED:
             messages.success(
                 request,
-                f"Imported: {found.new} new clients, {found.updated} changed, {found.unchanged} unchanged.",
+                f"Imported: {found.new} new client{pluralize(found.new)}, {found.updated} changed, "
+                f"{found.unchanged} unchanged.",
             )
     return redirect("client_import", slug=tenant.slug, import_id=found.pk)

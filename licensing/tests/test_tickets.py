@@ -90,6 +90,25 @@ def test_the_same_ticket_asked_again_answers_the_first_answer_and_consumes_once(
     assert ticket_credits(tenant_id=essentials.pk).remaining == 58
 
 
+def test_the_same_ticket_for_another_client_is_a_409_and_changes_nothing(essentials):
+    """A ticket belongs to one client: its id sent again with another client is the client's
+    mistake, refused as an idempotency key reused with another request is (it answered the first
+    client's answer before, silently)."""
+    ClientFactory(tenant=essentials, external_id="c1")
+    ClientFactory(tenant=essentials, external_id="c2")
+    ask(essentials, "T-1", "c1")
+
+    with pytest.raises(BusinessError) as refused:
+        ask(essentials, "T-1", "c2")
+
+    assert (refused.value.code, refused.value.status) == ("idempotency_conflict", 409)
+    assert refused.value.message == (
+        "This ticket_id was already answered for the client c1: a ticket belongs to one client."
+    )
+    assert Consumption.objects.filter(tenant=essentials).count() == 1
+    assert list(Ticket.objects.values_list("ticket_id", "client__external_id")) == [("T-1", "c1")]
+
+
 def test_a_ticket_that_qualified_via_license_stays_so_after_the_license_is_removed(essentials, admin):
     client = licensed(essentials, 1, external_id="acme")[0]
     ask(essentials, "T-1", "acme")

@@ -117,3 +117,21 @@ def test_assign_ai_license_to_several_clients_with_the_picker_then_a_ticket_qual
         headers={"Authorization": f"Bearer {secret}"},
     )
     assert (response.status, response.json()["via"]) == (200, "license")
+
+
+def test_l11_the_sort_clicked_last_stays_when_searching_and_filtering(partner, new_context):
+    """A column's link swaps only the table; the search and filters then send the sort it shows
+    (the form's sort input lives in the table), so typing does not fall back to sorting by name."""
+    page = new_context().new_page()
+    _log_in(page, "partner-admin@journey.test")
+    page.goto("/t/journey-msp/licenses/")
+    page.locator("#clients thead").get_by_role("link", name="Client").click()  # by name: now the other way
+    expect(page).to_have_url("/t/journey-msp/licenses/?sort=-name")
+    expect(page.get_by_test_id("client-name").first).to_have_text("Tailspin Travel")
+
+    page.get_by_test_id("client-search").fill("client 0")
+    expect(page.get_by_test_id("client-row")).to_have_count(10)
+    expect(page).to_have_url(
+        "/t/journey-msp/licenses/?q=client%200&status=&company_type=&agreement_type=&license=&sort=-name"
+    )
+    expect(page.get_by_test_id("client-name").first).to_have_text("Client 09")
