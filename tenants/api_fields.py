@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -31,8 +33,23 @@ def _in_utc(value: datetime) -> datetime:
         ) from None
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    # pydantic also reads a number (or a text of digits) as seconds since 1970: "as_of=-1" would be
+    # a moment in 1969. The API promises ISO 8601 text; anything else is refused.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise PydanticCustomError(
+            "datetime_not_iso", "Input should be an ISO 8601 date and time with its zone"
+        )
+    return value
+
+
 # An ISO 8601 moment with its zone (a naive one is refused), within what UTC can hold, in UTC.
-Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_utc)]
 
 
 def pattern_says(code: str, message: str) -> WrapValidator:

@@ -418,3 +418,19 @@ def test_an_invisible_format_character_in_a_name_is_refused_in_words(char):
     assert refused.value.messages == [MSG_CONTROL]
     assert re.fullmatch(PRINTABLE, f"Ac{char}me") is None
     no_control_characters("Acme\u200d\u200c\u200e\u200f")  # the joiners and marks stay allowed
+
+
+@pytest.mark.parametrize("moment", ["1700000000", "-1", "0", "1e9", "2026"])
+def test_an_api_moment_that_is_not_iso_8601_text_is_a_422(moment, api_auth):
+    """pydantic reads numbers as seconds since 1970; the API promises ISO 8601 with a zone, so
+    `as_of=-1` is not a moment in 1969, and a number in a body is not one either."""
+    from sessions_billing.models import Conversation
+
+    ledger = Client().get("/api/v1/credits/ledger", {"as_of": moment}, **api_auth)
+    assert ledger.status_code == 422
+    assert ledger.json()["error"]["message"].startswith("as_of: ")
+    body = json.dumps({"conversation_id": "c", "direction": "inbound", "at": json.loads(moment)})
+    started = Client().post("/api/v1/sessions", body, content_type="application/json", **api_auth)
+    assert started.status_code == 422
+    assert started.json()["error"]["message"].startswith("at: ")
+    assert not Conversation.objects.exists()
