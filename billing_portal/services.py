@@ -107,7 +107,7 @@ def organization_create(*, name: str, admin: User, actor: User | Actor | None = 
 
 
 def free_plan_credits_grant(*, subscription: Subscription) -> None:
-    """A free plan's included credits (AI Free: 50 for its 90 days, C05), granted as it starts."""
+    """A free plan's included credits (AI Free: 50 for its 3 months, C05), granted as it starts."""
     if subscription.plan.kind == Plan.Kind.FREE:
         credit_services.credits_grant_plan_period(
             tenant=subscription.tenant,

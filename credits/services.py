@@ -324,7 +324,7 @@ def credits_grant_plan_period(
     reference: str,
     now: datetime | None = None,
 ) -> Grant | None:
-    """The credits a plan includes for one period (AI Free: 50 for its 90 days, C05; AI Plus: 2,000
+    """The credits a plan includes for one period (AI Free: 50 for its 3 months, C05; AI Plus: 2,000
     each monthly period, C06), valid from the period's start to its end, granted once per
     `reference` (the paid invoice, or the free plan's subscription).
 

@@ -43,7 +43,19 @@ class PlanAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Price", {"fields": ("price_amount", "currency", "interval", "stripe_price_id", "validity_days")}),
+        (
+            "Price",
+            {
+                "fields": (
+                    "price_amount",
+                    "currency",
+                    "interval",
+                    "stripe_price_id",
+                    "validity_days",
+                    "validity_months",
+                )
+            },
+        ),
         ("AI Agents", {"fields": ("session_limit", "answered_only")}),
         ("AI Credits", {"fields": ("included_credits", "credit_renewal", "extra_packs_allowed")}),
         (

@@ -98,7 +98,8 @@ def plans(*, trial_days: int, trial_sessions: int) -> list[dict[str, Any]]:
             "name": "AI Free",
             "kind": "free",
             "rank": 0,
-            "validity_days": 90,
+            "validity_days": 90,  # what a catalog before validity_months held; the months win
+            "validity_months": 3,
             "included_credits": 50 * k,
             "interval": "none",
             "tagline": "Limited credits for experimentation.",

@@ -82,6 +82,12 @@ class Plan(models.Model):
     is_public = models.BooleanField(default=True, help_text="Listed in the Plans section.")
     # Validity of a trial or a free plan (days); paid plans renew every interval instead.
     validity_days = models.PositiveIntegerField(null=True, blank=True)
+    validity_months = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="A free plan's validity in calendar months, when set, instead of its days "
+        "(AI Free: 3 months, C05; a day the last month lacks is its last day).",
+    )
 
     # Entitlements — AI Agents
     session_limit = models.PositiveIntegerField(

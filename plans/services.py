@@ -9,6 +9,7 @@ object's current state, never from an event's position, so replays and reorderin
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -160,6 +161,14 @@ def trial_start(
     )
 
 
+def months_after(moment: datetime, months: int) -> datetime:
+    """The same day and time `months` calendar months later; a day that month lacks is its last
+    (31 January + 1 month = the last day of February)."""
+    years, month0 = divmod(moment.month - 1 + months, 12)
+    year, month = moment.year + years, month0 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
 @transaction.atomic
 def free_plan_start(
     *, tenant: Tenant, plan: Plan, now: datetime | None = None, actor: User | Actor | None = None
@@ -171,7 +180,11 @@ def free_plan_start(
     tenant_lock(tenant=tenant)  # then check: a second start waits here and finds the first one's row
     if Subscription.objects.filter(tenant=tenant, plan=plan).exists():
         raise BusinessError("free_plan_used", f"{plan.name} was already used by {tenant.name}.", status=409)
-    ends = now + timedelta(days=plan.validity_days or 0)
+    ends = (
+        months_after(now, plan.validity_months)
+        if plan.validity_months
+        else now + timedelta(days=plan.validity_days or 0)
+    )
     return _start_unpaid(
         tenant=tenant,
         plan=plan,

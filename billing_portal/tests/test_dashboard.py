@@ -166,7 +166,7 @@ def test_one_tile_per_product_used_with_plan_badge_and_key_date(tenant, member, 
     assert 'href="/t/acme/billing/?product=ai_agents" data-testid="tile-billing-link"' in tile
     credits = block(page, "tile-product-ai_credits")
     assert "AI Free" in credits
-    assert "Valid until 27 Feb 2027" in squash(credits)
+    assert "Valid until 28 Feb 2027" in squash(credits)  # 3 calendar months from 29 Nov 2026 (C05)
     assert 'data-testid="tile-product-helpdesk_ai"' not in page  # never used: no tile
 
 

@@ -43,8 +43,10 @@ def grants(tenant):
 
 
 def test_c05_ai_free_gives_50_credits_for_3_months_from_sign_up(org, clock, capture):
+    """Three calendar months: from 10 March to 10 June (92 days), not 90 days."""
     tenant = org.tenant
-    ends = START + timedelta(days=90)
+    ends = START.replace(month=START.month + 3)
+    assert ends - START == timedelta(days=92)
     assert grants(tenant) == [("plan_included", 50 * K, 50 * K, START, ends)]
     consume(tenant, "k", feature="ai_review", quantity=1)
     assert figures(tenant_id=tenant.pk).balance == 49_900
@@ -167,7 +169,7 @@ def test_a_failed_renewal_grants_nothing_until_it_is_paid(org, clock, capture):
 
 def test_c22_plus_can_be_subscribed_after_the_free_plan_expired(org, clock, capture):
     tenant = org.tenant
-    clock.move_to(START + timedelta(days=91))
+    clock.move_to(START + timedelta(days=93))  # AI Free: 3 calendar months (92 days from 10 March)
     with capture(execute=True):
         billing.billing_tick(now=timezone.now())
     assert live_state(tenant) is None
@@ -258,3 +260,21 @@ def test_c20_an_ai_credits_package_is_not_canceled_from_the_billing_tab(org, clo
     assert "Package deactivation is not available via self-service" in answer.content.decode()
     sub.refresh_from_db()
     assert (sub.state, sub.ends_at) == ("active", None)
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "expected"),
+    [
+        ("2026-11-29T10:00:00+00:00", 3, "2027-02-28T10:00:00+00:00"),  # no 29 February in 2027
+        ("2027-11-30T00:00:00+00:00", 3, "2028-02-29T00:00:00+00:00"),  # 2028 has one
+        ("2026-01-31T23:59:59+00:00", 1, "2026-02-28T23:59:59+00:00"),
+        ("2026-10-15T08:30:00+00:00", 3, "2027-01-15T08:30:00+00:00"),  # over a year's end
+        ("2026-03-10T09:00:00+00:00", 12, "2027-03-10T09:00:00+00:00"),
+    ],
+)
+def test_c05_three_months_are_calendar_months(start, months, expected):
+    from datetime import datetime
+
+    from plans.services import months_after
+
+    assert months_after(datetime.fromisoformat(start), months) == datetime.fromisoformat(expected)

@@ -105,7 +105,8 @@ def test_ai_plus_credits_renew_monthly_and_allow_extra_packs(org, clock, capture
         50_000,
         "none",
     )
-    assert (free.ends_at, free.limits.extra_packs_allowed) == (START + timedelta(days=90), False)
+    # AI Free: 3 calendar months (C05), 10 March to 10 June.
+    assert (free.ends_at, free.limits.extra_packs_allowed) == (START + timedelta(days=92), False)
 
     clock.move_to(START + timedelta(days=15))  # the AI Agents trial has ended; AI Free runs on
     subscribe(tenant=org.tenant, actor=org.founder, plan_code="credits-plus", capture=capture)

@@ -190,7 +190,7 @@ def _free_only(w: World) -> None:
 
 def _free_expired(w: World) -> None:
     _free_only(w)
-    w.tick(91)
+    w.tick(93)  # AI Free: 3 calendar months (C05), 92 days from the world's start
 
 
 AGENTS = {"other": "agents-starter", "current": "agents-growth", "contact": "agents-enterprise"}
