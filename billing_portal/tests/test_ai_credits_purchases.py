@@ -182,6 +182,19 @@ def test_c19_on_the_free_trial_subscribe_now_is_refused_with_the_cards_sentence(
     assert 'data-testid="send-code"' not in page
 
 
+def test_c19_the_refused_dialog_shows_no_price_nor_card_sentence(trial_tenant, admin, client_for):
+    """A refused or free plan's dialog (reachable only by its URL) shows the refusal, not a price:
+    AI Free is not "$0.00 / none, 50 credits each month", and no card is charged."""
+    client = client_for(admin)
+    for code in ("credits-plus", "credits-free", "credits-ultra"):
+        page = client.get(
+            f"/t/acme/ai-credits/plans/{code}/subscribe/", HTTP_HX_REQUEST="true"
+        ).content.decode()
+        assert "Your saved card is charged now" not in page, code
+        assert "$0.00" not in page, code
+        assert "each month" not in page, code
+
+
 @pytest.mark.parametrize("persona", ["member", "finance"])
 def test_c17_only_administrators_reach_the_purchase_dialogs(subscribed, persona, request, client_for):
     client = client_for(request.getfixturevalue(persona))
