@@ -272,8 +272,10 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
             return redirect(_back(request, tenant))
     elif request.method == "POST":
         error = str(form.errors["clients"][0])
-    # Clients already ticked stay ticked while the search changes (the search sends them along).
-    kept = [int(v) for v in request.GET.getlist("clients") if v.isdigit() and len(v) < 19][:200]
+    # Clients already ticked stay ticked while the search changes (the search sends them along),
+    # and after a refusal (the form sent them).
+    sent = request.POST if request.method == "POST" else request.GET
+    kept = [int(v) for v in sent.getlist("clients") if v.isdigit() and len(v) < 19][:200]
     picked = selectors.pick_candidates(tenant=tenant, kind=kind, ids=kept) if kept else []
     found = selectors.pick_candidates(tenant=tenant, q=q, kind=kind)
     context = {

@@ -409,6 +409,10 @@ def test_the_picker_refuses_more_than_is_left_and_says_so_in_the_dialog(essentia
         "Only 1 of your 10 AI licenses is left: pick at most 1 client, or upgrade your plan."
     ]
     assert Client.objects.filter(ai_license_since__isnull=False).count() == 9
+    # The picks stay ticked, so one can be unticked and the rest sent again.
+    page = response.content.decode()
+    for client in picked:
+        assert re.search(rf'value="{client.pk}" checked data-testid="pick-{client.external_id}"', page)
     nothing = client_for(admin).post(f"{PAGE}assign/", {}, HTTP_HX_TARGET="dialog-body", **HTMX)
     assert by_testid(nothing, "assign-error") == ["Pick at least one client."]
     forged = client_for(admin).post(
