@@ -169,11 +169,23 @@ MSG_CODE_REQUIRED = (
 )
 
 
-def checkout_start(*, tenant: Tenant, plan: Plan, actor: User, success_url: str, cancel_url: str) -> str:
+def checkout_start(
+    *,
+    tenant: Tenant,
+    plan: Plan,
+    actor: User,
+    success_url: str,
+    cancel_url: str,
+    without_security_code: bool = False,
+) -> str:
     """Open the gateway's hosted checkout for a first paid subscription to `plan`, when its card
     offers Subscribe to `actor`; returns its URL. A click while a checkout for the same plan is still
     open gets that one again (two tabs, a double click, 20 parallel requests: one session to pay).
-    Under the tenant's lock, so the check and the creation cannot interleave."""
+    Under the tenant's lock, so the check and the creation cannot interleave. An AI Credits plan is
+    bought with Subscribe Now and the emailed security code (C09, C10: `subscribe_now`), so it is
+    refused here unless the caller says no code applies (`without_security_code`: the demo's seed)."""
+    if plan.product.code == Product.Code.AI_CREDITS and not without_security_code:
+        raise BusinessError("security_code_required", MSG_CODE_REQUIRED.format(plan=plan.name), status=409)
     with transaction.atomic():
         plan_services.subscription_lock(tenant=tenant, product=plan.product)
         offer_require(

@@ -136,10 +136,6 @@ def subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpRes
     _billing_enabled()
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
     back = _back(tenant, plan.product)
-    if plan.product.code == Product.Code.AI_CREDITS:
-        # C09, C10: an AI Credits plan is confirmed with the emailed security code (Subscribe Now).
-        messages.error(request, services.MSG_CODE_REQUIRED.format(plan=plan.name))
-        return redirect(back)
     try:
         url = services.checkout_start(
             tenant=tenant,

@@ -15,8 +15,9 @@ from credits import services as credits
 from credits.models import Entry, Grant
 from credits.selectors import figures, overview
 from credits.tests.helpers import K, check_invariants, consume, refused
-from plans.models import Subscription
+from plans.models import Plan, Subscription
 from plans.selectors import MSG_ENDED
+from tenants.errors import BusinessError
 from tests.subscriptions.helpers import START, customer_id, gateway, subscribe
 
 pytestmark = pytest.mark.django_db
@@ -240,6 +241,12 @@ def test_c09_c10_the_billing_tab_sends_ai_plus_to_the_security_code_dialog(org, 
 
     answer = web.post(f"/t/{slug}/billing/plans/credits-plus/subscribe/", follow=True)
     assert "it asks for the security code emailed to you" in answer.content.decode()
+    with pytest.raises(BusinessError) as refused:  # the service itself, whoever calls it
+        billing.checkout_start(
+            tenant=org.tenant, plan=Plan.objects.get(code="credits-plus"), actor=org.founder,
+            success_url="/ok", cancel_url="/no",
+        )  # fmt: skip
+    assert (refused.value.code, refused.value.status) == ("security_code_required", 409)
     assert not CheckoutSession.objects.filter(tenant=org.tenant).exists()
     assert live_state(org.tenant) == "active"  # still AI Free
 
