@@ -64,6 +64,7 @@ from plans.offers import (
     actor_role,
     card_action_refusal,
     card_action_require,
+    confirmed_by_code,
     offer_require,
 )
 from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
@@ -184,7 +185,7 @@ def checkout_start(
     Under the tenant's lock, so the check and the creation cannot interleave. An AI Credits plan is
     bought with Subscribe Now and the emailed security code (C09, C10: `subscribe_now`), so it is
     refused here unless the caller says no code applies (`without_security_code`: the demo's seed)."""
-    if plan.product.code == Product.Code.AI_CREDITS and not without_security_code:
+    if confirmed_by_code(plan) and not without_security_code:
         raise BusinessError("security_code_required", MSG_CODE_REQUIRED.format(plan=plan.name), status=409)
     with transaction.atomic():
         plan_services.subscription_lock(tenant=tenant, product=plan.product)
@@ -418,7 +419,7 @@ def subscribe_now(
     the subscription is created with the customer's saved card and applied at once (the plan, its
     2,000 credits, AI Statistics), through the same sync the webhook runs; without a saved card,
     the hosted checkout as before."""
-    if plan.product.code != Product.Code.AI_CREDITS:
+    if not confirmed_by_code(plan):
         raise BusinessError(
             "not_an_ai_credits_plan",
             f"{plan.name} is not an AI Credits plan: see its Billing tab.",

@@ -135,6 +135,14 @@ LABELS = {
 }
 # C09, C22: the AI Credits page's Plus card says "Subscribe Now".
 SUBSCRIBE_LABELS: dict[str, str] = {Product.Code.AI_CREDITS.value: "Subscribe Now"}
+# C09, C10: these products' plans are subscribed with Subscribe Now, confirmed with a security code
+# emailed to the admin (billing_portal.services.subscribe_now), never through the plain checkout.
+CONFIRMED_BY_CODE = frozenset({Product.Code.AI_CREDITS.value})
+
+
+def confirmed_by_code(plan: Plan) -> bool:
+    """Is a subscription to `plan` confirmed with the emailed security code?"""
+    return plan.product.code in CONFIRMED_BY_CODE
 
 
 class Standing(StrEnum):
@@ -185,6 +193,11 @@ class PlanOffer:
     refusal: OfferRefusal  # how an action this card does not offer is refused
     is_current: bool = False
     when_choices: tuple[WhenChoice, ...] = ()  # for CHANGE: the dialog's choices, in its order
+
+    @property
+    def confirmed_by_code(self) -> bool:
+        """Subscribe opens the security-code dialog, not the plain checkout (C09, C10)."""
+        return confirmed_by_code(self.plan)
 
     def refused(self, action: str, *, when: str | None = None) -> OfferRefusal | None:
         """None when `action` (and `when`, for a change) is what this card offers; else why not."""

@@ -163,7 +163,9 @@ def trial_start(
 
 def months_after(moment: datetime, months: int) -> datetime:
     """The same day and time `months` calendar months later; a day that month lacks is its last
-    (31 January + 1 month = the last day of February)."""
+    (31 January + 1 month = the last day of February). The local gateway's stand-in has its twin
+    (billing_portal.gateway.local.periods.add_months): the gateway is a leaf that imports nothing of
+    ours, and plans may not import from billing_portal."""
     years, month0 = divmod(moment.month - 1 + months, 12)
     year, month = moment.year + years, month0 + 1
     return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))

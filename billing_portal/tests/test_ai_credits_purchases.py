@@ -187,9 +187,11 @@ def test_c19_the_refused_dialog_shows_no_price_nor_card_sentence(trial_tenant, a
     AI Free is not "$0.00 / none, 50 credits each month", and no card is charged."""
     client = client_for(admin)
     for code in ("credits-plus", "credits-free", "credits-ultra"):
-        page = client.get(
-            f"/t/acme/ai-credits/plans/{code}/subscribe/", HTTP_HX_REQUEST="true"
-        ).content.decode()
+        response = client.get(f"/t/acme/ai-credits/plans/{code}/subscribe/", HTTP_HX_REQUEST="true")
+        page = response.content.decode()
+        assert response.status_code == 200, code
+        assert f'<h2 id="dialog-title">Subscribe to {plan(code).name}</h2>' in page, code
+        assert 'data-testid="send-code"' not in page, code  # refused: nothing to confirm
         assert "Your saved card is charged now" not in page, code
         assert "$0.00" not in page, code
         assert "each month" not in page, code
