@@ -79,6 +79,11 @@ class RequestBody(BaseModel):
     is a JSON object, so that is work for nothing on every API call (about a twentieth of the
     integration API's Python time on the hot path). Validation, its errors and the OpenAPI page are
     the same: `from_attributes` as ninja's `Schema` sets it, so a body that is not an object is
-    refused in the same words ("a valid dictionary or object"), naming no class of ours."""
+    refused in the same words ("a valid dictionary or object"), naming no class of ours.
 
-    model_config = ConfigDict(from_attributes=True)
+    A field the schema does not know is refused (422, "Extra inputs are not permitted"), as Stripe
+    refuses an unknown parameter (docs.stripe.com/changelog/2011-06-21/exceptions-unrecognized-api-
+    parameters): a misspelled optional field ("credit" for "credits" on a hold's commit) would
+    otherwise be taken for its absence, and do what its absence does."""
+
+    model_config = ConfigDict(from_attributes=True, extra="forbid")

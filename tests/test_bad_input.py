@@ -434,3 +434,37 @@ def test_an_api_moment_that_is_not_iso_8601_text_is_a_422(moment, api_auth):
     assert started.status_code == 422
     assert started.json()["error"]["message"].startswith("at: ")
     assert not Conversation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/api/v1/credits/consume",
+            {"feature": "ai_review", "quantity": 1, "idempotency_key": "k", "qty": 2},
+        ),
+        ("/api/v1/credits/holds", {"credits": "1", "idempotency_key": "h", "ttl_second": 5}),
+        ("/api/v1/tickets", {"ticket_id": "t-1", "client_id": "c-1", "clientid": "c-2"}),
+        ("/api/v1/sessions", {"conversation_id": "c", "direction": "inbound", "agnet": "bot"}),
+    ],
+)
+def test_an_api_body_with_a_field_the_endpoint_does_not_know_is_a_422_naming_it(path, body, api_auth):
+    """A misspelled field is refused, as Stripe refuses an unknown parameter, never taken for the
+    field's absence (issue 9's holds: "ttl_second" would have quietly held for the default 900 s)."""
+    from credits.models import Consumption, Hold
+    from licensing.models import Ticket
+    from sessions_billing.models import Conversation
+
+    response = Client().post(path, json.dumps(body), content_type="application/json", **api_auth)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    unknown = next(name for name in body if name in ("qty", "ttl_second", "clientid", "agnet"))
+    assert (error["code"], error["message"]) == (
+        "invalid_request",
+        f"{unknown}: Extra inputs are not permitted",
+    )
+    assert not Consumption.objects.exists()
+    assert not Hold.objects.exists()
+    assert not Ticket.objects.exists()
+    assert not Conversation.objects.exists()

@@ -233,6 +233,8 @@ def test_a_commit_body_that_is_not_its_json_object_commits_nothing(api, plus):
         ("[1]", "application/json"),
         ("{", "application/json"),
         ("credits=0.5", "application/x-www-form-urlencoded"),
+        ('{"credit": "0.5"}', "application/json"),  # misspelled: not "no amount"
+        ('{"credits": "0.5", "note": "x"}', "application/json"),
     ):
         refused = api.post(path, raw=raw, content_type=content_type)
         assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_request"), raw
