@@ -74,6 +74,7 @@ from tenants.audit import SYSTEM, Actor, audit
 from tenants.errors import BusinessError
 from tenants.models import Membership, Role, Tenant, User
 from tenants.notifications import notify
+from tenants.text import ascii_digits
 
 State = Subscription.State
 log = logging.getLogger(__name__)
@@ -791,7 +792,7 @@ def extra_pack_invoice_apply(
         .select_related("pack")
         .filter(tenant=tenant, pk=int(purchase_id))
         .first()
-        if purchase_id.isdigit()
+        if ascii_digits(purchase_id)
         else None
     )
     now = timezone.now()
@@ -1149,7 +1150,7 @@ def price_of(price_id: str) -> CatalogPrice:
 def tenant_for(*, customer_id: str = "", metadata: dict | None = None) -> Tenant | None:
     """The tenant a gateway object belongs to: by our metadata, else by its customer."""
     tenant_id = (metadata or {}).get("tenant_id")
-    if tenant_id and str(tenant_id).isdigit():
+    if tenant_id and ascii_digits(str(tenant_id)):
         tenant = Tenant.objects.filter(pk=int(tenant_id)).first()
         if tenant is not None:
             return tenant

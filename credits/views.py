@@ -15,6 +15,7 @@ from credits import selectors
 from tenants.access import ALL_ROLES, TenantRequest, tenant_view
 from tenants.csv_export import csv_response
 from tenants.models import Tenant
+from tenants.text import ascii_digits
 
 RANGES = (7, 30, 90)  # days the statistics can cover
 DEFAULT_RANGE = 30
@@ -22,7 +23,7 @@ DEFAULT_RANGE = 30
 
 def _days(request: TenantRequest) -> int:
     value = request.GET.get("days", "")
-    return int(value) if value.isdigit() and int(value) in RANGES else DEFAULT_RANGE
+    return int(value) if ascii_digits(value) and int(value) in RANGES else DEFAULT_RANGE
 
 
 @tenant_view(ALL_ROLES)

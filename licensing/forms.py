@@ -11,7 +11,7 @@ from licensing import rules
 from licensing.models import MAX_EXTERNAL_ID, MAX_NAME, MAX_TYPE, Client
 from licensing.selectors import DEFAULT_SORT, SORTS, ClientFilters
 from tenants.errors import BusinessError
-from tenants.text import no_control_characters
+from tenants.text import ascii_digits, no_control_characters
 
 STATUS_CHOICES = [("", "Any status"), *Client.Status.choices]
 LICENSE_CHOICES = [
@@ -160,7 +160,7 @@ class ClientIdsField(forms.Field):
 
     def to_python(self, value: Any) -> list[int]:
         values = value or []
-        if not all(isinstance(v, str) and v.isdigit() and len(v) < 19 for v in values):
+        if not all(ascii_digits(v) and len(v) < 19 for v in values):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         return [int(v) for v in values]
 

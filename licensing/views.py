@@ -30,6 +30,7 @@ from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
 from tenants.csv_export import csv_response
 from tenants.errors import BusinessError
 from tenants.models import Role, Tenant
+from tenants.text import ascii_digits
 
 PAGE_SIZE = 50
 PAGE = "licensing/plans_and_licenses.html"
@@ -275,7 +276,7 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     # Clients already ticked stay ticked while the search changes (the search sends them along),
     # and after a refusal (the form sent them).
     sent = request.POST if request.method == "POST" else request.GET
-    kept = [int(v) for v in sent.getlist("clients") if v.isdigit() and len(v) < 19][:200]
+    kept = [int(v) for v in sent.getlist("clients") if ascii_digits(v) and len(v) < 19][:200]
     picked = selectors.pick_candidates(tenant=tenant, kind=kind, ids=kept) if kept else []
     found = selectors.pick_candidates(tenant=tenant, q=q, kind=kind)
     context = {

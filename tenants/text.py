@@ -26,6 +26,13 @@ CONTROL = re.compile(f"[{CONTROL_CLASS}]")
 MSG_CONTROL = "Remove the control characters."
 
 
+def ascii_digits(value: object) -> bool:
+    """Whether `value` is a non-empty text of the digits 0-9 only, which `int()` reads. `str.isdigit`
+    is also true for superscripts ("²") and other digit characters that `int()` refuses (a
+    ValueError, a 500 where a query string or a form sent it)."""
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
 def no_control_characters(value: str) -> None:
     """A form field's validator."""
     if CONTROL.search(value):

@@ -807,7 +807,7 @@ class LocalInvoices(LocalEvents):
         """A card attached to the customer (not made a default). Stripe would also send
         payment_method.attached; the portal stand-in emits it, the checkout does not (nothing of ours
         listens to it, and the checkout's events are the ones the tests follow)."""
-        if not (len(last4) == 4 and last4.isdigit()):
+        if not (len(last4) == 4 and last4.isascii() and last4.isdigit()):
             raise GatewayError("last4 must be four digits.", code="parameter_invalid")
         data = objects.payment_method(
             objects.new_id("pm"), customer=customer_row.data, last4=last4, behaviour=behaviour, now=now
