@@ -17,7 +17,9 @@ class SignupForm(forms.Form):
     full_name = forms.CharField(
         max_length=150, required=False, label="Your name", validators=[no_control_characters]
     )
-    email = forms.EmailField(label="Work email")
+    # User.email and Invitation.email hold 254 characters (RFC 5321's path limit), the form's field
+    # 320: longer was a DataError (a 500) on PostgreSQL.
+    email = forms.EmailField(label="Work email", max_length=254, validators=[no_control_characters])
     password = forms.CharField(widget=forms.PasswordInput, label="Password", min_length=10)
     organization = forms.CharField(
         max_length=120, label="Organization name", validators=[no_control_characters]
@@ -38,7 +40,7 @@ def login_throttle_username(request, credentials: dict | None) -> str | None:
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField()
+    email = forms.EmailField(max_length=254, validators=[no_control_characters])
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 
 

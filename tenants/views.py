@@ -223,8 +223,9 @@ def api_keys(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         else:
             form = ApiKeyForm()
     context = {"keys": selectors.api_keys_of(tenant=tenant), "form": form, "issued": issued}
-    template = "tenants/api_keys.html#keys" if request.htmx else "tenants/api_keys.html"
-    return render(request, template, context, status=400 if form.errors else 200)
+    if request.htmx:  # htmx swaps only 2xx answers: the form with its errors comes back as 200
+        return render(request, "tenants/api_keys.html#keys", context)
+    return render(request, "tenants/api_keys.html", context, status=400 if form.errors else 200)
 
 
 @tenant_view(ADMIN_ONLY)

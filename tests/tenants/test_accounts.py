@@ -66,6 +66,21 @@ def test_signup_with_a_taken_email_is_refused_whatever_its_case(admin):
     assert db_rows() == before
 
 
+def test_signup_with_an_email_longer_than_the_column_is_a_form_error_not_a_500(db):
+    """The form's EmailField takes 320 characters, the column 254 (a DataError on PostgreSQL)."""
+    long = "x" * 300 + "@example.com"
+
+    response = Client().post(
+        "/accounts/signup/", {"email": long, "password": STRONG, "organization": "New Co"}
+    )
+
+    assert response.status_code == 400
+    assert response.context["form"].errors["email"] == [
+        "Ensure this value has at most 254 characters (it has 312)."
+    ]
+    assert not User.objects.exists()
+
+
 def test_signup_with_a_weak_password_is_refused(db):
     response = Client().post(
         "/accounts/signup/", {"email": "jo@newco.test", "password": "1234567890", "organization": "New Co"}

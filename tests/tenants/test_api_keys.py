@@ -117,6 +117,19 @@ def test_key_without_a_name_is_refused(tenant, admin, client_for):
     assert db_rows() == before
 
 
+def test_a_refused_key_name_through_htmx_comes_back_as_200_with_its_error(tenant, admin, client_for):
+    """htmx swaps only 2xx answers: a 400 left the admin clicking Create with nothing shown."""
+    client = client_for(admin)
+    before = db_rows()
+
+    response = client.post("/t/acme/api-keys/", {"name": "   "}, headers={"HX-Request": "true"})
+
+    assert response.status_code == 200
+    assert response.content.decode().lstrip().startswith('<div id="keys"')
+    assert "This field is required." in response.content.decode()
+    assert db_rows() == before
+
+
 def test_key_with_a_control_character_in_its_name_is_refused(tenant, admin, client_for):
     """No control characters in a name (tenants.text): a bidirectional override would show the
     key's name reversed on the pages and in the activity log."""

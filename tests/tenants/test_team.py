@@ -158,6 +158,29 @@ def test_invitation_with_an_invalid_email_is_refused(tenant, admin, client_for):
     assert db_rows() == before
 
 
+@pytest.mark.parametrize(
+    ("email", "error"),
+    [
+        ("x" * 300 + "@example.com", "Ensure this value has at most 254 characters (it has 312)."),
+        ("member@acme.test\u200b", "Remove the control characters."),
+        ("a@b.c\u202e", "Remove the control characters."),
+    ],
+)
+def test_invitation_to_an_email_too_long_or_with_invisible_characters_is_refused(
+    tenant, admin, client_for, email, error
+):
+    """Longer than the column was a 500 on PostgreSQL; a zero-width or bidi character made an
+    address that looks like a member's get past the "already a member" check."""
+    client = client_for(admin)
+    before = db_rows()
+
+    response = client.post("/t/acme/team/invitations/", {"email": email, "role": "member"})
+
+    assert response.status_code == 400
+    assert error in response.context["invite_form"].errors["email"]
+    assert db_rows() == before
+
+
 def test_inviting_through_htmx_answers_the_team_fragment_with_the_new_row(
     tenant, admin, client_for, send_mail
 ):
