@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -31,7 +32,7 @@ from plans.offers import OfferAction, When, plan_offer, plan_offers, subscriptio
 from sessions_billing.selectors import usage_for
 from tenants import security_codes
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
-from tenants.errors import BusinessError, error_response
+from tenants.errors import BusinessError, error_response, http_error
 from tenants.forms import SignupForm
 from tenants.models import Role, Tenant
 
@@ -364,10 +365,15 @@ def checkout_status(request: TenantRequest, tenant: Tenant) -> HttpResponse:
 @require_POST
 def stripe_webhook(request: HttpRequest) -> HttpResponse:
     """Verify (signature and timestamp tolerance), store by event id, apply after commit.
-    A bad signature or an unusable event is a 400 and stores nothing."""
+    A bad signature or an unusable event is a 400 and stores nothing; a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 in the same JSON shape (Stripe's events are far smaller)."""
+    try:
+        payload = request.body
+    except RequestDataTooBig:
+        return error_response(*http_error(413), status=413)
     try:
         received = webhooks.webhook_receive(
-            payload=request.body,
+            payload=payload,
             signature=request.headers.get("Stripe-Signature", ""),
             enqueue=tasks.process_webhook_event.delay,
         )

@@ -160,6 +160,27 @@ def test_a_raw_nul_byte_is_not_json_and_is_refused_as_unverifiable(db, live):
     assert WebhookEvent.objects.count() == 0
 
 
+def test_a_signed_body_nested_deeper_than_the_parser_goes_is_a_400_not_a_500(db, live):
+    payload = b"[" * 100_000 + b"]" * 100_000
+
+    with live():
+        response = post_webhook(payload, sign(payload))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_signature"
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_a_body_over_the_upload_limit_is_a_413_in_the_json_shape(db, settings):
+    payload = b'{"id": "' + b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1) + b'"}'
+
+    response = post_webhook(payload, sign(payload))
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert WebhookEvent.objects.count() == 0
+
+
 # --- the mode of an event, and objects the gateway does not know ---------------------------------------
 
 

@@ -90,8 +90,10 @@ class LocalEvents(LocalIdempotency):
                 payload.decode("utf-8"), signature_header, self._webhook_secret, self._webhook_tolerance
             )
             event = json.loads(payload)
-        except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
-            raise WebhookSignatureError(str(exc)) from exc
+        except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser goes (signed, so our secret's
+            # holder sent it; still a 400, never a 500).
+            raise WebhookSignatureError(str(exc) or "The payload is nested too deeply.") from exc
         if not isinstance(event, dict) or event.get("object") != "event":
             raise WebhookSignatureError("The payload is not a Stripe event.")
         return event_from_stripe(event)
