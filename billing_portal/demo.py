@@ -5,6 +5,7 @@ its invoice and every webhook are exactly what a real checkout produces."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import transaction
 
 from billing_portal import services
 from billing_portal.gateway.factory import get_gateway
@@ -49,8 +50,11 @@ def start_plan(*, tenant: Tenant, plan: Plan, actor: User | Actor) -> Subscripti
     gateway = get_gateway()
     assert isinstance(gateway, LocalGateway)
     gateway.complete_checkout(session_id)
-    # Applied here and now, not when a worker gets to the webhooks: the caller needs the result.
-    services.checkout_sync(session_id=session_id)
+    # Applied here and now, not when a worker gets to the webhooks: the caller needs the result. In
+    # a transaction, as the webhook handler and the return from checkout apply it (its duplicate
+    # check takes the tenant's lock).
+    with transaction.atomic():
+        services.checkout_sync(session_id=session_id)
     return (
         Subscription.objects.filter(tenant=tenant, product=plan.product)
         .exclude(state=Subscription.State.EXPIRED)

@@ -266,6 +266,23 @@ def test_create_tenant_on_a_paid_plan_through_the_local_gateway(db, live):
     assert ApiKey.objects.filter(tenant=tenant).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_starts_a_paid_plan_outside_a_transaction_before_any_webhook(webhooks_lost):
+    """`make run` with DATABASE_URL on PostgreSQL: seed_demo applies the checkout itself, before a
+    worker gets to the webhooks, and outside any transaction. Taking the tenant's lock there was a
+    TransactionManagementError (SQLite's select_for_update does nothing, so the embedded default
+    hid it; with webhooks applied at once, as the other tests do, the path is never reached)."""
+    from billing_portal.demo import start_plan
+
+    tenant, user = _tenant_with_admin("demo-pg")
+
+    sub = start_plan(tenant=tenant, plan=plan("agents-growth"), actor=user)
+
+    assert sub is not None
+    assert (sub.plan.code, sub.state) == ("agents-growth", "active")
+    assert list(Invoice.objects.filter(tenant=tenant).values_list("status", "total")) == [("paid", 19900)]
+
+
 @pytest.mark.parametrize("code", ["agents-trial", "credits-free"])
 def test_create_tenant_on_a_trial_or_free_plan_starts_it_at_once(code, db, live):
     with live():
