@@ -117,7 +117,9 @@ class WalletAdmin(ReadOnlyAdmin):
     actions = ["adjust_credits"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and bool(request.user.is_staff)  # the list and its actions, no edit form
+        # The list and its actions, no edit form; for staff holding credits.change_wallet (or a
+        # superuser), as Django's own check says: being staff is not enough.
+        return obj is None and admin.ModelAdmin.has_change_permission(self, request)
 
     @admin.action(description="Adjust credits (staff adjustment, audited)")
     def adjust_credits(self, request: HttpRequest, queryset: QuerySet[Wallet]) -> HttpResponse | None:
@@ -166,7 +168,8 @@ class GrantAdmin(ReadOnlyAdmin):
     actions = ["deactivate"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and bool(request.user.is_staff)
+        # Deactivating is a change: staff holding credits.change_grant (or a superuser) only.
+        return obj is None and admin.ModelAdmin.has_change_permission(self, request)
 
     @admin.display(description="Amount")
     def shown_amount(self, obj: Grant) -> str:

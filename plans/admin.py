@@ -86,6 +86,9 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # never by hand: the state machine ends a subscription
+
 
 @admin.register(ScheduledChange)
 class ScheduledChangeAdmin(admin.ModelAdmin):

@@ -4,13 +4,30 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
+from tenants import services
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Notification, Tenant, User
 
 
-class MembershipInline(admin.TabularInline):
+class _ReadOnly:
+    """Rows the tenant's own pages change through the services (their rules and their audit: the
+    last admin stays, a revoked key stays revoked, a key never moves to another tenant): staff read
+    them here. Django's admin would otherwise edit any field, unaudited."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class MembershipInline(_ReadOnly, admin.TabularInline):
     model = Membership
     extra = 0
-    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["user", "role", "created_at"]
 
 
 class _LowercaseEmail:
@@ -63,7 +80,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(_ReadOnly, admin.ModelAdmin):
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__email", "tenant__name", "tenant__slug"]
@@ -72,7 +89,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(Invitation)
-class InvitationAdmin(admin.ModelAdmin):
+class InvitationAdmin(_ReadOnly, admin.ModelAdmin):
     list_display = ["email", "tenant", "role", "status", "created_at", "expires_at"]
     list_filter = ["status", "role"]
     search_fields = ["email", "tenant__name", "tenant__slug"]
@@ -87,9 +104,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix", "tenant__name", "tenant__slug"]
     list_select_related = ["tenant"]
     readonly_fields = ["prefix", "key_hash", "created_by", "created_at", "last_used_at"]
+    actions = ["revoke"]
 
     def has_add_permission(self, request):
         return False  # keys are created by tenant admins, who see the secret once
+
+    def has_change_permission(self, request, obj=None):
+        # The list and its action only: an edit form could move a key to another tenant or clear
+        # its revocation, unaudited.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoked, never deleted: the audit log names it
+
+    @admin.action(description="Revoke keys (refused at once, audited)")
+    def revoke(self, request, queryset):
+        for key in queryset.select_related("tenant"):
+            services.api_key_revoke(tenant=key.tenant, api_key=key, actor=request.user)
+        self.message_user(request, f"{queryset.count()} key(s) revoked.")
 
 
 @admin.register(AuditEvent)

@@ -122,6 +122,34 @@ def test_c20_package_deactivation_is_a_staff_action_audited(staff, plus, ledger,
     check_invariants(plus)
 
 
+@pytest.mark.parametrize(
+    ("path", "action", "fields", "perm"),
+    [
+        ("/admin/credits/wallet/", "adjust_credits", {"credits": "100000", "reason": "x"}, "change_wallet"),
+        ("/admin/credits/grant/", "deactivate", {"reason": "x"}, "change_grant"),
+    ],
+)
+def test_c20_staff_without_the_credits_permission_can_neither_adjust_nor_deactivate(
+    plus, ledger, client_for, path, action, fields, perm
+):
+    """Being staff is not enough (an outsider probe added 100,000 credits as a staff user holding
+    no permission at all): the list and its action need the model's change permission."""
+    from django.contrib.auth.models import Permission
+
+    support = UserFactory(email="support@platform.test", is_staff=True)
+    target = Wallet.objects.get(tenant=plus).pk if "wallet" in path else ledger.pk
+    client = client_for(support)
+    before = (figures(tenant_id=plus.pk), AuditEvent.objects.count(), Grant.objects.count())
+
+    assert client.get(path).status_code == 403
+    refused = client.post(path, {"action": action, "_selected_action": [target], "apply": "1", **fields})
+
+    assert refused.status_code == 403
+    assert (figures(tenant_id=plus.pk), AuditEvent.objects.count(), Grant.objects.count()) == before
+    support.user_permissions.add(Permission.objects.get(codename=perm))
+    assert client_for(support).get(path).status_code == 200
+
+
 def test_staff_edit_feature_costs_and_packs(staff, client_for):
     from credits.models import FeatureCost
 

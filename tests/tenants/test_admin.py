@@ -104,6 +104,38 @@ def test_audit_log_is_read_only_in_the_admin(staff, rows, client_for):
     assert AuditEvent.objects.filter(pk=event.pk).exists()
 
 
+def test_staff_can_neither_move_nor_unrevoke_a_key_nor_change_a_membership_by_hand(
+    staff, tenant, admin, other_tenant, client_for
+):
+    """An outsider probe moved a revoked key to another tenant and made it work again, and left a
+    tenant without an admin, all unaudited: those rows change through the services only. Keys are
+    revoked through an audited action."""
+    client = client_for(staff)
+    key = services.api_key_create(tenant=tenant, name="Acme sync", actor=admin).api_key
+    services.api_key_revoke(tenant=tenant, api_key=key, actor=admin)
+    membership = Membership.objects.get(user=admin)
+
+    moved = client.post(
+        f"/admin/tenants/apikey/{key.pk}/change/",
+        {"tenant": other_tenant.pk, "name": "x", "revoked_at_0": "", "revoked_at_1": "", "_save": "Save"},
+    )
+    demoted = client.post(
+        f"/admin/tenants/membership/{membership.pk}/change/",
+        {"user": admin.pk, "tenant": tenant.pk, "role": "member", "_save": "Save"},
+    )
+
+    assert (moved.status_code, demoted.status_code) == (403, 403)
+    key.refresh_from_db()
+    membership.refresh_from_db()
+    assert (key.tenant_id, key.revoked_at is not None, membership.role) == (tenant.pk, True, "admin")
+    live = services.api_key_create(tenant=tenant, name="Live", actor=admin).api_key
+    done = client.post("/admin/tenants/apikey/", {"action": "revoke", "_selected_action": [live.pk]})
+    assert done.status_code == 302
+    live.refresh_from_db()
+    assert live.revoked_at is not None
+    assert AuditEvent.objects.filter(action="api_key.revoked", actor_label=staff.email).count() == 1
+
+
 @pytest.mark.parametrize("model", CHANGELISTS)
 def test_tenant_admin_who_is_not_staff_is_sent_to_the_admin_login(admin, client_for, model):
     response = client_for(admin).get(f"/admin/tenants/{model}/", {"q": "acme"})
