@@ -49,11 +49,22 @@ def _in_window(value: datetime | None) -> datetime | None:
     return value
 
 
+# The path that reports a conversation's events: an id ending so could never be read back with
+# GET /sessions/{conversation_id} (that path is the events route's), so it is refused at the start.
+EVENTS_SUFFIX = "/events"
+
+
+def _readable_id(value: str) -> str:
+    if value.endswith(EVENTS_SUFFIX):
+        raise ValueError(f'must not end in "{EVENTS_SUFFIX}" (the path of the events route)')
+    return value
+
+
 class SessionIn(RequestBody):
     conversation_id: Id = Field(
         ...,
-        description="Your id of the conversation (1 to 200 characters): a retry with the same id counts "
-        "nothing again.",
+        description="Your id of the conversation (1 to 200 characters; it may contain slashes but not end "
+        'in "/events", the events route\'s path): a retry with the same id counts nothing again.',
         examples=["conv_8f2c1"],
     )
     agent: Id | None = Field(
@@ -69,6 +80,7 @@ class SessionIn(RequestBody):
     )
 
     _at = field_validator("at")(_in_window)
+    _id = field_validator("conversation_id")(_readable_id)
 
 
 class EventIn(RequestBody):
@@ -151,6 +163,18 @@ BAD_AT = ErrorCase(
     "at: Value error, must be at most 5 minutes in the future",
     "A field is missing, of the wrong type or out of range (`at` more than 35 days late or 5 minutes early).",
 )
+EVENT_BEFORE_START = ErrorCase(
+    422,
+    "invalid_request",
+    "at: an event cannot be dated before the conversation started (2026-07-01T09:00:00+00:00).",
+    "The event is dated more than 5 minutes before the conversation's start; nothing is stored.",
+)
+BAD_ID = ErrorCase(
+    422,
+    "invalid_request",
+    'conversation_id: Value error, must not end in "/events" (the path of the events route)',
+    'The conversation id ends in "/events": it could not be read back, so it is refused.',
+)
 NO_SESSION = ErrorCase(404, "not_found", "No session with this conversation id.", NOT_FOUND.when)
 CONVERSATION_ENDED = ErrorCase(
     409,
@@ -192,6 +216,10 @@ _event_docs = documented(
     NO_SESSION,
     CONVERSATION_ENDED,
     BAD_AT,
+    EVENT_BEFORE_START,
+    ENDED,
+    OVERDUE,
+    LIMIT_REACHED,
     ok_examples={200: {"session": SESSION_EXAMPLE}},
     ok_descriptions={200: "The session"},
 )
@@ -215,8 +243,12 @@ _event_docs["openapi_extra"]["requestBody"] = {
     "/sessions/{path:conversation_id}/events",
     summary="Report a message or the end of a conversation",
     description="A message in a 24-hour window not billed yet bills that window (with Answered only, only a "
-    "customer message does), even past the session limit: a running conversation is never cut off. "
-    "`end` ends the conversation; any event after it is a 409.",
+    "customer message does), even past the session limit: a running conversation is never cut off. The "
+    "message that bills a conversation's first window (with Answered only, the customer's reply to an "
+    "outbound start) opens a new billable session: like a start it is refused with 402 "
+    "(`session_limit_reached`, `subscription_ended`, `payment_overdue`) and stores nothing, so a reply "
+    "never bills past the limit. `end` ends the conversation; any event after it is a 409. An event "
+    "dated more than 5 minutes before the conversation's start is a 422.",
     **_event_docs,
 )
 def session_event(
@@ -248,6 +280,7 @@ _start_docs = documented(
     OVERDUE,
     LIMIT_REACHED,
     BAD_AT,
+    BAD_ID,
     ok_examples={
         201: {"session": SESSION_EXAMPLE | {"billable_sessions": 1}},
         200: {"session": SESSION_EXAMPLE},
@@ -282,7 +315,10 @@ _start_docs["openapi_extra"]["requestBody"] = {
     "with Answered only an outbound conversation is billed only once the customer replies); 200 with the "
     "same body when this conversation id was already started (nothing is counted again). Refused with 402, "
     "checked in this order: `subscription_ended`, `payment_overdue`, `session_limit_reached`; a refused "
-    "start stores nothing.",
+    "start stores nothing. A start reported late and dated in an earlier period (a trial that has ended, "
+    "last month) is a new session of the current period: it is admitted against the current period's "
+    "limit and counted there; a period that is no longer current takes no new sessions. 422 when "
+    '`conversation_id` ends in "/events" (it could not be read back: that is the events route).',
     **_start_docs,
 )
 def session_start(request: HttpRequest, payload: SessionIn) -> HttpResponse:

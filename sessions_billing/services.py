@@ -35,6 +35,9 @@ WINDOW = timedelta(hours=24)
 # How late and how early a report may be (`at`): Stripe's meter events accept 35 days back.
 MAX_LATE = timedelta(days=35)
 MAX_EARLY = timedelta(minutes=5)
+# The clock skew allowed between the reporters of a conversation's start and of its events: an
+# event dated up to this much before the start belongs to its first window; earlier is refused.
+MAX_SKEW = MAX_EARLY
 
 CONVERSATION = Conversation._meta.db_table
 WINDOWS = BillableWindow._meta.db_table
@@ -211,13 +214,19 @@ _COUNT_RETURNING = "RETURNING id, billable_sessions, first_warning_at, second_wa
 
 
 def _count_new(tenant_id: int, terms: Terms, starts_at: datetime) -> Counted | None:
-    """Count the first window of a new conversation, only while the period is under the limit.
-    Returns None when the limit is reached (nothing counted)."""
+    """Count the first billed window of a conversation (a new billable session), only while the
+    current period is under its limit. Returns None when the limit is reached (nothing counted).
+
+    A new billable session always counts in the current period, against the current limit, also
+    when it is reported late and dated in an earlier period: a period that is no longer current (an
+    ended trial, last month) is closed to new sessions, so it never goes past its own cap, and late
+    usage is billed in the period in which it is admitted (as Stripe refuses usage records dated
+    before the current period)."""
     limit = terms.limit
     cond, params = ("", []) if limit is None else (" AND billable_sessions < %s", [limit])
     current = terms.period_start
     with connection.cursor() as cursor:
-        if current is not None and starts_at >= current:
+        if current is not None:
             sql = (
                 f"UPDATE {PERIODS} SET billable_sessions = billable_sessions + 1 "
                 f"WHERE tenant_id = %s AND period_start = %s{cond} {_COUNT_RETURNING}"
@@ -513,7 +522,10 @@ def session_event(
 ) -> Session:
     """Record a message or the end of a running conversation. A message in a window not billed yet
     bills it (with Answered only, only a customer message does), in the period in which the window
-    starts, even past the limit: a running conversation is never cut off. 404 unknown, 409 ended.
+    starts, even past the limit: a running conversation is never cut off. The message that bills a
+    conversation's first window (Answered only: the customer's reply to an outbound start) opens a
+    new billable session instead, admitted like a start: 402 at the limit, nothing stored. 404
+    unknown, 409 ended, 422 dated before the conversation started (beyond the clock skew allowed).
     `versions`: the API request's cache versions (its entitlements may come from the cache).
 
     The conversation's update is one statement, its own transaction: an event in a window already
@@ -529,49 +541,147 @@ def session_event(
         ent=entitlements(tenant=tenant, now=now, versions=versions)[PRODUCT], tenant_limit=None
     )
     customer = type == EventType.CUSTOMER_MESSAGE
-    if type == EventType.END:
-        assignments = "ended_at = %s"
-        params: list[Any] = [_db(at)]
-    else:
-        assignments = f"last_activity_at = {_greatest()}(last_activity_at, %s), answered = (answered OR %s)"
-        params = [_db(at), customer]
-    # The current period's counter id comes back with the conversation: one round trip for both.
+    bills = type != EventType.END and (customer or not terms.answered_only)
+    # An event in a window of a conversation never billed yet (Answered only: an outbound start the
+    # customer now replies to) opens a new billable session: it is admitted like a start (below),
+    # so this statement leaves such a conversation alone, as it does one the event predates.
+    first_bill = " AND billable_sessions > 0" if bills else ""
     current = _db(terms.period_start) if terms.period_start else None
     with connection.cursor() as cursor:
+        # The current period's counter id comes back with the conversation: one round trip for both.
         cursor.execute(
-            f"UPDATE {CONVERSATION} SET {assignments} "
-            "WHERE tenant_id = %s AND conversation_id = %s AND ended_at IS NULL "
-            "RETURNING id, direction, started_at, last_activity_at, ended_at, billable_sessions, answered, "
-            f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id), last_billed_window, "
+            f"UPDATE {CONVERSATION} SET {_event_assignments(type)} "
+            f"WHERE tenant_id = %s AND conversation_id = %s AND ended_at IS NULL AND started_at <= %s{first_bill} "
+            f"RETURNING {_EVENT_RETURNING}, "
             f"(SELECT id FROM {PERIODS} WHERE tenant_id = %s AND period_start = %s)",
-            [*params, tenant.pk, conversation_id, tenant.pk, current],
+            [*_event_params(type, at), tenant.pk, conversation_id, _db(at + MAX_SKEW), tenant.pk, current],
         )
         row = cursor.fetchone()
     if row is None:
-        if Conversation.objects.filter(tenant=tenant, conversation_id=conversation_id).exists():
-            raise BusinessError(
-                "conversation_ended", "This conversation has ended: start a new session.", status=409
-            )
-        raise BusinessError("not_found", "No session with this conversation id.", status=404)
+        _event_refusal(tenant=tenant, conversation_id=conversation_id, at=at)
+        opened = _event_opens_session(
+            tenant=tenant, conversation_id=conversation_id, type=type, at=at, now=now, terms=terms
+        )
+        if opened is not None:
+            return opened
+        # A parallel event billed it (or ended it) first: this one is an event like any other now.
+        return session_event(
+            tenant=tenant, conversation_id=conversation_id, type=type, at=at, now=now, terms=terms
+        )
     pk, direction, started, last, ended, billable, answered, agent_key, last_billed, current_id = row
     started = _aware(started)
-    bills = type != EventType.END and (customer or not terms.answered_only)
     k = window_index(started_at=started, at=at)
     if bills and k != last_billed:  # an event in the last billed window needs nothing more
         billable = _bill_window(
             tenant=tenant, terms=terms, conversation=pk, k=k, starts_at=started + k * WINDOW,
             current_id=current_id, now=now, billable=billable,
         )  # fmt: skip
+    return _event_session(conversation_id, direction, started, last, ended, billable, answered, agent_key)
+
+
+_EVENT_RETURNING = (
+    "id, direction, started_at, last_activity_at, ended_at, billable_sessions, answered, "
+    f"(SELECT {_q('key')} FROM {AGENTS} WHERE id = agent_id), last_billed_window"
+)
+
+
+def _event_assignments(type: str) -> str:
+    if type == EventType.END:
+        # Within the clock skew allowed an end may be dated a moment before the start: never stored so.
+        return f"ended_at = {_greatest()}(started_at, %s)"
+    return f"last_activity_at = {_greatest()}(last_activity_at, %s), answered = (answered OR %s)"
+
+
+def _event_params(type: str, at: datetime) -> list[Any]:
+    return [_db(at)] if type == EventType.END else [_db(at), type == EventType.CUSTOMER_MESSAGE]
+
+
+def _event_session(
+    conversation_id: str,
+    direction: str,
+    started: object,
+    last: object,
+    ended: object,
+    billable: int,
+    answered: bool,
+    agent_key: str | None,
+) -> Session:
     return Session(
         conversation_id=conversation_id,
         agent=agent_key,
         direction=direction,
-        started_at=started,
+        started_at=_aware(started),
         last_activity_at=_aware(last),
         ended_at=_aware(ended) if ended is not None else None,
         billable_sessions=billable,
         answered=bool(answered),
     )
+
+
+def _event_refusal(*, tenant: Tenant, conversation_id: str, at: datetime) -> None:
+    """Why the event's update found no conversation to change: unknown (404), ended (409) or dated
+    before the conversation started (422). Returns when none applies: the event opens the
+    conversation's first billable session."""
+    found = (
+        Conversation.objects.filter(tenant=tenant, conversation_id=conversation_id)
+        .values_list("started_at", "ended_at")
+        .first()
+    )
+    if found is None:
+        raise BusinessError("not_found", "No session with this conversation id.", status=404)
+    started, ended = found
+    if ended is not None:
+        raise BusinessError(
+            "conversation_ended", "This conversation has ended: start a new session.", status=409
+        )
+    if at < started - MAX_SKEW:
+        raise BusinessError(
+            "invalid_request",
+            f"at: an event cannot be dated before the conversation started ({started.isoformat()}).",
+            status=422,
+        )
+
+
+def _event_opens_session(
+    *, tenant: Tenant, conversation_id: str, type: str, at: datetime, now: datetime, terms: Terms
+) -> Session | None:
+    """A billing event of a conversation with no billed window yet opens a new billable session: like
+    a start it is refused (402, nothing stored) when the subscription refuses new sessions or the
+    current period's count has reached the limit, so a reply never bills past the limit. None when
+    the conversation was billed or ended meanwhile (nothing written)."""
+    refusal = terms.refusal
+    if refusal is not None:
+        raise BusinessError(refusal.code, refusal.message, status=402)
+    terms = replace(terms, tenant_limit=tenant_limit(tenant_id=tenant.pk))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The row lock of this update serializes the conversation's parallel events.
+        cursor.execute(
+            f"UPDATE {CONVERSATION} SET {_event_assignments(type)} "
+            "WHERE tenant_id = %s AND conversation_id = %s AND ended_at IS NULL AND billable_sessions = 0 "
+            f"RETURNING {_EVENT_RETURNING}",
+            [*_event_params(type, at), tenant.pk, conversation_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        pk, direction, started, last, ended, _, answered, agent_key, _ = row
+        k = window_index(started_at=_aware(started), at=at)
+        counted = _count_new(tenant.pk, terms, _aware(started) + k * WINDOW)
+        if counted is None:
+            refused = terms.usage_refusal(terms.limit or 0)
+            assert refused is not None
+            raise BusinessError(refused.code, refused.message, status=402)
+        cursor.execute(
+            f"INSERT INTO {WINDOWS} (tenant_id, conversation_id, {_q('index')}, "
+            "starts_at, usage_period_id, counted_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            [tenant.pk, pk, k, _db(_aware(started) + k * WINDOW), counted.period_id, _db(now)],
+        )
+        cursor.execute(
+            f"UPDATE {CONVERSATION} SET billable_sessions = 1, last_billed_window = %s WHERE id = %s",
+            [k, pk],
+        )
+        _after_count(tenant=tenant, terms=terms, counted=counted)
+    return _event_session(conversation_id, direction, started, last, ended, 1, answered, agent_key)
 
 
 @transaction.atomic

@@ -81,6 +81,19 @@ def test_conversation_ids_may_hold_slashes(tenant, growth, api_for):
     assert api.event("chan/42/thread", "agent_message").status_code == 200
 
 
+@pytest.mark.parametrize("conversation_id", ["p/events", "/events", "a/b/events"])
+def test_an_id_ending_in_the_events_path_is_refused_at_the_start(tenant, growth, api_for, conversation_id):
+    """S04: every session can be read back; GET /sessions/p/events would be the events route."""
+    api = api_for(tenant)
+    answer = api.start(conversation_id)
+    assert answer.status_code == 422
+    assert '"/events"' in answer.json()["error"]["message"]
+    assert not Conversation.objects.filter(tenant=tenant).exists()
+    assert api.start("events").status_code == 201  # only the suffix is taken
+    assert api.start("p/events/x").status_code == 201
+    assert api.get("/sessions/p/events/x").json()["conversation_id"] == "p/events/x"
+
+
 def test_every_session_body_has_the_documented_fields(tenant, growth, api_for):
     api = api_for(tenant)
     body = api.start("f", agent="bot").json()

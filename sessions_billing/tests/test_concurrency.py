@@ -131,3 +131,33 @@ def test_an_end_racing_messages_leaves_consistent_counters(tenant):
     windows = BillableWindow.objects.filter(conversation=conv).count()
     assert conv.billable_sessions == windows
     assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == windows
+
+
+def test_parallel_replies_under_answered_only_bill_exactly_the_slots_left_s07_s25(tenant):
+    """Answered only: 12 customers reply at once to outbound starts with 3 slots left; exactly 3
+    replies are billed, the others are refused and store nothing."""
+    paid(tenant, "agents-starter")
+    SessionLimit.objects.create(tenant=tenant, session_limit=4)
+    services.session_start(tenant=tenant, conversation_id="first", direction="inbound")
+    for i in range(12):
+        services.session_start(tenant=tenant, conversation_id=f"ob{i}", direction="outbound")
+    results = _race(
+        12,
+        lambda i: services.session_event(tenant=tenant, conversation_id=f"ob{i}", type="customer_message"),
+    )
+    outcomes = Counter(f"{r.status} {r.code}" if isinstance(r, BusinessError) else "billed" for r in results)
+    assert outcomes == {"billed": 3, "402 session_limit_reached": 9}
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 4
+    assert BillableWindow.objects.filter(tenant=tenant).count() == 4
+    assert Conversation.objects.filter(tenant=tenant, answered=True).count() == 4
+
+
+def test_parallel_replies_in_one_conversation_bill_it_once(tenant):
+    paid(tenant, "agents-starter")
+    services.session_start(tenant=tenant, conversation_id="ob", direction="outbound")
+    results = _race(
+        8, lambda i: services.session_event(tenant=tenant, conversation_id="ob", type="customer_message")
+    )
+    assert all(not isinstance(r, BusinessError) for r in results), results
+    assert Conversation.objects.get(tenant=tenant, conversation_id="ob").billable_sessions == 1
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 1

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from plans.factories import plan
 from plans.models import Subscription
-from sessions_billing.models import BillableWindow, Conversation, UsagePeriod
+from sessions_billing.models import BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.selectors import usage_for
 from sessions_billing.tests.conftest import paid
 
@@ -242,3 +242,46 @@ def test_tenants_do_not_share_conversation_ids(tenant, other_tenant, growth, api
 
 def test_plan_answered_only_flag_comes_from_the_plan(tenant):
     assert plan("agents-starter").answered_only is True
+
+
+def test_a_reply_that_would_bill_past_the_limit_is_402_and_stores_nothing_s07_s22_s25(tenant, api_for):
+    """Answered only: a customer's reply to an outbound start opens a new billable session, admitted
+    like a start: at the limit it is refused and the conversation stays unanswered and unbilled."""
+    paid(tenant, "agents-starter")
+    SessionLimit.objects.create(tenant=tenant, session_limit=2)
+    api = api_for(tenant)
+    assert api.start("in-1").status_code == 201
+    for i in range(3):
+        assert api.start(f"ob-{i}", "outbound").status_code == 201
+    assert api.event("ob-0", "customer_message").status_code == 200  # the last slot
+    refused = api.event("ob-1", "customer_message")
+    assert refused.status_code == 402
+    assert refused.json()["error"]["code"] == "session_limit_reached"
+    row = Conversation.objects.get(tenant=tenant, conversation_id="ob-1")
+    assert (row.answered, row.billable_sessions, row.last_activity_at) == (False, 0, row.started_at)
+    assert api.event("ob-1", "agent_message").status_code == 200  # not billed under Answered only
+    assert api.event("ob-0", "customer_message").status_code == 200  # a billed conversation runs on
+    usage = api.get("/usage").json()
+    assert (usage["billable_sessions"], usage["session_limit"]) == (2, 2)
+    assert BillableWindow.objects.filter(tenant=tenant).count() == 2
+    # The limit raised: the reply is billed.
+    SessionLimit.objects.filter(tenant=tenant).update(session_limit=3)
+    answer = api.event("ob-1", "customer_message")
+    assert answer.status_code == 200
+    assert (answer.json()["billable_sessions"], answer.json()["answered"]) == (1, True)
+
+
+def test_an_event_dated_before_the_start_is_422_and_stores_nothing(tenant, growth, api_for):
+    """S04: nothing ends (or happens) before it started; within 5 minutes of clock skew it does."""
+    now = timezone.now()
+    api = api_for(tenant)
+    api.start("c", at=_iso(now - 2 * H))
+    for type in ("end", "customer_message", "agent_message"):
+        answer = api.event("c", type, at=_iso(now - 30 * 24 * H))
+        assert answer.status_code == 422, type
+        assert "before the conversation started" in answer.json()["error"]["message"]
+    row = Conversation.objects.get(tenant=tenant, conversation_id="c")
+    assert (row.ended_at, row.last_activity_at, row.billable_sessions) == (None, now - 2 * H, 1)
+    skewed = api.event("c", "end", at=_iso(now - 2 * H - timedelta(minutes=2)))
+    assert skewed.status_code == 200
+    assert skewed.json()["ended_at"] == _ms(now - 2 * H)  # never before the start
