@@ -113,3 +113,6 @@ class GatewayAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["operation", "tenant", "status", "error_code", "result_id", "created_at"]
     list_filter = ["status", "operation"]
     search_fields = ["result_id", "tenant__slug"]
+
+
+from billing_portal import contract_admin  # noqa: E402, F401  (the Lead admin's contract action)

@@ -56,7 +56,7 @@ from credits.models import ExtraPack
 from licensing import services as licensing_services
 from plans import selectors as plan_selectors
 from plans import services as plan_services
-from plans.models import Plan, Product, ScheduledChange, Subscription
+from plans.models import Lead, Plan, Product, ScheduledChange, Subscription
 from plans.money import credits_string
 from plans.offers import (
     CardAction,
@@ -1616,9 +1616,75 @@ def billing_tick(*, now: datetime) -> dict[str, int]:
         "grace_expired": plan_services.grace_periods_expire_due(now=now),
         "subscriptions_ended": plan_services.subscriptions_end_due(now=now),
         "extra_pack_confirmations_expired": extra_pack_confirmations_expire(now=now),
+        "contracts_renewed": contracts_renew_due(now=now),
         **licensing_services.licensing_sweep(now=now),
         **credit_services.credits_sweep(now=now),
     }
+
+
+# --- contracts: contact-sales plans (AI Ultra, Enterprise) assigned by staff -------------------
+
+
+def _contract_credits_grant(period: plan_services.ContractPeriod) -> None:
+    """The contract's credits for one period (AI Ultra, C07), once: the grant is keyed by the
+    contract and the period. The previous period's plan credits end where this one starts, as at
+    an AI Plus renewal."""
+    contract = period.contract
+    if contract.credits_per_period <= 0 or period.expired:
+        return
+    start, end = plan_services.contract_period_bounds(contract, period.index)
+    credit_services.credits_grant_plan_period(
+        tenant=contract.subscription.tenant,
+        plan=contract.subscription.plan,
+        period_start=start,
+        period_end=end,
+        reference=f"contract:{contract.pk}:period:{period.index}",
+        amount=contract.credits_per_period,
+    )
+
+
+@transaction.atomic
+def contract_assign(
+    *,
+    lead: Lead,
+    starts_at: datetime,
+    months: int,
+    credits_per_period: int,
+    reason: str,
+    actor: User,
+    now: datetime | None = None,
+) -> tuple[Subscription, bool]:
+    """Staff (admin, "Assign the contracted plan"): put the lead's tenant on its contact-sales plan by
+    contract, no payment gateway involved (C07, C16; Enterprise, S16), and grant the first month's
+    credits. Under the tenant's lock; refused with nothing written while a paid subscription of the
+    product is live. The same lead twice: one subscription, one grant (False the second time)."""
+    period, created = plan_services.contract_start(
+        lead=lead,
+        starts_at=starts_at,
+        months=months,
+        credits_per_period=credits_per_period,
+        reason=reason,
+        actor=actor,
+        now=now,
+    )
+    if created:
+        _contract_credits_grant(period)
+    return period.contract.subscription, created
+
+
+def contracts_renew_due(*, now: datetime) -> int:
+    """Sweeper: a contracted subscription whose period has ended moves to its next monthly period
+    and gets that period's credits, or expires at the contract's end. A second run changes nothing
+    (the period has moved; grants are keyed by period)."""
+    done = 0
+    for pk in plan_services.contract_periods_due(now=now):
+        with transaction.atomic():
+            period = plan_services.contract_period_advance(subscription_id=pk, now=now)
+            if period is None:
+                continue
+            _contract_credits_grant(period)
+            done += 1
+    return done
 
 
 __all__ = [

@@ -44,3 +44,9 @@ def deliver_in_process(payload: bytes, signature: str) -> None:
     """The local gateway's webhook delivery: the endpoint's own receiver, signature and all, then a
     worker applies the event, as with a delivery over HTTP."""
     webhooks.webhook_receive(payload=payload, signature=signature, enqueue=process_webhook_event.delay)
+
+
+@shared_task(acks_late=True)
+def renew_contracts() -> int:
+    """Contracted plans (AI Ultra, Enterprise): the next monthly period and its credits, or the end."""
+    return services.contracts_renew_due(now=timezone.now())

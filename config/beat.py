@@ -64,6 +64,9 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "billing_portal.tasks.expire_pack_confirmations",
         "schedule": crontab(minute="*/10"),
     },
+    # Contracted plans (AI Ultra, Enterprise) have no gateway to renew them: a period that ended
+    # moves to the next month and grants its credits, or the contract ends. Safe to run twice.
+    "renew-contracts": {"task": "billing_portal.tasks.renew_contracts", "schedule": crontab(minute="*/5")},
     # Nightly: re-read subscriptions and recent invoices from the gateway, repairing missed webhooks.
     "reconcile-billing": {"task": "billing_portal.tasks.reconcile", "schedule": crontab(hour=3, minute=30)},
 }

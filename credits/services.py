@@ -323,6 +323,7 @@ def credits_grant_plan_period(
     period_end: datetime,
     reference: str,
     now: datetime | None = None,
+    amount: int | None = None,
 ) -> Grant | None:
     """The credits a plan includes for one period (AI Free: 50 for its 3 months, C05; AI Plus: 2,000
     each monthly period, C06), valid from the period's start to its end, granted once per
@@ -334,8 +335,11 @@ def credits_grant_plan_period(
       the newer one starts and never shortens it;
     - of another plan (AI Free when AI Plus starts), what is live when this period is current
       ends then. Gateway period starts are whole seconds, so they are not compared with the
-      other plan's start: a Free plan begun a moment later is still the one being replaced."""
-    amount = plan.included_credits
+      other plan's start: a Free plan begun a moment later is still the one being replaced.
+
+    `amount` (thousandths): a contract's credits for the period (AI Ultra, C07), instead of the
+    plan's `included_credits`."""
+    amount = plan.included_credits if amount is None else amount
     if amount <= 0:
         return None
     wallet = _lock_wallet(tenant, Unit.AI_CREDIT, create=True)

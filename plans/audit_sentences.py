@@ -43,6 +43,9 @@ SENTENCES: dict[str, Sentence] = {
     "subscription.change_canceled": "{actor} canceled the scheduled change to {target}",
     "subscription.resumed": "{actor} resumed {target}: it renews again",
     "lead.created": _lead,
+    "subscription.contracted": "{actor} assigned {target} under a contract, until {ends}",
+    "subscription.ended_by_contract": "{target} ended: a contracted plan took its place",
+    "lead.won": "{actor} won the sales request for {target}",
 }
 LABELS = {
     "subscription.trial_started": "Trial started",
@@ -61,4 +64,7 @@ LABELS = {
     "subscription.change_canceled": "Scheduled change canceled",
     "subscription.resumed": "Subscription resumed",
     "lead.created": "Sales request",
+    "subscription.contracted": "Contracted plan assigned",
+    "subscription.ended_by_contract": "Replaced by a contract",
+    "lead.won": "Sales request won",
 }

@@ -268,3 +268,39 @@ class Lead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.tenant} → {self.plan.name}"
+
+
+class Contract(models.Model):
+    """A contact-sales plan (AI Ultra, Enterprise) assigned by staff under a contract: no payment
+    gateway is involved, so the contract's terms say what the gateway says of a paid plan — its
+    periods (one calendar month each, from `starts_at` until `ends_at`) and, on AI Credits, the
+    credits each period grants. The billing sweep moves its subscription from period to period and
+    expires it at `ends_at`."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    subscription = models.OneToOneField(Subscription, on_delete=models.CASCADE, related_name="contract")
+    # The won request it answers: assigning the same lead twice finds this row (one subscription).
+    lead = models.OneToOneField(
+        Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="contract"
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    months = models.PositiveSmallIntegerField()
+    credits_per_period = models.PositiveBigIntegerField(default=0, help_text="Thousandths of a credit.")
+    reason = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        permissions = [("assign_contract", "Can assign a contracted (contact-sales) plan")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=models.F("starts_at")), name="contract_ends_after_start"
+            ),
+            models.CheckConstraint(condition=Q(months__gte=1), name="contract_at_least_one_month"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Contract #{self.pk}: {self.subscription}"

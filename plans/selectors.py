@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from plans.models import Lead, Plan, Product, ScheduledChange, Subscription
+from plans.models import Contract, Lead, Plan, Product, ScheduledChange, Subscription
 from tenants.cache import VersionedCache, Versions
 from tenants.models import Tenant
 
@@ -303,10 +303,11 @@ def _entitlements_sql() -> str:
         f"c AS (SELECT y.*, ROW_NUMBER() OVER (PARTITION BY y.subscription_id ORDER BY y.effective_at, y.id) AS rn "
         f"FROM {change} y WHERE y.tenant_id = %s AND y.status = 'scheduled') "
         f"SELECT pr.id, pr.code, pr.name, {cols('s', _SUB_COLUMNS)}, {cols('p', _PLAN_COLUMNS)}, "
-        f"{cols('c', _CHANGE_COLUMNS)}, {cols('tp', _UPCOMING_PLAN_COLUMNS)} "
+        f"{cols('c', _CHANGE_COLUMNS)}, {cols('tp', _UPCOMING_PLAN_COLUMNS)}, k.credits_per_period "
         f"FROM {Product._meta.db_table} pr "
         f"LEFT JOIN s ON s.product_id = pr.id AND s.rn = 1 "
         f"LEFT JOIN {plan} p ON p.id = s.plan_id "
+        f"LEFT JOIN {Contract._meta.db_table} k ON k.subscription_id = s.id "
         f"LEFT JOIN c ON c.subscription_id = s.id AND c.rn = 1 "
         f"LEFT JOIN {plan} tp ON tp.id = c.to_plan_id "
         f"ORDER BY pr.sort_order, pr.name"
@@ -361,10 +362,15 @@ def _load(tenant: Tenant, now: datetime) -> Entitlements:
         rest = row[3:]
         sub_values, rest = rest[:n_sub], rest[n_sub:]
         plan_values, rest = rest[:n_plan], rest[n_plan:]
-        change_values, upcoming_values = rest[:n_change], rest[n_change:]
+        change_values, upcoming_values = rest[:n_change], rest[n_change:-1]
+        contract_credits = rest[-1]
         sub = None
         if sub_values[0] is not None:
             plan = Plan(product=product, **_from_db(_PLAN_COLUMNS, plan_values))
+            if contract_credits:
+                # A contract's terms are its plan's (AI Ultra: the credits agreed, renewed monthly, C07).
+                plan.included_credits = contract_credits
+                plan.credit_renewal = Plan.CreditRenewal.MONTHLY
             sub = Subscription(
                 tenant=tenant, product=product, plan=plan, **_from_db(_SUB_COLUMNS, sub_values)
             )

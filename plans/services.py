@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from plans.models import Lead, LeadKind, Plan, Product, ScheduledChange, Subscription, TrialGrant
+from plans.models import Contract, Lead, LeadKind, Plan, Product, ScheduledChange, Subscription, TrialGrant
 from plans.offers import MSG_SCHEDULED, OfferAction, When, actor_role, offer_require
 from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
 from tenants.audit import SYSTEM, Actor, audit
@@ -663,3 +663,200 @@ def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") ->
         data={"kind": kind},
     )
     return lead, True
+
+
+# --- contracts (contact-sales plans assigned by staff) ------------------------------------------
+
+CONTRACT_MAX_MONTHS = 120
+
+
+@dataclass(frozen=True)
+class ContractPeriod:
+    """Where a contract's subscription stands after a start or a sweep: its period `index` (0 the
+    first month) and whether the contract has just ended."""
+
+    contract: Contract
+    index: int
+    expired: bool = False
+
+
+def contract_period_bounds(contract: Contract, index: int) -> tuple[datetime, datetime]:
+    """Period `index` of a contract: one calendar month from the start's day (each counted from the
+    start, so 31 January gives 28 February then 31 March), the last one cut at the contract's end."""
+    return (
+        months_after(contract.starts_at, index),
+        min(months_after(contract.starts_at, index + 1), contract.ends_at),
+    )
+
+
+def contract_start(
+    *,
+    lead: Lead,
+    starts_at: datetime,
+    months: int,
+    credits_per_period: int,
+    reason: str,
+    actor: User,
+    now: datetime | None = None,
+) -> tuple[ContractPeriod, bool]:
+    """Put the lead's tenant on the lead's contact-sales plan under a contract (C07, S16): an active
+    subscription with no payment behind it, its first period the contract's first month, and the
+    lead marked won. The caller holds a transaction; this locks the tenant, then checks.
+
+    Assigning the same lead again returns its contract (False: nothing written). Refused, with
+    nothing written, while the product has a live paid subscription (the gateway bills it: cancel
+    it first; a canceled one runs until its end) or another contract; a trial or a free plan of the
+    product ends, as a paid subscription ends it."""
+    now = now or timezone.now()
+    tenant, plan = lead.tenant, lead.plan
+    live = subscription_lock(tenant=tenant, product=plan.product)
+    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    existing = Contract.objects.select_related("subscription__plan").filter(lead=lead).first()
+    if existing is not None:
+        return ContractPeriod(existing, _contract_index(existing)), False
+    if plan.kind != Plan.Kind.CONTACT_SALES:
+        raise BusinessError(
+            "not_contact_sales",
+            f"{plan.name} is not a contact-sales plan: it is bought, not contracted.",
+            status=422,
+        )
+    if not 1 <= months <= CONTRACT_MAX_MONTHS:
+        raise BusinessError(
+            "contract_months", f"A contract lasts 1 to {CONTRACT_MAX_MONTHS} months.", status=422
+        )
+    if starts_at > now:
+        raise BusinessError(
+            "contract_starts_later", "Assign the contract on its start date, not before.", status=422
+        )
+    if plan.product.code == Product.Code.AI_CREDITS and credits_per_period <= 0:
+        raise BusinessError(
+            "contract_credits", f"{plan.name} needs the credits the contract grants each month.", status=422
+        )
+    if live is not None:
+        if live.plan.kind == Plan.Kind.CONTACT_SALES:
+            raise BusinessError(
+                "already_contracted",
+                f"{tenant.name} is already on {live.plan.name} under a contract: change that contract instead.",
+                status=409,
+            )
+        if live.plan.kind == Plan.Kind.SELF_SERVE or live.gateway_subscription_id:
+            if live.state == State.CANCELED and live.ends_at:
+                raise BusinessError(
+                    "paid_subscription_canceled",
+                    f"The current {live.plan.name} subscription is canceled and runs until "
+                    f"{live.ends_at:%-d %b %Y}: assign the contract once it has ended.",
+                    status=409,
+                )
+            raise BusinessError(
+                "paid_subscription_live",
+                f"{tenant.name} has a live {live.plan.name} subscription paid through the payment gateway. "
+                f"Cancel the current {live.plan.name} subscription first, and assign the contract once it has ended.",
+                status=409,
+            )
+        # A trial or a free plan (AI Free) gives way, as it does to a paid subscription.
+        live.ended_at = now
+        action = (
+            "subscription.trial_ended" if live.state == State.TRIALING else "subscription.ended_by_contract"
+        )
+        _transition(live, State.EXPIRED, actor=actor, action=action, reason="converted")
+        _on_entered(live, State.EXPIRED, now=now)
+    ends_at = months_after(starts_at, months)
+    sub = Subscription.objects.create(
+        tenant=tenant,
+        product=plan.product,
+        plan=plan,
+        state=State.ACTIVE,
+        started_at=starts_at,
+        current_period_start=starts_at,
+        current_period_end=min(months_after(starts_at, 1), ends_at),
+        gateway_subscription_id="",
+    )
+    contract = Contract.objects.create(
+        tenant=tenant,
+        subscription=sub,
+        lead=lead,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        months=months,
+        credits_per_period=credits_per_period if plan.product.code == Product.Code.AI_CREDITS else 0,
+        reason=reason,
+        created_by=actor,
+        created_at=now,
+    )
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.contracted",
+        target=sub,
+        target_label=plan.name,
+        data={
+            "contract": str(contract.pk),
+            "lead": str(lead.pk),
+            "starts": starts_at.date().isoformat(),
+            "ends": ends_at.date().isoformat(),
+            "months": str(months),
+            "credits_per_period": str(contract.credits_per_period),
+            "reason": reason,
+        },
+    )
+    if lead.status != Lead.Status.WON:
+        old_status = lead.status
+        lead.status = Lead.Status.WON
+        lead.save(update_fields=["status"])
+        audit(
+            tenant=tenant,
+            actor=actor,
+            action="lead.won",
+            target=lead,
+            target_label=plan.name,
+            data={"from": old_status, "contract": str(contract.pk)},
+        )
+    return ContractPeriod(contract, 0), True
+
+
+def _contract_index(contract: Contract) -> int:
+    """The period the subscription is in now, counted from the contract's start."""
+    start = contract.subscription.current_period_start
+    index = 0
+    while months_after(contract.starts_at, index) < start:
+        index += 1
+    return index
+
+
+def contract_periods_due(*, now: datetime, limit: int = 1000) -> list[int]:
+    """Subscriptions under a contract whose current period has ended (the sweep's candidates)."""
+    return list(
+        Subscription.objects.filter(
+            state=State.ACTIVE, contract__isnull=False, current_period_end__lte=now
+        ).values_list("pk", flat=True)[:limit]
+    )
+
+
+def contract_period_advance(*, subscription_id: int, now: datetime) -> ContractPeriod | None:
+    """Move a contracted subscription whose period has ended to the period that holds `now` (the
+    contract's monthly renewal: no gateway does it), or expire it at the contract's end. Call it in a
+    transaction. None when there is nothing to do (not due any more, or another worker has it), so a
+    second sweep changes nothing."""
+    sub = (
+        Subscription.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("tenant", "plan")
+        .filter(pk=subscription_id, state=State.ACTIVE, contract__isnull=False, current_period_end__lte=now)
+        .first()
+    )
+    if sub is None:
+        return None
+    contract = Contract.objects.get(subscription=sub)
+    contract.subscription = sub
+    index = _contract_index(contract)
+    start, end = contract_period_bounds(contract, index)
+    while end <= now and end < contract.ends_at:  # a sweep that missed whole months catches up
+        index += 1
+        start, end = contract_period_bounds(contract, index)
+    if end <= now:  # the contract's last period is over: it ends, as a canceled plan does
+        sub.ended_at = contract.ends_at
+        _transition(sub, State.EXPIRED, actor=SYSTEM, action="subscription.expired", reason="contract_ended")
+        _on_entered(sub, State.EXPIRED, now=now)
+        return ContractPeriod(contract, index, expired=True)
+    sub.current_period_start, sub.current_period_end = start, end
+    sub.save(update_fields=["current_period_start", "current_period_end", "updated_at"])
+    return ContractPeriod(contract, index)

@@ -96,6 +96,8 @@ def test_billing_tick_runs_every_sweeper_once_and_a_second_run_finds_nothing(db,
         "subscriptions_ended": 1,
         # extra-pack payments left unconfirmed (test_ai_credits_purchases covers it): none here
         "extra_pack_confirmations_expired": 0,
+        # contracted plans' periods (test_contracts covers them): no contract here
+        "contracts_renewed": 0,
         # the Helpdesk AI ticket-credit cycles (tests/licensing covers them): no Helpdesk AI here
         "ticket_credit_cycles": 0,
         # the credits sweepers (credits/tests cover them): nothing of theirs is due here

@@ -1,0 +1,218 @@
+"""Contact-sales plans assigned by contract (C07, C16; Enterprise "Book a demo", S16): staff open the
+lead the tenant sent, "Assign the contracted plan", and the tenant is on the plan with its credits,
+no payment gateway involved; the billing sweep renews each month and ends the contract."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.contrib.auth.models import Permission
+
+from billing_portal import services
+from billing_portal.tests.conftest import live_sub
+from credits.models import Grant
+from plans import services as plan_services
+from plans.factories import SubscriptionFactory, plan
+from plans.models import Contract, Lead, Subscription
+from tenants import services as tenant_services
+from tenants.factories import UserFactory
+from tenants.models import AuditEvent
+
+K = 1000
+CHANGELIST = "/admin/plans/lead/"
+PAGE = "/t/acme/marketplace/ai-credits/"
+
+
+def assign_url(lead: Lead) -> str:
+    return f"/admin/plans/lead/{lead.pk}/assign-contract/"
+
+
+@pytest.fixture
+def sales(db):
+    """Customer Success: staff holding the explicit permission, not a superuser."""
+    user = UserFactory(email="sales@platform.test", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="assign_contract"),
+        Permission.objects.get(codename="view_lead"),
+        Permission.objects.get(codename="change_lead"),
+    )
+    return user
+
+
+@pytest.fixture
+def ultra_lead(trial_tenant, member) -> Lead:
+    """Acme (AI Agents trial, AI Free) asked to Speak with Specialist about AI Ultra (C16)."""
+    lead, created = plan_services.lead_create(tenant=trial_tenant, user=member, plan=plan("credits-ultra"))
+    assert created
+    return lead
+
+
+def contract_form(**overrides) -> dict:
+    return {
+        "starts_on": datetime.now(UTC).date().isoformat(),
+        "months": "12",
+        "credits_per_month": "10000.5",
+        "reason": "Contract ACME-2026-01, signed by Ana",
+        **overrides,
+    }
+
+
+def ultra_grants(tenant) -> list[tuple[str, int, str]]:
+    return list(
+        Grant.objects.filter(tenant=tenant, plan__code="credits-ultra")
+        .order_by("valid_from")
+        .values_list("source", "amount", "reference")
+    )
+
+
+def test_c07_c16_staff_assign_ultra_from_the_lead_and_its_credits_are_granted(ultra_lead, sales, client_for):
+    tenant, client = ultra_lead.tenant, client_for(sales)
+    free = live_sub(tenant, "ai_credits")
+    chosen = client.post(CHANGELIST, {"action": "assign_contract", "_selected_action": [ultra_lead.pk]})
+    assert (chosen.status_code, chosen["Location"]) == (302, assign_url(ultra_lead))
+    form = client.get(assign_url(ultra_lead)).content.decode()
+    assert 'name="credits_per_month"' in form
+    assert f'value="{datetime.now(UTC).date().isoformat()}"' in form  # contract start: today
+
+    done = client.post(assign_url(ultra_lead), contract_form())
+    assert done.status_code == 302
+
+    sub = live_sub(tenant, "ai_credits")
+    assert (sub.plan.code, sub.state, sub.gateway_subscription_id) == ("credits-ultra", "active", "")
+    contract = Contract.objects.get(subscription=sub)
+    assert (contract.months, contract.credits_per_period, contract.lead_id) == (12, 10_000_500, ultra_lead.pk)
+    assert (sub.current_period_start, sub.current_period_end) == (
+        contract.starts_at,
+        plan_services.months_after(contract.starts_at, 1),
+    )
+    assert ultra_grants(tenant) == [("plan_included", 10_000_500, f"contract:{contract.pk}:period:0")]
+    free.refresh_from_db()
+    assert free.state == "expired"  # AI Free gave way, as it does to AI Plus
+    assert Lead.objects.get(pk=ultra_lead.pk).status == "won"
+    actions = set(AuditEvent.objects.filter(tenant=tenant).values_list("action", flat=True))
+    assert {"subscription.contracted", "lead.won", "subscription.ended_by_contract"} <= actions
+    contracted = AuditEvent.objects.get(tenant=tenant, action="subscription.contracted")
+    assert (contracted.actor_user, contracted.data["reason"]) == (
+        sales,
+        "Contract ACME-2026-01, signed by Ana",
+    )
+
+
+def test_c07_assigning_the_same_lead_twice_makes_one_subscription_and_one_grant(
+    ultra_lead, sales, client_for
+):
+    client = client_for(sales)
+    client.post(assign_url(ultra_lead), contract_form())
+    again = client.post(assign_url(ultra_lead), contract_form(credits_per_month="99"), follow=True)
+    assert "already assigned; nothing changed" in again.content.decode()
+    tenant = ultra_lead.tenant
+    assert Subscription.objects.filter(tenant=tenant, plan__code="credits-ultra").count() == 1
+    assert Contract.objects.filter(tenant=tenant).count() == 1
+    assert [amount for _, amount, _ in ultra_grants(tenant)] == [10_000_500]
+
+
+def test_c07_refused_while_a_paid_ai_plus_is_live_and_nothing_is_written(ultra_lead, sales, client_for):
+    tenant = ultra_lead.tenant
+    live_sub(tenant, "ai_credits").delete()
+    plus = SubscriptionFactory(tenant=tenant, plan=plan("credits-plus"))
+    before = (Subscription.objects.count(), Grant.objects.count(), AuditEvent.objects.count())
+
+    page = client_for(sales).post(assign_url(ultra_lead), contract_form()).content.decode()
+
+    assert "Cancel the current AI Plus subscription first" in page
+    assert (Subscription.objects.count(), Grant.objects.count(), AuditEvent.objects.count()) == before
+    assert not Contract.objects.exists()
+    assert live_sub(tenant, "ai_credits").pk == plus.pk
+    assert Lead.objects.get(pk=ultra_lead.pk).status == "new"
+
+
+def test_c07_staff_without_the_permission_get_403_and_are_not_offered_the_action(ultra_lead, client_for):
+    staff = UserFactory(email="ops@platform.test", is_staff=True)
+    staff.user_permissions.add(
+        Permission.objects.get(codename="view_lead"), Permission.objects.get(codename="change_lead")
+    )
+    client = client_for(staff)
+    assert "assign_contract" not in client.get(CHANGELIST).content.decode()
+    assert client.get(assign_url(ultra_lead)).status_code == 403
+    assert client.post(assign_url(ultra_lead), contract_form()).status_code == 403
+    client.post(CHANGELIST, {"action": "assign_contract", "_selected_action": [ultra_lead.pk]})
+    assert not Contract.objects.exists()
+    assert live_sub(ultra_lead.tenant, "ai_credits").plan.code == "credits-free"
+
+
+def test_c07_the_sweep_renews_a_contracted_period_once_and_expires_the_contract_at_its_end(
+    trial_tenant, member, sales
+):
+    start = datetime(2026, 1, 31, tzinfo=UTC)
+    with time_machine.travel(start + timedelta(hours=1), tick=False):
+        lead, _ = plan_services.lead_create(tenant=trial_tenant, user=member, plan=plan("credits-ultra"))
+        sub, created = services.contract_assign(
+            lead=lead, starts_at=start, months=2, credits_per_period=5000 * K, reason="R-1", actor=sales
+        )
+    assert created
+    contract = Contract.objects.get(subscription=sub)
+    feb_end, mar_end = datetime(2026, 2, 28, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC)
+
+    renewal = feb_end + timedelta(minutes=1)
+    with time_machine.travel(renewal, tick=False):
+        assert services.billing_tick(now=renewal)["contracts_renewed"] == 1
+        assert services.billing_tick(now=renewal)["contracts_renewed"] == 0  # a second sweep: nothing
+    sub.refresh_from_db()
+    assert (sub.state, sub.current_period_start, sub.current_period_end) == ("active", feb_end, mar_end)
+    grants = list(
+        Grant.objects.filter(tenant=trial_tenant, plan__code="credits-ultra")
+        .order_by("valid_from")
+        .values_list("source", "amount", "valid_from", "expires_at", "reference")
+    )
+    assert grants == [
+        ("plan_included", 5000 * K, start, feb_end, f"contract:{contract.pk}:period:0"),
+        ("plan_renewal", 5000 * K, feb_end, mar_end, f"contract:{contract.pk}:period:1"),
+    ]
+
+    end = mar_end + timedelta(minutes=1)
+    with time_machine.travel(end, tick=False):
+        assert services.billing_tick(now=end)["contracts_renewed"] == 1
+        assert services.billing_tick(now=end)["contracts_renewed"] == 0
+    sub.refresh_from_db()
+    assert (sub.state, sub.ended_at) == ("expired", mar_end)
+    assert Grant.objects.filter(tenant=trial_tenant, plan__code="credits-ultra").count() == 2
+
+
+def test_c07_c24_the_ai_credits_page_and_the_api_show_ultra_current(ultra_lead, sales, admin, client_for):
+    tenant = ultra_lead.tenant
+    client_for(sales).post(assign_url(ultra_lead), contract_form(credits_per_month="10000"))
+
+    page = client_for(admin).get(PAGE).content.decode()
+    card = re.search(r'data-testid="plan-credits-ultra".*?</article>', page, re.S)
+    assert card is not None
+    assert 'data-testid="current-plan"' in card.group(0)
+    assert re.search(r'data-testid="plan-name">AI Ultra<', page)
+    assert re.search(r'data-testid="balance">10,000', page)
+    assert 'data-testid="buy-extra-credits"' not in page  # C24: no Buy Credits on Ultra
+
+    secret = tenant_services.api_key_create(tenant=tenant, name="k", actor=admin).secret
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+    ent = client_for(admin).get("/api/v1/entitlements", **auth).json()["products"]["ai_credits"]
+    assert (ent["plan_code"], ent["state"]) == ("credits-ultra", "active")
+    credits = client_for(admin).get("/api/v1/credits", **auth).json()
+    assert (credits["balance"], credits["plan"]["code"]) == ("10000", "credits-ultra")
+    assert (credits["plan"]["included_credits"], credits["plan"]["renewal"]) == ("10000", "monthly")
+
+
+def test_s16_enterprise_book_a_demo_is_assigned_by_contract_and_ends_the_trial(
+    trial_tenant, admin, sales, client_for
+):
+    lead, _ = plan_services.lead_create(tenant=trial_tenant, user=admin, plan=plan("agents-enterprise"))
+    trial = live_sub(trial_tenant, "ai_agents")
+    form = client_for(sales).get(assign_url(lead)).content.decode()
+    assert 'name="credits_per_month"' not in form  # AI Agents: no credits to ask for
+    client_for(sales).post(assign_url(lead), contract_form(credits_per_month=""))
+    sub = live_sub(trial_tenant, "ai_agents")
+    assert (sub.plan.code, sub.state, sub.gateway_subscription_id) == ("agents-enterprise", "active", "")
+    trial.refresh_from_db()
+    assert trial.state == "expired"
+    assert Contract.objects.get(subscription=sub).credits_per_period == 0
+    assert not Grant.objects.filter(tenant=trial_tenant, plan__code="agents-enterprise").exists()
