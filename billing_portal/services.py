@@ -1213,16 +1213,22 @@ def _duplicate_canceled(*, tenant: Tenant, gateway: PaymentGateway, gw: GatewayS
 def duplicate_cancel(
     *, tenant: Tenant, gateway: PaymentGateway, duplicate: GatewaySubscription, kept: Subscription
 ) -> int:
-    """Refund, in full, what the duplicate subscription charged since the kept one started (every
-    such invoice paid twice for one product), then cancel it now; audit it and email the admins.
-    Returns the minor units refunded.
+    """Refund, in full, every payment the duplicate subscription took, then cancel it now; audit it
+    and email the admins. Returns the minor units refunded (what the duplicate's invoices have had
+    refunded in all, by this call or an earlier try).
+
+    Every one of its invoices is refunded, whenever it was created: the duplicate was never applied
+    (it granted nothing), so each of its payments paid a second time for a product the kept
+    subscription already covers. (Comparing an invoice's creation with `kept.started_at` missed the
+    usual case: two checkouts paid at once, where the kept row is created when its webhook is
+    applied, after the duplicate was paid.)
 
     Refunds first, cancel last: while the duplicate runs, its sync finds it again, so a failure part
     way (a refund refused, Stripe unreachable) is finished by the event's retry; an invoice refunded
     by an earlier try is not refunded again (each try's keys are new)."""
     refunded, currency = 0, kept.plan.currency
     for inv in gateway.list_invoices(customer_id=duplicate.customer_id):
-        if inv.subscription_id != duplicate.id or inv.status != "paid" or inv.created < kept.started_at:
+        if inv.subscription_id != duplicate.id or inv.status != "paid":
             continue
         refunded += _invoice_refund_in_full(tenant=tenant, gateway=gateway, inv=inv).amount_refunded
         currency = inv.currency
