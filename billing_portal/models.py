@@ -184,6 +184,10 @@ class Invoice(models.Model):
     # gateway's status stays "paid" either way.
     amount_refunded = models.BigIntegerField(default=0)  # minor units
     amount_credited = models.BigIntegerField(default=0)  # minor units
+    # The customer's invoice balance at the gateway before and after this invoice (minor units;
+    # negative: credit). A downgrade's invoice adds credit; the next invoices use it.
+    starting_balance = models.BigIntegerField(default=0)
+    ending_balance = models.BigIntegerField(default=0)
     # The last payment attempt asked the customer to confirm it (3D Secure), on the hosted page.
     needs_confirmation = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -206,6 +210,16 @@ class Invoice(models.Model):
         if self.amount_credited:
             return "Credited"
         return ""
+
+    @property
+    def credit_added(self) -> int:
+        """Minor units this invoice added to the customer's credit balance (a negative total)."""
+        return max(self.starting_balance - self.ending_balance, 0)
+
+    @property
+    def credit_applied(self) -> int:
+        """Minor units of the customer's credit balance that paid this invoice."""
+        return max(self.ending_balance - self.starting_balance, 0) if self.starting_balance < 0 else 0
 
 
 class InvoiceLine(models.Model):

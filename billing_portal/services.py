@@ -1501,6 +1501,8 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
         "hosted_invoice_url": inv.hosted_invoice_url,
         "pdf_url": inv.invoice_pdf,
         "amount_credited": inv.credited,
+        "starting_balance": inv.starting_balance,
+        "ending_balance": inv.ending_balance,
     }
     if inv.status != "open":
         fields["needs_confirmation"] = False
