@@ -103,12 +103,26 @@ class PortalConfiguration(models.Model):
     """The customer portal configuration `manage.py billing_portal_configure` made at the gateway;
     every Manage session names it (without it, the Dashboard's default decides)."""
 
-    gateway = models.CharField(max_length=16, unique=True)
+    class Purpose(models.TextChoices):
+        DEFAULT = "default", "Payment methods, invoices, cancel at period end"
+        # C20: no cancel, for a customer with an AI Credits package (the portal lists every
+        # subscription of the customer, and its cancel feature applies to all of them).
+        NO_CANCEL = "no_cancel", "Payment methods and invoices"
+
+    gateway = models.CharField(max_length=16)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.DEFAULT)
     configuration_id = models.CharField(max_length=100)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "purpose"], name="portal_configuration_one_per_purpose"
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"{self.gateway}: {self.configuration_id}"
+        return f"{self.gateway} {self.purpose}: {self.configuration_id}"
 
 
 class WebhookEvent(models.Model):

@@ -18,6 +18,7 @@ pending and every reader to treat "pending" as "scheduled".)"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -324,16 +325,38 @@ def checkout_return(*, tenant: Tenant, session_id: str) -> Tenant | None:
         return None
 
 
+def portal_purpose(*, tenant: Tenant) -> str:
+    """Which portal configuration Manage opens for the tenant. C20: an AI Credits package is
+    deactivated by Customer Success only, so while the tenant pays for one the portal offers no
+    cancel at all: Stripe's portal lists every subscription of the customer and its
+    subscription_cancel feature applies to each of them (AI Agents is canceled on its card instead).
+    https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-features-subscription_cancel"""
+    has_package = (
+        Subscription.objects.filter(tenant=tenant, product__code=Product.Code.AI_CREDITS)
+        .exclude(gateway_subscription_id="")
+        .exclude(state=State.EXPIRED)
+        .exists()
+    )
+    return PortalConfiguration.Purpose.NO_CANCEL if has_package else PortalConfiguration.Purpose.DEFAULT
+
+
 def portal_url(*, tenant: Tenant, return_url: str) -> str:
     customer_id = customer_ensure(tenant=tenant)
-    configuration = PortalConfiguration.objects.filter(gateway=settings.PAYMENT_GATEWAY).first()
-    if configuration is None:
+    purpose = portal_purpose(tenant=tenant)
+    configuration = PortalConfiguration.objects.filter(
+        gateway=settings.PAYMENT_GATEWAY, purpose=purpose
+    ).first()
+    if configuration is None and purpose == PortalConfiguration.Purpose.NO_CANCEL:
+        # Never fall back to the Dashboard's default here: it may offer cancel. Made now, once.
+        configuration_id, _ = portal_configure(purpose=purpose)
+    elif configuration is None:
         log.warning("no portal configuration: run manage.py billing_portal_configure")
+        configuration_id = ""
+    else:
+        configuration_id = configuration.configuration_id
     try:
         return get_gateway().create_portal_session(
-            customer_id=customer_id,
-            return_url=return_url,
-            configuration_id="" if configuration is None else configuration.configuration_id,
+            customer_id=customer_id, return_url=return_url, configuration_id=configuration_id
         )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
@@ -350,21 +373,33 @@ PORTAL = PortalSettings(
     pause=False,
     headline="Manage your payment methods, invoices and subscription.",
 )
+# What Manage opens while the tenant has an AI Credits package (C20): no cancel.
+PORTAL_NO_CANCEL = dataclasses.replace(
+    PORTAL, cancel_at_period_end=False, headline="Manage your payment methods and invoices."
+)
+PORTALS = {
+    PortalConfiguration.Purpose.DEFAULT: PORTAL,
+    PortalConfiguration.Purpose.NO_CANCEL: PORTAL_NO_CANCEL,
+}
 
 
-def portal_configure() -> tuple[str, bool]:
-    """Create, or bring up to date, this installation's portal configuration at the gateway, and
-    record it for Manage. Returns its id and whether it was recorded for the first time."""
+def portal_configure(*, purpose: str = PortalConfiguration.Purpose.DEFAULT) -> tuple[str, bool]:
+    """Create, or bring up to date, this installation's portal configuration for `purpose` at the
+    gateway, and record it for Manage. Returns its id and whether it was recorded for the first time.
+    Each purpose is found again by its own marker (the default's is the one it always had)."""
+    portal = PORTALS[PortalConfiguration.Purpose(purpose)]
     marker = {"managed_by": "allowance", "installation": settings.BILLING_INSTALLATION_ID}
+    if purpose != PortalConfiguration.Purpose.DEFAULT:
+        marker["purpose"] = str(purpose)
     configuration_id = gateway_write(
         tenant=None,
         operation="configure_portal",
-        params={"settings": str(PORTAL), "marker": marker},
-        call=lambda key: get_gateway().configure_portal(settings=PORTAL, marker=marker, idempotency_key=key),
+        params={"settings": str(portal), "marker": marker},
+        call=lambda key: get_gateway().configure_portal(settings=portal, marker=marker, idempotency_key=key),
         result_id=str,
     )
     _, created = PortalConfiguration.objects.update_or_create(
-        gateway=settings.PAYMENT_GATEWAY, defaults={"configuration_id": configuration_id}
+        gateway=settings.PAYMENT_GATEWAY, purpose=purpose, defaults={"configuration_id": configuration_id}
     )
     return configuration_id, created
 

@@ -263,7 +263,8 @@ class StripeGateway(PaymentGateway):
                 (
                     config
                     for config in _capped(page.auto_paging_iter(), what="portal configurations")
-                    if all((config.get("metadata") or {}).get(k) == v for k, v in marker.items())
+                    # exactly: the default's marker must not find the no-cancel one (a superset)
+                    if dict(config.get("metadata") or {}) == marker
                 ),
                 None,
             )

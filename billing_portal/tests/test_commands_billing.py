@@ -229,16 +229,26 @@ def test_billing_portal_configure_makes_one_configuration_and_manage_uses_it(tri
     second = json.loads(run("billing_portal_configure"))
 
     assert first["recorded"] == "created"
-    assert second == first | {"recorded": "updated"}
+    assert (first["default"]["recorded"], first["no_cancel"]["recorded"]) == ("created", "created")
+    for purpose in ("default", "no_cancel"):
+        assert second[purpose] == first[purpose] | {"recorded": "updated"}
     assert (first["cancel"], first["plan_switching"], first["pause"]) == ("at_period_end", False, False)
-    [config] = LocalGatewayObject.objects.filter(object_type="billing_portal.configuration")
+    assert first["no_cancel"]["cancel"] == "off"
+    config, no_cancel = LocalGatewayObject.objects.filter(
+        object_type="billing_portal.configuration"
+    ).order_by("pk")
     assert config.object_id == first["configuration"]
     assert config.data["metadata"] == {
         "managed_by": "allowance",
         "installation": settings.BILLING_INSTALLATION_ID,
     }
     assert config.data["features"]["subscription_update"] == {"enabled": False}
-    assert PortalConfiguration.objects.get(gateway="local").configuration_id == first["configuration"]
+    assert no_cancel.object_id == first["no_cancel"]["configuration"]
+    assert no_cancel.data["features"]["subscription_cancel"]["enabled"] is False
+    assert (
+        PortalConfiguration.objects.get(gateway="local", purpose="default").configuration_id
+        == first["configuration"]
+    )
     with mock.patch.object(
         type(local_gateway()), "create_portal_session", autospec=True, return_value="/p/"
     ) as made:

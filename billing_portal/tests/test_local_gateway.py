@@ -1199,10 +1199,14 @@ def test_portal_url_and_customer_overview(local):
     url = local.gateway.create_portal_session(
         customer_id=customer_id, return_url="http://testserver/billing/?tab=1"
     )
+    [session] = LocalGatewayObject.objects.filter(object_type="billing_portal.session")
     assert (
-        url
-        == f"http://testserver/dev/billing/portal/{customer_id}/?return=http%3A%2F%2Ftestserver%2Fbilling%2F%3Ftab%3D1"
+        url == f"http://testserver/dev/billing/portal/{customer_id}/?session={session.object_id}"
+        "&return=http%3A%2F%2Ftestserver%2Fbilling%2F%3Ftab%3D1"
     )
+    assert session.data["configuration"] is None  # the account's default: cancel offered
+    features = local.gateway.portal_session_features(customer_id=customer_id, session_id=session.object_id)
+    assert features["subscription_cancel"]["enabled"] is True
     local(
         "schedule_subscription_change",
         subscription_id=sub.id,

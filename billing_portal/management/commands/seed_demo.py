@@ -17,6 +17,7 @@ from billing_portal import services as billing
 from billing_portal.demo import start_plan
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
+from billing_portal.models import PortalConfiguration
 from credits.demo import demo_month, demo_pack
 from licensing.demo import demo_partner
 from plans import services as plan_services
@@ -106,7 +107,8 @@ class Command(BaseCommand):
                     billing.extra_pack_charge_confirmed(tenant=tenant, pack=pack, actor=admin)
             created += 1
         # Manage opens the portal as configured for Allowance (as billing_portal_configure does).
-        billing.portal_configure()
+        for purpose in PortalConfiguration.Purpose:
+            billing.portal_configure(purpose=purpose)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready ({created} new tenants). Every demo password is {DEMO_PASSWORD!r}."
