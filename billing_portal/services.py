@@ -167,7 +167,8 @@ CHECKOUT_REUSE = timedelta(hours=23)
 
 
 MSG_CODE_REQUIRED = (
-    "Subscribe to {plan} with Subscribe Now on its card: it asks for the security code emailed to you."
+    "Subscribe to {plan} with Subscribe Now on the {product} page: it asks for the security code "
+    "emailed to you."
 )
 
 
@@ -187,7 +188,17 @@ def checkout_start(
     bought with Subscribe Now and the emailed security code (C09, C10: `subscribe_now`), so it is
     refused here unless the caller says no code applies (`without_security_code`: the demo's seed)."""
     if confirmed_by_code(plan) and not without_security_code:
-        raise BusinessError("security_code_required", MSG_CODE_REQUIRED.format(plan=plan.name), status=409)
+        # Pointing to Subscribe Now is true only where the card offers it: otherwise the card's own
+        # refusal (AI Free "cannot be bought", AI Ultra "Speak with Specialist"). A refusal only: the
+        # lock below is for what opens a checkout.
+        offer_require(
+            tenant=tenant, plan=plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.SUBSCRIBE
+        )
+        raise BusinessError(
+            "security_code_required",
+            MSG_CODE_REQUIRED.format(plan=plan.name, product=plan.product.name),
+            status=409,
+        )
     with transaction.atomic():
         plan_services.subscription_lock(tenant=tenant, product=plan.product)
         offer_require(

@@ -831,3 +831,56 @@ def test_a_checkout_the_bank_asks_to_confirm_completes_once_confirmed_on_the_pag
         confirmed = client.post(checkout_url, {"action": "confirm"})
     assert confirmed.status_code == 302
     assert badge(client.get(confirmed["Location"])) == "Active subscription"
+
+
+def test_the_change_dialog_without_a_when_says_to_choose_one_and_changes_nothing(
+    subscribed, admin, client_for
+):
+    """S18: a missing or unknown `when` was refused with no words (422, or 200 over htmx)."""
+    client = client_for(admin)
+    for data, htmx in (({}, False), ({"when": "bogus"}, False), ({}, True), ({"when": "bogus"}, True)):
+        headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+        response = client.post("/t/acme/billing/plans/agents-scale/change/", data, **headers)
+        assert response.status_code == (200 if htmx else 422)
+        assert re.search(r'data-testid="change-error">Choose when the change applies\.<', text(response))
+    sub = live_sub(subscribed.tenant)
+    assert (sub.plan.code, ScheduledChange.objects.count()) == ("agents-growth", 0)
+
+
+def test_a_lead_message_over_2000_characters_is_refused_whole(trial_tenant, admin, client_for):
+    """S16: the message used to be dropped (stored empty) while the page said "Request received"."""
+    client = client_for(admin)
+    url = "/t/acme/billing/plans/agents-enterprise/contact/"
+    too_long = "x" * 2001
+    partial = client.post(url, {"message": too_long}, HTTP_HX_REQUEST="true")
+    assert (
+        'data-testid="plan-refused">Your message is too long: at most 2,000 characters. Nothing was sent.<'
+        in (text(partial))
+    )
+    assert "Request received" not in text(partial)
+    page = client.post(url, {"message": too_long}, follow=True)
+    assert "Your message is too long: at most 2,000 characters. Nothing was sent." in text(page)
+    assert Lead.objects.count() == 0
+    client.post(url, {"message": "y" * 2000})
+    assert Lead.objects.get().message == "y" * 2000
+
+
+def test_the_plain_subscribe_for_each_ai_credits_plan_says_what_its_card_offers(
+    subscribed, admin, client_for
+):
+    """C09, C10, C07: AI Free cannot be bought, AI Plus is subscribed with Subscribe Now and the
+    security code, AI Ultra through Speak with Specialist. The plain Subscribe used to point AI Free
+    and AI Ultra to a Subscribe Now button they do not have."""
+    client = client_for(admin)
+    said = {}
+    for code in ("credits-free", "credits-plus", "credits-ultra"):
+        page = client.post(f"/t/acme/billing/plans/{code}/subscribe/", follow=True)
+        said[code] = re.search(r'class="flash error"[^>]*><span>([^<]+)<', page.content.decode()).group(1)
+    assert said["credits-free"] == "You are already on AI Free."  # the card's words (Current plan)
+    assert said["credits-plus"] == (
+        "Subscribe to AI Plus with Subscribe Now on the AI Credits page: it asks for the security code "
+        "emailed to you."
+    )
+    # The card's own words for a contact-sales plan (its button is Speak with Specialist).
+    assert said["credits-ultra"] == "AI Ultra is contracted through our sales team."
+    assert not CheckoutSession.objects.filter(plan__product__code="ai_credits").exists()
