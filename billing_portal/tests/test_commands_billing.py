@@ -373,6 +373,16 @@ def test_seed_demo_puts_a_tenant_in_each_state_and_is_idempotent(settings):
     lumen = plan_selectors.entitlements(tenant=Tenant.objects.get(slug="lumen"))
     assert (lumen["ai_credits"].plan_code, lumen["ai_credits"].state) == ("credits-plus", "active")
     assert (lumen["ai_agents"].plan_code, lumen["ai_agents"].state) == ("agents-trial", "expired")
+    # Helix's period was moved back for a month of usage: its invoice bills that same period (the
+    # card said 5 Nov to 5 Dec while its only invoice billed 29 Nov to 29 Dec).
+    helix = Tenant.objects.get(slug="helix")
+    sub = Subscription.objects.get(tenant=helix, product__code="ai_agents", state="active")
+    [invoice] = Invoice.objects.filter(tenant=helix, gateway_subscription_id=sub.gateway_subscription_id)
+    assert (invoice.service_period_start, invoice.service_period_end) == (
+        sub.current_period_start,
+        sub.current_period_end,
+    )
+    assert invoice.issued_at == sub.current_period_start
 
 
 def test_a_paid_plan_that_ended_before_its_webhooks_arrived_does_not_bring_the_trial_back(
