@@ -24,7 +24,7 @@ class BillingPortalConfig(AppConfig):
             {
                 "checkout.started": "{actor} opened the checkout for {target}",
                 "subscription.change_pending": "{actor}'s change to {target} waits for its payment",
-                "subscription.duplicate_canceled": "A second subscription next to {target} was canceled and refunded",
+                "subscription.duplicate_canceled": "A second subscription next to {target} was canceled; its payments were refunded in full",
                 "billing.customer_deleted": "The customer {target} was deleted at the payment provider",
                 "payment.disputed": "The payment of {target} was disputed with the bank",
                 "subscription.subscribed_now": "{actor} subscribed to {target} with the saved card",
@@ -34,7 +34,7 @@ class BillingPortalConfig(AppConfig):
             labels={
                 "checkout.started": "Checkout opened",
                 "subscription.change_pending": "Plan change waiting for payment",
-                "subscription.duplicate_canceled": "Second subscription refunded",
+                "subscription.duplicate_canceled": "Second subscription canceled",
                 "billing.customer_deleted": "Customer deleted at the payment provider",
                 "payment.disputed": "Payment disputed",
                 "subscription.subscribed_now": "Subscribed",

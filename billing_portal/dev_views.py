@@ -100,11 +100,21 @@ def checkout(request: TenantRequest, session_id: str) -> HttpResponse:
     )
 
 
+MSG_PORTAL_NO_CANCEL = "This portal does not offer cancellation. Nothing was changed."
+
+
 @require_http_methods(["GET", "POST"])
 def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
     gateway = _local_gateway()
     tenant = _customer_tenant(request, customer_id)
     return_url = _safe_return(request, request.GET.get("return", ""))
+    try:
+        features = gateway.portal_session_features(
+            customer_id=customer_id, session_id=request.GET.get("session", "")
+        )
+    except GatewayError:
+        raise Http404("No such portal session.") from None
+    can_cancel = bool(features.get("subscription_cancel", {}).get("enabled"))
     if request.method == "POST":
         action = request.POST.get("action", "")
         subscription_id = request.POST.get("subscription", "")
@@ -121,6 +131,10 @@ def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
             elif action == "update_card":
                 gateway.set_card(customer_id, failing=False, last4=request.POST.get("last4", "4242")[-4:])
                 messages.success(request, "Payment method updated.")
+            elif action == "cancel" and not can_cancel:
+                # The session's configuration has no cancel: Stripe's portal offers none (C20).
+                messages.error(request, MSG_PORTAL_NO_CANCEL)
+                return HttpResponseRedirect(request.get_full_path())
             elif action == "cancel":
                 gateway.cancel_subscription(
                     subscription_id=subscription_id,
@@ -154,6 +168,7 @@ def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
             "return_url": return_url,
             "plans": plans,
             "customer_id": customer_id,
+            "can_cancel": can_cancel,
         },
     )
 

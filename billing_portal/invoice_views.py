@@ -47,6 +47,8 @@ CSV_HEADER = (
     "total",
     "amount_paid",
     "amount_remaining",
+    "credit_applied",  # of the customer's credit balance, paid into this invoice
+    "credit_added",  # to the customer's credit balance (a downgrade's negative total)
 )
 
 
@@ -102,6 +104,8 @@ def _csv_rows(found: QuerySet[Invoice]) -> Iterator[tuple[object, ...]]:
             decimal_string(invoice.total, currency),
             decimal_string(invoice.amount_paid, currency),
             decimal_string(invoice.amount_remaining, currency),
+            decimal_string(invoice.credit_applied, currency),
+            decimal_string(invoice.credit_added, currency),
         )
 
 

@@ -103,12 +103,26 @@ class PortalConfiguration(models.Model):
     """The customer portal configuration `manage.py billing_portal_configure` made at the gateway;
     every Manage session names it (without it, the Dashboard's default decides)."""
 
-    gateway = models.CharField(max_length=16, unique=True)
+    class Purpose(models.TextChoices):
+        DEFAULT = "default", "Payment methods, invoices, cancel at period end"
+        # C20: no cancel, for a customer with an AI Credits package (the portal lists every
+        # subscription of the customer, and its cancel feature applies to all of them).
+        NO_CANCEL = "no_cancel", "Payment methods and invoices"
+
+    gateway = models.CharField(max_length=16)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.DEFAULT)
     configuration_id = models.CharField(max_length=100)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "purpose"], name="portal_configuration_one_per_purpose"
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"{self.gateway}: {self.configuration_id}"
+        return f"{self.gateway} {self.purpose}: {self.configuration_id}"
 
 
 class WebhookEvent(models.Model):
@@ -184,6 +198,10 @@ class Invoice(models.Model):
     # gateway's status stays "paid" either way.
     amount_refunded = models.BigIntegerField(default=0)  # minor units
     amount_credited = models.BigIntegerField(default=0)  # minor units
+    # The customer's invoice balance at the gateway before and after this invoice (minor units;
+    # negative: credit). A downgrade's invoice adds credit; the next invoices use it.
+    starting_balance = models.BigIntegerField(default=0)
+    ending_balance = models.BigIntegerField(default=0)
     # The last payment attempt asked the customer to confirm it (3D Secure), on the hosted page.
     needs_confirmation = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -206,6 +224,16 @@ class Invoice(models.Model):
         if self.amount_credited:
             return "Credited"
         return ""
+
+    @property
+    def credit_added(self) -> int:
+        """Minor units this invoice added to the customer's credit balance (a negative total)."""
+        return max(self.starting_balance - self.ending_balance, 0)
+
+    @property
+    def credit_applied(self) -> int:
+        """Minor units of the customer's credit balance that paid this invoice."""
+        return max(self.ending_balance - self.starting_balance, 0) if self.starting_balance < 0 else 0
 
 
 class InvoiceLine(models.Model):

@@ -18,6 +18,7 @@ pending and every reader to treat "pending" as "scheduled".)"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -167,7 +168,8 @@ CHECKOUT_REUSE = timedelta(hours=23)
 
 
 MSG_CODE_REQUIRED = (
-    "Subscribe to {plan} with Subscribe Now on its card: it asks for the security code emailed to you."
+    "Subscribe to {plan} with Subscribe Now on the {product} page: it asks for the security code "
+    "emailed to you."
 )
 
 
@@ -187,7 +189,17 @@ def checkout_start(
     bought with Subscribe Now and the emailed security code (C09, C10: `subscribe_now`), so it is
     refused here unless the caller says no code applies (`without_security_code`: the demo's seed)."""
     if confirmed_by_code(plan) and not without_security_code:
-        raise BusinessError("security_code_required", MSG_CODE_REQUIRED.format(plan=plan.name), status=409)
+        # Pointing to Subscribe Now is true only where the card offers it: otherwise the card's own
+        # refusal (AI Free "cannot be bought", AI Ultra "Speak with Specialist"). A refusal only: the
+        # lock below is for what opens a checkout.
+        offer_require(
+            tenant=tenant, plan=plan, role=actor_role(tenant=tenant, user=actor), action=OfferAction.SUBSCRIBE
+        )
+        raise BusinessError(
+            "security_code_required",
+            MSG_CODE_REQUIRED.format(plan=plan.name, product=plan.product.name),
+            status=409,
+        )
     with transaction.atomic():
         plan_services.subscription_lock(tenant=tenant, product=plan.product)
         offer_require(
@@ -325,16 +337,38 @@ def checkout_return(*, tenant: Tenant, session_id: str) -> Tenant | None:
         return None
 
 
+def portal_purpose(*, tenant: Tenant) -> str:
+    """Which portal configuration Manage opens for the tenant. C20: an AI Credits package is
+    deactivated by Customer Success only, so while the tenant pays for one the portal offers no
+    cancel at all: Stripe's portal lists every subscription of the customer and its
+    subscription_cancel feature applies to each of them (AI Agents is canceled on its card instead).
+    https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-features-subscription_cancel"""
+    has_package = (
+        Subscription.objects.filter(tenant=tenant, product__code=Product.Code.AI_CREDITS)
+        .exclude(gateway_subscription_id="")
+        .exclude(state=State.EXPIRED)
+        .exists()
+    )
+    return PortalConfiguration.Purpose.NO_CANCEL if has_package else PortalConfiguration.Purpose.DEFAULT
+
+
 def portal_url(*, tenant: Tenant, return_url: str) -> str:
     customer_id = customer_ensure(tenant=tenant)
-    configuration = PortalConfiguration.objects.filter(gateway=settings.PAYMENT_GATEWAY).first()
-    if configuration is None:
+    purpose = portal_purpose(tenant=tenant)
+    configuration = PortalConfiguration.objects.filter(
+        gateway=settings.PAYMENT_GATEWAY, purpose=purpose
+    ).first()
+    if configuration is None and purpose == PortalConfiguration.Purpose.NO_CANCEL:
+        # Never fall back to the Dashboard's default here: it may offer cancel. Made now, once.
+        configuration_id, _ = portal_configure(purpose=purpose)
+    elif configuration is None:
         log.warning("no portal configuration: run manage.py billing_portal_configure")
+        configuration_id = ""
+    else:
+        configuration_id = configuration.configuration_id
     try:
         return get_gateway().create_portal_session(
-            customer_id=customer_id,
-            return_url=return_url,
-            configuration_id="" if configuration is None else configuration.configuration_id,
+            customer_id=customer_id, return_url=return_url, configuration_id=configuration_id
         )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
@@ -351,21 +385,33 @@ PORTAL = PortalSettings(
     pause=False,
     headline="Manage your payment methods, invoices and subscription.",
 )
+# What Manage opens while the tenant has an AI Credits package (C20): no cancel.
+PORTAL_NO_CANCEL = dataclasses.replace(
+    PORTAL, cancel_at_period_end=False, headline="Manage your payment methods and invoices."
+)
+PORTALS = {
+    PortalConfiguration.Purpose.DEFAULT: PORTAL,
+    PortalConfiguration.Purpose.NO_CANCEL: PORTAL_NO_CANCEL,
+}
 
 
-def portal_configure() -> tuple[str, bool]:
-    """Create, or bring up to date, this installation's portal configuration at the gateway, and
-    record it for Manage. Returns its id and whether it was recorded for the first time."""
+def portal_configure(*, purpose: str = PortalConfiguration.Purpose.DEFAULT) -> tuple[str, bool]:
+    """Create, or bring up to date, this installation's portal configuration for `purpose` at the
+    gateway, and record it for Manage. Returns its id and whether it was recorded for the first time.
+    Each purpose is found again by its own marker (the default's is the one it always had)."""
+    portal = PORTALS[PortalConfiguration.Purpose(purpose)]
     marker = {"managed_by": "allowance", "installation": settings.BILLING_INSTALLATION_ID}
+    if purpose != PortalConfiguration.Purpose.DEFAULT:
+        marker["purpose"] = str(purpose)
     configuration_id = gateway_write(
         tenant=None,
         operation="configure_portal",
-        params={"settings": str(PORTAL), "marker": marker},
-        call=lambda key: get_gateway().configure_portal(settings=PORTAL, marker=marker, idempotency_key=key),
+        params={"settings": str(portal), "marker": marker},
+        call=lambda key: get_gateway().configure_portal(settings=portal, marker=marker, idempotency_key=key),
         result_id=str,
     )
     _, created = PortalConfiguration.objects.update_or_create(
-        gateway=settings.PAYMENT_GATEWAY, defaults={"configuration_id": configuration_id}
+        gateway=settings.PAYMENT_GATEWAY, purpose=purpose, defaults={"configuration_id": configuration_id}
     )
     return configuration_id, created
 
@@ -1214,16 +1260,22 @@ def _duplicate_canceled(*, tenant: Tenant, gateway: PaymentGateway, gw: GatewayS
 def duplicate_cancel(
     *, tenant: Tenant, gateway: PaymentGateway, duplicate: GatewaySubscription, kept: Subscription
 ) -> int:
-    """Refund, in full, what the duplicate subscription charged since the kept one started (every
-    such invoice paid twice for one product), then cancel it now; audit it and email the admins.
-    Returns the minor units refunded.
+    """Refund, in full, every payment the duplicate subscription took, then cancel it now; audit it
+    and email the admins. Returns the minor units refunded (what the duplicate's invoices have had
+    refunded in all, by this call or an earlier try).
+
+    Every one of its invoices is refunded, whenever it was created: the duplicate was never applied
+    (it granted nothing), so each of its payments paid a second time for a product the kept
+    subscription already covers. (Comparing an invoice's creation with `kept.started_at` missed the
+    usual case: two checkouts paid at once, where the kept row is created when its webhook is
+    applied, after the duplicate was paid.)
 
     Refunds first, cancel last: while the duplicate runs, its sync finds it again, so a failure part
     way (a refund refused, Stripe unreachable) is finished by the event's retry; an invoice refunded
     by an earlier try is not refunded again (each try's keys are new)."""
     refunded, currency = 0, kept.plan.currency
     for inv in gateway.list_invoices(customer_id=duplicate.customer_id):
-        if inv.subscription_id != duplicate.id or inv.status != "paid" or inv.created < kept.started_at:
+        if inv.subscription_id != duplicate.id or inv.status != "paid":
             continue
         refunded += _invoice_refund_in_full(tenant=tenant, gateway=gateway, inv=inv).amount_refunded
         currency = inv.currency
@@ -1496,6 +1548,8 @@ def invoice_upsert(*, tenant: Tenant, inv: GatewayInvoice) -> Invoice:
         "hosted_invoice_url": inv.hosted_invoice_url,
         "pdf_url": inv.invoice_pdf,
         "amount_credited": inv.credited,
+        "starting_balance": inv.starting_balance,
+        "ending_balance": inv.ending_balance,
     }
     if inv.status != "open":
         fields["needs_confirmation"] = False

@@ -175,7 +175,7 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
     choices the plan's offer allows, shown up front."""
     _billing_enabled()
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
-    form = PlanChangeForm(request.POST or None)
+    form = PlanChangeForm(request.POST if request.method == "POST" else None)
     error = None
     if request.method == "POST" and form.is_valid():
         try:
@@ -202,6 +202,10 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
     refusal = offer.refused(OfferAction.CHANGE)
     if refusal is not None and error is None:
         error = refusal.message  # said up front, not after the dialog was filled in
+    if error is None and form.errors:
+        # The dialog's radios are drawn from the offer, not the form: say the form's error where the
+        # dialog shows its errors (a missing or unknown `when` was a 422 with no words).
+        error = " ".join(str(msg) for msgs in form.errors.values() for msg in msgs)
     if request.method == "GET":
         allowed = [c.value for c in offer.when_choices if c.available]
         form = PlanChangeForm(
@@ -289,9 +293,17 @@ def request_contact(request: TenantRequest, tenant: Tenant, plan_code: str) -> H
     """Book a demo / Speak with Specialist / Register interest: a Lead for sales; "Request received"."""
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
     form = LeadForm(request.POST)
-    message = form.cleaned_data["message"] if form.is_valid() else ""
     try:
-        plan_services.lead_create(tenant=tenant, user=request.user, plan=plan, message=message)
+        if not form.is_valid():
+            # Refused whole (a message over the limit was stored empty, with "Request received").
+            raise BusinessError(
+                "invalid_input",
+                " ".join(str(msg) for msgs in form.errors.values() for msg in msgs),
+                status=422,
+            )
+        plan_services.lead_create(
+            tenant=tenant, user=request.user, plan=plan, message=form.cleaned_data["message"]
+        )
     except BusinessError as exc:
         if request.htmx:
             return render(request, "billing_portal/billing.html#plan-refused", {"error": exc.message})

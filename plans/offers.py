@@ -629,6 +629,9 @@ def _card_basics(*, ent: ProductEntitlement, role: str) -> SubscriptionActions:
         return SubscriptionActions(
             False, False, "Ask your account administrator to settle the failed payment."
         )
+    if now_on == Standing.PAID and admin and ent.product == Product.Code.AI_CREDITS:
+        # C20: the package is deactivated by Customer Success only; its portal has no cancel.
+        return SubscriptionActions(True, False, "Payment methods and invoices")
     if now_on == Standing.PAID and admin:
         return SubscriptionActions(True, False, "Payment methods, invoices, cancel subscription")
     return SubscriptionActions(False, False, "")

@@ -126,6 +126,10 @@ class GatewayInvoice:
     lines: tuple[GatewayInvoiceLine, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     credited: int = 0  # minor units of credit notes issued against it (before and after payment)
+    # The customer's invoice balance before and after this invoice was finalized (minor units;
+    # negative: a credit the customer has). https://docs.stripe.com/billing/customer/balance
+    starting_balance: int = 0
+    ending_balance: int = 0
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,8 @@ class StripeGateway(PaymentGateway):
                 (
                     config
                     for config in _capped(page.auto_paging_iter(), what="portal configurations")
-                    if all((config.get("metadata") or {}).get(k) == v for k, v in marker.items())
+                    # exactly: the default's marker must not find the no-cancel one (a superset)
+                    if dict(config.get("metadata") or {}) == marker
                 ),
                 None,
             )
@@ -944,6 +945,10 @@ def invoice_from_stripe(data: Mapping[str, Any]) -> GatewayInvoice:
         # https://docs.stripe.com/api/invoices/object#invoice_object-post_payment_credit_notes_amount
         credited=(data.get("pre_payment_credit_notes_amount") or 0)
         + (data.get("post_payment_credit_notes_amount") or 0),
+        # https://docs.stripe.com/api/invoices/object#invoice_object-starting_balance (ending_balance
+        # is null until the invoice is finalized)
+        starting_balance=data.get("starting_balance") or 0,
+        ending_balance=data.get("ending_balance") or 0,
     )
 
 

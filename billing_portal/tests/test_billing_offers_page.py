@@ -17,7 +17,7 @@ from plans.models import Lead
 from plans.selectors import MSG_OVERDUE
 from tenants.models import AuditEvent
 
-from .conftest import customer_id_of, live_sub, local_gateway
+from .conftest import live_sub, local_gateway
 
 pytestmark = pytest.mark.django_db
 
@@ -290,7 +290,7 @@ def test_cancel_in_the_portal_then_resume_on_the_card_is_active_at_once_and_audi
 ):
     """S29, S30: Canceled subscription with Resume → click → Active subscription, before any webhook."""
     client = client_for(admin)
-    portal = f"/dev/billing/portal/{customer_id_of(trial_tenant)}/"
+    portal = client.post("/t/acme/billing/manage/", {"product": "ai_agents"})["Location"]
     with live():
         client.post(portal, {"action": "cancel", "subscription": subscribed.gateway_subscription_id})
     page = client.get(BILLING)

@@ -405,6 +405,60 @@ def test_the_portal_refuses_a_subscription_of_another_customer(
     assert local_gateway().retrieve_subscription(foreign_sub).cancel_at_period_end is False
 
 
+def test_an_ai_credits_package_cannot_be_canceled_through_the_portal(
+    debug, subscribed, trial_tenant, admin, client_for, live
+):
+    """C20: package deactivation is requested from Customer Success, never self-service. The card
+    does not promise cancel; Manage opens a portal session whose configuration has
+    subscription_cancel off (made on demand when billing_portal_configure has not run); the
+    stand-in shows no Cancel for any subscription (the portal's cancel would reach the package too)
+    and refuses a forged one, changing nothing. Failed before the fix: Cancel was offered and
+    worked."""
+    session_id = checkout_open(trial_tenant, admin, "credits-plus")
+    with live():
+        local_gateway().complete_checkout(session_id)
+    package = live_sub(trial_tenant, "ai_credits")
+    assert (package.plan.code, package.state) == ("credits-plus", "active")
+    client = client_for(admin)
+    card = text(client.get("/t/acme/billing/?product=ai_credits"))
+    assert "Payment methods and invoices" in card
+    assert "cancel subscription" not in card
+
+    for product in ("ai_credits", "ai_agents"):
+        portal_url = client.post("/t/acme/billing/manage/", {"product": product})["Location"]
+        portal = client.get(portal_url)
+        assert portal.status_code == 200
+        assert "AI Plus" in text(portal)
+        assert "Cancel subscription" not in text(portal)
+        with live():
+            refused = client.post(
+                portal_url, {"action": "cancel", "subscription": package.gateway_subscription_id}, follow=True
+            )
+        assert "This portal does not offer cancellation. Nothing was changed." in text(refused)
+        assert (
+            local_gateway().retrieve_subscription(package.gateway_subscription_id).cancel_at_period_end
+            is False
+        )
+    session = LocalGatewayObject.objects.filter(object_type="billing_portal.session").latest("pk").data
+    config = LocalGatewayObject.objects.get(object_id=session["configuration"]).data
+    assert config["features"]["subscription_cancel"]["enabled"] is False
+    package.refresh_from_db()
+    assert (package.state, package.ends_at) == ("active", None)
+
+
+def test_a_portal_link_without_its_session_is_not_a_portal(
+    debug, subscribed, trial_tenant, admin, client_for
+):
+    """The stand-in's portal is reached through a session, as Stripe's is: a hand-made link (which
+    could drop the session's configuration) finds nothing."""
+    customer_id = customer_id_of(trial_tenant)
+    assert client_for(admin).get(f"/dev/billing/portal/{customer_id}/").status_code == 404
+    assert (
+        client_for(admin).get(f"/dev/billing/portal/{customer_id}/?session=bps_local_forged").status_code
+        == 404
+    )
+
+
 # --- the portal stand-in: payment methods, failed payments, cancel ---------------------------------
 
 
@@ -417,7 +471,10 @@ def test_portal_fail_fix_and_cancel_show_on_the_billing_tab(
     customer_id = customer_id_of(trial_tenant)
     back = quote("http://testserver/t/acme/billing/?product=ai_agents", safe="")
     assert manage.status_code == 302
-    assert manage["Location"] == f"/dev/billing/portal/{customer_id}/?return={back}"
+    assert re.fullmatch(
+        rf"/dev/billing/portal/{customer_id}/\?session=bps_local_[0-9a-f]+&return={re.escape(back)}",
+        manage["Location"],
+    )
     portal_url = manage["Location"]
     portal = client.get(portal_url)
     assert portal.status_code == 200
@@ -774,3 +831,56 @@ def test_a_checkout_the_bank_asks_to_confirm_completes_once_confirmed_on_the_pag
         confirmed = client.post(checkout_url, {"action": "confirm"})
     assert confirmed.status_code == 302
     assert badge(client.get(confirmed["Location"])) == "Active subscription"
+
+
+def test_the_change_dialog_without_a_when_says_to_choose_one_and_changes_nothing(
+    subscribed, admin, client_for
+):
+    """S18: a missing or unknown `when` was refused with no words (422, or 200 over htmx)."""
+    client = client_for(admin)
+    for data, htmx in (({}, False), ({"when": "bogus"}, False), ({}, True), ({"when": "bogus"}, True)):
+        headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+        response = client.post("/t/acme/billing/plans/agents-scale/change/", data, **headers)
+        assert response.status_code == (200 if htmx else 422)
+        assert re.search(r'data-testid="change-error">Choose when the change applies\.<', text(response))
+    sub = live_sub(subscribed.tenant)
+    assert (sub.plan.code, ScheduledChange.objects.count()) == ("agents-growth", 0)
+
+
+def test_a_lead_message_over_2000_characters_is_refused_whole(trial_tenant, admin, client_for):
+    """S16: the message used to be dropped (stored empty) while the page said "Request received"."""
+    client = client_for(admin)
+    url = "/t/acme/billing/plans/agents-enterprise/contact/"
+    too_long = "x" * 2001
+    partial = client.post(url, {"message": too_long}, HTTP_HX_REQUEST="true")
+    assert (
+        'data-testid="plan-refused">Your message is too long: at most 2,000 characters. Nothing was sent.<'
+        in (text(partial))
+    )
+    assert "Request received" not in text(partial)
+    page = client.post(url, {"message": too_long}, follow=True)
+    assert "Your message is too long: at most 2,000 characters. Nothing was sent." in text(page)
+    assert Lead.objects.count() == 0
+    client.post(url, {"message": "y" * 2000})
+    assert Lead.objects.get().message == "y" * 2000
+
+
+def test_the_plain_subscribe_for_each_ai_credits_plan_says_what_its_card_offers(
+    subscribed, admin, client_for
+):
+    """C09, C10, C07: AI Free cannot be bought, AI Plus is subscribed with Subscribe Now and the
+    security code, AI Ultra through Speak with Specialist. The plain Subscribe used to point AI Free
+    and AI Ultra to a Subscribe Now button they do not have."""
+    client = client_for(admin)
+    said = {}
+    for code in ("credits-free", "credits-plus", "credits-ultra"):
+        page = client.post(f"/t/acme/billing/plans/{code}/subscribe/", follow=True)
+        said[code] = re.search(r'class="flash error"[^>]*><span>([^<]+)<', page.content.decode()).group(1)
+    assert said["credits-free"] == "You are already on AI Free."  # the card's words (Current plan)
+    assert said["credits-plus"] == (
+        "Subscribe to AI Plus with Subscribe Now on the AI Credits page: it asks for the security code "
+        "emailed to you."
+    )
+    # The card's own words for a contact-sales plan (its button is Speak with Specialist).
+    assert said["credits-ultra"] == "AI Ultra is contracted through our sales team."
+    assert not CheckoutSession.objects.filter(plan__product__code="ai_credits").exists()

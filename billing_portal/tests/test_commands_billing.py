@@ -231,16 +231,26 @@ def test_billing_portal_configure_makes_one_configuration_and_manage_uses_it(tri
     second = json.loads(run("billing_portal_configure"))
 
     assert first["recorded"] == "created"
-    assert second == first | {"recorded": "updated"}
+    assert (first["default"]["recorded"], first["no_cancel"]["recorded"]) == ("created", "created")
+    for purpose in ("default", "no_cancel"):
+        assert second[purpose] == first[purpose] | {"recorded": "updated"}
     assert (first["cancel"], first["plan_switching"], first["pause"]) == ("at_period_end", False, False)
-    [config] = LocalGatewayObject.objects.filter(object_type="billing_portal.configuration")
+    assert first["no_cancel"]["cancel"] == "off"
+    config, no_cancel = LocalGatewayObject.objects.filter(
+        object_type="billing_portal.configuration"
+    ).order_by("pk")
     assert config.object_id == first["configuration"]
     assert config.data["metadata"] == {
         "managed_by": "allowance",
         "installation": settings.BILLING_INSTALLATION_ID,
     }
     assert config.data["features"]["subscription_update"] == {"enabled": False}
-    assert PortalConfiguration.objects.get(gateway="local").configuration_id == first["configuration"]
+    assert no_cancel.object_id == first["no_cancel"]["configuration"]
+    assert no_cancel.data["features"]["subscription_cancel"]["enabled"] is False
+    assert (
+        PortalConfiguration.objects.get(gateway="local", purpose="default").configuration_id
+        == first["configuration"]
+    )
     with mock.patch.object(
         type(local_gateway()), "create_portal_session", autospec=True, return_value="/p/"
     ) as made:
@@ -382,6 +392,16 @@ def test_seed_demo_puts_a_tenant_in_each_state_and_is_idempotent(settings):
     lumen = plan_selectors.entitlements(tenant=Tenant.objects.get(slug="lumen"))
     assert (lumen["ai_credits"].plan_code, lumen["ai_credits"].state) == ("credits-plus", "active")
     assert (lumen["ai_agents"].plan_code, lumen["ai_agents"].state) == ("agents-trial", "expired")
+    # Helix's period was moved back for a month of usage: its invoice bills that same period (the
+    # card said 5 Nov to 5 Dec while its only invoice billed 29 Nov to 29 Dec).
+    helix = Tenant.objects.get(slug="helix")
+    sub = Subscription.objects.get(tenant=helix, product__code="ai_agents", state="active")
+    [invoice] = Invoice.objects.filter(tenant=helix, gateway_subscription_id=sub.gateway_subscription_id)
+    assert (invoice.service_period_start, invoice.service_period_end) == (
+        sub.current_period_start,
+        sub.current_period_end,
+    )
+    assert invoice.issued_at == sub.current_period_start
 
 
 def test_a_paid_plan_that_ended_before_its_webhooks_arrived_does_not_bring_the_trial_back(

@@ -113,6 +113,7 @@ def test_an_upgrade_names_both_plans_and_the_preview_is_the_charge_to_the_cent(c
 
 
 def test_a_downgrade_previews_a_credit_and_charges_nothing(clocked):
+    """S18: the credit previewed is the credit given, to the customer's balance."""
     sub_id = clocked.subscribe("price_pro")
     clocked.now = START + timedelta(days=10)
     before = clocked.gateway.retrieve_subscription(sub_id).latest_invoice_id
@@ -127,7 +128,18 @@ def test_a_downgrade_previews_a_credit_and_charges_nothing(clocked):
         "Remaining time on Basic after 25 Jan 2027",
     ]
     assert sum(line.amount for line in preview.lines) == -1355
-    assert changed.latest_invoice_id == before  # nothing invoiced now, as previewed
+    # Invoiced now with the previewed negative total: nothing charged, the credit to the balance.
+    credit = clocked.gateway.retrieve_invoice(changed.latest_invoice_id)
+    assert changed.latest_invoice_id != before
+    assert (credit.status, credit.total, credit.amount_paid, credit.ending_balance) == (
+        "paid",
+        -1355,
+        0,
+        -1355,
+    )
+    # The next preview applies that credit to what is due now.
+    back_up = clocked.gateway.preview_price_change(subscription_id=sub_id, price_id="price_pro")
+    assert (back_up.total, back_up.amount_due) == (1355, 0)
 
 
 def test_a_change_of_interval_previews_the_new_cycle_less_the_unused_time(clocked):

@@ -273,11 +273,11 @@ def test_csv_export_is_exact_and_keeps_the_filters(tenant, finance, invoices, fo
     assert response["Content-Disposition"] == 'attachment; filename="invoices-acme-2026-06-30.csv"'
     assert b"".join(response.streaming_content).decode().splitlines() == [
         "number,status,issued_date,paid_date,service_period_start,service_period_end,gateway_period_start,"
-        "gateway_period_end,currency,subtotal,tax,total,amount_paid,amount_remaining",
-        "ACME-0003,paid,2026-03-01,2026-03-01,2026-03-01,2026-03-31,2026-03-01,2026-03-31,EUR,12.50,0.00,12.50,12.50,0.00",
-        "ACME-0005,open,2026-02-28,,2026-02-28,2026-03-28,2026-02-28,2026-02-28,USD,1000.05,200.01,1200.06,0.05,1200.01",
-        "ACME-0002,open,2026-02-15,,2026-02-15,2026-03-17,2026-02-15,2026-03-17,USD,25.00,0.00,25.00,0.00,25.00",
-        "ACME-0001,paid,2026-01-10,2026-01-10,2026-01-10,2026-02-09,2026-01-10,2026-02-09,USD,10.00,2.00,12.00,12.00,0.00",
+        "gateway_period_end,currency,subtotal,tax,total,amount_paid,amount_remaining,credit_applied,credit_added",
+        "ACME-0003,paid,2026-03-01,2026-03-01,2026-03-01,2026-03-31,2026-03-01,2026-03-31,EUR,12.50,0.00,12.50,12.50,0.00,0.00,0.00",
+        "ACME-0005,open,2026-02-28,,2026-02-28,2026-03-28,2026-02-28,2026-02-28,USD,1000.05,200.01,1200.06,0.05,1200.01,0.00,0.00",
+        "ACME-0002,open,2026-02-15,,2026-02-15,2026-03-17,2026-02-15,2026-03-17,USD,25.00,0.00,25.00,0.00,25.00,0.00,0.00",
+        "ACME-0001,paid,2026-01-10,2026-01-10,2026-01-10,2026-02-09,2026-01-10,2026-02-09,USD,10.00,2.00,12.00,12.00,0.00,0.00,0.00",
     ]
 
 
@@ -294,7 +294,7 @@ def test_csv_by_status(tenant, finance, invoices, client_for):
     response = client_for(finance).get(url("invoice_csv", tenant), {"status": "void"})
     rows = b"".join(response.streaming_content).decode().splitlines()
     assert rows[1:] == [
-        "ACME-0004,void,2026-04-02,,2026-04-02,2026-05-02,2026-04-02,2026-05-02,USD,7.00,0.00,7.00,0.00,0.00"
+        "ACME-0004,void,2026-04-02,,2026-04-02,2026-05-02,2026-04-02,2026-05-02,USD,7.00,0.00,7.00,0.00,0.00,0.00,0.00"
     ]
 
 
@@ -407,3 +407,28 @@ def test_platform_staff_see_every_tenants_invoices_read_only(tenant, other_tenan
     for model in ("webhookevent", "billingcustomer", "checkoutsession"):
         assert client.get(f"/admin/billing_portal/{model}/").status_code == 200, model
         assert client.get(f"/admin/billing_portal/{model}/add/").status_code == 403, model
+
+
+def test_a_downgrade_credit_and_its_use_show_on_the_list_the_detail_and_the_csv(tenant, finance, client_for):
+    """S18: a downgrade's invoice (negative total, nothing paid) says what went to the credit
+    balance, and the next invoice what it took from it, as the gateway's starting and ending
+    balances have it."""
+    down = InvoiceFactory(
+        tenant=tenant, number="ACME-0010", status="paid", currency="usd", subtotal=-2997, total=-2997,
+        amount_due=0, amount_paid=0, amount_remaining=0, starting_balance=0, ending_balance=-2997,
+    )  # fmt: skip
+    InvoiceFactory(
+        tenant=tenant, number="ACME-0011", status="paid", currency="usd", subtotal=4900, total=4900,
+        amount_due=1903, amount_paid=1903, amount_remaining=0, starting_balance=-2997, ending_balance=0,
+    )  # fmt: skip
+    client = client_for(finance)
+    listing = client.get(url("invoices", tenant)).content.decode()
+    assert "Credit $29.97 to balance" in listing
+    assert "$29.97 paid from credit" in listing
+    detail = client.get(url("invoice_detail", tenant, invoice_id=down.pk)).content.decode()
+    assert 'data-testid="credit-added">$29.97<' in detail
+    rows = b"".join(client.get(url("invoice_csv", tenant)).streaming_content).decode().splitlines()
+    assert [r.split(",")[-5:] for r in rows if r.startswith(("ACME-0010", "ACME-0011"))] == [
+        ["49.00", "19.03", "0.00", "29.97", "0.00"],
+        ["-29.97", "0.00", "0.00", "0.00", "29.97"],
+    ]

@@ -621,13 +621,17 @@ def test_change_price_switches_now_and_invoices_the_prorated_difference(local):
     previous = events[0]["data"]["previous_attributes"]
     assert previous["items"]["data"][0]["price"]["id"] == "price_basic"
 
-    # A downgrade switches too, but there is nothing to charge.
+    # A downgrade switches too and is invoiced now (always_invoice), with a negative total: nothing is
+    # charged, the credit goes to the customer's balance (https://docs.stripe.com/billing/customer/balance).
     down = local(
         "change_subscription_price", subscription_id=sub.id, price_id="price_basic", idempotency_key="down"
     )
     assert down.price_id == "price_basic"
-    assert down.latest_invoice_id == invoice.id
-    assert local.types() == ["customer.subscription.updated"]
+    credit = local.gateway.retrieve_invoice(down.latest_invoice_id)
+    assert down.latest_invoice_id != invoice.id
+    assert (credit.status, credit.total, credit.amount_due, credit.amount_paid) == ("paid", -1355, 0, 0)
+    assert (credit.starting_balance, credit.ending_balance) == (0, -1355)
+    assert local.types() == ["customer.subscription.updated", "invoice.finalized", "invoice.paid"]
     # The same price again: nothing at all.
     local("change_subscription_price", subscription_id=sub.id, price_id="price_basic", idempotency_key="same")
     assert local.sent == []
@@ -680,19 +684,12 @@ def test_an_unpaid_upgrade_applies_anyway_by_default_and_waits_when_asked_to(loc
         "customer.subscription.updated",
     ]
 
-    # Left unpaid, the update expires after 23 hours: its invoice is voided, the price stays.
-    expiring = local(
-        "change_subscription_price",
-        subscription_id=sub.id,
-        price_id="price_basic",
-        idempotency_key="down",
-        payment_behavior="pending_if_incomplete",
-    )
-    assert expiring.price_id == "price_basic"  # a downgrade invoices nothing: applied at once
+    # Left unpaid, the update expires after 23 hours: its invoice is voided, the price stays. (Not
+    # a downgrade and back: the downgrade's credit would pay the upgrade.)
     up = local(
         "change_subscription_price",
         subscription_id=sub.id,
-        price_id="price_pro",
+        price_id="price_pro_yearly",
         idempotency_key="up-again",
         payment_behavior="pending_if_incomplete",
     )
@@ -700,15 +697,18 @@ def test_an_unpaid_upgrade_applies_anyway_by_default_and_waits_when_asked_to(loc
     local.sent.clear()
     assert local("advance", local.now + timedelta(hours=23)) == 1
     expired = local.gateway.retrieve_subscription(sub.id)
-    assert (expired.price_id, expired.pending_update) == ("price_basic", None)
+    assert (expired.price_id, expired.pending_update) == ("price_pro", None)
     assert local.gateway.retrieve_invoice(up.latest_invoice_id).status == "void"
     assert local.types() == ["invoice.voided", "customer.subscription.pending_update_expired"]
 
     # allow_incomplete: the new price now, the subscription past due on the unpaid invoice.
     applied_anyway = local(
-        "change_subscription_price", subscription_id=sub.id, price_id="price_pro", idempotency_key="allow"
+        "change_subscription_price",
+        subscription_id=sub.id,
+        price_id="price_pro_yearly",
+        idempotency_key="allow",
     )
-    assert (applied_anyway.price_id, applied_anyway.status) == ("price_pro", "past_due")
+    assert (applied_anyway.price_id, applied_anyway.status) == ("price_pro_yearly", "past_due")
 
 
 def test_change_to_another_interval_restarts_the_cycle(local):
@@ -1199,10 +1199,14 @@ def test_portal_url_and_customer_overview(local):
     url = local.gateway.create_portal_session(
         customer_id=customer_id, return_url="http://testserver/billing/?tab=1"
     )
+    [session] = LocalGatewayObject.objects.filter(object_type="billing_portal.session")
     assert (
-        url
-        == f"http://testserver/dev/billing/portal/{customer_id}/?return=http%3A%2F%2Ftestserver%2Fbilling%2F%3Ftab%3D1"
+        url == f"http://testserver/dev/billing/portal/{customer_id}/?session={session.object_id}"
+        "&return=http%3A%2F%2Ftestserver%2Fbilling%2F%3Ftab%3D1"
     )
+    assert session.data["configuration"] is None  # the account's default: cancel offered
+    features = local.gateway.portal_session_features(customer_id=customer_id, session_id=session.object_id)
+    assert features["subscription_cancel"]["enabled"] is True
     local(
         "schedule_subscription_change",
         subscription_id=sub.id,

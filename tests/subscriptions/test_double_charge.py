@@ -8,17 +8,21 @@ completes anyway is canceled at once with a full refund, audited, and the admins
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from billing_portal import services as billing
 from billing_portal.gateway.base import GatewayError
 from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.models import CheckoutSession, Invoice
+from plans import services as plan_services
 from plans.factories import plan
 from plans.models import Subscription
 from tenants.models import AuditEvent
-from tests.subscriptions.helpers import ADMIN_EMAILS, customer_id, gateway, live
+from tests.subscriptions.helpers import ADMIN_EMAILS, START, customer_id, gateway, live, org_mail
 
 pytestmark = pytest.mark.django_db
 
@@ -230,3 +234,44 @@ def test_a_refund_the_gateway_kept_from_a_failed_try_is_not_made_twice(org, capt
     assert ("canceled", "price_local_agents_scale") in gateway_subscriptions(org)
     audit = AuditEvent.objects.get(tenant=org.tenant, action="subscription.duplicate_canceled")
     assert audit.data["refunded"] == plan("agents-scale").price_amount
+
+
+def test_two_checkouts_paid_at_once_after_the_trial_expired_refund_the_duplicate_once(org, clock, capture):
+    """S15. The trial had expired, so the kept subscription is a new row, started when its webhook
+    was applied, a minute after both were paid: the duplicate's invoice is older than the kept row.
+    Failed before the fix: that invoice was skipped (refunded 0, the charge not refunded, both
+    invoices Paid) while the email said its payment had been refunded in full."""
+    clock.move_to(START + timedelta(days=40))
+    with capture(execute=True):
+        assert plan_services.trials_expire_due(now=timezone.now()) >= 1
+    starter = session_of(open_checkout(org, "agents-starter"))
+    growth = session_of(open_checkout(org, "agents-growth"))
+    with capture(execute=False) as deliveries:
+        duplicate = gateway().complete_checkout(starter)
+        first = gateway().complete_checkout(growth)
+    clock.move_to(START + timedelta(days=40, minutes=1))  # the webhooks arrive a little later
+    mail.outbox.clear()
+    with capture(execute=True):
+        for deliver in reversed(deliveries):  # Growth's events first: Growth is kept
+            deliver()
+        for deliver in deliveries:  # a redelivery of every event refunds nothing more
+            deliver()
+
+    kept = live(org.tenant)
+    assert (kept.plan.code, kept.gateway_subscription_id) == ("agents-growth", first.id)
+    assert (
+        kept.started_at
+        > gateway()
+        .retrieve_invoice(Invoice.objects.get(gateway_subscription_id=duplicate.id).gateway_invoice_id)
+        .created
+    )
+    price = plan("agents-starter").price_amount
+    charge = LocalGatewayObject.objects.get(object_type="charge", data__amount=price).data
+    assert (charge["refunded"], charge["amount_refunded"]) == (True, price)
+    assert LocalGatewayObject.objects.filter(object_type="refund", data__charge=charge["id"]).count() == 1
+    assert Invoice.objects.get(gateway_subscription_id=duplicate.id).amount_refunded == price
+    audit = AuditEvent.objects.get(tenant=org.tenant, action="subscription.duplicate_canceled")
+    assert (audit.data["subscription"], audit.data["refunded"]) == (duplicate.id, price)
+    assert org_mail("A second AI Agents subscription") == [
+        (email, "A second AI Agents subscription was canceled and refunded") for email in ADMIN_EMAILS
+    ]

@@ -87,9 +87,17 @@ def test_immediate_upgrade_switches_the_plan_and_limits_at_once_and_prorates(org
     ).data == {"to_plan": "agents-scale"}
 
 
-def test_immediate_downgrade_lowers_the_limits_at_once_without_an_invoice(org, paid, clock, capture):
-    """S18, S21"""
-    clock.move_to(START + timedelta(days=10))
+def test_immediate_downgrade_credits_the_customer_balance_and_the_next_invoice_uses_it(
+    org, paid, clock, capture
+):
+    """S18, S21. As Stripe does with proration_behavior=always_invoice: the downgrade's prorations
+    are invoiced now with a negative total, nothing is charged, the credit goes to the customer's
+    balance, and the renewal is paid from it. Failed before the fix: no invoice, the balance stayed
+    0 and the renewal charged the full price, while the preview had promised the credit."""
+    clock.move_to(START + timedelta(days=10))  # 21 of the period's 31 days are left
+    preview = billing.plan_change_preview(
+        tenant=org.tenant, to_plan=plan("agents-starter"), actor=org.founder
+    )
     change(org, capture, "agents-starter", When.IMMEDIATELY)
     ent = entitlements(tenant=org.tenant)["ai_agents"]
     assert (ent.plan_code, ent.limits.session_limit, ent.limits.answered_only) == (
@@ -97,7 +105,29 @@ def test_immediate_downgrade_lowers_the_limits_at_once_without_an_invoice(org, p
         300,
         True,
     )
-    assert Invoice.objects.filter(tenant=org.tenant).count() == 1  # the first one only: nothing to charge
+    # (4900 - 19900) * 21/31 cents: the credit the preview promised, to the cent.
+    credit = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update")
+    assert list(credit.lines.values_list("amount", flat=True)) == [-13481, 3320]
+    assert (credit.status, credit.total, credit.amount_due, credit.amount_paid) == ("paid", -10161, 0, 0)
+    assert (credit.starting_balance, credit.ending_balance, credit.credit_added) == (0, -10161, 10161)
+    assert preview.credit == 10161
+    customer = LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data
+    assert customer["balance"] == -10161
+    assert [
+        (t.data["type"], t.data["amount"], t.data["ending_balance"], t.data["invoice"])
+        for t in LocalGatewayObject.objects.filter(object_type="customer_balance_transaction")
+    ] == [("applied_to_invoice", -10161, -10161, credit.gateway_invoice_id)]
+    charges = LocalGatewayObject.objects.filter(object_type="charge", customer_id=customer_id(org.tenant))
+    assert charges.count() == 1  # the first payment only
+
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    renewal = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_cycle")
+    assert (renewal.status, renewal.total, renewal.amount_due, renewal.amount_paid) == ("paid", 4900, 0, 0)
+    assert (renewal.starting_balance, renewal.ending_balance, renewal.credit_applied) == (-10161, -5261, 4900)
+    assert LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data["balance"] == -5261
+    assert charges.count() == 1  # the renewal was paid from the credit, not the card
 
 
 def test_end_of_period_change_is_upcoming_until_the_period_ends(org, paid, clock, capture):

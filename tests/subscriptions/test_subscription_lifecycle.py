@@ -334,7 +334,9 @@ def test_cancel_renew_cancel_again_through_the_portal(org, paid, client_for, set
     """S17, S29: Manage opens the portal; a second cancellation after a renewal cancels again."""
     settings.DEBUG = True  # the portal stand-in exists only with DEBUG and the local gateway
     client = client_for(org.founder)
-    portal = reverse("dev_portal", kwargs={"customer_id": customer_id(org.tenant)})
+    portal = client.post(
+        reverse("billing_manage", kwargs={"slug": org.tenant.slug}), {"product": "ai_agents"}
+    )["Location"]
 
     def portal_action(action: str) -> str:
         with capture(execute=True):

@@ -281,11 +281,46 @@ class LocalCheckout(LocalSubscriptions):
     # --- the customer portal ---------------------------------------------------------------------------
 
     def create_portal_session(self, *, customer_id: str, return_url: str, configuration_id: str = "") -> str:
+        """A portal session, kept with the configuration it names: its page offers only what that
+        configuration enables (Stripe's portal shows no Cancel when features.subscription_cancel is
+        off). https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-configuration"""
         objects.read(customer_id, "customer")  # it must exist, as at Stripe
         if configuration_id:
             objects.read(configuration_id, "billing_portal.configuration")
-        query = urlencode({"return": return_url})
+        session_id = objects.new_id("bps")
+        objects.insert(
+            "billing_portal.session",
+            {
+                "id": session_id,
+                "object": "billing_portal.session",
+                "configuration": configuration_id or None,
+                "customer": customer_id,
+                "return_url": return_url,
+            },
+            customer_id=customer_id,
+        )
+        query = urlencode({"session": session_id, "return": return_url})
         return f"{self._base_url}/dev/billing/portal/{customer_id}/?{query}"
+
+    def portal_session_features(self, *, customer_id: str, session_id: str) -> dict[str, Any]:
+        """The features the portal session's configuration enables. With no configuration named, the
+        account's default: everything the stand-in's page can do. A session of another customer, or
+        none, is no session (as a portal link that is not Stripe's)."""
+        row = LocalGatewayObject.objects.filter(
+            object_type="billing_portal.session", object_id=session_id, customer_id=customer_id
+        ).first()
+        if row is None:
+            raise GatewayError("No such portal session.", code="resource_missing")
+        if not row.data.get("configuration"):
+            return {
+                "payment_method_update": {"enabled": True},
+                "invoice_history": {"enabled": True},
+                "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
+            }
+        features: dict[str, Any] = objects.read(row.data["configuration"], "billing_portal.configuration")[
+            "features"
+        ]
+        return features
 
     def configure_portal(
         self, *, settings: PortalSettings, marker: dict[str, str], idempotency_key: str
@@ -299,7 +334,7 @@ class LocalCheckout(LocalSubscriptions):
                     for row in LocalGatewayObject.objects.select_for_update().filter(
                         object_type="billing_portal.configuration"
                     )
-                    if all(row.data["metadata"].get(k) == v for k, v in marker.items())
+                    if row.data["metadata"] == marker  # exactly: one marker must not find another's
                 ),
                 None,
             )

@@ -332,7 +332,52 @@ class LocalInvoices(LocalEvents):
         )
         # Every finalized invoice has Stripe's hosted page; the stand-in's is ours, under /dev/billing/.
         invoice["hosted_invoice_url"] = f"{self._base_url}/dev/billing/invoices/{invoice_id}/"
+        self._apply_customer_balance(customer_row, invoice, now=now)
         return invoice
+
+    @staticmethod
+    def _apply_customer_balance(
+        customer_row: LocalGatewayObject, invoice: dict[str, Any], *, now: datetime
+    ) -> None:
+        """Stripe applies the customer's invoice balance when an invoice is finalized: a credit
+        (negative balance) lowers amount_due, a debit raises it; an invoice whose total is negative
+        (a downgrade's prorations) owes nothing and its total is credited to the balance for the next
+        invoices. `starting_balance` and `ending_balance` record it, and each change is a customer
+        balance transaction (type applied_to_invoice) in the balance's append-only ledger.
+        https://docs.stripe.com/billing/customer/balance
+        https://docs.stripe.com/api/customer_balance_transactions/object"""
+        customer = customer_row.data
+        starting = int(customer.get("balance") or 0)
+        net = int(invoice["total"]) + starting
+        ending = min(net, 0)
+        invoice.update(
+            starting_balance=starting,
+            ending_balance=ending,
+            amount_due=max(net, 0),
+            amount_remaining=max(net, 0),
+        )
+        if ending == starting:
+            return
+        customer["balance"] = ending
+        customer_row.save()
+        objects.insert(
+            "customer_balance_transaction",
+            {
+                "id": objects.new_id("cbtxn"),
+                "object": "customer_balance_transaction",
+                "amount": ending - starting,
+                "created": objects.ts(now),
+                "currency": invoice["currency"],
+                "customer": customer_row.object_id,
+                "description": None,
+                "ending_balance": ending,
+                "invoice": invoice["id"],
+                "livemode": False,
+                "metadata": {},
+                "type": "applied_to_invoice",
+            },
+            customer_id=customer_row.object_id,
+        )
 
     def _finalize_and_collect(
         self,
@@ -380,6 +425,14 @@ class LocalInvoices(LocalEvents):
         the next attempt on the retry schedule (for an automatic attempt), and the account's setting
         applied to the subscription when none is left."""
         invoice = row.data
+        if int(invoice["amount_due"]) == 0:
+            # Nothing to collect (the customer's credit covers it, or its total is a credit): Stripe
+            # marks it paid without a payment. https://docs.stripe.com/billing/customer/balance
+            objects.mark_paid(invoice, now)
+            row.save()
+            self._emit("invoice.paid", invoice, now=now)
+            self._after_paid(customer_row, invoice, now=now, sub_row=sub_row, announce=announce)
+            return Collected.PAID
         card = self._paying_card(customer_row, invoice)
         behaviour = card_behaviour(card)
         if confirmed and behaviour == Card.REQUIRES_ACTION:

@@ -203,7 +203,11 @@ class LocalSubscriptions(LocalInvoices):
         if proration.amount <= 0 or payment_behavior == "allow_incomplete":
             apply_price(sub, new_price, restart=proration.restart)
         invoice: dict[str, Any] | None = None
-        if proration.amount > 0:
+        if proration.amount != 0:
+            # always_invoice: the prorations are invoiced now, a downgrade's too. Its total is
+            # negative: nothing is charged, the credit goes to the customer's balance and the next
+            # invoices use it (see _apply_customer_balance). Stripe does not refund it to the card.
+            # https://docs.stripe.com/billing/subscriptions/prorations
             invoice = self._new_invoice(
                 customer_row,
                 now=now,
@@ -214,10 +218,15 @@ class LocalSubscriptions(LocalInvoices):
                 period=(now, now),
             )
             sub["latest_invoice"] = invoice["id"]
-        if invoice is None or payment_behavior == "allow_incomplete":
+        if invoice is None or proration.amount < 0 or payment_behavior == "allow_incomplete":
             sub_row.save()
             self._emit("customer.subscription.updated", sub, now=now, before=before)
         if invoice is None:
+            return subscription_id
+        if proration.amount < 0:
+            # Nothing is due, whatever the payment behaviour: the invoice is paid on finalization.
+            self._finalize_and_collect(customer_row, invoice, now=now, sub_row=sub_row)
+            sub_row.save()
             return subscription_id
         if payment_behavior == "allow_incomplete":
             before = copy.deepcopy(sub)
@@ -271,6 +280,9 @@ class LocalSubscriptions(LocalInvoices):
                 return GatewayInvoicePreview(currency=currency, amount_due=0, total=0)
             now = self._now()
             proration = prorate(sub_item, self._price(price_id, now), now)
+            # The customer's balance applies to the preview as to the invoice: a credit lowers what
+            # is due now. https://docs.stripe.com/billing/customer/balance
+            balance = int(objects.read(str(sub["customer"]), "customer").get("balance") or 0)
             lines = tuple(
                 GatewayInvoiceLine(
                     description=spec["description"],
@@ -281,7 +293,10 @@ class LocalSubscriptions(LocalInvoices):
                 for spec in proration.lines
             )
         return GatewayInvoicePreview(
-            currency=currency, amount_due=max(proration.amount, 0), total=proration.amount, lines=lines
+            currency=currency,
+            amount_due=max(proration.amount + balance, 0),
+            total=proration.amount,
+            lines=lines,
         )
 
     # --- schedules ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from billing_portal import services as billing
 from billing_portal.demo import start_plan
 from billing_portal.gateway.factory import get_gateway
 from billing_portal.gateway.local import LocalGateway
+from billing_portal.models import PortalConfiguration
 from credits.demo import demo_month, demo_pack
 from licensing.demo import demo_partner
 from plans import services as plan_services
@@ -106,7 +107,8 @@ class Command(BaseCommand):
                     billing.extra_pack_charge_confirmed(tenant=tenant, pack=pack, actor=admin)
             created += 1
         # Manage opens the portal as configured for Allowance (as billing_portal_configure does).
-        billing.portal_configure()
+        for purpose in PortalConfiguration.Purpose:
+            billing.portal_configure(purpose=purpose)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready ({created} new tenants). Every demo password is {DEMO_PASSWORD!r}."
@@ -158,12 +160,35 @@ class Command(BaseCommand):
         row = LocalGatewayObject.objects.get(
             object_type="subscription", object_id=sub.gateway_subscription_id
         )
-        start = timezone.now() - timedelta(days=days)
+        # The whole period moves back (its length kept: a calendar month), and its invoice with it,
+        # issued, paid and billing the same period the card shows (the finance view's service period
+        # comes from the invoice's lines).
+        shift = int(timedelta(days=days).total_seconds())
         for item in row.data["items"]["data"]:
-            item["current_period_start"] = int(start.timestamp())
-            item["current_period_end"] = int((start + timedelta(days=30)).timestamp())
-        row.data["billing_cycle_anchor"] = int(start.timestamp())
+            item["current_period_start"] -= shift
+            item["current_period_end"] -= shift
+        row.data["billing_cycle_anchor"] -= shift
+        for key in ("created", "start_date"):
+            if row.data.get(key):
+                row.data[key] -= shift
         row.save(update_fields=["data"])
+        for invoice_row in LocalGatewayObject.objects.filter(
+            object_type="invoice",
+            data__parent__subscription_details__subscription=sub.gateway_subscription_id,
+        ):
+            invoice = invoice_row.data
+            for key in ("created", "effective_at", "period_start", "period_end", "webhooks_delivered_at"):
+                if invoice.get(key):
+                    invoice[key] -= shift
+            for key, value in list(invoice["status_transitions"].items()):
+                if value:
+                    invoice["status_transitions"][key] = value - shift
+            for line in invoice["lines"]["data"]:
+                line["period"] = {
+                    "start": line["period"]["start"] - shift,
+                    "end": line["period"]["end"] - shift,
+                }
+            invoice_row.save(update_fields=["data"])
 
     def _usage(self, tenant: Tenant, slug: str) -> None:
         """AI Agents usage: Helix a month of sessions near its own limit; the trials and Starter some."""
