@@ -132,6 +132,21 @@ def test_c03_the_quick_access_appears_when_the_balance_is_under_the_setting(
     assert "AI Credits" in sidebar(client.get("/t/acme/"))
 
 
+def test_c03_the_quick_access_counts_credits_held_by_open_holds_as_unavailable(
+    plus, admin, client_for, settings, clock
+):
+    """C03 on the available credit (balance - open holds): 100 staff credits with 95 held leave 5
+    available, under the setting of 10, though nothing is consumed; the hold's expiry frees them."""
+    settings.CREDITS_LOW_BALANCE = 10
+    grant(plus, 100, source=Source.STAFF_ADJUSTMENT, days=None)
+    client = client_for(admin)
+    assert "AI Credits" not in sidebar(client.get("/t/acme/"))
+    services.credits_hold(tenant=plus, idempotency_key="h", amount=95_000, ttl_seconds=600)
+    assert "AI Credits" in sidebar(client.get("/t/acme/"))
+    clock.move_to(START + timedelta(seconds=600))  # the hold has lapsed (even before the sweeper)
+    assert "AI Credits" not in sidebar(client.get("/t/acme/"))
+
+
 def test_c03_no_quick_access_for_a_tenant_that_never_had_credits(tenant, admin, client_for):
     assert "AI Credits" not in sidebar(client_for(admin).get("/t/acme/"))
 
