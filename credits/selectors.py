@@ -590,10 +590,13 @@ def pack_offer(
     *, tenant: Tenant, role: str, ents: Entitlements | None = None, now: datetime | None = None
 ) -> PackOffer:
     """Whether "Buy extra credits" is offered to this member: the plan-offer rule (plans.offers)
-    asked with the tenant's active pack."""
+    asked with the tenant's active pack and whether its balance runs low (the sidebar's rule)."""
     ents = ents or entitlements(tenant=tenant, now=now)
     return extra_pack_offer(
-        ents=ents, role=role, pack_active_until=extra_pack_expiry(tenant_id=tenant.pk, now=now)
+        ents=ents,
+        role=role,
+        pack_active_until=extra_pack_expiry(tenant_id=tenant.pk, now=now),
+        balance_low=summary(tenant_id=tenant.pk, now=now).runs_low,
     )
 
 
@@ -601,7 +604,10 @@ def page_pack_offer(*, ov: Overview, role: str) -> PackOffer:
     """The AI Credits page's "Buy extra credits", from what its overview has read (no query)."""
     assert ov.ents is not None
     until = ov.extra_pack.expires_at if ov.extra_pack is not None else None
-    return extra_pack_offer(ents=ov.ents, role=role, pack_active_until=until)
+    low = balance_runs_low(
+        period_amount=ov.period_amount, period_used=ov.period_used, available=ov.figures.available
+    )
+    return extra_pack_offer(ents=ov.ents, role=role, pack_active_until=until, balance_low=low)
 
 
 def extra_packs_on_sale() -> list[ExtraPack]:
