@@ -809,7 +809,13 @@ def credits_hold(
     if (feature is None) == (amount is None):
         raise BusinessError("invalid_request", "Send either feature and quantity, or credits.", status=422)
     if feature is not None:
-        if quantity is None or quantity < 1:
+        if quantity is None:
+            raise BusinessError(
+                "quantity_required",
+                "quantity is required with feature: how many uses to hold for.",
+                status=422,
+            )
+        if quantity < 1:
             raise BusinessError("invalid_quantity", "quantity must be at least 1.", status=422)
         cost = feature_cost(feature)
         unit, need = cost.unit, cost.cost * quantity
