@@ -226,7 +226,8 @@ class LowBalance:
 
 
 def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalance]:
-    """Tenants whose current plan period's credits run low (C03's rule), one row per tenant."""
+    """Tenants whose current plan period's credits run low (C03's rule, `balance_runs_low`, in SQL),
+    one row per tenant."""
     pct = settings.CREDITS_NUDGE_USED_PERCENT
     threshold = settings.CREDITS_LOW_BALANCE * CREDIT
     balance = (
@@ -235,11 +236,22 @@ def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalan
         .annotate(s=Sum("remaining"))
         .values("s")
     )
+    held = (
+        Hold.objects.filter(open_hold_q(now), wallet=OuterRef("wallet"))
+        .values("wallet")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
     rows = (
         Grant.objects.filter(live_q(now), source__in=PLAN_SOURCES, wallet__unit=Unit.AI_CREDIT)
         .annotate(balance=Coalesce(Subquery(balance), 0))
-        .alias(used100=(F("amount") - F("remaining")) * 100, limit100=F("amount") * pct)
-        .filter(Q(used100__gte=F("limit100")) | Q(balance__lt=threshold))
+        .alias(
+            held=Coalesce(Subquery(held), 0),
+            used100=(F("amount") - F("remaining")) * 100,
+            limit100=F("amount") * pct,
+        )
+        # balance_runs_low: available (balance - held) under the setting.
+        .filter(Q(used100__gte=F("limit100")) | Q(balance__lt=threshold + F("held")))
         .order_by("tenant_id", "-valid_from")
         .values("tenant_id", "pk", "balance", "amount", "expires_at")[:limit]
     )
