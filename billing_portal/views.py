@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -308,11 +309,22 @@ def request_contact(request: TenantRequest, tenant: Tenant, plan_code: str) -> H
         if request.htmx:
             return render(request, "billing_portal/billing.html#plan-refused", {"error": exc.message})
         messages.error(request, exc.message)
-        return redirect(_back(tenant, plan.product))
+        return redirect(_came_from(request, tenant) or _back(tenant, plan.product))
     if request.htmx:
         return render(request, "billing_portal/billing.html#request-received", {"plan": plan})
     messages.success(request, "Request received. Our team will get in touch.")
-    return redirect(_back(tenant, plan.product))
+    return redirect(_came_from(request, tenant) or _back(tenant, plan.product))
+
+
+def _came_from(request: TenantRequest, tenant: Tenant) -> str:
+    """The page a plain form was posted from (its `next` field: the AI Credits page's cards), when it
+    is a path of this tenant's pages on this site; "" otherwise (never an open redirect)."""
+    target = request.POST.get("next", "")
+    if not target.startswith(f"/t/{tenant.slug}/") or not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return ""
+    return target
 
 
 # --- the preview of "Immediately" and the checkout watch ----------------------------------------

@@ -41,13 +41,16 @@ Feature = Annotated[
     pattern_says("feature_format", "String should hold only lower-case letters, digits, _ and -"),
 ]
 Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
-# At most a billion credits, at most three decimals: exact thousandths, never a float.
+# At most a billion credits (1,000,000,000 itself included), at most three decimals: exact
+# thousandths, never a float. The pattern is the bound the message states: up to nine digits, or
+# exactly a billion.
 Credits = Annotated[
     str,
-    StringConstraints(max_length=14, pattern=r"^[0-9]{1,10}(\.[0-9]{1,3})?$"),
+    StringConstraints(max_length=14, pattern=r"^(?:[0-9]{1,9}(?:\.[0-9]{1,3})?|1000000000(?:\.0{1,3})?)$"),
     pattern_says(
         "credits_format",
-        'Credits should be a decimal string of at most a billion, with up to three decimals, e.g. "2.5"',
+        "Credits should be a decimal string of at most a billion (1000000000), with up to three "
+        'decimals, e.g. "2.5"',
     ),
 ]
 

@@ -15,12 +15,14 @@ from plans.models import Plan
 from tenants.models import ApiKey, Tenant
 
 CLIENTS = ["helpdesk-eu", "helpdesk-us", "reviews-bot", "onboarding", "billing-desk"]
+CURRENT_PERIOD_BURST = 1600  # credits (Smart Responses) used in the current period besides 15
 
 
 def demo_month(*, tenant: Tenant, plan: Plan, api_key: ApiKey, now: datetime | None = None) -> int:
     """The AI Plus period before the current one (2,000 credits, granted as its invoice would have),
-    about 1,200 credits of consumption spread over it by client and feature, a few consumptions in
-    the current period and one refund. Returns the consumptions made. (The active extra pack is
+    about 1,200 credits of consumption spread over it by client and feature, one refund, and 1,615
+    credits used in the current period (over 80% of it: the balance runs low, so the extra pack
+    `seed_demo` then buys is on offer, C12). Returns the consumptions made. (The active extra pack is
     bought by `seed_demo` through billing_portal, which this layer may not call.)"""
     now = now or timezone.now()
     rng = random.Random(f"demo:{tenant.slug}")  # the same history on every fresh seed
@@ -61,6 +63,19 @@ def demo_month(*, tenant: Tenant, plan: Plan, api_key: ApiKey, now: datetime | N
             quantity=n + 1,
             idempotency_key=f"demo-today-{n}",
             client_id=CLIENTS[n],
+            actor=api_key,
+            now=now,
+        )
+        made += 1
+    # A busy start of the new period: 1,600 more credits, so 80% of its 2,000 are used — the
+    # balance runs low (C03: the sidebar's quick access shows) and an extra pack may be bought (C12).
+    for n in range(20):
+        services.credits_consume(
+            tenant=tenant,
+            feature="smart_response",
+            quantity=CURRENT_PERIOD_BURST // 20,
+            idempotency_key=f"demo-burst-{n:02d}",
+            client_id=CLIENTS[n % len(CLIENTS)],
             actor=api_key,
             now=now,
         )

@@ -135,26 +135,41 @@ class PeriodUse:
         return _share(self.period_used, self.period_amount)
 
 
+def balance_runs_low(*, period_amount: int, period_used: int, available: int) -> bool:
+    """The one rule of "the balance runs low" (thousandths): at least CREDITS_NUDGE_USED_PERCENT of
+    the period's plan credits used, or fewer than CREDITS_LOW_BALANCE credits available (balance
+    minus open holds: held credit cannot be spent). The sidebar's quick access (C03) appears then,
+    and only then can extra credits be bought (C12, C24 / FAQ 7)."""
+    if period_amount and period_used * 100 >= period_amount * settings.CREDITS_NUDGE_USED_PERCENT:
+        return True
+    return available < settings.CREDITS_LOW_BALANCE * CREDIT
+
+
 @dataclass(frozen=True)
 class Summary(PeriodUse):
-    """Thousandths. `period_amount`/`period_used`: the live plan credits of the current period."""
+    """Thousandths. `period_amount`/`period_used`: the live plan credits of the current period;
+    `held`: reserved by open holds."""
 
     has_credits: bool  # the tenant has ever had an AI-credit grant
     balance: int
     period_amount: int
     period_remaining: int
+    held: int = 0
+
+    @property
+    def available(self) -> int:
+        return max(0, self.balance - self.held)
+
+    @property
+    def runs_low(self) -> bool:
+        return balance_runs_low(
+            period_amount=self.period_amount, period_used=self.period_used, available=self.available
+        )
 
     @property
     def low(self) -> bool:
-        """C03: most of the period's credits used, or the balance below the setting."""
-        if not self.has_credits:
-            return False
-        if (
-            self.period_amount
-            and self.period_used * 100 >= self.period_amount * settings.CREDITS_NUDGE_USED_PERCENT
-        ):
-            return True
-        return self.balance < settings.CREDITS_LOW_BALANCE * CREDIT
+        """C03: the sidebar's quick access, for a tenant that has ever had credits."""
+        return self.has_credits and self.runs_low
 
 
 # live_q in SQL, on the grant `g` at %(now)s (the plain queries below).
@@ -163,14 +178,19 @@ _LIVE = "(g.valid_from <= %(now)s AND (g.expires_at IS NULL OR g.expires_at > %(
 
 @functools.cache
 def _summary_sql() -> str:
-    grant, wallet = Grant._meta.db_table, Wallet._meta.db_table
+    grant, wallet, hold = Grant._meta.db_table, Wallet._meta.db_table, Hold._meta.db_table
     plan = "g.source IN (" + ", ".join(f"'{source.value}'" for source in PLAN_SOURCES) + ")"
+    # open_hold_q in SQL: held, and not past its expiry (even before the sweeper).
+    held = (
+        f"(SELECT SUM(h.amount) FROM {hold} h WHERE h.wallet_id = w.id "  # noqa: S608
+        f"AND h.status = '{Hold.Status.HELD.value}' AND h.expires_at > %(now)s)"
+    )
     return (
         f"SELECT COUNT(g.id), SUM(CASE WHEN {_LIVE} THEN g.remaining END), "  # noqa: S608
         f"SUM(CASE WHEN {_LIVE} AND {plan} THEN g.amount END), "
-        f"SUM(CASE WHEN {_LIVE} AND {plan} THEN g.remaining END) FROM {grant} g "
-        f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %(tenant)s AND w.unit = "
-        f"'{Unit.AI_CREDIT.value}')"
+        f"SUM(CASE WHEN {_LIVE} AND {plan} THEN g.remaining END), {held} "
+        f"FROM {wallet} w LEFT JOIN {grant} g ON g.wallet_id = w.id "
+        f"WHERE w.tenant_id = %(tenant)s AND w.unit = '{Unit.AI_CREDIT.value}' GROUP BY w.id"
     )
 
 
@@ -180,12 +200,14 @@ def summary(*, tenant_id: int, now: datetime | None = None) -> Summary:
     at = connection.ops.adapt_datetimefield_value(now or timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(_summary_sql(), {"tenant": tenant_id, "now": at})
-        count, balance, period_amount, period_remaining = cursor.fetchone()
+        row = cursor.fetchone()
+    count, balance, period_amount, period_remaining, held = row or (0, 0, 0, 0, 0)
     return Summary(
         has_credits=bool(count),
         balance=int(balance or 0),
         period_amount=int(period_amount or 0),
         period_remaining=int(period_remaining or 0),
+        held=int(held or 0),
     )
 
 
@@ -204,7 +226,8 @@ class LowBalance:
 
 
 def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalance]:
-    """Tenants whose current plan period's credits run low (C03's rule), one row per tenant."""
+    """Tenants whose current plan period's credits run low (C03's rule, `balance_runs_low`, in SQL),
+    one row per tenant."""
     pct = settings.CREDITS_NUDGE_USED_PERCENT
     threshold = settings.CREDITS_LOW_BALANCE * CREDIT
     balance = (
@@ -213,11 +236,22 @@ def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalan
         .annotate(s=Sum("remaining"))
         .values("s")
     )
+    held = (
+        Hold.objects.filter(open_hold_q(now), wallet=OuterRef("wallet"))
+        .values("wallet")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
     rows = (
         Grant.objects.filter(live_q(now), source__in=PLAN_SOURCES, wallet__unit=Unit.AI_CREDIT)
         .annotate(balance=Coalesce(Subquery(balance), 0))
-        .alias(used100=(F("amount") - F("remaining")) * 100, limit100=F("amount") * pct)
-        .filter(Q(used100__gte=F("limit100")) | Q(balance__lt=threshold))
+        .alias(
+            held=Coalesce(Subquery(held), 0),
+            used100=(F("amount") - F("remaining")) * 100,
+            limit100=F("amount") * pct,
+        )
+        # balance_runs_low: available (balance - held) under the setting.
+        .filter(Q(used100__gte=F("limit100")) | Q(balance__lt=threshold + F("held")))
         .order_by("tenant_id", "-valid_from")
         .values("tenant_id", "pk", "balance", "amount", "expires_at")[:limit]
     )
@@ -568,10 +602,13 @@ def pack_offer(
     *, tenant: Tenant, role: str, ents: Entitlements | None = None, now: datetime | None = None
 ) -> PackOffer:
     """Whether "Buy extra credits" is offered to this member: the plan-offer rule (plans.offers)
-    asked with the tenant's active pack."""
+    asked with the tenant's active pack and whether its balance runs low (the sidebar's rule)."""
     ents = ents or entitlements(tenant=tenant, now=now)
     return extra_pack_offer(
-        ents=ents, role=role, pack_active_until=extra_pack_expiry(tenant_id=tenant.pk, now=now)
+        ents=ents,
+        role=role,
+        pack_active_until=extra_pack_expiry(tenant_id=tenant.pk, now=now),
+        balance_low=summary(tenant_id=tenant.pk, now=now).runs_low,
     )
 
 
@@ -579,7 +616,10 @@ def page_pack_offer(*, ov: Overview, role: str) -> PackOffer:
     """The AI Credits page's "Buy extra credits", from what its overview has read (no query)."""
     assert ov.ents is not None
     until = ov.extra_pack.expires_at if ov.extra_pack is not None else None
-    return extra_pack_offer(ents=ov.ents, role=role, pack_active_until=until)
+    low = balance_runs_low(
+        period_amount=ov.period_amount, period_used=ov.period_used, available=ov.figures.available
+    )
+    return extra_pack_offer(ents=ov.ents, role=role, pack_active_until=until, balance_low=low)
 
 
 def extra_packs_on_sale() -> list[ExtraPack]:

@@ -37,6 +37,7 @@ from credits.models import (
     Wallet,
 )
 from credits.selectors import (
+    ZERO,
     Figures,
     LowBalance,
     held_in,
@@ -79,15 +80,6 @@ class LiveGrant:
     pk: int
     source: str
     remaining: int
-
-
-def _live_grants(wallet: Wallet, now: datetime) -> list[LiveGrant]:
-    return [
-        LiveGrant(pk, source, remaining)
-        for pk, source, remaining in Grant.objects.filter(live_q(now), wallet=wallet, remaining__gt=0)
-        .order_by(*DRAW_ORDER)
-        .values_list("pk", "source", "remaining")
-    ]
 
 
 def _grants_and_figures(wallet: Wallet, now: datetime) -> tuple[list[LiveGrant], Figures]:
@@ -460,10 +452,16 @@ def credits_adjust(
         return grant
     wallet = _lock_wallet(tenant, unit)
     now = now or timezone.now()
-    grants = _live_grants(wallet, now) if wallet is not None else []
-    balance = sum(g.remaining for g in grants)
-    if -amount > balance:
-        raise _insufficient(unit, -amount, balance)
+    grants, found = _grants_and_figures(wallet, now) if wallet is not None else ([], ZERO)
+    if -amount > found.available:
+        # Credit reserved by open holds is not staff's to take: the hold's commit must find it.
+        raise BusinessError(
+            "insufficient_credits",
+            f"Cannot take {credits_string(-amount)} {UNIT_PLURAL[Unit(unit)]}: only "
+            f"{credits_string(found.available)} available (balance {credits_string(found.balance)}, "
+            f"{credits_string(found.held)} held by open holds).",
+            status=402,
+        )
     assert wallet is not None
     entries = [
         Entry(
@@ -815,7 +813,13 @@ def credits_hold(
     if (feature is None) == (amount is None):
         raise BusinessError("invalid_request", "Send either feature and quantity, or credits.", status=422)
     if feature is not None:
-        if quantity is None or quantity < 1:
+        if quantity is None:
+            raise BusinessError(
+                "quantity_required",
+                "quantity is required with feature: how many uses to hold for.",
+                status=422,
+            )
+        if quantity < 1:
             raise BusinessError("invalid_quantity", "quantity must be at least 1.", status=422)
         cost = feature_cost(feature)
         unit, need = cost.unit, cost.cost * quantity

@@ -492,36 +492,85 @@ class PackOffer:
         return None if self.refusal is None else self.refusal.message
 
 
-def extra_pack_offer(*, ents: Entitlements, role: str, pack_active_until: datetime | None) -> PackOffer:
+def extra_pack_offer(
+    *, ents: Entitlements, role: str, pack_active_until: datetime | None, balance_low: bool
+) -> PackOffer:
     """Buy extra credits: an admin, on an active paid AI Credits plan (AI Plus), with no extra pack
-    active (`pack_active_until`: when the active one expires, None when there is none). Never on AI
-    Ultra (a contract), AI Free, the free trial, a canceled or unpaid subscription, or for a member
-    who is not an admin (they are told to ask their administrator). One rule for the AI Credits
-    page, the sidebar and the purchase service."""
+    active (`pack_active_until`: when the active one expires, None when there is none), when the
+    balance runs low (`balance_low`: C12 "if the current balance is insufficient", FAQ 7's
+    "consumption level" — the caller asks the credits app's one rule, the sidebar's C03 rule).
+    Never on AI Ultra (a contract), AI Free, the free trial, a canceled or unpaid subscription.
+    A member who is not an admin is refused (403) with the reason an admin would be refused, when
+    there is one (asking the administrator would not help then), else told to ask their
+    administrator. One rule for the AI Credits page, the sidebar and the purchase service."""
 
     def refuse(code: str, message: str, status: int) -> PackOffer:
         return PackOffer(False, OfferRefusal(code, message, status))
 
     if on_free_trial(ents):
         return refuse("free_trial", MSG_PACK_TRIAL, 409)
+    tenant_refusal = _pack_tenant_refusal(
+        ents=ents, pack_active_until=pack_active_until, balance_low=balance_low
+    )
     if role != Role.ADMIN:
-        return refuse("role_not_allowed", MSG_PACK_ASK_ADMIN, 403)
+        if tenant_refusal is None:
+            return refuse("role_not_allowed", MSG_PACK_ASK_ADMIN, 403)
+        message = _PACK_MEMBER_MESSAGES.get(tenant_refusal.code, tenant_refusal.message)
+        return refuse("role_not_allowed", message, 403)
+    if tenant_refusal is not None:
+        return PackOffer(False, tenant_refusal)
+    return PackOffer(True)
+
+
+# What a member is told where the admin's refusal names an admin's own action (Manage, Resume,
+# subscribe); the other reasons (a pack active, the balance not low, a contract) are the admin's.
+_PACK_MEMBER_MESSAGES = {
+    "not_on_plus": "Extra credits are available on AI Plus: ask your account administrator to subscribe.",
+    "subscription_canceled": (
+        "Your subscription is canceled: extra credits can be bought once your account administrator "
+        "resumes it."
+    ),
+    "payment_failed": (
+        "Your last payment failed: extra credits can be bought once your account administrator "
+        "updates the payment method."
+    ),
+    "payment_overdue": (
+        "Your payment is overdue: extra credits can be bought once your account administrator settles it."
+    ),
+}
+
+
+def msg_pack_balance_sufficient() -> str:
+    """C12: when extra credits can be bought, in the numbers of the sidebar's rule (C03)."""
+    return (
+        "Extra credits can be bought when your balance runs low: once "
+        f"{settings.CREDITS_NUDGE_USED_PERCENT}% of this period's plan credits are used or fewer than "
+        f"{settings.CREDITS_LOW_BALANCE} credits are available."
+    )
+
+
+def _pack_tenant_refusal(
+    *, ents: Entitlements, pack_active_until: datetime | None, balance_low: bool
+) -> OfferRefusal | None:
+    """Why an administrator of this tenant could not buy an extra pack now; None when they could."""
     if not settings.BILLING_TAB_ENABLED:
-        return refuse("billing_outside", MSG_BILLING_OUTSIDE, 409)
+        return OfferRefusal("billing_outside", MSG_BILLING_OUTSIDE, 409)
     match standing(ents[Product.Code.AI_CREDITS]):
         case Standing.PAID:
             if pack_active_until is not None:
-                return refuse("extra_pack_active", msg_extra_pack_active(pack_active_until), 409)
-            return PackOffer(True)
+                return OfferRefusal("extra_pack_active", msg_extra_pack_active(pack_active_until), 409)
+            if not balance_low:
+                return OfferRefusal("balance_sufficient", msg_pack_balance_sufficient(), 409)
+            return None
         case Standing.CONTRACT:
-            return refuse("contracted", MSG_PACK_CONTRACT, 409)
+            return OfferRefusal("contracted", MSG_PACK_CONTRACT, 409)
         case Standing.CANCELED:
-            return refuse("subscription_canceled", MSG_PACK_CANCELED, 409)
+            return OfferRefusal("subscription_canceled", MSG_PACK_CANCELED, 409)
         case Standing.PAYMENT_FAILED:
-            return refuse("payment_failed", MSG_PACK_PAYMENT_FAILED, 402)
+            return OfferRefusal("payment_failed", MSG_PACK_PAYMENT_FAILED, 402)
         case Standing.OVERDUE:
-            return refuse("payment_overdue", MSG_OVERDUE_MANAGE, 402)
-    return refuse("not_on_plus", MSG_PACK_PLUS_ONLY, 409)
+            return OfferRefusal("payment_overdue", MSG_OVERDUE_MANAGE, 402)
+    return OfferRefusal("not_on_plus", MSG_PACK_PLUS_ONLY, 409)
 
 
 def actor_role(*, tenant: Tenant, user: User) -> str:

@@ -1,5 +1,5 @@
 """CSV downloads, one way for every page: streamed (no row limit in memory) and safe to open in a
-spreadsheet (a text cell that would run as a formula is kept as text)."""
+spreadsheet (a text cell that would run as a formula is kept as text), never cached."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from django.http import StreamingHttpResponse
+from django.utils.cache import add_never_cache_headers
 from django.utils.http import content_disposition_header
 
 # A cell starting with one of these is run as a formula by spreadsheet programs (OWASP's CSV
@@ -37,9 +38,12 @@ def csv_lines(rows: Iterable[Sequence[object]]) -> Iterator[str]:
 
 
 def csv_response(rows: Iterable[Sequence[object]], *, filename: str) -> StreamingHttpResponse:
-    """A CSV attachment of `rows` (the header first), streamed."""
-    return StreamingHttpResponse(
+    """A CSV attachment of `rows` (the header first), streamed, never stored by the browser or a
+    proxy (`Cache-Control: no-store`, private: an export is a tenant's data)."""
+    response = StreamingHttpResponse(
         csv_lines(rows),
         content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": content_disposition_header(True, filename)},
     )
+    add_never_cache_headers(response)
+    return response

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.test import Client
+from django.urls import URLResolver, get_resolver, reverse
 
 from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
 from config.settings import content_security_policy
@@ -75,6 +76,41 @@ def test_invoice_detail_pdf_and_csv_are_never_stored(finance, client_for, invoic
         assert response.status_code == 200, url
         assert _no_store(response), url
         assert "private" in response["Cache-Control"], url
+
+
+def _downloads(resolver=None, prefix: str = "") -> list[tuple[str, str]]:
+    """(route, url name) of every download the URLconf serves: a CSV export or a PDF."""
+    found: list[tuple[str, str]] = []
+    for entry in (resolver or get_resolver()).url_patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            found += _downloads(entry, route)
+        elif route.endswith(".csv") or route.endswith("pdf/"):
+            found.append((route, entry.name or ""))
+    return found
+
+
+def test_every_csv_export_and_download_is_never_stored(admin, client_for, invoice):
+    """Every CSV export (AI Statistics C04, licenses, sessions, invoices) and the invoice PDF answer
+    `Cache-Control: no-store` (private, no-cache, must-revalidate), as README says: found by walking
+    the URLconf, so a new export is covered without being listed."""
+    downloads = _downloads()
+    assert {name for _, name in downloads} >= {
+        "ai_statistics_csv",
+        "licenses_csv",
+        "sessions_csv",
+        "invoice_csv",
+        "invoice_pdf",
+    }
+    values = {"slug": "acme", "invoice_id": invoice.pk}
+    client = client_for(admin)
+    for route, name in downloads:
+        params = re.findall(r"<(?:\w+:)?(\w+)>", route)
+        url = reverse(name, kwargs={p: values[p] for p in params})
+        response = client.get(url)
+        assert response.status_code == 200, url
+        directives = {d.strip() for d in response.get("Cache-Control", "").split(",")}
+        assert {"no-store", "no-cache", "must-revalidate", "private"} <= directives, (url, directives)
 
 
 def test_the_api_keys_page_and_a_new_keys_secret_are_never_stored(admin, client_for):

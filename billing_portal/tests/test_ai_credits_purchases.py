@@ -4,6 +4,7 @@ the webhooks the gateway sends run as a commit would run them (`live()`)."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -11,7 +12,9 @@ import pytest
 import time_machine
 from django.contrib.messages import get_messages
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 from billing_portal import services
 from billing_portal.gateway.base import GatewayError
@@ -19,6 +22,7 @@ from billing_portal.models import ExtraPackPurchase, GatewayAttempt, Invoice
 from billing_portal.tests.conftest import customer_id_of, live_sub, local_gateway
 from credits import selectors as credit_selectors
 from credits.models import ExtraPack, Grant, Source
+from credits.tests.helpers import spend_through_api
 from plans.factories import SubscriptionFactory, plan
 from plans.offers import (
     MSG_BILLING_OUTSIDE,
@@ -26,7 +30,10 @@ from plans.offers import (
     MSG_PACK_CONTRACT,
     MSG_PACK_PLUS_ONLY,
     MSG_PACK_TRIAL,
+    msg_pack_balance_sufficient,
 )
+from tenants.errors import BusinessError
+from tenants.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 
@@ -74,6 +81,13 @@ def on_plus(subscribed, admin, client_for, live):
     answer = confirm(client_for(admin), live, SUBSCRIBE)
     assert answer.headers["HX-Redirect"] == PAGE
     return tenant
+
+
+@pytest.fixture
+def spent(on_plus, admin):
+    """C12: extra credits are for a balance that runs low: 1,600 of the 2,000 credits (80%) used."""
+    spend_through_api(on_plus, admin, 1600)
+    return on_plus
 
 
 # --- Subscribe Now ----------------------------------------------------------------------------------
@@ -225,7 +239,9 @@ def test_s03_with_billing_outside_allowance_subscribe_now_is_not_offered(
     assert gateway_subscriptions(subscribed.tenant) == []
 
 
-def test_s03_with_billing_outside_allowance_no_extra_pack_is_sold(on_plus, admin, client_for, settings):
+def test_s03_with_billing_outside_allowance_no_extra_pack_is_sold(
+    on_plus, spent, admin, client_for, settings
+):
     settings.BILLING_TAB_ENABLED = False
     client = client_for(admin)
     page = client.get(PAGE).content.decode()
@@ -238,7 +254,7 @@ def test_s03_with_billing_outside_allowance_no_extra_pack_is_sold(on_plus, admin
 
 
 def test_a_pack_payment_accepted_but_not_settled_is_not_announced_as_added(
-    on_plus, admin, client_for, live, monkeypatch
+    on_plus, spent, admin, client_for, live, monkeypatch
 ):
     """A payment method that settles later answers the charge with an invoice still open: the buyer
     is not told credits were added; the pack is granted by invoice.paid when it settles (here the
@@ -292,7 +308,7 @@ def _in_flight_buy(client):
 
 
 def test_a_processing_pack_payment_blocks_a_second_buy_is_never_voided_and_is_granted_once_paid(
-    on_plus, admin, client_for, live, processing, monkeypatch
+    on_plus, spent, admin, client_for, live, processing, monkeypatch
 ):
     client = client_for(admin)
     answer = confirm(client, live, PACK, pack="extra-500")
@@ -313,7 +329,7 @@ def test_a_processing_pack_payment_blocks_a_second_buy_is_never_voided_and_is_gr
 
 
 def test_a_processing_pack_payment_that_fails_is_voided_and_frees_the_next_buy(
-    on_plus, admin, client_for, live, processing, monkeypatch
+    on_plus, spent, admin, client_for, live, processing, monkeypatch
 ):
     client = client_for(admin)
     confirm(client, live, PACK, pack="extra-500")
@@ -334,7 +350,7 @@ def test_a_processing_pack_payment_that_fails_is_voided_and_frees_the_next_buy(
 
 
 def test_c12_c13_buy_extra_credits_charges_once_and_grants_the_pack_for_30_days(
-    on_plus, admin, client_for, live
+    on_plus, spent, admin, client_for, live
 ):
     client = client_for(admin)
     assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
@@ -351,7 +367,7 @@ def test_c12_c13_buy_extra_credits_charges_once_and_grants_the_pack_for_30_days(
 
 
 def test_c14_a_second_pack_is_refused_while_one_is_active_and_c15_offered_again_after_expiry(
-    on_plus, admin, client_for, live
+    on_plus, spent, admin, client_for, live
 ):
     client = client_for(admin)
     confirm(client, live, PACK, pack="extra-500")
@@ -375,7 +391,7 @@ def packs(tenant) -> list[Grant]:
 
 
 def test_a_declined_pack_payment_is_voided_grants_nothing_and_is_never_collected_later(
-    on_plus, admin, client_for, live
+    on_plus, spent, admin, client_for, live
 ):
     set_card(on_plus, "declines")
 
@@ -397,7 +413,7 @@ def test_a_declined_pack_payment_is_voided_grants_nothing_and_is_never_collected
     assert packs(on_plus) == []
 
 
-def test_a_buy_after_a_declined_one_works_and_makes_exactly_one_pack(on_plus, admin, client_for, live):
+def test_a_buy_after_a_declined_one_works_and_makes_exactly_one_pack(on_plus, spent, admin, client_for, live):
     client = client_for(admin)
     set_card(on_plus, "declines")
     confirm(client, live, PACK, pack="extra-500")
@@ -423,7 +439,7 @@ def _void_unreachable(monkeypatch) -> None:
 
 
 def test_a_decline_whose_void_fails_blocks_a_second_pack_until_the_next_buy_voids_it(
-    on_plus, admin, client_for, live, monkeypatch
+    on_plus, spent, admin, client_for, live, monkeypatch
 ):
     client = client_for(admin)
     set_card(on_plus, "declines")
@@ -450,7 +466,7 @@ def test_a_decline_whose_void_fails_blocks_a_second_pack_until_the_next_buy_void
 
 
 def test_a_declined_invoice_collected_before_it_could_be_voided_is_credited_once_and_no_second_pack(
-    on_plus, admin, client_for, live, monkeypatch
+    on_plus, spent, admin, client_for, live, monkeypatch
 ):
     client = client_for(admin)
     set_card(on_plus, "declines")
@@ -474,7 +490,7 @@ def test_a_declined_invoice_collected_before_it_could_be_voided_is_credited_once
 
 
 def test_a_pack_awaiting_3d_secure_blocks_a_second_purchase_and_is_granted_once_when_paid(
-    on_plus, admin, client_for, live
+    on_plus, spent, admin, client_for, live
 ):
     set_card(on_plus, "requires_action")
     client = client_for(admin)
@@ -495,7 +511,7 @@ def test_a_pack_awaiting_3d_secure_blocks_a_second_purchase_and_is_granted_once_
 
 
 def test_a_pack_payment_nobody_confirms_is_voided_after_23_hours_and_frees_the_next_pack(
-    on_plus, admin, client_for, live
+    on_plus, spent, admin, client_for, live
 ):
     set_card(on_plus, "requires_action")
     client = client_for(admin)
@@ -536,7 +552,7 @@ def test_a_pack_payment_nobody_confirms_is_voided_after_23_hours_and_frees_the_n
 # --- C24, FAQ 7: who is offered Buy extra credits ---------------------------------------------------
 
 
-def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, admin, member, client_for):
+def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, spent, admin, member, client_for):
     page = client_for(member).get(PAGE).content.decode()
     assert 'data-testid="buy-extra-credits"' not in page
     assert MSG_PACK_ASK_ADMIN in page
@@ -546,6 +562,85 @@ def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, admin, 
     dialog = client_for(admin).get(PACK).content.decode()
     assert "500 credits for $" in dialog
     assert "credits credits" not in dialog
+
+
+def test_c12_c24_faq7_no_extra_credits_while_the_balance_is_sufficient_then_offered_once_it_runs_low(
+    on_plus, admin, member, client_for, live
+):
+    """C12 "if the current balance is insufficient", FAQ 7 "consumption level": an admin who just
+    subscribed (2,000 credits, nothing used) is not offered Buy Credits; the page, the dialog and the
+    service refuse with when extra credits can be bought, and nothing is written. Once 80% of the
+    period's credits are consumed (the sidebar's rule, C03) it is offered."""
+    reason = msg_pack_balance_sufficient()
+    assert reason == (
+        "Extra credits can be bought when your balance runs low: once 80% of this period's plan "
+        "credits are used or fewer than 10 credits are available."
+    )
+    client = client_for(admin)
+    page = client.get(PAGE).content.decode()
+    assert 'data-testid="buy-extra-credits"' not in page
+    assert escape(reason) in page
+    assert escape(reason) in client.get(PACK, HTTP_HX_REQUEST="true").content.decode()
+    sent = len(mail.outbox)
+    assert client.post(PACK, {"action": "send", "pack": "extra-500"}).status_code == 409
+    assert len(mail.outbox) == sent  # no code sent for a purchase that would be refused
+    with pytest.raises(BusinessError) as refused:
+        services.extra_pack_charge_confirmed(
+            tenant=on_plus, pack=ExtraPack.objects.get(code="extra-500"), actor=admin
+        )
+    assert (refused.value.code, refused.value.status, refused.value.message) == (
+        "balance_sufficient",
+        409,
+        reason,
+    )
+    assert not ExtraPackPurchase.objects.exists()
+    assert packs(on_plus) == []
+    # FAQ 7 / 4a: the member is told the same reason, not to ask an administrator who could not buy.
+    member_page = client_for(member).get(PAGE).content.decode()
+    assert escape(reason) in member_page
+    assert MSG_PACK_ASK_ADMIN not in member_page
+
+    spend_through_api(on_plus, admin, 1599)  # 79.95% used: not yet
+    assert 'data-testid="buy-extra-credits"' not in client.get(PAGE).content.decode()
+    spend_through_api(on_plus, admin, 1, key="one-more")  # 80%
+    assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
+    answer = confirm(client, live, PACK, pack="extra-500")
+    assert answer.headers["HX-Redirect"] == PAGE
+    assert [p.amount for p in packs(on_plus)] == [500 * K]
+
+
+def test_c03_c12_credits_held_by_open_holds_make_the_balance_run_low_for_extra_credits(
+    on_plus, admin, client_for
+):
+    """Available = balance - open holds: 1,995 of the 2,000 credits held (nothing consumed) leave 5
+    available, under CREDITS_LOW_BALANCE: extra credits are offered, as the sidebar's quick access."""
+    client = client_for(admin)
+    assert 'data-testid="buy-extra-credits"' not in client.get(PAGE).content.decode()
+    secret = api_key_create(tenant=on_plus, name="runtime", actor=admin).secret
+    held = Client().post(
+        "/api/v1/credits/holds",
+        json.dumps({"credits": "1995", "idempotency_key": "long-job"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    assert held.status_code == 201, held.content
+    assert 'data-testid="buy-extra-credits"' in client.get(PAGE).content.decode()
+    assert credit_selectors.pack_offer(tenant=on_plus, role="admin").available
+
+
+def test_faq7_a_member_is_told_why_an_admin_could_not_buy_either_and_refused_403(
+    on_plus, spent, admin, member, client_for, live
+):
+    """Point 4a: with a pack already active, the member is told so (not "ask your administrator",
+    who could not buy one either); the member's POST stays a 403 and writes nothing."""
+    confirm(client_for(admin), live, PACK, pack="extra-500")
+    page = client_for(member).get(PAGE).content.decode()
+    assert "You already have an active extra credit package" in page
+    assert MSG_PACK_ASK_ADMIN not in page
+    offer = credit_selectors.pack_offer(tenant=on_plus, role="member")
+    assert (offer.refusal.code, offer.refusal.status) == ("role_not_allowed", 403)
+    assert client_for(member).post(PACK, {"action": "send", "pack": "extra-500"}).status_code == 403
+    assert ExtraPackPurchase.objects.count() == 1
 
 
 def test_the_ai_credits_dialog_sells_ai_credits_plans_only(trial_tenant, subscribed, admin, client_for):
@@ -594,7 +689,7 @@ def test_c03_the_sidebar_quick_access_never_offers_a_purchase(on_plus, member, c
 
 
 def test_c13_the_pack_grants_what_was_bought_even_if_staff_changed_the_pack_before_it_was_paid(
-    on_plus, admin, client_for, live
+    on_plus, spent, admin, client_for, live
 ):
     set_card(on_plus, "requires_action")
     confirm(client_for(admin), live, PACK, pack="extra-500")

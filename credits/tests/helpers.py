@@ -3,11 +3,13 @@ rows themselves, and short ways to call the services."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from django.db.models import F, Sum
+from django.test import Client
 from django.utils import timezone
 
 from credits import services
@@ -15,6 +17,7 @@ from credits.models import Consumption, Entry, Grant, Hold, Unit, Wallet
 from credits.selectors import figures, ledger_as_of
 from tenants.errors import BusinessError
 from tenants.models import Tenant
+from tenants.services import api_key_create
 
 K = 1000
 
@@ -111,3 +114,17 @@ def entries(tenant: Tenant) -> list[tuple[str, int, int | None]]:
     return list(
         Entry.objects.filter(tenant=tenant).order_by("pk").values_list("kind", "quantity", "grant_id")
     )
+
+
+def spend_through_api(tenant: Tenant, actor: Any, credits: int, key: str = "spend") -> dict[str, Any]:
+    """What the AI product does: consume `credits` Smart Responses (1 credit each) through the
+    integration API, with a new key of the tenant."""
+    secret = api_key_create(tenant=tenant, name=f"runtime {key}", actor=actor).secret
+    answer = Client().post(
+        "/api/v1/credits/consume",
+        json.dumps({"feature": "smart_response", "quantity": credits, "idempotency_key": key}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    assert answer.status_code == 201, answer.content
+    return answer.json()

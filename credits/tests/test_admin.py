@@ -83,6 +83,40 @@ def test_staff_adjustment_action_asks_then_adjusts_and_audits(staff, plus, ledge
     check_invariants(plus)
 
 
+def test_staff_debit_cannot_take_credit_held_by_open_holds(staff, plus, client_for):
+    """A negative adjustment takes at most the available credit (balance - open holds): quill's 50
+    credits with 45 held, a debit of 10 is refused naming available and held, and nothing is
+    written (no entry, no audit, the hold's credit intact); a debit of 5 is taken."""
+    grant(plus, 50)
+    services.credits_hold(tenant=plus, idempotency_key="job", amount=45 * K)
+    wallet = Wallet.objects.get(tenant=plus)
+    before = list(Entry.objects.values_list("pk", flat=True))
+
+    def adjust(credits: str):
+        return client_for(staff).post(
+            "/admin/credits/wallet/",
+            {
+                "action": "adjust_credits",
+                "_selected_action": [wallet.pk],
+                "apply": "1",
+                "credits": credits,
+                "reason": "Correction",
+            },
+            follow=True,
+        )
+
+    refused = adjust("-10").content.decode()
+    assert "Cannot take 10 AI credits: only 5 available (balance 50, 45 held by open holds)." in refused
+    assert list(Entry.objects.values_list("pk", flat=True)) == before
+    assert not AuditEvent.objects.filter(action="credits.adjusted").exists()
+    assert (figures(tenant_id=plus.pk).balance, figures(tenant_id=plus.pk).held) == (50 * K, 45 * K)
+
+    adjust("-5")
+    shown = figures(tenant_id=plus.pk)
+    assert (shown.balance, shown.held, shown.available) == (45 * K, 45 * K, 0)
+    check_invariants(plus)
+
+
 def test_staff_adjustment_refuses_a_malformed_quantity(staff, plus, ledger, client_for):
     wallet = Wallet.objects.get(tenant=plus)
     response = client_for(staff).post(

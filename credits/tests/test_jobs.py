@@ -85,6 +85,18 @@ def test_a_balance_under_the_setting_is_low_even_when_little_was_used(
     assert low_emails() == [("admin@acme.test", "Your AI credits are running low")]
 
 
+def test_c03_credits_held_by_open_holds_make_the_balance_low_for_the_email(
+    plus, admin, clock, django_capture_on_commit_callbacks
+):
+    """The email's rule is the sidebar's: available credits (balance - open holds) under the
+    setting, though nothing of the period is consumed."""
+    _plan_period(plus)
+    services.credits_hold(tenant=plus, idempotency_key="long-job", amount=1995 * K, ttl_seconds=600)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.low_balance_notify_due(now=timezone.now()) == 1
+    assert low_emails() == [("admin@acme.test", "Your AI credits are running low")]
+
+
 def test_the_sweeper_tasks_are_thin_and_safe_to_run_twice(plus, clock):
     grant(plus, 5, source=Source.EXTRA_PACK, days=1)
     services.credits_hold(tenant=plus, idempotency_key="h", amount=K, ttl_seconds=60)

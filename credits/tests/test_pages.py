@@ -132,6 +132,21 @@ def test_c03_the_quick_access_appears_when_the_balance_is_under_the_setting(
     assert "AI Credits" in sidebar(client.get("/t/acme/"))
 
 
+def test_c03_the_quick_access_counts_credits_held_by_open_holds_as_unavailable(
+    plus, admin, client_for, settings, clock
+):
+    """C03 on the available credit (balance - open holds): 100 staff credits with 95 held leave 5
+    available, under the setting of 10, though nothing is consumed; the hold's expiry frees them."""
+    settings.CREDITS_LOW_BALANCE = 10
+    grant(plus, 100, source=Source.STAFF_ADJUSTMENT, days=None)
+    client = client_for(admin)
+    assert "AI Credits" not in sidebar(client.get("/t/acme/"))
+    services.credits_hold(tenant=plus, idempotency_key="h", amount=95_000, ttl_seconds=600)
+    assert "AI Credits" in sidebar(client.get("/t/acme/"))
+    clock.move_to(START + timedelta(seconds=600))  # the hold has lapsed (even before the sweeper)
+    assert "AI Credits" not in sidebar(client.get("/t/acme/"))
+
+
 def test_c03_no_quick_access_for_a_tenant_that_never_had_credits(tenant, admin, client_for):
     assert "AI Credits" not in sidebar(client_for(admin).get("/t/acme/"))
 
@@ -416,6 +431,53 @@ def test_c16_speak_with_specialist_records_a_lead_and_the_card_says_request_rece
     assert 'data-testid="request-received"' in text(response)
     assert list(Lead.objects.values_list("plan__code", "kind")) == [("credits-ultra", "specialist")]
     assert offers(client.get(PAGES["ai_credits"]))["credits-ultra"][0] == "requested"
+
+
+@pytest.mark.parametrize(
+    ("plan_code", "testid"), [("credits-plus", "interest"), ("credits-ultra", "contact")]
+)
+def test_c16_c18_without_javascript_register_interest_and_speak_with_specialist_return_to_ai_credits(
+    tenant, member, client_for, clock, plan_code, testid
+):
+    """The plain form (no htmx) carries the page it was posted from: back to AI Credits with the
+    message, not to the Billing tab."""
+    from plans.models import Lead
+
+    _on_free(tenant)
+    client = client_for(member)
+    page = text(client.get(PAGES["ai_credits"]))
+    form = re.search(
+        rf'<form method="post" action="([^"]+)"[^>]*>(?:(?!</form>).)*data-testid="{testid}-{plan_code}"',
+        page,
+        re.S,
+    )
+    assert form is not None
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0)))
+    assert fields["next"] == PAGES["ai_credits"]
+
+    answer = client.post(form.group(1), fields)
+
+    assert (answer.status_code, answer["Location"]) == (302, PAGES["ai_credits"])
+    assert Lead.objects.filter(plan__code=plan_code).count() == 1
+    assert "Request received. Our team will get in touch." in text(client.get(answer["Location"]))
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/t/acme/",
+        "//evil.example/t/acme/",
+        "/\\evil.example/",
+        "/t/other/marketplace/ai-credits/",
+        "/accounts/logout/",
+        "javascript:alert(1)",
+    ],
+)
+def test_c16_the_return_address_is_never_an_open_redirect(tenant, member, client_for, clock, target):
+    """Another site, another tenant's page or any page outside this tenant's: the usual place."""
+    _on_free(tenant)
+    answer = client_for(member).post("/t/acme/billing/plans/credits-ultra/contact/", {"next": target})
+    assert (answer.status_code, answer["Location"]) == (302, "/t/acme/billing/?product=ai_credits")
 
 
 def test_the_csv_export_keeps_a_client_given_formula_as_text(plus, finance, client_for):

@@ -53,6 +53,21 @@ def test_c03_summary_counts_live_grants_and_the_plan_period_of_this_tenant_only(
     assert (later.balance, later.period_amount) == ((5 + 300) * K, 300 * K)
 
 
+def test_c03_summary_reads_open_holds_in_its_one_query(plus, django_assert_num_queries):
+    """The held sum of open holds only (held and unexpired), in the same single query."""
+    _grant(plus, 100, Source.PLAN_RENEWAL)
+    services.credits_hold(tenant=plus, idempotency_key="open", amount=30 * K, ttl_seconds=600)
+    services.credits_hold(tenant=plus, idempotency_key="short", amount=5 * K, ttl_seconds=60)
+    released = services.credits_hold(tenant=plus, idempotency_key="gone", amount=7 * K, ttl_seconds=600)
+    services.credits_hold_release(tenant=plus, hold_id=released.answer["id"])
+
+    with django_assert_num_queries(1):
+        found = summary(tenant_id=plus.pk, now=START)
+    assert (found.balance, found.held, found.available) == (100 * K, 35 * K, 65 * K)
+    later = summary(tenant_id=plus.pk, now=START + timedelta(seconds=60))
+    assert (later.held, later.available) == (30 * K, 70 * K)
+
+
 def test_c03_summary_of_a_tenant_without_credits(tenant):
     found = summary(tenant_id=tenant.pk)
     assert (found.has_credits, found.balance, found.period_amount, found.low) == (False, 0, 0, False)

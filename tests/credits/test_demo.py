@@ -26,9 +26,10 @@ def test_lumen_has_a_month_of_consumption_and_an_active_pack(settings):
     assert (ov.plan.plan_name, ov.plan.state) == ("AI Plus", "active")
     assert ov.extra_pack is not None
     assert (ov.extra_pack.amount, ov.extra_pack.remaining) == (500 * K, 500 * K)
-    # This period: 2,000 plan credits, 15 used today; last period's leftovers expired at renewal.
-    assert (ov.period_amount, ov.period_used) == (2000 * K, 15 * K)
-    assert ov.figures.balance == 2485 * K
+    # This period: 2,000 plan credits, 1,615 used today (over 80%: the balance runs low, so the pack
+    # could be bought, C12); last period's leftovers expired at renewal.
+    assert (ov.period_amount, ov.period_used) == (2000 * K, 1615 * K)
+    assert ov.figures.balance == 885 * K
     previous = Grant.objects.get(tenant=lumen, reference="demo:lumen:previous-period")
     assert previous.remaining == 0
     assert Entry.objects.filter(grant=previous, kind="expire").count() == 1

@@ -10,6 +10,7 @@ from django.core import mail
 
 from billing_portal import services as billing
 from credits.models import ExtraPack, Grant, Source
+from credits.tests.helpers import spend_through_api
 from plans.factories import plan
 from tenants.errors import BusinessError
 from tenants.factories import MembershipFactory, UserFactory
@@ -35,6 +36,7 @@ def test_c14_two_admins_buying_a_pack_at_once_make_one_charge_and_one_pack(paid)
         tenant=tenant, plan=plus, actor=admin, code=code, success_url="/", cancel_url="/"
     )
     assert done.status == "done"
+    spend_through_api(tenant, admin, 1600)  # C12: the balance runs low (80% used)
     second = UserFactory(email="cfo@initech.test")
     MembershipFactory(tenant=tenant, user=second, role=Role.ADMIN)
     pack = ExtraPack.objects.get(code="extra-500")

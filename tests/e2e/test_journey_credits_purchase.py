@@ -1,8 +1,9 @@
 """Browser journey for AI credits purchases (issue 9, part B), in Chromium, under the Content-Security-
 Policy, with the local payment gateway and `make run`'s mail (DEBUG on, the dev mailbox): an admin
 with a saved card subscribes to AI Plus with the emailed security code (C09, C10, C11, C23), spends
-credits through the API and sees them in AI Statistics, buys an extra pack (C12, C13) and is then
-refused a second one (C14). A wrong code is an error inside the dialog, which stays open (C10)."""
+credits through the API and sees them in AI Statistics, is not offered extra credits while the
+balance is sufficient (C12, C24), spends 80% of the period's credits and then buys an extra pack
+(C03, C12, C13) and is refused a second one (C14). A wrong code is an error inside the dialog, which stays open (C10)."""
 
 from __future__ import annotations
 
@@ -114,8 +115,26 @@ def test_subscribe_now_with_the_emailed_code_spend_through_the_api_then_buy_one_
     expect(page.get_by_test_id("range-total")).to_have_text("120 credits")
     expect(page.get_by_test_id("balance")).to_have_text("1,880 credits")
 
-    # C12, C13: Buy extra credits, confirmed with its own code: the pack is active for 30 days.
+    # C12, C24 (FAQ 7): with most of the period's credits left, no Buy Credits; the page says when.
     page.goto(f"/t/{tenant.slug}/marketplace/ai-credits/")
+    expect(page.get_by_test_id("buy-extra-credits")).to_have_count(0)
+    expect(page.get_by_test_id("extra-pack-reason")).to_have_text(
+        "Extra credits can be bought when your balance runs low: once 80% of this period's plan "
+        "credits are used or fewer than 10 credits are available."
+    )
+    expect(page.locator("nav.sidebar").get_by_role("link", name="AI Credits")).to_have_count(0)
+    more = Client().post(
+        "/api/v1/credits/consume",
+        data=json.dumps({"feature": "smart_response", "quantity": 1480, "idempotency_key": "j-2"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    assert more.status_code == 201, more.content  # 1,600 of 2,000 used: 80%
+
+    # C03, C12, C13: the sidebar's quick access and Buy Credits appear together (one rule); the
+    # pack, confirmed with its own code, is active for 30 days.
+    page.reload()
+    page.locator("nav.sidebar").get_by_role("link", name="AI Credits").click()
     page.get_by_test_id("buy-extra-credits").click()
     expect(dialog.get_by_role("heading", name="Buy extra credits")).to_be_visible()
     dialog.get_by_test_id("pack-extra-500").check()
@@ -126,7 +145,7 @@ def test_subscribe_now_with_the_emailed_code_spend_through_the_api_then_buy_one_
     expect(page.get_by_test_id("extra-pack")).to_have_text("500 credits")
     expires = timezone.now() + timedelta(days=30)
     expect(page.get_by_test_id("extra-pack-expires")).to_have_text(f"{expires.day} {expires:%b %Y}")
-    expect(page.get_by_test_id("balance")).to_have_text("2,380 credits")
+    expect(page.get_by_test_id("balance")).to_have_text("900 credits")
 
     # C14: one at a time — the button is gone and the page says why.
     expect(page.get_by_test_id("buy-extra-credits")).to_have_count(0)
