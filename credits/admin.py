@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 
 from credits import services
 from credits.models import Consumption, Entry, ExtraPack, FeatureCost, Grant, Hold, Wallet
-from plans.money import credits_string, parse_credits
+from plans.money import MAX_CREDITS_AT_ONCE, credits_string, parse_credits
 from tenants.errors import BusinessError
 
 
@@ -77,6 +77,8 @@ class AdjustForm(forms.Form):
             raise forms.ValidationError("A quantity of credits with at most three decimals.") from exc
         if amount == 0:
             raise forms.ValidationError("Adjust by a non-zero quantity.")
+        if abs(amount) > MAX_CREDITS_AT_ONCE:  # a 20-digit quantity was a 500 (the ledger's bigint)
+            raise forms.ValidationError("Adjust by at most a billion credits (1000000000) at a time.")
         return amount
 
 

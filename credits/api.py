@@ -27,7 +27,7 @@ from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
 from tenants.api_docs import INVALID, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody, pattern_says
+from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody, no_body, pattern_says
 from tenants.errors import BusinessError
 
 router = Router(tags=["credits"])
@@ -579,6 +579,7 @@ RELEASED = {
     ),
 )
 def release(request: HttpRequest, hold_id: HoldIdPath) -> dict:
+    no_body(request)
     return services.credits_hold_release(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         hold_id=hold_id,

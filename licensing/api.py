@@ -23,7 +23,7 @@ from plans.money import credits_string
 from plans.selectors import MSG_ENDED, MSG_OVERDUE, ProductEntitlement, entitlements
 from tenants.api_answer import json_answer
 from tenants.api_docs import ErrorCase, documented
-from tenants.api_fields import RequestBody
+from tenants.api_fields import RequestBody, no_body
 from tenants.errors import BusinessError
 from tenants.models import Tenant
 
@@ -363,6 +363,7 @@ def client_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
     ),
 )
 def license_put(request: HttpRequest, client_id: ClientIdPath, kind: KindPath) -> dict:
+    no_body(request)
     tenant = _tenant(request)
     client = services.license_assign(
         tenant=tenant,
@@ -387,6 +388,7 @@ def license_put(request: HttpRequest, client_id: ClientIdPath, kind: KindPath) -
     ),
 )
 def license_delete(request: HttpRequest, client_id: ClientIdPath, kind: KindPath) -> dict:
+    no_body(request)
     tenant = _tenant(request)
     client = services.license_remove(
         tenant=tenant,

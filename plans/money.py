@@ -71,6 +71,9 @@ def format_money(amount: int, currency: str) -> str:
 # --- credits: stored as integer thousandths of a credit ------------------------------------------
 
 CREDIT = 1000  # thousandths in one credit
+# The most credits one staff action gives or takes at a time (an adjustment, a contract's month): the
+# API's bound on a quantity of credits, far below the ledger's bigint.
+MAX_CREDITS_AT_ONCE = 1_000_000_000 * CREDIT
 
 
 def credits_string(thousandths: int) -> str:

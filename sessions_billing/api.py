@@ -22,7 +22,7 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody
+from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody, no_body
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -514,6 +514,7 @@ def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
     **documented(UsageOut, LIMIT_NOT_AVAILABLE),
 )
 def session_limit_reset(request: HttpRequest) -> dict:
+    no_body(request)
     tenant = request.auth.tenant  # type: ignore[attr-defined]
     terms = services.session_limit_reset(tenant=tenant, actor=request.auth)  # type: ignore[attr-defined]
     return _usage(selectors.usage_for(tenant=tenant, terms=terms))

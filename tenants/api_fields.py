@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParserError
+from ninja.errors import ValidationError
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -87,3 +91,48 @@ class RequestBody(BaseModel):
     otherwise be taken for its absence, and do what its absence does."""
 
     model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+
+def no_body(request: HttpRequest) -> None:
+    """A write that takes nothing beyond its path (release a hold, assign or remove a license, reset
+    the session limit): no body, `{}`, or a form post without fields. A field is refused as
+    `RequestBody` refuses one it does not know (422 naming it, nothing done): a client that meant
+    something by it learns it was not read, never that it was. ninja reads no body for such an
+    endpoint, so this does."""
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        try:
+            names = [*request.POST, *request.FILES]
+        except MultiPartParserError:
+            names = ["body"]
+        _refuse_fields(names)
+        return
+    raw = request.body.strip()
+    if not raw:
+        return
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
+        raise ValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "The request body is not valid JSON."}]
+        ) from None
+    if not isinstance(data, dict):
+        raise ValidationError(
+            [
+                {
+                    "type": "model_type",
+                    "loc": ("body",),
+                    "msg": "This endpoint takes no body: send none, or {}.",
+                }
+            ]
+        )
+    _refuse_fields(list(data))
+
+
+def _refuse_fields(names: list[str]) -> None:
+    if names:
+        raise ValidationError(
+            [
+                {"type": "extra_forbidden", "loc": ("body", name), "msg": "Extra inputs are not permitted"}
+                for name in names
+            ]
+        )

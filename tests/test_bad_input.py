@@ -483,3 +483,53 @@ def test_an_api_body_with_a_field_the_endpoint_does_not_know_is_a_422_naming_it(
     assert not Hold.objects.exists()
     assert not Ticket.objects.exists()
     assert not Conversation.objects.exists()
+
+
+def test_a_write_that_takes_no_body_refuses_fields_and_does_nothing(tenant, admin, api_auth):
+    """Releasing a hold, assigning or removing a license and resetting the session limit read no
+    body: a field sent anyway is refused as an unknown field is elsewhere (422 naming it), and the
+    write is not done. No body, `{}` or a form post without fields still do it."""
+    from credits.factories import grant, on_plus
+    from credits.models import Hold
+    from licensing.factories import on_helpdesk
+    from licensing.models import Client as PsaClient
+    from sessions_billing.models import SessionLimit
+
+    on_plus(tenant)
+    on_helpdesk(tenant)
+    grant(tenant, 50)
+    client = Client()
+    hold = client.post(
+        "/api/v1/credits/holds", json.dumps({"credits": "1", "idempotency_key": "h"}),
+        content_type="application/json", **api_auth,
+    ).json()  # fmt: skip
+    client.put(
+        "/api/v1/clients/c-1", json.dumps({"name": "Contoso"}), content_type="application/json", **api_auth
+    )
+    writes = [
+        ("post", f"/api/v1/credits/holds/{hold['id']}/release"),
+        ("put", "/api/v1/clients/c-1/licenses/ai"),
+        ("delete", "/api/v1/clients/c-1/licenses/ai"),
+        ("delete", "/api/v1/usage/session-limit"),
+    ]
+    for method, path in writes:
+        refused = getattr(client, method)(path, '{"foo": 1}', content_type="application/json", **api_auth)
+        assert (refused.status_code, refused.json()["error"]["message"]) == (
+            422,
+            "foo: Extra inputs are not permitted",
+        ), path
+        for body in ('"x"', "{"):
+            assert (
+                getattr(client, method)(path, body, content_type="application/json", **api_auth).status_code
+                == 422
+            )
+    assert Hold.objects.get(pk=hold["id"]).status == "held"
+    assert PsaClient.objects.get(external_id="c-1").ai_license_since is None
+    assert not SessionLimit.objects.exists()
+    assert (
+        client.put(
+            "/api/v1/clients/c-1/licenses/ai", "{}", content_type="application/json", **api_auth
+        ).status_code
+        == 200
+    )
+    assert client.post(f"/api/v1/credits/holds/{hold['id']}/release", **api_auth).status_code == 200

@@ -216,3 +216,24 @@ def test_s16_enterprise_book_a_demo_is_assigned_by_contract_and_ends_the_trial(
     assert trial.state == "expired"
     assert Contract.objects.get(subscription=sub).credits_per_period == 0
     assert not Grant.objects.filter(tenant=trial_tenant, plan__code="agents-enterprise").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"credits_per_month": "99999999999999999999"}, "at most a billion credits"),
+        ({"starts_on": "2020-01-01"}, "within a month of its start date"),
+        ({"starts_on": "2999-01-01"}, "not before"),
+    ],
+)
+def test_c07_a_contract_past_what_the_ledger_holds_or_begun_long_ago_is_a_form_error(
+    ultra_lead, sales, client_for, overrides, error
+):
+    """A 20-digit monthly amount was a 500 (the ledger's bigint); a contract of 2020 was assigned
+    with its first month long over: no credits, and the AI Free it replaced left running."""
+    response = client_for(sales).post(assign_url(ultra_lead), contract_form(**overrides))
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert not Contract.objects.exists()
+    assert ultra_grants(ultra_lead.tenant) == []

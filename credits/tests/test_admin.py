@@ -134,6 +134,28 @@ def test_staff_adjustment_refuses_a_malformed_quantity(staff, plus, ledger, clie
     assert not AuditEvent.objects.filter(action="credits.adjusted").exists()
 
 
+@pytest.mark.parametrize("credits", ["99999999999999999999", "-9999999999999999999", "1000000000.001"])
+def test_staff_adjustment_beyond_a_billion_credits_is_a_form_error_not_a_500(
+    staff, plus, ledger, client_for, credits
+):
+    wallet = Wallet.objects.get(tenant=plus)
+    before = figures(tenant_id=plus.pk)
+    response = client_for(staff).post(
+        "/admin/credits/wallet/",
+        {
+            "action": "adjust_credits",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "credits": credits,
+            "reason": "x",
+        },
+    )
+    assert response.status_code == 200
+    assert b"at most a billion credits" in response.content
+    assert figures(tenant_id=plus.pk) == before
+    assert not AuditEvent.objects.filter(action="credits.adjusted").exists()
+
+
 def test_c20_package_deactivation_is_a_staff_action_audited(staff, plus, ledger, client_for):
     response = client_for(staff).post(
         "/admin/credits/grant/",
