@@ -122,6 +122,13 @@ def invoice_pdf(*, invoice: Invoice) -> bytes:
         ("Subtotal", money(invoice.subtotal)),
         ("Tax", money(invoice.tax)),
         ("Total", money(invoice.total)),
+        # The customer's balance, as Stripe's invoice shows it (starting and ending balance).
+        *(
+            [("Paid from your credit balance", money(invoice.credit_applied))]
+            if invoice.credit_applied
+            else []
+        ),
+        *([("Added to your credit balance", money(invoice.credit_added))] if invoice.credit_added else []),
         ("Amount paid", money(invoice.amount_paid)),
         ("Amount remaining", money(invoice.amount_remaining)),
     ]
@@ -130,7 +137,7 @@ def invoice_pdf(*, invoice: Invoice) -> bytes:
             [Paragraph(f"<b>{label}</b>" if label == "Total" else label, right), Paragraph(value, right)]
             for label, value in totals
         ],
-        colWidths=[45 * mm, 35 * mm],
+        colWidths=[65 * mm, 35 * mm],  # room for "Paid from your credit balance" on one line
         hAlign="RIGHT",
     )
     totals_table.setStyle(

@@ -165,6 +165,12 @@ class GatewayInvoicePreview:
         """Minor units left to the customer's balance for the next invoices (0 when something is due)."""
         return max(-self.total, 0)
 
+    @property
+    def balance_applied(self) -> int:
+        """Minor units of the total that the customer's credit balance pays (Stripe's amount_due is
+        the total less the balance applied: docs.stripe.com/billing/customer/balance)."""
+        return max(min(self.total, self.total - self.amount_due), 0)
+
 
 @dataclass(frozen=True)
 class GatewayCheckoutSession:

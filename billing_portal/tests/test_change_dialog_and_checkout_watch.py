@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing_portal import services
-from billing_portal.gateway.base import GatewayError
+from billing_portal.gateway.base import GatewayError, GatewayInvoicePreview
 from billing_portal.models import CheckoutSession
 from billing_portal.selectors import WATCH_FOR, CheckoutWatch, checkout_watch
 from plans.factories import plan
@@ -230,3 +230,27 @@ def test_status_query_count_is_small_and_fixed(trial_tenant, admin, client_for):
     with CaptureQueriesContext(connection) as later:
         client.get(url, HTTP_HX_REQUEST="true")
     assert len(first) == len(later)
+
+
+@pytest.mark.parametrize(
+    ("amount_due", "total", "sentence"),
+    [
+        (5999, 8999, "You will be charged $59.99 now</strong>"),
+        (0, 3000, "Nothing is charged now.</strong>"),
+    ],
+)
+def test_the_preview_names_the_credit_balance_it_applies_s18(
+    subscribed, admin, client_for, monkeypatch, amount_due, total, sentence
+):
+    """A downgrade's credit pays part or all of the next change: the preview says so, as Stripe's
+    preview invoice has it (total less the balance applied is what is due), so its lines add up."""
+
+    def preview(self, **kwargs):
+        return GatewayInvoicePreview(currency="usd", amount_due=amount_due, total=total)
+
+    monkeypatch.setattr(type(local_gateway()), "preview_price_change", preview)
+    body = text(client_for(admin).get(PREVIEW, HTTP_HX_REQUEST="true"))
+
+    assert sentence in body
+    applied = "$30.00 of the $89.99." if amount_due else "the $30.00."
+    assert f"Your credit balance pays {applied}" in body

@@ -139,7 +139,7 @@ def test_a_downgrade_previews_a_credit_and_charges_nothing(clocked):
     )
     # The next preview applies that credit to what is due now.
     back_up = clocked.gateway.preview_price_change(subscription_id=sub_id, price_id="price_pro")
-    assert (back_up.total, back_up.amount_due) == (1355, 0)
+    assert (back_up.total, back_up.amount_due, back_up.balance_applied) == (1355, 0, 1355)
 
 
 def test_a_change_of_interval_previews_the_new_cycle_less_the_unused_time(clocked):

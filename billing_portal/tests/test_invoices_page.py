@@ -427,6 +427,9 @@ def test_a_downgrade_credit_and_its_use_show_on_the_list_the_detail_and_the_csv(
     assert "$29.97 paid from credit" in listing
     detail = client.get(url("invoice_detail", tenant, invoice_id=down.pk)).content.decode()
     assert 'data-testid="credit-added">$29.97<' in detail
+    assert b"(Added to your credit balance)" in invoice_pdf(invoice=down)
+    used = Invoice.objects.get(number="ACME-0011")
+    assert b"(Paid from your credit balance)" in invoice_pdf(invoice=used)
     rows = b"".join(client.get(url("invoice_csv", tenant)).streaming_content).decode().splitlines()
     assert [r.split(",")[-5:] for r in rows if r.startswith(("ACME-0010", "ACME-0011"))] == [
         ["49.00", "19.03", "0.00", "29.97", "0.00"],
