@@ -107,7 +107,7 @@ def no_body(request: HttpRequest) -> None:
         _refuse_fields(names)
         return
     raw = request.body.strip()
-    if not raw:
+    if not raw or raw == b"null":
         return
     try:
         data = json.loads(raw)

@@ -27,7 +27,7 @@ class Api:
         self.auth = f"Bearer {secret}"
 
     def _send(self, method: str, path: str, body: Any = None):
-        data = json.dumps(body) if body is not None else None
+        data = json.dumps(body) if body is not None else ""  # no body (None would be sent as "None")
         return getattr(self.client, method)(
             f"/api/v1{path}", data=data, content_type="application/json", HTTP_AUTHORIZATION=self.auth
         )
