@@ -157,6 +157,10 @@ class Subscription(models.Model):
     current_period_start = models.DateTimeField()
     current_period_end = models.DateTimeField()
     trial_ends_at = models.DateTimeField(null=True, blank=True)
+    # When the trial's sessions reached TRIAL_ENDING_SOON_PERCENT of its cap (S10, set by the sessions
+    # app as it counts them): from then on the badge says "Trial ending soon", as it does in the
+    # trial's last days, wherever it is shown (the card, /entitlements, the Overview tile).
+    trial_sessions_ending_at = models.DateTimeField(null=True, blank=True)
     # Payment issue: when access stops if the balance is still unpaid.
     payment_failed_at = models.DateTimeField(null=True, blank=True)
     grace_until = models.DateTimeField(null=True, blank=True)

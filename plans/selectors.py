@@ -145,7 +145,10 @@ def _limits(plan: Plan) -> Limits:
 def _badge(sub: Subscription, now: datetime) -> tuple[str, str]:
     if sub.state == State.TRIALING:
         assert sub.trial_ends_at is not None
-        if sub.trial_ends_at - now <= timedelta(days=settings.TRIAL_ENDING_SOON_DAYS):
+        if (
+            sub.trial_ends_at - now <= timedelta(days=settings.TRIAL_ENDING_SOON_DAYS)
+            or sub.trial_sessions_ending_at is not None  # S10: most of the trial's sessions used
+        ):
             return BADGES["trial_ending"], "warning"
         return BADGES["trial"], "info"
     return {
@@ -274,7 +277,7 @@ def _entitlement(product: Product, sub: Subscription | None, now: datetime) -> P
 # functions rather than LATERAL, so the embedded SQLite default runs the same SQL.
 _SUB_COLUMNS = (
     "id", "state", "started_at", "current_period_start", "current_period_end", "trial_ends_at",
-    "payment_failed_at", "grace_until", "canceled_at", "ends_at", "ended_at", "gateway_subscription_id",
+    "trial_sessions_ending_at", "payment_failed_at", "grace_until", "canceled_at", "ends_at", "ended_at", "gateway_subscription_id",
 )  # fmt: skip
 _PLAN_COLUMNS = (
     "id", "code", "name", "kind", "price_amount", "currency", "interval", "session_limit", "answered_only",
@@ -285,7 +288,8 @@ _CHANGE_COLUMNS = ("id", "effective_at")
 _BOOLEANS = {"answered_only", "extra_packs_allowed", "unlimited_ai"}
 _UPCOMING_PLAN_COLUMNS = ("id", "code", "name", "price_amount", "currency", "interval")
 _DATETIMES = {
-    "started_at", "current_period_start", "current_period_end", "trial_ends_at", "payment_failed_at",
+    "started_at", "current_period_start", "current_period_end", "trial_ends_at", "trial_sessions_ending_at",
+    "payment_failed_at",
     "grace_until", "canceled_at", "ends_at", "ended_at", "effective_at",
 }  # fmt: skip
 

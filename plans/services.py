@@ -219,6 +219,15 @@ def tenant_provision(
     return started
 
 
+def trial_sessions_ending(*, subscription_id: int, now: datetime | None = None) -> None:
+    """S10: the trial's sessions reached TRIAL_ENDING_SOON_PERCENT of its cap: its badge says "Trial
+    ending soon" from now on. Once (a trial already marked, or no longer trialing, is left alone);
+    the row's change bumps the tenant's cache version, so /entitlements says so at once."""
+    Subscription.objects.filter(
+        pk=subscription_id, state=Subscription.State.TRIALING, trial_sessions_ending_at__isnull=True
+    ).update(trial_sessions_ending_at=now or timezone.now())
+
+
 @transaction.atomic
 def trial_end(*, subscription: Subscription, reason: str, now: datetime | None = None) -> Subscription:
     """End a trial now (days or sessions ran out). Idempotent."""

@@ -16,13 +16,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from plans.models import Subscription
 from plans.selectors import entitlements
-from plans.services import trial_end
+from plans.services import trial_end, trial_sessions_ending
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.terms import PRODUCT, Terms, tenant_limit, terms_for
 from tenants.audit import Actor, audit
@@ -322,6 +323,10 @@ def _after_count(*, tenant: Tenant, terms: Terms, counted: Counted) -> None:
         _warn(tenant=tenant, terms=terms, period_id=counted.period_id, which=1, percent=first, count=count)
     if counted.second_warning_at is None and count * 100 >= second * limit:
         _warn(tenant=tenant, terms=terms, period_id=counted.period_id, which=2, percent=second, count=count)
+    trialing = terms.trial and terms.ent.state == "trialing" and terms.ent.subscription_id
+    if trialing and count * 100 >= settings.TRIAL_ENDING_SOON_PERCENT * limit:
+        # The badge everywhere (S10), not only on this app's card: the plans app keeps it.
+        trial_sessions_ending(subscription_id=terms.ent.subscription_id)  # type: ignore[arg-type]
     if terms.trial and terms.ent.state == "trialing" and count >= limit and terms.ent.subscription_id:
         # The trial's sessions are used up: it ends at once (S12), in this transaction.
         trial_end(subscription=Subscription(pk=terms.ent.subscription_id), reason="sessions")

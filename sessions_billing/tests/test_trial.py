@@ -37,6 +37,40 @@ def test_trial_sessions_left_is_live_and_ending_soon_at_90_percent_s09_s10(tenan
     assert usage.warnings == ["Trial ending soon"]
 
 
+def test_at_90_percent_of_the_trial_sessions_every_badge_says_trial_ending_soon_s10_s30(
+    tenant, admin, trial, client_for
+):
+    """The Billing card, /usage, /entitlements and the Overview tile: one badge, not the card alone
+    (an outsider probe found /entitlements and the tile still saying "Trial subscription")."""
+    import json
+    import re
+
+    from django.test import Client
+
+    from tenants.services import api_key_create
+
+    key = api_key_create(tenant=tenant, name="k", actor=admin).secret
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    def badges() -> tuple[str, str, str]:
+        ents = json.loads(api.get("/api/v1/entitlements").content)
+        agents = ents["products"]["ai_agents"]
+        overview = client_for(admin).get(f"/t/{tenant.slug}/").content.decode()
+        tile = re.search(
+            r'aria-labelledby="product-ai_agents-title">.*?data-testid="product-badge">([^<]+)<',
+            overview,
+            re.S,
+        )
+        assert tile is not None
+        return usage_for(tenant=tenant).badge, agents["badge"], tile.group(1)
+
+    _start(tenant, 44)
+    assert badges() == ("Trial subscription",) * 3
+    _start(tenant, 1, offset=44)  # 45 of 50: 90%
+    assert badges() == ("Trial ending soon",) * 3
+    assert Subscription.objects.get(pk=trial.pk).trial_sessions_ending_at is not None
+
+
 def test_60_and_90_percent_emails_are_sent_once_each_s11(tenant, admin, trial):
     _start(tenant, 29)
     assert _usage_mail(tenant) == []
