@@ -10,24 +10,28 @@ refused attempt stores no key."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
-from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema, Status
-from ninja.errors import ValidationError
 from pydantic import StrictInt, StringConstraints
-from pydantic import ValidationError as PydanticValidationError
 
 from credits import selectors, services
 from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
 from tenants.api_docs import INVALID, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody, no_body, pattern_says
+from tenants.api_fields import (
+    NO_CONTROL,
+    PRINTABLE,
+    Moment,
+    RequestBody,
+    no_body,
+    optional_body,
+    pattern_says,
+)
 from tenants.errors import BusinessError
 
 router = Router(tags=["credits"])
@@ -494,7 +498,7 @@ HoldIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The id a hold was
         INVALID,
         example=COMMITTED,
         when="Committed (or committed before: the first answer).",
-        # The optional body, parsed by hand (_optional_body), documented as ninja would have.
+        # The optional body, read by hand (tenants.api_fields.optional_body), documented as ninja would have.
         request_body={
             "required": False,
             "content": {
@@ -504,52 +508,13 @@ HoldIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The id a hold was
     ),
 )
 def commit(request: HttpRequest, hold_id: HoldIdPath) -> dict:
-    data = _optional_body(request, CommitIn)
+    data = optional_body(request, CommitIn, example='{"credits": "1.2"}')
     return services.credits_hold_commit(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         hold_id=hold_id,
         amount=_credits(data.credits if data is not None else None),
         actor=request.auth,  # type: ignore[attr-defined]
     ).answer
-
-
-def _optional_body(request: HttpRequest, schema: type[CommitIn]) -> CommitIn | None:
-    """The body is optional here: none at all (or only whitespace) means the defaults. Anything else
-    must be the JSON object of `schema`, whatever the Content-Type says (as ninja reads the other
-    endpoints' bodies): a body that is not one is a 422 and commits nothing, never "all of it".
-    Parsed by hand because ninja refuses an empty body of a body parameter."""
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        try:
-            form = bool(request.POST or request.FILES)
-        except MultiPartParserError:
-            form = True
-        if not form:
-            return None  # a form post without fields: no body
-        raise ValidationError(
-            [{"type": "content_type", "loc": ("body",), "msg": "Send the body as JSON (application/json)."}]
-        )
-    raw = request.body.strip()
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
-        raise ValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": "The request body is not valid JSON."}]
-        ) from None
-    if not isinstance(data, dict):
-        raise ValidationError(
-            [{"type": "model_type", "loc": ("body",), "msg": 'Send a JSON object, e.g. {"credits": "1.2"}.'}]
-        )
-    try:
-        return schema.model_validate(data)
-    except PydanticValidationError as exc:
-        raise ValidationError(
-            [
-                {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"]}
-                for e in exc.errors(include_url=False, include_context=False, include_input=False)
-            ]
-        ) from exc
 
 
 RELEASED = {

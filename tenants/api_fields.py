@@ -93,22 +93,27 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(from_attributes=True, extra="forbid")
 
 
-def no_body(request: HttpRequest) -> None:
-    """A write that takes nothing beyond its path (release a hold, assign or remove a license, reset
-    the session limit): no body, `{}`, or a form post without fields. A field is refused as
-    `RequestBody` refuses one it does not know (422 naming it, nothing done): a client that meant
-    something by it learns it was not read, never that it was. ninja reads no body for such an
-    endpoint, so this does."""
+def optional_body[Body: RequestBody](
+    request: HttpRequest, schema: type[Body], *, example: str
+) -> Body | None:
+    """A body that may be left out: none at all (or only whitespace), or a form post without fields,
+    is None. Anything else must be the JSON object of `schema`, whatever the Content-Type says (as
+    ninja reads the other endpoints' bodies): a body that is not one is a 422 and the write is not
+    done, never done as if nothing had been sent. Read by hand because ninja refuses an empty body
+    of a body parameter, and reads none at all for an endpoint without one."""
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
-            names = [*request.POST, *request.FILES]
+            form = bool(request.POST or request.FILES)
         except MultiPartParserError:
-            names = ["body"]
-        _refuse_fields(names)
-        return
+            form = True
+        if not form:
+            return None  # a form post without fields: no body
+        raise ValidationError(
+            [{"type": "content_type", "loc": ("body",), "msg": "Send the body as JSON (application/json)."}]
+        )
     raw = request.body.strip()
-    if not raw or raw == b"null":
-        return
+    if not raw:
+        return None
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
@@ -117,22 +122,26 @@ def no_body(request: HttpRequest) -> None:
         ) from None
     if not isinstance(data, dict):
         raise ValidationError(
-            [
-                {
-                    "type": "model_type",
-                    "loc": ("body",),
-                    "msg": "This endpoint takes no body: send none, or {}.",
-                }
-            ]
+            [{"type": "model_type", "loc": ("body",), "msg": f"Send a JSON object, e.g. {example}."}]
         )
-    _refuse_fields(list(data))
-
-
-def _refuse_fields(names: list[str]) -> None:
-    if names:
+    try:
+        return schema.model_validate(data)
+    except PydanticValidationError as exc:
         raise ValidationError(
             [
-                {"type": "extra_forbidden", "loc": ("body", name), "msg": "Extra inputs are not permitted"}
-                for name in names
+                {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"]}
+                for e in exc.errors(include_url=False, include_context=False, include_input=False)
             ]
-        )
+        ) from exc
+
+
+class NoBody(RequestBody):
+    """The body of a write that takes nothing beyond its path: `{}` at most."""
+
+
+def no_body(request: HttpRequest) -> None:
+    """A write that takes nothing beyond its path (release a hold, assign or remove a license, reset
+    the session limit): no body, `{}`, or a form post without fields. A field is refused as
+    `RequestBody` refuses one it does not know (422 naming it, nothing done): a client that meant
+    something by it learns it was not read, never that it was."""
+    optional_body(request, NoBody, example="{}")
