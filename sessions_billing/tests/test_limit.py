@@ -198,6 +198,13 @@ def test_the_api_sets_and_resets_the_limit_with_the_key_as_actor(tenant, admin, 
         api.put("/usage/session-limit", {"session_limit": 1501}).json()["error"]["code"] == "limit_above_plan"
     )
     assert SessionLimit.objects.get(tenant=tenant).session_limit == 120
+    # The reset takes no body: a field sent anyway is refused and the limit stays.
+    refused = api._send("delete", "/usage/session-limit", {"limit_source": "plan"})
+    assert (refused.status_code, refused.json()["error"]["message"]) == (
+        422,
+        "limit_source: Extra inputs are not permitted",
+    )
+    assert SessionLimit.objects.get(tenant=tenant).session_limit == 120
     response = api.delete("/usage/session-limit")
     assert (response.status_code, response.json()["session_limit"], response.json()["limit_source"]) == (
         200,
