@@ -12,7 +12,7 @@ the action calls billing_portal's service."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django import forms
 from django.contrib import admin, messages
@@ -27,7 +27,7 @@ from django.utils import timezone
 from billing_portal import services
 from plans.admin import LeadAdmin
 from plans.models import Lead, Plan, Product
-from plans.money import MAX_CREDITS_AT_ONCE, credits_string, parse_credits
+from plans.money import credits_string, parse_credits
 from plans.services import CONTRACT_MAX_MONTHS
 from tenants.errors import BusinessError
 
@@ -63,23 +63,7 @@ class ContractForm(forms.Form):
             raise forms.ValidationError("A quantity of credits with at most three decimals.") from exc
         if amount <= 0:
             raise forms.ValidationError("A contract grants more than zero credits a month.")
-        if amount > MAX_CREDITS_AT_ONCE:  # a 20-digit quantity was a 500 (the ledger's bigint)
-            raise forms.ValidationError("A contract grants at most a billion credits (1000000000) a month.")
         return amount
-
-    def clean_starts_on(self):
-        starts_on = self.cleaned_data["starts_on"]
-        today = timezone.now().date()
-        if starts_on > today:
-            raise forms.ValidationError("Assign the contract on its start date, not before.")
-        if starts_on < today - timedelta(days=31):
-            # Its first month would be over before it was assigned: its credits never usable, the
-            # free plan it replaces left running (an outsider probe's contract of 2020).
-            raise forms.ValidationError(
-                "Assign the contract within a month of its start date; for an older contract, "
-                "start it today with the months that remain."
-            )
-        return starts_on
 
 
 admin.site.unregister(Lead)

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from plans.models import Contract, Lead, LeadKind, Plan, Product, ScheduledChange, Subscription, TrialGrant
+from plans.money import MAX_CREDITS_AT_ONCE
 from plans.offers import MSG_SCHEDULED, OfferAction, When, actor_role, offer_require
 from plans.payments import RUNNING, PaidSubscriptionFacts, PaymentStatus
 from tenants.audit import SYSTEM, Actor, audit
@@ -677,6 +678,8 @@ def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") ->
 # --- contracts (contact-sales plans assigned by staff) ------------------------------------------
 
 CONTRACT_MAX_MONTHS = 120
+# How long after its start a contract may still be assigned: within its first month.
+CONTRACT_MAX_LATE = timedelta(days=31)
 
 
 @dataclass(frozen=True)
@@ -737,9 +740,24 @@ def contract_start(
         raise BusinessError(
             "contract_starts_later", "Assign the contract on its start date, not before.", status=422
         )
+    if starts_at < now - CONTRACT_MAX_LATE:
+        # Its first month would be over before it was assigned: its credits never usable, the free
+        # plan it replaces left running (an outsider probe's contract of 2020).
+        raise BusinessError(
+            "contract_started_long_ago",
+            "Assign the contract within a month of its start date; for an older contract, start it "
+            "today with the months that remain.",
+            status=422,
+        )
     if plan.product.code == Product.Code.AI_CREDITS and credits_per_period <= 0:
         raise BusinessError(
             "contract_credits", f"{plan.name} needs the credits the contract grants each month.", status=422
+        )
+    if credits_per_period > MAX_CREDITS_AT_ONCE:  # a 20-digit amount was a 500 (the ledger's bigint)
+        raise BusinessError(
+            "contract_credits",
+            "A contract grants at most a billion credits (1000000000) a month.",
+            status=422,
         )
     if live is not None:
         if live.plan.kind == Plan.Kind.CONTACT_SALES:
