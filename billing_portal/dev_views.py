@@ -101,26 +101,54 @@ def checkout(request: TenantRequest, session_id: str) -> HttpResponse:
 
 
 MSG_PORTAL_NO_CANCEL = "This portal does not offer cancellation. Nothing was changed."
+# Each action of the portal page that a configuration can turn off, with the feature it needs
+# (https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-features)
+# and the refusal when the session's configuration has it off. Resume and the test actions are not
+# features of a configuration.
+PORTAL_ACTION_FEATURES = {
+    "cancel": ("subscription_cancel", MSG_PORTAL_NO_CANCEL),
+    "update_card": (
+        "payment_method_update",
+        "This portal does not offer updating the payment method. Nothing was changed.",
+    ),
+    "pay": ("invoice_history", "This portal does not offer paying invoices. Nothing was changed."),
+}
+
+
+def _enabled(features: dict, feature: str) -> bool:
+    return bool((features.get(feature) or {}).get("enabled"))
 
 
 @require_http_methods(["GET", "POST"])
 def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
+    """Stripe's customer portal, reached only through a portal session (`?session=`). Every request,
+    an action's included, visits the session: an expired one shows only that it expired and changes
+    nothing, and an action is checked against what the session's configuration allows at that
+    moment, not what the page showed when it was rendered."""
     gateway = _local_gateway()
     tenant = _customer_tenant(request, customer_id)
     return_url = _safe_return(request, request.GET.get("return", ""))
     try:
-        features = gateway.portal_session_features(
+        features = gateway.visit_portal_session(
             customer_id=customer_id, session_id=request.GET.get("session", "")
         )
-    except GatewayError:
-        raise Http404("No such portal session.") from None
-    can_cancel = bool(features.get("subscription_cancel", {}).get("enabled"))
+    except GatewayError as exc:
+        if exc.code != "portal_session_expired":
+            raise Http404("No such portal session.") from None
+        # Gone: the link worked once and never will again (a POST to it changes nothing either).
+        context = {"expired": exc.message, "tenant": tenant, "return_url": return_url}
+        return render(request, "billing_portal/dev/portal.html", context, status=410)
     if request.method == "POST":
         action = request.POST.get("action", "")
         subscription_id = request.POST.get("subscription", "")
         owned = {s.id for s in gateway.list_subscriptions(customer_id=customer_id)}
         if subscription_id and subscription_id not in owned:
             raise Http404
+        needs = PORTAL_ACTION_FEATURES.get(action)
+        if needs is not None and not _enabled(features, needs[0]):
+            # The session's configuration has it off: Stripe's portal offers no such action (C20).
+            messages.error(request, needs[1])
+            return HttpResponseRedirect(request.get_full_path())
         try:
             if action == "pay":
                 gateway.pay_open_invoices(customer_id)
@@ -131,10 +159,6 @@ def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
             elif action == "update_card":
                 gateway.set_card(customer_id, failing=False, last4=request.POST.get("last4", "4242")[-4:])
                 messages.success(request, "Payment method updated.")
-            elif action == "cancel" and not can_cancel:
-                # The session's configuration has no cancel: Stripe's portal offers none (C20).
-                messages.error(request, MSG_PORTAL_NO_CANCEL)
-                return HttpResponseRedirect(request.get_full_path())
             elif action == "cancel":
                 gateway.cancel_subscription(
                     subscription_id=subscription_id,
@@ -168,7 +192,9 @@ def portal(request: TenantRequest, customer_id: str) -> HttpResponse:
             "return_url": return_url,
             "plans": plans,
             "customer_id": customer_id,
-            "can_cancel": can_cancel,
+            "can_cancel": _enabled(features, "subscription_cancel"),
+            "can_update_card": _enabled(features, "payment_method_update"),
+            "can_see_invoices": _enabled(features, "invoice_history"),
         },
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, reverse
@@ -457,6 +458,131 @@ def test_a_portal_link_without_its_session_is_not_a_portal(
         client_for(admin).get(f"/dev/billing/portal/{customer_id}/?session=bps_local_forged").status_code
         == 404
     )
+
+
+def _portal_session_id(portal_url: str) -> str:
+    match = re.search(r"session=(bps_local_[0-9a-f]+)", portal_url)
+    assert match, portal_url
+    return match.group(1)
+
+
+def test_a_portal_session_not_visited_in_time_has_expired_and_an_action_posted_to_it_changes_nothing(
+    debug, subscribed, trial_tenant, admin, client_for, live
+):
+    """S29, D04. Stripe's portal sessions "are short-lived and will expire if the customer does not
+    visit the URL"; the stand-in's expire PORTAL_SESSION_VISIT_WINDOW after they are made when
+    nobody opened them. The page says so, offers nothing but the way back, and a cancel posted to it
+    (a kept link, a second tab) is refused without touching anything. Failed before the fix: the
+    session worked forever and the cancel went through."""
+    from billing_portal.gateway.local.checkout import MSG_PORTAL_SESSION_EXPIRED, PORTAL_SESSION_VISIT_WINDOW
+
+    client = client_for(admin)
+    portal_url = client.post("/t/acme/billing/manage/", {"product": "ai_agents"})["Location"]
+    sub_id = subscribed.gateway_subscription_id
+    before = nothing_changed_snapshot(trial_tenant)
+
+    with time_machine.travel(timezone.now() + PORTAL_SESSION_VISIT_WINDOW, tick=False):
+        page = client.get(portal_url)
+        with live():
+            posted = client.post(portal_url, {"action": "cancel", "subscription": sub_id})
+
+    for response in (page, posted):
+        assert response.status_code == 410
+        assert MSG_PORTAL_SESSION_EXPIRED in text(response)
+        assert MSG_PORTAL_SESSION_EXPIRED == (
+            "This portal session has expired. Return to the app and open the portal again."
+        )
+        assert 'href="http://testserver/t/acme/billing/?product=ai_agents"' in text(response)
+        for offered in (
+            "Cancel subscription",
+            "+ Add payment method",
+            "Fail next payment",
+            "<h2>Invoices</h2>",
+        ):
+            assert offered not in text(response)
+    assert local_gateway().retrieve_subscription(sub_id).cancel_at_period_end is False
+    assert nothing_changed_snapshot(trial_tenant) == before
+    assert live_sub(trial_tenant).ends_at is None
+
+
+def test_a_visited_portal_session_works_until_its_lifetime_is_over(
+    debug, subscribed, trial_tenant, admin, client_for, live
+):
+    """Opened at once (as Manage's redirect does), the session keeps working past the visit window,
+    then expires PORTAL_SESSION_LIFETIME after it was made: a cancel posted then is refused."""
+    from billing_portal.gateway.local.checkout import PORTAL_SESSION_LIFETIME, PORTAL_SESSION_VISIT_WINDOW
+
+    client = client_for(admin)
+    made = timezone.now()
+    with time_machine.travel(made, tick=False):
+        portal_url = client.post("/t/acme/billing/manage/", {"product": "ai_agents"})["Location"]
+        assert client.get(portal_url).status_code == 200
+    sub_id = subscribed.gateway_subscription_id
+
+    with time_machine.travel(made + PORTAL_SESSION_VISIT_WINDOW + timedelta(minutes=1), tick=False):
+        page = client.get(portal_url)
+        assert page.status_code == 200
+        assert "Cancel subscription" in text(page)
+    with time_machine.travel(made + PORTAL_SESSION_LIFETIME, tick=False):
+        with live():
+            refused = client.post(portal_url, {"action": "cancel", "subscription": sub_id})
+        assert refused.status_code == 410
+        assert "This portal session has expired." in text(refused)
+        # Manage makes a new session at each click: the next one works.
+        fresh_url = client.post("/t/acme/billing/manage/", {"product": "ai_agents"})["Location"]
+        assert _portal_session_id(fresh_url) != _portal_session_id(portal_url)
+        assert client.get(fresh_url).status_code == 200
+    assert local_gateway().retrieve_subscription(sub_id).cancel_at_period_end is False
+
+
+def test_each_manage_click_opens_its_own_portal_session(debug, subscribed, admin, client_for):
+    client = client_for(admin)
+    urls = [client.post("/t/acme/billing/manage/", {"product": "ai_agents"})["Location"] for _ in range(2)]
+
+    assert len({_portal_session_id(url) for url in urls}) == 2
+    assert [client.get(url).status_code for url in urls] == [200, 200]
+
+
+def test_a_cancel_is_checked_against_the_configuration_when_it_is_posted_not_when_the_page_was_shown(
+    debug, subscribed, trial_tenant, admin, client_for, live, settings
+):
+    """C20, S29. The page offered Cancel; the session's configuration then turned cancel off (the
+    operator ran billing_portal_configure with cancel off, as for a tenant with a package): the cancel
+    posted from the page already shown is refused and nothing changes. Likewise a card update and
+    paying invoices, once their features are off."""
+    from billing_portal.gateway.base import PortalSettings
+
+    services.portal_configure()  # the default configuration: cancel on
+    client = client_for(admin)
+    portal_url = client.post("/t/acme/billing/manage/", {"product": "ai_agents"})["Location"]
+    page = client.get(portal_url)
+    assert "Cancel subscription" in text(page)
+    assert "+ Add payment method" in text(page)
+    marker = {"managed_by": "allowance", "installation": settings.BILLING_INSTALLATION_ID}
+    local_gateway().configure_portal(
+        settings=PortalSettings(cancel_at_period_end=False, payment_methods=False, invoice_history=False),
+        marker=marker,
+        idempotency_key="turn-cancel-off",
+    )
+    sub_id = subscribed.gateway_subscription_id
+    customer_id = customer_id_of(trial_tenant)
+    before = nothing_changed_snapshot(trial_tenant)
+
+    with live():
+        cancel = client.post(portal_url, {"action": "cancel", "subscription": sub_id}, follow=True)
+        card = client.post(portal_url, {"action": "update_card", "last4": "4444"}, follow=True)
+        pay = client.post(portal_url, {"action": "pay"}, follow=True)
+
+    assert "This portal does not offer cancellation. Nothing was changed." in text(cancel)
+    assert "This portal does not offer updating the payment method. Nothing was changed." in text(card)
+    assert "This portal does not offer paying invoices. Nothing was changed." in text(pay)
+    assert local_gateway().retrieve_subscription(sub_id).cancel_at_period_end is False
+    assert local_gateway().customer_overview(customer_id)["card"]["last4"] == "4242"  # not 4444
+    assert nothing_changed_snapshot(trial_tenant) == before
+    # The page now offers none of them.
+    page = client.get(portal_url)
+    for gone in ("Cancel subscription", "+ Add payment method", "Pay open invoices", "<h2>Invoices</h2>"):
+        assert gone not in text(page)
 
 
 # --- the portal stand-in: payment methods, failed payments, cancel ---------------------------------

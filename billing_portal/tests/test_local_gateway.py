@@ -1248,6 +1248,56 @@ def test_portal_url_and_customer_overview(local):
     assert local.gateway.customer_overview(customer_id)["has_open_invoices"] is True
 
 
+def test_a_portal_session_expires_unvisited_after_the_visit_window_and_visited_after_its_lifetime(local):
+    """Stripe: portal sessions "are short-lived and will expire if the customer does not visit the
+    URL" (https://docs.stripe.com/api/customer_portal/sessions/object), with no number given; the
+    stand-in's are PORTAL_SESSION_VISIT_WINDOW unvisited and PORTAL_SESSION_LIFETIME in all, on the
+    gateway's clock. Failed before the fix: sessions never expired."""
+    from billing_portal.gateway.local.checkout import (
+        MSG_PORTAL_SESSION_EXPIRED,
+        PORTAL_SESSION_LIFETIME,
+        PORTAL_SESSION_VISIT_WINDOW,
+    )
+
+    customer_id, _ = local.subscribe()
+    visited, unvisited = (
+        local.gateway.create_portal_session(customer_id=customer_id, return_url="http://testserver/b/")
+        .split("session=")[1]
+        .split("&")[0]
+        for _ in range(2)
+    )
+    [created] = {
+        row.data["created"] for row in LocalGatewayObject.objects.filter(object_type="billing_portal.session")
+    }
+    assert created == objects_ts(START)
+
+    def visit(session_id: str) -> dict[str, Any]:
+        return local.gateway.visit_portal_session(customer_id=customer_id, session_id=session_id)
+
+    local.now = START + PORTAL_SESSION_VISIT_WINDOW - timedelta(seconds=1)
+    assert visit(visited)["subscription_cancel"]["enabled"] is True
+    local.now = START + PORTAL_SESSION_VISIT_WINDOW
+    with pytest.raises(GatewayError) as expired:
+        visit(unvisited)
+    assert (expired.value.code, expired.value.message) == (
+        "portal_session_expired",
+        MSG_PORTAL_SESSION_EXPIRED,
+    )
+    assert visit(visited)["invoice_history"]["enabled"] is True  # visited in time: still open
+    local.now = START + PORTAL_SESSION_LIFETIME - timedelta(seconds=1)
+    visit(visited)
+    local.now = START + PORTAL_SESSION_LIFETIME
+    with pytest.raises(GatewayError) as over:
+        visit(visited)
+    assert over.value.code == "portal_session_expired"
+    # Not a session of this customer, or none: no session at all.
+    for customer, session in ((customer_id, "bps_local_forged"), ("cus_local_other", visited)):
+        with pytest.raises(GatewayError) as missing:
+            local.gateway.visit_portal_session(customer_id=customer, session_id=session)
+        assert missing.value.code == "resource_missing"
+    assert local.sent == []  # visiting emits nothing
+
+
 def test_a_schedule_after_the_period_end_renews_first_then_switches(local):
     _, sub = local.subscribe("price_pro")
     at = sub.current_period_end + timedelta(days=3)

@@ -4,6 +4,7 @@ for (Stripe Checkout, the customer portal) and the API calls that open them."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -30,6 +31,37 @@ from billing_portal.gateway.stripe_gateway import (
 )
 
 CHECKOUT_LIFETIME = timedelta(hours=24)  # Stripe's default expiry of a checkout session
+
+# "For security reasons, sessions are short-lived and will expire if the customer does not visit the
+# URL" (https://docs.stripe.com/api/customer_portal/sessions/object). Stripe states no number there,
+# nor anywhere we found: not in its customer portal guide (https://docs.stripe.com/customer-management)
+# nor in the changelog that adds `after_expiration`, which recovers an expired session by email and
+# names no lifetime (https://docs.stripe.com/changelog/endive/2026-10-28/session-recovery-for-expired-customer-portal-sessions).
+# So these two are the stand-in's own, short on purpose (a link kept for later must fail here as it
+# would at Stripe); Manage makes a new session at each click, so nothing of ours keeps one.
+PORTAL_SESSION_VISIT_WINDOW = timedelta(minutes=5)  # a session not visited within this expires
+PORTAL_SESSION_LIFETIME = timedelta(hours=1)  # a visited one expires this long after it was made
+MSG_PORTAL_SESSION_EXPIRED = "This portal session has expired. Return to the app and open the portal again."
+
+# The account's default configuration (no configuration named): everything the stand-in's page does.
+DEFAULT_PORTAL_FEATURES: dict[str, Any] = {
+    "payment_method_update": {"enabled": True},
+    "invoice_history": {"enabled": True},
+    "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
+}
+
+
+def portal_session_expired(session: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a portal session can no longer be used at `now`: not visited within
+    PORTAL_SESSION_VISIT_WINDOW of its creation, or older than PORTAL_SESSION_LIFETIME. A session
+    without a creation time (kept from before sessions expired) has expired."""
+    created = session.get("created")
+    if created is None:
+        return True
+    made = dt(int(created))
+    if now >= made + PORTAL_SESSION_LIFETIME:
+        return True
+    return session.get("visited_at") is None and now >= made + PORTAL_SESSION_VISIT_WINDOW
 
 
 class LocalCheckout(LocalSubscriptions):
@@ -283,41 +315,70 @@ class LocalCheckout(LocalSubscriptions):
     def create_portal_session(self, *, customer_id: str, return_url: str, configuration_id: str = "") -> str:
         """A portal session, kept with the configuration it names: its page offers only what that
         configuration enables (Stripe's portal shows no Cancel when features.subscription_cancel is
-        off). https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-configuration"""
+        off). https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-configuration
+        It is short-lived, as Stripe's are: see PORTAL_SESSION_VISIT_WINDOW and PORTAL_SESSION_LIFETIME."""
         objects.read(customer_id, "customer")  # it must exist, as at Stripe
         if configuration_id:
             objects.read(configuration_id, "billing_portal.configuration")
         session_id = objects.new_id("bps")
+        query = urlencode({"session": session_id, "return": return_url})
+        url = f"{self._base_url}/dev/billing/portal/{customer_id}/?{query}"
         objects.insert(
             "billing_portal.session",
             {
                 "id": session_id,
                 "object": "billing_portal.session",
                 "configuration": configuration_id or None,
+                "created": ts(self._now()),
                 "customer": customer_id,
+                "livemode": False,
                 "return_url": return_url,
+                "url": url,
+                # Not in Stripe's object: when the customer first opened it (the expiry reads it).
+                "visited_at": None,
             },
             customer_id=customer_id,
         )
-        query = urlencode({"session": session_id, "return": return_url})
-        return f"{self._base_url}/dev/billing/portal/{customer_id}/?{query}"
+        return url
+
+    def visit_portal_session(self, *, customer_id: str, session_id: str) -> dict[str, Any]:
+        """The customer opens the session's page or acts on it: the features its configuration
+        enables now. Every request asks again, so an action is checked against what the
+        configuration allows when it is taken, not when the page was shown. The first visit is
+        recorded (an unvisited session expires sooner). An expired session is refused
+        (`portal_session_expired`, MSG_PORTAL_SESSION_EXPIRED) and changes nothing; a session of
+        another customer, or none, is no session (as a portal link that is not Stripe's)."""
+        with transaction.atomic():
+            row = (
+                LocalGatewayObject.objects.select_for_update()
+                .filter(object_type="billing_portal.session", object_id=session_id, customer_id=customer_id)
+                .first()
+            )
+            if row is None:
+                raise GatewayError("No such portal session.", code="resource_missing")
+            now = self._now()
+            if portal_session_expired(row.data, now):
+                raise GatewayError(MSG_PORTAL_SESSION_EXPIRED, code="portal_session_expired")
+            if row.data.get("visited_at") is None:
+                row.data["visited_at"] = ts(now)
+                row.save()
+            return self._portal_features(row.data)
 
     def portal_session_features(self, *, customer_id: str, session_id: str) -> dict[str, Any]:
-        """The features the portal session's configuration enables. With no configuration named, the
-        account's default: everything the stand-in's page can do. A session of another customer, or
-        none, is no session (as a portal link that is not Stripe's)."""
+        """The features the portal session's configuration enables (the account's default when it
+        names none), without visiting it. A session of another customer, or none, is no session."""
         row = LocalGatewayObject.objects.filter(
             object_type="billing_portal.session", object_id=session_id, customer_id=customer_id
         ).first()
         if row is None:
             raise GatewayError("No such portal session.", code="resource_missing")
-        if not row.data.get("configuration"):
-            return {
-                "payment_method_update": {"enabled": True},
-                "invoice_history": {"enabled": True},
-                "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
-            }
-        features: dict[str, Any] = objects.read(row.data["configuration"], "billing_portal.configuration")[
+        return self._portal_features(row.data)
+
+    @staticmethod
+    def _portal_features(session: Mapping[str, Any]) -> dict[str, Any]:
+        if not session.get("configuration"):
+            return copy.deepcopy(DEFAULT_PORTAL_FEATURES)
+        features: dict[str, Any] = objects.read(session["configuration"], "billing_portal.configuration")[
             "features"
         ]
         return features
