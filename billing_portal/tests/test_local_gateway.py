@@ -1147,6 +1147,89 @@ def test_charge_one_off_pays_or_is_declined(local):
     assert local.types() == ["invoice.finalized", "invoice.payment_failed"]
 
 
+def balance_transactions(customer_id: str) -> list[tuple[str, int, int, str | None, str | None]]:
+    """The customer's balance ledger: (type, amount, ending balance, invoice, credit note), oldest first."""
+    return [
+        (
+            row.data["type"],
+            row.data["amount"],
+            row.data["ending_balance"],
+            row.data["invoice"],
+            row.data["credit_note"],
+        )
+        for row in LocalGatewayObject.objects.filter(
+            object_type="customer_balance_transaction", customer_id=customer_id
+        ).order_by("id")
+    ]
+
+
+def test_a_credit_note_credits_the_customer_balance_and_the_next_invoice_uses_it(local):
+    """A post-payment credit note whose amount is credited to the customer's balance (Stripe's
+    credit_amount, https://docs.stripe.com/api/credit_notes/create): the balance goes to -1200 (a
+    credit owed to the customer), a customer balance transaction of type credit_note records it, and
+    the renewal is finalized with that credit applied, charging the card 1800 of 3000
+    (https://docs.stripe.com/billing/customer/balance). Failed before the fix: the balance stayed 0
+    and the renewal charged 3000."""
+    customer_id, sub = local.subscribe()
+    first = local.gateway.retrieve_invoice(sub.latest_invoice_id)
+
+    note = local("issue_credit_note", first.id, amount=1200, memo="Goodwill")
+
+    customer = LocalGatewayObject.objects.get(object_id=customer_id, object_type="customer").data
+    assert customer["balance"] == -1200
+    [(kind, amount, ending, invoice, credit_note)] = balance_transactions(customer_id)
+    assert (kind, amount, ending, invoice, credit_note) == ("credit_note", -1200, -1200, None, note["id"])
+    assert (
+        note["customer_balance_transaction"]
+        == LocalGatewayObject.objects.get(object_type="customer_balance_transaction").object_id
+    )
+    assert (note["type"], note["amount"], note["post_payment_amount"], note["pre_payment_amount"]) == (
+        "post_payment",
+        1200,
+        1200,
+        0,
+    )
+    assert (note["invoice"], note["memo"], note["status"]) == (first.id, "Goodwill", "issued")
+    credited = local.gateway.retrieve_invoice(first.id)
+    assert (credited.status, credited.amount_paid, credited.credited) == ("paid", 3000, 1200)
+    assert local.types() == ["credit_note.created"]
+
+    local("advance", sub.current_period_end + timedelta(hours=1))
+    renewal = local.gateway.retrieve_invoice(local.gateway.retrieve_subscription(sub.id).latest_invoice_id)
+    assert (renewal.status, renewal.total, renewal.amount_due, renewal.amount_paid) == (
+        "paid",
+        3000,
+        1800,
+        1800,
+    )
+    assert (renewal.starting_balance, renewal.ending_balance) == (-1200, 0)
+    charges = LocalGatewayObject.objects.filter(object_type="charge", customer_id=customer_id).order_by("id")
+    assert [row.data["amount"] for row in charges] == [3000, 1800]
+    assert balance_transactions(customer_id)[1:] == [("applied_to_invoice", 1200, 0, renewal.id, None)]
+    assert LocalGatewayObject.objects.get(object_id=customer_id, object_type="customer").data["balance"] == 0
+
+
+def test_a_credit_note_beyond_what_the_invoice_has_left_to_credit_is_refused_and_changes_nothing(local):
+    customer_id, sub = local.subscribe()
+    invoice_id = sub.latest_invoice_id
+    local("issue_credit_note", invoice_id, amount=2000)
+    local.sent.clear()
+
+    for amount in (1001, 0, -5):
+        with pytest.raises(GatewayError) as refused:
+            local("issue_credit_note", invoice_id, amount=amount)
+        assert refused.value.code == "parameter_invalid"
+
+    assert local.gateway.retrieve_invoice(invoice_id).credited == 2000
+    assert (
+        LocalGatewayObject.objects.get(object_id=customer_id, object_type="customer").data["balance"] == -2000
+    )
+    assert (count("credit_note"), count("customer_balance_transaction"), local.sent) == (1, 1, [])
+    last = local("issue_credit_note", invoice_id, amount=1000)  # exactly what is left
+    assert last["number"].endswith("-CN-02")
+    assert local.gateway.retrieve_invoice(invoice_id).credited == 3000
+
+
 # --- the clock -----------------------------------------------------------------------------------------
 
 

@@ -203,6 +203,53 @@ def test_a_refund_and_a_credit_note_show_on_the_invoice_mirror(org, paid, captur
     assert 'data-testid="money-back">Refunded<' in listing
 
 
+def test_a_credit_note_goes_to_the_customer_balance_and_the_renewal_is_paid_partly_from_it(
+    org, paid, clock, capture, client_for
+):
+    """D05 (finance reviews invoices). issue_credit_note credits the customer's balance, as Stripe's
+    credit_amount does (https://docs.stripe.com/api/credit_notes/create): the balance goes to -$50,
+    and the renewal is finalized with that credit applied: $149.00 charged to the card, $50.00 paid
+    from the credit balance, which the invoice pages show. Failed before the fix: the balance stayed
+    0 and the renewal charged $199.00."""
+    invoice = Invoice.objects.get(tenant=org.tenant)
+    with capture(execute=True):
+        note = gateway().issue_credit_note(invoice.gateway_invoice_id, amount=5000, memo="Goodwill")
+
+    customer = LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data
+    assert customer["balance"] == -5000
+    txn = LocalGatewayObject.objects.get(object_type="customer_balance_transaction").data
+    assert (txn["type"], txn["amount"], txn["ending_balance"], txn["credit_note"]) == (
+        "credit_note",
+        -5000,
+        -5000,
+        note["id"],
+    )
+    invoice.refresh_from_db()
+    assert (invoice.amount_paid, invoice.amount_credited, invoice.money_back) == (19900, 5000, "Credited")
+
+    clock.move_to(paid.current_period_end + timedelta(minutes=1))
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+    assert_webhooks_applied(org.tenant)
+
+    renewal = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_cycle")
+    assert (renewal.status, renewal.total, renewal.amount_due, renewal.amount_paid) == (
+        "paid",
+        19900,
+        14900,
+        14900,
+    )
+    assert (renewal.starting_balance, renewal.ending_balance, renewal.credit_applied) == (-5000, 0, 5000)
+    charges = LocalGatewayObject.objects.filter(object_type="charge", customer_id=customer_id(org.tenant))
+    assert sorted(row.data["amount"] for row in charges) == [14900, 19900]
+    assert LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data["balance"] == 0
+    client = client_for(org.founder)
+    detail = client.get(f"/t/{org.tenant.slug}/invoices/{renewal.pk}/").content.decode()
+    assert 'data-testid="credit-applied">$50.00<' in detail
+    listing = client.get(f"/t/{org.tenant.slug}/invoices/").content.decode()
+    assert 'data-testid="credit-applied">$50.00 paid from credit<' in listing
+
+
 def test_a_dispute_is_audited_and_every_staff_member_is_emailed_once(org, paid, capture):
     UserFactory(email="ops@allowance.test", is_staff=True)
     UserFactory(email="gone@allowance.test", is_staff=True, is_active=False)

@@ -335,9 +335,9 @@ class LocalInvoices(LocalEvents):
         self._apply_customer_balance(customer_row, invoice, now=now)
         return invoice
 
-    @staticmethod
+    @classmethod
     def _apply_customer_balance(
-        customer_row: LocalGatewayObject, invoice: dict[str, Any], *, now: datetime
+        cls, customer_row: LocalGatewayObject, invoice: dict[str, Any], *, now: datetime
     ) -> None:
         """Stripe applies the customer's invoice balance when an invoice is finalized: a credit
         (negative balance) lowers amount_due, a debit raises it; an invoice whose total is negative
@@ -358,26 +358,48 @@ class LocalInvoices(LocalEvents):
         )
         if ending == starting:
             return
+        cls._balance_transaction(
+            customer_row,
+            amount=ending - starting,
+            kind="applied_to_invoice",
+            currency=invoice["currency"],
+            now=now,
+            invoice=invoice["id"],
+        )
+
+    @staticmethod
+    def _balance_transaction(
+        customer_row: LocalGatewayObject,
+        *,
+        amount: int,
+        kind: str,
+        currency: str,
+        now: datetime,
+        invoice: str | None = None,
+        credit_note: str | None = None,
+    ) -> dict[str, Any]:
+        """Move the customer's invoice balance by `amount` (minor units; negative: a credit the
+        customer has, which the next finalized invoices use) and append the customer balance
+        transaction that records it, with the balance it leaves. The caller holds the customer's row
+        lock. https://docs.stripe.com/api/customer_balance_transactions/object"""
+        customer = customer_row.data
+        ending = int(customer.get("balance") or 0) + amount
         customer["balance"] = ending
         customer_row.save()
-        objects.insert(
+        transaction_ = objects.shape(
             "customer_balance_transaction",
-            {
-                "id": objects.new_id("cbtxn"),
-                "object": "customer_balance_transaction",
-                "amount": ending - starting,
-                "created": objects.ts(now),
-                "currency": invoice["currency"],
-                "customer": customer_row.object_id,
-                "description": None,
-                "ending_balance": ending,
-                "invoice": invoice["id"],
-                "livemode": False,
-                "metadata": {},
-                "type": "applied_to_invoice",
-            },
-            customer_id=customer_row.object_id,
+            id=objects.new_id("cbtxn"),
+            amount=amount,
+            created=objects.ts(now),
+            credit_note=credit_note,
+            currency=currency,
+            customer=customer_row.object_id,
+            ending_balance=ending,
+            invoice=invoice,
+            type=kind,
         )
+        objects.insert("customer_balance_transaction", transaction_, customer_id=customer_row.object_id)
+        return transaction_
 
     def _finalize_and_collect(
         self,
@@ -756,37 +778,92 @@ class LocalInvoices(LocalEvents):
             return dispute_from_stripe(dispute)
 
     def issue_credit_note(self, invoice_id: str, *, amount: int, memo: str = "") -> dict[str, Any]:
-        """A credit note against a paid invoice (post-payment, credited to the customer's balance):
-        the invoice's post_payment_credit_notes_amount grows; credit_note.created."""
+        """A credit note against a paid invoice, issued as from the Dashboard: post-payment, its whole
+        amount credited to the customer's balance (Stripe's `credit_amount`), which the next
+        finalized invoices apply; credit_note.created. See `_credit_note`."""
         with transaction.atomic():
-            customer_row, row = self._lock_with_customer(invoice_id, "invoice")
-            if row.data["status"] != "paid" or amount <= 0:
-                raise GatewayError(
-                    "A credit note needs a paid invoice and a positive amount.", code="parameter_invalid"
-                )
-            now = self._now()
-            note = objects.shape(
-                "credit_note",
-                id=objects.new_id("cn"),
-                amount=amount,
-                created=objects.ts(now),
-                currency=row.data["currency"],
-                customer=customer_row.object_id,
-                effective_at=objects.ts(now),
-                invoice=invoice_id,
-                memo=memo or None,
-                number=f"{row.data['number']}-CN",
-                subtotal=amount,
-                subtotal_excluding_tax=amount,
-                total=amount,
-                total_excluding_tax=amount,
-                post_payment_amount=amount,
+            note_id = self._credit_note(invoice_id, amount=amount, memo=memo)
+            return objects.read(note_id, "credit_note")
+
+    def _credit_note(
+        self,
+        invoice_id: str,
+        *,
+        amount: int,
+        memo: str = "",
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Stripe's `POST /v1/credit_notes` on a paid invoice with `amount` and `credit_amount` both
+        `amount`: a post-payment credit note (post_payment_amount; the sum of refund, credit and
+        out-of-band amounts must equal it), the invoice's post_payment_credit_notes_amount grows, the
+        customer's balance moves by -amount (a credit owed to the customer, applied to their next
+        invoice when it is finalized), recorded as a customer balance transaction of type
+        `credit_note` that the note names. https://docs.stripe.com/api/credit_notes/create,
+        https://docs.stripe.com/billing/customer/balance
+
+        Refused, changing nothing: an invoice that is not paid (the stand-in models post-payment
+        notes only), an amount that is not positive, or one beyond what the invoice has left to
+        credit (its total less the credit notes already issued; the wording is ours). Returns the
+        credit note's id."""
+        customer_row, row = self._lock_with_customer(invoice_id, "invoice")
+        invoice = row.data
+        if invoice["status"] != "paid" or amount <= 0:
+            raise GatewayError(
+                "A credit note needs a paid invoice and a positive amount.", code="parameter_invalid"
             )
-            objects.insert("credit_note", note, customer_id=customer_row.object_id)
-            row.data["post_payment_credit_notes_amount"] += amount
-            row.save()
-            self._emit("credit_note.created", note, now=now)
-            return note
+        issued = int(invoice.get("pre_payment_credit_notes_amount") or 0) + int(
+            invoice.get("post_payment_credit_notes_amount") or 0
+        )
+        creditable = max(int(invoice["total"]) - issued, 0)
+        if amount > creditable:
+            raise GatewayError(
+                f"The credit note's amount ({amount}) is more than the invoice has left to credit "
+                f"({creditable}).",
+                code="parameter_invalid",
+            )
+        now = self._now()
+        note_id = objects.new_id("cn")
+        balance = self._balance_transaction(
+            customer_row,
+            amount=-amount,
+            kind="credit_note",
+            currency=invoice["currency"],
+            now=now,
+            credit_note=note_id,
+        )
+        earlier = LocalGatewayObject.objects.filter(
+            object_type="credit_note", data__invoice=invoice_id
+        ).count()
+        note = objects.shape(
+            "credit_note",
+            id=note_id,
+            amount=amount,
+            created=objects.ts(now),
+            currency=invoice["currency"],
+            customer=customer_row.object_id,
+            customer_balance_transaction=balance["id"],
+            effective_at=objects.ts(now),
+            invoice=invoice_id,
+            memo=memo or None,
+            metadata=dict(metadata or {}),
+            number=f"{invoice['number']}-CN-{earlier + 1:02d}",
+            reason=reason,
+            subtotal=amount,
+            subtotal_excluding_tax=amount,
+            total=amount,
+            total_excluding_tax=amount,
+            post_payment_amount=amount,
+            pre_payment_amount=0,
+            type="post_payment",
+        )
+        objects.insert("credit_note", note, customer_id=customer_row.object_id)
+        invoice["post_payment_credit_notes_amount"] = (
+            int(invoice.get("post_payment_credit_notes_amount") or 0) + amount
+        )
+        row.save()
+        self._emit("credit_note.created", note, now=now)
+        return note_id
 
     def invoice_of_charge(self, charge_id: str) -> str:
         """The invoice a charge paid: charge → payment intent → invoice payment → invoice."""
