@@ -1260,24 +1260,32 @@ def _duplicate_canceled(*, tenant: Tenant, gateway: PaymentGateway, gw: GatewayS
 def duplicate_cancel(
     *, tenant: Tenant, gateway: PaymentGateway, duplicate: GatewaySubscription, kept: Subscription
 ) -> int:
-    """Refund, in full, every payment the duplicate subscription took, then cancel it now; audit it
-    and email the admins. Returns the minor units refunded (what the duplicate's invoices have had
-    refunded in all, by this call or an earlier try).
+    """Give back, in full, everything the duplicate subscription's invoices took, then cancel it now;
+    audit it and email the admins. Returns the minor units refunded to the card (what the duplicate's
+    invoices have had refunded in all, by this call or an earlier try).
 
-    Every one of its invoices is refunded, whenever it was created: the duplicate was never applied
+    What an invoice took is what its charges collected plus what the customer's credit balance paid
+    of it. A refund returns only the first, at most what its charge collected
+    (https://docs.stripe.com/api/refunds/create); the part paid from the balance goes back to the
+    balance through a credit note's credit_amount, which the next finalized invoice applies
+    (https://docs.stripe.com/api/credit_notes/create, https://docs.stripe.com/billing/customer/balance).
+    The audit and the email say how much went where.
+
+    Every one of its invoices is given back, whenever it was created: the duplicate was never applied
     (it granted nothing), so each of its payments paid a second time for a product the kept
     subscription already covers. (Comparing an invoice's creation with `kept.started_at` missed the
     usual case: two checkouts paid at once, where the kept row is created when its webhook is
     applied, after the duplicate was paid.)
 
-    Refunds first, cancel last: while the duplicate runs, its sync finds it again, so a failure part
-    way (a refund refused, Stripe unreachable) is finished by the event's retry; an invoice refunded
-    by an earlier try is not refunded again (each try's keys are new)."""
-    refunded, currency = 0, kept.plan.currency
+    Refunds and credits first, cancel last: while the duplicate runs, its sync finds it again, so a
+    failure part way (a refund refused, Stripe unreachable) is finished by the event's retry; what an
+    earlier try gave back is read from the gateway and not given again (each try's keys are new)."""
+    refunded, returned, currency = 0, 0, kept.plan.currency
     for inv in gateway.list_invoices(customer_id=duplicate.customer_id):
         if inv.subscription_id != duplicate.id or inv.status != "paid":
             continue
         refunded += _invoice_refund_in_full(tenant=tenant, gateway=gateway, inv=inv).amount_refunded
+        returned += _invoice_balance_return(tenant=tenant, gateway=gateway, inv=inv)
         currency = inv.currency
     gateway_write(
         tenant=tenant,
@@ -1297,7 +1305,8 @@ def duplicate_cancel(
         data={
             "subscription": duplicate.id,
             "kept": kept.gateway_subscription_id,
-            "refunded": refunded,
+            "refunded": refunded,  # to the card
+            "returned_to_balance": returned,  # to the customer's credit balance
             "currency": currency,
         },
     )
@@ -1312,6 +1321,7 @@ def duplicate_cancel(
                 "kept": kept,
                 "product": kept.product,
                 "refunded": refunded,
+                "returned": returned,
                 "currency": currency,
             },
         )
@@ -1332,6 +1342,34 @@ def _invoice_refund_in_full(*, tenant: Tenant, gateway: PaymentGateway, inv: Gat
         result_id=lambda _: inv.id,
     )
     return invoice_refunds_record(tenant=tenant, gateway=gateway, invoice_id=inv.id)
+
+
+def _invoice_balance_return(*, tenant: Tenant, gateway: PaymentGateway, inv: GatewayInvoice) -> int:
+    """Give back to the customer's credit balance what that balance paid of the invoice
+    (`balance_applied`), less what its credit notes have credited to the balance already; returns the
+    minor units returned in all (the whole balance-paid part once this has succeeded).
+
+    Once only: the attempt's key is new at each try (billing_portal.attempts), so what a retry owes is
+    read from the gateway first, as for the refund: a second run of the same event, or a retry after a
+    crash that the gateway outlived, finds the credit there and asks for nothing."""
+    owed = inv.balance_applied - gateway.invoice_credited_to_balance(inv.id)
+    if owed > 0:
+        gateway_write(
+            tenant=tenant,
+            operation="credit_to_balance",
+            params={"invoice": inv.id, "amount": owed},
+            call=lambda key: gateway.credit_invoice_to_balance(
+                inv.id,
+                amount=owed,
+                reason="duplicate",
+                memo="A second subscription, canceled: what the credit balance paid goes back to it.",
+                metadata={"invoice": inv.id, "reason": "duplicate_subscription"},
+                idempotency_key=key,
+            ),
+            result_id=lambda note: note.id,
+        )
+        invoice_upsert(tenant=tenant, inv=gateway.retrieve_invoice(inv.id))
+    return inv.balance_applied
 
 
 def invoice_refunds_record(*, tenant: Tenant, gateway: PaymentGateway, invoice_id: str) -> Invoice:

@@ -40,6 +40,9 @@ class GatewayError(Exception):
 # error_if_incomplete refuses it.
 PaymentBehavior = Literal["allow_incomplete", "pending_if_incomplete", "error_if_incomplete"]
 
+# Why a credit note is issued (Stripe's `reason`, https://docs.stripe.com/api/credit_notes/create).
+CreditNoteReason = Literal["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]
+
 
 @dataclass(frozen=True)
 class GatewayPendingUpdate:
@@ -130,6 +133,24 @@ class GatewayInvoice:
     # negative: a credit the customer has). https://docs.stripe.com/billing/customer/balance
     starting_balance: int = 0
     ending_balance: int = 0
+
+    @property
+    def balance_applied(self) -> int:
+        """Minor units of the customer's credit balance that paid this invoice at finalization: what
+        a refund of its charges cannot return (a refund returns only what a charge collected).
+        https://docs.stripe.com/billing/customer/balance"""
+        return max(self.ending_balance - self.starting_balance, 0) if self.starting_balance < 0 else 0
+
+
+@dataclass(frozen=True)
+class GatewayCreditNote:
+    """A credit note issued against a paid invoice (Stripe's post-payment credit note)."""
+
+    id: str
+    invoice_id: str
+    amount: int  # minor units, the note's total
+    credited_to_balance: int  # minor units of it credited to the customer's balance (credit_amount)
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -344,6 +365,28 @@ class PaymentGateway(abc.ABC):
     @abc.abstractmethod
     def refund_invoice(self, invoice_id: str, *, idempotency_key: str) -> int:
         """Refund every payment of a paid invoice in full; returns the minor units refunded now."""
+
+    @abc.abstractmethod
+    def credit_invoice_to_balance(
+        self,
+        invoice_id: str,
+        *,
+        amount: int,
+        reason: CreditNoteReason,
+        memo: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> GatewayCreditNote:
+        """Issue a credit note against a paid invoice whose whole `amount` (minor units) goes to the
+        customer's credit balance, which the next finalized invoices apply (Stripe's credit_amount):
+        how what the balance paid of an invoice is given back, since a refund returns only what a
+        charge collected. Refused (GatewayError) when the invoice is not paid or has less than
+        `amount` left to credit. https://docs.stripe.com/api/credit_notes/create"""
+
+    @abc.abstractmethod
+    def invoice_credited_to_balance(self, invoice_id: str) -> int:
+        """Minor units the invoice's credit notes (voided ones aside) have credited to the customer's
+        balance so far."""
 
     @abc.abstractmethod
     def invoice_of_charge(self, charge_id: str) -> str:

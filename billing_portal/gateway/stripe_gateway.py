@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, cast
 import stripe
 
 from billing_portal.gateway.base import (
+    CreditNoteReason,
     GatewayCharge,
     GatewayCheckoutSession,
+    GatewayCreditNote,
     GatewayCustomer,
     GatewayDispute,
     GatewayError,
@@ -41,7 +43,7 @@ from billing_portal.gateway.base import (
 )
 
 if TYPE_CHECKING:
-    from stripe.params import SubscriptionUpdateParams
+    from stripe.params import CreditNoteCreateParams, SubscriptionUpdateParams
     from stripe.params._subscription_schedule_update_params import (
         SubscriptionScheduleUpdateParamsPhase,
         SubscriptionScheduleUpdateParamsPhaseBillingThresholds,
@@ -590,6 +592,52 @@ class StripeGateway(PaymentGateway):
                 refunded += refund.amount
         return refunded
 
+    def credit_invoice_to_balance(
+        self,
+        invoice_id: str,
+        *,
+        amount: int,
+        reason: CreditNoteReason,
+        memo: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> GatewayCreditNote:
+        # A credit note on the paid invoice whose whole amount is credit_amount: post-payment, "the
+        # sum of refunds, customer balance credits, and outside of Stripe credits must equal the
+        # post_payment_amount", and the credit is "automatically applied to their next invoice when
+        # it's finalized". https://docs.stripe.com/api/credit_notes/create
+        params: CreditNoteCreateParams = {
+            "invoice": invoice_id,
+            "amount": amount,
+            "credit_amount": amount,
+            "reason": reason,
+            "metadata": metadata,
+            # What was credited, read from the balance transaction itself.
+            "expand": ["customer_balance_transaction"],
+        }
+        if memo:
+            params["memo"] = memo
+        with _translated_errors():
+            note = self._client.v1.credit_notes.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        return credit_note_from_stripe(note.to_dict())
+
+    def invoice_credited_to_balance(self, invoice_id: str) -> int:
+        # Each credit note of the invoice with the customer balance transaction it made (its amount is
+        # negative: a credit); a voided note's credit was taken back.
+        # https://docs.stripe.com/api/credit_notes/list
+        with _translated_errors():
+            page = self._client.v1.credit_notes.list(
+                params={
+                    "invoice": invoice_id,
+                    "limit": LIST_PAGE_SIZE,
+                    "expand": ["data.customer_balance_transaction"],
+                }
+            )
+            notes = _capped(page.auto_paging_iter(), what=f"credit notes of {invoice_id}")
+        return sum(credit_note_from_stripe(note).credited_to_balance for note in notes)
+
     def invoice_of_charge(self, charge_id: str) -> str:
         # A charge no longer names its invoice: charge → payment intent → invoice payment → invoice.
         with _translated_errors():
@@ -902,6 +950,30 @@ def dispute_from_stripe(data: Mapping[str, Any]) -> GatewayDispute:
         currency=data.get("currency") or "",
         reason=data.get("reason") or "",
         status=data.get("status") or "",
+    )
+
+
+def credit_note_from_stripe(data: Mapping[str, Any]) -> GatewayCreditNote:
+    """A credit note, with what of it went to the customer's balance: the balance transaction's
+    amount when it is expanded (negative: a credit), else what the post-payment amount leaves once
+    refunds and out-of-band credit are taken out; 0 for a voided note.
+    https://docs.stripe.com/api/credit_notes/object"""
+    balance = data.get("customer_balance_transaction")
+    if data.get("status") == "void" or not balance:
+        credited = 0
+    elif isinstance(balance, Mapping):
+        credited = max(-int(balance.get("amount") or 0), 0)
+    else:
+        refunded = sum(int(refund.get("amount_refunded") or 0) for refund in data.get("refunds") or [])
+        credited = max(
+            int(data.get("post_payment_amount") or 0) - int(data.get("out_of_band_amount") or 0) - refunded, 0
+        )
+    return GatewayCreditNote(
+        id=data["id"],
+        invoice_id=_id_of(data.get("invoice")),
+        amount=int(data.get("total") or data.get("amount") or 0),
+        credited_to_balance=credited,
+        currency=data.get("currency") or "",
     )
 
 

@@ -60,6 +60,8 @@ ROUTES: list[tuple[str, str, type]] = [
     ("POST", r"/v1/refunds", p.RefundCreateParams),
     ("GET", r"/v1/charges/[^/]+", p.ChargeRetrieveParams),
     ("GET", r"/v1/payment_intents/[^/]+", p.PaymentIntentRetrieveParams),
+    ("POST", r"/v1/credit_notes", p.CreditNoteCreateParams),
+    ("GET", r"/v1/credit_notes", p.CreditNoteListParams),
     ("GET", r"/v1/credit_notes/[^/]+", p.CreditNoteRetrieveParams),
     ("GET", r"/v1/disputes/[^/]+", p.DisputeRetrieveParams),
 ]

@@ -1230,6 +1230,56 @@ def test_a_credit_note_beyond_what_the_invoice_has_left_to_credit_is_refused_and
     assert local.gateway.retrieve_invoice(invoice_id).credited == 3000
 
 
+def test_credit_invoice_to_balance_credits_once_per_key_and_invoice_credited_to_balance_counts_it(local):
+    """The boundary's credit note (credit_amount = amount, https://docs.stripe.com/api/credit_notes/create):
+    its key replays the first answer, a refusal included, and what the invoice's notes credited to
+    the balance is read back, so a retry with a new key can ask for only what is still owed."""
+    customer_id, sub = local.subscribe()
+    invoice_id = sub.latest_invoice_id
+    assert local.gateway.invoice_credited_to_balance(invoice_id) == 0
+
+    def credit(amount: int, key: str):
+        return local(
+            "credit_invoice_to_balance",
+            invoice_id,
+            amount=amount,
+            reason="duplicate",
+            memo="Back to the balance",
+            metadata={"invoice": invoice_id},
+            idempotency_key=key,
+        )
+
+    note = credit(700, "credit-1")
+    assert (note.invoice_id, note.amount, note.credited_to_balance, note.currency) == (
+        invoice_id,
+        700,
+        700,
+        "usd",
+    )
+    assert credit(700, "credit-1") == note  # the same key: the first answer, nothing credited again
+    with pytest.raises(GatewayError) as reused:
+        credit(800, "credit-1")
+    assert reused.value.code == "idempotency_error"
+    stored = LocalGatewayObject.objects.get(object_type="credit_note").data
+    assert (stored["reason"], stored["memo"], stored["metadata"]) == (
+        "duplicate",
+        "Back to the balance",
+        {"invoice": invoice_id},
+    )
+    assert (
+        LocalGatewayObject.objects.get(object_id=customer_id, object_type="customer").data["balance"] == -700
+    )
+    local("issue_credit_note", invoice_id, amount=300)
+    assert local.gateway.invoice_credited_to_balance(invoice_id) == 1000
+
+    with pytest.raises(GatewayError) as refused:
+        credit(2001, "credit-2")  # 2000 is left to credit
+    assert refused.value.code == "parameter_invalid"
+    with pytest.raises(GatewayError):
+        credit(2001, "credit-2")  # the key replays the refusal
+    assert (count("credit_note"), local.gateway.invoice_credited_to_balance(invoice_id)) == (2, 1000)
+
+
 # --- the clock -----------------------------------------------------------------------------------------
 
 

@@ -1588,6 +1588,7 @@ FIXTURE_RESOURCES = {
     "invoice_preview": "invoice",
     "invoiceitem": "invoiceitem",
     "event": "event",
+    "credit_note": "credit_note",
 }
 
 
@@ -1805,3 +1806,100 @@ def test_voiding_a_paid_invoice_is_stripes_refusal_with_its_code(gateway, http) 
 
     assert (refused.value.code, refused.value.message) == ("status_transition_invalid", MSG_REFUSED)
     assert len(http.sent) == 1
+
+
+# --- giving back what the customer's credit balance paid (a duplicate's invoice, S15) ------------------
+
+
+def test_credit_invoice_to_balance_issues_a_credit_note_whose_whole_amount_is_credit_amount(
+    gateway, http
+) -> None:
+    """A refund returns only what a charge collected; the part of an invoice the customer's credit
+    balance paid goes back to that balance through a credit note with credit_amount
+    (https://docs.stripe.com/api/credit_notes/create): amount and credit_amount are the same, the
+    attempt's key is sent, and what was credited is read from the expanded balance transaction."""
+    http.answer("POST", "/v1/credit_notes", fixture("credit_note"))
+
+    note = gateway.credit_invoice_to_balance(
+        INV,
+        amount=1000,
+        reason="duplicate",
+        memo="A second subscription, canceled: what the credit balance paid goes back to it.",
+        metadata={"invoice": INV, "reason": "duplicate_subscription"},
+        idempotency_key="inst:credit_to_balance:12:abc",
+    )
+
+    [sent] = http.sent
+    assert_sent(sent, "POST", "/v1/credit_notes", idempotency_key="inst:credit_to_balance:12:abc")
+    assert sent.params == {
+        "invoice": INV,
+        "amount": "1000",
+        "credit_amount": "1000",
+        "reason": "duplicate",
+        "memo": "A second subscription, canceled: what the credit balance paid goes back to it.",
+        "metadata[invoice]": INV,
+        "metadata[reason]": "duplicate_subscription",
+        "expand[0]": "customer_balance_transaction",
+    }
+    assert (note.id, note.invoice_id, note.amount, note.credited_to_balance, note.currency) == (
+        "cn_1RAcmeDuplicate01",
+        INV,
+        1000,
+        1000,
+        "usd",
+    )
+
+
+def test_a_refused_credit_note_is_a_gateway_error_with_stripes_code(gateway, http) -> None:
+    http.answer(
+        "POST",
+        "/v1/credit_notes",
+        invalid_request(
+            "The credit note amount is too large.", code="parameter_invalid_integer", param="amount"
+        ),
+        status=400,
+    )
+
+    with pytest.raises(GatewayError) as refused:
+        gateway.credit_invoice_to_balance(
+            INV, amount=999999, reason="duplicate", memo="", metadata={}, idempotency_key="k"
+        )
+
+    assert (refused.value.code, refused.value.message) == ("parameter_invalid_integer", MSG_REFUSED)
+    assert "memo" not in http.sent[0].params  # an empty memo is not sent
+
+
+def test_invoice_credited_to_balance_sums_what_its_credit_notes_credited_and_skips_voided_ones(
+    gateway, http
+) -> None:
+    """Read back before a retry gives anything again: every credit note of the invoice, each with
+    the balance transaction it made (expanded; negative: a credit), a voided one aside; a note that
+    refunded to the card or credited outside Stripe credited nothing to the balance."""
+    credited = fixture("credit_note")
+    voided = credited | {"id": "cn_1RAcmeVoided00001", "status": "void", "voided_at": 1770640000}
+    refund_only = credited | {
+        "id": "cn_1RAcmeRefund00001",
+        "customer_balance_transaction": None,
+        "refunds": [{"amount_refunded": 1000, "refund": "re_1RAcme000001", "payment_record_refund": None}],
+    }
+    second_page = credited | {
+        "id": "cn_1RAcmeDuplicate02",
+        "customer_balance_transaction": credited["customer_balance_transaction"] | {"amount": -250},
+    }
+    http.answer(
+        "GET",
+        "/v1/credit_notes",
+        page([credited, voided, refund_only], url="/v1/credit_notes", has_more=True),
+    )
+    http.answer("GET", "/v1/credit_notes", page([second_page], url="/v1/credit_notes", has_more=False))
+
+    assert gateway.invoice_credited_to_balance(INV) == 1250
+
+    first, following = http.sent
+    assert_sent(first, "GET", "/v1/credit_notes")
+    assert first.params == {
+        "invoice": INV,
+        "limit": "100",
+        "expand[0]": "data.customer_balance_transaction",
+    }
+    assert following.params["starting_after"] == "cn_1RAcmeRefund00001"

@@ -121,6 +121,7 @@ def test_a_second_subscription_that_completes_anyway_is_canceled_and_refunded_at
         "subscription": second.id,
         "kept": first.id,
         "refunded": plan("agents-scale").price_amount,
+        "returned_to_balance": 0,
         "currency": "usd",
     }
     assert sorted((m.to[0], m.subject) for m in mail.outbox if "canceled and refunded" in m.subject) == [
@@ -275,3 +276,171 @@ def test_two_checkouts_paid_at_once_after_the_trial_expired_refund_the_duplicate
     assert org_mail("A second AI Agents subscription") == [
         (email, "A second AI Agents subscription was canceled and refunded") for email in ADMIN_EMAILS
     ]
+
+
+# --- a duplicate paid partly or wholly from the customer's credit balance ------------------------------
+
+
+def _balance(org) -> int:
+    return LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data["balance"]
+
+
+def _credit_then_duplicate(org, capture, *, duplicate_code: str, credit: int):
+    """Growth and another plan's checkouts both open; Growth is paid and a goodwill credit note puts
+    `credit` on the customer's balance; then the other checkout is paid too, its invoice finalized
+    with that credit applied. Returns the undelivered events, Growth and the duplicate."""
+    growth = session_of(open_checkout(org, "agents-growth"))
+    other = session_of(open_checkout(org, duplicate_code))
+    with capture(execute=False) as deliveries:
+        first = gateway().complete_checkout(growth)
+        gateway().issue_credit_note(first.latest_invoice_id, amount=credit, memo="Goodwill")
+        second = gateway().complete_checkout(other)
+    assert _balance(org) == min(plan(duplicate_code).price_amount - credit, 0)
+    return deliveries, first, second
+
+
+def _duplicate_invoice(second) -> Invoice:
+    return Invoice.objects.get(gateway_subscription_id=second.id)
+
+
+def _balance_notes(second) -> list[tuple[int, str | None]]:
+    """(amount, reason) of the credit notes on the duplicate's invoice."""
+    invoice_id = gateway().retrieve_subscription(second.id).latest_invoice_id
+    return [
+        (row.data["amount"], row.data["reason"])
+        for row in LocalGatewayObject.objects.filter(object_type="credit_note", data__invoice=invoice_id)
+    ]
+
+
+def test_a_duplicate_paid_partly_from_the_credit_balance_gives_that_part_back_to_the_balance(org, capture):
+    """S15. Scale's invoice ($499.00) was paid $449.00 by the card and $50.00 from the customer's
+    credit balance. A refund returns only what the charge collected
+    (https://docs.stripe.com/api/refunds/create), so the $50.00 goes back to the balance by a credit
+    note with credit_amount (https://docs.stripe.com/api/credit_notes/create); the audit and the
+    admins' email say how much went where, and a redelivery of every event gives nothing twice.
+    Failed before the fix: only $449.00 came back and the $50.00 of credit was lost, while the email
+    said the payments were refunded in full."""
+    deliveries, first, second = _credit_then_duplicate(
+        org, capture, duplicate_code="agents-scale", credit=5000
+    )
+    price = plan("agents-scale").price_amount
+    assert _balance(org) == 0  # the credit paid part of Scale's invoice
+    mail.outbox.clear()
+    with capture(execute=True):
+        for deliver in deliveries:
+            deliver()
+        for deliver in deliveries:  # every event again: nothing more is given back
+            deliver()
+
+    assert gateway_subscriptions(org) == [
+        ("active", "price_local_agents_growth"),
+        ("canceled", "price_local_agents_scale"),
+    ]
+    charge = LocalGatewayObject.objects.get(object_type="charge", data__amount=price - 5000).data
+    assert (charge["refunded"], charge["amount_refunded"]) == (True, price - 5000)
+    assert _balance(org) == -5000  # the credit is back, once, for the next invoices
+    assert _balance_notes(second) == [(5000, "duplicate")]
+    assert [
+        (row.data["type"], row.data["amount"], row.data["ending_balance"])
+        for row in LocalGatewayObject.objects.filter(object_type="customer_balance_transaction").order_by(
+            "id"
+        )
+    ] == [("credit_note", -5000, -5000), ("applied_to_invoice", 5000, 0), ("credit_note", -5000, -5000)]
+    audit = AuditEvent.objects.get(tenant=org.tenant, action="subscription.duplicate_canceled")
+    assert audit.data == {
+        "subscription": second.id,
+        "kept": first.id,
+        "refunded": price - 5000,
+        "returned_to_balance": 5000,
+        "currency": "usd",
+    }
+    mirrored = _duplicate_invoice(second)
+    assert (mirrored.total, mirrored.amount_paid, mirrored.credit_applied) == (price, price - 5000, 5000)
+    assert (mirrored.amount_refunded, mirrored.amount_credited) == (price - 5000, 5000)
+    sent = [m for m in mail.outbox if "canceled and refunded" in m.subject]
+    assert sorted((m.to[0], m.subject) for m in sent) == [
+        (email, "A second AI Agents subscription was canceled and refunded") for email in ADMIN_EMAILS
+    ]
+    for message in sent:
+        assert "$449.00 refunded to the card" in message.body
+        assert (
+            "$50.00, which had been paid from your credit balance, returned to that balance" in message.body
+        )
+        assert "refunded its payments in full" not in message.body
+        html = message.alternatives[0][0]
+        assert "<strong>$449.00</strong> refunded to the card" in html
+        assert "<strong>$50.00</strong>, which had been paid from your credit balance" in html
+
+
+def test_a_duplicate_paid_wholly_from_the_credit_balance_refunds_nothing_and_returns_it_all_to_the_balance(
+    org, capture
+):
+    """S15. Starter's invoice ($49.00) was paid from a $50.00 credit: no charge to refund, and the
+    whole $49.00 goes back to the balance; the email does not claim a card refund."""
+    deliveries, _first, second = _credit_then_duplicate(
+        org, capture, duplicate_code="agents-starter", credit=5000
+    )
+    price = plan("agents-starter").price_amount
+    assert _balance(org) == price - 5000 == -100
+    mail.outbox.clear()
+    with capture(execute=True):
+        for deliver in deliveries:
+            deliver()
+
+    assert ("canceled", "price_local_agents_starter") in gateway_subscriptions(org)
+    assert LocalGatewayObject.objects.filter(object_type="refund").count() == 0
+    assert _balance(org) == -5000
+    assert _balance_notes(second) == [(price, "duplicate")]
+    audit = AuditEvent.objects.get(tenant=org.tenant, action="subscription.duplicate_canceled")
+    assert (audit.data["refunded"], audit.data["returned_to_balance"]) == (0, price)
+    [body] = {m.body for m in mail.outbox if "A second AI Agents subscription" in m.subject}
+    assert "It had been paid from your credit balance, not charged to the card: $49.00 was returned" in body
+    assert "5 to 10 business days" not in body
+
+
+def test_a_balance_credit_the_gateway_kept_from_a_failed_try_is_not_given_twice(org, capture, monkeypatch):
+    """The refund and the credit note reached Stripe, then the cancel failed and our transaction
+    rolled back (Stripe keeps both): the event's retry reads the credit back from the gateway and
+    asks for no second one, so the balance is credited once."""
+    deliveries, _first, second = _credit_then_duplicate(
+        org, capture, duplicate_code="agents-scale", credit=5000
+    )
+    real_cancel = type(gateway()).cancel_subscription
+
+    def unreachable(self, **kwargs):
+        raise GatewayError("The payment provider could not be reached.", code="gateway_unavailable")
+
+    monkeypatch.setattr(type(gateway()), "cancel_subscription", unreachable)
+    with capture(execute=True):
+        for deliver in deliveries:
+            deliver()
+    monkeypatch.setattr(type(gateway()), "cancel_subscription", real_cancel)
+    assert _balance_notes(second) == []  # the stand-in rolled back with us
+    # Stripe would have kept them: make them again, as Stripe has them.
+    invoice_id = gateway().retrieve_subscription(second.id).latest_invoice_id
+    gateway().refund_invoice(invoice_id, idempotency_key="refund-kept-by-stripe")
+    gateway().credit_invoice_to_balance(
+        invoice_id,
+        amount=5000,
+        reason="duplicate",
+        memo="",
+        metadata={},
+        idempotency_key="credit-kept-by-stripe",
+    )
+    real_credit = type(gateway()).credit_invoice_to_balance
+    credits: list[str] = []
+
+    def credit(self, invoice_id, **kwargs):
+        credits.append(invoice_id)
+        return real_credit(self, invoice_id, **kwargs)
+
+    monkeypatch.setattr(type(gateway()), "credit_invoice_to_balance", credit)
+
+    _retry_failed_events(capture)
+
+    assert credits == []  # already credited at the gateway: not asked again
+    assert ("canceled", "price_local_agents_scale") in gateway_subscriptions(org)
+    assert _balance(org) == -5000
+    assert _balance_notes(second) == [(5000, "duplicate")]
+    audit = AuditEvent.objects.get(tenant=org.tenant, action="subscription.duplicate_canceled")
+    assert audit.data["returned_to_balance"] == 5000

@@ -24,7 +24,14 @@ from typing import Any
 
 from django.db import transaction
 
-from billing_portal.gateway.base import GatewayCharge, GatewayDispute, GatewayError, GatewayInvoice
+from billing_portal.gateway.base import (
+    CreditNoteReason,
+    GatewayCharge,
+    GatewayCreditNote,
+    GatewayDispute,
+    GatewayError,
+    GatewayInvoice,
+)
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.core import WhenRetriesExhausted
 from billing_portal.gateway.local.events import LocalEvents
@@ -34,6 +41,7 @@ from billing_portal.gateway.store import LocalGatewayObject
 from billing_portal.gateway.stripe_gateway import (  # the words Stripe gives a decline
     MSG_DECLINED,
     charge_from_stripe,
+    credit_note_from_stripe,
     dispute_from_stripe,
     invoice_from_stripe,
 )
@@ -784,6 +792,51 @@ class LocalInvoices(LocalEvents):
         with transaction.atomic():
             note_id = self._credit_note(invoice_id, amount=amount, memo=memo)
             return objects.read(note_id, "credit_note")
+
+    def credit_invoice_to_balance(
+        self,
+        invoice_id: str,
+        *,
+        amount: int,
+        reason: CreditNoteReason,
+        memo: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> GatewayCreditNote:
+        """Stripe's `POST /v1/credit_notes` with `credit_amount` equal to `amount` (see
+        `_credit_note`); the key replays its first answer, a refusal included."""
+        params = {
+            "invoice_id": invoice_id,
+            "amount": amount,
+            "reason": reason,
+            "memo": memo,
+            "metadata": metadata,
+        }
+        return credit_note_from_stripe(
+            self._once(
+                idempotency_key,
+                "credit_invoice_to_balance",
+                params,
+                lambda: self._credit_note(
+                    invoice_id, amount=amount, memo=memo, reason=reason, metadata=metadata
+                ),
+                object_type="credit_note",
+            )
+        )
+
+    def invoice_credited_to_balance(self, invoice_id: str) -> int:
+        """What the invoice's credit notes (voided ones aside) credited to the customer's balance: the
+        amounts of the balance transactions they name (negative: credits)."""
+        credited = 0
+        for row in LocalGatewayObject.objects.filter(object_type="credit_note", data__invoice=invoice_id):
+            if row.data["status"] == "void" or not row.data.get("customer_balance_transaction"):
+                continue
+            credited -= int(
+                objects.read(row.data["customer_balance_transaction"], "customer_balance_transaction")[
+                    "amount"
+                ]
+            )
+        return credited
 
     def _credit_note(
         self,
