@@ -220,14 +220,14 @@ def credits_nudge(*, tenant_id: int, now: datetime | None = None) -> bool:
 class LowBalance:
     tenant_id: int
     period_grant_id: int  # the current plan period: one email per period
-    balance: int
-    period_amount: int
     period_end: datetime | None
 
 
 def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalance]:
-    """Tenants whose current plan period's credits run low (C03's rule, `balance_runs_low`, in SQL),
-    one row per tenant."""
+    """Tenants whose current plan period's credits may run low, one row per tenant: C03's rule
+    (`balance_runs_low`) in SQL, per plan grant, so it finds every tenant `summary(...).runs_low`
+    finds (a period's grants used at 80% together have one used at 80%) and perhaps a few more;
+    the email asks the summary before it is sent."""
     pct = settings.CREDITS_NUDGE_USED_PERCENT
     threshold = settings.CREDITS_LOW_BALANCE * CREDIT
     balance = (
@@ -244,8 +244,8 @@ def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalan
     )
     rows = (
         Grant.objects.filter(live_q(now), source__in=PLAN_SOURCES, wallet__unit=Unit.AI_CREDIT)
-        .annotate(balance=Coalesce(Subquery(balance), 0))
         .alias(
+            balance=Coalesce(Subquery(balance), 0),
             held=Coalesce(Subquery(held), 0),
             used100=(F("amount") - F("remaining")) * 100,
             limit100=F("amount") * pct,
@@ -253,14 +253,11 @@ def low_balance_candidates(*, now: datetime, limit: int = 1000) -> list[LowBalan
         # balance_runs_low: available (balance - held) under the setting.
         .filter(Q(used100__gte=F("limit100")) | Q(balance__lt=threshold + F("held")))
         .order_by("tenant_id", "-valid_from")
-        .values("tenant_id", "pk", "balance", "amount", "expires_at")[:limit]
+        .values("tenant_id", "pk", "expires_at")[:limit]
     )
     seen: dict[int, LowBalance] = {}
     for row in rows:
-        seen.setdefault(
-            row["tenant_id"],
-            LowBalance(row["tenant_id"], row["pk"], row["balance"], row["amount"], row["expires_at"]),
-        )
+        seen.setdefault(row["tenant_id"], LowBalance(row["tenant_id"], row["pk"], row["expires_at"]))
     return list(seen.values())
 
 

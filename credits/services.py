@@ -44,6 +44,7 @@ from credits.selectors import (
     live_q,
     low_balance_candidates,
     open_hold_q,
+    summary,
     wallet_figures,
 )
 from plans.models import Plan
@@ -1115,6 +1116,11 @@ def low_balance_notify_due(*, now: datetime) -> int:
 
 
 def _notify_low_balance(candidate: LowBalance, *, now: datetime) -> int:
+    """The email says what the AI Credits page and the sidebar say, from the same one-query
+    summary: the available credits (balance less what open holds reserve), the held ones as the
+    page words them, and the period's use. It is sent only when that summary runs low
+    (`balance_runs_low`, the sidebar's rule): the candidates' SQL finds tenants per plan grant, and
+    the summary, which sums the period's plan grants, is the one that decides."""
     emails = list(
         Membership.objects.filter(tenant_id=candidate.tenant_id, role=Role.ADMIN)
         .order_by("pk")
@@ -1127,6 +1133,9 @@ def _notify_low_balance(candidate: LowBalance, *, now: datetime) -> int:
     owed = [email for email, key in keys.items() if key not in done]
     if not owed:
         return 0
+    found = summary(tenant_id=candidate.tenant_id, now=now)
+    if not found.runs_low:
+        return 0
     tenant = Tenant.objects.get(pk=candidate.tenant_id)
     queued = 0
     for email in owed:
@@ -1137,8 +1146,11 @@ def _notify_low_balance(candidate: LowBalance, *, now: datetime) -> int:
             template="credits_low",
             context={
                 "tenant": tenant,
-                "balance": candidate.balance,
-                "period_amount": candidate.period_amount,
+                "available": found.available,  # thousandths, as the page's "Available"
+                "held": found.held,  # thousandths, the page's "Reserved by work in progress"
+                "period_amount": found.period_amount,
+                "period_used": found.period_used,
+                "period_used_share": found.period_used_share,
                 "period_end": candidate.period_end,
             },
         ):
