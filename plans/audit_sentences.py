@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from plans.models import Lead
 from tenants.audit import Fields, Sentence
 from tenants.models import AuditEvent
 
@@ -26,6 +27,14 @@ def _lead(event: AuditEvent, fields: Fields) -> str:
     return _LEAD_VERB.get(fields.get("kind", ""), "{actor} contacted sales about {target}").format_map(fields)
 
 
+_LEAD_STATUS = dict(Lead.Status.choices)
+
+
+def _lead_status(event: AuditEvent, fields: Fields) -> str:
+    to = _LEAD_STATUS.get(fields.get("to", ""), fields.get("to", ""))
+    return f"{fields['actor']} marked the sales request for {fields['target']} {to}"
+
+
 SENTENCES: dict[str, Sentence] = {
     "subscription.trial_started": "{actor} started the free trial, until {ends}",
     "subscription.started": "{actor} started {target}",
@@ -46,6 +55,7 @@ SENTENCES: dict[str, Sentence] = {
     "subscription.contracted": "{actor} assigned {target} under a contract, until {ends}",
     "subscription.ended_by_contract": "{target} ended: a contracted plan took its place",
     "lead.won": "{actor} won the sales request for {target}",
+    "lead.status_changed": _lead_status,
 }
 LABELS = {
     "subscription.trial_started": "Trial started",
@@ -67,4 +77,5 @@ LABELS = {
     "subscription.contracted": "Contracted plan assigned",
     "subscription.ended_by_contract": "Replaced by a contract",
     "lead.won": "Sales request won",
+    "lead.status_changed": "Sales request updated",
 }

@@ -675,6 +675,76 @@ def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") ->
     return lead, True
 
 
+# "Won" says the contracted plan was assigned: only `contract_start` sets it (the lead admin's
+# "Assign the contracted plan"), and a lead whose contract was assigned stays won. A lead marked won
+# by hand, with no contract behind it, told staff a deal was done that no one had put in place.
+MSG_LEAD_WON_BY_CONTRACT = (
+    'A lead is won when its contracted plan is assigned: select the lead and use the action "Assign '
+    'the contracted plan" (it marks the lead won).'
+)
+MSG_LEAD_WON_NOT_CONTRACTED = (
+    "{plan} is bought, not contracted: its lead is never won here. Mark it Contacted or Lost; the "
+    "tenant's admin subscribes on the AI Credits or Billing page."
+)
+MSG_LEAD_CONTRACTED = "This lead's contracted plan is assigned: the lead stays won."
+
+
+def lead_status_refusal(*, lead: Lead, status: str, contracted: bool | None = None) -> BusinessError | None:
+    """Why staff may not set `lead` to `status` by hand, or None. `contracted`: whether a contract
+    answers the lead, when the caller knows it (the admin list reads it with the leads)."""
+    if status == lead.status:
+        return None
+    if contracted is None:
+        contracted = Contract.objects.filter(lead_id=lead.pk).exists()
+    if contracted:
+        return BusinessError("lead_contracted", MSG_LEAD_CONTRACTED, status=409)
+    if status == Lead.Status.WON:
+        if lead.plan.kind != Plan.Kind.CONTACT_SALES:
+            return BusinessError(
+                "lead_not_contracted", MSG_LEAD_WON_NOT_CONTRACTED.format(plan=lead.plan.name), status=409
+            )
+        return BusinessError("lead_won_by_contract", MSG_LEAD_WON_BY_CONTRACT, status=409)
+    if (
+        status == Lead.Status.NEW
+        and Lead.objects.filter(tenant_id=lead.tenant_id, plan_id=lead.plan_id, status=Lead.Status.NEW)
+        .exclude(pk=lead.pk)
+        .exists()
+    ):
+        return BusinessError(
+            "lead_open",
+            f"{lead.tenant.name} has another open (New) lead for {lead.plan.name}: work that one instead.",
+            status=409,
+        )
+    return None
+
+
+@transaction.atomic
+def lead_status_set(*, lead: Lead, status: str, actor: User) -> Lead:
+    """Staff set a lead's status by hand (New, Contacted, Lost): refused, with nothing written, where
+    `lead_status_refusal` says so — "won" is the contract's (`contract_start`). Audited."""
+    if status not in Lead.Status.values:
+        raise BusinessError("lead_status", f"{status!r} is not a lead status.", status=422)
+    tenant_lock(tenant=lead.tenant)  # the lock contract_start takes first: a concurrent assign waits
+    locked = Lead.objects.select_for_update(of=("self",)).select_related("tenant", "plan").get(pk=lead.pk)
+    refusal = lead_status_refusal(lead=locked, status=status)
+    if refusal is not None:
+        raise refusal
+    if locked.status == status:
+        return locked
+    old = locked.status
+    locked.status = status
+    locked.save(update_fields=["status"])
+    audit(
+        tenant=locked.tenant,
+        actor=actor,
+        action="lead.status_changed",
+        target=locked,
+        target_label=locked.plan.name,
+        data={"from": old, "to": status},
+    )
+    return locked
+
+
 # --- contracts (contact-sales plans assigned by staff) ------------------------------------------
 
 CONTRACT_MAX_MONTHS = 120

@@ -4,6 +4,7 @@ no payment gateway involved; the billing sweep renews each month and ends the co
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -237,3 +238,130 @@ def test_c07_a_contract_past_what_the_ledger_holds_or_begun_long_ago_is_a_form_e
     assert error in response.content.decode()
     assert not Contract.objects.exists()
     assert ultra_grants(ultra_lead.tenant) == []
+
+
+# --- "Won" means the contracted plan was assigned (the lead's status by hand) -------------------
+
+
+def set_status_in_the_list(client, lead: Lead, status: str):
+    """The changelist's list_editable status, as the admin posts one row of it."""
+    return client.post(
+        CHANGELIST,
+        {
+            "form-TOTAL_FORMS": "1",
+            "form-INITIAL_FORMS": "1",
+            "form-MIN_NUM_FORMS": "0",
+            "form-MAX_NUM_FORMS": "1000",
+            "form-0-id": str(lead.pk),
+            "form-0-status": status,
+            "_save": "Save",
+        },
+    )
+
+
+def change_url(lead: Lead) -> str:
+    return f"/admin/plans/lead/{lead.pk}/change/"
+
+
+def page_text(response) -> str:
+    return html.unescape(response.content.decode())
+
+
+WON_BY_CONTRACT = (
+    'A lead is won when its contracted plan is assigned: select the lead and use the action "Assign the '
+    'contracted plan" (it marks the lead won).'
+)
+
+
+def test_c16_won_chosen_by_hand_in_the_lead_list_is_refused_and_changes_nothing(
+    ultra_lead, sales, client_for
+):
+    """A lead set to won in the list showed a deal done while no contract existed (C07, C16)."""
+    before = AuditEvent.objects.count()
+    response = set_status_in_the_list(client_for(sales), ultra_lead, "won")
+
+    assert response.status_code == 200
+    assert WON_BY_CONTRACT in page_text(response)
+    assert Lead.objects.get(pk=ultra_lead.pk).status == "new"
+    assert AuditEvent.objects.count() == before
+    assert not Contract.objects.exists()
+
+
+def test_c16_won_chosen_by_hand_on_the_lead_page_is_refused(ultra_lead, sales, client_for):
+    client = client_for(sales)
+    response = client.post(change_url(ultra_lead), {"status": "won", "staff_notes": "Signed, I think"})
+
+    assert response.status_code == 200
+    assert WON_BY_CONTRACT in page_text(response)
+    lead = Lead.objects.get(pk=ultra_lead.pk)
+    assert (lead.status, lead.staff_notes) == ("new", "")
+    assert 'Won is set by the action "Assign the contracted plan".' in page_text(client.get(change_url(lead)))
+
+
+def test_c16_a_registered_interest_is_never_won_by_hand(trial_tenant, member, sales, client_for):
+    lead, _ = plan_services.lead_create(tenant=trial_tenant, user=member, plan=plan("credits-plus"))
+    response = set_status_in_the_list(client_for(sales), lead, "won")
+
+    assert (
+        "AI Plus is bought, not contracted: its lead is never won here. Mark it Contacted or Lost; the "
+        "tenant's admin subscribes on the AI Credits or Billing page."
+    ) in page_text(response)
+    assert Lead.objects.get(pk=lead.pk).status == "new"
+
+
+def test_c16_contacted_and_lost_by_hand_are_saved_and_audited(ultra_lead, sales, client_for):
+    client = client_for(sales)
+    assert set_status_in_the_list(client, ultra_lead, "contacted").status_code == 302
+    response = client.post(change_url(ultra_lead), {"status": "lost", "staff_notes": "Chose a rival"})
+    assert response.status_code == 302
+
+    lead = Lead.objects.get(pk=ultra_lead.pk)
+    assert (lead.status, lead.staff_notes) == ("lost", "Chose a rival")
+    changes = AuditEvent.objects.filter(action="lead.status_changed").order_by("pk")
+    assert [(e.actor_user, e.data["from"], e.data["to"]) for e in changes] == [
+        (sales, "new", "contacted"),
+        (sales, "contacted", "lost"),
+    ]
+
+
+def test_c16_a_lead_back_to_new_beside_an_open_one_is_refused_not_a_500(
+    ultra_lead, member, sales, client_for
+):
+    """The one-open-lead-per-plan constraint was only the database's (tenant and plan are read-only
+    in the form, so the form did not check it): an IntegrityError."""
+    client = client_for(sales)
+    set_status_in_the_list(client, ultra_lead, "lost")
+    plan_services.lead_create(tenant=ultra_lead.tenant, user=member, plan=plan("credits-ultra"))
+
+    response = set_status_in_the_list(client, ultra_lead, "new")
+
+    assert response.status_code == 200
+    assert "Acme Corp has another open (New) lead for AI Ultra: work that one instead." in page_text(response)
+    assert Lead.objects.get(pk=ultra_lead.pk).status == "lost"
+
+
+def test_c16_the_assigned_lead_is_won_its_status_read_only_and_the_list_shows_the_contract_end(
+    ultra_lead, sales, client_for
+):
+    client = client_for(sales)
+    client.post(assign_url(ultra_lead), contract_form())
+    contract = Contract.objects.get(lead=ultra_lead)
+
+    response = client.post(change_url(ultra_lead), {"status": "lost", "staff_notes": "renewal talks"})
+    assert response.status_code == 302
+    lead = Lead.objects.get(pk=ultra_lead.pk)
+    assert (lead.status, lead.staff_notes) == ("won", "renewal talks")  # the notes saved, the status kept
+    page = page_text(client.get(change_url(lead)))
+    assert "This lead's contracted plan is assigned: the lead stays won." in page
+    assert re.search(r'<select name="status"[^>]*disabled', page)
+    assert set_status_in_the_list(client, lead, "new").status_code == 302
+    assert Lead.objects.get(pk=lead.pk).status == "won"
+
+    listing = page_text(client.get(CHANGELIST))
+    assert f"until {contract.ends_at.day} {contract.ends_at:%b %Y}" in listing
+
+
+def test_staff_cannot_add_a_lead_by_hand(db, client_for):
+    """A lead is a tenant's request; the add form (tenant and plan read-only) could only fail."""
+    superuser = UserFactory(email="root@platform.test", is_staff=True, is_superuser=True)
+    assert client_for(superuser).get("/admin/plans/lead/add/").status_code == 403
