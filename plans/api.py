@@ -104,7 +104,9 @@ class ProductOut(Schema):
     grace_until: datetime | None = Field(
         description="After a failed payment: access continues until then; null when no payment is overdue."
     )
-    ends_at: datetime | None = Field(description="When a canceled or free plan stops; null when it renews.")
+    ends_at: datetime | None = Field(
+        description="When a canceled plan, a free plan or a contracted plan stops; null when it renews."
+    )
     limits: LimitsOut = Field(description="What the current plan allows (all zero without a plan).")
     upcoming: UpcomingOut | None = Field(description="A plan change scheduled for later; null when none is.")
     refusal: RefusalOut | None = Field(

@@ -87,7 +87,7 @@ class ProductEntitlement:
     trial_ends_at: datetime | None
     trial_days_left: int | None
     grace_until: datetime | None
-    ends_at: datetime | None  # when a canceled or free plan stops
+    ends_at: datetime | None  # when a canceled plan, a free plan or a contract stops
     ended_at: datetime | None  # when an expired subscription actually ended (not its period end)
     limits: Limits
     upcoming: Upcoming | None
@@ -160,6 +160,11 @@ def _badge(sub: Subscription, now: datetime) -> tuple[str, str]:
     }[State(sub.state)]
 
 
+# The plans that end at their `ends_at` with no payment rail to say so: a free plan's validity, a
+# contract's end (contact-sales plans).
+ENDS_UNPAID = (Plan.Kind.FREE, Plan.Kind.CONTACT_SALES)
+
+
 def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
     if sub is None:
         return Refusal(
@@ -174,7 +179,7 @@ def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
         return Refusal("subscription_ended", MSG_ENDED)
     if sub.state == State.CANCELED and sub.ends_at and sub.ends_at <= now:
         return Refusal("subscription_ended", MSG_ENDED)
-    if sub.state == State.ACTIVE and sub.plan.kind == Plan.Kind.FREE and sub.ends_at and sub.ends_at <= now:
+    if sub.state == State.ACTIVE and sub.plan.kind in ENDS_UNPAID and sub.ends_at and sub.ends_at <= now:
         return Refusal("subscription_ended", MSG_ENDED)
     if sub.state == State.PAST_DUE and sub.grace_until and sub.grace_until <= now:
         return Refusal("payment_overdue", MSG_OVERDUE)
@@ -183,7 +188,8 @@ def _refusal(sub: Subscription | None, now: datetime) -> Refusal | None:
 
 def _ended_at(sub: Subscription, refusal: Refusal | None) -> datetime | None:
     """When the subscription ended: the moment recorded when it expired, or, past its end but not
-    yet swept, the end that passed (the trial's end, the cancellation's or the free plan's)."""
+    yet swept, the end that passed (the trial's end, the cancellation's, the free plan's or the
+    contract's)."""
     if sub.ended_at is not None:
         return sub.ended_at
     if refusal is None or refusal.code != "subscription_ended":

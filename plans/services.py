@@ -866,6 +866,10 @@ def contract_start(
         started_at=starts_at,
         current_period_start=starts_at,
         current_period_end=min(months_after(starts_at, 1), ends_at),
+        # The contract's end is the subscription's, as a free plan's validity is: the entitlements,
+        # the Billing and AI Credits pages and the admin say when it ends, and that it has ended
+        # once it has, even before the sweep expires it.
+        ends_at=ends_at,
         gateway_subscription_id="",
     )
     contract = Contract.objects.create(

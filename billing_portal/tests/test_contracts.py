@@ -5,16 +5,19 @@ no payment gateway involved; the billing sweep renews each month and ends the co
 from __future__ import annotations
 
 import html
+import importlib
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.apps import apps as django_apps
 from django.contrib.auth.models import Permission
 
 from billing_portal import services
 from billing_portal.tests.conftest import live_sub
 from credits.models import Grant
+from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.factories import SubscriptionFactory, plan
 from plans.models import Contract, Lead, Subscription
@@ -365,3 +368,78 @@ def test_staff_cannot_add_a_lead_by_hand(db, client_for):
     """A lead is a tenant's request; the add form (tenant and plan read-only) could only fail."""
     superuser = UserFactory(email="root@platform.test", is_staff=True, is_superuser=True)
     assert client_for(superuser).get("/admin/plans/lead/add/").status_code == 403
+
+
+# --- the contract's end: on the subscription, the pages and the admin -------------------------
+
+
+def test_c07_the_contract_end_is_the_subscriptions_and_every_page_says_when_it_ends(
+    trial_tenant, member, admin, sales, client_for
+):
+    """The contract's end was its own alone: the subscription had none, so the Billing tab, the AI
+    Credits page and the entitlements said nothing of when the contracted plan ends."""
+    start = datetime(2026, 1, 31, tzinfo=UTC)
+    end = datetime(2026, 3, 31, tzinfo=UTC)
+    with time_machine.travel(start + timedelta(hours=1), tick=False):
+        lead, _ = plan_services.lead_create(tenant=trial_tenant, user=member, plan=plan("credits-ultra"))
+        sub, _ = services.contract_assign(
+            lead=lead, starts_at=start, months=2, credits_per_period=5000 * K, reason="R-1", actor=sales
+        )
+        assert (sub.ends_at, Contract.objects.get(subscription=sub).ends_at) == (end, end)
+        ent = plan_selectors.entitlements(tenant=trial_tenant)["ai_credits"]
+        assert (ent.state, ent.badge, ent.ends_at, ent.active) == ("active", "Active subscription", end, True)
+        credits_page = client_for(admin).get(PAGE).content.decode()
+        assert re.search(r'data-testid="valid-until">31 Mar 2026<', credits_page)
+        billing = client_for(admin).get("/t/acme/billing/?product=ai_credits").content.decode()
+        assert re.search(r'data-testid="valid-until">31 Mar 2026<', billing)
+        assert "until 31 Mar 2026" in page_text(client_for(sales).get(CHANGELIST))
+
+
+def test_c07_past_the_contract_end_nothing_shows_it_running_even_before_the_sweep(
+    trial_tenant, member, admin, sales, client_for
+):
+    start = datetime(2026, 1, 31, tzinfo=UTC)
+    end = datetime(2026, 3, 31, tzinfo=UTC)
+    with time_machine.travel(start + timedelta(hours=1), tick=False):
+        lead, _ = plan_services.lead_create(tenant=trial_tenant, user=member, plan=plan("credits-ultra"))
+        sub, _ = services.contract_assign(
+            lead=lead, starts_at=start, months=2, credits_per_period=5000 * K, reason="R-1", actor=sales
+        )
+    with time_machine.travel(end + timedelta(minutes=1), tick=False):
+        assert Subscription.objects.get(pk=sub.pk).state == "active"  # not swept yet
+        ent = plan_selectors.entitlements(tenant=trial_tenant)["ai_credits"]
+        assert (ent.badge, ent.active, ent.ended_at) == ("Expired subscription", False, end)
+        assert ent.refusal is not None
+        assert ent.refusal.code == "subscription_ended"
+        credits_page = client_for(admin).get(PAGE).content.decode()
+        assert 'data-testid="valid-until"' not in credits_page
+        assert re.search(r'data-testid="badge">Expired subscription<', credits_page)
+        billing = client_for(admin).get("/t/acme/billing/?product=ai_credits").content.decode()
+        assert re.search(r'data-testid="ended-on">31 Mar 2026<', billing)
+        overview = client_for(admin).get("/t/acme/").content.decode()
+        assert "Valid until <strong>31 Mar 2026" not in overview
+        assert "ended 31 Mar 2026" in page_text(client_for(sales).get(CHANGELIST))
+
+        now = end + timedelta(minutes=1)
+        assert services.billing_tick(now=now)["contracts_renewed"] == 1
+    sub.refresh_from_db()
+    assert (sub.state, sub.ended_at, sub.ends_at) == ("expired", end, end)
+
+
+def test_c07_contracts_assigned_before_get_their_end_on_the_subscription(ultra_lead, sales):
+    """The data migration: a contract assigned before its end was on the subscription."""
+    sub, _ = services.contract_assign(
+        lead=ultra_lead,
+        starts_at=datetime.now(UTC),
+        months=12,
+        credits_per_period=K,
+        reason="R",
+        actor=sales,
+    )
+    Subscription.objects.filter(pk=sub.pk).update(ends_at=None)
+    migration = importlib.import_module("plans.migrations.0010_contract_subscription_ends_at")
+
+    migration.forwards(django_apps, None)
+
+    sub.refresh_from_db()
+    assert sub.ends_at == Contract.objects.get(subscription=sub).ends_at
