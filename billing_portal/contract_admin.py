@@ -28,7 +28,7 @@ from billing_portal import services
 from plans.admin import LeadAdmin
 from plans.models import Lead, Plan, Product
 from plans.money import credits_string, parse_credits
-from plans.services import CONTRACT_MAX_MONTHS
+from plans.services import CONTRACT_MAX_MONTHS, CONTRACT_REASON_MAX
 from tenants.errors import BusinessError
 
 PERMISSION = "plans.assign_contract"
@@ -47,7 +47,7 @@ class ContractForm(forms.Form):
         help_text='AI credits granted each month of the contract, e.g. "10000" or "12500.5".',
     )
     reason = forms.CharField(
-        max_length=200, help_text="The contract's reference and who agreed it (audited)."
+        max_length=CONTRACT_REASON_MAX, help_text="The contract's reference and who agreed it (audited)."
     )
 
     def __init__(self, *args, plan: Plan, **kwargs) -> None:

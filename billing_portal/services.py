@@ -1743,7 +1743,7 @@ def contract_assign(
     months: int,
     credits_per_period: int,
     reason: str,
-    actor: User,
+    actor: User | Actor,
     now: datetime | None = None,
 ) -> tuple[Subscription, bool]:
     """Staff (admin, "Assign the contracted plan"): put the lead's tenant on its contact-sales plan by

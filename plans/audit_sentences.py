@@ -24,6 +24,8 @@ def _trial_ended(event: AuditEvent, fields: Fields) -> str:
 
 
 def _lead(event: AuditEvent, fields: Fields) -> str:
+    if fields.get("by") == "operator":  # create_tenant's record of a contract agreed outside the product
+        return "{actor} recorded the sales agreement for {target}".format_map(fields)
     return _LEAD_VERB.get(fields.get("kind", ""), "{actor} contacted sales about {target}").format_map(fields)
 
 

@@ -675,6 +675,39 @@ def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") ->
     return lead, True
 
 
+@transaction.atomic
+def lead_record(*, tenant: Tenant, plan: Plan, message: str, actor: User | Actor) -> Lead:
+    """The sales record of a contract agreed outside the product (an operator's `create_tenant
+    --plan credits-ultra`): the lead a contract answers, as a member's "Speak with Specialist" or
+    "Book a demo" would have made it (C16, S16), with no member behind it. Contact-sales plans only;
+    the caller assigns its contract (`contract_start` marks it won)."""
+    if plan.kind != Plan.Kind.CONTACT_SALES:
+        raise BusinessError(
+            "not_contact_sales",
+            f"{plan.name} is not a contact-sales plan: it is bought, not contracted.",
+            status=422,
+        )
+    tenant_lock(tenant=tenant)
+    if Lead.objects.filter(tenant=tenant, plan=plan, status=Lead.Status.NEW).exists():
+        raise BusinessError(
+            "lead_open",
+            f"{tenant.name} has an open lead for {plan.name}: assign the contract from that lead.",
+            status=409,
+        )
+    lead = Lead.objects.create(
+        tenant=tenant, user=None, plan=plan, kind=plan.lead_kind, message=message.strip()[:2000]
+    )
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="lead.created",
+        target=lead,
+        target_label=plan.name,
+        data={"kind": lead.kind, "by": "operator"},
+    )
+    return lead
+
+
 # "Won" says the contracted plan was assigned: only `contract_start` sets it (the lead admin's
 # "Assign the contracted plan"), and a lead whose contract was assigned stays won. A lead marked won
 # by hand, with no contract behind it, told staff a deal was done that no one had put in place.
@@ -748,6 +781,7 @@ def lead_status_set(*, lead: Lead, status: str, actor: User) -> Lead:
 # --- contracts (contact-sales plans assigned by staff) ------------------------------------------
 
 CONTRACT_MAX_MONTHS = 120
+CONTRACT_REASON_MAX = 200  # Contract.reason's length
 # How long after its start a contract may still be assigned: within its first month.
 CONTRACT_MAX_LATE = timedelta(days=31)
 
@@ -778,7 +812,7 @@ def contract_start(
     months: int,
     credits_per_period: int,
     reason: str,
-    actor: User,
+    actor: User | Actor,
     now: datetime | None = None,
 ) -> tuple[ContractPeriod, bool]:
     """Put the lead's tenant on the lead's contact-sales plan under a contract (C07, S16): an active
@@ -805,6 +839,13 @@ def contract_start(
     if not 1 <= months <= CONTRACT_MAX_MONTHS:
         raise BusinessError(
             "contract_months", f"A contract lasts 1 to {CONTRACT_MAX_MONTHS} months.", status=422
+        )
+    reason = reason.strip()
+    if not reason or len(reason) > CONTRACT_REASON_MAX:
+        raise BusinessError(
+            "contract_reason",
+            f"Give the contract's reference and who agreed it, in at most {CONTRACT_REASON_MAX} characters.",
+            status=422,
         )
     if starts_at > now:
         raise BusinessError(
@@ -881,7 +922,7 @@ def contract_start(
         months=months,
         credits_per_period=credits_per_period if plan.product.code == Product.Code.AI_CREDITS else 0,
         reason=reason,
-        created_by=actor,
+        created_by=actor if isinstance(actor, User) else None,  # an operator's command: SYSTEM
         created_at=now,
     )
     audit(

@@ -14,10 +14,12 @@ from django.utils import timezone
 
 from billing_portal.gateway import factory
 from billing_portal.models import Invoice, WebhookEvent
+from credits.models import Grant
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.factories import SubscriptionFactory, plan
-from plans.models import Plan, Subscription
+from plans.models import Contract, Lead, Plan, Subscription
+from tenants.audit import sentence
 from tenants.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import ApiKey, AuditEvent, Notification, Role, Tenant, User
 
@@ -305,18 +307,132 @@ def test_create_tenant_on_a_trial_or_free_plan_starts_it_at_once(code, db, live)
     assert sub.state == ("trialing" if code == "agents-trial" else "active")
 
 
+ULTRA_TERMS = (
+    "--contract-months", "12", "--credits-per-month", "10000.5",
+    "--contract-reason", "Contract ACME-2026-01, signed by Ana",
+)  # fmt: skip
+
+
+def test_c07_create_tenant_starts_ai_ultra_under_the_contract_through_the_contract_service(db):
+    """AI Ultra was refused outright ("no self-serve start"); the operator gives the contract's terms
+    and the tenant is on AI Ultra as the Lead admin's "Assign the contracted plan" puts it (C07, C16)."""
+    output = run(
+        "create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", "credits-ultra", *ULTRA_TERMS
+    )
+
+    tenant = Tenant.objects.get(slug=last_json(output)["tenant"])
+    sub = live_sub(tenant, "ai_credits")
+    contract = Contract.objects.get(subscription=sub)
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (sub.plan.code, sub.state, sub.gateway_subscription_id) == ("credits-ultra", "active", "")
+    assert (contract.starts_at, contract.months, contract.credits_per_period) == (today, 12, 10_000_500)
+    assert (sub.ends_at, contract.ends_at) == (plan_services.months_after(today, 12),) * 2
+    assert list(Grant.objects.filter(tenant=tenant).values_list("amount", "reference")) == [
+        (10_000_500, f"contract:{contract.pk}:period:0")
+    ]
+    lead = Lead.objects.get(tenant=tenant)
+    assert (lead.plan.code, lead.kind, lead.status, lead.user, contract.lead_id) == (
+        "credits-ultra", "specialist", "won", None, lead.pk,
+    )  # fmt: skip
+    assert "Contract ACME-2026-01, signed by Ana" in lead.message
+    events = AuditEvent.objects.filter(
+        tenant=tenant, action__in=["lead.created", "subscription.contracted", "lead.won"]
+    )
+    assert sorted((e.action, e.actor_type) for e in events) == [
+        ("lead.created", "system"), ("lead.won", "system"), ("subscription.contracted", "system"),
+    ]  # fmt: skip
+    assert sentence(events.get(action="lead.created")) == "System recorded the sales agreement for AI Ultra"
+    ends = f"{contract.ends_at:%-d %b %Y}"
+    assert f"AI Ultra under contract from {today:%-d %b %Y} until {ends}, 10000.5 credits a month." in output
+    ent = plan_selectors.entitlements(tenant=tenant)["ai_credits"]
+    assert (ent.plan_code, ent.badge, ent.ends_at) == (
+        "credits-ultra",
+        "Active subscription",
+        contract.ends_at,
+    )
+
+
+def test_s16_create_tenant_starts_enterprise_under_a_contract_without_credits(db):
+    output = run(
+        "create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", "agents-enterprise",
+        "--contract-months", "3", "--contract-reason", "Order 77",
+    )  # fmt: skip
+
+    tenant = Tenant.objects.get(slug=last_json(output)["tenant"])
+    sub = live_sub(tenant, "ai_agents")
+    assert (sub.plan.code, sub.state, sub.contract.months, sub.contract.credits_per_period) == (
+        "agents-enterprise", "active", 3, 0,
+    )  # fmt: skip
+    assert Lead.objects.get(tenant=tenant).kind == "book_demo"
+    assert not Grant.objects.filter(tenant=tenant).exists()
+
+
 @pytest.mark.parametrize(
-    ("code", "message"),
+    ("code", "flags", "name", "asks"),
     [
-        ("agents-enterprise", "Enterprise is contracted through sales; it has no self-serve start."),
-        ("credits-ultra", "AI Ultra is contracted through sales; it has no self-serve start."),
+        ("credits-ultra", "--contract-months, --contract-reason, --credits-per-month", "AI Ultra", "Speak with Specialist"),
+        ("agents-enterprise", "--contract-months, --contract-reason", "Enterprise", "Book a demo"),
     ],
-)
-def test_create_tenant_on_a_contact_sales_plan_is_refused(code, message, db):
+)  # fmt: skip
+def test_c07_create_tenant_on_a_contact_sales_plan_without_its_terms_says_what_works(
+    code, flags, name, asks, db
+):
     with pytest.raises(CommandError) as error:
         run("create_tenant", "Acme", "--admin-email", "a@acme.test", "--plan", code)
 
-    assert str(error.value) == message
+    assert str(error.value) == (
+        f"{name} is contracted through sales: give the contract's {flags} (and --contract-start if it did "
+        f"not start today). Otherwise create the tenant without --plan; once it asks for {name} ({asks}), "
+        'staff assign the plan from that lead: /admin/plans/lead/, action "Assign the contracted plan".'
+    )
+    assert (Tenant.objects.count(), User.objects.count(), Lead.objects.count()) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--contract-months", "0"), "A contract lasts 1 to 120 months."),
+        (("--contract-months", "121"), "A contract lasts 1 to 120 months."),
+        (("--contract-start", "2999-01-01"), "Assign the contract on its start date, not before."),
+        (("--contract-start", "2020-01-01"), "Assign the contract within a month of its start date"),
+        (("--credits-per-month", "0"), "AI Ultra needs the credits the contract grants each month."),
+        (("--credits-per-month", "1.0001"), "--credits-per-month: a quantity of credits with at most three decimals."),
+        (("--contract-reason", "x" * 201), "Give the contract's reference and who agreed it, in at most 200 characters."),
+    ],
+)  # fmt: skip
+def test_c07_create_tenant_with_terms_the_contract_service_refuses_creates_nothing(extra, message, db):
+    before = (Tenant.objects.count(), User.objects.count(), AuditEvent.objects.count())
+    with pytest.raises(CommandError) as error:
+        run(
+            "create_tenant",
+            "Acme",
+            "--admin-email",
+            "a@acme.test",
+            "--plan",
+            "credits-ultra",
+            *ULTRA_TERMS,
+            *extra,
+        )
+
+    assert str(error.value).startswith(message)
+    assert (Tenant.objects.count(), User.objects.count(), AuditEvent.objects.count()) == before
+    assert (Lead.objects.count(), Contract.objects.count(), Grant.objects.count()) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--plan", "credits-free", "--contract-months", "12"), "--contract-months: contract terms are for a contact-sales plan"),
+        (("--contract-reason", "R"), "--contract-reason: contract terms are for a contact-sales plan"),
+        (("--plan", "agents-enterprise", "--contract-months", "3", "--contract-reason", "R", "--credits-per-month", "5"),
+         "Enterprise grants no AI credits: leave out --credits-per-month."),
+    ],
+)  # fmt: skip
+def test_create_tenant_refuses_contract_terms_a_plan_does_not_take(args, message, db):
+    with pytest.raises(CommandError) as error:
+        run("create_tenant", "Acme", "--admin-email", "a@acme.test", *args)
+
+    assert str(error.value).startswith(message)
     assert (Tenant.objects.count(), User.objects.count()) == (0, 0)
 
 
