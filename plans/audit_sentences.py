@@ -29,12 +29,18 @@ def _lead(event: AuditEvent, fields: Fields) -> str:
     return _LEAD_VERB.get(fields.get("kind", ""), "{actor} contacted sales about {target}").format_map(fields)
 
 
-_LEAD_STATUS = dict(Lead.Status.choices)
+# The tenant's Activity page shows these to the customer: what happened to their request, in their
+# words, not the sales team's pipeline ("Lost" reads as a verdict on them).
+_LEAD_STATUS_VERB: dict[str, str] = {
+    Lead.Status.NEW: "reopened",
+    Lead.Status.CONTACTED: "took up",
+    Lead.Status.LOST: "closed",
+}
 
 
 def _lead_status(event: AuditEvent, fields: Fields) -> str:
-    to = _LEAD_STATUS.get(fields.get("to", ""), fields.get("to", ""))
-    return f"{fields['actor']} marked the sales request for {fields['target']} {to}"
+    verb = _LEAD_STATUS_VERB.get(str((event.data or {}).get("to", "")), "updated")
+    return f"{fields['actor']} {verb} the sales request for {fields['target']}"
 
 
 SENTENCES: dict[str, Sentence] = {

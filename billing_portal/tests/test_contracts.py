@@ -22,6 +22,7 @@ from plans import services as plan_services
 from plans.factories import SubscriptionFactory, plan
 from plans.models import Contract, Lead, Subscription
 from tenants import services as tenant_services
+from tenants.audit import sentence
 from tenants.factories import UserFactory
 from tenants.models import AuditEvent
 
@@ -324,6 +325,11 @@ def test_c16_contacted_and_lost_by_hand_are_saved_and_audited(ultra_lead, sales,
     assert [(e.actor_user, e.data["from"], e.data["to"]) for e in changes] == [
         (sales, "new", "contacted"),
         (sales, "contacted", "lost"),
+    ]
+    # The customer reads these on the Activity page: their request's fate, not the sales pipeline's.
+    assert [sentence(e) for e in changes] == [
+        f"{sales.display_name} took up the sales request for AI Ultra",
+        f"{sales.display_name} closed the sales request for AI Ultra",
     ]
 
 
