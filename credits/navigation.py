@@ -33,7 +33,8 @@ def nudge_shown(membership: Membership) -> bool:
 
 
 def credits_tile(request: TenantRequest) -> dict[str, Any] | None:
-    """The Overview's AI credits tile: balance and the period's use, for a tenant that has credits."""
+    """The Overview's AI credits tile: the available credits (and the reserved ones, with the balance,
+    when work in progress holds some) and the period's use, for a tenant that has credits."""
     found = _summary(request.membership)
     if not found.has_credits:
         return None

@@ -299,6 +299,16 @@ def test_the_overview_tile_shows_the_balance_and_the_period(used, finance, clien
     assert "4 credits of 2,000 credits used this period (&lt;1%)" in text(response)
 
 
+def test_the_overview_tile_shows_what_is_available_as_the_ai_credits_page_does(used, finance, client_for):
+    """C03, C15: credits held by work in progress are not available; the tile says so as the AI
+    Credits page does (it showed the balance, which held credits cannot be spent from)."""
+    services.credits_hold(tenant=used, idempotency_key="h", amount=2500)
+    response = client_for(finance).get("/t/acme/")
+    assert shown(response, "credits-tile-balance") == "2,493.5 credits"
+    assert shown(response, "credits-tile-held") == "2.5 credits"
+    assert "reserved by work in progress, of a balance of 2,496 credits" in text(response)
+
+
 def test_no_credits_tile_for_a_tenant_without_credits(tenant, admin, client_for):
     assert 'data-testid="tile-credits"' not in text(client_for(admin).get("/t/acme/"))
 
