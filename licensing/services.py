@@ -531,23 +531,31 @@ def ticket_credits_refresh(*, tenant: Tenant, now: datetime | None = None) -> Gr
 
 def ticket_credits_refresh_due(*, now: datetime, limit: int = 1000) -> int:
     """Sweeper (billing_tick, the beat): each Helpdesk AI subscription whose current cycle has no
-    ticket-credit grant yet gets it. Safe to run twice: the second run grants nothing."""
-    live = list(
+    ticket-credit grant yet gets it. Safe to run twice: the second run grants nothing. `limit` caps
+    the cycles one run grants, not the subscriptions it looks at: the live ones are read in batches
+    by id, so those already granted (or refused: an overdue plan) never hide a later one (L18)."""
+    live = (
         Subscription.objects.filter(
             product__code=PRODUCT, current_period_start__lte=now, current_period_end__gt=now
         )
         .exclude(state=Subscription.State.EXPIRED)
         .order_by("pk")
-        .values_list("tenant_id", "current_period_start")[:limit]
     )
-    granted = credit_selectors.ticket_cycles_granted(tenant_ids=[t for t, _ in live], now=now)
-    done = 0
-    for tenant_id, start in live:
-        if (tenant_id, start) in granted:
-            continue
-        with transaction.atomic():
-            if ticket_credits_refresh(tenant=Tenant.objects.get(pk=tenant_id), now=now) is not None:
-                done += 1
+    done = after = 0
+    while done < limit:
+        batch = list(live.filter(pk__gt=after).values_list("pk", "tenant_id", "current_period_start")[:limit])
+        if not batch:
+            break
+        after = batch[-1][0]
+        granted = credit_selectors.ticket_cycles_granted(tenant_ids=[t for _, t, _ in batch], now=now)
+        for _, tenant_id, start in batch:
+            if (tenant_id, start) in granted:
+                continue
+            with transaction.atomic():
+                if ticket_credits_refresh(tenant=Tenant.objects.get(pk=tenant_id), now=now) is not None:
+                    done += 1
+            if done >= limit:
+                break
     return done
 
 

@@ -120,3 +120,22 @@ def test_an_ended_subscription_gets_no_new_cycle(org, clock, capture):
 
     assert licensing.ticket_credits_refresh_due(now=timezone.now()) == 0
     assert licensing.ticket_credits_refresh(tenant=tenant) is None
+
+
+def test_l18_the_sweeper_reaches_a_missed_cycle_behind_a_full_batch_of_subscriptions_it_skips(
+    org, clock, capture
+):
+    """L18: `limit` caps the cycles one run grants, not the subscriptions it looks at. The first
+    `limit` live subscriptions (by id) already granted — or refused, an overdue one — must not hide
+    a later one whose cycle was missed: it would never be refreshed."""
+    subscribe(tenant=org.tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
+    with capture(execute=True):
+        founder, other = billing.organization_signup(
+            email="founder@globex.test", password="Correct-horse-battery-42", organization="Globex"
+        )
+    sub = subscribe(tenant=other, actor=founder, plan_code="helpdesk-essentials", capture=capture)
+    Grant.objects.filter(tenant=other, source="ticket_cycle").delete()  # the webhooks' grant was missed
+
+    assert licensing.ticket_credits_refresh_due(now=timezone.now(), limit=1) == 1
+    assert cycles(other) == [(60 * K, 60 * K, sub.current_period_start, sub.current_period_end)]
+    assert licensing.ticket_credits_refresh_due(now=timezone.now(), limit=1) == 0
