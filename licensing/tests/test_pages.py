@@ -135,6 +135,27 @@ def test_l07_to_l10_each_row_shows_name_status_types_licenses_and_ai_credits_use
     ]
 
 
+def test_l08_to_l10_the_column_headers_use_the_spec_labels(essentials, admin, client_for):
+    """L08 (Client name, Status, Company type, Agreement type), L09 (AI license, Chat license), L10
+    (AI credits used): the table's column headers say what the spec's row lists, word for word."""
+    ClientFactory(tenant=essentials, name="Contoso")
+
+    head = re.search(r"<thead>(.*?)</thead>", client_for(admin).get(PAGE).content.decode(), re.S).group(1)
+    headers = [
+        " ".join(re.sub(r"<[^>]+>|[▲▼]", " ", th).split())
+        for th in re.findall(r"<th[^>]*>(.*?)</th>", head, re.S)
+    ]
+    assert headers[:7] == [
+        "Client name",
+        "Status",
+        "Company type",
+        "Agreement type",
+        "AI license",
+        "Chat license",
+        "AI credits used",
+    ]
+
+
 def test_l11_search_and_filters_narrow_the_table_and_htmx_gets_the_table_alone(essentials, admin, client_for):
     """L11 (the bar above the table), L19 (review who holds a license: the license filter)."""
     ClientFactory(
