@@ -55,8 +55,9 @@ class _NotCsv(Exception):
 
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """(the line a record starts on, its cells); a quoted cell may span lines. A record the csv
-    module cannot read raises _NotCsv with the line it starts on."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    module cannot read raises _NotCsv with the line it starts on. Strict: a quote never closed (the
+    rest of the file would be one cell) or text after a closing quote is an error, not a guess."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     start = 1
     while True:
         try:

@@ -295,6 +295,17 @@ def test_a_record_that_is_not_csv_is_reported_on_the_line_it_starts():
     assert [e["line"] for e in imports.check('external_id,name\nA1,"' + "x" * 140_000 + '"\n').errors] == [2]
 
 
+def test_an_unterminated_quote_is_reported_not_read_as_one_client_swallowing_the_rows_after_it():
+    """A quote opened and never closed makes the rest of the file one cell: the check says so on the
+    line the record starts, instead of importing one client named after the rows that follow it
+    (the file is imported as a whole or not at all; three clients must not become one)."""
+    checked = imports.check('external_id,name\nA1,"Acme\nA2,Beta\nA3,Gamma\n')
+
+    assert checked.rows == []
+    assert [e["line"] for e in checked.errors] == [2]
+    assert str(checked.errors[0]["message"]).startswith("The file is not valid CSV (")
+
+
 def test_a_file_holding_a_nul_is_refused_at_upload_with_its_line(essentials, admin, client_for):
     """PostgreSQL cannot keep a NUL: the file is refused before it is stored (it was a 500)."""
     response = upload(client_for(admin), "external_id,name\nQI-5,Fine\nQI-6,N\x00ul\n")
