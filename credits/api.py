@@ -564,7 +564,7 @@ def _plan(ent: Any) -> dict[str, Any] | None:
         "renewal": ent.limits.credit_renewal,
         "period_start": ent.period_start,
         "period_end": ent.period_end,
-        "next_renewal": ent.next_billing_date,
+        "next_renewal": ent.next_credit_renewal,
         "active": ent.active,
     }
 

@@ -102,6 +102,22 @@ class ProductEntitlement:
     def is_paid(self) -> bool:
         return self.plan_kind == Plan.Kind.SELF_SERVE and self.state != State.EXPIRED
 
+    @property
+    def next_credit_renewal(self) -> datetime | None:
+        """When the plan's credits are granted again: the next billing date of a paid plan, or the
+        end of a contracted plan's period while another month of its contract follows (the sweep
+        renews it, no bill: C07); None otherwise."""
+        if self.next_billing_date is not None:
+            return self.next_billing_date
+        contract_continues = (
+            self.plan_kind == Plan.Kind.CONTACT_SALES
+            and self.state == State.ACTIVE
+            and self.active
+            and self.period_end is not None
+            and (self.ends_at is None or self.period_end < self.ends_at)
+        )
+        return self.period_end if contract_continues else None
+
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 

@@ -449,3 +449,28 @@ def test_c07_contracts_assigned_before_get_their_end_on_the_subscription(ultra_l
 
     sub.refresh_from_db()
     assert sub.ends_at == Contract.objects.get(subscription=sub).ends_at
+
+
+def test_c07_the_api_says_when_a_contracted_plan_renews_and_not_past_the_contract_end(
+    trial_tenant, member, admin, sales, client_for
+):
+    """C07: AI Ultra's credits renew each month of the contract (the sweep grants them), so GET
+    /credits says `next_renewal` is the period's end, as it says `renewal: monthly`; in the
+    contract's last month nothing renews and it is null."""
+    start = datetime(2026, 1, 31, tzinfo=UTC)
+    with time_machine.travel(start + timedelta(hours=1), tick=False):
+        lead, _ = plan_services.lead_create(tenant=trial_tenant, user=member, plan=plan("credits-ultra"))
+        services.contract_assign(
+            lead=lead, starts_at=start, months=2, credits_per_period=5000 * K, reason="R-1", actor=sales
+        )
+        secret = tenant_services.api_key_create(tenant=trial_tenant, name="k", actor=admin).secret
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+        first = client_for(admin).get("/api/v1/credits", **auth).json()["plan"]
+    assert (first["renewal"], first["next_renewal"]) == ("monthly", "2026-02-28T00:00:00Z")
+
+    last_month = datetime(2026, 2, 28, 0, 1, tzinfo=UTC)
+    with time_machine.travel(last_month, tick=False):
+        services.billing_tick(now=last_month)
+        last = client_for(admin).get("/api/v1/credits", **auth).json()["plan"]
+    assert (last["period_end"], last["next_renewal"]) == ("2026-03-31T00:00:00Z", None)
+
