@@ -360,8 +360,10 @@ def _plan_offer(
         refusal = OfferRefusal("free_trial", reason, 409)
         return _offer(plan, interest, refusal, available=not requested, reason=reason)
     if not admin:
-        refusal = OfferRefusal("role_not_allowed", MSG_ASK_ADMIN, 403)
-        return _offer(plan, interest, refusal, available=not requested, reason=MSG_ASK_ADMIN)
+        # On a contract no administrator can subscribe either: say what the administrator is told.
+        ask = MSG_CONTRACT if now_on == Standing.CONTRACT else MSG_ASK_ADMIN
+        refusal = OfferRefusal("role_not_allowed", ask, 403)
+        return _offer(plan, interest, refusal, available=not requested, reason=ask)
     if not settings.BILLING_TAB_ENABLED:
         refusal = OfferRefusal("billing_outside", MSG_BILLING_OUTSIDE, 409)
         return _offer(plan, interest, refusal, available=not requested, reason=MSG_BILLING_OUTSIDE)

@@ -474,3 +474,16 @@ def test_c07_the_api_says_when_a_contracted_plan_renews_and_not_past_the_contrac
         last = client_for(admin).get("/api/v1/credits", **auth).json()["plan"]
     assert (last["period_end"], last["next_renewal"]) == ("2026-03-31T00:00:00Z", None)
 
+
+def test_c18_c21_on_a_contract_a_member_is_not_told_to_ask_the_administrator_to_subscribe(
+    ultra_lead, sales, member, client_for
+):
+    """C18, C21: on AI Ultra (a contract) no administrator can subscribe to AI Plus either, so the
+    Plus card tells a member what it tells the administrator (ask sales), not "Ask your account
+    administrator to subscribe"."""
+    client_for(sales).post(assign_url(ultra_lead), contract_form(credits_per_month="10000"))
+    page = html.unescape(client_for(member).get(PAGE).content.decode())
+    card = re.search(r'data-testid="plan-credits-plus".*?</article>', page, re.S)
+    assert card is not None
+    assert "Your plan is contracted with our sales team: ask them to change it." in card.group(0)
+    assert "Ask your account administrator to subscribe." not in card.group(0)
