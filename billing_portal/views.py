@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -323,6 +324,10 @@ def _came_from(request: TenantRequest, tenant: Tenant) -> str:
     if not target.startswith(f"/t/{tenant.slug}/") or not url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
+        return ""
+    # "/t/<slug>/../other/" starts with the prefix but the browser resolves it elsewhere (%2e too).
+    segments = unquote(urlsplit(target).path).replace("\\", "/").split("/")
+    if any(segment in (".", "..") for segment in segments):
         return ""
     return target
 

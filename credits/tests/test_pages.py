@@ -481,6 +481,12 @@ def test_c16_c18_without_javascript_register_interest_and_speak_with_specialist_
         "/t/other/marketplace/ai-credits/",
         "/accounts/logout/",
         "javascript:alert(1)",
+        # Dot segments leave the tenant's prefix once the browser resolves them.
+        "/t/acme/../other/marketplace/ai-credits/",
+        "/t/acme/../../accounts/logout/",
+        "/t/acme/%2e%2e/other/marketplace/ai-credits/",
+        "/t/acme/%2E%2E/%2e%2e/admin/",
+        "/t/acme/./../other/",
     ],
 )
 def test_c16_the_return_address_is_never_an_open_redirect(tenant, member, client_for, clock, target):
