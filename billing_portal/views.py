@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -17,7 +16,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -33,7 +31,7 @@ from plans.models import Plan, Product, ScheduledChange
 from plans.offers import OfferAction, When, plan_offer, plan_offers, subscription_actions
 from sessions_billing.selectors import usage_for
 from tenants import security_codes
-from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
+from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, return_path_within, tenant_view
 from tenants.errors import BusinessError, error_response, http_error
 from tenants.forms import SignupForm
 from tenants.models import Role, Tenant
@@ -320,16 +318,7 @@ def request_contact(request: TenantRequest, tenant: Tenant, plan_code: str) -> H
 def _came_from(request: TenantRequest, tenant: Tenant) -> str:
     """The page a plain form was posted from (its `next` field: the AI Credits page's cards), when it
     is a path of this tenant's pages on this site; "" otherwise (never an open redirect)."""
-    target = request.POST.get("next", "")
-    if not target.startswith(f"/t/{tenant.slug}/") or not url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return ""
-    # "/t/<slug>/../other/" starts with the prefix but the browser resolves it elsewhere (%2e too).
-    segments = unquote(urlsplit(target).path).replace("\\", "/").split("/")
-    if any(segment in (".", "..") for segment in segments):
-        return ""
-    return target
+    return return_path_within(request, request.POST.get("next", ""), f"/t/{tenant.slug}/")
 
 
 # --- the preview of "Immediately" and the checkout watch ----------------------------------------

@@ -15,7 +15,6 @@ from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -26,7 +25,7 @@ from licensing.rules import KIND_LABEL, PRODUCT
 from plans.models import Product
 from plans.offers import plan_offers
 from plans.selectors import Entitlements, entitlements
-from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, tenant_view
+from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, return_path_within, tenant_view
 from tenants.csv_export import csv_response
 from tenants.errors import BusinessError
 from tenants.models import Role, Tenant
@@ -45,9 +44,7 @@ def _back(request: TenantRequest, tenant: Tenant) -> str:
     """Where a plain form returns: the page with the filters the admin had (`next`), else the page."""
     target = request.POST.get("next", "") or request.GET.get("next", "")
     page = _page_url(tenant)
-    if target.startswith(page) and url_has_allowed_host_and_scheme(target, allowed_hosts=None):
-        return target
-    return page
+    return return_path_within(request, target, page) or page
 
 
 def _filters(

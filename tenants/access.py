@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.middleware import HtmxDetails
 
 from tenants.models import Membership, Role, Tenant, User
@@ -74,3 +76,17 @@ def tenant_view(roles: Iterable[Role] = ALL_ROLES) -> Callable:
         return wrapper
 
     return decorator
+
+
+def return_path_within(request: HttpRequest, target: str, prefix: str) -> str:
+    """`target` (a form's `next`) when it is a path under `prefix` on this site, else "": never an
+    open redirect, and never out of `prefix` by dot segments, which the browser resolves
+    ("/t/acme/licenses/../../admin/" starts with the prefix and lands on /admin/; "%2e%2e" too)."""
+    if not target.startswith(prefix) or not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return ""
+    segments = unquote(urlsplit(target).path).replace("\\", "/").split("/")
+    if any(segment in (".", "..") for segment in segments):
+        return ""
+    return target

@@ -358,7 +358,15 @@ def test_add_chat_license_as_a_plain_form_redirects_back_to_the_filters(essentia
 
 def test_next_never_leaves_the_page(essentials, admin, client_for):
     contoso = ClientFactory(tenant=essentials)
-    for target in ("https://evil.example/", "/t/globex/licenses/", "//evil.example/t/acme/licenses/"):
+    for target in (
+        "https://evil.example/",
+        "/t/globex/licenses/",
+        "//evil.example/t/acme/licenses/",
+        # starts with the page, but the browser resolves the dot segments out of it
+        f"{PAGE}../../../admin/",
+        f"{PAGE}%2e%2e/%2E%2E/%2e%2e/admin/",
+        f"{PAGE}..\\..\\admin/",
+    ):
         response = client_for(admin).post(
             f"{PAGE}clients/{contoso.pk}/licenses/chat/", {"action": "remove", "next": target}
         )
