@@ -474,6 +474,26 @@ def test_l20_inactive_clients_holding_licenses_are_flagged_with_a_one_click_remo
     assert AuditEvent.objects.filter(tenant=essentials, action="license.removed").count() == 2
 
 
+def test_l20_an_inactive_clients_menu_offers_no_add_it_would_refuse(essentials, admin, client_for):
+    """An inactive client gets no license (409 client_inactive): its row menu shows Add disabled,
+    saying why, instead of a button that always fails; a license it holds can still be removed."""
+    ClientFactory(tenant=essentials, name="Gone", status="inactive")
+    body = client_for(admin).get(PAGE).content.decode()
+    row = re.search(r'<tr id="client-\d+"[^>]*>.*?</tr>', body, re.S).group(0)  # type: ignore[union-attr]
+
+    assert re.search(
+        r'<button type="button" class="link" disabled data-testid="ai-action" title="Gone is inactive: '
+        r'make it active \(Edit client\) before assigning it an AI license.">Add AI license</button>',
+        row,
+    )
+    assert 'disabled data-testid="chat-action"' in row
+    assert 'value="add"' not in row
+
+    licensed(essentials, 1, status="inactive", name="Holder")
+    page = client_for(admin).get(PAGE, {"license": "flagged"})
+    assert by_testid(page, "ai-action") == ["Remove AI license"]
+
+
 def test_l22_at_90_percent_the_header_suggests_upgrading_to_ai_pro(essentials, admin, member, client_for):
     licensed(essentials, 8)
     assert by_testid(client_for(admin).get(PAGE), "upgrade-prompt") == []
