@@ -304,6 +304,11 @@ def _doc(
     return kw
 
 
+def _body_examples(**named: dict[str, Any]) -> dict[str, Any]:
+    """The request body's examples (merged into the schema ninja generates for the body)."""
+    return {"content": {"application/json": {"examples": {k: {"value": v} for k, v in named.items()}}}}
+
+
 # --- endpoints -----------------------------------------------------------------------------------
 
 
@@ -341,6 +346,15 @@ CONSUMED = {
         INVALID,
         UNKNOWN_FEATURE,
         example=CONSUMED,
+        request_body=_body_examples(
+            review={
+                "feature": "ai_review",
+                "quantity": 1,
+                "idempotency_key": "review-8f2c",
+                "client_id": "acme-support",
+            },
+            smart_responses={"feature": "smart_response", "quantity": 3, "idempotency_key": "reply-5d1e"},
+        ),
         created=True,
         when="Consumed: the credits were taken.",
         repeat="This idempotency key was already consumed: the first answer, nothing taken again.",
@@ -401,6 +415,7 @@ REFUNDED = {
         NO_CONSUMPTION,
         INVALID,
         example=REFUNDED,
+        request_body=_body_examples(refund={"idempotency_key": "reply-1f9a"}),
         when="Refunded (or refunded before: the same answer, nothing changed).",
     ),
 )
@@ -448,6 +463,10 @@ NEITHER_OR_BOTH = ErrorCase(
         NEITHER_OR_BOTH,
         UNKNOWN_FEATURE,
         example=HELD,
+        request_body=_body_examples(
+            by_credits={"credits": "2.5", "idempotency_key": "llm-call-77", "ttl_seconds": 600},
+            by_feature={"feature": "smart_response", "quantity": 2, "idempotency_key": "reply-batch-9"},
+        ),
         created=True,
         when="Held.",
         repeat="This idempotency key already placed this hold: the first answer.",
@@ -611,6 +630,10 @@ CREDITS = {
 @router.get(
     "/credits",
     summary="The tenant's AI credits: balance, held, available, plan, grants, extra pack",
+    description="What the AI Credits page shows: `balance` (unexpired credit not yet consumed, held credit "
+    "included), `held` (what open holds reserve) and `available` (balance - held); the AI Credits plan with "
+    "its state and next renewal; the unexpired grants in the order consumption draws them; and the active "
+    "extra pack, if any. Reading changes nothing.",
     **_doc(CreditsOut, example=CREDITS, when="The figures now."),
 )
 def get_credits(request: HttpRequest) -> dict:

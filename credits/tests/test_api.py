@@ -481,6 +481,36 @@ def test_every_status_is_documented_with_a_description_and_an_example():
             assert "example" in media or "examples" in media, (path, status)
 
 
+def test_every_operation_says_what_it_does_and_every_body_has_an_example():
+    schema = Client().get("/api/v1/openapi.json").json()
+    for method, path in DOCUMENTED:
+        op = schema["paths"][path][method]
+        assert op["summary"], path
+        assert op["description"], path
+        if "requestBody" in op:
+            media = op["requestBody"]["content"]["application/json"]
+            assert "$ref" in media["schema"] or "properties" in media["schema"], path
+            assert media.get("example") or media.get("examples"), path
+
+
+def test_the_documented_request_examples_are_accepted(api, plus):
+    """A reader who pastes a documented body gets the documented success status."""
+    grant(plus, 50)
+    schema = Client().get("/api/v1/openapi.json").json()
+
+    def bodies(path: str) -> list[dict[str, Any]]:
+        media = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        return [example["value"] for example in media["examples"].values()]
+
+    for body in bodies("/api/v1/credits/consume"):
+        assert api.post("/consume", body).status_code == 201, body
+    for body in bodies("/api/v1/credits/holds"):
+        assert api.post("/holds", body).status_code == 201, body
+    api.post("/consume", {"feature": "smart_response", "quantity": 1, "idempotency_key": "reply-1f9a"})
+    for body in bodies("/api/v1/credits/refund"):
+        assert api.post("/refund", body).status_code == 200, body
+
+
 def test_a_consumption_costs_a_pinned_number_of_queries(api, plus, django_assert_num_queries):
     """The hot path (README): the key with the cache versions (1), then one statement, PostgreSQL's
     consumption function, its own transaction (1): the feature's cost, the wallet lock, the
