@@ -175,6 +175,13 @@ LIMIT = ErrorCase(
 )
 ENDED = ErrorCase(402, "subscription_ended", MSG_ENDED, "The Helpdesk AI plan has ended.")
 OVERDUE = ErrorCase(402, "payment_overdue", MSG_OVERDUE, "A payment failed and the grace period is over.")
+BAD_PATH = ErrorCase(
+    422,
+    "invalid_request",
+    "client_id: Use printable characters, without '/'.",
+    "A path parameter is invalid (a client_id over 100 characters or with a character that is not printable, "
+    "a license kind other than ai or chat).",
+)
 INACTIVE = ErrorCase(
     409,
     "client_inactive",
@@ -287,10 +294,14 @@ def client_put(request: HttpRequest, client_id: ClientIdPath, payload: ClientIn)
 @router.get(
     "/clients/{client_id}",
     summary="One client, with its license status and the AI credits it used this period",
+    description="The client as the Plans & Licenses table shows it: name, status, company and agreement "
+    "types, whether it holds an AI and a Chat license and since when, and `ai_credits_used`: the AI credits "
+    "of the consumptions sent with its client_id (net of refunds) in the current Helpdesk AI billing period. "
+    "404 for a client_id the tenant does not have.",
     **documented(
         ClientOut,
         UNKNOWN,
-        BAD_ID,
+        BAD_PATH,
         ok_examples={200: {"client": CLIENT_EXAMPLE}},
         ok_descriptions={200: "The client"},
     ),
@@ -303,6 +314,10 @@ def client_get(request: HttpRequest, client_id: ClientIdPath) -> dict:
 @router.get(
     "/clients",
     summary="The tenant's clients, paginated, with the Plans & Licenses page's search, filters and order",
+    description="The filters combine as on the page: `q` (part of the name, or the exact client_id), "
+    "`status`, `company_type`, `agreement_type` and `license` (`flagged`: inactive clients still holding a "
+    "license); `sort` orders by a column. `total` counts every matching client; ask for `next_page` until it "
+    "is null.",
     **documented(
         ClientList,
         ErrorCase(
@@ -357,7 +372,7 @@ def client_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
         ENDED,
         OVERDUE,
         INACTIVE,
-        BAD_ID,
+        BAD_PATH,
         ok_examples={200: {"assigned": CLIENT_EXAMPLE}},
         ok_descriptions={200: "The client, holding the license"},
     ),
@@ -382,7 +397,7 @@ def license_put(request: HttpRequest, client_id: ClientIdPath, kind: KindPath) -
     **documented(
         ClientOut,
         UNKNOWN,
-        BAD_ID,
+        BAD_PATH,
         ok_examples={200: {"removed": CLIENT_EXAMPLE | {"ai_license": False, "ai_license_since": None}}},
         ok_descriptions={200: "The client, without the license"},
     ),

@@ -418,3 +418,39 @@ def test_a_ticket_costs_a_pinned_number_of_queries(api, essentials, django_asser
             api.post("/tickets", {"ticket_id": "T-1", "client_id": "walk-in-1"}).json()["via"]
             == "ticket_credit"
         )
+
+
+LICENSING_OPERATIONS = [
+    ("put", "/api/v1/clients/{client_id}"),
+    ("get", "/api/v1/clients/{client_id}"),
+    ("get", "/api/v1/clients"),
+    ("put", "/api/v1/clients/{client_id}/licenses/{kind}"),
+    ("delete", "/api/v1/clients/{client_id}/licenses/{kind}"),
+    ("post", "/api/v1/tickets"),
+]
+
+
+def test_every_operation_says_what_it_does_with_an_example_per_status_and_per_body():
+    schema = HttpClient().get("/api/v1/openapi.json").json()
+    for method, path in LICENSING_OPERATIONS:
+        op = schema["paths"][path][method]
+        assert op["summary"], (method, path)
+        assert op["description"], (method, path)
+        for status, answer in op["responses"].items():
+            media = answer["content"]["application/json"]
+            assert media.get("example") or media.get("examples"), (method, path, status)
+        if "requestBody" in op:
+            media = op["requestBody"]["content"]["application/json"]
+            assert "$ref" in media["schema"], (method, path)
+            assert media.get("examples"), (method, path)
+
+
+def test_a_path_parameter_422_is_documented_without_a_body_field(api, essentials):
+    """GET a client and the license PUT/DELETE take no body: their 422 speaks of the path."""
+    schema = HttpClient().get("/api/v1/openapi.json").json()
+    for method, path in LICENSING_OPERATIONS[1:5]:
+        if path == "/api/v1/clients":
+            continue
+        assert "path parameter" in schema["paths"][path][method]["responses"]["422"]["description"], path
+    response = api.get("/clients/a%01b")
+    assert error(response) == (422, "invalid_request", "client_id: Use printable characters, without '/'.")
