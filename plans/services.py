@@ -675,18 +675,23 @@ def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") ->
     return lead, True
 
 
-@transaction.atomic
-def lead_record(*, tenant: Tenant, plan: Plan, message: str, actor: User | Actor) -> Lead:
-    """The sales record of a contract agreed outside the product (an operator's `create_tenant
-    --plan credits-ultra`): the lead a contract answers, as a member's "Speak with Specialist" or
-    "Book a demo" would have made it (C16, S16), with no member behind it. Contact-sales plans only;
-    the caller assigns its contract (`contract_start` marks it won)."""
+def _contracted_only(plan: Plan) -> None:
+    """Only a contact-sales plan is contracted (a lead recorded for it, a contract assigned)."""
     if plan.kind != Plan.Kind.CONTACT_SALES:
         raise BusinessError(
             "not_contact_sales",
             f"{plan.name} is not a contact-sales plan: it is bought, not contracted.",
             status=422,
         )
+
+
+@transaction.atomic
+def lead_record(*, tenant: Tenant, plan: Plan, message: str, actor: User | Actor) -> Lead:
+    """The sales record of a contract agreed outside the product (an operator's `create_tenant
+    --plan credits-ultra`): the lead a contract answers, as a member's "Speak with Specialist" or
+    "Book a demo" would have made it (C16, S16), with no member behind it. Contact-sales plans only;
+    the caller assigns its contract (`contract_start` marks it won)."""
+    _contracted_only(plan)
     tenant_lock(tenant=tenant)
     if Lead.objects.filter(tenant=tenant, plan=plan, status=Lead.Status.NEW).exists():
         raise BusinessError(
@@ -830,12 +835,7 @@ def contract_start(
     existing = Contract.objects.select_related("subscription__plan").filter(lead=lead).first()
     if existing is not None:
         return ContractPeriod(existing, _contract_index(existing)), False
-    if plan.kind != Plan.Kind.CONTACT_SALES:
-        raise BusinessError(
-            "not_contact_sales",
-            f"{plan.name} is not a contact-sales plan: it is bought, not contracted.",
-            status=422,
-        )
+    _contracted_only(plan)
     if not 1 <= months <= CONTRACT_MAX_MONTHS:
         raise BusinessError(
             "contract_months", f"A contract lasts 1 to {CONTRACT_MAX_MONTHS} months.", status=422
