@@ -299,7 +299,8 @@ class Overview(PeriodUse):
 
     @property
     def next_renewal(self) -> datetime | None:
-        return self.plan.next_billing_date if self.plan is not None else None
+        """The API's `next_renewal` too: a paid plan's next billing date, or a contract's next month."""
+        return self.plan.next_credit_renewal if self.plan is not None else None
 
 
 def _grant_rows(queryset: Any) -> list[GrantRow]:

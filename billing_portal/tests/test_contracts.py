@@ -455,8 +455,9 @@ def test_c07_the_api_says_when_a_contracted_plan_renews_and_not_past_the_contrac
     trial_tenant, member, admin, sales, client_for
 ):
     """C07: AI Ultra's credits renew each month of the contract (the sweep grants them), so GET
-    /credits says `next_renewal` is the period's end, as it says `renewal: monthly`; in the
-    contract's last month nothing renews and it is null."""
+    /credits says `next_renewal` is the period's end, as it says `renewal: monthly`, and the AI
+    Credits page shows the same date; in the contract's last month nothing renews and both say
+    nothing."""
     start = datetime(2026, 1, 31, tzinfo=UTC)
     with time_machine.travel(start + timedelta(hours=1), tick=False):
         lead, _ = plan_services.lead_create(tenant=trial_tenant, user=member, plan=plan("credits-ultra"))
@@ -466,13 +467,17 @@ def test_c07_the_api_says_when_a_contracted_plan_renews_and_not_past_the_contrac
         secret = tenant_services.api_key_create(tenant=trial_tenant, name="k", actor=admin).secret
         auth = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
         first = client_for(admin).get("/api/v1/credits", **auth).json()["plan"]
+        page = client_for(admin).get(f"/t/{trial_tenant.slug}/marketplace/ai-credits/").content.decode()
     assert (first["renewal"], first["next_renewal"]) == ("monthly", "2026-02-28T00:00:00Z")
+    assert re.search(r'data-testid="next-renewal">28 Feb 2026<', page)
 
     last_month = datetime(2026, 2, 28, 0, 1, tzinfo=UTC)
     with time_machine.travel(last_month, tick=False):
         services.billing_tick(now=last_month)
         last = client_for(admin).get("/api/v1/credits", **auth).json()["plan"]
+        page = client_for(admin).get(f"/t/{trial_tenant.slug}/marketplace/ai-credits/").content.decode()
     assert (last["period_end"], last["next_renewal"]) == ("2026-03-31T00:00:00Z", None)
+    assert 'data-testid="next-renewal"' not in page
 
 
 def test_c18_c21_on_a_contract_a_member_is_not_told_to_ask_the_administrator_to_subscribe(
