@@ -2,6 +2,8 @@
 to the error body of `tenants.errors` (the only place that builds it). Errors that ninja or Django
 produce before any handler runs (405, 404, 500) are shaped by `config.middleware`."""
 
+from typing import Any
+
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Swagger
@@ -13,6 +15,7 @@ from plans.api import router as plans_router
 from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
 from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
+from tenants.api_fields import FieldErrors
 from tenants.api_run import streamlined
 from tenants.errors import BusinessError, error_body, http_error
 
@@ -52,13 +55,25 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    first = exc.errors[0] if exc.errors else {}
-    loc = [str(part) for part in first.get("loc", ())]
-    # ninja's locations: ("body", <the body parameter's name>, field, ...), ("query", name), ("path",
-    # name): the field a client sent is what the message names.
-    where = ".".join(loc[2:] if loc[:1] == ["body"] and len(loc) > 2 else loc[1:])
+    details = exc.errors if isinstance(exc, FieldErrors) else [_as_sent(e) for e in exc.errors]
+    first = details[0] if details else {}
+    where = ".".join(str(part) for part in first.get("loc", ())[1:])
     message = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "Invalid request.")
-    return _error(request, 422, "invalid_request", message, details=exc.errors)
+    return _error(request, 422, "invalid_request", message, details=details)
+
+
+def _as_sent(error: dict[str, Any]) -> dict[str, Any]:
+    """ninja's location of a body field, ("body", <the view's body parameter>, field, ...), as the
+    client sent it: ("body", field, ...). The parameter's name ("payload", "data") is ours, not the
+    client's. Query and path locations are already ("query", name) and ("path", name)."""
+    loc = list(error.get("loc", ()))
+    if loc[:1] != ["body"] or len(loc) < 2:
+        return error
+    if len(loc) == 2 and error.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+        # The body is JSON but not an object: pydantic's words ("a valid dictionary or object to
+        # extract fields from") are about Python, not about what the client sent.
+        return {**error, "loc": ["body"], "msg": "The request body should be a JSON object."}
+    return {**error, "loc": ["body", *loc[2:]]}
 
 
 @api.exception_handler(Http404)

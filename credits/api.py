@@ -22,7 +22,7 @@ from credits import selectors, services
 from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
-from tenants.api_docs import INVALID, ErrorCase, documented
+from tenants.api_docs import ErrorCase, documented
 from tenants.api_fields import (
     NO_CONTROL,
     PRINTABLE,
@@ -32,7 +32,6 @@ from tenants.api_fields import (
     optional_body,
     pattern_says,
 )
-from tenants.errors import BusinessError
 
 router = Router(tags=["credits"])
 
@@ -343,7 +342,14 @@ CONSUMED = {
         ENDED,
         OVERDUE,
         KEY_CONFLICT,
-        INVALID,
+        ErrorCase(
+            422,
+            "invalid_request",
+            "quantity: Input should be greater than or equal to 1",
+            "A field is missing or invalid (a quantity under 1, an idempotency key over 190 characters, a NUL "
+            "character, a field the request does not take).",
+            detail_type="greater_than_equal",
+        ),
         UNKNOWN_FEATURE,
         example=CONSUMED,
         request_body=_body_examples(
@@ -413,7 +419,13 @@ REFUNDED = {
     **_doc(
         RefundOut,
         NO_CONSUMPTION,
-        INVALID,
+        ErrorCase(
+            422,
+            "invalid_request",
+            "idempotency_key: Field required",
+            "The idempotency key is missing or invalid.",
+            detail_type="missing",
+        ),
         example=REFUNDED,
         request_body=_body_examples(refund={"idempotency_key": "reply-1f9a"}),
         when="Refunded (or refunded before: the same answer, nothing changed).",
@@ -444,7 +456,21 @@ NEITHER_OR_BOTH = ErrorCase(
     422,
     "invalid_request",
     "Send either feature and quantity, or credits.",
-    "Neither or both of feature+quantity and credits, a ttl out of 1 to 86,400, more than three decimals.",
+    "Neither or both of feature+quantity and credits.",
+    source=None,
+)
+QUANTITY_REQUIRED = ErrorCase(
+    422,
+    "quantity_required",
+    "quantity is required with feature: how many uses to hold for.",
+    "A feature without its quantity.",
+)
+BAD_TTL = ErrorCase(
+    422,
+    "invalid_request",
+    "ttl_seconds: Input should be greater than or equal to 1",
+    "A field is invalid: a ttl out of 1 to 86,400, credits with more than three decimals, a NUL character.",
+    detail_type="greater_than_equal",
 )
 
 
@@ -461,6 +487,8 @@ NEITHER_OR_BOTH = ErrorCase(
         OVERDUE,
         KEY_CONFLICT,
         NEITHER_OR_BOTH,
+        QUANTITY_REQUIRED,
+        BAD_TTL,
         UNKNOWN_FEATURE,
         example=HELD,
         request_body=_body_examples(
@@ -514,7 +542,14 @@ HoldIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The id a hold was
         HOLD_EXPIRED,
         HOLD_COMMITTED,
         EXCEEDS_HOLD,
-        INVALID,
+        ErrorCase(
+            422,
+            "invalid_request",
+            "credits: Credits should be a decimal string of at most a billion (1000000000), with up to three "
+            'decimals, e.g. "2.5"',
+            "The credits are not a decimal string with up to three decimals, or the body holds another field.",
+            detail_type="credits_format",
+        ),
         example=COMMITTED,
         when="Committed (or committed before: the first answer).",
         # The optional body, read by hand (tenants.api_fields.optional_body), documented as ninja would have.
@@ -557,7 +592,13 @@ RELEASED = {
         ReleaseOut,
         NO_HOLD,
         HOLD_COMMITTED,
-        INVALID,
+        ErrorCase(
+            422,
+            "invalid_request",
+            "note: Extra inputs are not permitted",
+            "A body with a field: a release takes none.",
+            detail_type="extra_forbidden",
+        ),
         example=RELEASED,
         when="Released (or released before, or expired: its credits are free).",
     ),
@@ -702,8 +743,10 @@ LEDGER = {
 NAIVE_AS_OF = ErrorCase(
     422,
     "invalid_request",
-    "as_of needs a time zone, e.g. 2026-05-07T12:00:00Z.",
-    "as_of without a time zone, or a parameter out of range.",
+    "as_of: Input should have timezone info",
+    "as_of without a time zone (e.g. 2026-05-07T12:00:00Z), or a parameter out of range.",
+    source="query",
+    detail_type="timezone_aware",
 )
 
 
@@ -715,9 +758,7 @@ NAIVE_AS_OF = ErrorCase(
     **_doc(LedgerOut, NAIVE_AS_OF, example=LEDGER, when="The ledger at as_of."),
 )
 def ledger(request: HttpRequest, query: Query[LedgerQuery]) -> dict:
-    as_of = query.as_of or timezone.now()
-    if timezone.is_naive(as_of):
-        raise BusinessError("invalid_request", NAIVE_AS_OF.message, status=422)
+    as_of = query.as_of or timezone.now()  # a Moment: never naive
     result = selectors.ledger_as_of(
         tenant=request.auth.tenant,  # type: ignore[attr-defined]
         as_of=as_of,

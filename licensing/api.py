@@ -164,7 +164,16 @@ BAD_ID = ErrorCase(
     422,
     "invalid_request",
     "client_id: Use printable characters, without '/'.",
-    "A field or parameter is invalid (a client_id over 100 characters, a name missing, a NUL character).",
+    "The client_id in the path is over 100 characters or holds a character that is not printable.",
+    source=None,
+)
+MISSING_NAME = ErrorCase(
+    422,
+    "invalid_request",
+    "name: Field required",
+    "A body field is missing or invalid (a name missing or over 200 characters, a status that does not exist, "
+    "a NUL character).",
+    detail_type="missing",
 )
 LIMIT = ErrorCase(
     402,
@@ -181,6 +190,7 @@ BAD_PATH = ErrorCase(
     "client_id: Use printable characters, without '/'.",
     "A path parameter is invalid (a client_id over 100 characters or with a character that is not printable, "
     "a license kind other than ai or chat).",
+    source=None,
 )
 INACTIVE = ErrorCase(
     409,
@@ -238,6 +248,7 @@ _upsert_docs = documented(
         "Never for a client_id that is new (it is created): only for a path that does not exist.",
     ),
     BAD_ID,
+    MISSING_NAME,
     ok_examples={
         201: {
             "created": CLIENT_EXAMPLE
@@ -325,6 +336,8 @@ def client_get(request: HttpRequest, client_id: ClientIdPath) -> dict:
             "invalid_request",
             "page_size: Input should be less than or equal to 200",
             "A filter is invalid (a status or license filter that does not exist, a page size out of range).",
+            source="query",
+            detail_type="less_than_equal",
         ),
         ok_examples={
             200: {"page": {"items": [CLIENT_EXAMPLE], "total": 1, "page": 1, "pages": 1, "next_page": None}}
@@ -486,6 +499,7 @@ _ticket_docs = documented(
         "invalid_request",
         "ticket_id: String should have at most 190 characters",
         "A field is missing or invalid (a ticket_id over 190 characters, a client_id with '/', a NUL character).",
+        detail_type="string_too_long",
     ),
     ok_examples={200: TICKET_EXAMPLES},
     ok_descriptions={200: "The answer: whether the ticket gets AI, and why (or why not)"},

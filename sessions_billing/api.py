@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
-from ninja.errors import ValidationError
 from pydantic import StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
@@ -22,7 +21,7 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, Moment, RequestBody, no_body
+from tenants.api_fields import NO_CONTROL, PRINTABLE, FieldErrors, Moment, RequestBody, no_body
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -166,8 +165,9 @@ BAD_AT = ErrorCase(
 EVENT_BEFORE_START = ErrorCase(
     422,
     "invalid_request",
-    "at: an event cannot be dated before the conversation started (2026-07-01T09:00:00+00:00).",
+    "at: an event cannot be dated before the conversation started (2026-07-01T09:00:00Z).",
     "The event is dated more than 5 minutes before the conversation's start; nothing is stored.",
+    source=None,
 )
 BAD_ID = ErrorCase(
     422,
@@ -200,6 +200,7 @@ NOT_POSITIVE = ErrorCase(
     "invalid_request",
     "session_limit: Input should be greater than 0",
     "The limit is not a whole number greater than zero.",
+    detail_type="greater_than",
 )
 
 
@@ -263,7 +264,7 @@ def session_event(
     except PydanticValidationError as exc:
         services.session_find(tenant=tenant, conversation_id=conversation_id)
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise ValidationError([{**e, "loc": ("body", "payload", *e["loc"])} for e in errors]) from None
+        raise FieldErrors([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
     session = services.session_event(
         tenant=tenant,
         conversation_id=conversation_id,
@@ -368,6 +369,8 @@ class ListQuery(Schema):
             "invalid_request",
             "limit: Input should be less than or equal to 200",
             "A filter is invalid (a date that is not a date, a limit out of range).",
+            source="query",
+            detail_type="less_than_equal",
         ),
     ),
 )
@@ -412,6 +415,7 @@ def session_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
             "invalid_request",
             "conversation_id: 1 to 200 characters, no NUL bytes.",
             "The id is too long.",
+            source=None,
         ),
         ok_examples={200: {"session": SESSION_EXAMPLE}},
         ok_descriptions={200: "The session"},
@@ -511,7 +515,17 @@ def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
 @router.delete(
     "/usage/session-limit",
     summary="Reset limit: back to the plan's base limit",
-    **documented(UsageOut, LIMIT_NOT_AVAILABLE),
+    **documented(
+        UsageOut,
+        LIMIT_NOT_AVAILABLE,
+        ErrorCase(
+            422,
+            "invalid_request",
+            "session_limit: Extra inputs are not permitted",
+            "A body with a field: a reset takes none.",
+            detail_type="extra_forbidden",
+        ),
+    ),
 )
 def session_limit_reset(request: HttpRequest) -> dict:
     no_body(request)

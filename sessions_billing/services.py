@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -642,7 +643,8 @@ def _event_refusal(*, tenant: Tenant, conversation_id: str, at: datetime) -> Non
     if at < started - MAX_SKEW:
         raise BusinessError(
             "invalid_request",
-            f"at: an event cannot be dated before the conversation started ({started.isoformat()}).",
+            # In UTC with "Z", as every moment of an answer (DjangoJSONEncoder, which ninja's extends).
+            f"at: an event cannot be dated before the conversation started ({DjangoJSONEncoder().default(started)}).",
             status=422,
         )
 

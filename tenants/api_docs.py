@@ -44,17 +44,37 @@ class ErrorOut(Schema):
 
 @dataclass(frozen=True)
 class ErrorCase:
-    """One way an operation can fail: the status, the body's code and message, and when it happens."""
+    """One way an operation can fail: the status, the body's code and message, and when it happens.
+
+    A 422 `invalid_request` that the schema's validation answers carries `details`, one per invalid
+    input: `source` says where the field was sent ("body", "query" or "path"; the field is the one
+    the message names) and `detail_type` the detail's stable type. A refusal that the service
+    makes after validation has no details: `source=None`."""
 
     status: int
     code: str
     message: str
     when: str
+    source: str | None = "body"
+    detail_type: str = "value_error"
 
-    def when_field(self) -> list[str]:
-        """For a 422 example: the field its message names ("at: must be…" → ["at"])."""
+    def field(self) -> list[str]:
+        """The field its message names ("at: must be…" → ["at"])."""
         field, sep, _ = self.message.partition(": ")
         return field.split(".") if sep else []
+
+    def details(self) -> list[dict[str, Any]] | None:
+        """The example's `details`, as config.api answers them (None: the body has none)."""
+        if self.code != "invalid_request" or self.source is None:
+            return None
+        msg = self.message.partition(": ")[2] or self.message
+        return [{"type": self.detail_type, "loc": [self.source, *self.field()], "msg": msg}]
+
+    def example_name(self) -> str:
+        """The example's name: its code, and the field for a field's refusal (several cases of one
+        operation may share a code: each keeps its own example)."""
+        field = ".".join(self.field())
+        return f"{self.code} ({field})" if field and self.code == "invalid_request" else self.code
 
 
 BAD_REQUEST = ErrorCase(
@@ -64,12 +84,6 @@ BAD_REQUEST = ErrorCase(
 )
 UNAUTHORIZED = ErrorCase(401, *http_error(401), "No API key was sent, or the key is unknown or revoked.")
 NOT_FOUND = ErrorCase(404, *http_error(404), "Nothing of that name exists for the key's tenant.")
-INVALID = ErrorCase(
-    422,
-    "invalid_request",
-    "limit: Input should be a valid integer",
-    "A parameter or a body field is invalid (a NUL character anywhere included).",
-)
 # What every operation behind the API key can answer.
 COMMON_ERRORS = (BAD_REQUEST, UNAUTHORIZED)
 
@@ -100,18 +114,8 @@ def documented(
         responses[status] = ErrorOut
         examples: dict[str, Any] = {}
         for case in found:
-            body = error_body(case.code, case.message)
-            if case.code == "invalid_request":
-                body["error"]["details"] = [
-                    {"type": "value_error", "loc": ["body", *case.when_field()], "msg": case.message}
-                    if case is not INVALID
-                    else {
-                        "type": "int_parsing",
-                        "loc": ["query", "limit"],
-                        "msg": "Input should be a valid integer",
-                    }
-                ]
-            examples.setdefault(case.code, {"summary": case.when, "value": body})
+            body = error_body(case.code, case.message, details=case.details())
+            examples.setdefault(case.example_name(), {"summary": case.when, "value": body})
         extra[status] = {
             "description": f"{HTTPStatus(status).phrase}: " + " ".join(case.when for case in found),
             "content": {"application/json": {"examples": examples}},

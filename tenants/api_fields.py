@@ -77,6 +77,13 @@ PRINTABLE = f"^[^{CONTROL_CLASS}]+$"
 NO_CONTROL = pattern_says("control_character", "String should not contain control characters")
 
 
+class FieldErrors(ValidationError):
+    """Field errors whose `loc` already says where the client put the value: ("body", field, ...),
+    ("query", name) or ("path", name). ninja's own ValidationError also names the view's body
+    parameter ("body", "payload", field), which config.api drops before answering, so the API's
+    `details` read the same whichever raised them."""
+
+
 class RequestBody(BaseModel):
     """A request body's schema: a plain pydantic model. django-ninja's `Schema` wraps every
     validation in a `DjangoGetter`, there to read a model from an ORM object's attributes; a body
@@ -108,7 +115,7 @@ def optional_body[Body: RequestBody](
             form = True
         if not form:
             return None  # a form post without fields: no body
-        raise ValidationError(
+        raise FieldErrors(
             [{"type": "content_type", "loc": ("body",), "msg": "Send the body as JSON (application/json)."}]
         )
     raw = request.body.strip()
@@ -117,17 +124,17 @@ def optional_body[Body: RequestBody](
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
-        raise ValidationError(
+        raise FieldErrors(
             [{"type": "json_invalid", "loc": ("body",), "msg": "The request body is not valid JSON."}]
         ) from None
     if not isinstance(data, dict):
-        raise ValidationError(
+        raise FieldErrors(
             [{"type": "model_type", "loc": ("body",), "msg": f"Send a JSON object, e.g. {example}."}]
         )
     try:
         return schema.model_validate(data)
     except PydanticValidationError as exc:
-        raise ValidationError(
+        raise FieldErrors(
             [
                 {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"]}
                 for e in exc.errors(include_url=False, include_context=False, include_input=False)

@@ -81,7 +81,8 @@ def test_every_operation_documents_its_error_statuses_with_the_error_body_and_ex
             for name, example in examples.items():
                 value = example["value"]
                 ErrorOut.model_validate(value)  # the body the schema describes
-                if value["error"]["code"] != name or not example.get("summary"):
+                # Named by its code ("invalid_request (quantity)": the code and the field it names).
+                if name.partition(" (")[0] != value["error"]["code"] or not example.get("summary"):
                     problems.append(
                         f"{method} {path} {status}: example {name!r} is not its code or has no summary"
                     )
@@ -192,3 +193,218 @@ def test_the_docs_page_loads_swagger_ui_from_our_own_origin(db):
     # collectstatic gathers them (ninja is an installed app), and WhiteNoise serves them.
     for asset in ("ninja/swagger-ui-bundle.js", "ninja/swagger-ui-init.js", "ninja/swagger-ui.css"):
         assert finders.find(asset), asset
+
+
+# --- the documented 422s --------------------------------------------------------------------------
+
+# (operation, the example's name, how to provoke it): every 422 example the schema documents.
+INVALID_REQUESTS: list[tuple[str, str, str, str, Any]] = [
+    (
+        "post",
+        "/api/v1/credits/consume",
+        "invalid_request (quantity)",
+        "/api/v1/credits/consume",
+        {"feature": "smart_response", "quantity": 0, "idempotency_key": "k"},
+    ),
+    (
+        "post",
+        "/api/v1/credits/consume",
+        "unknown_feature",
+        "/api/v1/credits/consume",
+        {"feature": "image_gen", "quantity": 1, "idempotency_key": "k"},
+    ),
+    ("post", "/api/v1/credits/refund", "invalid_request (idempotency_key)", "/api/v1/credits/refund", {}),
+    ("post", "/api/v1/credits/holds", "invalid_request", "/api/v1/credits/holds", {"idempotency_key": "k"}),
+    (
+        "post",
+        "/api/v1/credits/holds",
+        "quantity_required",
+        "/api/v1/credits/holds",
+        {"feature": "smart_response", "idempotency_key": "k"},
+    ),
+    (
+        "post",
+        "/api/v1/credits/holds",
+        "invalid_request (ttl_seconds)",
+        "/api/v1/credits/holds",
+        {"credits": "1", "idempotency_key": "k", "ttl_seconds": 0},
+    ),
+    (
+        "post",
+        "/api/v1/credits/holds/{hold_id}/commit",
+        "invalid_request (credits)",
+        "/api/v1/credits/holds/{hold}/commit",
+        {"credits": "1.2345"},
+    ),
+    (
+        "post",
+        "/api/v1/credits/holds",
+        "unknown_feature",
+        "/api/v1/credits/holds",
+        {"feature": "image_gen", "quantity": 1, "idempotency_key": "k"},
+    ),
+    (
+        "post",
+        "/api/v1/credits/holds/{hold_id}/commit",
+        "commit_exceeds_hold",
+        "/api/v1/credits/holds/{hold}/commit",
+        {"credits": "3"},
+    ),
+    ("get", "/api/v1/clients/{client_id}", "invalid_request (client_id)", "/api/v1/clients/a%01b", None),
+    (
+        "delete",
+        "/api/v1/clients/{client_id}/licenses/{kind}",
+        "invalid_request (client_id)",
+        "/api/v1/clients/a%01b/licenses/ai",
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/usage/session-limit",
+        "limit_above_plan",
+        "/api/v1/usage/session-limit",
+        {"session_limit": 1_000_000},
+    ),
+    (
+        "post",
+        "/api/v1/credits/holds/{hold_id}/release",
+        "invalid_request (note)",
+        "/api/v1/credits/holds/{hold}/release",
+        {"note": "x"},
+    ),
+    (
+        "get",
+        "/api/v1/credits/ledger",
+        "invalid_request (as_of)",
+        "/api/v1/credits/ledger?as_of=2026-05-07T12:00:00",
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/clients/{client_id}",
+        "invalid_request (client_id)",
+        "/api/v1/clients/a%01b",
+        {"name": "A"},
+    ),
+    ("put", "/api/v1/clients/{client_id}", "invalid_request (name)", "/api/v1/clients/acme", {}),
+    ("get", "/api/v1/clients", "invalid_request (page_size)", "/api/v1/clients?page_size=201", None),
+    (
+        "put",
+        "/api/v1/clients/{client_id}/licenses/{kind}",
+        "invalid_request (client_id)",
+        "/api/v1/clients/a%01b/licenses/ai",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/tickets",
+        "invalid_request (ticket_id)",
+        "/api/v1/tickets",
+        {"ticket_id": "t" * 191, "client_id": "acme"},
+    ),
+    (
+        "post",
+        "/api/v1/sessions",
+        "invalid_request (at)",
+        "/api/v1/sessions",
+        {"conversation_id": "c1", "direction": "inbound", "at": "2099-01-01T00:00:00Z"},
+    ),
+    (
+        "post",
+        "/api/v1/sessions",
+        "invalid_request (conversation_id)",
+        "/api/v1/sessions",
+        {"conversation_id": "c1/events", "direction": "inbound"},
+    ),
+    ("get", "/api/v1/sessions", "invalid_request (limit)", "/api/v1/sessions?limit=201", None),
+    (
+        "get",
+        "/api/v1/sessions/{conversation_id}",
+        "invalid_request (conversation_id)",
+        "/api/v1/sessions/" + "c" * 201,
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/usage/session-limit",
+        "invalid_request (session_limit)",
+        "/api/v1/usage/session-limit",
+        {"session_limit": 0},
+    ),
+    (
+        "delete",
+        "/api/v1/usage/session-limit",
+        "invalid_request (session_limit)",
+        "/api/v1/usage/session-limit",
+        {"session_limit": 1},
+    ),
+]
+
+
+def test_the_documented_422_examples_are_what_the_api_answers(schema, tenant, admin):
+    """Each 422 example of the schema is the body the API answers (its `details` too: a field
+    refused by validation says where it was sent, as `["body", field]`, `["query", name]`; a
+    refusal the service makes has none), and every documented 422 example is checked here: a new
+    one must be added to INVALID_REQUESTS."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from credits.factories import grant, on_plus
+    from licensing.factories import on_helpdesk
+    from sessions_billing.tests.conftest import paid
+
+    on_plus(tenant)
+    grant(tenant, 10)
+    on_helpdesk(tenant)
+    paid(tenant)
+    client = Client(
+        HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(tenant=tenant, name='s', actor=admin).secret}"
+    )
+    hold = client.post(
+        "/api/v1/credits/holds", {"credits": "2.5", "idempotency_key": "h"}, content_type="application/json"
+    ).json()["id"]
+    checked = set()
+    for method, path, name, url, body in INVALID_REQUESTS:
+        url = url.replace("{hold}", str(hold))
+        send = getattr(client, method)
+        response = send(url, body, content_type="application/json") if body is not None else send(url)
+        content = schema["paths"][path][method]["responses"]["422"]["content"]["application/json"]
+        documented = content["examples"][name]["value"]
+        answered = response.json()
+        for detail in answered["error"].get("details", []):
+            detail.pop("ctx", None)
+        assert (response.status_code, answered) == (422, documented), (method, path, name)
+        checked.add((method, path, name))
+
+    # An event dated before its conversation's start: the message names the start, in UTC with "Z".
+    started = timezone.now() - timedelta(hours=1)
+    client.post(
+        "/api/v1/sessions",
+        {"conversation_id": "c2", "direction": "inbound", "at": started.isoformat()},
+        content_type="application/json",
+    )
+    early = client.post(
+        "/api/v1/sessions/c2/events",
+        {"type": "agent_message", "at": (started - timedelta(minutes=10)).isoformat()},
+        content_type="application/json",
+    ).json()
+    stamp = started.strftime("%Y-%m-%dT%H:%M:%S.") + f"{started.microsecond // 1000:03d}Z"
+    assert early == {
+        "error": {
+            "code": "invalid_request",
+            "message": f"at: an event cannot be dated before the conversation started ({stamp}).",
+        }
+    }
+    checked.add(("post", "/api/v1/sessions/{conversation_id}/events", "invalid_request (at)"))
+
+    documented_422 = {
+        (method, path, name)
+        for method, path, op in ((m.lower(), p, o) for m, p, o in _operations(schema))
+        for name in op["responses"]
+        .get("422", {})
+        .get("content", {})
+        .get("application/json", {})
+        .get("examples", {})
+    }
+    assert documented_422 - checked == set()

@@ -40,7 +40,8 @@ def test_validation_error_is_422_naming_the_field(request_):
             "code": "invalid_request",
             "message": "quantity: Field required",
             "details": [
-                {"type": "missing", "loc": ["body", "payload", "quantity"], "msg": "Field required"},
+                # Where the client sent it: the view's body parameter ("payload") is not named.
+                {"type": "missing", "loc": ["body", "quantity"], "msg": "Field required"},
                 {"type": "int_parsing", "loc": ["query", "page"], "msg": "Input should be a valid integer"},
             ],
         }
@@ -80,9 +81,10 @@ def test_validation_error_built_by_ninja_from_a_real_pydantic_error_is_json(requ
     try:
         Payload.model_validate({"quantity": "many"})
     except pydantic.ValidationError as exc:
-        # What ninja does with a pydantic error: keep the location, drop the input.
+        # What ninja does with a pydantic error: keep the location under the body parameter's name,
+        # drop the input.
         errors = [
-            {**{k: v for k, v in e.items() if k != "input"}, "loc": ("body", *e["loc"])}
+            {**{k: v for k, v in e.items() if k != "input"}, "loc": ("body", "payload", *e["loc"])}
             for e in exc.errors(include_url=False)
         ]
 
