@@ -533,7 +533,8 @@ HoldIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The id a hold was
     "/credits/holds/{hold_id}/commit",
     summary="Commit a hold: consume the actual cost, release the rest",
     description="Consumes `credits` (at most the hold; the whole hold when omitted or without a body) "
-    "from the grants valid now and releases the rest. A repeated commit answers the first commit.",
+    "from the grants valid now and releases the rest. A repeated commit answers the first commit; one for "
+    "another amount (no body after a partial commit included: it asks for the whole hold) is a 409.",
     **_doc(
         CommitOut,
         NO_HOLD,

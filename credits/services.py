@@ -935,7 +935,9 @@ def credits_hold_commit(
     wallet, hold = _locked_hold(tenant, hold_id)
     now = now or timezone.now()
     if hold.status == Hold.Status.COMMITTED:
-        if amount is not None and amount != hold.committed_amount:
+        # A repeat is the same commit: without an amount it asks for the whole hold, so after a
+        # partial commit it is another request (409), as an explicit amount that differs is.
+        if (hold.amount if amount is None else amount) != hold.committed_amount:
             raise BusinessError(
                 "hold_committed",
                 f"This hold was already committed for {credits_string(hold.committed_amount or 0)} credits.",

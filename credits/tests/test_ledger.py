@@ -328,13 +328,31 @@ def test_a_repeated_commit_answers_the_first_commit(plus):
     grant(plus, 10)
     hold = services.credits_hold(tenant=plus, idempotency_key="h", amount=2000).answer
     first = services.credits_hold_commit(tenant=plus, hold_id=hold["id"], amount=1500)
-    again = services.credits_hold_commit(tenant=plus, hold_id=hold["id"])
     same = services.credits_hold_commit(tenant=plus, hold_id=hold["id"], amount=1500)
-    assert (again.created, again.answer) == (False, first.answer)
-    assert same.answer == first.answer
+    assert (same.created, same.answer) == (False, first.answer)
     assert refused(services.credits_hold_commit, tenant=plus, hold_id=hold["id"], amount=1000).status == 409
+    # Without an amount a commit asks for the whole hold (2): after a commit of 1.5 that is another
+    # request, refused as an explicit 2 is, not answered as if it were the first.
+    for whole in (None, 2000):
+        exc = refused(services.credits_hold_commit, tenant=plus, hold_id=hold["id"], amount=whole)
+        assert (exc.status, exc.code, exc.message) == (
+            409,
+            "hold_committed",
+            "This hold was already committed for 1.5 credits.",
+        )
     assert balance(plus) == "8.5"
     check_invariants(plus)
+
+
+def test_a_commit_without_an_amount_repeated_answers_its_first_answer(plus):
+    grant(plus, 10)
+    hold = services.credits_hold(tenant=plus, idempotency_key="h", amount=2000).answer
+    first = services.credits_hold_commit(tenant=plus, hold_id=hold["id"])
+    again = services.credits_hold_commit(tenant=plus, hold_id=hold["id"])
+    explicit = services.credits_hold_commit(tenant=plus, hold_id=hold["id"], amount=2000)
+    assert (again.created, again.answer) == (False, first.answer)
+    assert explicit.answer == first.answer
+    assert balance(plus) == "8"
 
 
 def test_commit_after_release_or_expiry_and_release_after_commit_are_conflicts(plus, clock):
