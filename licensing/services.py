@@ -403,7 +403,7 @@ def _qualify_in_one_statement(
                 *credit.actor,
             ],
         )
-        outcome, stored, *_, pk, name, active, ai_license = cursor.fetchone()
+        outcome, stored, feature, first_client, _available, pk, name, active, ai_license = cursor.fetchone()
     if outcome == "unknown_client":
         raise BusinessError("unknown_client", rules.MSG_UNKNOWN_CLIENT, status=404)
     client = _Found(pk, name, active, ai_license)
@@ -412,6 +412,11 @@ def _qualify_in_one_statement(
     if outcome == "insufficient":
         return client, _no_ticket_credits(ticket_id, client_id, name)
     if outcome == "exists":  # the key was used by another request: nothing was written
+        if feature == credit_services.TICKET_FEATURE and first_client:
+            # The same ticket for another client, sent at the same moment: the first took the
+            # credit (the key) before this one could read the ticket. The ticket's own 409, as it
+            # answers once the first's answer is kept.
+            _of_client({"client_id": first_client}, client_id)
         raise BusinessError("idempotency_conflict", credit_services.MSG_IDEMPOTENCY_CONFLICT, status=409)
     return client, _loads(stored)  # created, or answered (by this ticket's first request)
 
@@ -492,6 +497,14 @@ def ticket_qualify(
     except _Answered as first:
         return _of_client(first.answer, client_id)
     except BusinessError as exc:
+        if exc.code == "idempotency_conflict":
+            # The same ticket for another client at the same moment took the credit first: its
+            # answer is kept with it, and this one gets the ticket's own 409.
+            kept = Ticket.objects.filter(tenant=tenant, ticket_id=ticket_id).values_list(
+                "response", flat=True
+            )
+            if kept:
+                return _of_client(_loads(kept[0]), client_id)
         if exc.code != "insufficient_credits":
             raise
         return _no_ticket_credits(ticket_id, client_id, client.name)

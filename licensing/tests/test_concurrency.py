@@ -199,3 +199,34 @@ def test_l16_a_ticket_answered_via_a_license_while_its_credit_waits_takes_no_cre
     assert ticket_credits(tenant_id=partner.pk).remaining == left
     assert list(Ticket.objects.filter(tenant=partner).values_list("via", flat=True)) == ["license"]
     assert_ticket_ledger(partner)
+
+
+def test_l16_the_same_ticket_for_two_clients_at_once_gets_the_tickets_own_409(partner):
+    """One ticket sent for two clients at the same moment: one answer, one credit, and the other
+    request the ticket's 409 naming the first client (not the credit ledger's words about an
+    idempotency key, which the tickets API does not have)."""
+    ClientFactory(tenant=partner, external_id="c1")
+    ClientFactory(tenant=partner, external_id="c2")
+    for round_ in range(4):
+        ticket = f"R-{round_}"
+        results = together(
+            [
+                lambda c=c, t=ticket: services.ticket_qualify(tenant=partner, ticket_id=t, client_id=c)
+                for c in ("c1", "c2") * 4
+            ]
+        )
+        first = Ticket.objects.get(tenant=partner, ticket_id=ticket).client.external_id
+        other = "c2" if first == "c1" else "c1"
+        refused = {(code, exc.status, exc.message) for code, exc in results if code != "ok"}
+        assert refused == {
+            (
+                "idempotency_conflict",
+                409,
+                f"This ticket_id was already answered for the client {first}: a ticket belongs to one client.",
+            )
+        }, round_
+        assert all(answer["client_id"] == first for code, answer in results if code == "ok")
+        assert sum(1 for code, _ in results if code != "ok") == 4  # every request for the other client
+        assert other not in {answer["client_id"] for code, answer in results if code == "ok"}
+    assert Consumption.objects.filter(tenant=partner).count() == 4
+    assert_ticket_ledger(partner)
