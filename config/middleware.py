@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils.module_loading import import_string
 
@@ -118,6 +118,52 @@ class RejectNulMiddleware:
                 "invalid_request", f"{field}: {NUL_REFUSED[1]}", status=422, details=[detail]
             )
         return render(request, "400.html", {"reason": NUL_REFUSED[1]}, status=400)
+
+
+class HeadAsGetMiddleware:
+    """Outermost of both chains: HEAD is answered as GET without the body (RFC 9110 §9.3.2: the
+    same header fields as GET, no content), so an uptime check's `HEAD /healthz` is a 200 like its
+    GET, and a route that answers no GET answers HEAD with the same 405. Outermost, so every layer
+    (the API's error shape included) has made the GET answer before its body is dropped."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "HEAD":
+            return self.get_response(request)
+        request.method = "GET"
+        try:
+            response = self.get_response(request)
+        finally:
+            request.method = "HEAD"
+        if isinstance(response, StreamingHttpResponse):  # a CSV export, a file
+            response.streaming_content = []
+        else:
+            response["Content-Length"] = str(len(response.content))
+            response.content = b""
+        return response
+
+
+class ContentEncodingMiddleware:
+    """A request body sent with a Content-Encoding (gzip, br ...) is refused with 415 and
+    `Accept-Encoding: identity` (RFC 9110 §15.5.16): bodies are read as sent, and a compressed one
+    would otherwise be refused for what its bytes look like (they hold NULs)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        encoding = request.META.get("HTTP_CONTENT_ENCODING")
+        if not encoding or encoding.strip().lower() in ("", "identity"):
+            return self.get_response(request)
+        code, message = http_error(415)
+        if request.path.startswith(API_PREFIX) and not request.path.startswith(API_DOCS_PREFIX):
+            response: HttpResponse = error_response(code, message, status=415)
+        else:
+            response = render(request, "400.html", {"reason": message}, status=415)
+        response["Accept-Encoding"] = "identity"
+        return response
 
 
 class PermissionsPolicyMiddleware:

@@ -56,12 +56,16 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: an API request goes through API_MIDDLEWARE (below) instead of the rest of this list.
     "config.middleware.ApiMiddlewareChain",
-    # Outermost of both chains: every error answer under /api/ gets the API's error shape, whichever
+    # Outermost of both chains: HEAD is answered as GET, without the body.
+    "config.middleware.HeadAsGetMiddleware",
+    # Next: every error answer under /api/ gets the API's error shape, whichever
     # layer made it (a Host we do not serve is refused by SecurityMiddleware, before any other).
     "config.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "config.middleware.PermissionsPolicyMiddleware",
+    # A compressed request body is refused (415), before anything reads it.
+    "config.middleware.ContentEncodingMiddleware",
     "config.middleware.PageMethodNotAllowedMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything reads the session, the user or a form: a NUL never reaches PostgreSQL.

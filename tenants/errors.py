@@ -43,6 +43,10 @@ HTTP_ERRORS: dict[int, tuple[str, str]] = {
     404: ("not_found", "Not found."),
     405: ("method_not_allowed", "This method is not allowed on this endpoint."),
     413: ("payload_too_large", "The request body is too large."),
+    415: (
+        "unsupported_content_encoding",
+        "Send the request body uncompressed: no Content-Encoding (gzip, br, deflate) is accepted.",
+    ),
     429: ("rate_limited", "Too many requests. Try again later."),
     500: ("server_error", "Something went wrong on our side. Try again later."),
 }
