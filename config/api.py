@@ -15,7 +15,7 @@ from plans.api import router as plans_router
 from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
 from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
-from tenants.api_fields import FieldErrors
+from tenants.api_fields import DuplicateKey, FieldErrors, StrictJsonParser
 from tenants.api_run import streamlined
 from tenants.errors import BusinessError, error_body, http_error
 
@@ -27,6 +27,7 @@ api = NinjaAPI(
     "show `message`. Credits are counted in thousandths of a credit; times are ISO 8601 in UTC.",
     urls_namespace="api",
     auth=ApiKeyAuth(),
+    parser=StrictJsonParser(),  # a JSON key named twice is a 422, not the last one silently
     # Swagger UI from our own origin ("ninja" is in INSTALLED_APPS; its template has no inline
     # script), without the badge that would fetch validator.swagger.io (offline, and the CSP).
     docs=Swagger(settings={"validatorUrl": None}),
@@ -91,6 +92,9 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     # ninja adds the parser's own words in DEBUG ("Cannot parse request body (Expecting ...)").
+    if exc.status_code == 400 and isinstance(exc.__cause__, DuplicateKey):
+        details = [{**e, "loc": list(e["loc"])} for e in exc.__cause__.errors()]
+        return _error(request, 422, "invalid_request", str(exc.__cause__), details=details)
     if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         # A body that is not JSON is bad input like any other (DESIGN: 422).
         return _error(request, 422, "invalid_request", "The request body is not valid JSON.")

@@ -21,7 +21,16 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, FieldErrors, Moment, RequestBody, no_body
+from tenants.api_fields import (
+    NO_CONTROL,
+    PRINTABLE,
+    DuplicateKey,
+    FieldErrors,
+    Moment,
+    RequestBody,
+    loads_strict,
+    no_body,
+)
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -259,8 +268,16 @@ def session_event(
     tenant = request.auth.tenant  # type: ignore[attr-defined]
     conversation_id = _conversation_id(conversation_id)
     # The body is read here, after the id: an unknown conversation is a 404 whatever the body says.
+    body = request.body or b"null"
     try:
-        payload = EventIn.model_validate_json(request.body or b"null")
+        loads_strict(body)  # a key named twice (pydantic's own reading keeps the last one)
+    except DuplicateKey as exc:
+        services.session_find(tenant=tenant, conversation_id=conversation_id)
+        raise FieldErrors(exc.errors()) from None
+    except (ValueError, RecursionError):
+        pass  # not JSON: pydantic's reading below says so
+    try:
+        payload = EventIn.model_validate_json(body)
     except PydanticValidationError as exc:
         services.session_find(tenant=tenant, conversation_id=conversation_id)
         errors = exc.errors(include_url=False, include_context=False, include_input=False)

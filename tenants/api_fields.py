@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 from ninja.errors import ValidationError
+from ninja.parser import Parser
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -77,6 +78,40 @@ PRINTABLE = f"^[^{CONTROL_CLASS}]+$"
 NO_CONTROL = pattern_says("control_character", "String should not contain control characters")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object that names a key twice. RFC 8259 §4 leaves its meaning to each reader (most
+    keep the last, some the first): a proxy, a log and this API could each see another request,
+    so it is refused (422) rather than guessed."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"The request body names {key!r} twice: send each field once.")
+        self.key = key
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [{"type": "duplicate_key", "loc": ("body", self.key), "msg": str(self)}]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """json.loads, refusing an object that names a key twice (DuplicateKey, a ValueError)."""
+    return json.loads(raw, object_pairs_hook=_unique_keys)
+
+
+class StrictJsonParser(Parser):
+    """ninja's body parser, refusing an object that names a key twice (config.api answers 422)."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return loads_strict(request.body)
+
+
 class FieldErrors(ValidationError):
     """Field errors whose `loc` already says where the client put the value: ("body", field, ...),
     ("query", name) or ("path", name). ninja's own ValidationError also names the view's body
@@ -122,7 +157,9 @@ def optional_body[Body: RequestBody](
     if not raw:
         return None
     try:
-        data = json.loads(raw)
+        data = loads_strict(raw)
+    except DuplicateKey as exc:
+        raise FieldErrors(exc.errors()) from None
     except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
         raise FieldErrors(
             [{"type": "json_invalid", "loc": ("body",), "msg": "The request body is not valid JSON."}]

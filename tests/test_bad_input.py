@@ -536,3 +536,70 @@ def test_a_write_that_takes_no_body_refuses_fields_and_does_nothing(tenant, admi
         == 200
     )
     assert client.post(f"/api/v1/credits/holds/{hold['id']}/release", **api_auth).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/api/v1/credits/consume",
+            '{"feature": "ai_review", "quantity": 1, "quantity": 1000, "idempotency_key": "d"}',
+        ),
+        ("/api/v1/tickets", '{"ticket_id": "T-1", "client_id": "a", "client_id": "b"}'),
+        ("/api/v1/sessions", '{"conversation_id": "c", "direction": "inbound", "direction": "outbound"}'),
+    ],
+)
+def test_a_json_key_named_twice_is_a_422_and_nothing_is_stored(path, body, api_auth):
+    """RFC 8259 leaves a repeated name's meaning to each reader (one keeps the first, another the
+    last): the API refuses the request instead of charging for one reading of it."""
+    from credits.models import Consumption
+    from licensing.models import Ticket
+    from sessions_billing.models import Conversation
+
+    response = Client().post(path, body, content_type="application/json", **api_auth)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    key = error["details"][0]["loc"][1]
+    assert error["code"] == "invalid_request"
+    assert error["message"] == f"The request body names {key!r} twice: send each field once."
+    assert error["details"] == [{"type": "duplicate_key", "loc": ["body", key], "msg": error["message"]}]
+    assert not Consumption.objects.exists()
+    assert not Ticket.objects.exists()
+    assert not Conversation.objects.exists()
+
+
+def test_a_json_key_named_twice_in_an_optional_body_or_an_event_is_a_422(api_auth, tenant):
+    from sessions_billing.tests.conftest import paid
+
+    paid(tenant)
+    client = Client()
+    started = client.post(
+        "/api/v1/sessions",
+        '{"conversation_id": "c", "direction": "inbound"}',
+        content_type="application/json",
+        **api_auth,
+    )
+    assert started.status_code == 201
+    event = client.post(
+        "/api/v1/sessions/c/events",
+        '{"type": "agent_message", "type": "end"}',
+        content_type="application/json",
+        **api_auth,
+    )
+    commit = client.post(
+        "/api/v1/credits/holds/1/commit",
+        '{"credits": "1", "credits": "2"}',
+        content_type="application/json",
+        **api_auth,
+    )
+    for response, key in ((event, "type"), (commit, "credits")):
+        assert response.status_code == 422
+        assert response.json()["error"]["details"] == [
+            {
+                "type": "duplicate_key",
+                "loc": ["body", key],
+                "msg": f"The request body names {key!r} twice: send each field once.",
+            }
+        ]
+    assert client.get("/api/v1/sessions/c", **api_auth).json()["ended_at"] is None
