@@ -28,7 +28,8 @@ class ApiKeyAuth(HttpBearer):
         scheme, _, token = value.partition(" ")
         if scheme.lower() != self.openapi_scheme:
             return None
-        return self.authenticate(request, token)
+        # RFC 9110 11.4: the scheme and the key are separated by one or more spaces.
+        return self.authenticate(request, token.strip(" \t"))
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
         key = api_key_authenticate(token, companions=self.companions)

@@ -167,6 +167,14 @@ def test_scheme_name_is_case_insensitive(issued):
     assert _call(None, Authorization=f"bearer {issued.secret}").json()["tenant"]["slug"] == "acme"
 
 
+def test_the_scheme_and_the_key_may_be_separated_by_several_spaces(issued):
+    """RFC 9110 11.4: credentials = auth-scheme 1*SP token68."""
+    for header in (f"Bearer   {issued.secret}", f"Bearer {issued.secret} ", f"Bearer \t{issued.secret}"):
+        assert _call(None, Authorization=header).status_code == 200, repr(header)
+    for header in (f"Bearer{issued.secret}", f"Bearer {issued.secret} x", f"Basic {issued.secret}"):
+        assert _call(None, Authorization=header).status_code == 401, repr(header)
+
+
 def test_last_used_at_is_written_at_most_once_a_minute(issued):
     key = issued.api_key
     start = timezone.now().replace(microsecond=0)
