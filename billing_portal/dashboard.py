@@ -18,6 +18,7 @@ from django.urls import reverse
 from billing_portal import selectors
 from plans.models import Product
 from plans.selectors import Entitlements, ProductEntitlement, entitlements
+from sessions_billing.registry import overview_usage
 from tenants import dashboard as tiles
 from tenants.access import ALL_ROLES, BILLING_READERS, TenantRequest
 from tenants.models import Role
@@ -51,6 +52,9 @@ class Alert:
     ent: ProductEntitlement
     billing_url: str  # the product's Billing tab ("" without one)
     action: str  # "manage" (the billing portal, admins), "plans" (the Billing tab's plans) or ""
+    # A trial ending soon: its sessions left (S09), as the usage tile and the Billing tab count them
+    # (the trial's sessions less the billable sessions used); None for a product without sessions.
+    sessions_left: int | None = None
 
 
 ALERT_ORDER = ("overdue", "payment_issue", "expired", "trial_ending", "canceled")
@@ -91,7 +95,10 @@ def alerts_tile(request: TenantRequest) -> dict[str, Any] | None:
             action = "manage" if is_admin and billing_url else ""
         else:
             action = "plans" if billing_url else ""
-        found.append(Alert(kind[0], kind[1], ent, billing_url, action))
+        sessions_left = None
+        if kind[0] == "trial_ending" and ent.product == Product.Code.AI_AGENTS:
+            sessions_left = overview_usage(request).trial_sessions_left
+        found.append(Alert(kind[0], kind[1], ent, billing_url, action, sessions_left))
     if not found:
         return None  # all is well: nothing is drawn
     found.sort(key=lambda alert: ALERT_ORDER.index(alert.kind))

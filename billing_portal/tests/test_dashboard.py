@@ -15,6 +15,7 @@ from plans import services as plan_services
 from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
 from plans.models import Subscription
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
+from sessions_billing.models import UsagePeriod
 from tenants.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import Role
 
@@ -102,13 +103,22 @@ def test_payment_overdue_uses_the_spec_message(tenant, admin, client_for):
 
 
 def test_trial_ending_soon_with_days_and_sessions_left(tenant, member, client_for):
-    """S10: two days before the end the badge and the alert say Trial ending soon."""
+    """S09, S10: two days before the end the badge and the alert say Trial ending soon; the alert's
+    sessions left are the trial's 50 less the 41 used, as the usage tile and the Billing tab say."""
     with time_machine.travel(NOW - timedelta(days=12), tick=False):
         plan_services.tenant_provision(tenant=tenant)
+        sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents")
+        UsagePeriod.objects.create(
+            tenant=tenant,
+            period_start=sub.current_period_start,
+            period_end=sub.current_period_end,
+            billable_sessions=41,
+        )
     page = overview(client_for(member))
     alert = block(page, "alert-trial_ending")
     assert 'data-testid="alert-trial-days">2 days</strong>' in alert
-    assert 'data-testid="alert-trial-sessions">50 sessions</strong>' in alert
+    assert 'data-testid="alert-trial-sessions">9 sessions</strong>' in alert
+    assert "Trial: 9 sessions and 2 days left" in squash(block(page, "usage-tile"))
     assert (
         '<a class="button small secondary" href="/t/acme/billing/?product=ai_agents" data-testid="alert-plans">See the plans</a>'
         in alert
