@@ -211,3 +211,27 @@ def test_the_api_sets_and_resets_the_limit_with_the_key_as_actor(tenant, admin, 
         1500,
         "plan",
     )
+
+
+def test_set_and_reset_limit_by_htmx_update_the_subscription_cards_sessions_count_too_s06_s23(
+    tenant, admin, growth, client_for
+):
+    """S06, S23: after Set limit / Reset limit (htmx) the Session limit card and the subscription
+    card's Sessions count say the same limit: the count comes back out of band with the card."""
+    _fill(tenant, 3)
+    client = client_for(admin)
+    page = _billing(client, tenant).content.decode()
+    assert 'id="usage-facts"' in page
+    assert 'data-testid="sessions-count">3 <span class="muted small">of 1,500</span>' in page
+
+    body = _set(client, tenant, "1000", htmx=True).content.decode()
+    assert body.index(CARD) < body.index('<div id="usage-facts" hx-swap-oob="true">')
+    assert 'data-testid="limit-usage">3 of 1,000</dd>' in body
+    assert 'data-testid="sessions-count">3 <span class="muted small">of 1,000</span>' in body
+
+    body = client.post(
+        f"/t/{tenant.slug}/billing/session-limit/", {"action": "reset"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert 'data-testid="limit-usage">3 of 1,500</dd>' in body
+    assert '<div id="usage-facts" hx-swap-oob="true">' in body
+    assert 'data-testid="sessions-count">3 <span class="muted small">of 1,500</span>' in body
