@@ -140,14 +140,34 @@ def test_expired_subscription_links_to_the_plans(tenant, member, client_for):
     assert "Ended 26 Nov 2026" in squash(tile)
 
 
-def test_canceled_subscription_says_when_it_ends(tenant, admin, client_for):
-    """S29: Canceled subscription with the date it ends; admins can renew it through Manage."""
+def test_canceled_subscription_says_when_it_expires_and_offers_resume_as_billing_does(
+    tenant, admin, member, client_for
+):
+    """S29: Canceled subscription with its expiration date, in the Billing tab's words (Expires on)
+    and with its action (Resume, the same form), not "click Manage and renew it"."""
     ends = NOW + timedelta(days=10)
     agents(tenant, state=State.CANCELED, canceled_at=NOW, ends_at=ends, current_period_end=ends)
-    alert = block(overview(client_for(admin)), "alert-canceled")
+    page = overview(client_for(admin))
+    alert = block(page, "alert-canceled")
     assert 'class="banner info alert-row" role="status"' in alert
     assert 'data-testid="alert-ends-on">9 Dec 2026</strong>' in alert
-    assert 'data-testid="alert-manage"' in alert
+    assert "Growth expires on 9 Dec 2026 ; paid features stay active until then. To keep it, click Resume ." in (
+        squash(alert)
+    )
+    assert "Manage" not in alert and "renew" not in alert
+    assert re.search(
+        r'<form method="post" action="/t/acme/billing/resume/">.*<input type="hidden" name="product" '
+        r'value="ai_agents"><button type="submit" class="small" data-testid="alert-resume">Resume</button>',
+        alert,
+    )
+    assert "Expires on 9 Dec 2026" in squash(block(page, "tile-product-ai_agents"))
+    billing = client_for(admin).get("/t/acme/billing/?product=ai_agents").content.decode()
+    assert 'data-testid="expires-on">9 Dec 2026</dd>' in billing
+    assert 'data-testid="resume">Resume</button>' in billing
+
+    as_member = block(overview(client_for(member)), "alert-canceled")
+    assert "alert-resume" not in as_member
+    assert "Ask your account administrator to resume it." in squash(as_member)
 
 
 def test_alerts_come_first_most_urgent_first(tenant, admin, client_for):
