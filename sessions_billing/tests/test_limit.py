@@ -235,3 +235,29 @@ def test_set_and_reset_limit_by_htmx_update_the_subscription_cards_sessions_coun
     assert 'data-testid="limit-usage">3 of 1,500</dd>' in body
     assert '<div id="usage-facts" hx-swap-oob="true">' in body
     assert 'data-testid="sessions-count">3 <span class="muted small">of 1,500</span>' in body
+
+
+def test_a_canceled_plans_limit_does_not_reset_the_card_says_when_the_plan_expires_s25_s29(
+    tenant, admin, client_for
+):
+    """S25, S29: canceled at the end of its period, the plan has no next period: the Session limit
+    card says when the plan expires instead of "Resets on", and at the limit it names no reset."""
+    ends = timezone.now() + timedelta(days=29)
+    paid(tenant, state=Subscription.State.CANCELED, canceled_at=timezone.now(), ends_at=ends, current_period_end=ends)
+    client = client_for(admin)
+    assert _set(client, tenant, "2").status_code == 302
+    _fill(tenant, 2)
+    page = _billing(client, tenant).content.decode()
+    card = page[page.index(CARD) : page.index("</article>", page.index(CARD))]
+    assert "Resets on" not in card
+    assert f'<dt>Plan expires on</dt><dd data-testid="limit-plan-expires-on">{ends:%-d %b %Y}</dd>' in card
+    assert "next billing period" not in card
+    assert "All AI agents stop accepting new sessions until the limit is increased." in card
+    refusal = usage_for(tenant=tenant).refusal
+    assert refusal is not None and "next billing period" not in refusal.message
+
+
+def test_an_active_plans_limit_resets_on_the_next_period_s25(tenant, admin, growth, client_for):
+    page = _billing(client_for(admin), tenant).content.decode()
+    assert f'<dt>Resets on</dt><dd data-testid="limit-resets-on">{growth.current_period_end:%-d %b %Y}</dd>' in page
+    assert "Plan expires on" not in page
