@@ -546,3 +546,25 @@ def test_c18_an_admin_on_plus_is_not_offered_interest_in_plus(used, admin, clien
     card = text(client_for(admin).get(PAGES["ai_credits"]))
     plus = card[card.index('data-testid="plan-credits-plus"') : card.index('data-testid="plan-credits-ultra"')]
     assert "plan-interest-credits-plus" not in plus and 'data-testid="current-plan"' in plus
+
+
+def test_l10_c23_ai_statistics_top_clients_show_the_clients_name_with_its_id(
+    used, other_tenant, admin, client_for, django_assert_num_queries
+):
+    """L08, L10, C23: Top clients names each client as Plans & Licenses does (its name, the id as
+    secondary text); an id that no client of this tenant has (another tenant's) is shown as it is;
+    the names cost no query (the statistics' query count stays pinned)."""
+    from licensing.factories import ClientFactory
+
+    ClientFactory(tenant=used, external_id="helpdesk", name="Contoso Dental")
+    ClientFactory(tenant=other_tenant, external_id="reviews-bot", name="Globex's own client")
+    client = client_for(admin)
+    client.get(PAGES["statistics"])
+    with django_assert_num_queries(QUERIES["statistics"]):
+        response = client.get(PAGES["statistics"])
+    cells = [
+        " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+        for cell in re.findall(r'<td class="wrap-anywhere" data-testid="top-client">(.*?)</td>', text(response), re.S)
+    ]
+    assert cells == ["Contoso Dental helpdesk", "reviews-bot"]
+    assert '<strong>Contoso Dental</strong><div class="muted small mono">helpdesk</div>' in text(response)
