@@ -4,8 +4,8 @@ page's sentences and the clients' names for AI Statistics (credits)."""
 
 from __future__ import annotations
 
-from licensing.rules import PRODUCT
 from credits.selectors import register_client_name
+from licensing.rules import PRODUCT
 from licensing.selectors import admission_check, client_name
 from plans import admission
 from tenants import audit, navigation

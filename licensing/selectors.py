@@ -161,7 +161,9 @@ def header(*, tenant: Tenant, now: datetime | None = None, ents: Entitlements | 
 def client_name(tenant_id: int, outer: str) -> Subquery:
     """The name of the tenant's client whose id (`external_id`) is in the field `outer` of the
     enclosing query, NULL when there is none (registered with credits for AI Statistics)."""
-    return Subquery(Client.objects.filter(tenant_id=tenant_id, external_id=OuterRef(outer)).values("name")[:1])
+    return Subquery(
+        Client.objects.filter(tenant_id=tenant_id, external_id=OuterRef(outer)).values("name")[:1]
+    )
 
 
 def admission_check(

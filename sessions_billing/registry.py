@@ -18,7 +18,6 @@ from tenants import audit, dashboard, navigation
 from tenants.access import ALL_ROLES, TenantRequest
 from tenants.services import register_key_companion
 
-
 _USAGE = "_sessions_usage"
 
 

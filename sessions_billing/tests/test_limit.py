@@ -243,7 +243,13 @@ def test_a_canceled_plans_limit_does_not_reset_the_card_says_when_the_plan_expir
     """S25, S29: canceled at the end of its period, the plan has no next period: the Session limit
     card says when the plan expires instead of "Resets on", and at the limit it names no reset."""
     ends = timezone.now() + timedelta(days=29)
-    paid(tenant, state=Subscription.State.CANCELED, canceled_at=timezone.now(), ends_at=ends, current_period_end=ends)
+    paid(
+        tenant,
+        state=Subscription.State.CANCELED,
+        canceled_at=timezone.now(),
+        ends_at=ends,
+        current_period_end=ends,
+    )
     client = client_for(admin)
     assert _set(client, tenant, "2").status_code == 302
     _fill(tenant, 2)
@@ -254,10 +260,14 @@ def test_a_canceled_plans_limit_does_not_reset_the_card_says_when_the_plan_expir
     assert "next billing period" not in card
     assert "All AI agents stop accepting new sessions until the limit is increased." in card
     refusal = usage_for(tenant=tenant).refusal
-    assert refusal is not None and "next billing period" not in refusal.message
+    assert refusal is not None
+    assert "next billing period" not in refusal.message
 
 
 def test_an_active_plans_limit_resets_on_the_next_period_s25(tenant, admin, growth, client_for):
     page = _billing(client_for(admin), tenant).content.decode()
-    assert f'<dt>Resets on</dt><dd data-testid="limit-resets-on">{growth.current_period_end:%-d %b %Y}</dd>' in page
+    assert (
+        f'<dt>Resets on</dt><dd data-testid="limit-resets-on">{growth.current_period_end:%-d %b %Y}</dd>'
+        in page
+    )
     assert "Plan expires on" not in page
