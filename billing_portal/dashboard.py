@@ -17,7 +17,9 @@ from django.urls import reverse
 
 from billing_portal import selectors
 from plans.models import Product
+from plans.offers import subscription_actions
 from plans.selectors import Entitlements, ProductEntitlement, entitlements
+from sessions_billing.registry import overview_usage
 from tenants import dashboard as tiles
 from tenants.access import ALL_ROLES, BILLING_READERS, TenantRequest
 from tenants.models import Role
@@ -50,7 +52,10 @@ class Alert:
     tone: str  # danger, warning, info: the banner's colour
     ent: ProductEntitlement
     billing_url: str  # the product's Billing tab ("" without one)
-    action: str  # "manage" (the billing portal, admins), "plans" (the Billing tab's plans) or ""
+    action: str  # "manage" (the billing portal), "resume", "plans" (the Billing tab's plans) or ""
+    # A trial ending soon: its sessions left (S09), as the usage tile and the Billing tab count them
+    # (the trial's sessions less the billable sessions used); None for a product without sessions.
+    sessions_left: int | None = None
 
 
 ALERT_ORDER = ("overdue", "payment_issue", "expired", "trial_ending", "canceled")
@@ -74,9 +79,10 @@ def _alert_kind(ent: ProductEntitlement) -> tuple[str, str] | None:
     return None
 
 
-# What each alert offers: the portal fixes payments and resumes a cancellation (S27, S29); an ended
+# What each alert offers: the portal fixes payments (S27); a cancellation is undone with Resume, the
+# subscription card's own button, when the plan-offer rule offers it to this member (S29); an ended
 # or ending plan is fixed by choosing a plan (S33).
-_FIXED_IN_PORTAL = frozenset({"overdue", "payment_issue", "canceled"})
+_FIXED_IN_PORTAL = frozenset({"overdue", "payment_issue"})
 
 
 def alerts_tile(request: TenantRequest) -> dict[str, Any] | None:
@@ -87,11 +93,17 @@ def alerts_tile(request: TenantRequest) -> dict[str, Any] | None:
         if kind is None:
             continue
         billing_url = _billing_url(request, ent.product)
-        if kind[0] in _FIXED_IN_PORTAL:
+        if kind[0] == "canceled":
+            resume = subscription_actions(ent=ent, role=request.membership.role).resume
+            action = "resume" if resume and billing_url else ""
+        elif kind[0] in _FIXED_IN_PORTAL:
             action = "manage" if is_admin and billing_url else ""
         else:
             action = "plans" if billing_url else ""
-        found.append(Alert(kind[0], kind[1], ent, billing_url, action))
+        sessions_left = None
+        if kind[0] == "trial_ending" and ent.product == Product.Code.AI_AGENTS:
+            sessions_left = overview_usage(request).trial_sessions_left
+        found.append(Alert(kind[0], kind[1], ent, billing_url, action, sessions_left))
     if not found:
         return None  # all is well: nothing is drawn
     found.sort(key=lambda alert: ALERT_ORDER.index(alert.kind))

@@ -1,11 +1,12 @@
 """What licensing adds to the shared registries, from LicensingConfig.ready: the Helpdesk AI
-admission check (plans.admission), the sidebar entry of the Plans & Licenses page and the Activity
-page's sentences."""
+admission check (plans.admission), the sidebar entry of the Plans & Licenses page, the Activity
+page's sentences and the clients' names for AI Statistics (credits)."""
 
 from __future__ import annotations
 
+from credits.selectors import register_client_name
 from licensing.rules import PRODUCT
-from licensing.selectors import admission_check
+from licensing.selectors import admission_check, client_name
 from plans import admission
 from tenants import audit, navigation
 from tenants.access import ALL_ROLES
@@ -58,6 +59,7 @@ LABELS = {
 def register() -> None:
     audit.register_sentences(SENTENCES, labels=LABELS)
     admission.register(PRODUCT, admission_check)
+    register_client_name(client_name)  # AI Statistics' top clients by name (L08, L10)
     navigation.register(
         navigation.NavItem("Plans & Licenses", "plans_and_licenses", ALL_ROLES, order=15, icon="key"),
     )

@@ -95,6 +95,20 @@ def total_of(ent: ProductEntitlement, kind: str) -> int:
 # --- refusals ----------------------------------------------------------------------------------
 
 
+MSG_PLAN_NEEDED = (
+    "AI and Chat licenses come with a Helpdesk AI plan: subscribe to AI Essentials or AI Pro first, "
+    "then assign them to your clients."
+)
+
+
+def assign_refusal(ent: ProductEntitlement) -> str | None:
+    """Why no license can be assigned now, before any client is picked (L12): no Helpdesk AI plan,
+    or a plan that admits no new work (its own message); None when the plan has licenses to give."""
+    if ent.subscription_id is None:
+        return MSG_PLAN_NEEDED
+    return ent.refusal.message if ent.refusal is not None else None
+
+
 def refusal_error(ent: ProductEntitlement) -> BusinessError | None:
     """A plan that admits no new work (ended, overdue, none) refuses new licenses with its own
     code and message (402), as every billing refusal of the API."""

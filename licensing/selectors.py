@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from credits import selectors as credit_selectors
@@ -155,6 +155,14 @@ def header(*, tenant: Tenant, now: datetime | None = None, ents: Entitlements | 
         flagged_clients=counts["flagged"],
         flagged_licenses=counts["flagged_ai"] + counts["flagged_chat"],
         clients=counts["clients"],
+    )
+
+
+def client_name(tenant_id: int, outer: str) -> Subquery:
+    """The name of the tenant's client whose id (`external_id`) is in the field `outer` of the
+    enclosing query, NULL when there is none (registered with credits for AI Statistics)."""
+    return Subquery(
+        Client.objects.filter(tenant_id=tenant_id, external_id=OuterRef(outer)).values("name")[:1]
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -21,10 +22,10 @@ from django_htmx.http import HttpResponseClientRedirect
 from licensing import selectors, services
 from licensing.forms import AssignForm, ClientFilterForm, ClientForm, ImportForm
 from licensing.models import Client, ClientImport, LicenseKind
-from licensing.rules import KIND_LABEL, PRODUCT
+from licensing.rules import KIND_LABEL, PRODUCT, assign_refusal
 from plans.models import Product
 from plans.offers import plan_offers
-from plans.selectors import Entitlements, entitlements
+from plans.selectors import Entitlements, ProductEntitlement, entitlements
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, return_path_within, tenant_view
 from tenants.csv_export import csv_response
 from tenants.errors import BusinessError
@@ -134,11 +135,23 @@ def _header_context(request: TenantRequest, tenant: Tenant, ents: Entitlements) 
     return {
         "top": top,
         "ent": top.ent,
+        **_assign_context(tenant, top.ent),
         "offers": offers,
         # L22: the bigger plans, as their cards offer them to this member (plans.offers decides).
         "upgrades": [o for o in offers if o.plan.rank > rank and (o.label or o.reason)],
         "is_admin": request.membership.role == Role.ADMIN,
     }
+
+
+def _assign_context(tenant: Tenant, ent: ProductEntitlement) -> dict[str, Any]:
+    """Why Assign AI license would be refused whatever is picked (no Helpdesk AI plan, or one that
+    admits no new work), and where the plans are: the Helpdesk AI Billing tab, or this page's cards
+    where the deployment has no Billing tab (S03)."""
+    if settings.BILLING_TAB_ENABLED:
+        plans_url = reverse("billing", kwargs={"slug": tenant.slug}) + f"?product={PRODUCT}"
+    else:
+        plans_url = _page_url(tenant) + "#license-header"
+    return {"assign_refusal": assign_refusal(ent), "plans_url": plans_url}
 
 
 @tenant_view(ALL_ROLES)
@@ -274,6 +287,7 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     # and after a refusal (the form sent them).
     sent = request.POST if request.method == "POST" else request.GET
     kept = [int(v) for v in sent.getlist("clients") if ascii_digits(v) and len(v) < 19][:200]
+    top = selectors.header(tenant=tenant)
     picked = selectors.pick_candidates(tenant=tenant, kind=kind, ids=kept) if kept else []
     found = selectors.pick_candidates(tenant=tenant, q=q, kind=kind)
     context = {
@@ -282,7 +296,8 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         "q": q,
         "error": error,
         "here": _back(request, tenant),
-        "top": selectors.header(tenant=tenant),
+        "top": top,
+        **_assign_context(tenant, top.ent),
     }
     if request.htmx and request.htmx.target == "assign-candidates":
         return render(request, "licensing/assign.html#candidates", context)

@@ -6,6 +6,8 @@ through `offer_require` — with the very sentence the card shows. Reads only.
 The rules, for a tenant, a product and a member's role:
 - Roles: only admins buy, change or resume (S15, S18, C09, C17). Members and finance see "Ask your
   account administrator to subscribe." and may Register interest in a self-serve plan (C18, C21).
+  On AI Credits every profile may register interest in Plus (FAQ 1): an admin's card offers it
+  beside Subscribe Now (`also`) wherever Plus is not the current plan (C18, C24).
 - Contact-sales plans offer what their `lead_kind` names (Book a demo, Speak with Specialist) to
   every role in every state, and Request received while the tenant has an open lead (S16, C16).
 - Free plans (AI Free) and trials are never bought: Current plan while the tenant is on one,
@@ -48,7 +50,7 @@ The rules, for a tenant, a product and a member's role:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -193,6 +195,9 @@ class PlanOffer:
     refusal: OfferRefusal  # how an action this card does not offer is refused
     is_current: bool = False
     when_choices: tuple[WhenChoice, ...] = ()  # for CHANGE: the dialog's choices, in its order
+    # Beside the card's action, for an admin on AI Credits: Register interest (INTEREST), or Request
+    # received (REQUESTED) while one is open; None when the card offers no second action (C18, C24).
+    also: OfferAction | None = None
 
     @property
     def confirmed_by_code(self) -> bool:
@@ -212,7 +217,9 @@ class PlanOffer:
                 return None
             return OfferRefusal("change_already_scheduled", choice.reason or MSG_SCHEDULED, 409)
         if action in LEAD_ACTIONS and (
-            self.action == OfferAction.REQUESTED or (self.action in LEAD_ACTIONS and self.available)
+            self.action == OfferAction.REQUESTED
+            or (self.action in LEAD_ACTIONS and self.available)
+            or self.also is not None
         ):
             return None  # one open request per plan: sending it again keeps the one there is
         if self.reason is None:
@@ -309,6 +316,23 @@ def _when_choices(ent: ProductEntitlement) -> tuple[WhenChoice, ...]:
 
 
 def _plan_offer(
+    plan: Plan, *, ent: ProductEntitlement, role: str, free_trial: bool, requested: bool
+) -> PlanOffer:
+    offer = _card_offer(plan, ent=ent, role=role, free_trial=free_trial, requested=requested)
+    # C18, C24 (FAQ 1: "all profiles can register interest in both the Plus and Ultra plans"): on AI
+    # Credits an admin may register interest in a paid plan that is not theirs, beside what the card
+    # offers (Subscribe Now, or the reason it cannot); the others' cards offer it already.
+    if (
+        ent.product == Product.Code.AI_CREDITS
+        and plan.kind == Plan.Kind.SELF_SERVE
+        and not offer.is_current
+        and offer.action not in (OfferAction.INTEREST, OfferAction.REQUESTED)
+    ):
+        return replace(offer, also=OfferAction.REQUESTED if requested else OfferAction.INTEREST)
+    return offer
+
+
+def _card_offer(
     plan: Plan, *, ent: ProductEntitlement, role: str, free_trial: bool, requested: bool
 ) -> PlanOffer:
     admin = role == Role.ADMIN

@@ -6,16 +6,34 @@ from __future__ import annotations
 from typing import Any
 
 from plans import admission
-from sessions_billing.selectors import USAGE_COMPANION, USAGE_COMPANION_SQL, admission_check, usage_for
+from sessions_billing.selectors import (
+    USAGE_COMPANION,
+    USAGE_COMPANION_SQL,
+    Usage,
+    admission_check,
+    usage_for,
+)
 from sessions_billing.terms import PRODUCT
 from tenants import audit, dashboard, navigation
 from tenants.access import ALL_ROLES, TenantRequest
 from tenants.services import register_key_companion
 
+_USAGE = "_sessions_usage"
+
+
+def overview_usage(request: TenantRequest) -> Usage:
+    """The tenant's AI Agents usage, read once for every Overview tile that shows it (the usage tile
+    and the billing alerts' Trial sessions left say the same number, for the price of one read)."""
+    found = getattr(request, _USAGE, None)
+    if found is None:
+        found = usage_for(tenant=request.tenant)
+        setattr(request, _USAGE, found)
+    return found
+
 
 def usage_tile(request: TenantRequest) -> dict[str, Any] | None:
     """The Overview's AI Agents usage: this period's billable sessions against the limit."""
-    usage = usage_for(tenant=request.tenant)
+    usage = overview_usage(request)
     if usage.ent.state == "none":
         return None
     return {"slug": request.tenant.slug, "usage": usage}

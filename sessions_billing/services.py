@@ -307,7 +307,7 @@ def _warn(*, tenant: Tenant, terms: Terms, period_id: int, which: int, percent: 
                 "billable_sessions": count,
                 "limit": terms.limit,
                 "reached": which == 2 and not terms.trial,
-                "period_end": terms.period_end,
+                "period_end": terms.resets_on,  # None in the plan's last period: nothing resets
                 "sessions_left": max(0, (terms.limit or 0) - count),
             },
         )

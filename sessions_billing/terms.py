@@ -86,6 +86,18 @@ class Terms:
         return self.ent.period_end
 
     @property
+    def last_period(self) -> bool:
+        """The plan ends with this period (canceled at its end, a contract's last month): the counter
+        and the limit do not reset, the plan expires (S25, S29)."""
+        ends, period_end = self.ent.ends_at, self.period_end
+        return ends is not None and period_end is not None and ends <= period_end
+
+    @property
+    def resets_on(self) -> datetime | None:
+        """When the count starts again at zero: the next period's start; None in the last period."""
+        return None if self.last_period else self.period_end
+
+    @property
     def refusal(self) -> Refusal | None:
         """Why the subscription refuses new sessions, before usage is looked at: `subscription_ended`
         (no subscription too, for AI agents) or `payment_overdue`."""
@@ -107,10 +119,11 @@ class Terms:
             return None
         if self.trial:
             return Refusal(ENDED, MSG_ENDED)
-        return Refusal(LIMIT_REACHED, limit_reached_message(self.period_end))
+        return Refusal(LIMIT_REACHED, limit_reached_message(self.resets_on))
 
 
 def limit_reached_message(period_end: datetime | None) -> str:
+    """`period_end`: when the counter resets (None in a plan's last period: it does not)."""
     resume = f" or the next billing period starts on {period_end:%-d %b %Y}" if period_end else ""
     return (
         "Session limit has been reached: AI agents accept no new sessions until the limit is increased "

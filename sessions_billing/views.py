@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -143,13 +144,17 @@ def agent_register(request: TenantRequest, tenant: Tenant) -> HttpResponse:
 def _card(
     request: TenantRequest, tenant: Tenant, form: SessionLimitForm | None = None, status: int = 200
 ) -> HttpResponse:
+    """The Session limit card and, out of band, the subscription card's Sessions count: both say
+    the limit the card has just set (S06, S23)."""
     context = {
         "usage": selectors.usage_for(tenant=tenant),
         "limit_form": form or SessionLimitForm(),
         "is_admin": True,
         "tenant": tenant,
     }
-    return render(request, "sessions_billing/limit_card.html", context, status=status)
+    card = render_to_string("sessions_billing/limit_card.html", context, request=request)
+    facts = render_to_string("sessions_billing/usage_facts.html", context | {"oob": True}, request=request)
+    return HttpResponse(card + facts, status=status)
 
 
 def _back(tenant: Tenant) -> str:

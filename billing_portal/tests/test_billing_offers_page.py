@@ -116,10 +116,11 @@ def test_ai_credits_on_the_free_trial_offer_only_register_interest(trial_tenant,
 
 
 def test_ai_credits_without_a_trial_offer_subscribe_now(tenant, admin, client_for):
-    """C09, C22: no trial — Plus says Subscribe Now; AI Free is never bought."""
+    """C09, C22: no trial — Plus says Subscribe Now; AI Free is never bought. C18: an admin may
+    register interest in Plus too, beside Subscribe Now."""
     assert cards(client_for(admin).get(BILLING + "?product=ai_credits")) == {
         "credits-free": ("none", [], "AI Free is included for new organizations and cannot be bought."),
-        "credits-plus": ("subscribe", ["Subscribe Now"], ""),
+        "credits-plus": ("subscribe", ["Subscribe Now", "Register interest"], ""),
         "credits-ultra": ("contact", ["Speak with Specialist"], ""),
     }
 

@@ -15,6 +15,7 @@ from plans import services as plan_services
 from plans.factories import ScheduledChangeFactory, SubscriptionFactory, plan
 from plans.models import Subscription
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
+from sessions_billing.models import UsagePeriod
 from tenants.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import Role
 
@@ -102,13 +103,22 @@ def test_payment_overdue_uses_the_spec_message(tenant, admin, client_for):
 
 
 def test_trial_ending_soon_with_days_and_sessions_left(tenant, member, client_for):
-    """S10: two days before the end the badge and the alert say Trial ending soon."""
+    """S09, S10: two days before the end the badge and the alert say Trial ending soon; the alert's
+    sessions left are the trial's 50 less the 41 used, as the usage tile and the Billing tab say."""
     with time_machine.travel(NOW - timedelta(days=12), tick=False):
         plan_services.tenant_provision(tenant=tenant)
+        sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents")
+        UsagePeriod.objects.create(
+            tenant=tenant,
+            period_start=sub.current_period_start,
+            period_end=sub.current_period_end,
+            billable_sessions=41,
+        )
     page = overview(client_for(member))
     alert = block(page, "alert-trial_ending")
     assert 'data-testid="alert-trial-days">2 days</strong>' in alert
-    assert 'data-testid="alert-trial-sessions">50 sessions</strong>' in alert
+    assert 'data-testid="alert-trial-sessions">9 sessions</strong>' in alert
+    assert "Trial: 9 sessions and 2 days left" in squash(block(page, "usage-tile"))
     assert (
         '<a class="button small secondary" href="/t/acme/billing/?product=ai_agents" data-testid="alert-plans">See the plans</a>'
         in alert
@@ -130,14 +140,36 @@ def test_expired_subscription_links_to_the_plans(tenant, member, client_for):
     assert "Ended 26 Nov 2026" in squash(tile)
 
 
-def test_canceled_subscription_says_when_it_ends(tenant, admin, client_for):
-    """S29: Canceled subscription with the date it ends; admins can renew it through Manage."""
+def test_canceled_subscription_says_when_it_expires_and_offers_resume_as_billing_does(
+    tenant, admin, member, client_for
+):
+    """S29: Canceled subscription with its expiration date, in the Billing tab's words (Expires on)
+    and with its action (Resume, the same form), not "click Manage and renew it"."""
     ends = NOW + timedelta(days=10)
     agents(tenant, state=State.CANCELED, canceled_at=NOW, ends_at=ends, current_period_end=ends)
-    alert = block(overview(client_for(admin)), "alert-canceled")
+    page = overview(client_for(admin))
+    alert = block(page, "alert-canceled")
     assert 'class="banner info alert-row" role="status"' in alert
     assert 'data-testid="alert-ends-on">9 Dec 2026</strong>' in alert
-    assert 'data-testid="alert-manage"' in alert
+    assert (
+        "Growth expires on 9 Dec 2026 ; paid features stay active until then. To keep it, click Resume ."
+        in (squash(alert))
+    )
+    assert "Manage" not in alert
+    assert "renew" not in alert
+    assert re.search(
+        r'<form method="post" action="/t/acme/billing/resume/">.*<input type="hidden" name="product" '
+        r'value="ai_agents"><button type="submit" class="small" data-testid="alert-resume">Resume</button>',
+        alert,
+    )
+    assert "Expires on 9 Dec 2026" in squash(block(page, "tile-product-ai_agents"))
+    billing = client_for(admin).get("/t/acme/billing/?product=ai_agents").content.decode()
+    assert 'data-testid="expires-on">9 Dec 2026</dd>' in billing
+    assert 'data-testid="resume">Resume</button>' in billing
+
+    as_member = block(overview(client_for(member)), "alert-canceled")
+    assert "alert-resume" not in as_member
+    assert "Ask your account administrator to resume it." in squash(as_member)
 
 
 def test_alerts_come_first_most_urgent_first(tenant, admin, client_for):

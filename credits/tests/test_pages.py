@@ -366,13 +366,15 @@ def _on_trial(tenant):
 
 
 def offers(response) -> dict[str, tuple[str, str, str]]:
-    """plan code → (the card's action, its button's text, its sentence)."""
+    """plan code → (the card's action, its button's text, its sentence); the second action beside it
+    (an admin's Register interest, C18) is left out: `interest_beside` tells it."""
     found = {}
     for code, action, body in re.findall(
         r'data-testid="offer-([a-z-]+)" data-action="([a-z_]+)">(.*?)</div>\s*</article>',
         text(response),
         re.S,
     ):
+        body = body.split('<div id="plan-interest-')[0]
         button = re.search(r"<button[^>]*>([^<]*)</button>", body) or re.search(
             r'<a class="button"[^>]*>([^<]*)</a>', body
         )
@@ -382,6 +384,7 @@ def offers(response) -> dict[str, tuple[str, str, str]]:
 
 
 def test_c09_c16_c17_an_administrator_on_ai_free_can_subscribe_now_to_plus(tenant, admin, client_for, clock):
+    """C09, C16, C17, and C18 (every profile may register interest in Plus: beside Subscribe Now)."""
     _on_free(tenant)
     response = client_for(admin).get(PAGES["ai_credits"])
     assert offers(response) == {
@@ -390,6 +393,7 @@ def test_c09_c16_c17_an_administrator_on_ai_free_can_subscribe_now_to_plus(tenan
         "credits-ultra": ("contact", "Speak with Specialist", ""),
     }
     assert 'href="/t/acme/ai-credits/plans/credits-plus/subscribe/"' in text(response)
+    assert 'data-testid="interest-credits-plus">Register interest</button>' in text(response)
 
 
 @pytest.mark.parametrize("persona", ["member", "finance"])
@@ -502,3 +506,60 @@ def test_the_csv_export_keeps_a_client_given_formula_as_text(plus, finance, clie
     consume(plus, "=HYPERLINK(1)", quantity=1, client_id="@evil")
     lines = text(client_for(finance).get(PAGES["csv"])).splitlines()
     assert lines[1].endswith(",Smart Response,1,1,0,'@evil,'=HYPERLINK(1),system")
+
+
+def test_c18_c24_an_admin_on_ai_free_may_subscribe_to_plus_or_register_interest(
+    tenant, admin, client_for, clock
+):
+    """C18, C24 (FAQ 1: all profiles can register interest in both the Plus and Ultra plans): on AI
+    Free the admin's Plus card offers Subscribe Now and Register interest; the interest is recorded
+    once and the card then says Request received beside Subscribe Now (C09, C17 unchanged)."""
+    from plans.factories import SubscriptionFactory, plan
+    from plans.models import Lead
+
+    ends = START + timedelta(days=90)
+    SubscriptionFactory(
+        tenant=tenant,
+        plan=plan("credits-free"),
+        gateway_subscription_id="",
+        current_period_end=ends,
+        ends_at=ends,
+    )
+    browser = client_for(admin)
+    card = text(browser.get(PAGES["ai_credits"]))
+    plus = card[
+        card.index('data-testid="plan-credits-plus"') : card.index('data-testid="plan-credits-ultra"')
+    ]
+    assert 'data-testid="subscribe-credits-plus"' in plus
+    assert "Subscribe Now" in plus
+    assert (
+        '<button type="submit" class="secondary" data-testid="interest-credits-plus">Register interest</button>'
+        in plus
+    )
+    assert 'hx-target="#plan-interest-credits-plus"' in plus
+
+    answer = browser.post(
+        "/t/acme/billing/plans/credits-plus/contact/", {"next": PAGES["ai_credits"]}, HTTP_HX_REQUEST="true"
+    )
+    assert answer.status_code == 200
+    assert "Request received" in answer.content.decode()
+    assert list(Lead.objects.filter(tenant=tenant).values_list("plan__code", "kind")) == [
+        ("credits-plus", "interest")
+    ]
+    card = text(browser.get(PAGES["ai_credits"]))
+    plus = card[
+        card.index('data-testid="plan-credits-plus"') : card.index('data-testid="plan-credits-ultra"')
+    ]
+    assert 'data-testid="subscribe-credits-plus"' in plus
+    assert 'data-testid="request-received"' in plus
+    assert 'data-testid="interest-credits-plus"' not in plus
+
+
+def test_c18_an_admin_on_plus_is_not_offered_interest_in_plus(used, admin, client_for):
+    """Plus is the current plan: nothing to register interest in."""
+    card = text(client_for(admin).get(PAGES["ai_credits"]))
+    plus = card[
+        card.index('data-testid="plan-credits-plus"') : card.index('data-testid="plan-credits-ultra"')
+    ]
+    assert "plan-interest-credits-plus" not in plus
+    assert 'data-testid="current-plan"' in plus

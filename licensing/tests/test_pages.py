@@ -709,3 +709,75 @@ def test_staff_see_clients_tickets_and_imports_read_only_in_the_admin(essentials
         assert client.get(path).status_code == 200, path
     assert "Contoso" in client.get("/admin/licensing/client/").content.decode()
     assert client.get("/admin/licensing/client/add/").status_code == 403
+
+
+def test_l12_without_a_helpdesk_plan_assign_ai_license_is_not_offered_and_says_a_plan_is_needed(
+    tenant, admin, client_for, clock
+):
+    """L12: with no Helpdesk AI plan there are no licenses to assign: the page offers no Assign AI
+    license button (it could only be refused) and says plainly that a plan is needed, with the way
+    to the plans; the picker, opened by its URL, says the same and has nothing to submit."""
+    ClientFactory(tenant=tenant, external_id="contoso", name="Contoso")
+    browser = client_for(admin)
+    page = browser.get(PAGE)
+    assert 'data-testid="assign-ai-license"' not in page.content.decode()
+    assert by_testid(page, "assign-refused") == [
+        "AI and Chat licenses come with a Helpdesk AI plan: subscribe to AI Essentials or AI Pro first, "
+        "then assign them to your clients. See the Helpdesk AI plans"
+    ]
+    assert 'href="/t/acme/billing/?product=helpdesk_ai" data-testid="assign-plans"' in page.content.decode()
+    # Clients can still be added and imported ahead of a plan: they are the partner's records.
+    assert by_testid(page, "add-client") == ["Add client"]
+
+    for dialog in (browser.get("/t/acme/licenses/assign/"), browser.get("/t/acme/licenses/assign/", **HTMX)):
+        body = dialog.content.decode()
+        assert dialog.status_code == 200
+        assert "0 of 0 AI licenses left" not in body
+        assert 'data-testid="assign-submit"' not in body
+        assert by_testid(dialog, "assign-refused")[0].startswith(
+            "AI and Chat licenses come with a Helpdesk AI plan"
+        )
+        assert 'href="/t/acme/billing/?product=helpdesk_ai" data-testid="assign-plans"' in body
+
+
+def test_l12_on_a_plan_assign_ai_license_is_offered_with_the_licenses_left(essentials, admin, client_for):
+    page = client_for(admin).get(PAGE)
+    assert by_testid(page, "assign-ai-license") == ["Assign AI license"]
+    assert 'data-testid="assign-refused"' not in page.content.decode()
+    dialog = client_for(admin).get("/t/acme/licenses/assign/", **HTMX)
+    assert by_testid(dialog, "licenses-left")[0].startswith("10 of 10 AI licenses left.")
+    assert 'data-testid="assign-submit"' in dialog.content.decode()
+
+
+def test_l10_c23_ai_statistics_top_clients_show_the_clients_name_with_its_id(
+    tenant, other_tenant, admin, client_for, clock, django_assert_num_queries
+):
+    """L08, L10, C23: AI Statistics' Top clients names each client as this page does (its name, the
+    id as secondary text); an id that no client of this tenant has (another tenant's) is shown as it
+    is; the names cost no query (the statistics page's pinned count, credits/tests/test_pages.py)."""
+    from credits.tests.test_pages import QUERIES
+
+    on_plus(tenant)
+    grant(tenant, 100)
+    for key, client_id, quantity in (("a", "4104", 3), ("b", "walk-in", 2)):
+        credit_services.credits_consume(
+            tenant=tenant,
+            feature="smart_response",
+            quantity=quantity,
+            idempotency_key=key,
+            client_id=client_id,
+        )
+    ClientFactory(tenant=tenant, external_id="4104", name="Contoso Dental")
+    ClientFactory(tenant=other_tenant, external_id="walk-in", name="Globex's own client")
+    browser = client_for(admin)
+    stats = "/t/acme/statistics/ai-credits/"
+    browser.get(stats)
+    with django_assert_num_queries(QUERIES["statistics"]):
+        response = browser.get(stats)
+    body = response.content.decode()
+    cells = [
+        " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+        for cell in re.findall(r'<td class="wrap-anywhere" data-testid="top-client">(.*?)</td>', body, re.S)
+    ]
+    assert cells == ["Contoso Dental 4104", "walk-in"]
+    assert '<strong>Contoso Dental</strong><div class="muted small mono">4104</div>' in body

@@ -211,3 +211,63 @@ def test_the_api_sets_and_resets_the_limit_with_the_key_as_actor(tenant, admin, 
         1500,
         "plan",
     )
+
+
+def test_set_and_reset_limit_by_htmx_update_the_subscription_cards_sessions_count_too_s06_s23(
+    tenant, admin, growth, client_for
+):
+    """S06, S23: after Set limit / Reset limit (htmx) the Session limit card and the subscription
+    card's Sessions count say the same limit: the count comes back out of band with the card."""
+    _fill(tenant, 3)
+    client = client_for(admin)
+    page = _billing(client, tenant).content.decode()
+    assert 'id="usage-facts"' in page
+    assert 'data-testid="sessions-count">3 <span class="muted small">of 1,500</span>' in page
+
+    body = _set(client, tenant, "1000", htmx=True).content.decode()
+    assert body.index(CARD) < body.index('<div id="usage-facts" hx-swap-oob="true">')
+    assert 'data-testid="limit-usage">3 of 1,000</dd>' in body
+    assert 'data-testid="sessions-count">3 <span class="muted small">of 1,000</span>' in body
+
+    body = client.post(
+        f"/t/{tenant.slug}/billing/session-limit/", {"action": "reset"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert 'data-testid="limit-usage">3 of 1,500</dd>' in body
+    assert '<div id="usage-facts" hx-swap-oob="true">' in body
+    assert 'data-testid="sessions-count">3 <span class="muted small">of 1,500</span>' in body
+
+
+def test_a_canceled_plans_limit_does_not_reset_the_card_says_when_the_plan_expires_s25_s29(
+    tenant, admin, client_for
+):
+    """S25, S29: canceled at the end of its period, the plan has no next period: the Session limit
+    card says when the plan expires instead of "Resets on", and at the limit it names no reset."""
+    ends = timezone.now() + timedelta(days=29)
+    paid(
+        tenant,
+        state=Subscription.State.CANCELED,
+        canceled_at=timezone.now(),
+        ends_at=ends,
+        current_period_end=ends,
+    )
+    client = client_for(admin)
+    assert _set(client, tenant, "2").status_code == 302
+    _fill(tenant, 2)
+    page = _billing(client, tenant).content.decode()
+    card = page[page.index(CARD) : page.index("</article>", page.index(CARD))]
+    assert "Resets on" not in card
+    assert f'<dt>Plan expires on</dt><dd data-testid="limit-plan-expires-on">{ends:%-d %b %Y}</dd>' in card
+    assert "next billing period" not in card
+    assert "All AI agents stop accepting new sessions until the limit is increased." in card
+    refusal = usage_for(tenant=tenant).refusal
+    assert refusal is not None
+    assert "next billing period" not in refusal.message
+
+
+def test_an_active_plans_limit_resets_on_the_next_period_s25(tenant, admin, growth, client_for):
+    page = _billing(client_for(admin), tenant).content.decode()
+    assert (
+        f'<dt>Resets on</dt><dd data-testid="limit-resets-on">{growth.current_period_end:%-d %b %Y}</dd>'
+        in page
+    )
+    assert "Plan expires on" not in page

@@ -185,7 +185,7 @@ def test_billing_tab_shows_the_live_sessions_count_s06(tenant, admin, growth, cl
         services.session_start(tenant=tenant, conversation_id=f"b{i}", direction="inbound")
     page = client_for(admin).get(f"/t/{tenant.slug}/billing/").content.decode()
     assert (
-        '<div><dt>Sessions count</dt><dd data-testid="sessions-count">3 <span class="muted small">of 1,500</span></dd></div>'
+        '<div id="usage-facts"><dt>Sessions count</dt><dd data-testid="sessions-count">3 <span class="muted small">of 1,500</span></dd></div>'
         in page
     )
     assert 'data-testid="related-screens"' in page
