@@ -24,7 +24,8 @@ api = NinjaAPI(
     version="1",
     description="Every request carries `Authorization: Bearer <key>`; the key decides the tenant. "
     'Every error answers `{"error": {"code", "message"}}` (with `details` on 422): branch on `code`, '
-    "show `message`. Credits are counted in thousandths of a credit; times are ISO 8601 in UTC.",
+    "show `message`. A body field or query parameter an operation does not take, or a JSON key named twice, "
+    "is a 422. Credits are counted in thousandths of a credit; times are ISO 8601 in UTC.",
     urls_namespace="api",
     auth=ApiKeyAuth(),
     parser=StrictJsonParser(),  # a JSON key named twice is a 422, not the last one silently

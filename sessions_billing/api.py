@@ -14,6 +14,7 @@ from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
 from pydantic import StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 
 from sessions_billing import selectors, services
 from sessions_billing.models import MAX_ID_LENGTH
@@ -375,6 +376,17 @@ class ListQuery(Schema):
 
     _nul = field_validator("q", "agent", "before")(_no_nul)
 
+    @field_validator("before")
+    @classmethod
+    def _a_cursor_we_gave(cls, value: str) -> str:
+        # A cursor this API did not give would page from the newest session again: a client that
+        # loops on next_before would never end. (The Sessions screen keeps forgiving a bad link.)
+        if value and selectors.decode_cursor(value) is None:
+            raise PydanticCustomError(
+                "cursor", "Not a cursor of this API: pass next_before of the previous page"
+            )
+        return value
+
 
 @router.get(
     "/sessions",
@@ -385,9 +397,18 @@ class ListQuery(Schema):
             422,
             "invalid_request",
             "limit: Input should be less than or equal to 200",
-            "A filter is invalid (a date that is not a date, a limit out of range).",
+            "A filter is invalid (a date that is not a date, a limit out of range, a parameter the list does not "
+            "take).",
             source="query",
             detail_type="less_than_equal",
+        ),
+        ErrorCase(
+            422,
+            "invalid_request",
+            "before: Not a cursor of this API: pass next_before of the previous page",
+            "`before` is not a cursor this API gave (next_before of a page).",
+            source="query",
+            detail_type="cursor",
         ),
     ),
 )

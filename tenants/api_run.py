@@ -11,6 +11,11 @@ no key: ninja's error answer), then the parameters through the operation's own m
 validation errors unchanged), the view, and ninja's own rendering of whatever the view returns —
 with the checks decided once. Anything else keeps ninja's run.
 
+One rule of ours is added after the key's check: a query parameter the operation does not take is
+a 422 naming it, as a body field it does not take is (tenants.api_fields.RequestBody; Stripe
+refuses an unknown parameter wherever it is sent). ninja would ignore it: `?per_page=100000` for
+`page_size`, a misspelled filter, answered as if nothing had been asked.
+
 `tests/test_api_run.py` pins the ninja source this mirrors, so an upgrade is looked at again."""
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from django.http.response import HttpResponseBase
 from ninja.errors import AuthenticationError
 from ninja.operation import Operation
 from ninja.utils import is_async_callable
+
+from tenants.api_fields import FieldErrors
 
 Run = Callable[..., HttpResponseBase]
 
@@ -45,6 +52,12 @@ def streamlined(run: Run) -> Run:
     callbacks = list(operation.auth_callbacks)
     csrf_exempt = operation.csrf_exempt
     response_arg = operation.signature.response_arg
+    known_query = frozenset(
+        name
+        for model in operation.models
+        if getattr(model, "__ninja_param_source__", None) == "query"
+        for name in getattr(model, "__ninja_flatten_map__", {})
+    )
 
     def streamlined_run(request: HttpRequest, **kw: Any) -> HttpResponseBase:
         if csrf_exempt:
@@ -60,6 +73,10 @@ def streamlined(run: Run) -> Run:
                     break
             else:
                 return api.on_exception(request, AuthenticationError())
+        if request.META.get("QUERY_STRING"):
+            unknown = [name for name in request.GET if name not in known_query]
+            if unknown:
+                return api.on_exception(request, _unknown_query(unknown))
         try:
             # Only a view that asks for the response (to set headers on it) needs it before it runs.
             temporal: HttpResponse | None = api.create_temporal_response(request) if response_arg else None
@@ -79,3 +96,12 @@ def streamlined(run: Run) -> Run:
 
     streamlined_run.__wrapped__ = run  # type: ignore[attr-defined]
     return streamlined_run
+
+
+def _unknown_query(names: list[str]) -> FieldErrors:
+    return FieldErrors(
+        [
+            {"type": "extra_forbidden", "loc": ("query", name), "msg": "Unknown query parameter"}
+            for name in names
+        ]
+    )

@@ -317,6 +317,7 @@ INVALID_REQUESTS: list[tuple[str, str, str, str, Any]] = [
         {"conversation_id": "c1/events", "direction": "inbound"},
     ),
     ("get", "/api/v1/sessions", "invalid_request (limit)", "/api/v1/sessions?limit=201", None),
+    ("get", "/api/v1/sessions", "invalid_request (before)", "/api/v1/sessions?before=garbage", None),
     (
         "get",
         "/api/v1/sessions/{conversation_id}",

@@ -603,3 +603,50 @@ def test_a_json_key_named_twice_in_an_optional_body_or_an_event_is_a_422(api_aut
             }
         ]
     assert client.get("/api/v1/sessions/c", **api_auth).json()["ended_at"] is None
+
+
+def test_a_query_parameter_the_operation_does_not_take_is_a_422_naming_it(api_auth, tenant):
+    """As a body field it does not take is (and as Stripe refuses an unknown parameter): a
+    misspelled `per_page` for `page_size` is not answered as if nothing had been asked."""
+    from credits.factories import grant, on_plus
+    from credits.models import Consumption
+
+    on_plus(tenant)
+    grant(tenant, 10)
+    client = Client()
+    for path in ("/api/v1/clients?per_page=100000", "/api/v1/credits?per_page=1", "/api/v1/tenant?x="):
+        response = client.get(path, **api_auth)
+        name = path.partition("?")[2].partition("=")[0]
+        assert response.status_code == 422, path
+        assert response.json()["error"] == {
+            "code": "invalid_request",
+            "message": f"{name}: Unknown query parameter",
+            "details": [
+                {"type": "extra_forbidden", "loc": ["query", name], "msg": "Unknown query parameter"}
+            ],
+        }
+    consume = client.post(
+        "/api/v1/credits/consume?dry_run=1",
+        {"feature": "smart_response", "quantity": 1, "idempotency_key": "q"},
+        content_type="application/json",
+        **api_auth,
+    )
+    assert consume.status_code == 422
+    assert not Consumption.objects.exists()
+    # The key first: without one it is the 401, whatever the query says.
+    assert client.get("/api/v1/clients?per_page=1").status_code == 401
+    # What it takes is taken.
+    assert client.get("/api/v1/credits/ledger?limit=5", **api_auth).status_code == 200
+
+
+def test_a_sessions_cursor_the_api_did_not_give_is_a_422(api_auth, tenant):
+    from sessions_billing.tests.conftest import paid
+
+    paid(tenant)
+    for cursor in ("garbage", "-1.-1", "1.1e5", "9" * 30 + ".1"):
+        response = Client().get(f"/api/v1/sessions?before={cursor}", **api_auth)
+        assert response.status_code == 422, cursor
+        assert response.json()["error"]["message"] == (
+            "before: Not a cursor of this API: pass next_before of the previous page"
+        )
+    assert Client().get("/api/v1/sessions?before=1764460800000000.5", **api_auth).status_code == 200
