@@ -541,3 +541,50 @@ def test_a_paid_plan_that_ended_before_its_webhooks_arrived_does_not_bring_the_t
     assert (ent.state, ent.badge) == ("expired", "Expired subscription")
     assert ent.refusal is not None
     assert ent.refusal.code == "subscription_ended"
+
+
+# The demo's stories happen before the seed runs: each period shown holds what was seeded in it, a
+# failed renewal bills the period after the paid one, and an ended trial ran its days first.
+@pytest.mark.django_db(transaction=True)
+def test_seed_demo_tells_each_story_in_order(settings):
+    from sessions_billing.models import BillableWindow, Conversation
+
+    settings.DEBUG = True
+    run("seed_demo")
+
+    # Kestrel: the paid period, then its renewal's open invoice for the period that follows.
+    kestrel = Tenant.objects.get(slug="kestrel")
+    sub = Subscription.objects.get(tenant=kestrel, product__code="ai_agents")
+    paid, failed = Invoice.objects.filter(tenant=kestrel).order_by("issued_at")
+    assert (paid.status, failed.status) == ("paid", "open")
+    assert paid.service_period_end == failed.service_period_start == sub.current_period_start
+    assert failed.service_period_end == sub.current_period_end
+    assert sub.payment_failed_at == sub.current_period_start < timezone.now()
+    assert sub.grace_until == sub.current_period_start + timedelta(days=settings.GRACE_PERIOD_DAYS)
+    # Every tenant's sessions started within the period they are counted in.
+    for slug in ("helix", "orbit", "nimbus", "tidewater", "kestrel"):
+        tenant = Tenant.objects.get(slug=slug)
+        ent = plan_selectors.entitlements(tenant=tenant)["ai_agents"]
+        first = Conversation.objects.filter(tenant=tenant).order_by("started_at").first()
+        assert first is not None, slug
+        assert first.started_at >= ent.period_start, slug
+        assert not BillableWindow.objects.filter(tenant=tenant, starts_at__lt=ent.period_start).exists()
+    # Ended trials ran their 14 days, and ended then; the log says when.
+    for slug in ("quill", "lumen"):
+        trial = Subscription.objects.get(tenant__slug=slug, product__code="ai_agents")
+        assert trial.state == "expired"
+        assert trial.trial_ends_at - trial.started_at == timedelta(days=14), slug
+        assert trial.ended_at == trial.trial_ends_at, slug
+        started = AuditEvent.objects.get(tenant=trial.tenant, action="subscription.trial_started")
+        ended = AuditEvent.objects.get(tenant=trial.tenant, action="subscription.trial_ended")
+        assert (started.created_at, ended.created_at) == (trial.started_at, trial.ended_at), slug
+        assert started.data["ends"] == trial.trial_ends_at.date().isoformat()
+    # Lumen's trial ended before it bought AI Plus (C19).
+    lumen_plus = Subscription.objects.get(tenant__slug="lumen", product__code="ai_credits")
+    lumen_trial = Subscription.objects.get(tenant__slug="lumen", product__code="ai_agents")
+    assert lumen_trial.ended_at < lumen_plus.current_period_start
+    # A running trial says one end everywhere: the log's and the subscription's.
+    nimbus = Subscription.objects.get(tenant__slug="nimbus", product__code="ai_agents")
+    started = AuditEvent.objects.get(tenant=nimbus.tenant, action="subscription.trial_started")
+    assert started.data["ends"] == nimbus.trial_ends_at.date().isoformat()
+    assert nimbus.trial_ends_at - nimbus.started_at == timedelta(days=14)

@@ -3,7 +3,8 @@ lock order every operation follows (the customer's row, then the object's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -84,6 +85,17 @@ class LocalCore(PaymentGateway):
 
     def _now(self) -> datetime:
         return self._clock()
+
+    @contextmanager
+    def frozen_at(self, moment: datetime) -> Iterator[None]:
+        """Stripe's test clock, frozen: what the stand-in does inside happens at `moment` (a
+        subscription begun a month ago, with its invoice of then). `advance` moves it on.
+        https://docs.stripe.com/billing/testing/test-clocks"""
+        clock, self._clock = self._clock, lambda: moment
+        try:
+            yield
+        finally:
+            self._clock = clock
 
     def _price(self, price_id: str, now: datetime) -> dict[str, Any]:
         """The Stripe price of a catalog price id, and its product (stored, with the name the catalog

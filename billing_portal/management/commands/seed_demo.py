@@ -6,7 +6,8 @@ Every password is DEMO_PASSWORD; the README lists the logins."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from contextlib import nullcontext
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -21,11 +22,11 @@ from billing_portal.models import PortalConfiguration
 from credits.demo import demo_month, demo_pack
 from licensing.demo import demo_partner
 from plans import services as plan_services
-from plans.models import Plan, Subscription
+from plans.models import Plan, Subscription, TrialGrant
 from sessions_billing.demo import demo_limit_near, demo_sessions
 from tenants import services
 from tenants.audit import SYSTEM
-from tenants.models import Membership, Role, Tenant, User
+from tenants.models import AuditEvent, Membership, Role, Tenant, User
 
 DEMO_PASSWORD = "allowance-demo"
 
@@ -43,6 +44,21 @@ DEMO_TENANTS = [
     ("juniper", "Juniper Health", "agents-scale", "canceled"),
     ("quill", "Quill Analytics", "", "expired"),
 ]
+
+
+# Each story happens before the seed runs, so that every period shown holds what was seeded in it:
+# (days before now the tenant signed up, and its AI Agents trial began; days before now its paid
+# plan was bought, or None to buy it as the seed runs). A trial lasts 14 days.
+DEMO_DAYS_AGO: dict[str, tuple[int, int | None]] = {
+    "orbit": (4, None),  # 10 days of trial left
+    "nimbus": (12, None),  # 2 days left: Trial ending soon
+    "quill": (14, None),  # the trial's days ran out as the seed runs
+    # Its trial ran out before the AI Plus period that credits.demo grants (30 days ago) began (C19).
+    "lumen": (44, None),
+    "helix": (24, 24),  # a month of usage in the current period
+    "tidewater": (13, 13),
+}
+KESTREL_RENEWAL_FAILED_DAYS_AGO = 2  # its grace period (7 days) is running
 
 
 def demo_api_key(slug: str) -> str:
@@ -81,17 +97,19 @@ class Command(BaseCommand):
                 key = services.api_key_create(
                     tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug)
                 ).api_key
+            now = timezone.now()
+            signed_up, bought = self._dates(slug, now)
+            if signed_up < now:
+                self._signed_up(tenant, at=signed_up)
             if state == "expired":
-                self._shape(tenant, state, admin)  # a trial ends before any plan is bought
+                self._trial_runs_out(tenant)  # a trial ends before any plan is bought
             if plan_code:
-                start_plan(tenant=tenant, plan=Plan.objects.get(code=plan_code), actor=admin)
+                self._buy(tenant, Plan.objects.get(code=plan_code), admin, at=bought)
             if state != "expired":
                 self._shape(tenant, state, admin)
-            if slug == "helix":
-                self._backdate_period(tenant, days=24)  # a month of usage shows in the current period
             # What the gateway did is applied here and now, not when a worker gets to the webhooks:
             # the demo is ready when this command returns.
-            billing.tenant_reconcile(tenant=tenant)
+            billing.tenant_reconcile(tenant=tenant, since_days=90)
             self._usage(tenant, slug)
             if plan_code.startswith("helpdesk-"):
                 # Northwind: a few hundred client companies, licenses near the plan's total (some held
@@ -120,6 +138,50 @@ class Command(BaseCommand):
             user = self._user(f"{role.value}@{slug}.test", f"{tenant.name.split()[0]} {role.label}")
             Membership.objects.get_or_create(tenant=tenant, user=user, defaults={"role": role})
 
+    def _dates(self, slug: str, now: datetime) -> tuple[datetime, datetime]:
+        """When the tenant signed up (its trial began) and when it bought its paid plan."""
+        if slug == "kestrel":
+            # The paid period before the renewal that failed.
+            paid_from = plan_services.months_after(now - timedelta(days=KESTREL_RENEWAL_FAILED_DAYS_AGO), -1)
+            return paid_from, paid_from
+        signed_up_days, bought_days = DEMO_DAYS_AGO.get(slug, (0, None))
+        return now - timedelta(days=signed_up_days), now - timedelta(days=bought_days or 0)
+
+    def _signed_up(self, tenant: Tenant, *, at: datetime) -> None:
+        """The tenant signed up, and its AI Agents trial began, at `at` rather than now: the trial's
+        days count from then, and the Activity log says so."""
+        sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents", state="trialing")
+        assert sub.started_at is not None
+        assert sub.trial_ends_at is not None
+        ends = sub.trial_ends_at - (sub.started_at - at)
+        Subscription.objects.filter(pk=sub.pk).update(
+            started_at=at, current_period_start=at, current_period_end=ends, trial_ends_at=ends
+        )
+        TrialGrant.objects.filter(tenant=tenant, product=sub.product).update(granted_at=at)
+        Tenant.objects.filter(pk=tenant.pk).update(created_at=at)
+        AuditEvent.objects.filter(
+            tenant=tenant, action__in=["tenant.created", "member.added", "subscription.trial_started"]
+        ).update(created_at=at)
+        AuditEvent.objects.filter(tenant=tenant, action="subscription.trial_started").update(
+            data={"ends": ends.date().isoformat()}
+        )
+
+    def _trial_runs_out(self, tenant: Tenant) -> None:
+        """The trial's days run out: it ends at its end, as the sweeper ends it."""
+        sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents", state="trialing")
+        assert sub.trial_ends_at is not None
+        ended = min(sub.trial_ends_at, timezone.now())
+        plan_services.trial_end(subscription=sub, reason="days", now=ended)
+        AuditEvent.objects.filter(tenant=tenant, action="subscription.trial_ended").update(created_at=ended)
+
+    def _buy(self, tenant: Tenant, plan: Plan, admin: User, *, at: datetime) -> None:
+        """Buy `plan` through the local checkout, as of `at` (the gateway's clock), then let the
+        gateway's clock run to now: renewals due since are invoiced and paid (or fail)."""
+        gateway = get_gateway()
+        assert isinstance(gateway, LocalGateway)
+        with gateway.frozen_at(at) if at < timezone.now() else nullcontext():
+            start_plan(tenant=tenant, plan=plan, actor=admin)
+
     def _shape(self, tenant: Tenant, state: str, admin: User) -> None:
         """Put the AI Agents subscription in the demo state, through the same paths users take."""
         sub = (
@@ -127,15 +189,9 @@ class Command(BaseCommand):
             .exclude(state="expired")
             .first()
         )
-        now = timezone.now()
         gateway = get_gateway()
         assert isinstance(gateway, LocalGateway)
-        if state == "trial_ending" and sub is not None:
-            ends = now + timedelta(days=2)
-            Subscription.objects.filter(pk=sub.pk).update(trial_ends_at=ends, current_period_end=ends)
-        elif state == "expired" and sub is not None:
-            plan_services.trial_end(subscription=sub, reason="days", now=now)
-        elif state == "upcoming" and sub is not None:
+        if state == "upcoming" and sub is not None:
             billing.plan_change(
                 tenant=tenant,
                 to_plan=Plan.objects.get(code="agents-growth"),
@@ -144,7 +200,19 @@ class Command(BaseCommand):
                 actor=admin,
             )
         elif state == "payment_issue" and sub is not None:
-            gateway.fail_next_payment(sub.gateway_subscription_id)
+            # The card expired; the renewal at the end of the paid period declined (its invoice
+            # stays open for the retries) and the grace period runs from that failure.
+            gateway.expire_card(sub.gateway_subscription_id)
+            gateway.advance()
+            billing.tenant_reconcile(tenant=tenant, since_days=90)
+            sub.refresh_from_db()
+            failed = sub.current_period_start
+            Subscription.objects.filter(pk=sub.pk).update(
+                payment_failed_at=failed, grace_until=failed + timedelta(days=settings.GRACE_PERIOD_DAYS)
+            )
+            AuditEvent.objects.filter(tenant=tenant, action="subscription.payment_failed").update(
+                created_at=failed
+            )
         elif state == "canceled" and sub is not None:
             gateway.cancel_subscription(
                 subscription_id=sub.gateway_subscription_id,
@@ -152,52 +220,15 @@ class Command(BaseCommand):
                 idempotency_key=f"demo-cancel:{sub.pk}",
             )
 
-    def _backdate_period(self, tenant: Tenant, *, days: int) -> None:
-        """Move the local gateway's current period of the AI Agents subscription back `days` days."""
-        from billing_portal.gateway.store import LocalGatewayObject
-
-        sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents", state="active")
-        row = LocalGatewayObject.objects.get(
-            object_type="subscription", object_id=sub.gateway_subscription_id
-        )
-        # The whole period moves back (its length kept: a calendar month), and its invoice with it,
-        # issued, paid and billing the same period the card shows (the finance view's service period
-        # comes from the invoice's lines).
-        shift = int(timedelta(days=days).total_seconds())
-        for item in row.data["items"]["data"]:
-            item["current_period_start"] -= shift
-            item["current_period_end"] -= shift
-        row.data["billing_cycle_anchor"] -= shift
-        for key in ("created", "start_date"):
-            if row.data.get(key):
-                row.data[key] -= shift
-        row.save(update_fields=["data"])
-        for invoice_row in LocalGatewayObject.objects.filter(
-            object_type="invoice",
-            data__parent__subscription_details__subscription=sub.gateway_subscription_id,
-        ):
-            invoice = invoice_row.data
-            for key in ("created", "effective_at", "period_start", "period_end", "webhooks_delivered_at"):
-                if invoice.get(key):
-                    invoice[key] -= shift
-            for key, value in list(invoice["status_transitions"].items()):
-                if value:
-                    invoice["status_transitions"][key] = value - shift
-            for line in invoice["lines"]["data"]:
-                line["period"] = {
-                    "start": line["period"]["start"] - shift,
-                    "end": line["period"]["end"] - shift,
-                }
-            invoice_row.save(update_fields=["data"])
-
     def _usage(self, tenant: Tenant, slug: str) -> None:
-        """AI Agents usage: Helix a month of sessions near its own limit; the trials and Starter some."""
+        """AI Agents usage, within each tenant's current period: Helix a month of sessions near its
+        own limit; the trials, Starter and the tenant in its grace period some."""
         usage = {
-            "helix": (30, 30),
+            "helix": (23, 30),
             "orbit": (3, 4),
             "nimbus": (8, 4),
             "tidewater": (12, 9),
-            "kestrel": (6, 12),
+            "kestrel": (KESTREL_RENEWAL_FAILED_DAYS_AGO - 1, 24),
         }
         if slug not in usage:
             return
