@@ -94,8 +94,7 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     # ninja adds the parser's own words in DEBUG ("Cannot parse request body (Expecting ...)").
     if exc.status_code == 400 and isinstance(exc.__cause__, DuplicateKey):
-        details = [{**e, "loc": list(e["loc"])} for e in exc.__cause__.errors()]
-        return _error(request, 422, "invalid_request", str(exc.__cause__), details=details)
+        return on_validation_error(request, FieldErrors(exc.__cause__.errors()))
     if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         # A body that is not JSON is bad input like any other (DESIGN: 422).
         return _error(request, 422, "invalid_request", "The request body is not valid JSON.")

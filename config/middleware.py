@@ -145,6 +145,13 @@ class HeadAsGetMiddleware:
         return response
 
 
+def _has_body(request: HttpRequest) -> bool:
+    """A body is sent: a Content-Length above zero, or a chunked one (a stray Content-Encoding
+    header on a GET refuses nothing)."""
+    length = request.META.get("CONTENT_LENGTH") or ""
+    return (length.strip() not in ("", "0")) or "HTTP_TRANSFER_ENCODING" in request.META
+
+
 class ContentEncodingMiddleware:
     """A request body sent with a Content-Encoding (gzip, br ...) is refused with 415 and
     `Accept-Encoding: identity` (RFC 9110 §15.5.16): bodies are read as sent, and a compressed one
@@ -155,7 +162,7 @@ class ContentEncodingMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         encoding = request.META.get("HTTP_CONTENT_ENCODING")
-        if not encoding or encoding.strip().lower() in ("", "identity"):
+        if not encoding or encoding.strip().lower() in ("", "identity") or not _has_body(request):
             return self.get_response(request)
         code, message = http_error(415)
         if request.path.startswith(API_PREFIX) and not request.path.startswith(API_DOCS_PREFIX):

@@ -380,10 +380,10 @@ class ListQuery(Schema):
     @classmethod
     def _a_cursor_we_gave(cls, value: str) -> str:
         # A cursor this API did not give would page from the newest session again: a client that
-        # loops on next_before would never end. (The Sessions screen keeps forgiving a bad link.)
+        # loops on next_cursor would never end. (The Sessions screen keeps forgiving a bad link.)
         if value and selectors.decode_cursor(value) is None:
             raise PydanticCustomError(
-                "cursor", "Not a cursor of this API: pass next_before of the previous page"
+                "cursor", "Not a cursor of this API: pass next_cursor of the previous page"
             )
         return value
 
@@ -405,8 +405,8 @@ class ListQuery(Schema):
         ErrorCase(
             422,
             "invalid_request",
-            "before: Not a cursor of this API: pass next_before of the previous page",
-            "`before` is not a cursor this API gave (next_before of a page).",
+            "before: Not a cursor of this API: pass next_cursor of the previous page",
+            "`before` is not a cursor this API gave (next_cursor of a page).",
             source="query",
             detail_type="cursor",
         ),

@@ -19,6 +19,7 @@ from plans.selectors import ProductEntitlement, Refusal
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.terms import Terms, terms_for, trial_ending_soon
 from tenants.models import Tenant
+from tenants.text import ascii_digits
 
 MSG_ALMOST = "Session limit almost reached"
 MSG_REACHED = "Session limit has been reached"
@@ -233,10 +234,13 @@ def encode_cursor(conv: Conversation) -> str:
 
 
 def decode_cursor(value: str) -> tuple[datetime, int] | None:
-    """A cursor from `encode_cursor`, or None for anything else (never an error)."""
+    """A cursor from `encode_cursor`, or None for anything else (never an error): ASCII digits
+    as it writes them, no leading zero (`str.isdigit` also takes full-width digits and "²")."""
     micros, _, pk = value.partition(".")
-    if not (micros.isdigit() and pk.isdigit()) or len(micros) > 18 or len(pk) > 18:
+    if not (ascii_digits(micros) and ascii_digits(pk)) or len(micros) > 18 or len(pk) > 18:
         return None
+    if f"{int(micros)}.{int(pk)}" != value or int(pk) == 0:
+        return None  # "01.5", "1.0": not how a cursor is written
     try:
         return datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC), int(pk)
     except (OverflowError, OSError, ValueError):

@@ -81,28 +81,57 @@ NO_CONTROL = pattern_says("control_character", "String should not contain contro
 class DuplicateKey(ValueError):
     """A JSON object that names a key twice. RFC 8259 §4 leaves its meaning to each reader (most
     keep the last, some the first): a proxy, a log and this API could each see another request,
-    so it is refused (422) rather than guessed."""
+    so it is refused (422) rather than guessed. `path`: where the key is, from the body's top
+    (object keys and list indexes)."""
 
-    def __init__(self, key: str) -> None:
-        super().__init__(f"The request body names {key!r} twice: send each field once.")
-        self.key = key
+    MESSAGE = "Named twice in its object: send each field once"
+
+    def __init__(self, path: tuple[str | int, ...]) -> None:
+        super().__init__(f"{'.'.join(map(str, path))}: {self.MESSAGE}")
+        self.path = path
 
     def errors(self) -> list[dict[str, Any]]:
-        return [{"type": "duplicate_key", "loc": ("body", self.key), "msg": str(self)}]
+        return [{"type": "duplicate_key", "loc": ("body", *self.path), "msg": self.MESSAGE}]
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise DuplicateKey(key)
-        found[key] = value
-    return found
+class _Repeated(dict[str, Any]):
+    """The object the reader made of pairs that name `key` twice (found again by identity)."""
+
+    key = ""
+
+
+def _where(value: Any, target: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    if value is target:
+        return path
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    )
+    for name, child in children:
+        if isinstance(child, dict | list) and (found := _where(child, target, (*path, name))) is not None:
+            return found
+    return None
 
 
 def loads_strict(raw: bytes | str) -> Any:
-    """json.loads, refusing an object that names a key twice (DuplicateKey, a ValueError)."""
-    return json.loads(raw, object_pairs_hook=_unique_keys)
+    """json.loads, refusing an object that names a key twice (DuplicateKey, a ValueError, with the
+    key's path). The reader's hook only compares sizes: the path is looked for when one repeats."""
+    repeated: list[_Repeated] = []
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) == len(pairs):
+            return found
+        seen: set[str] = set()
+        marked = _Repeated(found)
+        marked.key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        repeated.append(marked)
+        return marked
+
+    data = json.loads(raw, object_pairs_hook=unique)
+    if repeated:
+        first = repeated[0]
+        raise DuplicateKey((*(_where(data, first) or ()), first.key))
+    return data
 
 
 class StrictJsonParser(Parser):

@@ -11,10 +11,11 @@ no key: ninja's error answer), then the parameters through the operation's own m
 validation errors unchanged), the view, and ninja's own rendering of whatever the view returns —
 with the checks decided once. Anything else keeps ninja's run.
 
-One rule of ours is added after the key's check: a query parameter the operation does not take is
-a 422 naming it, as a body field it does not take is (tenants.api_fields.RequestBody; Stripe
-refuses an unknown parameter wherever it is sent). ninja would ignore it: `?per_page=100000` for
-`page_size`, a misspelled filter, answered as if nothing had been asked.
+One rule of ours is added after the key's check: a query parameter the operation does not take,
+or one of its parameters given twice, is a 422 naming it, as a body field it does not take is
+(tenants.api_fields.RequestBody; Stripe refuses an unknown parameter wherever it is sent). ninja
+would ignore the one and take the last of the other: `?per_page=100000` for `page_size`, a
+misspelled filter, answered as if nothing had been asked.
 
 `tests/test_api_run.py` pins the ninja source this mirrors, so an upgrade is looked at again."""
 
@@ -74,9 +75,9 @@ def streamlined(run: Run) -> Run:
             else:
                 return api.on_exception(request, AuthenticationError())
         if request.META.get("QUERY_STRING"):
-            unknown = [name for name in request.GET if name not in known_query]
-            if unknown:
-                return api.on_exception(request, _unknown_query(unknown))
+            refused = _query_refused(request, known_query)
+            if refused is not None:
+                return api.on_exception(request, refused)
         try:
             # Only a view that asks for the response (to set headers on it) needs it before it runs.
             temporal: HttpResponse | None = api.create_temporal_response(request) if response_arg else None
@@ -98,10 +99,15 @@ def streamlined(run: Run) -> Run:
     return streamlined_run
 
 
-def _unknown_query(names: list[str]) -> FieldErrors:
-    return FieldErrors(
-        [
-            {"type": "extra_forbidden", "loc": ("query", name), "msg": "Unknown query parameter"}
-            for name in names
-        ]
-    )
+def _query_refused(request: HttpRequest, known: frozenset[str]) -> FieldErrors | None:
+    """A parameter the operation does not take, or one of its parameters given twice (`?limit=1&
+    limit=2`: ninja would take the last, a proxy or a log may read the first): none of them takes
+    a list."""
+    errors = [
+        {"type": "extra_forbidden", "loc": ("query", name), "msg": "Unknown query parameter"}
+        if name not in known
+        else {"type": "repeated", "loc": ("query", name), "msg": "Given more than once: send it once"}
+        for name, values in request.GET.lists()
+        if name not in known or len(values) > 1
+    ]
+    return FieldErrors(errors) if errors else None

@@ -562,8 +562,14 @@ def test_a_json_key_named_twice_is_a_422_and_nothing_is_stored(path, body, api_a
     error = response.json()["error"]
     key = error["details"][0]["loc"][1]
     assert error["code"] == "invalid_request"
-    assert error["message"] == f"The request body names {key!r} twice: send each field once."
-    assert error["details"] == [{"type": "duplicate_key", "loc": ["body", key], "msg": error["message"]}]
+    assert error["message"] == f"{key}: Named twice in its object: send each field once"
+    assert error["details"] == [
+        {
+            "type": "duplicate_key",
+            "loc": ["body", key],
+            "msg": "Named twice in its object: send each field once",
+        }
+    ]
     assert not Consumption.objects.exists()
     assert not Ticket.objects.exists()
     assert not Conversation.objects.exists()
@@ -595,13 +601,17 @@ def test_a_json_key_named_twice_in_an_optional_body_or_an_event_is_a_422(api_aut
     )
     for response, key in ((event, "type"), (commit, "credits")):
         assert response.status_code == 422
-        assert response.json()["error"]["details"] == [
-            {
-                "type": "duplicate_key",
-                "loc": ["body", key],
-                "msg": f"The request body names {key!r} twice: send each field once.",
-            }
-        ]
+        assert response.json()["error"] == {
+            "code": "invalid_request",
+            "message": f"{key}: Named twice in its object: send each field once",
+            "details": [
+                {
+                    "type": "duplicate_key",
+                    "loc": ["body", key],
+                    "msg": "Named twice in its object: send each field once",
+                }
+            ],
+        }
     assert client.get("/api/v1/sessions/c", **api_auth).json()["ended_at"] is None
 
 
@@ -643,10 +653,62 @@ def test_a_sessions_cursor_the_api_did_not_give_is_a_422(api_auth, tenant):
     from sessions_billing.tests.conftest import paid
 
     paid(tenant)
-    for cursor in ("garbage", "-1.-1", "1.1e5", "9" * 30 + ".1"):
+    for cursor in (
+        "garbage",
+        "-1.-1",
+        "1.1e5",
+        "9" * 30 + ".1",
+        "\uff11\uff17\uff19\uff16.1",
+        "01796004902930517.661",
+        "1.0",
+        "².1",
+    ):
         response = Client().get(f"/api/v1/sessions?before={cursor}", **api_auth)
         assert response.status_code == 422, cursor
         assert response.json()["error"]["message"] == (
-            "before: Not a cursor of this API: pass next_before of the previous page"
+            "before: Not a cursor of this API: pass next_cursor of the previous page"
         )
     assert Client().get("/api/v1/sessions?before=1764460800000000.5", **api_auth).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ('{"ticket_id": "X", "client_id": "c", "meta": {"a": 1, "a": 2}}', ["body", "meta", "a"]),
+        (
+            '{"ticket_id": "X", "client_id": "c", "meta": [{"b": 1}, {"a": 1, "a": 2}]}',
+            ["body", "meta", 1, "a"],
+        ),
+        ('[{"a": 1, "a": 2}]', ["body", 0, "a"]),
+        ('{"ticket_id": "X", "ticket_\\u0069d": "Y", "client_id": "c"}', ["body", "ticket_id"]),
+    ],
+)
+def test_a_key_named_twice_is_located_where_it_is(body, loc, api_auth):
+    response = Client().post("/api/v1/tickets", body, content_type="application/json", **api_auth)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["details"] == [
+        {"type": "duplicate_key", "loc": loc, "msg": "Named twice in its object: send each field once"}
+    ]
+    assert (
+        error["message"] == ".".join(map(str, loc[1:])) + ": Named twice in its object: send each field once"
+    )
+
+
+def test_a_query_parameter_given_twice_is_a_422(api_auth, tenant):
+    from sessions_billing.tests.conftest import paid
+
+    paid(tenant)
+    for path, name in (
+        ("/api/v1/sessions?limit=1&limit=2", "limit"),
+        ("/api/v1/clients?page=1&page=1", "page"),
+    ):
+        response = Client().get(path, **api_auth)
+        assert response.status_code == 422, path
+        assert response.json()["error"] == {
+            "code": "invalid_request",
+            "message": f"{name}: Given more than once: send it once",
+            "details": [
+                {"type": "repeated", "loc": ["query", name], "msg": "Given more than once: send it once"}
+            ],
+        }

@@ -91,3 +91,10 @@ def test_a_compressed_form_post_is_refused_on_a_page_in_words(admin, client_for)
     )
     assert response.status_code == 415
     assert "Send the request body uncompressed" in response.content.decode()
+
+
+def test_a_content_encoding_without_a_body_refuses_nothing(api):
+    """The rule is about a compressed body: a stray header on a GET or HEAD is answered as usual."""
+    assert Client().get("/healthz", HTTP_CONTENT_ENCODING="gzip").status_code == 200
+    assert Client().head("/healthz", HTTP_CONTENT_ENCODING="gzip").status_code == 200
+    assert api.get("/api/v1/credits", HTTP_CONTENT_ENCODING="gzip").status_code == 200
