@@ -18,7 +18,7 @@ from django.urls import reverse
 from billing_portal import selectors
 from plans.models import Product
 from plans.offers import subscription_actions
-from plans.selectors import Entitlements, ProductEntitlement, entitlements
+from plans.selectors import Entitlements, ProductEntitlement, State, entitlements
 from sessions_billing.registry import overview_usage
 from tenants import dashboard as tiles
 from tenants.access import ALL_ROLES, BILLING_READERS, TenantRequest
@@ -155,12 +155,21 @@ def _renewal(ent: ProductEntitlement) -> Renewal | None:
 
 
 def next_invoice_tile(request: TenantRequest) -> dict[str, Any] | None:
-    """Admins and finance: when and how much each paid subscription renews for, and the last invoice."""
-    renewals = [r for r in map(_renewal, _entitlements(request).products.values()) if r is not None]
+    """Admins and finance: when and how much each paid subscription renews for, and the last invoice.
+    A plan whose payment failed renews once its open invoice is paid: the tile says so, and until
+    when (its grace period), instead of "No renewal is scheduled." (S26, S27)."""
+    products = _entitlements(request).products.values()
+    renewals = [r for r in map(_renewal, products) if r is not None]
+    unpaid = [ent for ent in products if ent.state == State.PAST_DUE]
     last = selectors.last_invoice(tenant=request.tenant)
-    if not renewals and last is None:
+    if not renewals and not unpaid and last is None:
         return None
-    return {"renewals": sorted(renewals, key=lambda r: r.on), "last": last, "slug": request.tenant.slug}
+    return {
+        "renewals": sorted(renewals, key=lambda r: r.on),
+        "unpaid": unpaid,
+        "last": last,
+        "slug": request.tenant.slug,
+    }
 
 
 def register() -> None:

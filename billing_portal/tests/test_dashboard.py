@@ -235,6 +235,18 @@ def test_next_invoice_for_admins_and_finance_with_the_last_invoice(
     assert 'data-testid="tile-next-invoice"' not in overview(client_for(member))
 
 
+def test_s26_a_plan_whose_payment_failed_renews_once_its_open_invoice_is_paid(tenant, finance, client_for):
+    """It has no next billing date while the payment is overdue: the tile says what the renewal
+    waits for and until when, not "No renewal is scheduled."."""
+    agents(tenant, state=State.PAST_DUE, payment_failed_at=NOW, grace_until=NOW + timedelta(days=7))
+    InvoiceFactory(tenant=tenant, number="ACME-0002", issued_at=NOW, subtotal=19900, status="open")
+    tile = block(overview(client_for(finance)), "tile-next-invoice")
+    assert "No renewal is scheduled." not in tile
+    assert squash(block(tile, "renewal-waits")) == (
+        "AI Agents · Growth renews once its open invoice is paid, by 6 Dec 2026 ."  # squash spaces tags
+    )
+
+
 def test_no_next_invoice_tile_without_paid_plans_or_invoices(tenant, admin, client_for):
     plan_services.tenant_provision(tenant=tenant)
     assert 'data-testid="tile-next-invoice"' not in overview(client_for(admin))
