@@ -121,6 +121,8 @@ def _table_context(request: TenantRequest, tenant: Tenant, ents: Entitlements, d
         "sort_links": _sort_links(filters, query),
         "here": here,
         "is_admin": request.membership.role == Role.ADMIN,
+        # L12: without a plan that admits new licenses, a row's Add items say why instead of posting.
+        "assign_refusal": assign_refusal(ents[PRODUCT]),
     }
 
 

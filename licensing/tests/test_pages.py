@@ -740,6 +740,32 @@ def test_l12_without_a_helpdesk_plan_assign_ai_license_is_not_offered_and_says_a
         assert 'href="/t/acme/billing/?product=helpdesk_ai" data-testid="assign-plans"' in body
 
 
+def test_l12_without_a_plan_a_rows_add_items_say_why_and_a_held_license_can_still_be_removed(
+    tenant, admin, client_for, clock
+):
+    """A row's Add AI license / Add Chat license could only be refused without a Helpdesk AI plan:
+    they are shown disabled with the reason, as an inactive client's are; Remove stays for a license
+    a client still holds (a plan that ended), on the page and in a row sent back after an action."""
+    ClientFactory(tenant=tenant, external_id="contoso", name="Contoso")
+    ClientFactory(tenant=tenant, external_id="fabrikam", name="Fabrikam", ai_license_since=timezone.now())
+    browser = client_for(admin)
+    page = browser.get(PAGE).content.decode()
+    refused = (
+        'disabled data-testid="{}" title="AI and Chat licenses come with a Helpdesk AI plan: subscribe to '
+        'AI Essentials or AI Pro first, then assign them to your clients.">Add {} license</button>'
+    )
+    assert page.count(refused.format("ai-action", "AI")) == 1  # Contoso
+    assert page.count(refused.format("chat-action", "Chat")) == 2  # both
+    assert page.count('data-testid="ai-action">Remove AI license</button>') == 1  # Fabrikam
+    fabrikam = Client.objects.get(tenant=tenant, external_id="fabrikam")
+    removed = browser.post(
+        f"/t/acme/licenses/clients/{fabrikam.pk}/licenses/ai/", {"action": "remove"}, **HTMX
+    )
+    assert removed.status_code == 200
+    assert refused.format("ai-action", "AI") in removed.content.decode()
+    assert Client.objects.get(pk=fabrikam.pk).ai_license_since is None
+
+
 def test_l12_on_a_plan_assign_ai_license_is_offered_with_the_licenses_left(essentials, admin, client_for):
     page = client_for(admin).get(PAGE)
     assert by_testid(page, "assign-ai-license") == ["Assign AI license"]
