@@ -2,11 +2,10 @@ from datetime import UTC, datetime, time
 
 from django import forms
 
-from plans.services import When
+from plans.services import MAX_LEAD_MESSAGE, When
 
 MSG_CHOOSE_WHEN = "Choose when the change applies."
-LEAD_MESSAGE_MAX = 2000  # characters
-MSG_LEAD_TOO_LONG = "Your message is too long: at most 2,000 characters. Nothing was sent."
+MSG_LEAD_TOO_LONG = f"Your message is too long: at most {MAX_LEAD_MESSAGE:,} characters. Nothing was sent."
 
 
 class PlanChangeForm(forms.Form):
@@ -29,7 +28,7 @@ class PlanChangeForm(forms.Form):
 class LeadForm(forms.Form):
     message = forms.CharField(
         required=False,
-        max_length=LEAD_MESSAGE_MAX,
+        max_length=MAX_LEAD_MESSAGE,
         widget=forms.Textarea(attrs={"rows": 3}),
         error_messages={"max_length": MSG_LEAD_TOO_LONG},
     )

@@ -640,6 +640,8 @@ def scheduled_change_cancel(
 
 # --- leads ---------------------------------------------------------------------------------------
 
+MAX_LEAD_MESSAGE = 2000  # characters: the lead form refuses a longer message (billing_portal.forms)
+
 
 @transaction.atomic
 def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") -> tuple[Lead, bool]:
@@ -659,20 +661,35 @@ def lead_create(*, tenant: Tenant, user: User, plan: Plan, message: str = "") ->
         return existing, False
     try:
         with transaction.atomic():
-            lead = Lead.objects.create(
-                tenant=tenant, user=user, plan=plan, kind=kind, message=message.strip()[:2000]
-            )
+            lead = _lead_new(tenant=tenant, user=user, plan=plan, kind=kind, message=message, actor=user)
     except IntegrityError:
         return Lead.objects.get(tenant=tenant, plan=plan, status=Lead.Status.NEW), False
+    return lead, True
+
+
+def _lead_new(
+    *,
+    tenant: Tenant,
+    user: User | None,
+    plan: Plan,
+    kind: str,
+    message: str,
+    actor: User | Actor,
+    **data: str,
+) -> Lead:
+    """A new open lead, audited (`data`: what the audit adds to its kind)."""
+    lead = Lead.objects.create(
+        tenant=tenant, user=user, plan=plan, kind=kind, message=message.strip()[:MAX_LEAD_MESSAGE]
+    )
     audit(
         tenant=tenant,
-        actor=user,
+        actor=actor,
         action="lead.created",
         target=lead,
         target_label=plan.name,
-        data={"kind": kind},
+        data={"kind": kind, **data},
     )
-    return lead, True
+    return lead
 
 
 def _contracted_only(plan: Plan) -> None:
@@ -699,18 +716,9 @@ def lead_record(*, tenant: Tenant, plan: Plan, message: str, actor: User | Actor
             f"{tenant.name} has an open lead for {plan.name}: assign the contract from that lead.",
             status=409,
         )
-    lead = Lead.objects.create(
-        tenant=tenant, user=None, plan=plan, kind=plan.lead_kind, message=message.strip()[:2000]
+    return _lead_new(
+        tenant=tenant, user=None, plan=plan, kind=plan.lead_kind, message=message, actor=actor, by="operator"
     )
-    audit(
-        tenant=tenant,
-        actor=actor,
-        action="lead.created",
-        target=lead,
-        target_label=plan.name,
-        data={"kind": lead.kind, "by": "operator"},
-    )
-    return lead
 
 
 # "Won" says the contracted plan was assigned: only `contract_start` sets it (the lead admin's

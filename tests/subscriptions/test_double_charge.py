@@ -196,10 +196,9 @@ def test_a_duplicate_whose_refund_fails_once_is_refunded_and_canceled_by_the_ret
     assert (charge["refunded"], charge["amount_refunded"]) == (True, plan("agents-scale").price_amount)
 
 
-def test_a_refund_the_gateway_kept_from_a_failed_try_is_not_made_twice(org, capture, monkeypatch):
-    """The refund reached Stripe, then the cancel failed and our transaction rolled back (Stripe
-    keeps the refund): the retry sees the invoice refunded and refunds nothing more."""
-    deliveries = _both_paid_before_any_webhook(org, capture)
+def _deliver_with_the_cancel_failing(deliveries, capture, monkeypatch) -> None:
+    """Deliver the webhooks while the gateway cannot cancel the duplicate (what it did before the
+    cancel stays done at Stripe; our transaction, and the local stand-in's, roll back)."""
     real_cancel = type(gateway()).cancel_subscription
 
     def unreachable(self, **kwargs):
@@ -210,6 +209,13 @@ def test_a_refund_the_gateway_kept_from_a_failed_try_is_not_made_twice(org, capt
         for deliver in deliveries:
             deliver()
     monkeypatch.setattr(type(gateway()), "cancel_subscription", real_cancel)
+
+
+def test_a_refund_the_gateway_kept_from_a_failed_try_is_not_made_twice(org, capture, monkeypatch):
+    """The refund reached Stripe, then the cancel failed and our transaction rolled back (Stripe
+    keeps the refund): the retry sees the invoice refunded and refunds nothing more."""
+    deliveries = _both_paid_before_any_webhook(org, capture)
+    _deliver_with_the_cancel_failing(deliveries, capture, monkeypatch)
     # The local stand-in rolled back with us; Stripe would have kept the refund: make it again, as Stripe has it.
     [duplicate_invoice] = [
         inv
@@ -405,16 +411,7 @@ def test_a_balance_credit_the_gateway_kept_from_a_failed_try_is_not_given_twice(
     deliveries, _first, second = _credit_then_duplicate(
         org, capture, duplicate_code="agents-scale", credit=5000
     )
-    real_cancel = type(gateway()).cancel_subscription
-
-    def unreachable(self, **kwargs):
-        raise GatewayError("The payment provider could not be reached.", code="gateway_unavailable")
-
-    monkeypatch.setattr(type(gateway()), "cancel_subscription", unreachable)
-    with capture(execute=True):
-        for deliver in deliveries:
-            deliver()
-    monkeypatch.setattr(type(gateway()), "cancel_subscription", real_cancel)
+    _deliver_with_the_cancel_failing(deliveries, capture, monkeypatch)
     assert _balance_notes(second) == []  # the stand-in rolled back with us
     # Stripe would have kept them: make them again, as Stripe has them.
     invoice_id = gateway().retrieve_subscription(second.id).latest_invoice_id
