@@ -8,8 +8,10 @@ import gzip
 import json
 
 import pytest
-from django.test import Client
+from django.http import HttpResponse, StreamingHttpResponse
+from django.test import Client, RequestFactory
 
+from config.middleware import HeadAsGetMiddleware
 from credits.factories import grant, on_plus
 from credits.models import Consumption
 from tenants.services import api_key_create
@@ -98,3 +100,24 @@ def test_a_content_encoding_without_a_body_refuses_nothing(api):
     assert Client().get("/healthz", HTTP_CONTENT_ENCODING="gzip").status_code == 200
     assert Client().head("/healthz", HTTP_CONTENT_ENCODING="gzip").status_code == 200
     assert api.get("/api/v1/credits", HTTP_CONTENT_ENCODING="gzip").status_code == 200
+
+
+def test_the_middleware_itself_drops_the_body_and_keeps_its_length():
+    """Django's test client empties a HEAD answer by itself (conditional_content_removal), so the
+    tests above cannot see the middleware drop it: a server does not, and this does."""
+    seen = []
+
+    def view(request):
+        seen.append(request.method)
+        return HttpResponse(b"abc", content_type="text/plain")
+
+    def stream(request):
+        return StreamingHttpResponse(iter([b"a,b\n", b"c,d\n"]), content_type="text/csv")
+
+    request = RequestFactory().head("/healthz")
+    answer = HeadAsGetMiddleware(view)(request)
+    assert (seen, request.method) == (["GET"], "HEAD")  # the view saw a GET; the request stays HEAD
+    assert (answer.content, answer["Content-Length"]) == (b"", "3")
+    streamed = HeadAsGetMiddleware(stream)(RequestFactory().head("/x.csv"))
+    assert b"".join(streamed.streaming_content) == b""
+    assert HeadAsGetMiddleware(view)(RequestFactory().get("/healthz")).content == b"abc"
