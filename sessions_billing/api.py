@@ -13,7 +13,6 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
 from pydantic import StrictInt, StringConstraints, field_validator
-from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
 from sessions_billing import selectors, services
@@ -22,16 +21,7 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import (
-    NO_CONTROL,
-    PRINTABLE,
-    DuplicateKey,
-    FieldErrors,
-    Moment,
-    RequestBody,
-    loads_strict,
-    no_body,
-)
+from tenants.api_fields import NO_CONTROL, PRINTABLE, FieldErrors, Moment, RequestBody, body_of, no_body
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -269,20 +259,11 @@ def session_event(
     tenant = request.auth.tenant  # type: ignore[attr-defined]
     conversation_id = _conversation_id(conversation_id)
     # The body is read here, after the id: an unknown conversation is a 404 whatever the body says.
-    body = request.body or b"null"
     try:
-        loads_strict(body)  # a key named twice (pydantic's own reading keeps the last one)
-    except DuplicateKey as exc:
+        payload = body_of(request.body, EventIn, example='{"type": "agent_message"}')
+    except FieldErrors:
         services.session_find(tenant=tenant, conversation_id=conversation_id)
-        raise FieldErrors(exc.errors()) from None
-    except (ValueError, RecursionError):
-        pass  # not JSON: pydantic's reading below says so
-    try:
-        payload = EventIn.model_validate_json(body)
-    except PydanticValidationError as exc:
-        services.session_find(tenant=tenant, conversation_id=conversation_id)
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise FieldErrors([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        raise
     session = services.session_event(
         tenant=tenant,
         conversation_id=conversation_id,

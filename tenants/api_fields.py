@@ -185,6 +185,13 @@ def optional_body[Body: RequestBody](
     raw = request.body.strip()
     if not raw:
         return None
+    return body_of(raw, schema, example=example)
+
+
+def body_of[Body: RequestBody](raw: bytes, schema: type[Body], *, example: str) -> Body:
+    """The JSON object of `schema` that `raw` holds, or FieldErrors (422) saying what it is not:
+    JSON, an object, one without a key named twice, the schema's fields. For a body read by hand
+    (ninja reads the others with StrictJsonParser, to the same errors)."""
     try:
         data = loads_strict(raw)
     except DuplicateKey as exc:
