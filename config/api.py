@@ -6,6 +6,8 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
 from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -18,6 +20,14 @@ from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
 from tenants.api_fields import DuplicateKey, FieldErrors, StrictJsonParser
 from tenants.api_run import streamlined
 from tenants.errors import BusinessError, error_body, http_error
+
+
+def _read_only(view: Any) -> Any:
+    """The schema and the docs page answer GET (and HEAD, as GET: config.middleware); any other method
+    is a 405 naming GET, not ninja's schema for a DELETE nor a CSRF refusal worded for a key. Exempt from
+    CSRF because nothing but GET reaches the view, and GET is never checked."""
+    return csrf_exempt(require_GET(view))
+
 
 api = NinjaAPI(
     title="Allowance integration API",
@@ -33,6 +43,7 @@ api = NinjaAPI(
     # script), without the badge that would fetch validator.swagger.io (offline, and the CSP).
     docs=Swagger(settings={"validatorUrl": None}),
     docs_url="/docs",
+    docs_decorator=_read_only,
 )
 # Every operation runs through ninja's own steps without the per-request checks that never apply to
 # ours (tenants.api_run): the integration API is the hot path.

@@ -195,6 +195,19 @@ def test_the_docs_page_loads_swagger_ui_from_our_own_origin(db):
         assert finders.find(asset), asset
 
 
+@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs"])
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options"])
+def test_the_schema_and_the_docs_page_answer_only_get(db, path, method):
+    """Any other method is a 405 naming GET in the API's error body: not the schema answered to a
+    DELETE, nor a CSRF refusal worded for an API key (an anonymous POST with no token)."""
+    response = getattr(Client(enforce_csrf_checks=True), method)(path)
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert Client().head(path).status_code == 200
+
+
 # --- the documented 422s --------------------------------------------------------------------------
 
 # (operation, the example's name, how to provoke it): every 422 example the schema documents.
