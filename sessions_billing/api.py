@@ -248,7 +248,10 @@ _event_docs["openapi_extra"]["requestBody"] = {
     "message that bills a conversation's first window (with Answered only, the customer's reply to an "
     "outbound start) opens a new billable session: like a start it is refused with 402 "
     "(`session_limit_reached`, `subscription_ended`, `payment_overdue`) and stores nothing, so a reply "
-    "never bills past the limit. `end` ends the conversation; any event after it is a 409. An event "
+    "never bills past the limit. While the subscription refuses new sessions (the trial ended, the grace "
+    "period is over) a message in a window not billed yet is refused the same way (402 "
+    "`subscription_ended` or `payment_overdue`, nothing stored); one in a window already billed, and "
+    "`end`, still go through. `end` ends the conversation; any event after it is a 409. An event "
     "dated more than 5 minutes before the conversation's start is a 422.",
     **_event_docs,
 )

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from plans.models import Subscription
-from plans.selectors import entitlements
+from plans.selectors import Refusal, entitlements
 from plans.services import trial_end, trial_sessions_ending
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.terms import PRODUCT, Terms, tenant_limit, terms_for
@@ -548,6 +548,8 @@ def session_event(
     )
     customer = type == EventType.CUSTOMER_MESSAGE
     bills = type != EventType.END and (customer or not terms.answered_only)
+    if bills and terms.refusal is not None:
+        _refuse_new_window(tenant=tenant, conversation_id=conversation_id, at=at, refusal=terms.refusal)
     # An event in a window of a conversation never billed yet (Answered only: an outbound start the
     # customer now replies to) opens a new billable session: it is admitted like a start (below),
     # so this statement leaves such a conversation alone, as it does one the event predates.
@@ -622,6 +624,24 @@ def _event_session(
         billable_sessions=billable,
         answered=bool(answered),
     )
+
+
+def _refuse_new_window(*, tenant: Tenant, conversation_id: str, at: datetime, refusal: Refusal) -> None:
+    """While the subscription refuses new sessions (a trial that ended, a grace period over: S12,
+    S28) a running conversation's next 24-hour window is a new billable session like any other: 402
+    with the subscription's refusal, nothing stored. An event in a window already billed, and every
+    end, still goes through; an unknown or ended conversation gets its own 404 or 409 after this.
+    Only read when a refusal applies, so the hot path keeps its one statement."""
+    found = (
+        Conversation.objects.filter(tenant=tenant, conversation_id=conversation_id, ended_at__isnull=True)
+        .values_list("started_at", "billable_sessions", "last_billed_window")
+        .first()
+    )
+    if found is None:
+        return
+    started, billable, last_billed = found
+    if billable == 0 or window_index(started_at=started, at=at) != last_billed:
+        raise BusinessError(refusal.code, refusal.message, status=402)
 
 
 def _event_refusal(*, tenant: Tenant, conversation_id: str, at: datetime) -> None:

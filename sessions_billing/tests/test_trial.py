@@ -8,6 +8,7 @@ import pytest
 from plans.models import Subscription
 from sessions_billing import services
 from sessions_billing.selectors import usage_for
+from tenants.errors import BusinessError
 from tenants.models import AuditEvent, Notification
 
 pytestmark = pytest.mark.django_db
@@ -132,3 +133,42 @@ def test_the_trial_has_no_session_limit_of_its_own(tenant, admin, trial, api_for
         50,
         14,
     )
+
+
+def test_an_ended_trial_bills_no_new_window_of_a_running_conversation_s08_s12(tenant, admin, trial):
+    """Found by an outsider probe: a conversation still running when the 50th session ended the trial
+    billed its next 24-hour window into the ended trial (51 of 50). That window is a new billable
+    session, which an ended subscription refuses (402, nothing stored); an event in a window already
+    billed, and the end, still go through."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sessions_billing.models import BillableWindow, Conversation, UsagePeriod
+
+    def counted() -> tuple[int, int]:
+        periods = sum(UsagePeriod.objects.filter(tenant=tenant).values_list("billable_sessions", flat=True))
+        return periods, BillableWindow.objects.filter(tenant=tenant).count()
+
+    t0 = timezone.now()
+    services.session_start(tenant=tenant, conversation_id="running", direction="inbound", now=t0)
+    _start(tenant, 49)
+    assert Subscription.objects.get(pk=trial.pk).state == "expired"
+    before = Conversation.objects.values().get(tenant=tenant, conversation_id="running")
+
+    later = t0 + timedelta(hours=25)
+    for kind in ("customer_message", "agent_message"):
+        with pytest.raises(BusinessError) as refused:
+            services.session_event(tenant=tenant, conversation_id="running", type=kind, at=later, now=later)
+        assert (refused.value.code, refused.value.status) == ("subscription_ended", 402)
+    assert Conversation.objects.values().get(tenant=tenant, conversation_id="running") == before
+    assert counted() == (50, 50)
+
+    same_window = t0 + timedelta(hours=2)
+    kept = services.session_event(
+        tenant=tenant, conversation_id="running", type="customer_message", at=same_window, now=same_window
+    )
+    assert kept.billable_sessions == 1
+    ended = services.session_event(tenant=tenant, conversation_id="running", type="end", at=later, now=later)
+    assert ended.ended
+    assert counted() == (50, 50)
