@@ -63,7 +63,14 @@ def on_business_error(request: HttpRequest, exc: BusinessError) -> HttpResponse:
 
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return _error(request, 401, "unauthorized", UNAUTHORIZED_MESSAGE)
+    response = _error(request, 401, "unauthorized", UNAUTHORIZED_MESSAGE)
+    # RFC 9110 15.5.2: a 401 names the scheme to use; RFC 6750 3.1: with a key that was sent but is
+    # unknown or revoked, error="invalid_token".
+    sent = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0].lower() == "bearer"
+    response["WWW-Authenticate"] = (
+        'Bearer realm="api", error="invalid_token"' if sent else 'Bearer realm="api"'
+    )
+    return response
 
 
 @api.exception_handler(ValidationError)

@@ -14,6 +14,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.shortcuts import render
 from django.utils.module_loading import import_string
 
@@ -171,6 +172,17 @@ class ContentEncodingMiddleware:
             response = render(request, "400.html", {"reason": message}, status=415)
         response["Accept-Encoding"] = "identity"
         return response
+
+
+class CommonMiddleware(DjangoCommonMiddleware):
+    """Django's, except that only GET and HEAD are sent on to the path with a slash (APPEND_SLASH).
+    A POST, PUT, PATCH or DELETE to `/t/<slug>/billing` or `/api/v1` was a 500 with DEBUG on
+    (Django raises rather than redirect a body it would lose) and a 301 without it, which a client
+    follows as a GET: either way not what was sent. It is now the 404 of a path that does not
+    exist, in the page's or the API's shape."""
+
+    def should_redirect_with_slash(self, request: HttpRequest) -> bool:
+        return request.method in ("GET", "HEAD") and super().should_redirect_with_slash(request)
 
 
 class PermissionsPolicyMiddleware:

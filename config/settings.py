@@ -71,7 +71,7 @@ MIDDLEWARE = [
     # Before anything reads the session, the user or a form: a NUL never reaches PostgreSQL.
     "config.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "config.middleware.CommonMiddleware",  # Django's, redirecting only GET and HEAD to the slash
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -172,7 +172,7 @@ def test_the_api_chain_is_the_page_chain_less_the_page_middleware():
         "django.middleware.csp.ContentSecurityPolicyMiddleware",
         "config.middleware.PermissionsPolicyMiddleware",
         "config.middleware.RejectNulMiddleware",
-        "django.middleware.common.CommonMiddleware",
+        "config.middleware.CommonMiddleware",
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
     ):
         assert kept in dj_settings.API_MIDDLEWARE

@@ -261,6 +261,10 @@ def test_missing_malformed_or_unknown_key_is_401_in_the_error_shape(db, issued, 
     assert response.status_code == 401
     assert response["Content-Type"].startswith("application/json")
     assert response.json() == UNAUTHORIZED
+    # RFC 9110 15.5.2 (a 401 names its scheme) and RFC 6750 3.1 (a Bearer key sent but refused).
+    sent_bearer = (authorization or "").startswith("Bearer")
+    expected = 'Bearer realm="api", error="invalid_token"' if sent_bearer else 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == expected
 
 
 def test_secret_with_a_known_prefix_but_another_rest_is_refused(tenant, issued):
