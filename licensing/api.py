@@ -109,7 +109,9 @@ class ListQuery(Schema):
         "name", "-name", "status", "-status", "company_type", "-company_type", "agreement_type",
         "-agreement_type", "ai", "-ai", "chat", "-chat", "credits", "-credits",
     ] = Field("name", description="The order: a column, `-` in front for descending (`credits`: AI credits used).")  # fmt: skip
-    page: int = Field(1, ge=1, le=1_000_000, description="The page's number (from 1).")
+    page: int = Field(
+        1, ge=1, le=1_000_000, description="The page's number (from 1). A page past the last has no items."
+    )
     page_size: int = Field(50, ge=1, le=200, description="Clients per page (1 to 200).")
 
 
@@ -188,8 +190,8 @@ BAD_PATH = ErrorCase(
     422,
     "invalid_request",
     "client_id: Use printable characters, without '/'.",
-    "A path parameter is invalid (a client_id over 100 characters or with a character that is not printable, "
-    "a license kind other than ai or chat).",
+    "A path parameter is invalid (a client_id over 100 characters, with a character that is not printable "
+    "or with spaces at either end, a license kind other than ai or chat).",
     source=None,
 )
 INACTIVE = ErrorCase(
@@ -229,8 +231,17 @@ def _out(tenant: Tenant, client: Client) -> dict[str, Any]:
     return _client(client, selectors.ai_credits_used(tenant=tenant, client=client, ent=_ent(tenant)))
 
 
+def _path_id(client_id: str) -> str:
+    """The client_id a path names, exactly: the forms and the CSV import forgive spaces around an id
+    typed or exported by hand, but a URL is the resource's own name (RFC 9110 9.3.4: a PUT stores
+    the state at the target URI), so `PUT /clients/%20lead` may not write client `lead`."""
+    if client_id.strip() and client_id != client_id.strip():
+        raise BusinessError("invalid_request", "client_id: No spaces at either end of the id.", status=422)
+    return rules.clean_external_id(client_id)
+
+
 def _find(tenant: Tenant, client_id: str) -> Client:
-    external_id = rules.clean_external_id(client_id)
+    external_id = _path_id(client_id)
     client = selectors.client_by_external_id(tenant=tenant, external_id=external_id)
     if client is None:
         raise BusinessError("unknown_client", rules.MSG_UNKNOWN_CLIENT, status=404)
@@ -290,7 +301,7 @@ def client_put(request: HttpRequest, client_id: ClientIdPath, payload: ClientIn)
     tenant = _tenant(request)
     client, created = services.client_upsert(
         tenant=tenant,
-        external_id=client_id,
+        external_id=_path_id(client_id),
         fields=rules.clean_fields(
             name=payload.name,
             status=payload.status,
@@ -356,7 +367,12 @@ def client_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
         sort=query.sort,
     )
     found = selectors.clients_page(
-        tenant=tenant, filters=filters, number=query.page, size=query.page_size, ent=_ent(tenant)
+        tenant=tenant,
+        filters=filters,
+        number=query.page,
+        size=query.page_size,
+        ent=_ent(tenant),
+        past_last=True,
     )
     page = found.page
     return {

@@ -302,13 +302,20 @@ def clients_page(
     size: int,
     ent: ProductEntitlement,
     now: datetime | None = None,
+    past_last: bool = False,
 ) -> ClientsPage:
     """One page of the table with each row's AI credits used (L10): three queries (count, rows, the
-    credits of the rows' clients) whatever the number of clients."""
+    credits of the rows' clients) whatever the number of clients. The page shows the last page for a
+    number past it (a link kept from a longer list); with `past_last` (the API) such a page is empty
+    and keeps its number, so a client walking the pages never reads the last page's rows twice."""
     now = now or timezone.now()
     period = usage_period(ent, now)
     found = clients(tenant=tenant, filters=filters, period=period)
-    page = Paginator(found, size).get_page(number)
+    paginator = Paginator(found, size)
+    if past_last and isinstance(number, int) and number > paginator.num_pages:
+        page = Page([], number, paginator)
+    else:
+        page = paginator.get_page(number)
     rows = list(page.object_list)
     used = credit_selectors.ai_credits_by_client(
         tenant_id=tenant.pk, start=period.start, end=period.end, client_ids=[c.external_id for c in rows]

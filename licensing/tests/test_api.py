@@ -130,6 +130,9 @@ def test_put_leaving_out_optional_fields_sets_their_defaults(api):
         ("/clients/con\u202etoso", {"name": "A"}, "client_id: Use printable characters, without '/'."),
         ("/clients/" + "x" * 101, {"name": "A"}, "client_id: At most 100 characters."),
         ("/clients/%20", {"name": "A"}, "client_id: Enter the client's id."),
+        # The URL names the resource exactly (RFC 9110 9.3.4): not stored as client "lead".
+        ("/clients/%20lead", {"name": "A"}, "client_id: No spaces at either end of the id."),
+        ("/clients/lead%09", {"name": "A"}, "client_id: No spaces at either end of the id."),
     ],
 )
 def test_put_bad_input_is_a_422_and_stores_nothing(api, path, body, message):
@@ -195,6 +198,19 @@ def test_the_list_is_paginated_and_takes_the_pages_filters(api, essentials):
     )
     last = api.get("/clients", page_size=3, page=3).json()
     assert ([c["name"] for c in last["items"]], last["next_page"]) == (["Beta", "Gamma"], None)
+    # Past the last page: empty, with its own number (an outsider probe: it answered page 3's rows
+    # again as "page 3", so a client walking the pages could process them twice).
+    past = api.get("/clients", page_size=3, page=4).json()
+    assert (past["items"], past["total"], past["page"], past["pages"], past["next_page"]) == (
+        [],
+        8,
+        4,
+        3,
+        None,
+    )
+    assert api.get("/clients", q="nobody", page=2).json() | {"items": []} == {
+        "items": [], "total": 0, "page": 2, "pages": 1, "next_page": None,
+    }  # fmt: skip
     assert [c["name"] for c in api.get("/clients", q="alpha 3").json()["items"]] == ["Alpha 3"]
     assert [c["client_id"] for c in api.get("/clients", q="a4").json()["items"]] == ["a4"]
     assert api.get("/clients", license="ai").json()["total"] == 2
@@ -223,10 +239,10 @@ def test_bad_list_parameters_are_a_422(api, params, message):
     assert error(api.get("/clients", **params)) == (422, "invalid_request", message)
 
 
-def test_a_page_past_the_last_is_the_last_page(api, essentials):
+def test_a_page_past_the_last_is_empty_and_keeps_its_number(api, essentials):
     ClientFactory(tenant=essentials, name="Only")
     body = api.get("/clients", page=99).json()
-    assert ([c["name"] for c in body["items"]], body["page"]) == (["Only"], 1)
+    assert (body["items"], body["page"], body["pages"], body["next_page"]) == ([], 99, 1, None)
 
 
 # --- PUT / DELETE /clients/{client_id}/licenses/{kind} --------------------------------------------
