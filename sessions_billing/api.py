@@ -56,6 +56,10 @@ EVENTS_SUFFIX = "/events"
 def _readable_id(value: str) -> str:
     if value.endswith(EVENTS_SUFFIX):
         raise ValueError(f'must not end in "{EVENTS_SUFFIX}" (the path of the events route)')
+    if any(segment in (".", "..") for segment in value.split("/")):
+        # RFC 3986 5.2.4: curl, HTTP libraries and browsers remove dot segments from a URL's path
+        # before sending it, so GET /sessions/a/../b would ask for /sessions/b.
+        raise ValueError('must not have "." or ".." between slashes (a URL would resolve them away)')
     return value
 
 
@@ -63,7 +67,8 @@ class SessionIn(RequestBody):
     conversation_id: Id = Field(
         ...,
         description="Your id of the conversation (1 to 200 characters; it may contain slashes but not end "
-        'in "/events", the events route\'s path): a retry with the same id counts nothing again.',
+        'in "/events", the events route\'s path, nor have "." or ".." between slashes): a retry with the same '
+        "id counts nothing again.",
         examples=["conv_8f2c1"],
     )
     agent: Id | None = Field(
@@ -173,7 +178,8 @@ BAD_ID = ErrorCase(
     422,
     "invalid_request",
     'conversation_id: Value error, must not end in "/events" (the path of the events route)',
-    'The conversation id ends in "/events": it could not be read back, so it is refused.',
+    'The conversation id ends in "/events", or has "." or ".." between slashes: it could not be read back, '
+    "so it is refused.",
 )
 NO_SESSION = ErrorCase(404, "not_found", "No session with this conversation id.", NOT_FOUND.when)
 CONVERSATION_ENDED = ErrorCase(

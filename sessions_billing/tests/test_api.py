@@ -95,6 +95,19 @@ def test_an_id_ending_in_the_events_path_is_refused_at_the_start(tenant, growth,
     assert api.get("/sessions/p/events/x").json()["conversation_id"] == "p/events/x"
 
 
+@pytest.mark.parametrize("conversation_id", [".", "..", "x/..", "a/../b", "./a", "a/."])
+def test_an_id_with_dot_segments_is_refused_at_the_start(tenant, growth, api_for, conversation_id):
+    """S04: found by an outsider probe: ".." was admitted, but curl, requests and browsers resolve dot
+    segments away before sending a URL (RFC 3986 5.2.4), so GET /sessions/.. asked for another path."""
+    api = api_for(tenant)
+    answer = api.start(conversation_id)
+    assert answer.status_code == 422
+    assert '"." or ".."' in answer.json()["error"]["message"]
+    assert not Conversation.objects.filter(tenant=tenant).exists()
+    for kept in ("a.b", "...", "a/.b", "v1.2/..x"):
+        assert api.start(kept).status_code == 201, kept
+
+
 def test_every_session_body_has_the_documented_fields(tenant, growth, api_for):
     api = api_for(tenant)
     body = api.start("f", agent="bot").json()
