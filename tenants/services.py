@@ -67,10 +67,18 @@ def _check_password(password: str, user: User | None = None) -> None:
         raise BusinessError("weak_password", " ".join(exc.messages)) from exc
 
 
+MAX_TENANT_NAME = Tenant._meta.get_field("name").max_length or 120
+
+
 def _tenant_name(name: str) -> str:
-    name = name.strip()[:120]
+    name = name.strip()
     if not name:
         raise BusinessError("tenant_name_required", "Give your organization a name.")
+    if len(name) > MAX_TENANT_NAME:
+        # Refused, not cut: the sign-up form refuses it too, and a name cut mid-word is not the one given.
+        raise BusinessError(
+            "tenant_name_too_long", f"Organization name: at most {MAX_TENANT_NAME} characters."
+        )
     if CONTROL.search(name):
         raise BusinessError("tenant_name_invalid", f"Organization name: {MSG_CONTROL}")
     return name

@@ -386,6 +386,20 @@ def test_behind_a_proxy_each_client_is_throttled_on_its_own_address(throttled, s
 # --- another organization ----------------------------------------------------------------------
 
 
+def test_an_organization_name_over_120_characters_is_refused_not_cut(tenant, admin, client_for):
+    """Found by an outsider probe: 5,000 characters made an organization named by the first 120; the
+    sign-up form refuses the same name."""
+    client = client_for(admin)
+    before = Tenant.objects.count()
+
+    response = client.post("/organizations/new/", {"name": "x" * 121})
+
+    assert response.status_code == 200
+    assert "Organization name: at most 120 characters." in response.content.decode()
+    assert Tenant.objects.count() == before
+    assert client.post("/organizations/new/", {"name": "y" * 120}).status_code == 302
+
+
 def test_signed_in_user_creates_a_second_organization_as_its_admin(tenant, admin, client_for):
     client = client_for(admin)
     assert client.get("/organizations/new/").status_code == 200
