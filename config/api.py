@@ -33,7 +33,8 @@ api = NinjaAPI(
     title="Allowance integration API",
     version="1",
     description="Every request carries `Authorization: Bearer <key>`; the key decides the tenant. "
-    'Every error answers `{"error": {"code", "message"}}` (with `details` on 422): branch on `code`, '
+    'Every error answers `{"error": {"code", "message"}}` (with `details` on a 422 from the request\'s '
+    "validation): branch on `code`, "
     "show `message`. A body field or query parameter an operation does not take, or a JSON key named twice, "
     "is a 422. Credits are counted in thousandths of a credit; times are ISO 8601 in UTC.",
     urls_namespace="api",

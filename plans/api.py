@@ -34,7 +34,9 @@ _ADMISSIONS = VersionedCache("admission-answer")
 
 class LimitsOut(Schema):
     session_limit: int | None = Field(
-        description="AI Agents: billable sessions included each period; null when the plan sets no limit."
+        description="AI Agents: billable sessions the plan includes each period; null when the plan sets no "
+        "limit. A tenant may set a lower limit of its own: the limit in force, and where it comes from, are "
+        "`session_limit` and `limit_source` in `GET /api/v1/usage` and in the admission check's `details`."
     )
     answered_only: bool = Field(
         description="AI Agents: only answered conversations count as billable sessions."

@@ -31,15 +31,19 @@ class ErrorFields(Schema):
     )
     details: list[dict[str, Any]] | None = Field(
         default=None,
-        description="Only on 422: one object per invalid input, with `loc` (where), `msg` (what is "
-        "wrong) and `type` (a stable kind of error).",
+        description="On a 422 `invalid_request` from the request's validation (a field's type, range or "
+        "presence; a parameter not taken): one object per invalid input, with `loc` (where), `msg` (what is "
+        "wrong) and `type` (a stable kind of error). A 422 the service gives after validation (e.g. "
+        "`invalid_amount`, `unknown_feature`, `quantity_required`) has none: its `code` and `message` say it.",
     )
 
 
 class ErrorOut(Schema):
     """Every error answer of the API has this body."""
 
-    error: ErrorFields = Field(description="What went wrong: a code, a message and, on 422, details.")
+    error: ErrorFields = Field(
+        description="What went wrong: a code, a message and, on a 422 from validation, details."
+    )
 
 
 @dataclass(frozen=True)
