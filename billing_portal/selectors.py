@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
-from django.db.models import BigIntegerField, Count, QuerySet, Sum
-from django.db.models.functions import Cast
+from django.db.models import BigIntegerField, Count, F, QuerySet, Sum, Value
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
 from billing_portal.models import CheckoutSession, Invoice
@@ -89,9 +90,12 @@ class CurrencyTotals:
     total: int  # minor units
     amount_paid: int  # minor units
     amount_remaining: int  # minor units
+    # What negative totals (a downgrade's proration) put on the customer's credit balance instead of
+    # paying out: total + credited_to_balance - what the balance paid = what was charged.
+    credited_to_balance: int = 0  # minor units
 
 
-def _sum(field: str) -> Cast:
+def _sum(field: str | Combinable) -> Cast:
     # PostgreSQL sums bigint into numeric; cast back so the sums arrive as Python ints.
     return Cast(Sum(field), BigIntegerField())
 
@@ -107,10 +111,25 @@ def invoice_totals(invoices: QuerySet[Invoice]) -> list[CurrencyTotals]:
             total=_sum("total"),
             amount_paid=_sum("amount_paid"),
             amount_remaining=_sum("amount_remaining"),
+            credited_to_balance=_sum(Greatest(F("starting_balance") - F("ending_balance"), Value(0))),
         )
         .order_by("currency")
     )
     return [CurrencyTotals(**row) for row in rows]
+
+
+def credit_balance_left(*, tenant: Tenant) -> Invoice | None:
+    """The newest finalized invoice when it left the customer a credit balance (ending_balance < 0):
+    the gateway applies that balance to the next invoices before charging the card (Stripe:
+    https://docs.stripe.com/billing/customer/balance). The figure is as of that invoice."""
+    newest = (
+        Invoice.objects.filter(tenant=tenant)
+        .exclude(status=Invoice.Status.DRAFT)
+        .order_by("-issued_at", "-pk")
+        .only("pk", "number", "gateway_invoice_id", "ending_balance", "currency", "issued_at")
+        .first()
+    )
+    return newest if newest is not None and newest.ending_balance < 0 else None
 
 
 def invoice_detail(*, tenant: Tenant, invoice_id: int) -> Invoice:

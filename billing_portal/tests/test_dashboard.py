@@ -247,6 +247,27 @@ def test_s26_a_plan_whose_payment_failed_renews_once_its_open_invoice_is_paid(te
     )
 
 
+def test_s18_a_credit_balance_left_by_a_downgrade_shows_on_the_next_invoice_tile(tenant, finance, client_for):
+    """Found by an outsider probe: after a downgrade's $89.77 credit the tile said $49.00 due on the
+    renewal with no word of the credit that pays it first (the gateway applies the balance before
+    charging the card: https://docs.stripe.com/billing/customer/balance)."""
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    InvoiceFactory(tenant=tenant, number="ACME-0001", issued_at=NOW - timedelta(days=5), total=19900)
+    down = InvoiceFactory(
+        tenant=tenant, number="ACME-0002", issued_at=NOW - timedelta(days=1), status="paid", subtotal=-8977,
+        total=-8977, amount_due=0, amount_paid=0, amount_remaining=0, starting_balance=0, ending_balance=-8977,
+    )  # fmt: skip
+    tile = block(overview(client_for(finance)), "tile-next-invoice")
+    assert squash(block(tile, "credit-balance")) == (
+        "Your credit balance of $89.77 (after invoice ACME-0002) pays the next invoices before your card is charged."
+    )
+    InvoiceFactory(
+        tenant=tenant, number="ACME-0003", issued_at=NOW, status="paid", subtotal=4900, total=4900,
+        amount_due=0, amount_paid=0, amount_remaining=0, starting_balance=down.ending_balance, ending_balance=0,
+    )  # fmt: skip
+    assert 'data-testid="credit-balance"' not in overview(client_for(finance))  # used up
+
+
 def test_no_next_invoice_tile_without_paid_plans_or_invoices(tenant, admin, client_for):
     plan_services.tenant_provision(tenant=tenant)
     assert 'data-testid="tile-next-invoice"' not in overview(client_for(admin))

@@ -425,6 +425,9 @@ def test_a_downgrade_credit_and_its_use_show_on_the_list_the_detail_and_the_csv(
     listing = client.get(url("invoices", tenant)).content.decode()
     assert "Credit $29.97 to balance" in listing
     assert "$29.97 paid from credit" in listing
+    # Totals: what went to the credit balance beside the totals, so Total + To credit balance
+    # reconciles with what was charged (an outsider probe read "Total $169.15 · Paid $258.92").
+    assert 'data-testid="totals-credited">$29.97<' in listing
     detail = client.get(url("invoice_detail", tenant, invoice_id=down.pk)).content.decode()
     assert 'data-testid="credit-added">$29.97<' in detail
     assert b"(Added to your credit balance)" in invoice_pdf(invoice=down)
