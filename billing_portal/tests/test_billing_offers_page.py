@@ -253,6 +253,20 @@ def test_the_dialog_shows_only_immediately_while_a_change_is_scheduled(
         assert 'data-testid="update-subscription"' in page
 
 
+def test_the_dialog_says_a_custom_date_change_is_not_prorated_s18(subscribed, admin, client_for):
+    """An outsider probe scheduled Growth -> Scale on a custom date before the period's end and found
+    nothing saying how the days between are billed: the schedule switches the price without a
+    proration, and the next invoice bills the new plan for the next period."""
+    page = client_for(admin).get("/t/acme/billing/plans/agents-scale/change/").content.decode()
+    on = subscribed.current_period_end
+    note = re.search(r'data-testid="custom-date-note">([^<]+)<', page)
+    assert note is not None
+    assert note.group(1) == (
+        f"On a custom date nothing is prorated: Scale starts that day, and the invoice of "
+        f"{on.day} {on:%b %Y} bills Scale's $499.00 for the next month."
+    )
+
+
 def test_the_dialog_of_a_canceled_subscription_says_why_and_offers_no_update(
     subscribed, admin, client_for, live
 ):
