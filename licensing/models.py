@@ -164,6 +164,9 @@ class ClientImport(models.Model):
     updated = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, help_text='[{"line": 7, "message": "..."}]')
+    # What the preview shows before anything is imported: the first rows that change a client, each
+    # with its fields before and after: [{"line", "client_id", "name", "changes": {field: [from, to]}}].
+    changes = models.JSONField(default=list, blank=True)
     error_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -181,3 +184,29 @@ class ClientImport(models.Model):
     @property
     def running(self) -> bool:
         return self.status in (self.Status.CHECKING, self.Status.APPLYING)
+
+    FIELD_LABELS = {
+        "name": "Client name",
+        "status": "Status",
+        "company_type": "Company type",
+        "agreement_type": "Agreement type",
+    }
+
+    @property
+    def change_rows(self) -> list[dict[str, object]]:
+        """The preview's changes in the page's words: each field's label, before and after (a status
+        by its label), and whether the row marks an active client inactive."""
+        statuses = dict(Client.Status.choices)
+        rows = []
+        for row in self.changes:
+            fields = [
+                {
+                    "label": self.FIELD_LABELS.get(name, name),
+                    "before": statuses.get(before, before) if name == "status" else before,
+                    "after": statuses.get(after, after) if name == "status" else after,
+                }
+                for name, (before, after) in row["changes"].items()
+            ]
+            deactivates = row["changes"].get("status", [None, None])[1] == Client.Status.INACTIVE
+            rows.append({**row, "fields": fields, "deactivates": deactivates})
+        return rows

@@ -616,9 +616,14 @@ def client_import_create(*, tenant: Tenant, filename: str, content: str, actor: 
     return found
 
 
-def _compare(tenant: Tenant, rows: Sequence[imports.Row]) -> tuple[int, int, int]:
-    """(new, updated, unchanged) of the rows against the tenant's clients."""
+IMPORT_CHANGES_SHOWN = 100  # rows that change a client, listed in the preview (the counts are whole)
+
+
+def _compare(tenant: Tenant, rows: Sequence[imports.Row]) -> tuple[int, int, int, list[dict[str, Any]]]:
+    """(new, updated, unchanged) of the rows against the tenant's clients, and the first rows that
+    change a client with what they change (the preview: "what it would add and change")."""
     new = updated = 0
+    shown: list[dict[str, Any]] = []
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         existing = {
@@ -631,9 +636,18 @@ def _compare(tenant: Tenant, rows: Sequence[imports.Row]) -> tuple[int, int, int
             client = existing.get(row.external_id)
             if client is None:
                 new += 1
-            elif _changes(client, row.fields, row.given):
+            elif changes := _changes(client, row.fields, row.given):
                 updated += 1
-    return new, updated, len(rows) - new - updated
+                if len(shown) < IMPORT_CHANGES_SHOWN:
+                    shown.append(
+                        {
+                            "line": row.line,
+                            "client_id": row.external_id,
+                            "name": client.name,
+                            "changes": changes,
+                        }
+                    )
+    return new, updated, len(rows) - new - updated, shown
 
 
 def client_import_check(*, import_id: int) -> ClientImport:
@@ -648,7 +662,9 @@ def client_import_check(*, import_id: int) -> ClientImport:
         ClientImport.objects.filter(pk=import_id).update(processed=done)
 
     checked = imports.check(found.content, progress=progress if found.total > IMPORT_INLINE_ROWS else None)
-    new, updated, unchanged = (0, 0, 0) if checked.error_count else _compare(found.tenant, checked.rows)
+    new, updated, unchanged, changes = (
+        (0, 0, 0, []) if checked.error_count else _compare(found.tenant, checked.rows)
+    )
     ClientImport.objects.filter(pk=import_id, status=ClientImport.Status.CHECKING).update(
         status=ClientImport.Status.INVALID if checked.error_count else ClientImport.Status.READY,
         total=checked.total,
@@ -658,6 +674,7 @@ def client_import_check(*, import_id: int) -> ClientImport:
         new=new,
         updated=updated,
         unchanged=unchanged,
+        changes=changes,
         finished_at=timezone.now(),
     )
     found.refresh_from_db()

@@ -145,6 +145,15 @@ def test_preview_then_apply_creates_and_updates_in_one_go_and_is_audited(essenti
         ("unchanged", "1"),
     ]
     assert not Client.objects.filter(external_id="c3").exists()  # nothing until Import
+    # The page promises "you see what it would add and change": which client, each field before and
+    # after, and a client the file marks inactive flagged (an outsider probe saw only the counts).
+    change = re.search(r'<tr data-testid="import-change">(.*?)</tr>', preview, re.S)
+    assert change is not None
+    text = " ".join(re.sub(r"<[^>]+>", " ", change.group(1)).split())
+    assert text == (
+        "3 Old name c2 Marked inactive Client name: Old name → Fabrikam Status: Active → Inactive "
+        "Company type: (empty) → Customer Agreement type: (empty) → Break-fix"
+    )
 
     client.post(f"{IMPORT}{found.pk}/apply/")
     client.post(f"{IMPORT}{found.pk}/apply/")  # a double click imports once
