@@ -102,14 +102,18 @@ def organization_signup(
 
 
 @transaction.atomic
-def organization_create(*, name: str, admin: User, actor: User | Actor | None = None) -> Tenant:
+def organization_create(
+    *, name: str, admin: User, actor: User | Actor | None = None, now: datetime | None = None
+) -> Tenant:
+    """A new tenant, on what a new tenant starts on (the AI Agents trial, AI Free) from `now` (the
+    demo's stories sign up in the past)."""
     tenant = tenant_services.tenant_create(name=name, admin=admin, actor=actor)
-    for sub in plan_services.tenant_provision(tenant=tenant, actor=actor or admin):
-        free_plan_credits_grant(subscription=sub)
+    for sub in plan_services.tenant_provision(tenant=tenant, now=now, actor=actor or admin):
+        free_plan_credits_grant(subscription=sub, now=now)
     return tenant
 
 
-def free_plan_credits_grant(*, subscription: Subscription) -> None:
+def free_plan_credits_grant(*, subscription: Subscription, now: datetime | None = None) -> None:
     """A free plan's included credits (AI Free: 50 for its 3 months, C05), granted as it starts."""
     if subscription.plan.kind == Plan.Kind.FREE:
         credit_services.credits_grant_plan_period(
@@ -118,6 +122,7 @@ def free_plan_credits_grant(*, subscription: Subscription) -> None:
             period_start=subscription.current_period_start,
             period_end=subscription.current_period_end,
             reference=f"subscription:{subscription.pk}:free",
+            now=now,
         )
 
 
@@ -1552,12 +1557,17 @@ def invoice_credits_grant(*, tenant: Tenant, inv: GatewayInvoice) -> None:
         default=None,
     )
     start, end = (paid.period_start, paid.period_end) if paid else (None, None)
+    # The credits arrive with the payment: a grant applied after its invoice was paid (a late
+    # webhook, a reconcile) is written as of the payment, so the ledger replayed at any moment since
+    # holds it, as the credits the payment bought were the customer's from then.
+    now = timezone.now()
     credit_services.credits_grant_plan_period(
         tenant=tenant,
         plan=sub.plan,
         period_start=start or sub.current_period_start,
         period_end=end or sub.current_period_end,
         reference=f"invoice:{inv.id}",
+        now=min(inv.paid_at, now) if inv.paid_at else now,
     )
 
 

@@ -1,6 +1,7 @@
-"""Demo data for `seed_demo` (DEBUG only): a month of AI-credit consumption for a tenant already on
-AI Plus, written through the services with the clock of each moment, so the ledger, AI Statistics
-and the replay at any moment are exactly what a month of real traffic would have left."""
+"""Demo data for `seed_demo` (DEBUG only): a month of AI-credit consumption for a tenant on AI Plus
+since a month before, written through the services with the clock of each moment, so the ledger,
+AI Statistics and the replay at any moment are exactly what a month of real traffic would have
+left."""
 
 from __future__ import annotations
 
@@ -11,35 +12,29 @@ from django.utils import timezone
 
 from credits import services
 from credits.models import ExtraPack
-from plans.models import Plan
 from tenants.models import ApiKey, Tenant
 
 CLIENTS = ["helpdesk-eu", "helpdesk-us", "reviews-bot", "onboarding", "billing-desk"]
 CURRENT_PERIOD_BURST = 1600  # credits (Smart Responses) used in the current period besides 15
 
 
-def demo_month(*, tenant: Tenant, plan: Plan, api_key: ApiKey, now: datetime | None = None) -> int:
-    """The AI Plus period before the current one (2,000 credits, granted as its invoice would have),
-    about 1,200 credits of consumption spread over it by client and feature, one refund, and 1,615
-    credits used in the current period (over 80% of it: the balance runs low, so the extra pack
-    `seed_demo` then buys is on offer, C12). Returns the consumptions made. (The active extra pack is
+def demo_month(
+    *, tenant: Tenant, api_key: ApiKey, period_start: datetime, now: datetime | None = None
+) -> int:
+    """About 1,200 credits of consumption spread over the AI Plus period before the current one (from
+    `period_start`: its 2,000 credits were granted by that period's paid invoice, as the renewal's
+    invoice granted this period's) by client and feature, one refund, and 1,615 credits used in the
+    current period (over 80% of it: the balance runs low, so the extra pack `seed_demo` then buys is
+    on offer, C12). Returns the consumptions made. (The plan itself, and the active extra pack, are
     bought by `seed_demo` through billing_portal, which this layer may not call.)"""
     now = now or timezone.now()
     rng = random.Random(f"demo:{tenant.slug}")  # the same history on every fresh seed
-    start = now - timedelta(days=30)
-    services.credits_grant_plan_period(
-        tenant=tenant,
-        plan=plan,
-        period_start=start,
-        period_end=now,
-        reference=f"demo:{tenant.slug}:previous-period",
-        now=start,
-    )
+    start = period_start
     made = 0
-    for day in range(30):
+    for day in range((now - start).days + 1):
         for n in range(rng.randint(6, 14)):
             moment = start + timedelta(days=day, hours=rng.randint(7, 19), minutes=rng.randint(0, 59))
-            if moment >= now:
+            if not start <= moment < now:
                 continue
             smart = rng.random() < 0.6
             services.credits_consume(

@@ -9,4 +9,6 @@ class PlansConfig(AppConfig):
         from plans import audit_sentences
         from tenants.audit import register_sentences
 
-        register_sentences(audit_sentences.SENTENCES, labels=audit_sentences.LABELS)
+        register_sentences(
+            audit_sentences.SENTENCES, labels=audit_sentences.LABELS, folds=audit_sentences.FOLDS
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from plans.models import Lead
-from tenants.audit import Fields, Sentence
+from tenants.audit import Fields, Fold, Sentence
 from tenants.models import AuditEvent
 
 _TRIAL_ENDED_BECAUSE = {
@@ -21,6 +21,17 @@ _LEAD_VERB = {
 def _trial_ended(event: AuditEvent, fields: Fields) -> str:
     because = _TRIAL_ENDED_BECAUSE.get(fields.get("reason", ""))
     return f"The free trial ended: {because}" if because else "The free trial ended"
+
+
+def _activated(event: AuditEvent, fields: Fields) -> str:
+    """Into Active: a first subscription (its trial or its first payment over) becomes active; only
+    one that had lapsed (a failed payment, a suspension) is reactivated; a canceled one resumed."""
+    was = str((event.data or {}).get("from", ""))
+    if was == "canceled":
+        return "{actor} resumed {target}: it renews again".format_map(fields)
+    if was in ("past_due", "suspended", "expired"):
+        return "{actor} reactivated {target}".format_map(fields)
+    return "{target} became active".format_map(fields)
 
 
 def _lead(event: AuditEvent, fields: Fields) -> str:
@@ -50,7 +61,7 @@ SENTENCES: dict[str, Sentence] = {
     "subscription.converted": "{actor} upgraded the subscription to {target}",
     "subscription.replaced": "{target} was replaced by a newer paid subscription",
     "subscription.plan_changed": "{actor} changed the plan to {target}",
-    "subscription.activated": "{actor} reactivated {target}",
+    "subscription.activated": _activated,
     "subscription.payment_failed": "A payment for {target} failed: the grace period started",
     "subscription.suspended": "{actor} suspended {target} (payment overdue)",
     "subscription.canceled": "{actor} canceled {target}: it stays active until the end of the period",
@@ -72,7 +83,7 @@ LABELS = {
     "subscription.converted": "Upgraded from the free plan",
     "subscription.replaced": "Subscription replaced",
     "subscription.plan_changed": "Plan changed",
-    "subscription.activated": "Subscription reactivated",
+    "subscription.activated": "Subscription activated",
     "subscription.payment_failed": "Payment failed",
     "subscription.suspended": "Subscription suspended",
     "subscription.canceled": "Subscription canceled",
@@ -87,3 +98,11 @@ LABELS = {
     "lead.won": "Sales request won",
     "lead.status_changed": "Sales request updated",
 }
+
+# One action, one row: the state and plan changes that a trial's (or a free plan's) upgrade and a
+# resume write beside their own event read as part of it on the Activity page.
+FOLDS = [
+    Fold("subscription.activated", into=("subscription.converted",), data={"from": "trialing"}),
+    Fold("subscription.plan_changed", into=("subscription.converted",)),
+    Fold("subscription.activated", into=("subscription.resumed",), data={"from": "canceled"}),
+]

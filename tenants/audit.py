@@ -8,12 +8,13 @@ above it); an action without one reads as a plain fallback sentence."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
 
 from tenants.models import ActorType, ApiKey, AuditEvent, Role, Tenant, User
 
@@ -76,11 +77,50 @@ _SENTENCES: dict[str, Sentence] = {}
 _LABELS: dict[str, str] = {}
 
 
-def register_sentences(sentences: Mapping[str, Sentence], *, labels: Mapping[str, str] | None = None) -> None:
-    """Add the sentences (and the filter's readable names) of an app's actions; registering an
-    action again replaces it."""
+@dataclass(frozen=True)
+class Fold:
+    """One user action can write several events (a trial's upgrade: "converted", its state change
+    and its plan change): an `action` event (whose data holds `data`) on the same target as an event
+    of one of `into`, written within `within` of it, repeats that event, and the Activity page shows
+    only the one it repeats. The event stays in the log (it is append-only); only the page folds it."""
+
+    action: str
+    into: tuple[str, ...]
+    data: Mapping[str, str] = field(default_factory=dict)
+    within: timedelta = timedelta(minutes=1)
+
+
+_FOLDS: list[Fold] = []
+
+
+def register_sentences(
+    sentences: Mapping[str, Sentence],
+    *,
+    labels: Mapping[str, str] | None = None,
+    folds: Iterable[Fold] = (),
+) -> None:
+    """Add the sentences (and the filter's readable names, and the events that repeat another) of an
+    app's actions; registering an action again replaces it."""
     _SENTENCES.update(sentences)
     _LABELS.update(labels or {})
+    _FOLDS.extend(fold for fold in folds if fold not in _FOLDS)
+
+
+def folded_q() -> Q:
+    """The events the Activity page folds into the event of the same step they repeat (see Fold)."""
+    folded = Q(pk__in=[])
+    for fold in _FOLDS:
+        repeated = AuditEvent.objects.filter(
+            tenant=OuterRef("tenant"),
+            target_type=OuterRef("target_type"),
+            target_id=OuterRef("target_id"),
+            action__in=fold.into,
+            created_at__gte=OuterRef("created_at") - fold.within,
+            created_at__lte=OuterRef("created_at") + fold.within,
+        )
+        data = {f"data__{key}": value for key, value in fold.data.items()}
+        folded |= Q(Exists(repeated), action=fold.action, **data) & ~Q(target_id="")
+    return folded
 
 
 def registered_actions() -> frozenset[str]:

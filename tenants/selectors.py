@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from tenants import audit
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant, User
 
 if TYPE_CHECKING:
@@ -54,7 +55,9 @@ class ActivityFilter:
 
 
 def activity(*, tenant: Tenant, filters: ActivityFilter) -> QuerySet[AuditEvent]:
-    events = AuditEvent.objects.filter(tenant=tenant)
+    """The tenant's audit events as the Activity page lists them: newest first, one row per action
+    (an event that repeats another of the same step is folded into it, `tenants.audit.Fold`)."""
+    events = AuditEvent.objects.filter(tenant=tenant).exclude(audit.folded_q())
     if filters.action:
         events = events.filter(action__startswith=filters.action)
     if filters.actor:

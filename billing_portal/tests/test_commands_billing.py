@@ -588,3 +588,58 @@ def test_seed_demo_tells_each_story_in_order(settings):
     started = AuditEvent.objects.get(tenant=nimbus.tenant, action="subscription.trial_started")
     assert started.data["ends"] == nimbus.trial_ends_at.date().isoformat()
     assert nimbus.trial_ends_at - nimbus.started_at == timedelta(days=14)
+
+
+# The Activity log tells each story on its days: a plan bought in the past is logged on the day of
+# its invoice, before what followed it; the team and AI Free date from the sign-up (README: AI Free
+# lasts 3 months from sign-up); a step reads as one row.
+@pytest.mark.django_db(transaction=True)
+def test_seed_demo_logs_each_step_on_its_day(settings):
+    from django.db.models import Q
+
+    from billing_portal.management.commands.seed_demo import DEMO_TENANTS
+    from tenants.models import Membership
+    from tenants.selectors import ActivityFilter, activity
+
+    settings.DEBUG = True
+    run("seed_demo")
+
+    for slug in ("helix", "tidewater", "kestrel", "juniper", "lumen"):
+        tenant = Tenant.objects.get(slug=slug)
+        first = Invoice.objects.filter(tenant=tenant).order_by("issued_at").first()
+        assert first is not None, slug
+        bought = AuditEvent.objects.filter(
+            tenant=tenant,
+            action__in=["checkout.started", "subscription.converted", "subscription.plan_changed"],
+        )
+        assert {event.created_at.replace(microsecond=0) for event in bought} == {first.issued_at}, slug
+    for tenant in Tenant.objects.filter(slug__in=[slug for slug, *_ in DEMO_TENANTS]):
+        free = Subscription.objects.get(tenant=tenant, plan__code__in=["credits-free", "credits-plus"])
+        assert free.started_at == tenant.created_at, tenant.slug
+        grant = Grant.objects.get(reference=f"subscription:{free.pk}:free")
+        assert (grant.valid_from, grant.created_at) == (tenant.created_at, tenant.created_at), tenant.slug
+        if free.plan.code == "credits-free":  # AI Free's 3 months (Lumen's ended when it bought AI Plus)
+            assert grant.expires_at == plan_services.months_after(tenant.created_at, 3), tenant.slug
+        signed_up = AuditEvent.objects.filter(tenant=tenant).filter(
+            Q(action__in=["tenant.created", "member.added", "subscription.trial_started"])
+            | Q(action="subscription.started", target_label="AI Free")
+        )
+        assert signed_up.count() == 4, tenant.slug
+        assert {event.created_at for event in signed_up} == {tenant.created_at}, tenant.slug
+        assert set(Membership.objects.filter(tenant=tenant).values_list("created_at", flat=True)) == {
+            tenant.created_at
+        }, tenant.slug  # the Team page's "Joined"
+    # Kestrel bought Growth, then its renewal failed: in that order.
+    kestrel = Tenant.objects.get(slug="kestrel")
+    converted = AuditEvent.objects.get(tenant=kestrel, action="subscription.converted")
+    failed = AuditEvent.objects.get(tenant=kestrel, action="subscription.payment_failed")
+    assert converted.created_at < failed.created_at
+    # Helix's upgrade reads as one row, with the verb of a first subscription.
+    helix = Tenant.objects.get(slug="helix")
+    rows = [
+        sentence(e) for e in activity(tenant=helix, filters=ActivityFilter()).select_related("actor_user")
+    ]
+    assert [row for row in rows if "Growth" in row] == [
+        "System upgraded the subscription to Growth",
+        "Helix Admin opened the checkout for Growth",
+    ]

@@ -30,7 +30,14 @@ def test_lumen_has_a_month_of_consumption_and_an_active_pack(settings):
     # could be bought, C12); last period's leftovers expired at renewal.
     assert (ov.period_amount, ov.period_used) == (2000 * K, 1615 * K)
     assert ov.figures.balance == 885 * K
-    previous = Grant.objects.get(tenant=lumen, reference="demo:lumen:previous-period")
+    # Both periods' credits came from paid AI Plus invoices: bought a month ago at the checkout,
+    # renewed as the seed ran.
+    plus = Invoice.objects.filter(tenant=lumen, total=9900).order_by("issued_at")
+    assert [i.status for i in plus] == ["paid", "paid"]
+    previous, current = (Grant.objects.get(reference=f"invoice:{i.gateway_invoice_id}") for i in plus)
+    assert (previous.valid_from, previous.expires_at) == (plus[0].service_period_start, current.valid_from)
+    assert previous.created_at == plus[0].issued_at  # granted as that invoice was paid
+    assert not Grant.objects.filter(tenant=lumen, reference__startswith="demo:").exists()
     assert previous.remaining == 0
     assert Entry.objects.filter(grant=previous, kind="expire").count() == 1
     assert Consumption.objects.filter(tenant=lumen).count() > 250

@@ -6,12 +6,14 @@ Every password is DEMO_PASSWORD; the README lists the logins."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from billing_portal import services as billing
@@ -22,7 +24,7 @@ from billing_portal.models import PortalConfiguration
 from credits.demo import demo_month, demo_pack
 from licensing.demo import demo_partner
 from plans import services as plan_services
-from plans.models import Plan, Subscription, TrialGrant
+from plans.models import Plan, Subscription
 from sessions_billing.demo import demo_limit_near, demo_sessions
 from tenants import services
 from tenants.audit import SYSTEM
@@ -53,8 +55,8 @@ DEMO_DAYS_AGO: dict[str, tuple[int, int | None]] = {
     "orbit": (4, None),  # 10 days of trial left
     "nimbus": (12, None),  # 2 days left: Trial ending soon
     "quill": (14, None),  # the trial's days ran out as the seed runs
-    # Its trial ran out before the AI Plus period that credits.demo grants (30 days ago) began (C19).
-    "lumen": (44, None),
+    # Its trial ran out before it bought AI Plus, a month ago (`_dates`; C19).
+    "lumen": (46, None),
     "helix": (24, 24),  # a month of usage in the current period
     "tidewater": (13, 13),
 }
@@ -87,9 +89,12 @@ class Command(BaseCommand):
             if Tenant.objects.filter(slug=slug).exists():
                 self._people(Tenant.objects.get(slug=slug), slug)
                 continue
-            with transaction.atomic():
+            now = timezone.now()
+            signed_up, bought = self._dates(slug, now)
+            # The tenant signs up, and its AI Agents trial and AI Free begin, at `signed_up`.
+            with transaction.atomic(), self._dated(signed_up):
                 admin = self._user(f"admin@{slug}.test", f"{name.split()[0]} Admin")
-                tenant = billing.organization_create(name=name, admin=admin, actor=SYSTEM)
+                tenant = billing.organization_create(name=name, admin=admin, actor=SYSTEM, now=signed_up)
                 if tenant.slug != slug:
                     Tenant.objects.filter(pk=tenant.pk).update(slug=slug)
                     tenant.refresh_from_db()
@@ -97,14 +102,15 @@ class Command(BaseCommand):
                 key = services.api_key_create(
                     tenant=tenant, name="Demo integration", actor=SYSTEM, secret=demo_api_key(slug)
                 ).api_key
-            now = timezone.now()
-            signed_up, bought = self._dates(slug, now)
-            if signed_up < now:
                 self._signed_up(tenant, at=signed_up)
             if state == "expired":
                 self._trial_runs_out(tenant)  # a trial ends before any plan is bought
             if plan_code:
                 self._buy(tenant, Plan.objects.get(code=plan_code), admin, at=bought)
+            if plan_code == "credits-plus":
+                # Lumen bought AI Plus a month ago: the gateway's clock runs on to now and renews it,
+                # with the renewal's invoice (paid with the saved card) granting this period's credits.
+                billing.gateway_advance(now=timezone.now())
             if state != "expired":
                 self._shape(tenant, state, admin)
             # What the gateway did is applied here and now, not when a worker gets to the webhooks:
@@ -119,7 +125,7 @@ class Command(BaseCommand):
                 # Lumen: a month of AI-credit consumption (AI Statistics) and an active extra pack,
                 # bought with the saved card at the local gateway as Buy extra credits buys one
                 # (without the dialog's security code: nobody reads the demo admin's mail).
-                demo_month(tenant=tenant, plan=Plan.objects.get(code=plan_code), api_key=key)
+                demo_month(tenant=tenant, api_key=key, period_start=bought)
                 pack = demo_pack()
                 if pack is not None:
                     billing.extra_pack_charge_confirmed(tenant=tenant, pack=pack, actor=admin)
@@ -145,42 +151,43 @@ class Command(BaseCommand):
             paid_from = plan_services.months_after(now - timedelta(days=KESTREL_RENEWAL_FAILED_DAYS_AGO), -1)
             return paid_from, paid_from
         signed_up_days, bought_days = DEMO_DAYS_AGO.get(slug, (0, None))
+        if slug == "lumen":
+            # AI Plus bought a month ago: its first period ends, and renews, as the seed runs.
+            return now - timedelta(days=signed_up_days), plan_services.months_after(now, -1)
         return now - timedelta(days=signed_up_days), now - timedelta(days=bought_days or 0)
 
+    @contextmanager
+    def _dated(self, at: datetime) -> Iterator[None]:
+        """A step of a story that happened at `at`: what it logs is dated then, not when the seed
+        runs (the services date what they take a clock for: a trial, a free plan, the credits a
+        payment granted; the audit log is written at the real clock, so its rows of this step are
+        moved back here)."""
+        last_event = AuditEvent.objects.aggregate(last=Max("id"))["last"] or 0
+        yield
+        AuditEvent.objects.filter(id__gt=last_event).update(created_at=at)
+
     def _signed_up(self, tenant: Tenant, *, at: datetime) -> None:
-        """The tenant signed up, and its AI Agents trial began, at `at` rather than now: the trial's
-        days count from then, and the Activity log says so."""
-        sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents", state="trialing")
-        assert sub.started_at is not None
-        assert sub.trial_ends_at is not None
-        ends = sub.trial_ends_at - (sub.started_at - at)
-        Subscription.objects.filter(pk=sub.pk).update(
-            started_at=at, current_period_start=at, current_period_end=ends, trial_ends_at=ends
-        )
-        TrialGrant.objects.filter(tenant=tenant, product=sub.product).update(granted_at=at)
+        """The tenant and its team date from its sign-up (the Team page's "Joined")."""
         Tenant.objects.filter(pk=tenant.pk).update(created_at=at)
-        AuditEvent.objects.filter(
-            tenant=tenant, action__in=["tenant.created", "member.added", "subscription.trial_started"]
-        ).update(created_at=at)
-        AuditEvent.objects.filter(tenant=tenant, action="subscription.trial_started").update(
-            data={"ends": ends.date().isoformat()}
-        )
+        Membership.objects.filter(tenant=tenant).update(created_at=at)
 
     def _trial_runs_out(self, tenant: Tenant) -> None:
         """The trial's days run out: it ends at its end, as the sweeper ends it."""
         sub = Subscription.objects.get(tenant=tenant, product__code="ai_agents", state="trialing")
         assert sub.trial_ends_at is not None
         ended = min(sub.trial_ends_at, timezone.now())
-        plan_services.trial_end(subscription=sub, reason="days", now=ended)
-        AuditEvent.objects.filter(tenant=tenant, action="subscription.trial_ended").update(created_at=ended)
+        with self._dated(ended):
+            plan_services.trial_end(subscription=sub, reason="days", now=ended)
 
     def _buy(self, tenant: Tenant, plan: Plan, admin: User, *, at: datetime) -> None:
         """Buy `plan` through the local checkout, as of `at` (the gateway's clock), then let the
         gateway's clock run to now: renewals due since are invoiced and paid (or fail)."""
         gateway = get_gateway()
         assert isinstance(gateway, LocalGateway)
-        with gateway.frozen_at(at) if at < timezone.now() else nullcontext():
+        with self._dated(at), gateway.frozen_at(at) if at < timezone.now() else nullcontext():
             start_plan(tenant=tenant, plan=plan, actor=admin)
+            # The checkout's webhooks are applied in the step: what they log happened then too.
+            billing.tenant_reconcile(tenant=tenant, since_days=90)
 
     def _shape(self, tenant: Tenant, state: str, admin: User) -> None:
         """Put the AI Agents subscription in the demo state, through the same paths users take."""
@@ -202,16 +209,15 @@ class Command(BaseCommand):
         elif state == "payment_issue" and sub is not None:
             # The card expired; the renewal at the end of the paid period declined (its invoice
             # stays open for the retries) and the grace period runs from that failure.
-            gateway.expire_card(sub.gateway_subscription_id)
-            gateway.advance()
-            billing.tenant_reconcile(tenant=tenant, since_days=90)
+            assert sub.current_period_end is not None
+            with self._dated(sub.current_period_end):  # the renewal, and its failure, happened then
+                gateway.expire_card(sub.gateway_subscription_id)
+                gateway.advance()
+                billing.tenant_reconcile(tenant=tenant, since_days=90)
             sub.refresh_from_db()
             failed = sub.current_period_start
             Subscription.objects.filter(pk=sub.pk).update(
                 payment_failed_at=failed, grace_until=failed + timedelta(days=settings.GRACE_PERIOD_DAYS)
-            )
-            AuditEvent.objects.filter(tenant=tenant, action="subscription.payment_failed").update(
-                created_at=failed
             )
         elif state == "canceled" and sub is not None:
             gateway.cancel_subscription(
