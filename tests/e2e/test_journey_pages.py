@@ -193,3 +193,36 @@ def test_the_overview_dashboard_fits_a_phone(new_context, tenant, admin):
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0, f"the Overview scrolls sideways on a phone by {overflow}px"
+
+
+@pytest.mark.parametrize("path", ["agents/", "sessions/", "invoices/"])
+def test_tables_stack_as_cards_on_a_phone(new_context, tenant, admin, path):
+    """At 390 px the Agents, Sessions and Invoices tables read as one card per row with their labels
+    (S04, S06, S32, S35): the billable sessions, whether agents accept new sessions, Issued and
+    Total are on screen, and nothing scrolls sideways."""
+    from sessions_billing.services import session_start
+
+    SubscriptionFactory(tenant=tenant, plan=plan("agents-growth"))
+    session_start(
+        tenant=tenant,
+        conversation_id="a-rather-long-conversation-id-from-the-product-0001",
+        direction="inbound",
+        agent="customer-support-assistant",
+    )
+    InvoiceFactory(tenant=tenant, number="ACME-LONG-INVOICE-NUMBER-000000001", status="open")
+
+    page = new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    _log_in(page, admin.email)
+    page.goto(f"/t/{tenant.slug}/{path}")
+    table = page.locator("table").last
+    expect(table).to_be_visible()
+    scrolls = page.evaluate(
+        """() => [document.documentElement.scrollWidth - document.documentElement.clientWidth,
+                 ...[...document.querySelectorAll('.table-wrap')].map(w => w.scrollWidth - w.clientWidth)]"""
+    )
+    assert max(scrolls) <= 0, f"{path} scrolls sideways on a phone: {scrolls}"
+    for cell in table.locator("tbody tr:first-child td[data-label]:visible").all():
+        box = cell.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 390, f"{cell.get_attribute('data-label')} is cut off"
