@@ -452,7 +452,14 @@ def ai_subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> Http
         is_public=True,
         product__code=Product.Code.AI_CREDITS,
     )
-    context: dict = {"kind": "subscribe", "plan": plan, "step": "start"}
+    # Before the code is confirmed: the credits of the plan this one replaces (AI Free) that end.
+    ending = credit_selectors.plan_credits_ending(tenant=tenant, plan=plan)
+    context: dict = {
+        "kind": "subscribe",
+        "plan": plan,
+        "step": "start",
+        "ending": ending.notice(plan.name) if ending else "",
+    }
     offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role)
     refusal = offer.refused(OfferAction.SUBSCRIBE)
     if refusal is not None:
