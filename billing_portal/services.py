@@ -485,12 +485,18 @@ def subscribe_now(
     with transaction.atomic():
         plan_services.subscription_lock(tenant=tenant, product=plan.product)
         offer_require(tenant=tenant, plan=plan, role=role, action=OfferAction.SUBSCRIBE)
+        # Read before the plan starts: its credits replace these (the success message says so).
+        ending = credit_selectors.plan_credits_ending(tenant=tenant, plan=plan)
         try:
-            return _subscribe_with_saved_card(
+            outcome = _subscribe_with_saved_card(
                 tenant=tenant, plan=plan, actor=actor, success_url=success_url, cancel_url=cancel_url
             )
         except GatewayError as exc:
             failure = exc
+        else:
+            if outcome.status == "done" and ending is not None:
+                outcome = dataclasses.replace(outcome, message=f"{outcome.message} {ending.ended(plan.name)}")
+            return outcome
     raise _payment_error(failure) from failure
 
 

@@ -29,7 +29,7 @@ from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange
 from plans.offers import OfferAction, When, plan_offer, plan_offers, subscription_actions
-from sessions_billing.selectors import usage_for
+from sessions_billing.selectors import limit_after_change, limit_stop_warning, usage_for
 from tenants import security_codes
 from tenants.access import ADMIN_ONLY, ALL_ROLES, TenantRequest, return_path_within, tenant_view
 from tenants.errors import BusinessError, error_response, http_error
@@ -168,6 +168,21 @@ def manage(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
+def _limit_stop(tenant: Tenant, plan: Plan, *, now_applied: bool = False) -> str:
+    """An AI Agents plan changed Immediately keeps this period's billable sessions (S21): when they
+    already reach the new plan's limit, every agent stops at once (S25): the sentence that says so
+    ("" otherwise, or for another product). `now_applied`: the plan has started, its limit applies."""
+    if plan.product.code != Product.Code.AI_AGENTS or not plan.is_paid:
+        return ""
+    usage = usage_for(tenant=tenant)
+    new_limit = (
+        usage.session_limit
+        if now_applied
+        else limit_after_change(usage=usage, plan_session_limit=plan.session_limit)
+    )
+    return limit_stop_warning(usage=usage, new_limit=new_limit)
+
+
 @tenant_view(ADMIN_ONLY)
 @require_http_methods(["GET", "POST"])
 def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
@@ -191,6 +206,8 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
         else:
             if result.applied_now:
                 messages.success(request, f"You are now on {plan.name}. Your limits are updated.")
+                if stopping := _limit_stop(tenant, plan, now_applied=True):
+                    messages.warning(request, stopping)
             elif result.pending_until is not None:
                 messages.warning(request, result.message)
             else:
@@ -216,6 +233,8 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
         "form": form,
         "error": error,
         "offer": offer,
+        # S25: what Immediately does to the agents when this period's usage reaches the new limit.
+        "limit_stop": _limit_stop(tenant, plan) if offer.available else "",
         "ent": ents[plan.product.code],
         "product": plan.product,
     }
@@ -452,7 +471,14 @@ def ai_subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> Http
         is_public=True,
         product__code=Product.Code.AI_CREDITS,
     )
-    context: dict = {"kind": "subscribe", "plan": plan, "step": "start"}
+    # Before the code is confirmed: the credits of the plan this one replaces (AI Free) that end.
+    ending = credit_selectors.plan_credits_ending(tenant=tenant, plan=plan)
+    context: dict = {
+        "kind": "subscribe",
+        "plan": plan,
+        "step": "start",
+        "ending": ending.notice(plan.name) if ending else "",
+    }
     offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role)
     refusal = offer.refused(OfferAction.SUBSCRIBE)
     if refusal is not None:

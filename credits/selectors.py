@@ -28,8 +28,8 @@ from credits.models import (
     Unit,
     Wallet,
 )
-from plans.models import Product
-from plans.money import CREDIT, credits_string
+from plans.models import Plan, Product
+from plans.money import CREDIT, credits_string, format_credits
 from plans.offers import PackOffer, PlanOffer, extra_pack_offer, plan_offers
 from plans.selectors import Entitlements, ProductEntitlement, entitlements
 from tenants.models import Tenant
@@ -69,6 +69,42 @@ class Figures:
 
 
 ZERO = Figures(balance=0, held=0)
+
+
+@dataclass(frozen=True)
+class EndingCredits:
+    """The credits of another plan still left, which end when a new plan's period starts (AI Free's
+    when AI Plus starts: `credits_grant_plan_period` replaces them), as the subscriber is told."""
+
+    plan_name: str
+    remaining: int  # thousandths of a credit
+
+    def _what(self) -> str:
+        number, _, noun = format_credits(self.remaining).partition(" ")  # "27.5 credits", "1 credit"
+        return f"{number} remaining {self.plan_name} {noun}"
+
+    def notice(self, new_plan: str) -> str:
+        """Before subscribing: "Your 27.5 remaining AI Free credits end when AI Plus starts." """
+        return f"Your {self._what()} {'ends' if self.remaining == CREDIT else 'end'} when {new_plan} starts."
+
+    def ended(self, new_plan: str) -> str:
+        """After: "Your 27.5 remaining AI Free credits ended when AI Plus started." """
+        return f"Your {self._what()} ended when {new_plan} started."
+
+
+def plan_credits_ending(*, tenant: Tenant, plan: Plan, now: datetime | None = None) -> EndingCredits | None:
+    """The plan credits of another plan (AI Free) left now, which a period of `plan` (AI Plus) would
+    end; None when none are left."""
+    now = now or timezone.now()
+    rows = list(
+        Grant.objects.filter(wallet__tenant=tenant, wallet__unit=Unit.AI_CREDIT, source__in=PLAN_SOURCES)
+        .filter(live_q(now), remaining__gt=0)
+        .exclude(plan=plan)
+        .values_list("plan__name", "remaining")
+    )
+    if not rows:
+        return None
+    return EndingCredits(plan_name=rows[0][0] or "plan", remaining=sum(r for _, r in rows))
 
 
 def held_in(wallet: Wallet, now: datetime) -> int:

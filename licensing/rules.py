@@ -109,6 +109,24 @@ def assign_refusal(ent: ProductEntitlement) -> str | None:
     return ent.refusal.message if ent.refusal is not None else None
 
 
+def add_refusals(ent: ProductEntitlement, *, ai_used: int, chat_used: int) -> dict[str, str]:
+    """Per kind ("ai", "chat"), why a row's Add AI license / Add Chat license would be refused on any
+    client, so the menu shows it disabled with the reason instead of failing after the click (L04,
+    L12, L13): no plan or one that admits no new work (`assign_refusal`), or every license of that
+    kind assigned (the message the click would get). A kind with licenses left maps to ""."""
+    refused = assign_refusal(ent)
+    found = {}
+    for kind, used in ((LicenseKind.AI, ai_used), (LicenseKind.CHAT, chat_used)):
+        total = total_of(ent, kind)
+        if refused is None and used >= total:
+            found[kind.value] = limit_reached(
+                kind=kind, total=total, used=used, plan_name=ent.plan_name
+            ).message
+        else:
+            found[kind.value] = refused or ""
+    return found
+
+
 def refusal_error(ent: ProductEntitlement) -> BusinessError | None:
     """A plan that admits no new work (ended, overdue, none) refuses new licenses with its own
     code and message (402), as every billing refusal of the API."""

@@ -142,6 +142,12 @@ def _counts(tenant: Tenant) -> dict[str, int]:
     return dict(zip(_COUNTS, (int(n) for n in row), strict=True))
 
 
+def licenses_used(*, tenant: Tenant) -> dict[str, int]:
+    """How many clients hold an AI license and a Chat license (one query)."""
+    counts = _counts(tenant)
+    return {LicenseKind.AI.value: counts["ai"], LicenseKind.CHAT.value: counts["chat"]}
+
+
 def header(*, tenant: Tenant, now: datetime | None = None, ents: Entitlements | None = None) -> Header:
     """Three queries (two when the caller passes the entitlements it has read)."""
     now = now or timezone.now()

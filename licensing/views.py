@@ -22,7 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from licensing import selectors, services
 from licensing.forms import AssignForm, ClientFilterForm, ClientForm, ImportForm
 from licensing.models import Client, ClientImport, LicenseKind
-from licensing.rules import KIND_LABEL, PRODUCT, assign_refusal
+from licensing.rules import KIND_LABEL, PRODUCT, add_refusals, assign_refusal
 from plans.models import Product
 from plans.offers import plan_offers
 from plans.selectors import Entitlements, ProductEntitlement, entitlements
@@ -105,7 +105,15 @@ def _with_links(tenant: Tenant, clients: list[Client], here: str) -> None:
         client.links = {name: f"{head}{pk}{tail}{after[name]}" for name, (head, _, tail) in parts.items()}  # type: ignore[attr-defined]
 
 
-def _table_context(request: TenantRequest, tenant: Tenant, ents: Entitlements, data: Any) -> dict[str, Any]:
+def _table_context(
+    request: TenantRequest,
+    tenant: Tenant,
+    ents: Entitlements,
+    data: Any,
+    top: selectors.Header | None = None,
+) -> dict[str, Any]:
+    """The Manage Licenses table; `top`, the header when the caller has read it (its license
+    counts decide the rows' Add items, which are otherwise counted here)."""
     form, filters = _filters(request, tenant, data)
     found = selectors.clients_page(
         tenant=tenant, filters=filters, number=data.get("page"), size=PAGE_SIZE, ent=ents[PRODUCT]
@@ -123,7 +131,19 @@ def _table_context(request: TenantRequest, tenant: Tenant, ents: Entitlements, d
         "is_admin": request.membership.role == Role.ADMIN,
         # L12: without a plan that admits new licenses, a row's Add items say why instead of posting.
         "assign_refusal": assign_refusal(ents[PRODUCT]),
+        **_add_context(tenant, ents[PRODUCT], top),
     }
+
+
+def _add_context(tenant: Tenant, ent: ProductEntitlement, top: selectors.Header | None) -> dict[str, Any]:
+    """L04, L12: a row's Add AI license / Add Chat license, disabled with the reason when the click
+    would be refused on any client (no plan, or every license of that kind assigned)."""
+    used = (
+        {LicenseKind.AI.value: top.ai.used, LicenseKind.CHAT.value: top.chat.used}
+        if top is not None
+        else selectors.licenses_used(tenant=tenant)
+    )
+    return {"add_refusal": add_refusals(ent, ai_used=used["ai"], chat_used=used["chat"])}
 
 
 def _header_context(request: TenantRequest, tenant: Tenant, ents: Entitlements) -> dict[str, Any]:
@@ -138,6 +158,7 @@ def _header_context(request: TenantRequest, tenant: Tenant, ents: Entitlements) 
         "top": top,
         "ent": top.ent,
         **_assign_context(tenant, top.ent),
+        **_add_context(tenant, top.ent, top),
         "offers": offers,
         # L22: the bigger plans, as their cards offer them to this member (plans.offers decides).
         "upgrades": [o for o in offers if o.plan.rank > rank and (o.label or o.reason)],
@@ -163,10 +184,10 @@ def plans_and_licenses(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     (L20), the upgrade prompt (L22) and the Manage Licenses table (L07 to L13). The filter bar asks
     htmx for the table alone; the URL keeps the filters."""
     ents = entitlements(tenant=tenant)
-    context = _table_context(request, tenant, ents, request.GET)
     if request.htmx and request.htmx.target == "clients":
-        return render(request, f"{PAGE}#table", context)
-    context |= _header_context(request, tenant, ents)
+        return render(request, f"{PAGE}#table", _table_context(request, tenant, ents, request.GET))
+    header = _header_context(request, tenant, ents)
+    context = _table_context(request, tenant, ents, request.GET, top=header["top"]) | header
     return render(request, PAGE, context)
 
 
@@ -208,7 +229,7 @@ def _changed(
         parts.append(f"<template>{render_to_string(f'{PAGE}#row', context, request=request)}</template>")
     if table:
         saved = QueryDict(_back(request, tenant).partition("?")[2])
-        context |= _table_context(request, tenant, ents, saved)
+        context |= _table_context(request, tenant, ents, saved, top=context["top"])
         parts.append(render_to_string(f"{PAGE}#table", context, request=request))
     parts.append(render_to_string(f"{PAGE}#header", context, request=request))
     parts.append(render_to_string(f"{PAGE}#flags", context, request=request))
@@ -300,6 +321,7 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         "here": _back(request, tenant),
         "top": top,
         **_assign_context(tenant, top.ent),
+        **_add_context(tenant, top.ent, top),
     }
     if request.htmx and request.htmx.target == "assign-candidates":
         return render(request, "licensing/assign.html#candidates", context)

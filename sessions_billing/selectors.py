@@ -163,6 +163,31 @@ class Usage:
         return self.refusal is None
 
 
+def limit_stop_warning(*, usage: Usage, new_limit: int | None) -> str:
+    """S25, said before or as a lower limit applies (Set limit, a plan changed Immediately): when this
+    period's billable sessions already reach `new_limit`, every agent stops accepting new sessions
+    at once; "" when they do not. The change is not refused: the admin may mean it."""
+    used = usage.billable_sessions
+    if new_limit is None or used < new_limit:
+        return ""
+    where = "above" if used > new_limit else "at"
+    resets_on = usage.terms.resets_on
+    until = f"the next period starts on {resets_on:%-d %b %Y}" if resets_on else "the limit is raised"
+    return (
+        f"{used:,} billable session{'s are' if used != 1 else ' is'} already used this period: {where} the "
+        f"new limit of {new_limit:,}, all agents stop accepting new sessions until {until}."
+    )
+
+
+def limit_after_change(*, usage: Usage, plan_session_limit: int | None) -> int | None:
+    """The limit that applies once a paid plan whose base limit is `plan_session_limit` starts: the
+    tenant's own limit up to that base (as `Terms.limit`)."""
+    own = usage.terms.tenant_limit
+    if own is None or plan_session_limit is None:
+        return plan_session_limit if own is None else own
+    return min(own, plan_session_limit)
+
+
 def usage_for(*, tenant: Tenant, now: datetime | None = None, terms: Terms | None = None) -> Usage:
     terms = terms or terms_for(tenant=tenant, now=now)
     return Usage(terms=terms, billable_sessions=period_count(tenant=tenant, period_start=terms.period_start))

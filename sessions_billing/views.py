@@ -154,7 +154,9 @@ def _card(
     }
     card = render_to_string("sessions_billing/limit_card.html", context, request=request)
     facts = render_to_string("sessions_billing/usage_facts.html", context | {"oob": True}, request=request)
-    return HttpResponse(card + facts, status=status)
+    # The messages out of band too: a limit that stops every agent says so at once (S25).
+    flashes = render_to_string("components/messages.html", {"oob": True}, request=request)
+    return HttpResponse(card + facts + flashes, status=status)
 
 
 def _back(tenant: Tenant) -> str:
@@ -167,6 +169,7 @@ def session_limit(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     """Set limit / Reset limit (S23). htmx swaps the card; a plain form comes back to the Billing tab."""
     form = SessionLimitForm(request.POST) if request.POST.get("action") != "reset" else None
     error = None
+    warning = ""
     try:
         if form is None:
             services.session_limit_reset(tenant=tenant, actor=request.user)
@@ -182,13 +185,21 @@ def session_limit(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         done = ""
     if form is not None and error:
         form.add_error("session_limit", error)
+    if done:
+        # S25: a limit at or below this period's usage stops every agent at once: say so as it applies.
+        usage = selectors.usage_for(tenant=tenant)
+        warning = selectors.limit_stop_warning(usage=usage, new_limit=usage.session_limit)
     if request.htmx:
         if done:
             messages.success(request, done)
+            if warning:
+                messages.warning(request, warning)
         status = 200  # htmx swaps only 2xx answers: the card with its error comes back as 200
         return _card(request, tenant, form if (form is not None and form.errors) else None, status)
     if done:
         messages.success(request, done)
+        if warning:
+            messages.warning(request, warning)
     elif error or (form is not None and form.errors):
         errors = form.errors.get("session_limit") if form is not None else None
         messages.error(request, error or (str(errors[0]) if errors else "Check the session limit."))

@@ -117,6 +117,44 @@ def test_c09_c11_c23_subscribe_now_with_the_code_makes_plus_at_once_with_its_200
     assert [g.pk for g in plus_grants(tenant)] == [granted.pk]
 
 
+def test_c05_c11_the_subscriber_is_told_before_and_after_that_the_ai_free_credits_left_end(
+    subscribed, admin, client_for, live
+):
+    """AI Plus replaces AI Free's credits (README): with 27.5 of AI Free's 50 credits left, the dialog
+    says they end before the code is asked for and confirmed, and the success message says they
+    ended; the balance is then AI Plus's 2,000 alone."""
+    tenant, client = subscribed.tenant, client_for(admin)
+    services.free_plan_credits_grant(subscription=live_sub(tenant, "ai_credits"))  # as at sign-up
+    spend_through_api(tenant, admin, 22)
+    secret = api_key_create(tenant=tenant, name="reviews", actor=admin).secret
+    reviews = Client().post(
+        "/api/v1/credits/consume",
+        json.dumps({"feature": "ai_review", "quantity": 5, "idempotency_key": "reviews"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    assert reviews.status_code == 201, reviews.content
+    assert credit_selectors.figures(tenant_id=tenant.pk).balance == 27500
+    notice = "Your 27.5 remaining AI Free credits end when AI Plus starts."
+
+    dialog = client.get(SUBSCRIBE, HTTP_HX_REQUEST="true").content.decode()
+    assert f'<p class="flash warning" data-testid="credits-ending">{notice}</p>' in dialog
+    with live():
+        sent = client.post(SUBSCRIBE, {"action": "send"}, HTTP_HX_REQUEST="true").content.decode()
+    assert notice in sent  # still there beside the code field
+    with live():
+        done = client.post(SUBSCRIBE, {"action": "confirm", "code": emailed_code()}, HTTP_HX_REQUEST="true")
+
+    assert done.headers["HX-Redirect"] == PAGE
+    assert [m.message for m in get_messages(done.wsgi_request)] == [
+        "You are now on AI Plus. Your credits are ready to use. "
+        "Your 27.5 remaining AI Free credits ended when AI Plus started."
+    ]
+    assert credit_selectors.figures(tenant_id=tenant.pk).balance == 2000 * K
+    again = client.get(SUBSCRIBE, HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-testid="credits-ending"' not in again  # on AI Plus: nothing of another plan is left
+
+
 def test_c10_a_wrong_code_subscribes_nothing_and_a_reused_code_is_refused(
     subscribed, admin, client_for, live
 ):

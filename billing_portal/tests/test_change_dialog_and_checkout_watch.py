@@ -61,6 +61,51 @@ def test_the_dialog_fetches_the_preview_of_immediately(subscribed, admin, client
     assert f'<a href="{PREVIEW}">See what Immediately charges now</a>' in page  # without JavaScript
 
 
+def _used_this_period(tenant, n: int) -> None:
+    """`n` billable sessions this period (one real session, the counter set to n)."""
+    from sessions_billing.models import UsagePeriod
+    from sessions_billing.services import session_start
+
+    session_start(tenant=tenant, conversation_id="used", direction="inbound")
+    assert UsagePeriod.objects.filter(tenant=tenant).update(billable_sessions=n) == 1
+
+
+def test_s25_lowering_the_plan_immediately_below_usage_warns_before_and_as_it_applies(
+    subscribed, admin, client_for, live
+):
+    """S21, S25: a plan changed Immediately keeps this period's billable sessions; when they are above
+    the new plan's limit every agent stops at once. The dialog says so beside Immediately, before
+    Update subscription, and the change (not refused) says it again as it applies."""
+    from django.contrib.messages import get_messages
+
+    from sessions_billing.selectors import usage_for
+
+    tenant = subscribed.tenant
+    _used_this_period(tenant, 791)
+    resets = usage_for(tenant=tenant).terms.resets_on
+    assert resets is not None
+    warning = (
+        "791 billable sessions are already used this period: above the new limit of 300, all agents stop "
+        f"accepting new sessions until the next period starts on {resets:%-d %b %Y}."
+    )
+    client = client_for(admin)
+    starter = "/t/acme/billing/plans/agents-starter/change/"
+    dialog = text(client.get(starter, HTTP_HX_REQUEST="true"))
+    assert (
+        '<div class="flash warning" role="status" data-show-when="when=immediately" '
+        f'data-testid="limit-stop-warning">{warning}</div>'
+    ) in dialog
+    assert 'data-testid="limit-stop-warning"' not in text(client.get(DIALOG, HTTP_HX_REQUEST="true"))  # Scale
+
+    with live():
+        done = client.post(starter, {"when": "immediately"}, HTTP_HX_REQUEST="true")
+    assert done.status_code == 200, text(done)
+    assert "HX-Redirect" in done.headers, text(done)
+    flashes = [(m.level_tag, m.message) for m in get_messages(done.wsgi_request)]
+    assert flashes == [("success", "You are now on Starter. Your limits are updated."), ("warning", warning)]
+    assert not usage_for(tenant=tenant).accepting
+
+
 def test_the_preview_says_what_immediately_charges_now(subscribed, trial_tenant, admin, client_for):
     """The amount is the gateway's preview of the very change the dialog makes (to the cent)."""
     later = subscribed.current_period_start + timedelta(days=10)

@@ -13,6 +13,7 @@ from billing_portal.invoice_pdf import invoice_pdf
 from billing_portal.models import Invoice
 from billing_portal.selectors import CurrencyTotals, invoice_totals, invoices_for
 from tenants.factories import UserFactory
+from tests.stacked import stacked_labels
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +95,16 @@ def test_finance_and_admins_see_the_invoice_list(
     body = response.content.decode()
     assert "GLOBEX-0001" not in body
     assert 'aria-current="page">Invoices</a>' in body  # the navigation item lights up
+
+
+def test_invoice_rows_read_as_labelled_cards_on_a_phone(tenant, finance, invoices, client_for):
+    """At phone width each invoice stacks as a card (the Manage Licenses pattern): every cell after
+    the number names its column, so Issued and Total are read without scrolling sideways (D05)."""
+    page = client_for(finance).get(url("invoices", tenant)).content.decode()
+    assert (
+        stacked_labels(page, "invoice-row")
+        == [[None, "Status", "Issued", "Service period", "Paid", "Total", "Remaining", "PDF"]] * 4
+    )
 
 
 def test_member_is_refused_every_invoice_page(tenant, member, invoices, client_for):

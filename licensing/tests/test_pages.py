@@ -307,7 +307,7 @@ def test_the_page_costs_the_same_queries_at_10_and_1000_clients(
             client.get(PAGE, {"q": "Client", "license": "ai", "sort": "-credits", "page": 2}).status_code
             == 200
         )
-    with django_assert_num_queries(8):  # the table alone
+    with django_assert_num_queries(9):  # the table alone, and the licenses used (the rows' Add items)
         assert client.get(PAGE, {"q": "Client"}, HTTP_HX_TARGET="clients", **HTMX).status_code == 200
 
 
@@ -764,6 +764,48 @@ def test_l12_without_a_plan_a_rows_add_items_say_why_and_a_held_license_can_stil
     assert removed.status_code == 200
     assert refused.format("ai-action", "AI") in removed.content.decode()
     assert Client.objects.get(pk=fabrikam.pk).ai_license_since is None
+
+
+def test_l04_l13_at_its_plans_total_a_rows_add_item_is_disabled_with_the_reason(
+    essentials, admin, client_for
+):
+    """10 of 10 AI licenses used: a row's Add AI license is shown disabled with the message the click
+    would get (no failure after clicking), in the page, the table alone and a row sent back after an
+    action; Add Chat license stays offered until the Chat licenses are used up too."""
+    licensed(essentials, 10, kind="ai", name="Holder")
+    contoso = ClientFactory(tenant=essentials, external_id="contoso", name="Contoso")
+    browser = client_for(admin)
+    full_ai = (
+        'disabled data-testid="ai-action" title="All 10 AI licenses of your AI Essentials plan are '
+        'assigned. Remove one from another client or upgrade your plan.">Add AI license</button>'
+    )
+    full_chat = full_ai.replace("ai-action", "chat-action").replace("AI license", "Chat license")
+    full_chat = full_chat.replace("10 AI licenses", "10 Chat licenses")
+
+    def row(body: str) -> str:
+        found = re.search(rf'<tr id="client-{contoso.pk}"[^>]*>.*?</tr>', body, re.S)
+        assert found is not None
+        return found.group(0)
+
+    page = row(browser.get(PAGE).content.decode())
+    assert full_ai in page
+    assert 'value="add" formaction' in page  # Add Chat license: 0 of 10 used
+    table = browser.get(PAGE, {"q": "Contoso"}, HTTP_HX_TARGET="clients", **HTMX).content.decode()
+    assert full_ai in row(table)
+
+    licensed(essentials, 9, kind="chat", name="Chatter")
+    added = browser.post(
+        f"/t/acme/licenses/clients/{contoso.pk}/licenses/chat/", {"action": "add"}, **HTMX
+    ).content.decode()
+    assert Client.objects.get(pk=contoso.pk).chat_license_since is not None
+    assert full_ai in row(added)
+    assert 'data-testid="chat-action">Remove Chat license</button>' in row(added)  # it holds one
+    other = ClientFactory(tenant=essentials, external_id="other", name="Other")
+    body = browser.get(PAGE).content.decode()
+    other_row = re.search(rf'<tr id="client-{other.pk}"[^>]*>.*?</tr>', body, re.S)
+    assert other_row is not None
+    assert full_chat in other_row.group(0)
+    assert 'value="add"' not in other_row.group(0)
 
 
 def test_l12_on_a_plan_assign_ai_license_is_offered_with_the_licenses_left(essentials, admin, client_for):

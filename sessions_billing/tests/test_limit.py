@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.messages import get_messages
 from django.utils import timezone
 
 from plans.factories import plan
@@ -163,6 +164,48 @@ def test_lowering_the_limit_below_usage_warns_at_once(tenant, admin, growth, cli
         "Session limit almost reached · Acme Corp",
         "Session limit has been reached · Acme Corp",
     ]
+
+
+@pytest.mark.parametrize("htmx", [True, False])
+def test_s25_set_limit_says_before_and_as_it_applies_that_a_limit_below_usage_stops_every_agent(
+    tenant, admin, growth, client_for, htmx
+):
+    """S25: at the limit all agents stop accepting new sessions until the limit is raised or the
+    counter resets. Before Set limit the form says how many are used; a limit below that is set (not
+    refused) and its answer warns that every agent stops now, until the next period."""
+    _fill(tenant, 9)
+    client = client_for(admin)
+    before = _billing(client, tenant).content.decode()
+    assert (
+        '<p class="small" data-testid="limit-used-hint">9 billable sessions are already '
+        "used this period: a limit at or below that stops all AI agents at once.</p>" in before
+    )
+    resets = (growth.current_period_end).strftime("%-d %b %Y")
+    answer = _set(client, tenant, "5", htmx=htmx)
+    flashes = [(m.level_tag, m.message) for m in get_messages(answer.wsgi_request)]
+    if not htmx:  # read on the Billing tab the plain form returns to
+        flashes = [(m.level_tag, m.message) for m in get_messages(client.get(answer.url).wsgi_request)]
+    assert flashes == [
+        ("success", "The session limit is now 5 billable sessions per period."),
+        (
+            "warning",
+            "9 billable sessions are already used this period: above the new limit of 5, all agents "
+            f"stop accepting new sessions until the next period starts on {resets}.",
+        ),
+    ]
+    if htmx:  # shown with the card it swaps, out of band
+        assert '<div id="messages" class="messages" hx-swap-oob="true">' in answer.content.decode()
+        assert "above the new limit of 5, all agents stop" in answer.content.decode()
+    assert SessionLimit.objects.get(tenant=tenant).session_limit == 5  # warned, not refused
+    assert not usage_for(tenant=tenant).accepting
+
+
+def test_s25_a_limit_above_usage_sets_without_a_stop_warning(tenant, admin, growth, client_for):
+    _fill(tenant, 9)
+    answer = _set(client_for(admin), tenant, "10", htmx=True)
+    body = answer.content.decode()
+    assert "The session limit is now 10 billable sessions per period." in body  # out of band
+    assert "the new limit" not in body
 
 
 def test_a_downgrade_applies_the_lower_base_and_an_upgrade_brings_the_limit_back(

@@ -15,6 +15,7 @@ from plans.models import Subscription
 from sessions_billing import services
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.tests.conftest import paid
+from tests.stacked import stacked_labels
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +55,13 @@ def test_sessions_screen_lists_conversations_with_their_figures_s04(tenant, admi
     )
     page = client_for(admin).get(f"/t/{tenant.slug}/sessions/").content.decode()
     assert page.count('data-testid="session-row"') == 1
-    for text in ("conv-a", "helper", "Outbound", "Yes", '<td class="right" data-testid="billable">2</td>'):
+    for text in (
+        "conv-a",
+        "helper",
+        "Outbound",
+        "Yes",
+        '<td class="right" data-label="Billable sessions" data-testid="billable">2</td>',
+    ):
         assert text in page
     assert "2 of 1,500" in page  # this period's billable sessions against the limit
     assert 'id="usage-chart-data"' in page  # the chart's data, for static/js/sessions-chart.js
@@ -128,7 +135,7 @@ def test_agents_screen_says_whether_agents_accept_sessions_and_why_s32(
     page = client.get(f"/t/{tenant.slug}/agents/").content.decode()
     assert "AI agents are accepting new sessions." in page
     assert page.count('data-testid="agent-row"') == 1
-    assert '<td class="right">2</td>' in page
+    assert '<td class="right" data-label="Sessions">2</td>' in page
     SessionLimit.objects.create(tenant=tenant, session_limit=2)
     page = client.get(f"/t/{tenant.slug}/agents/").content.decode()
     assert "AI agents stopped accepting new sessions." in page
@@ -144,6 +151,24 @@ def test_agents_screen_says_whether_agents_accept_sessions_and_why_s32(
     page = client.get(f"/t/{tenant.slug}/agents/").content.decode()
     assert "Your subscription has ended. Please upgrade your plan to continue." in page
     assert "Subscribe to a paid plan in the Plans section." in page
+
+
+def test_agents_and_sessions_rows_read_as_labelled_cards_on_a_phone_s04_s35(
+    tenant, admin, growth, client_for
+):
+    """At phone width every row stacks as a card (the Manage Licenses pattern): each cell after the
+    row's title carries its column's name, so the billable sessions and whether agents accept new
+    sessions are never cut off (S04, S06, S32, S35)."""
+    services.session_start(tenant=tenant, conversation_id="c1", direction="inbound", agent="support-bot")
+    client = client_for(admin)
+    agents = client.get(f"/t/{tenant.slug}/agents/").content.decode()
+    assert stacked_labels(agents, "agent-row") == [
+        [None, "Id", "Sessions", "Billable sessions", "New sessions"]
+    ]
+    sessions = client.get(f"/t/{tenant.slug}/sessions/").content.decode()
+    assert stacked_labels(sessions, "session-row") == [
+        [None, "Started", "Last activity", "Agent", "Direction", "Answered", "Billable sessions"]
+    ]
 
 
 def test_agents_screen_query_count_is_constant(tenant, admin, growth, client_for, django_assert_num_queries):

@@ -193,3 +193,66 @@ def test_the_overview_dashboard_fits_a_phone(new_context, tenant, admin):
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0, f"the Overview scrolls sideways on a phone by {overflow}px"
+
+
+@pytest.mark.parametrize("path", ["agents/", "sessions/", "invoices/"])
+def test_tables_stack_as_cards_on_a_phone(new_context, tenant, admin, path):
+    """At 390 px the Agents, Sessions and Invoices tables read as one card per row with their labels
+    (S04, S06, S32, S35): the billable sessions, whether agents accept new sessions, Issued and
+    Total are on screen, and nothing scrolls sideways."""
+    from sessions_billing.services import session_start
+
+    SubscriptionFactory(tenant=tenant, plan=plan("agents-growth"))
+    session_start(
+        tenant=tenant,
+        conversation_id="a-rather-long-conversation-id-from-the-product-0001",
+        direction="inbound",
+        agent="customer-support-assistant",
+    )
+    InvoiceFactory(tenant=tenant, number="ACME-LONG-INVOICE-NUMBER-000000001", status="open")
+
+    page = new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    _log_in(page, admin.email)
+    page.goto(f"/t/{tenant.slug}/{path}")
+    table = page.locator("table").last
+    expect(table).to_be_visible()
+    scrolls = page.evaluate(
+        """() => [document.documentElement.scrollWidth - document.documentElement.clientWidth,
+                 ...[...document.querySelectorAll('.table-wrap')].map(w => w.scrollWidth - w.clientWidth)]"""
+    )
+    assert max(scrolls) <= 0, f"{path} scrolls sideways on a phone: {scrolls}"
+    for cell in table.locator("tbody tr:first-child td[data-label]:visible").all():
+        box = cell.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 390, f"{cell.get_attribute('data-label')} is cut off"
+
+
+def test_the_dev_mailbox_wraps_long_email_bodies(settings, new_context, tenant, admin):
+    """`make run`'s dev mailbox at 1280 px: an email's long lines and links wrap inside the page
+    instead of making it scroll sideways (C10: the security code is read there)."""
+    from django.core.mail import EmailMessage
+
+    from tenants.dev_mailbox import TENANT_HEADER, record
+
+    settings.DEBUG = True  # the dev mailbox exists only in DEBUG
+    link = "https://allowance.example/t/acme/accounts/reset/" + "x" * 240 + "/"
+    long_line = "Your security code is 123456. " + "This sentence runs on without a break " * 12
+    record(
+        EmailMessage(
+            "A long email",
+            f"{long_line}\n\n{link}\n",
+            to=[admin.email],
+            headers={TENANT_HEADER: tenant.slug},
+        )
+    )
+    page = new_context(viewport={"width": 1280, "height": 800}).new_page()
+    _log_in(page, admin.email)
+    page.goto(f"/t/{tenant.slug}/dev/mailbox/")
+    expect(page.get_by_test_id("dev-mail-body")).to_contain_text("123456")
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the dev mailbox scrolls sideways by {overflow}px"
+    body = page.get_by_test_id("dev-mail-body").evaluate("el => el.scrollWidth - el.clientWidth")
+    assert body <= 0, f"an email body scrolls sideways by {body}px"
