@@ -46,7 +46,10 @@ def test_36_hour_conversation_is_one_session_and_two_billable_sessions_s05(
     # The Sessions screen shows it as one session with 2 billable sessions.
     page = client_for(admin).get(f"/t/{tenant.slug}/sessions/")
     assert page.content.decode().count('data-testid="session-row"') == 1
-    assert '<td class="right" data-testid="billable">2</td>' in page.content.decode()
+    assert (
+        '<td class="right" data-label="Billable sessions" data-testid="billable">2</td>'
+        in page.content.decode()
+    )
 
 
 def test_an_event_at_exactly_24_hours_opens_window_two_s05(tenant, growth, api_for):
