@@ -156,14 +156,7 @@ def _renewal(ent: ProductEntitlement) -> Renewal | None:
 
 
 def _credit(request: TenantRequest, last: Invoice | None) -> dict[str, Any] | None:
-    # The newest invoice, already read for the tile, is the one that tells unless it is a draft; no
-    # invoice at all, no balance.
-    if last is None:
-        return None
-    if last.status != Invoice.Status.DRAFT:
-        left = last if last.ending_balance < 0 else None
-    else:
-        left = selectors.credit_balance_left(tenant=request.tenant)
+    left = selectors.credit_balance_left(tenant=request.tenant, newest=last)
     if left is None:
         return None
     return {"amount": -left.ending_balance, "currency": left.currency, "invoice": left}

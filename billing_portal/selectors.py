@@ -118,17 +118,19 @@ def invoice_totals(invoices: QuerySet[Invoice]) -> list[CurrencyTotals]:
     return [CurrencyTotals(**row) for row in rows]
 
 
-def credit_balance_left(*, tenant: Tenant) -> Invoice | None:
+def credit_balance_left(*, tenant: Tenant, newest: Invoice | None) -> Invoice | None:
     """The newest finalized invoice when it left the customer a credit balance (ending_balance < 0):
     the gateway applies that balance to the next invoices before charging the card (Stripe:
-    https://docs.stripe.com/billing/customer/balance). The figure is as of that invoice."""
-    newest = (
-        Invoice.objects.filter(tenant=tenant)
-        .exclude(status=Invoice.Status.DRAFT)
-        .order_by("-issued_at", "-pk")
-        .only("pk", "number", "gateway_invoice_id", "ending_balance", "currency", "issued_at")
-        .first()
-    )
+    https://docs.stripe.com/billing/customer/balance). The figure is as of that invoice. `newest`:
+    the tenant's newest invoice as `last_invoice` reads it (None: no invoice, so no balance); another
+    query only when that one is a draft."""
+    if newest is not None and newest.status == Invoice.Status.DRAFT:
+        newest = (
+            Invoice.objects.filter(tenant=tenant)
+            .exclude(status=Invoice.Status.DRAFT)
+            .order_by("-issued_at", "-pk")
+            .first()
+        )
     return newest if newest is not None and newest.ending_balance < 0 else None
 
 

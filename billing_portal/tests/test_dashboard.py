@@ -268,6 +268,19 @@ def test_s18_a_credit_balance_left_by_a_downgrade_shows_on_the_next_invoice_tile
     assert 'data-testid="credit-balance"' not in overview(client_for(finance))  # used up
 
 
+def test_a_draft_newest_invoice_leaves_the_credit_to_the_finalized_one_before_it(tenant, finance, client_for):
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    InvoiceFactory(
+        tenant=tenant, number="ACME-0002", issued_at=NOW - timedelta(days=1), status="paid", subtotal=-8977,
+        total=-8977, amount_due=0, amount_paid=0, amount_remaining=0, starting_balance=0, ending_balance=-8977,
+    )  # fmt: skip
+    InvoiceFactory(
+        tenant=tenant, number="", issued_at=NOW, status="draft", starting_balance=0, ending_balance=0
+    )
+    tile = block(overview(client_for(finance)), "tile-next-invoice")
+    assert "$89.77 (after invoice ACME-0002)" in squash(block(tile, "credit-balance"))
+
+
 def test_no_next_invoice_tile_without_paid_plans_or_invoices(tenant, admin, client_for):
     plan_services.tenant_provision(tenant=tenant)
     assert 'data-testid="tile-next-invoice"' not in overview(client_for(admin))
