@@ -536,11 +536,17 @@ def test_a_visited_portal_session_works_until_its_lifetime_is_over(
 
 
 def test_each_manage_click_opens_its_own_portal_session(debug, subscribed, admin, client_for):
+    """S02: Manage on the Billing tab opens the billing portal (payment methods and invoices)."""
     client = client_for(admin)
     urls = [client.post("/t/acme/billing/manage/", {"product": "ai_agents"})["Location"] for _ in range(2)]
 
     assert len({_portal_session_id(url) for url in urls}) == 2
-    assert [client.get(url).status_code for url in urls] == [200, 200]
+    pages = [client.get(url) for url in urls]
+    assert [page.status_code for page in pages] == [200, 200]
+    portal = text(pages[0])
+    assert "<h2>Payment Method</h2>" in portal
+    assert 'data-testid="dev-update-card"' in portal
+    assert "<h2>Invoices</h2>" in portal
 
 
 def test_a_cancel_is_checked_against_the_configuration_when_it_is_posted_not_when_the_page_was_shown(

@@ -233,6 +233,7 @@ def test_an_unknown_range_falls_back_to_30_days(used, admin, client_for):
 def test_the_ai_credits_page_shows_the_plans_the_current_one_the_balance_renewal_and_the_pack(
     used, member, client_for
 ):
+    """C01: the AI Credits module of the Marketplace, where the plans are seen, subscribed to and managed."""
     response = client_for(member).get(PAGES["ai_credits"])
     page = text(response)
     assert re.findall(r'data-testid="plan-(credits-[a-z]+)"', page) == [
