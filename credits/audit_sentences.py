@@ -23,9 +23,11 @@ SENTENCES: dict[str, Sentence] = {
     "credits.granted": "{actor} granted {target}",
     "credits.adjusted": _adjusted,
     "credits.package_deactivated": _deactivated,
+    "credits.withdrawn": "{actor} withdrew {target}: the plan changed within the billing cycle",
 }
 LABELS = {
     "credits.granted": "Credits granted",
     "credits.adjusted": "Credits adjusted",
     "credits.package_deactivated": "Package deactivated",
+    "credits.withdrawn": "Credits withdrawn",
 }

@@ -283,6 +283,12 @@ class Consumption(ActorFields):
         return f"Consumption {self.idempotency_key}"
 
 
+# The idempotency key's prefix of the adjust entries that withdraw a billing cycle's ticket credits
+# after a downgrade within the cycle (credits.services.ticket_credits_grant_cycle): what they took
+# is not part of the cycle's allowance, nor of its use (credits.selectors.ticket_credits).
+TICKET_CYCLE_WITHDRAWAL = "ticket-cycle-withdrawal:"
+
+
 class EntryQuerySet(models.QuerySet):
     def update(self, **kwargs: Any) -> int:
         raise TypeError("Ledger entries are append-only: write a new entry instead.")

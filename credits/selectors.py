@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from credits.models import (
     PLAN_SOURCES,
+    TICKET_CYCLE_WITHDRAWAL,
     Consumption,
     Entry,
     ExtraPack,
@@ -712,13 +713,24 @@ class TicketCredits:
 
 @functools.cache
 def _ticket_credits_sql() -> str:
-    grant, wallet = Grant._meta.db_table, Wallet._meta.db_table
+    grant, wallet, entry = Grant._meta.db_table, Wallet._meta.db_table, Entry._meta.db_table
     cycle = f"g.source = '{Source.TICKET_CYCLE.value}'"
+    of_tenant = (
+        f"(SELECT w.id FROM {wallet} w WHERE w.tenant_id = %(tenant)s "  # noqa: S608
+        f"AND w.unit = '{Unit.TICKET_CREDIT.value}')"
+    )
+    # What a downgrade within the cycle withdrew (credits.services.ticket_credits_grant_cycle): not
+    # part of the cycle's allowance, and not used. Only adjust entries are read (an index leads
+    # with the wallet and the kind), never the cycle's consumption.
+    withdrawn = (
+        f"(SELECT COALESCE(SUM(e.quantity), 0) FROM {entry} e JOIN {grant} g ON g.id = e.grant_id "  # noqa: S608
+        f"WHERE e.wallet_id = {of_tenant} AND e.kind = '{Entry.Kind.ADJUST.value}' "
+        f"AND e.idempotency_key LIKE '{TICKET_CYCLE_WITHDRAWAL}%%' AND {cycle} AND {_LIVE})"
+    )
     return (
-        f"SELECT SUM(g.remaining), SUM(CASE WHEN {cycle} THEN g.amount ELSE 0 END), "  # noqa: S608
+        f"SELECT SUM(g.remaining), SUM(CASE WHEN {cycle} THEN g.amount ELSE 0 END) + {withdrawn}, "  # noqa: S608
         f"SUM(CASE WHEN {cycle} THEN g.remaining ELSE 0 END) FROM {grant} g "
-        f"WHERE g.wallet_id = (SELECT w.id FROM {wallet} w WHERE w.tenant_id = %(tenant)s AND w.unit = "
-        f"'{Unit.TICKET_CREDIT.value}') AND {_LIVE}"
+        f"WHERE g.wallet_id = {of_tenant} AND {_LIVE}"
     )
 
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from credits.models import (
     DEFAULT_PRIORITY,
     PLAN_SOURCES,
+    TICKET_CYCLE_WITHDRAWAL,
     Consumption,
     Entry,
     ExtraPack,
@@ -1198,33 +1199,48 @@ def ticket_credits_grant_cycle(
     credits: int,
     now: datetime | None = None,
 ) -> Grant | None:
-    """One billing cycle's ticket credits (L17, L18): `credits` whole ticket credits, valid from the
-    cycle's start until its end, granted once — a second call for the same cycle grants nothing and
-    returns None. A plan change within the cycle tops the cycle up to the new plan's amount (an
-    upgrade, once per plan) and never takes credits back (a downgrade). A cycle that has ended is
-    never granted."""
+    """One billing cycle's ticket credits (L17, L18): the cycle's allowance is `credits` whole ticket
+    credits, valid from the cycle's start until its end. The first call for a cycle grants it; a
+    plan change within the cycle brings the allowance to the new plan's — an upgrade grants the
+    difference, a downgrade withdraws what is left beyond it (never what was already used: the
+    remaining goes to the new allowance less the cycle's use, or to nothing). Calling it again for
+    the same plan changes nothing (it compares the cycle with the plan under the wallet's lock).
+    Returns the grant it made, if any. A cycle that has ended is never granted."""
     now = now or timezone.now()
     if credits <= 0 or period_end <= period_start or period_end <= now:
         return None
     wallet = _lock_wallet(tenant, Unit.TICKET_CREDIT, create=True)
     assert wallet is not None
+    prefix = _cycle_prefix(subscription_id, period_start)
+    cycle = list(
+        Grant.objects.filter(
+            wallet=wallet, source=Source.TICKET_CYCLE, reference__startswith=prefix
+        ).order_by("pk")
+    )
+    withdrawn = -(
+        Entry.objects.filter(
+            wallet=wallet,
+            kind=Entry.Kind.ADJUST,
+            grant__in=[g.pk for g in cycle],
+            idempotency_key__startswith=TICKET_CYCLE_WITHDRAWAL,
+        ).aggregate(s=Sum("quantity"))["s"]
+        or 0
+    )
+    allowance = sum(g.amount for g in cycle) - withdrawn
+    target = credits * TICKET_CREDIT
+    label = f"{plan.name} · {period_start:%-d %b %Y} to {period_end:%-d %b %Y}"
+    if target < allowance:
+        _ticket_cycle_withdraw(tenant, wallet, cycle, min(allowance - target, sum(g.remaining for g in cycle)),
+                               prefix=prefix, plan=plan, label=label, now=now)  # fmt: skip
+        return None
+    if target == allowance:
+        return None
     reference = ticket_cycle_reference(
         subscription_id=subscription_id, period_start=period_start, plan_code=plan.code
     )
-    if Grant.objects.filter(reference=reference).exists():
-        return None
-    granted = (
-        Grant.objects.filter(
-            wallet=wallet,
-            source=Source.TICKET_CYCLE,
-            reference__startswith=_cycle_prefix(subscription_id, period_start),
-        ).aggregate(s=Sum("amount"))["s"]
-        or 0
-    )
-    top_up = credits * TICKET_CREDIT - granted
-    if top_up <= 0:
-        return None
-    label = f"{plan.name} · {period_start:%-d %b %Y} to {period_end:%-d %b %Y}"
+    if any(g.reference == reference for g in cycle):  # back on a plan the cycle had: its own reference
+        reference = f"{reference}#{len(cycle)}"
+    top_up = target - allowance
     grant = _create_grant(
         wallet=wallet,
         source=Source.TICKET_CYCLE,
@@ -1235,7 +1251,7 @@ def ticket_credits_grant_cycle(
         now=now,
         who=SYSTEM,
         plan=plan,
-        note=label if not granted else f"{label} (plan changed)",
+        note=label if not cycle else f"{label} (plan changed)",
     )
     audit(
         tenant=tenant,
@@ -1246,6 +1262,46 @@ def ticket_credits_grant_cycle(
         data={"source": grant.source, "amount": credits_string(top_up), "reference": reference},
     )
     return grant
+
+
+def _ticket_cycle_withdraw(
+    tenant: Tenant, wallet: Wallet, cycle: list[Grant], take: int, *, prefix: str, plan: Plan, label: str,
+    now: datetime,
+) -> None:  # fmt: skip
+    """Withdraw `take` of the cycle's remaining ticket credits (a downgrade within the cycle): adjust
+    entries on the cycle's grants, keyed so the cycle's allowance can be told from its use."""
+    if take <= 0:
+        return
+    note = f"{label}: plan changed, ticket credits beyond the plan's withdrawn"
+    entries: list[Entry] = []
+    for grant in reversed(cycle):  # the latest top-up first: the plan's change that made it
+        part = min(grant.remaining, take - sum(-e.quantity for e in entries))
+        if part > 0:
+            entries.append(
+                Entry(
+                    wallet=wallet,
+                    tenant=tenant,
+                    grant_id=grant.pk,
+                    kind=Entry.Kind.ADJUST,
+                    quantity=-part,
+                    idempotency_key=f"{TICKET_CYCLE_WITHDRAWAL}{prefix}{plan.code}"[:200],
+                    note=note[:200],
+                    created_at=now,
+                    **_actor_fields(SYSTEM),
+                )
+            )
+    for entry in entries:
+        assert entry.grant_id is not None
+        _move(entry.grant_id, entry.quantity)
+    Entry.objects.bulk_create(entries)
+    audit(
+        tenant=tenant,
+        actor=SYSTEM,
+        action="credits.withdrawn",
+        target=wallet,
+        target_label=f"{credits_string(take)} ticket credits ({label})",
+        data={"amount": credits_string(take), "reason": "plan changed within the cycle"},
+    )
 
 
 # The ticket hot path in plain statements (DESIGN "The hot path": the ORM's SQL compilation stays

@@ -11,12 +11,15 @@ from django.utils import timezone
 
 from billing_portal import services as billing
 from config.beat import BEAT_SCHEDULE
-from credits.models import Grant
+from credits.models import Entry, Grant
 from credits.selectors import ticket_credits
 from licensing import services as licensing
 from licensing.factories import ClientFactory
+from licensing.models import Ticket
+from licensing.selectors import header
 from plans.factories import plan
-from plans.models import Subscription
+from plans.models import Plan, Subscription
+from tenants.models import AuditEvent
 from tests.subscriptions.helpers import START, subscribe
 
 pytestmark = pytest.mark.django_db
@@ -89,23 +92,81 @@ def test_the_sweeper_grants_a_cycle_the_webhooks_missed_exactly_once(org, clock,
     assert cycles(tenant) == [(60 * K, 60 * K, sub.current_period_start, sub.current_period_end)]
 
 
-def test_an_upgrade_within_the_cycle_tops_it_up_and_a_downgrade_takes_nothing_back(org, clock, capture):
-    tenant = org.tenant
-    subscribe(tenant=tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
-    clock.move_to(START + timedelta(days=3))
+def _change(tenant, actor, code, capture):
     with capture(execute=True):
         billing.plan_change(
-            tenant=tenant,
-            to_plan=plan("helpdesk-pro"),
-            when="immediately",
-            custom_date=None,
-            actor=org.founder,
+            tenant=tenant, to_plan=plan(code), when="immediately", custom_date=None, actor=actor
         )
+
+
+def _use(tenant, n, prefix):
+    for i in range(n):
+        licensing.ticket_qualify(tenant=tenant, ticket_id=f"{prefix}-{i}", client_id="walk-in")
+
+
+def _used_of(tenant):
+    tickets = header(tenant=tenant).tickets
+    return (-(-tickets.cycle_used // K), tickets.cycle_amount // K, tickets.remaining)
+
+
+def test_l17_an_upgrade_within_the_cycle_tops_it_up_and_a_downgrade_withdraws_what_the_new_plan_does_not_include(
+    org, clock, capture
+):
+    """L17: the cycle's allowance is three for every license of the plan in force. An immediate
+    upgrade grants the difference; an immediate downgrade (its unused time credited back in money)
+    withdraws the credits beyond the new plan's — never those already used — so an upgrade and a
+    downgrade within a cycle cannot buy AI Pro's credits for nothing."""
+    tenant = org.tenant
+    subscribe(tenant=tenant, actor=org.founder, plan_code="helpdesk-essentials", capture=capture)
+    ClientFactory(tenant=tenant, external_id="walk-in")
+    _use(tenant, 23, "a")
+    clock.move_to(START + timedelta(days=3))
+
+    _change(tenant, org.founder, "helpdesk-pro", capture)
     assert [row[0] for row in cycles(tenant)] == [60 * K, 90 * K]  # up to AI Pro's 150 this cycle
-    assert ticket_credits(tenant_id=tenant.pk).remaining == 150
+    assert _used_of(tenant) == (23, 150, 127)
+
+    _change(tenant, org.founder, "helpdesk-essentials", capture)
+    assert _used_of(tenant) == (23, 60, 37)  # 60 less the 23 used; the grants themselves unchanged
+    assert [row[0] for row in cycles(tenant)] == [60 * K, 90 * K]
+    withdrawal = Entry.objects.get(tenant=tenant, kind=Entry.Kind.ADJUST)
+    assert withdrawal.quantity == -90 * K
+    assert AuditEvent.objects.filter(tenant=tenant, action="credits.withdrawn").count() == 1
+    _use(tenant, 40, "b")  # only 37 left
+    assert Ticket.objects.filter(tenant=tenant, via="ticket_credit").count() == 23 + 37
+    assert _used_of(tenant) == (60, 60, 0)
+
+    # Refreshing again (the sweeper, a reconcile) changes nothing.
     with capture(execute=True):
         billing.billing_tick(now=timezone.now())
-    assert len(cycles(tenant)) == 2
+        billing.tenant_reconcile(tenant=tenant)
+    assert licensing.ticket_credits_refresh(tenant=tenant) is None
+    assert Entry.objects.filter(tenant=tenant, kind=Entry.Kind.ADJUST).count() == 1
+    assert _used_of(tenant) == (60, 60, 0)
+
+    # Back on AI Pro within the same cycle: the allowance is 150 again, with 60 used.
+    _change(tenant, org.founder, "helpdesk-pro", capture)
+    assert _used_of(tenant) == (60, 150, 90)
+    assert len(cycles(tenant)) == 3
+
+
+def test_l17_a_downgrade_after_more_was_used_than_the_new_plan_includes_leaves_nothing_and_takes_no_more(
+    org, clock, capture
+):
+    tenant = org.tenant
+    Plan.objects.filter(code="helpdesk-pro").update(unlimited_ai=False)  # its tickets take credits
+    subscribe(tenant=tenant, actor=org.founder, plan_code="helpdesk-pro", capture=capture)
+    ClientFactory(tenant=tenant, external_id="walk-in")
+    _use(tenant, 100, "a")
+    assert _used_of(tenant) == (100, 150, 50)
+
+    _change(tenant, org.founder, "helpdesk-essentials", capture)
+
+    assert _used_of(tenant) == (100, 100, 0)  # what was used stays used; the other 50 are withdrawn
+    licensing.ticket_credits_refresh(tenant=tenant)
+    assert Entry.objects.filter(tenant=tenant, kind=Entry.Kind.ADJUST).count() == 1
+    answer = licensing.ticket_qualify(tenant=tenant, ticket_id="over", client_id="walk-in")
+    assert answer["ai"] is False
 
 
 def test_the_beat_runs_the_ticket_credit_sweeper():
