@@ -5,12 +5,16 @@ from __future__ import annotations
 from tenants.audit import Fields, Sentence
 from tenants.models import AuditEvent
 
+# What a staff adjustment moved (its `unit`; events written before it was recorded were AI credits).
+_UNITS = {"ai_credit": "AI credits", "ticket_credit": "ticket credits"}
+
 
 def _adjusted(event: AuditEvent, fields: Fields) -> str:
     amount, reason = fields.get("amount"), fields.get("reason")
+    units = _UNITS.get(str((event.data or {}).get("unit", "ai_credit")), "credits")
     if amount is None:
-        return "{actor} adjusted the AI credits".format_map(fields)
-    verb = f"took {amount.lstrip('-')} AI credits" if amount.startswith("-") else f"added {amount} AI credits"
+        return f"{fields['actor']} adjusted the {units}"
+    verb = f"took {amount.lstrip('-')} {units}" if amount.startswith("-") else f"added {amount} {units}"
     return f"{fields['actor']} {verb}" + (f": {reason}" if reason else "")
 
 

@@ -449,7 +449,7 @@ def credits_adjust(
             actor=actor,
             action="credits.adjusted",
             target=grant,
-            data={"amount": credits_string(amount), "reason": reason},
+            data={"amount": credits_string(amount), "reason": reason, "unit": str(unit)},
         )
         return grant
     wallet = _lock_wallet(tenant, unit)
@@ -487,7 +487,7 @@ def credits_adjust(
         actor=actor,
         action="credits.adjusted",
         target=wallet,
-        data={"amount": credits_string(amount), "reason": reason},
+        data={"amount": credits_string(amount), "reason": reason, "unit": str(unit)},
     )
     return entries
 

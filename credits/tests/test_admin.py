@@ -77,7 +77,7 @@ def test_staff_adjustment_action_asks_then_adjusts_and_audits(staff, plus, ledge
     event = AuditEvent.objects.get(action="credits.adjusted")
     assert (event.actor_label, event.data) == (
         "cs@platform.test",
-        {"amount": "-12.5", "reason": "Double grant on ticket 4411"},
+        {"amount": "-12.5", "reason": "Double grant on ticket 4411", "unit": "ai_credit"},
     )
     assert Entry.objects.filter(kind="adjust").count() == 1
     check_invariants(plus)

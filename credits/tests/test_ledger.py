@@ -17,6 +17,7 @@ from credits.tests.conftest import START
 from credits.tests.helpers import K, balance, check_invariants, consume, entries, refused
 from plans.models import Subscription
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
+from tenants.audit import sentence
 from tenants.factories import insert_copy
 from tenants.models import AuditEvent
 
@@ -545,9 +546,17 @@ def test_staff_adjustment_adds_a_grant_or_takes_credit_and_is_audited(plus, admi
     assert list(
         AuditEvent.objects.filter(action="credits.adjusted").order_by("pk").values_list("data", flat=True)
     ) == [
-        {"amount": "3", "reason": "Goodwill for the outage"},
-        {"amount": "-6", "reason": "Duplicate grant"},
+        {"amount": "3", "reason": "Goodwill for the outage", "unit": "ai_credit"},
+        {"amount": "-6", "reason": "Duplicate grant", "unit": "ai_credit"},
     ]
+    who = sentence(AuditEvent.objects.filter(action="credits.adjusted").earliest("pk")).split(" added ")[0]
+    assert [sentence(e) for e in AuditEvent.objects.filter(action="credits.adjusted").order_by("pk")] == [
+        f"{who} added 3 AI credits: Goodwill for the outage",
+        f"{who} took 6 AI credits: Duplicate grant",
+    ]
+    services.credits_adjust(tenant=plus, unit="ticket_credit", amount=4 * K, reason="Onboarding", actor=admin)
+    latest = AuditEvent.objects.filter(action="credits.adjusted").latest("pk")
+    assert sentence(latest) == f"{who} added 4 ticket credits: Onboarding"
     exc = refused(services.credits_adjust, tenant=plus, amount=-3 * K, reason="x", actor=admin)
     assert exc.code == "insufficient_credits"
     assert (
