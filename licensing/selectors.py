@@ -58,6 +58,11 @@ class Seats:
     def near(self) -> bool:
         return self.total > 0 and self.used * 100 >= self.total * NEAR_PERCENT
 
+    @property
+    def reached(self) -> bool:
+        """Every license of the kind is assigned (none left to give)."""
+        return self.total > 0 and self.used >= self.total
+
 
 @dataclass(frozen=True)
 class Header:
@@ -99,12 +104,29 @@ class Header:
         return self.ticket_total > 0 and self.ticket_used * 100 >= self.ticket_total * NEAR_PERCENT
 
     @property
+    def tickets_reached(self) -> bool:
+        return self.ticket_total > 0 and self.ticket_used >= self.ticket_total
+
+    @property
     def near_limits(self) -> list[str]:
         """What is at 90% or more (L22), as the prompt says it."""
         found = [f"{s.label} licenses" for s in (self.ai, self.chat) if s.near]
         if self.tickets_near:
             found.append("ticket credits")
         return found
+
+    @property
+    def reached_limits(self) -> list[str]:
+        """What of `near_limits` is all used: the prompt says it is reached, not close."""
+        found = [f"{s.label} licenses" for s in (self.ai, self.chat) if s.reached]
+        if self.tickets_reached:
+            found.append("ticket credits")
+        return found
+
+    @property
+    def close_limits(self) -> list[str]:
+        """What of `near_limits` still has some left."""
+        return [limit for limit in self.near_limits if limit not in self.reached_limits]
 
     @property
     def overages(self) -> list[Seats]:

@@ -323,6 +323,9 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
         **_assign_context(tenant, top.ent),
         **_add_context(tenant, top.ent, top),
     }
+    if not context["assign_refusal"] and context["add_refusal"][kind.value]:
+        # Every AI license is assigned: nothing to pick; the rows' disabled Add says the same (L12, L13).
+        context["assign_refusal"] = context["add_refusal"][kind.value]
     if request.htmx and request.htmx.target == "assign-candidates":
         return render(request, "licensing/assign.html#candidates", context)
     if request.htmx:

@@ -849,3 +849,24 @@ def test_l10_c23_ai_statistics_top_clients_show_the_clients_name_with_its_id(
     ]
     assert cells == ["Contoso Dental 4104", "walk-in"]
     assert '<strong>Contoso Dental</strong><div class="muted small mono">4104</div>' in body
+
+
+def test_l12_l22_with_every_ai_license_assigned_the_picker_says_so_and_the_prompt_says_reached(
+    essentials, admin, client_for
+):
+    """L12, L13, L22: at 10 of 10 AI licenses the picker has nothing to submit and says why (the
+    message the rows' disabled Add AI license carries); the upgrade prompt says the AI licenses are
+    all used, not that the plan is "close to" its limits."""
+    licensed(essentials, 10)
+    ClientFactory(tenant=essentials, external_id="walk-in", name="Walk-in")
+
+    dialog = client_for(admin).get("/t/acme/licenses/assign/", **HTMX)
+    refusal = by_testid(dialog, "assign-refused")
+    assert refusal
+    assert refusal[0].startswith("All 10 AI licenses of your AI Essentials plan are assigned.")
+    assert 'data-testid="assign-submit"' not in dialog.content.decode()
+    assert 'data-testid="pick-walk-in"' not in dialog.content.decode()
+
+    prompt = by_testid(client_for(admin).get(PAGE), "upgrade-prompt")[0]
+    assert prompt.startswith("You have reached your plan's limits: every one of your AI licenses is used.")
+    assert "close to" not in prompt

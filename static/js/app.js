@@ -28,7 +28,21 @@
     }
   });
 
+  // An open menu (<details class="menu">: a row's actions) closes with Escape, focus back on its
+  // button, and when a click lands outside it: left open, its panel covers the rows below.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    document.querySelectorAll("details.menu[open]").forEach(function (menu) {
+      var inside = menu.contains(document.activeElement);
+      menu.open = false;
+      if (inside) menu.querySelector("summary").focus();
+    });
+  });
+
   document.addEventListener("click", function (event) {
+    document.querySelectorAll("details.menu[open]").forEach(function (menu) {
+      if (!menu.contains(event.target)) menu.open = false;
+    });
     // [data-confirm="question"]: ask before the click goes through.
     var asking = event.target.closest("[data-confirm]");
     if (asking && !window.confirm(asking.getAttribute("data-confirm"))) {

@@ -1,10 +1,11 @@
 // The Sessions screen's chart: billable sessions per day of the current period, the running total
-// and the session limit as a line. Data comes from a json_script element (no inline script: CSP).
+// and the session limit as a line. Data comes from a json_script element (no inline script: CSP),
+// named by the canvas's data-sessions-chart (app.js draws the data-chart canvases, of another shape).
 (function () {
   "use strict";
   function draw() {
     var canvas = document.getElementById("usage-chart");
-    var source = canvas && document.getElementById(canvas.getAttribute("data-chart"));
+    var source = canvas && document.getElementById(canvas.getAttribute("data-sessions-chart"));
     if (!canvas || !source || !window.Chart) return;
     var data = JSON.parse(source.textContent);
     var datasets = [

@@ -86,21 +86,37 @@ def csp_violations() -> CspViolations:
     return CspViolations()
 
 
+class PageErrors(list):
+    """Uncaught script errors in a test's pages (Playwright's `pageerror`), one line each."""
+
+    def watch(self, context) -> None:
+        context.on(
+            "page", lambda page: page.on("pageerror", lambda error: self.append(f"{page.url}: {error}"))
+        )
+
+
 @pytest.fixture
-def new_context(browser, live_server, csp_violations) -> Iterator[Callable]:
+def page_errors() -> PageErrors:
+    return PageErrors()
+
+
+@pytest.fixture
+def new_context(browser, live_server, csp_violations, page_errors) -> Iterator[Callable]:
     """`new_context(**options)` opens a fresh browser context (one persona) on the live server.
 
     With DEBUG off the session and CSRF cookies are Secure; Chromium still keeps them over plain
     http because the live server is on localhost, a secure context (keep --liveserver on localhost).
 
-    Every browser test fails on anything the Content-Security-Policy blocked in its pages: htmx and
-    our scripts must work under it, with no inline script, handler or style."""
+    Every browser test fails on anything the Content-Security-Policy blocked in its pages (htmx and
+    our scripts must work under it, with no inline script, handler or style), and on any script
+    error a page threw."""
     contexts = []
 
     def make(**options):
         context = browser.new_context(base_url=live_server.url, **options)
         context.set_default_timeout(DEFAULT_TIMEOUT_MS)
         csp_violations.watch(context)
+        page_errors.watch(context)
         contexts.append(context)
         return context
 
@@ -108,3 +124,4 @@ def new_context(browser, live_server, csp_violations) -> Iterator[Callable]:
     for context in contexts:
         context.close()
     assert list(csp_violations) == [], "the Content-Security-Policy blocked something"
+    assert list(page_errors) == [], "a page threw a script error"

@@ -81,6 +81,7 @@ def test_subscribe_now_with_the_emailed_code_spend_through_the_api_then_buy_one_
     expect(dialog.get_by_role("heading", name="Subscribe to AI Plus")).to_be_visible()
     dialog.get_by_test_id("send-code").click()
     expect(dialog.get_by_test_id("code-sent")).to_contain_text(EMAIL)
+    expect(dialog.get_by_test_id("security-code")).to_be_focused()  # the next thing to do: type it
     code = _emailed_code(context, dialog, emails=1)
 
     # A wrong code: the error shows in the dialog, which stays open; nothing is bought.

@@ -56,6 +56,17 @@ def test_search_a_client_add_an_ai_license_see_the_header_change_and_remove_it(p
     )
 
     row = page.locator("#clients tr[data-client=fabrikam]")
+    # The actions menu closes with Escape (its panel would cover the rows below), focus back on "…".
+    row.get_by_test_id("row-actions").click()
+    expect(row.get_by_role("button", name="Add AI license")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(row.get_by_role("button", name="Add AI license")).to_be_hidden()
+    expect(row.get_by_test_id("row-actions")).to_be_focused()
+    # ... and when a click lands outside it.
+    row.get_by_test_id("row-actions").click()
+    page.get_by_role("heading", name="Plans & Licenses", level=1).click()
+    expect(row.get_by_role("button", name="Add AI license")).to_be_hidden()
+
     row.get_by_test_id("row-actions").click()
     row.get_by_role("button", name="Add AI license").click()
 
