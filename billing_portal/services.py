@@ -910,7 +910,8 @@ def plan_change(
     *, tenant: Tenant, to_plan: Plan, when: str, custom_date: datetime | None, actor: User
 ) -> ChangeResult:
     """Apply subscription updates: now (prorated, entitlements recalculated at once), at the end of the
-    current period, or on a custom date (an Upcoming subscription until then). Lock, check (the plan
+    current period, or on a custom date (an Upcoming subscription until then; at that date the rest
+    of its billing period is prorated and invoiced, as Immediately is now). Lock, check (the plan
     card's offer and the dialog's choices), call the gateway, write — see the module's docstring. A
     refusal of the gateway is recorded (its attempt committed) before it is raised."""
     with transaction.atomic():
@@ -1029,6 +1030,63 @@ def plan_change_preview(*, tenant: Tenant, to_plan: Plan, actor: User) -> Gatewa
         )
     except GatewayError as exc:
         raise _gateway_error(exc) from exc
+
+
+@dataclass(frozen=True)
+class CustomDateOutlook:
+    """What "On custom date" does for one date (S18): on `starts_on` the plan switches and the rest
+    of the billing period that date falls in is prorated and invoiced then, as "Immediately" is at
+    its moment; the first renewal after it bills the new plan in full."""
+
+    from_plan: Plan
+    to_plan: Plan
+    starts_on: datetime
+    period_end: datetime  # the current period's end: the next renewal
+    # The gateway's estimate of the invoice made at the switch (Stripe's preview with a proration
+    # date), for a date within the current period; None past it (Stripe previews a proration date
+    # within the current period only) or when the gateway could not be asked (`unavailable` says why).
+    preview: GatewayInvoicePreview | None = None
+    unavailable: str = ""
+
+    @property
+    def within_period(self) -> bool:
+        """The switch falls in the current period: that period's rest is prorated."""
+        return self.starts_on < self.period_end
+
+    @property
+    def at_period_end(self) -> bool:
+        """The switch is the period's end: nothing left to prorate, the renewal bills the new plan."""
+        return self.starts_on == self.period_end
+
+
+def plan_change_custom_date_outlook(
+    *, tenant: Tenant, to_plan: Plan, custom_date: datetime | None, actor: User
+) -> CustomDateOutlook:
+    """What a change to `to_plan` "On custom date" `custom_date` invoices, and when: the dialog's
+    words for the chosen date, with the gateway's estimate of the switch's invoice where one exists.
+    Refuses (BusinessError) what `plan_change` would refuse for that date; changes nothing."""
+    request = plan_services.plan_change_validate(
+        tenant=tenant,
+        to_plan=to_plan,
+        role=actor_role(tenant=tenant, user=actor),
+        when=plan_services.When.CUSTOM_DATE,
+        custom_date=custom_date,
+    )
+    sub, at = request.subscription, request.effective_at
+    assert at is not None  # a custom date was validated
+    assert sub.current_period_end is not None  # a paid subscription has a period
+    outlook = CustomDateOutlook(
+        from_plan=sub.plan, to_plan=to_plan, starts_on=at, period_end=sub.current_period_end
+    )
+    if not outlook.within_period:
+        return outlook
+    try:
+        preview = get_gateway().preview_price_change(
+            subscription_id=sub.gateway_subscription_id, price_id=to_plan.stripe_price_id, at=at
+        )
+    except GatewayError as exc:
+        return dataclasses.replace(outlook, unavailable=exc.message)
+    return dataclasses.replace(outlook, preview=preview)
 
 
 def scheduled_change_undo(*, tenant: Tenant, change: ScheduledChange, actor: User) -> ScheduledChange:

@@ -346,10 +346,13 @@ def _came_from(request: TenantRequest, tenant: Tenant) -> str:
 @tenant_view(ADMIN_ONLY)
 @require_GET
 def change_preview(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
-    """What "Immediately" charges now (the gateway's invoice preview), for Apply subscription updates.
-    A refusal or a gateway failure is a calm "Preview unavailable", never a broken dialog."""
+    """What "Immediately" charges now (the gateway's invoice preview), for Apply subscription updates;
+    with `when=custom_date`, what "On custom date" invoices on `custom_date` and what the next renewal
+    bills (S18). A refusal or a gateway failure is a calm "Preview unavailable", never a broken dialog."""
     _billing_enabled()
     plan = get_object_or_404(Plan.objects.select_related("product"), code=plan_code, is_public=True)
+    if request.GET.get("when") == When.CUSTOM_DATE:
+        return _custom_date_preview(request, tenant, plan)
     preview, unavailable = None, ""
     try:
         preview = services.plan_change_preview(tenant=tenant, to_plan=plan, actor=request.user)
@@ -359,6 +362,34 @@ def change_preview(request: TenantRequest, tenant: Tenant, plan_code: str) -> Ht
     template = (
         "billing_portal/change_preview.html#preview" if request.htmx else "billing_portal/change_preview.html"
     )
+    return render(request, template, context)
+
+
+def _custom_date_preview(request: TenantRequest, tenant: Tenant, plan: Plan) -> HttpResponse:
+    """The dialog's words for the date picked (fetched when it changes), or, without JavaScript, a
+    page with a date to pick: what is prorated and invoiced on it, and what the next renewal bills."""
+    form = PlanChangeForm({"when": When.CUSTOM_DATE, "custom_date": request.GET.get("custom_date", "")})
+    outlook, unavailable = None, ""
+    if "custom_date" not in request.GET:
+        pass  # the page's first view, no date picked yet
+    elif not form.is_valid():
+        unavailable = " ".join(str(msg) for msgs in form.errors.values() for msg in msgs)
+    else:
+        try:
+            outlook = services.plan_change_custom_date_outlook(
+                tenant=tenant, to_plan=plan, custom_date=form.effective_custom_date(), actor=request.user
+            )
+        except BusinessError as exc:
+            unavailable = exc.message
+    context = {
+        "plan": plan,
+        "product": plan.product,
+        "outlook": outlook,
+        "unavailable": unavailable,
+        "form": form,
+    }
+    template = "billing_portal/change_preview_custom_date.html"
+    template += "#custom-date" if request.htmx else ""
     return render(request, template, context)
 
 

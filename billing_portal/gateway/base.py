@@ -312,15 +312,21 @@ class PaymentGateway(abc.ABC):
         once; `payment_behavior` says what happens when that invoice is not paid."""
 
     @abc.abstractmethod
-    def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
+    def preview_price_change(
+        self, *, subscription_id: str, price_id: str, at: datetime | None = None
+    ) -> GatewayInvoicePreview:
         """What switching to `price_id` now would invoice at once (the prorations of an immediate
-        change, as `change_subscription_price` makes them). Changes nothing."""
+        change, as `change_subscription_price` makes them); with `at`, what the switch a schedule
+        makes at `at` would invoice then (`at` within the current period: past it the gateway
+        refuses, as Stripe's proration date does). Changes nothing."""
 
     @abc.abstractmethod
     def schedule_subscription_change(
         self, *, subscription_id: str, price_id: str, at: datetime, idempotency_key: str
     ) -> GatewaySchedule:
-        """Keep the current price until `at`, then switch to `price_id` (a subscription schedule)."""
+        """Keep the current price until `at`, then switch to `price_id` (a subscription schedule),
+        prorated and invoiced at the switch as an immediate change is at its moment: the time from
+        `at` to the end of the period it falls in (nothing when `at` is a period's end)."""
 
     @abc.abstractmethod
     def retrieve_schedule(self, schedule_id: str) -> GatewaySchedule:

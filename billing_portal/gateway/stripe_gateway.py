@@ -44,6 +44,7 @@ from billing_portal.gateway.base import (
 
 if TYPE_CHECKING:
     from stripe.params import CreditNoteCreateParams, SubscriptionUpdateParams
+    from stripe.params._invoice_create_preview_params import InvoiceCreatePreviewParamsSubscriptionDetails
     from stripe.params._subscription_schedule_update_params import (
         SubscriptionScheduleUpdateParamsPhase,
         SubscriptionScheduleUpdateParamsPhaseBillingThresholds,
@@ -383,9 +384,14 @@ class StripeGateway(PaymentGateway):
             )
         return subscription_from_stripe(updated.to_dict())
 
-    def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
+    def preview_price_change(
+        self, *, subscription_id: str, price_id: str, at: datetime | None = None
+    ) -> GatewayInvoicePreview:
         # Stripe's preview of the update `change_subscription_price` makes (same item, same
         # `always_invoice`): the invoice that change would create and charge now. Nothing is created.
+        # With `at`, the proration is worked out as though the update were made then
+        # (`subscription_details.proration_date`): what a schedule's switch at `at`, whose phase
+        # says `always_invoice`, invoices. Stripe wants it within the current period.
         # https://docs.stripe.com/api/invoices/create_preview
         # https://docs.stripe.com/billing/subscriptions/prorations#preview-proration
         current = self._retrieve_subscription(subscription_id)
@@ -393,16 +399,16 @@ class StripeGateway(PaymentGateway):
         currency = str(current.get("currency") or (item.get("price") or {}).get("currency") or "")
         if _id_of(item.get("price")) == price_id:
             return GatewayInvoicePreview(currency=currency, amount_due=0, total=0)
+        details: InvoiceCreatePreviewParamsSubscriptionDetails = {
+            "items": [{"id": item["id"], "price": price_id}],
+            "proration_behavior": "always_invoice",
+        }
+        if at is not None:
+            details["proration_date"] = _unix(at)
         # No idempotency key: a preview creates nothing (the SDK's own key covers its retries).
         with _translated_errors():
             preview = self._client.v1.invoices.create_preview(
-                params={
-                    "subscription": subscription_id,
-                    "subscription_details": {
-                        "items": [{"id": item["id"], "price": price_id}],
-                        "proration_behavior": "always_invoice",
-                    },
-                },
+                params={"subscription": subscription_id, "subscription_details": details},
             )
         return invoice_preview_from_stripe(preview.to_dict())
 
@@ -445,6 +451,15 @@ class StripeGateway(PaymentGateway):
         current["end_date"] = switch_at
         following["start_date"] = switch_at
         following.pop("end_date", None)
+        # The switch prorates as "Immediately" does, at its date: the unused time on the old price
+        # is credited and the remaining time on the new one charged, from the switch to the end of
+        # the period it falls in, invoiced and collected then. (A phase's default is
+        # create_prorations, which would leave them for the next renewal; `none` would let a
+        # tenant use a bigger plan until then for nothing.) A switch at a period's end has no time
+        # left to prorate: the renewal bills the new price.
+        # https://docs.stripe.com/api/subscription_schedules/update#update_subscription_schedule-phases-proration_behavior
+        # https://docs.stripe.com/billing/subscriptions/prorations
+        following["proration_behavior"] = "always_invoice"
         with _translated_errors():
             try:
                 schedule = self._client.v1.subscription_schedules.update(
@@ -798,8 +813,8 @@ def _is_leftover(schedule: Mapping[str, Any]) -> bool:
 def phase_params(phase: Mapping[str, Any]) -> SubscriptionScheduleUpdateParamsPhase:
     """A phase object of a subscription schedule as the parameters that state it again unchanged:
     every setting it has (expanded objects as their ids; unset ones left out, since sending them
-    empty would clear them). Its proration when it starts is said explicitly: none (a phase of ours
-    switches price at a date, without a proration)."""
+    empty would clear them). Its proration when it starts is said explicitly: none (restating the
+    phase that is running changes nothing; the phase that switches the price says its own)."""
     params: SubscriptionScheduleUpdateParamsPhase = {
         "items": [_phase_item_params(item) for item in phase.get("items") or []],
         "start_date": phase["start_date"],

@@ -253,18 +253,24 @@ def test_the_dialog_shows_only_immediately_while_a_change_is_scheduled(
         assert 'data-testid="update-subscription"' in page
 
 
-def test_the_dialog_says_a_custom_date_change_is_not_prorated_s18(subscribed, admin, client_for):
-    """An outsider probe scheduled Growth -> Scale on a custom date before the period's end and found
-    nothing saying how the days between are billed: the schedule switches the price without a
-    proration, and the next invoice bills the new plan for the next period."""
+def test_the_dialog_says_a_custom_date_change_is_prorated_and_invoiced_that_day_s18(
+    subscribed, admin, client_for
+):
+    """S18. Failed before the fix, whose words ("On a custom date nothing is prorated: … the invoice
+    of <period end> bills Scale's $499.00") were false twice over: the switch is prorated and
+    invoiced on its date, and a date after the period's end leaves that invoice on Growth."""
     page = client_for(admin).get("/t/acme/billing/plans/agents-scale/change/").content.decode()
-    on = subscribed.current_period_end
+    end = day(subscribed.current_period_end)
     note = re.search(r'data-testid="custom-date-note">([^<]+)<', page)
     assert note is not None
     assert note.group(1) == (
-        f"On a custom date nothing is prorated: Scale starts that day, and the invoice of "
-        f"{on.day} {on:%b %Y} bills Scale's $499.00 for the next month."
+        "On a custom date Scale starts that day, and the rest of the billing period that date falls "
+        "in is prorated and invoiced then, as Immediately is now: a credit for the unused time on "
+        f"Growth, a charge for the remaining time on Scale. For a date before {end}, the invoice of "
+        f"{end} then bills Scale's $499.00 for the next month; for a later date, renewals bill "
+        "Growth until then."
     )
+    assert "nothing is prorated" not in page
 
 
 def test_the_dialog_of_a_canceled_subscription_says_why_and_offers_no_update(

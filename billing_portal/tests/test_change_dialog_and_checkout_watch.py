@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -59,6 +59,126 @@ def test_the_dialog_fetches_the_preview_of_immediately(subscribed, admin, client
     assert 'hx-trigger="load"' in box.group(0)
     assert 'hx-target="this"' in box.group(0)  # not the form's #dialog-body
     assert f'<a href="{PREVIEW}">See what Immediately charges now</a>' in page  # without JavaScript
+
+
+# --- On custom date: what the date picked invoices (S18) ----------------------------------------------
+
+# The tester's calendar: a period from 17 Nov to 17 Dec 2026 (30 days), both at 00:00 UTC, so that a
+# date picked in the dialog (00:00 UTC) can be the period's very end.
+NOV17 = datetime(2026, 11, 17, tzinfo=UTC)
+
+
+@pytest.fixture
+def on_17_nov():
+    with time_machine.travel(NOV17, tick=False) as traveller:
+        yield traveller
+
+
+def outlook(client, day: str, **headers) -> str:
+    return text(client.get(f"{PREVIEW}?when=custom_date&custom_date={day}", **headers))
+
+
+def test_the_dialog_fetches_what_the_custom_date_invoices_when_it_changes_s18(
+    on_17_nov, subscribed, admin, client_for
+):
+    page = text(client_for(admin).get(DIALOG, HTTP_HX_REQUEST="true"))
+    box = re.search(
+        r'<div class="small" data-show-when="when=custom_date" data-testid="custom-date-outlook"[^>]*>', page
+    )
+    assert box is not None
+    assert f'hx-get="{PREVIEW}?when=custom_date"' in box.group(0)
+    assert 'hx-trigger="change from:#id_custom_date"' in box.group(0)
+    assert 'hx-include="#id_custom_date"' in box.group(0)
+    assert 'id="id_custom_date"' in page
+    # Without JavaScript: a page where the date is picked.
+    assert f'<a href="{PREVIEW}?when=custom_date">See what a custom date invoices</a>' in page
+    plain = text(client_for(admin).get(f"{PREVIEW}?when=custom_date"))
+    assert re.search(r'<form method="get" action="/t/acme/billing/plans/agents-scale/preview/"', plain)
+    assert 'name="custom_date"' in plain
+    assert '<input type="hidden" name="when" value="custom_date">' in plain
+
+
+def test_a_custom_date_within_the_period_says_what_is_invoiced_that_day_and_by_the_renewal_s18(
+    on_17_nov, subscribed, admin, client_for
+):
+    """S18. Failed before the fix (no such words; the dialog said nothing was prorated). Growth to
+    Scale on 1 Dec: 16 of the period's 30 days left, (49900 - 19900) * 16/30 = $160.00 charged that
+    day, the gateway's estimate with that proration date; the invoice of 17 Dec bills Scale."""
+    body = outlook(client_for(admin), "2026-12-01", HTTP_HX_REQUEST="true")
+    assert "<html" not in body
+    assert re.search(r'data-testid="custom-date-switch">([^<]+)<', body).group(1) == (
+        "On 1 Dec 2026 Scale replaces Growth, and the rest of the current period, from 1 Dec 2026 to "
+        "17 Dec 2026, is prorated and invoiced that day: a credit for the unused time on Growth, a "
+        "charge for the remaining time on Scale."
+    )
+    assert '<strong data-testid="custom-date-charge">About $160.00 is charged on 1 Dec 2026.</strong>' in body
+    assert 'Unused time on Growth after 01 Dec 2026</span> <span class="nowrap">-$106.13' in body
+    assert 'Remaining time on Scale after 01 Dec 2026</span> <span class="nowrap">$266.13' in body
+    assert re.search(r'data-testid="custom-date-renewal">([^<]+)<', body).group(1) == (
+        "The invoice of 17 Dec 2026 then bills Scale's $499.00 for the next month."
+    )
+
+
+def test_a_custom_downgrade_date_says_the_credit_s18(on_17_nov, subscribed, admin, client_for):
+    """S18: Growth to Starter on 1 Dec: (4900 - 19900) * 16/30 = $80.00 back, as a credit."""
+    body = text(
+        client_for(admin).get(
+            "/t/acme/billing/plans/agents-starter/preview/?when=custom_date&custom_date=2026-12-01",
+            HTTP_HX_REQUEST="true",
+        )
+    )
+    assert (
+        '<strong data-testid="custom-date-charge">Nothing is charged on 1 Dec 2026.</strong> You get a '
+        "credit of about $80.00 for your next invoices."
+    ) in body
+
+
+def test_a_custom_date_at_the_period_end_says_nothing_is_prorated_s18(
+    on_17_nov, subscribed, admin, client_for
+):
+    body = outlook(client_for(admin), "2026-12-17", HTTP_HX_REQUEST="true")
+    assert re.search(r'data-testid="custom-date-switch">([^<]+)<', body).group(1) == (
+        "Scale starts when the current period ends, on 17 Dec 2026: nothing is prorated, and the "
+        "invoice of 17 Dec 2026 bills Scale's $499.00 for the next month."
+    )
+    assert "custom-date-charge" not in body
+
+
+def test_a_custom_date_after_the_period_end_says_the_renewal_bills_the_old_plan_first_s18(
+    on_17_nov, subscribed, admin, client_for
+):
+    """S18, the tester's second report: with 20 Dec the dialog said the invoice of 17 Dec bills
+    Scale, and it billed Growth (Starter in the report). Now it says so, and that the rest of the
+    period 20 Dec falls in is prorated then (no estimate: Stripe previews the current period only)."""
+    body = outlook(client_for(admin), "2026-12-20", HTTP_HX_REQUEST="true")
+    assert re.search(r'data-testid="custom-date-renewal">([^<]+)<', body).group(1) == (
+        "The invoice of 17 Dec 2026 still bills Growth's $199.00 for the next month, as every "
+        "renewal before 20 Dec 2026 does."
+    )
+    assert re.search(r'data-testid="custom-date-switch">([^<]+)<', body).group(1) == (
+        "On 20 Dec 2026 Scale replaces Growth, and the rest of the billing period that date falls in "
+        "is prorated and invoiced that day: a credit for the unused time on Growth, a charge for the "
+        "remaining time on Scale, worked out on that date. The renewal after it bills Scale's "
+        "$499.00 for the next month."
+    )
+    assert "custom-date-charge" not in body
+
+
+@pytest.mark.parametrize(
+    ("day", "message"),
+    [
+        ("2026-11-01", "Pick a date in the future."),
+        ("", "Pick the date the change applies on."),
+        ("2027-12-01", "Pick a date within the next year."),
+        ("not-a-date", "Enter a valid date."),
+    ],
+)
+def test_a_custom_date_the_change_would_refuse_is_said_calmly_s18(
+    on_17_nov, subscribed, admin, client_for, day, message
+):
+    response = client_for(admin).get(f"{PREVIEW}?when=custom_date&custom_date={day}", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert f'<span class="muted">{message}</span>' in text(response)
 
 
 def _used_this_period(tenant, n: int) -> None:

@@ -798,23 +798,170 @@ def test_a_schedule_keeps_the_subscriptions_card_in_its_phases(local):
     )
 
 
-def test_scheduled_change_on_a_custom_date_switches_mid_period(local):
-    _, sub = local.subscribe("price_pro")
-    at = START + timedelta(days=5)
-    local(
+def test_scheduled_downgrade_mid_period_credits_the_unused_difference_at_the_switch_s18(local):
+    """S18, On custom date. Failed before the fix: the phase switched the price without a proration
+    (no invoice), so the customer lost what they had paid for the rest of the period. Now, as Stripe
+    does for a phase with proration_behavior=always_invoice: the switch prorates from its own moment
+    (not the clock tick's) to the period's end and invoices that at once; a negative total is paid
+    from nothing and credited to the customer's balance, as an immediate downgrade's is."""
+    customer_id, sub = local.subscribe("price_pro")  # 30.00/month, Jan 15 -> Feb 15 (31 days)
+    at = START + timedelta(days=5)  # 26 of the 31 days left
+    schedule = local(
         "schedule_subscription_change",
         subscription_id=sub.id,
         price_id="price_basic",
         at=at,
         idempotency_key="s",
     )
+    stored = LocalGatewayObject.objects.get(object_id=schedule.id).data
+    assert [p["proration_behavior"] for p in stored["phases"]] == ["none", "always_invoice"]
     local.sent.clear()
     assert local("advance", at + timedelta(hours=1)) == 2
     after = local.gateway.retrieve_subscription(sub.id)
     assert after.price_id == "price_basic"
     assert after.current_period_end == sub.current_period_end  # the period goes on
-    assert count("invoice") == 1
-    assert local.types() == ["customer.subscription.updated", "subscription_schedule.completed"]
+    assert count("invoice") == 2
+    credit = local.gateway.retrieve_invoice(after.latest_invoice_id)
+    # (1000 - 3000) * 26/31 cents, rounded once; the lines: 3000 * 26/31 back, 1000 * 26/31 charged.
+    assert (credit.billing_reason, credit.status, credit.total, credit.amount_due, credit.amount_paid) == (
+        "subscription_update",
+        "paid",
+        -1677,
+        0,
+        0,
+    )
+    assert [(line.description, line.amount) for line in credit.lines] == [
+        ("Unused time on price_pro after 20 Jan 2027", -2516),
+        ("Remaining time on price_basic after 20 Jan 2027", 839),
+    ]
+    assert {(line.period_start, line.period_end) for line in credit.lines} == {(at, sub.current_period_end)}
+    assert (credit.created, credit.starting_balance, credit.ending_balance) == (at, 0, -1677)
+    assert LocalGatewayObject.objects.get(object_id=customer_id).data["balance"] == -1677
+    assert count("charge") == 1  # the first payment only
+    assert local.types() == [
+        "customer.subscription.updated",
+        "subscription_schedule.completed",
+        "invoice.finalized",
+        "invoice.paid",
+    ]
+    # The renewal is paid from the credit first.
+    local("advance", sub.current_period_end)
+    renewal = local.gateway.retrieve_invoice(local.gateway.retrieve_subscription(sub.id).latest_invoice_id)
+    assert (renewal.billing_reason, renewal.total, renewal.amount_due) == ("subscription_cycle", 1000, 0)
+    assert LocalGatewayObject.objects.get(object_id=customer_id).data["balance"] == -677
+
+
+def test_scheduled_upgrade_mid_period_invoices_the_prorated_difference_at_the_switch_s18(local):
+    """S18, On custom date. Failed before the fix: the bigger price ran from the date to the period's
+    end for nothing. The switch's invoice is what the preview with that proration date said, to the
+    cent, and it is charged at the switch."""
+    _, sub = local.subscribe("price_basic")  # 10.00/month, Jan 15 -> Feb 15 (31 days)
+    at = START + timedelta(days=5)  # 26 of the 31 days left
+    preview = local.gateway.preview_price_change(subscription_id=sub.id, price_id="price_pro", at=at)
+    local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_pro",
+        at=at,
+        idempotency_key="s",
+    )
+    local.sent.clear()
+    local("advance", at + timedelta(days=2))
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert (after.price_id, after.status, after.current_period_end) == (
+        "price_pro",
+        "active",
+        sub.current_period_end,
+    )
+    invoice = local.gateway.retrieve_invoice(after.latest_invoice_id)
+    # (3000 - 1000) * 26/31 cents, rounded once: 1000 * 26/31 back, 3000 * 26/31 charged.
+    assert (invoice.billing_reason, invoice.status, invoice.total, invoice.amount_paid, invoice.created) == (
+        "subscription_update",
+        "paid",
+        1677,
+        1677,
+        at,
+    )
+    assert [line.amount for line in invoice.lines] == [-839, 2516]
+    assert (preview.amount_due, preview.total) == (1677, 1677)
+    assert [line.amount for line in preview.lines] == [-839, 2516]
+    assert count("charge") == 2
+    assert local.types() == [
+        "customer.subscription.updated",
+        "subscription_schedule.completed",
+        "invoice.finalized",
+        "invoice.paid",
+    ]
+
+
+def test_a_declined_payment_at_the_switch_takes_the_dunning_path_s18(local):
+    """S18, S26. The switch applies whether or not its invoice is paid (a schedule has no pending
+    update): a declined card leaves the invoice open on the retry schedule and the subscription past
+    due, as a declined renewal does; the retry that succeeds makes it active."""
+    _, sub = local.subscribe("price_basic")
+    at = START + timedelta(days=5)
+    local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_pro",
+        at=at,
+        idempotency_key="s",
+    )
+    local("expire_card", sub.id)
+    local.sent.clear()
+    local("advance", at)
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert (after.price_id, after.status) == ("price_pro", "past_due")
+    stored = LocalGatewayObject.objects.get(object_id=after.latest_invoice_id).data
+    assert (stored["status"], stored["total"], stored["attempt_count"]) == ("open", 1677, 1)
+    assert stored["next_payment_attempt"] == int((at + timedelta(days=3)).timestamp())
+    assert local.types() == [
+        "customer.subscription.updated",
+        "subscription_schedule.completed",
+        "invoice.finalized",
+        "invoice.payment_failed",
+        "customer.subscription.updated",
+    ]
+    local("advance", at + timedelta(days=3))  # the first retry, on the same declining card
+    assert LocalGatewayObject.objects.get(object_id=stored["id"]).data["attempt_count"] == 2
+    local("pay_on_hosted_page", stored["id"])
+    assert local.gateway.retrieve_invoice(stored["id"]).status == "paid"
+    assert local.gateway.retrieve_subscription(sub.id).status == "active"
+
+
+def test_a_switch_after_the_period_end_prorates_within_the_period_it_falls_in_s18(local):
+    """S18: a custom date past the current period's end. The renewal bills the old price; the switch
+    prorates what is left of the next period (Feb 15 -> Mar 15, 28 days) from its moment."""
+    _, sub = local.subscribe("price_basic")
+    at = sub.current_period_end + timedelta(days=5)  # Feb 20 12:00: 23 of the 28 days left
+    with pytest.raises(GatewayError):  # as Stripe: a proration date within the current period only
+        local.gateway.preview_price_change(subscription_id=sub.id, price_id="price_pro", at=at)
+    local(
+        "schedule_subscription_change",
+        subscription_id=sub.id,
+        price_id="price_pro",
+        at=at,
+        idempotency_key="s",
+    )
+    local("advance", at + timedelta(hours=1))
+    after = local.gateway.retrieve_subscription(sub.id)
+    assert (after.price_id, after.current_period_start, after.current_period_end) == (
+        "price_pro",
+        sub.current_period_end,
+        add_months(sub.current_period_end, 1),
+    )
+    invoices = sorted(
+        (
+            local.gateway.retrieve_invoice(row.object_id)
+            for row in LocalGatewayObject.objects.filter(object_type="invoice")
+        ),
+        key=lambda inv: inv.number,
+    )
+    assert [(inv.billing_reason, inv.total, inv.status) for inv in invoices] == [
+        ("subscription_create", 1000, "paid"),
+        ("subscription_cycle", 1000, "paid"),  # the renewal of Feb 15, on the old price
+        ("subscription_update", 1643, "paid"),  # (3000 - 1000) * 23/28, at the switch
+    ]
 
 
 def test_released_schedule_changes_nothing_later(local):
@@ -1445,13 +1592,22 @@ def test_a_schedule_after_the_period_end_renews_first_then_switches(local):
     assert local("advance", at) == 2
     after = local.gateway.retrieve_subscription(sub.id)
     assert after.price_id == "price_basic"
-    assert local.gateway.retrieve_invoice(after.latest_invoice_id).total == 3000  # renewed on the old price
+    renewal, credit = (
+        local.gateway.retrieve_invoice(row.object_id)
+        for row in LocalGatewayObject.objects.filter(object_type="invoice").order_by("id")[1:]
+    )
+    assert (renewal.billing_reason, renewal.total) == ("subscription_cycle", 3000)  # on the old price
+    # S18: the switch prorates what is left of the period it falls in (25 of Feb 15 -> Mar 15's 28
+    # days): (1000 - 3000) * 25/28, credited to the customer's balance.
+    assert (credit.billing_reason, credit.total, credit.status) == ("subscription_update", -1786, "paid")
     assert local.types() == [
         "invoice.finalized",
         "invoice.paid",
         "customer.subscription.updated",
         "customer.subscription.updated",
         "subscription_schedule.completed",
+        "invoice.finalized",
+        "invoice.paid",
     ]
 
 

@@ -695,6 +695,31 @@ def test_preview_price_change_asks_stripe_for_the_invoice_the_change_would_make(
     )
 
 
+def test_preview_at_a_custom_date_asks_for_the_proration_as_of_that_date_s18(gateway, http) -> None:
+    """S18, On custom date: the dialog's estimate of what the switch invoices at the date is Stripe's
+    preview of the same update with `subscription_details.proration_date` (failed before the fix: the
+    gateway could not preview a date at all). https://docs.stripe.com/api/invoices/create_preview"""
+    from stripe.params._invoice_create_preview_params import InvoiceCreatePreviewParamsSubscriptionDetails
+
+    at = datetime(2026, 2, 15, 12, tzinfo=UTC)
+    http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
+    http.answer("POST", "/v1/invoices/create_preview", fixture("invoice_preview"))
+
+    preview = gateway.preview_price_change(subscription_id=SUB, price_id=GROWTH, at=at)
+
+    _read, ask = http.sent
+    assert_sent(ask, "POST", "/v1/invoices/create_preview")
+    assert ask.params == {
+        "subscription": SUB,
+        "subscription_details[items][0][id]": SI,
+        "subscription_details[items][0][price]": GROWTH,
+        "subscription_details[proration_behavior]": "always_invoice",
+        "subscription_details[proration_date]": unix(at),
+    }
+    assert "proration_date" in InvoiceCreatePreviewParamsSubscriptionDetails.__annotations__
+    assert (preview.amount_due, [line.period_start for line in preview.lines]) == (7500, [at, at])
+
+
 def test_preview_of_a_downgrade_is_a_credit_with_nothing_due(gateway, http) -> None:
     credit = fixture("invoice_preview") | {
         "amount_due": 0,
@@ -751,6 +776,11 @@ def two_phases(schedule: dict[str, Any]) -> dict[str, Any]:
 def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_the_date(
     gateway, http
 ) -> None:
+    """S18: the current phase restated without a proration, then the new price from the date, its
+    phase saying `always_invoice`: Stripe prorates the switch from that moment to the period's end
+    and invoices it then, as the immediate change does now (a phase's default, create_prorations,
+    would leave the prorations for the renewal; none would not charge the days at all).
+    https://docs.stripe.com/api/subscription_schedules/update#update_subscription_schedule-phases-proration_behavior"""
     http.answer("GET", f"/v1/subscriptions/{SUB}", fixture("subscription"))
     http.answer("POST", "/v1/subscription_schedules", fixture("subscription_schedule"))
     http.answer("POST", f"/v1/subscription_schedules/{SCHED}", two_phases(fixture("subscription_schedule")))
@@ -777,7 +807,8 @@ def test_schedule_subscription_change_keeps_the_current_phase_then_switches_at_t
         "phases[1][items][0][price]": GROWTH,
         "phases[1][items][0][quantity]": "1",
         "phases[1][currency]": "usd",
-        "phases[1][proration_behavior]": "none",
+        # S18: the switch is prorated and invoiced at the date (failed before the fix: "none").
+        "phases[1][proration_behavior]": "always_invoice",
         "phases[1][start_date]": unix(MAR1),
         "end_behavior": "release",
         "proration_behavior": "none",
@@ -789,8 +820,8 @@ def test_restating_the_current_phase_keeps_its_settings_and_says_how_to_prorate(
     """Issue 7, defect 6 (failed before the fix: the restated phase carried only price and quantity,
     so the update dropped the phase's card, discounts, tax rates and metadata). The current phase is
     copied unchanged and the new one inherits its settings; proration is said, not defaulted: none for
-    restating the current phase, none when the new price starts (the change applies at its date,
-    without a proration, as the plan-change dialog says).
+    restating the current phase, always_invoice when the new price starts (S18: the switch is
+    prorated and invoiced at its date, as the plan-change dialog says).
     https://docs.stripe.com/billing/subscriptions/subscription-schedules#updating"""
     made = fixture("subscription_schedule")
     made["phases"][0] |= {
@@ -848,6 +879,7 @@ def test_restating_the_current_phase_keeps_its_settings_and_says_how_to_prorate(
         },
         "phases[1][items][0][price]": GROWTH,
         "phases[1][start_date]": unix(MAR1),
+        "phases[1][proration_behavior]": "always_invoice",
         "end_behavior": "release",
         "proration_behavior": "none",
         "metadata[managed_by]": "allowance",

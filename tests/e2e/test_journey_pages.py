@@ -102,7 +102,8 @@ def test_a_checkout_canceled_in_the_new_tab_is_said_calmly_in_the_first(billing_
 def test_the_dialog_shows_the_custom_date_only_when_chosen_and_what_immediately_charges(
     billing_settings, new_context
 ):
-    """S18: the custom date appears with On custom date; Immediately shows the preview's amount."""
+    """S18: the custom date appears with On custom date, and a date picked says what it invoices;
+    Immediately shows the preview's amount."""
     tenant = _tenant("dialog-admin@journey.test", "Dialog Journey Co", "agents-growth")
     page = new_context().new_page()
     _log_in(page, "dialog-admin@journey.test")
@@ -120,6 +121,18 @@ def test_the_dialog_shows_the_custom_date_only_when_chosen_and_what_immediately_
     dialog.get_by_role("radio", name="On custom date").check()
     expect(custom_date).to_be_visible()
     expect(preview).to_be_hidden()
+    # S18: picking a date fetches what that date invoices (Stripe's preview with a proration date).
+    outlook = dialog.get_by_test_id("custom-date-outlook")
+    expect(outlook).to_be_visible()
+    on = (timezone.now() + timedelta(days=10)).date()
+    custom_date.locator("input").fill(on.isoformat())
+    custom_date.locator("input").dispatch_event("change")
+    expect(outlook.get_by_test_id("custom-date-switch")).to_contain_text(
+        f"On {on.day} {on:%b %Y} Scale replaces Growth, and the rest of the current period"
+    )
+    expect(outlook.get_by_test_id("custom-date-charge")).to_have_text(
+        re.compile(rf"About \$\d+\.\d\d is charged on {on.day} {on:%b %Y}\.")
+    )
 
     dialog.get_by_role("radio", name="Immediately").check()
     expect(custom_date).to_be_hidden()

@@ -19,7 +19,7 @@ from plans.selectors import MSG_OVERDUE, entitlements
 from plans.services import When
 from tenants.errors import BusinessError
 from tenants.models import AuditEvent
-from tests.subscriptions.helpers import START, customer_id, gateway, live, subscribe
+from tests.subscriptions.helpers import START, assert_webhooks_applied, customer_id, gateway, live, subscribe
 
 pytestmark = pytest.mark.django_db
 
@@ -210,6 +210,166 @@ def test_custom_date_change_takes_effect_when_the_clock_passes_the_date(org, pai
     assert ScheduledChange.objects.get(tenant=org.tenant).status == "applied"
     ent = entitlements(tenant=org.tenant)["ai_agents"]
     assert (ent.limits.session_limit, ent.upcoming) == (5000, None)
+
+
+def tick(capture) -> None:
+    with capture(execute=True):
+        billing.billing_tick(now=timezone.now())
+
+
+def invoices(tenant) -> list[tuple[str, int, str]]:
+    return list(
+        Invoice.objects.filter(tenant=tenant)
+        .order_by("issued_at", "pk")
+        .values_list("billing_reason", "total", "status")
+    )
+
+
+MID = datetime(2021, 3, 25, tzinfo=UTC)  # a custom date: 00:00 UTC; 16 days 9 hours of the 31 left
+
+
+def test_custom_date_upgrade_mid_period_invoices_the_prorated_difference_at_the_date_s18(
+    org, paid, clock, capture
+):
+    """S18, outside tester's report (failed before the fix: the schedule's phase switched the price
+    with proration_behavior none, so Scale ran from the date to the period's end for nothing). The
+    switch prorates from that moment, as Immediately does from its own: the invoice is made and paid
+    at the date, for exactly what the dialog's estimate said; the renewal then bills Scale."""
+    clock.move_to(START + timedelta(days=2))
+    outlook = billing.plan_change_custom_date_outlook(
+        tenant=org.tenant, to_plan=plan("agents-scale"), custom_date=MID, actor=org.founder
+    )
+    change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=MID)
+    clock.move_to(MID + timedelta(hours=3))  # the sweep runs a little after the date
+    tick(capture)
+
+    sub = live(org.tenant)
+    assert (sub.plan.code, sub.state, sub.current_period_end) == ("agents-scale", "active", PERIOD_END)
+    # (49900 - 19900) * 1,414,800 s / 2,678,400 s, rounded once; the lines: Growth's unused time back,
+    # Scale's remaining time charged, from the date (not from the sweep's moment) to the period's end.
+    invoice = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update")
+    assert (invoice.status, invoice.total, invoice.amount_paid, invoice.issued_at) == (
+        "paid",
+        15847,
+        15847,
+        MID,
+    )
+    assert list(invoice.lines.values_list("amount", flat=True)) == [-10512, 26359]
+    assert outlook.preview is not None
+    assert (outlook.preview.amount_due, [line.amount for line in outlook.preview.lines]) == (
+        15847,
+        [-10512, 26359],
+    )
+    assert ScheduledChange.objects.get(tenant=org.tenant).status == "applied"
+
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    tick(capture)
+    assert invoices(org.tenant) == [
+        ("subscription_create", 19900, "paid"),
+        ("subscription_update", 15847, "paid"),
+        ("subscription_cycle", 49900, "paid"),
+    ]
+    assert_webhooks_applied(org.tenant)
+
+
+def test_custom_date_downgrade_credits_the_customer_balance_s18(org, paid, clock, capture):
+    """S18 (failed before the fix: the downgrade on a date lost the customer the difference they had
+    paid for the rest of the period). As an immediate downgrade: a credit invoice at the date, the
+    credit on the customer's balance, the renewal paid from it."""
+    change(org, capture, "agents-starter", When.CUSTOM_DATE, custom_date=MID)
+    clock.move_to(MID + timedelta(minutes=5))
+    tick(capture)
+
+    assert live(org.tenant).plan.code == "agents-starter"
+    credit = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update")
+    # (4900 - 19900) * 1,414,800 / 2,678,400 cents, rounded once.
+    assert list(credit.lines.values_list("amount", flat=True)) == [-10512, 2589]
+    assert (credit.status, credit.total, credit.amount_due, credit.amount_paid) == ("paid", -7923, 0, 0)
+    assert (credit.starting_balance, credit.ending_balance, credit.credit_added) == (0, -7923, 7923)
+    assert LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data["balance"] == -7923
+    charges = LocalGatewayObject.objects.filter(object_type="charge", customer_id=customer_id(org.tenant))
+    assert charges.count() == 1  # the first payment only: a credit is not refunded to the card
+
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    tick(capture)
+    renewal = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_cycle")
+    assert (renewal.total, renewal.amount_due, renewal.credit_applied) == (4900, 0, 4900)
+    assert LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data["balance"] == -3023
+    assert charges.count() == 1
+
+
+def test_a_custom_date_at_the_period_end_prorates_nothing_s18(org, paid, clock, capture):
+    """S18: a switch exactly at the period's end has no time left to prorate; the renewal bills the
+    new plan, as End of the current period does."""
+    change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=PERIOD_END)
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    tick(capture)
+    assert live(org.tenant).plan.code == "agents-scale"
+    assert invoices(org.tenant) == [
+        ("subscription_create", 19900, "paid"),
+        ("subscription_cycle", 49900, "paid"),
+    ]
+
+
+def test_a_custom_date_after_the_period_end_prorates_within_the_period_it_falls_in_s18(
+    org, paid, clock, capture
+):
+    """S18 (failed before the fix: the renewal of 10 Apr billed Growth and Scale then ran from 20 Apr
+    to 10 May uncharged). The renewal bills Growth; on 20 Apr the rest of the period 10 Apr -> 10 May
+    (30 days) is prorated and invoiced; the renewal of 10 May bills Scale."""
+    on = datetime(2021, 4, 20, tzinfo=UTC)  # 20 days 9 hours of the next period's 30 days left
+    outlook = billing.plan_change_custom_date_outlook(
+        tenant=org.tenant, to_plan=plan("agents-scale"), custom_date=on, actor=org.founder
+    )
+    assert (outlook.within_period, outlook.preview) == (
+        False,
+        None,
+    )  # Stripe previews the current period only
+    change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=on)
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    tick(capture)
+    assert live(org.tenant).plan.code == "agents-growth"
+    clock.move_to(on + timedelta(minutes=1))
+    tick(capture)
+    assert live(org.tenant).plan.code == "agents-scale"
+    clock.move_to(datetime(2021, 5, 10, 9, 1, tzinfo=UTC))
+    tick(capture)
+    # (49900 - 19900) * 1,760,400 s / 2,592,000 s = 20375 exactly.
+    assert invoices(org.tenant) == [
+        ("subscription_create", 19900, "paid"),
+        ("subscription_cycle", 19900, "paid"),
+        ("subscription_update", 20375, "paid"),
+        ("subscription_cycle", 49900, "paid"),
+    ]
+    update = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_update")
+    assert list(update.lines.values_list("amount", flat=True)) == [-13515, 33890]
+
+
+def test_scale_between_two_custom_dates_is_paid_for_s18(org, clock, capture):
+    """S18, the outside tester's repro (tidewater): Starter, Scale on a custom date, Starter again on a
+    later one, the renewal on Starter. Before the fix the only invoices were Starter's, twice; now
+    the days on Scale are charged: the upgrade's prorations less the downgrade's."""
+    subscribe(tenant=org.tenant, actor=org.founder, plan_code="agents-starter", capture=capture)
+    change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=MID)
+    clock.move_to(MID + timedelta(minutes=1))
+    tick(capture)
+    back = datetime(2021, 4, 9, tzinfo=UTC)  # 33 hours before the period's end
+    change(org, capture, "agents-starter", When.CUSTOM_DATE, custom_date=back)
+    clock.move_to(back + timedelta(minutes=1))
+    tick(capture)
+    clock.move_to(PERIOD_END + timedelta(minutes=1))
+    tick(capture)
+    assert live(org.tenant).plan.code == "agents-starter"
+    # (49900 - 4900) * 1,414,800 / 2,678,400 up, then (4900 - 49900) * 118,800 / 2,678,400 back: the
+    # 15 days on Scale cost 21774 = 45000 * 15/31 (rounded), the credit paying part of the renewal.
+    assert invoices(org.tenant) == [
+        ("subscription_create", 4900, "paid"),
+        ("subscription_update", 23770, "paid"),
+        ("subscription_update", -1996, "paid"),
+        ("subscription_cycle", 4900, "paid"),
+    ]
+    renewal = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_cycle")
+    assert (renewal.amount_due, renewal.credit_applied) == (2904, 1996)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Stripe's clock, played on demand: `advance(now)` applies what fell due — scheduled phases,
-cancellations at period end, renewals — and expires checkout sessions left open."""
+"""Stripe's clock, played on demand: `advance(now)` applies what fell due — scheduled phases
+(prorated and invoiced as their `proration_behavior` says), cancellations at period end,
+renewals — and expires checkout sessions left open."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from django.db import transaction
 from billing_portal.gateway.local import objects
 from billing_portal.gateway.local.checkout import LocalCheckout
 from billing_portal.gateway.local.core import Delivery
+from billing_portal.gateway.local.invoices import Collected, apply_price
+from billing_portal.gateway.local.money import prorate
 from billing_portal.gateway.local.objects import ENDED, dt, item, ts
+from billing_portal.gateway.local.subscriptions import status_event
 from billing_portal.gateway.store import LocalGatewayObject
 
 logger = logging.getLogger(__name__)
@@ -144,7 +148,7 @@ class LocalClock(LocalCheckout):
             period_end = dt(item(sub)["current_period_end"])
             switch_at = _schedule_switch_at(sub)
             if switch_at is not None and switch_at <= now and switch_at <= period_end:
-                self._apply_schedule(sub_row, switch_at)
+                self._apply_schedule(customer_row, sub_row, switch_at)
                 sub_changed, schedules_done = True, schedules_done + 1
                 continue
             if period_end > now:
@@ -160,21 +164,52 @@ class LocalClock(LocalCheckout):
             logger.warning("Stopped renewing %s after %d cycles", sub_row.object_id, MAX_CYCLES_PER_ADVANCE)
         return int(sub_changed) + schedules_done
 
-    def _apply_schedule(self, sub_row: LocalGatewayObject, switch_at: datetime) -> None:
-        """The schedule's next phase starts: the subscription moves to its price; the schedule is done."""
+    def _apply_schedule(
+        self, customer_row: LocalGatewayObject, sub_row: LocalGatewayObject, switch_at: datetime
+    ) -> None:
+        """The schedule's next phase starts: the subscription moves to its price, prorated as the
+        phase's `proration_behavior` says, and the schedule is done.
+
+        `always_invoice` (what Allowance's phases say): as an update at that moment would, the time
+        from the switch to the period's end is prorated (a credit for the unused time on the old
+        price, a charge for the remaining time on the new one) and invoiced at once, then collected
+        like any subscription invoice: paid, or failed onto the retry schedule with the subscription
+        past due; a negative total (a downgrade) is paid from nothing and credited to the customer's
+        balance. A switch at the period's end prorates nothing: the renewal bills the new price.
+        `none`: the price changes without a proration. `create_prorations` (never sent by
+        Allowance) is invoiced at once too: the stand-in keeps no pending invoice items.
+        https://docs.stripe.com/api/subscription_schedules/update#update_subscription_schedule-phases-proration_behavior
+        https://docs.stripe.com/billing/subscriptions/prorations"""
         sub = sub_row.data
         schedule_row = objects.lock(sub["schedule"], "subscription_schedule")
         schedule = schedule_row.data
         phase = schedule["phases"][1]
         new_price = self._price(phase["items"][0]["price"], switch_at)
         before = copy.deepcopy(sub)
+        sub_item = item(sub)
+        proration = None
+        if (
+            phase.get("proration_behavior") != "none"
+            and sub_item["price"]["id"] != new_price["id"]
+            and dt(sub_item["current_period_end"]) > switch_at
+        ):
+            proration = prorate(sub_item, new_price, switch_at)
         # The phase's settings become the subscription's (what the phase leaves out is cleared).
         sub["default_payment_method"] = phase.get("default_payment_method")
-        sub_item = item(sub)
-        sub_item["price"] = new_price
-        sub_item["plan"] = objects.plan_of(new_price)
-        sub["currency"] = new_price["currency"]
+        apply_price(sub, new_price, restart=None if proration is None else proration.restart)
         sub["schedule"] = None
+        invoice: dict[str, Any] | None = None
+        if proration is not None and proration.amount != 0:
+            invoice = self._new_invoice(
+                customer_row,
+                now=switch_at,
+                currency=new_price["currency"],
+                billing_reason="subscription_update",
+                subscription=sub,
+                lines_spec=proration.lines,
+                period=(switch_at, switch_at),
+            )
+            sub["latest_invoice"] = invoice["id"]
         sub_row.save()
         schedule.update(
             status="completed",
@@ -186,3 +221,16 @@ class LocalClock(LocalCheckout):
         schedule_row.save()
         self._emit("customer.subscription.updated", sub, now=switch_at, before=before)
         self._emit("subscription_schedule.completed", schedule, now=switch_at)
+        if invoice is None:
+            return
+        before = copy.deepcopy(sub)
+        # Collected as a renewal is: off-session, on the retry schedule when it fails; an unpaid
+        # subscription's invoices are created but not attempted.
+        collected = self._finalize_and_collect(
+            customer_row, invoice, now=switch_at, sub_row=sub_row, attempt=sub["status"] != "unpaid"
+        )
+        if collected in (Collected.FAILED, Collected.ACTION_REQUIRED) and sub["status"] == "active":
+            sub["status"] = "past_due"
+        if sub != before:
+            sub_row.save()
+            self._emit(status_event(sub), sub, now=switch_at, before=before)

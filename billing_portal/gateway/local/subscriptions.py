@@ -235,7 +235,7 @@ class LocalSubscriptions(LocalInvoices):
                 sub["status"] = "past_due"
             if sub != before:
                 sub_row.save()
-                self._emit(_status_event(sub), sub, now=now, before=before)
+                self._emit(status_event(sub), sub, now=now, before=before)
             return subscription_id
         # pending_if_incomplete / error_if_incomplete: the change waits for the payment.
         sub["pending_update"] = {
@@ -263,11 +263,16 @@ class LocalSubscriptions(LocalInvoices):
         self._emit("customer.subscription.updated", sub, now=now, before=before)
         return subscription_id
 
-    def preview_price_change(self, *, subscription_id: str, price_id: str) -> GatewayInvoicePreview:
-        """The invoice `change_subscription_price` would create now, by the same arithmetic (`prorate`),
-        so the preview and the charge agree to the cent at the same instant. Like Stripe's preview
-        with `proration_behavior=always_invoice`, a change that leaves a credit has a negative total
-        and nothing due."""
+    def preview_price_change(
+        self, *, subscription_id: str, price_id: str, at: datetime | None = None
+    ) -> GatewayInvoicePreview:
+        """The invoice `change_subscription_price` would create now — or, with `at` (Stripe's
+        `subscription_details.proration_date`), the one a switch at `at` would create — by the same
+        arithmetic (`prorate`) as the change and the schedule's switch, so the preview and the charge
+        agree to the cent at the same instant. Like Stripe's preview with
+        `proration_behavior=always_invoice`, a change that leaves a credit has a negative total and
+        nothing due. As at Stripe, `at` must fall within the current period.
+        https://docs.stripe.com/api/invoices/create_preview#create_create_preview-subscription_details-proration_date"""
         with transaction.atomic():
             sub = objects.read(subscription_id, "subscription")
             if sub["status"] in ENDED:
@@ -279,7 +284,14 @@ class LocalSubscriptions(LocalInvoices):
             if sub_item["price"]["id"] == price_id:
                 return GatewayInvoicePreview(currency=currency, amount_due=0, total=0)
             now = self._now()
-            proration = prorate(sub_item, self._price(price_id, now), now)
+            moment = now if at is None else dt(ts(at))
+            period = (dt(sub_item["current_period_start"]), dt(sub_item["current_period_end"]))
+            if at is not None and not period[0] <= moment < period[1]:
+                raise GatewayError(
+                    "Cannot specify proration date outside of current subscription period.",
+                    code="parameter_invalid_integer",
+                )
+            proration = prorate(sub_item, self._price(price_id, now), moment)
             # The customer's balance applies to the preview as to the invoice: a credit lowers what
             # is due now. https://docs.stripe.com/billing/customer/balance
             balance = int(objects.read(str(sub["customer"]), "customer").get("balance") or 0)
@@ -343,6 +355,10 @@ class LocalSubscriptions(LocalInvoices):
             objects.phase(sub_item["price"], start=sub_item["current_period_start"], end=switch_at),
             objects.phase(new_price, start=switch_at, end=ts(phase_end)),
         ]
+        # As the Stripe gateway states them: the current phase restated without a proration, the
+        # new price prorated from its start to the period's end and invoiced then (`_apply_schedule`).
+        phases[0]["proration_behavior"] = "none"
+        phases[1]["proration_behavior"] = "always_invoice"
         for phase in phases:
             phase.update(
                 default_payment_method=sub.get("default_payment_method"),
@@ -573,9 +589,9 @@ class LocalSubscriptions(LocalInvoices):
         if collected in (Collected.FAILED, Collected.ACTION_REQUIRED) and sub["status"] == "active":
             sub["status"] = "past_due"
         sub_row.save()
-        self._emit(_status_event(sub), sub, now=now, before=before)
+        self._emit(status_event(sub), sub, now=now, before=before)
         return invoice
 
 
-def _status_event(sub: dict[str, Any]) -> str:
+def status_event(sub: dict[str, Any]) -> str:
     return "customer.subscription.deleted" if sub["status"] in ENDED else "customer.subscription.updated"
