@@ -281,6 +281,43 @@ def test_a_draft_newest_invoice_leaves_the_credit_to_the_finalized_one_before_it
     assert "$89.77 (after invoice ACME-0002)" in squash(block(tile, "credit-balance"))
 
 
+def test_a_refunded_last_invoice_says_it_was_refunded_and_what_stayed_paid(
+    tenant, admin, finance, member, client_for
+):
+    """Found by a finance tester on quill: a duplicate subscription's invoice, refunded in full, was
+    the tile's "Last invoice · $199.00 Paid" as if it were an ordinary payment (the gateway keeps a
+    refunded invoice paid). The tile keeps the newest invoice (what the Invoices list shows first,
+    and what finance has to reconcile) and says what was refunded and what stayed paid. Failed
+    before the fix: no amount refunded, no net paid."""
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    InvoiceFactory(tenant=tenant, number="ACME-0001", issued_at=NOW - timedelta(minutes=2), total=4900)
+    InvoiceFactory(
+        tenant=tenant,
+        number="ACME-0002",
+        issued_at=NOW - timedelta(minutes=1),
+        total=19900,
+        amount_refunded=19900,
+    )
+    for user in (admin, finance):
+        last = block(block(overview(client_for(user)), "tile-next-invoice"), "last-invoice")
+        assert squash(last) == "Last invoice ACME-0002 · $199.00 Paid Refunded $199.00 · $0.00 net paid"
+    assert 'data-testid="tile-next-invoice"' not in overview(client_for(member))
+
+
+def test_a_partly_refunded_last_invoice_shows_what_stayed_paid(tenant, finance, client_for):
+    InvoiceFactory(tenant=tenant, number="ACME-0003", issued_at=NOW, total=19900, amount_refunded=5000)
+    last = block(overview(client_for(finance)), "last-invoice")
+    assert (
+        squash(last) == "Last invoice ACME-0003 · $199.00 Paid Partially refunded $50.00 · $149.00 net paid"
+    )
+
+
+def test_a_last_invoice_without_refunds_reads_as_before(tenant, finance, client_for):
+    InvoiceFactory(tenant=tenant, number="ACME-0004", issued_at=NOW, total=19900)
+    last = block(overview(client_for(finance)), "last-invoice")
+    assert squash(last) == "Last invoice ACME-0004 · $199.00 Paid"
+
+
 def test_no_next_invoice_tile_without_paid_plans_or_invoices(tenant, admin, client_for):
     plan_services.tenant_provision(tenant=tenant)
     assert 'data-testid="tile-next-invoice"' not in overview(client_for(admin))
@@ -321,6 +358,8 @@ def test_overview_query_count_is_pinned_and_does_not_grow(client_for, django_ass
     for i in range(5):
         SubscriptionFactory(tenant=big, state=State.EXPIRED, ended_at=NOW - timedelta(days=40 * (i + 1)))
     InvoiceFactory.create_batch(50, tenant=big)
+    # The newest: refunded.
+    InvoiceFactory(tenant=big, issued_at=NOW + timedelta(minutes=1), amount_refunded=1000)
 
     for slug, user in (("small", small_admin), ("big", big_admin)):
         client = client_for(user)
@@ -328,4 +367,7 @@ def test_overview_query_count_is_pinned_and_does_not_grow(client_for, django_ass
         # 12, the sessions usage tile (1) and the AI credits summary (1: the credits tile and the
         # sidebar's quick access share it)
         with django_assert_num_queries(11):
-            assert client.get(f"/t/{slug}/").status_code == 200
+            response = client.get(f"/t/{slug}/")
+        assert response.status_code == 200
+    # The big tenant's tile drew what the count is about: a refund.
+    assert 'data-testid="last-invoice-net-paid"' in response.content.decode()
