@@ -7,7 +7,7 @@ or invoices. Usage tiles (sessions, credits, licenses) are registered by their o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -133,6 +133,12 @@ class Renewal:
     amount: int  # minor units
     currency: str
     interval: str
+    credit_applied: int = 0  # minor units of the customer's credit balance that pay it first
+
+    @property
+    def amount_due(self) -> int:
+        """Minor units left for the card once the credit balance is applied (Stripe's amount_due)."""
+        return self.amount - self.credit_applied
 
 
 def _renewal(ent: ProductEntitlement) -> Renewal | None:
@@ -162,6 +168,22 @@ def _credit(request: TenantRequest, last: Invoice | None) -> dict[str, Any] | No
     return {"amount": -left.ending_balance, "currency": left.currency, "invoice": left}
 
 
+def _with_credit(renewals: list[Renewal], credit: dict[str, Any] | None) -> list[Renewal]:
+    """The renewals, soonest first, each with what the credit balance pays of it: the gateway applies
+    the customer's balance to each invoice as it is finalized, before charging the card, until the
+    balance is used up; only to an invoice in the balance's currency.
+    https://docs.stripe.com/billing/customer/balance"""
+    ordered = sorted(renewals, key=lambda r: r.on)
+    if credit is None:
+        return ordered
+    left, applied = credit["amount"], []
+    for renewal in ordered:
+        take = min(left, renewal.amount) if renewal.currency.lower() == credit["currency"].lower() else 0
+        left -= take
+        applied.append(replace(renewal, credit_applied=take))
+    return applied
+
+
 def next_invoice_tile(request: TenantRequest) -> dict[str, Any] | None:
     """Admins and finance: when and how much each paid subscription renews for, and the last invoice.
     A plan whose payment failed renews once its open invoice is paid: the tile says so, and until
@@ -172,13 +194,14 @@ def next_invoice_tile(request: TenantRequest) -> dict[str, Any] | None:
     last = selectors.last_invoice(tenant=request.tenant)
     if not renewals and not unpaid and last is None:
         return None
+    # A downgrade's credit pays the next invoices before the card (an outsider probe: the tile said
+    # $49.00 due while $89.77 of credit waited to pay it): each renewal says what is left due.
+    credit = _credit(request, last) if renewals else None
     return {
-        "renewals": sorted(renewals, key=lambda r: r.on),
+        "renewals": _with_credit(renewals, credit),
         "unpaid": unpaid,
         "last": last,
-        # A downgrade's credit pays the next invoices before the card (an outsider probe: the tile said
-        # $49.00 due while $89.77 of credit waited to pay it).
-        "credit": _credit(request, last) if renewals else None,
+        "credit": credit,
         "slug": request.tenant.slug,
     }
 

@@ -49,6 +49,13 @@ CSV_HEADER = (
     "amount_remaining",
     "credit_applied",  # of the customer's credit balance, paid into this invoice
     "credit_added",  # to the customer's credit balance (a downgrade's negative total)
+    # Money back after payment (the status stays "paid"; the refund is on the invoice's charges):
+    # refunded of amount_paid, and the credit notes' total (see Invoice.net_paid for why it is not
+    # taken off); net_paid = amount_paid - amount_refunded. Appended, so the columns before keep their
+    # places for existing imports.
+    "amount_refunded",
+    "amount_credited",
+    "net_paid",
 )
 
 
@@ -106,6 +113,9 @@ def _csv_rows(found: QuerySet[Invoice]) -> Iterator[tuple[object, ...]]:
             decimal_string(invoice.amount_remaining, currency),
             decimal_string(invoice.credit_applied, currency),
             decimal_string(invoice.credit_added, currency),
+            decimal_string(invoice.amount_refunded, currency),
+            decimal_string(invoice.amount_credited, currency),
+            decimal_string(invoice.net_paid, currency),
         )
 
 

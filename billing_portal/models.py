@@ -226,6 +226,20 @@ class Invoice(models.Model):
         return ""
 
     @property
+    def money_back_amount(self) -> int:
+        """Minor units that `money_back` is about: what was refunded, else what credit notes credited."""
+        return self.amount_refunded or self.amount_credited
+
+    @property
+    def net_paid(self) -> int:
+        """Minor units paid less what was refunded of it: the money that stayed paid. Credit notes are
+        not taken off: one on a paid invoice refunds (counted in amount_refunded already), credits
+        the customer's balance (paid again into a later invoice) or records a credit outside the
+        gateway; one before payment lowered what was due, so amount_paid never held it.
+        https://docs.stripe.com/api/credit_notes/create"""
+        return self.amount_paid - self.amount_refunded
+
+    @property
     def credit_added(self) -> int:
         """Minor units this invoice added to the customer's credit balance (a negative total)."""
         return max(self.starting_balance - self.ending_balance, 0)

@@ -93,6 +93,15 @@ class CurrencyTotals:
     # What negative totals (a downgrade's proration) put on the customer's credit balance instead of
     # paying out: total + credited_to_balance - what the balance paid = what was charged.
     credited_to_balance: int = 0  # minor units
+    # Refunded of what was paid (the gateway keeps a refunded invoice "paid"; the refund is on its
+    # charges), and what credit notes credited (part of it may be those refunds: see Invoice.net_paid).
+    amount_refunded: int = 0  # minor units
+    amount_credited: int = 0  # minor units
+
+    @property
+    def net_paid(self) -> int:
+        """Minor units paid less refunded: what stayed paid (Invoice.net_paid, summed)."""
+        return self.amount_paid - self.amount_refunded
 
 
 def _sum(field: str | Combinable) -> Cast:
@@ -112,6 +121,8 @@ def invoice_totals(invoices: QuerySet[Invoice]) -> list[CurrencyTotals]:
             amount_paid=_sum("amount_paid"),
             amount_remaining=_sum("amount_remaining"),
             credited_to_balance=_sum(Greatest(F("starting_balance") - F("ending_balance"), Value(0))),
+            amount_refunded=_sum("amount_refunded"),
+            amount_credited=_sum("amount_credited"),
         )
         .order_by("currency")
     )

@@ -281,6 +281,118 @@ def test_a_draft_newest_invoice_leaves_the_credit_to_the_finalized_one_before_it
     assert "$89.77 (after invoice ACME-0002)" in squash(block(tile, "credit-balance"))
 
 
+def _downgrade_credit(tenant, credit: int, *, number: str = "ACME-0002", currency: str = "usd"):
+    """A downgrade's invoice that left `credit` minor units on the customer's credit balance."""
+    return InvoiceFactory(
+        tenant=tenant, number=number, issued_at=NOW - timedelta(days=1), status="paid", currency=currency,
+        subtotal=-credit, total=-credit, amount_due=0, amount_paid=0, amount_remaining=0,
+        starting_balance=0, ending_balance=-credit,
+    )  # fmt: skip
+
+
+def test_the_renewal_says_what_is_due_after_the_credit_balance(tenant, admin, finance, member, client_for):
+    """Found by a finance tester on helix: after a downgrade the tile said "Next invoice $49.00 on
+    6 Dec" beside "Your credit balance of $89.98 … pays the next invoices": the gateway applies the
+    balance before charging the card, so $0.00 of it is due (Stripe's upcoming invoice: its total,
+    and amount_due after the customer balance). Failed before the fix: the renewal showed $49.00 only."""
+    SubscriptionFactory(
+        tenant=tenant, plan=plan("agents-starter"), current_period_start=NOW - timedelta(days=5),
+        current_period_end=NOW + timedelta(days=25),
+    )  # fmt: skip
+    _downgrade_credit(tenant, 8998)
+    for user in (admin, finance):
+        tile = block(overview(client_for(user)), "tile-next-invoice")
+        assert squash(block(tile, "renewal")) == (
+            "$49.00 on 24 Dec 2026 · $0.00 due after your credit balance AI Agents · Starter, every month"
+        )
+        assert squash(block(tile, "credit-balance")) == (
+            "Your credit balance of $89.98 (after invoice ACME-0002) pays the next invoices before your "
+            "card is charged."
+        )
+    assert 'data-testid="tile-next-invoice"' not in overview(client_for(member))  # as before: no tile
+
+
+def test_a_credit_smaller_than_the_renewal_leaves_the_rest_due(tenant, finance, client_for):
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    _downgrade_credit(tenant, 2000)
+    renewal = block(overview(client_for(finance)), "renewal")
+    assert squash(block(renewal, "renewal-due")) == "$179.00"  # $199.00 less $20.00 of credit
+    assert "$199.00 on 24 Dec 2026 · $179.00 due after your credit balance" in squash(renewal)
+
+
+def test_the_credit_pays_the_sooner_renewal_first_then_what_is_left_of_the_next(tenant, finance, client_for):
+    """Two subscriptions renew: the balance is applied to each invoice as it is finalized, soonest
+    first, until it is used up ($150.00: the Plus invoice of $99.00 on 9 Dec, then $51.00 of Growth's
+    $199.00 on 24 Dec)."""
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    SubscriptionFactory(
+        tenant=tenant, plan=plan("credits-plus"), current_period_start=NOW - timedelta(days=20),
+        current_period_end=NOW + timedelta(days=10),
+    )  # fmt: skip
+    _downgrade_credit(tenant, 15000)
+    page = overview(client_for(finance))
+    renewals = [
+        squash(found) for found in re.findall(r'data-testid="renewal">(.*?)</div>\s*</div>', page, re.S)
+    ]
+    assert [r.split(" · $")[1].split(" due")[0] for r in renewals] == ["0.00", "148.00"]
+    assert renewals[0].startswith("$99.00 on 9 Dec 2026 · $0.00 due after your credit balance")
+    assert renewals[1].startswith("$199.00 on 24 Dec 2026 · $148.00 due after your credit balance")
+
+
+def test_a_credit_in_another_currency_pays_no_renewal(tenant, finance, client_for):
+    """The gateway applies a balance only to invoices in its currency."""
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    _downgrade_credit(tenant, 8998, currency="eur")
+    renewal = block(overview(client_for(finance)), "renewal")
+    assert 'data-testid="renewal-due"' not in renewal
+    assert squash(renewal) == "$199.00 on 24 Dec 2026 AI Agents · Growth, every month"
+
+
+def test_without_a_credit_balance_the_renewal_reads_as_before(tenant, finance, client_for):
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    InvoiceFactory(tenant=tenant, number="ACME-0001", issued_at=NOW - timedelta(days=5), total=19900)
+    tile = block(overview(client_for(finance)), "tile-next-invoice")
+    assert squash(block(tile, "renewal")) == "$199.00 on 24 Dec 2026 AI Agents · Growth, every month"
+    assert 'data-testid="credit-balance"' not in tile
+
+
+def test_a_refunded_last_invoice_says_it_was_refunded_and_what_stayed_paid(
+    tenant, admin, finance, member, client_for
+):
+    """Found by a finance tester on quill: a duplicate subscription's invoice, refunded in full, was
+    the tile's "Last invoice · $199.00 Paid" as if it were an ordinary payment (the gateway keeps a
+    refunded invoice paid). The tile keeps the newest invoice (what the Invoices list shows first,
+    and what finance has to reconcile) and says what was refunded and what stayed paid. Failed
+    before the fix: no amount refunded, no net paid."""
+    agents(tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25))
+    InvoiceFactory(tenant=tenant, number="ACME-0001", issued_at=NOW - timedelta(minutes=2), total=4900)
+    InvoiceFactory(
+        tenant=tenant,
+        number="ACME-0002",
+        issued_at=NOW - timedelta(minutes=1),
+        total=19900,
+        amount_refunded=19900,
+    )
+    for user in (admin, finance):
+        last = block(block(overview(client_for(user)), "tile-next-invoice"), "last-invoice")
+        assert squash(last) == "Last invoice ACME-0002 · $199.00 Paid Refunded $199.00 · $0.00 net paid"
+    assert 'data-testid="tile-next-invoice"' not in overview(client_for(member))
+
+
+def test_a_partly_refunded_last_invoice_shows_what_stayed_paid(tenant, finance, client_for):
+    InvoiceFactory(tenant=tenant, number="ACME-0003", issued_at=NOW, total=19900, amount_refunded=5000)
+    last = block(overview(client_for(finance)), "last-invoice")
+    assert (
+        squash(last) == "Last invoice ACME-0003 · $199.00 Paid Partially refunded $50.00 · $149.00 net paid"
+    )
+
+
+def test_a_last_invoice_without_refunds_reads_as_before(tenant, finance, client_for):
+    InvoiceFactory(tenant=tenant, number="ACME-0004", issued_at=NOW, total=19900)
+    last = block(overview(client_for(finance)), "last-invoice")
+    assert squash(last) == "Last invoice ACME-0004 · $199.00 Paid"
+
+
 def test_no_next_invoice_tile_without_paid_plans_or_invoices(tenant, admin, client_for):
     plan_services.tenant_provision(tenant=tenant)
     assert 'data-testid="tile-next-invoice"' not in overview(client_for(admin))
@@ -321,6 +433,11 @@ def test_overview_query_count_is_pinned_and_does_not_grow(client_for, django_ass
     for i in range(5):
         SubscriptionFactory(tenant=big, state=State.EXPIRED, ended_at=NOW - timedelta(days=40 * (i + 1)))
     InvoiceFactory.create_batch(50, tenant=big)
+    # The newest: refunded, and leaving a credit balance that the renewals' amounts due are read from.
+    InvoiceFactory(
+        tenant=big, issued_at=NOW + timedelta(minutes=1), amount_refunded=1000, starting_balance=0,
+        ending_balance=-5000,
+    )  # fmt: skip
 
     for slug, user in (("small", small_admin), ("big", big_admin)):
         client = client_for(user)
@@ -328,4 +445,9 @@ def test_overview_query_count_is_pinned_and_does_not_grow(client_for, django_ass
         # 12, the sessions usage tile (1) and the AI credits summary (1: the credits tile and the
         # sidebar's quick access share it)
         with django_assert_num_queries(11):
-            assert client.get(f"/t/{slug}/").status_code == 200
+            response = client.get(f"/t/{slug}/")
+        assert response.status_code == 200
+    # The big tenant's tile drew what the count is about: an amount due after credit, a refund.
+    page = response.content.decode()
+    assert 'data-testid="renewal-due"' in page
+    assert 'data-testid="last-invoice-net-paid"' in page

@@ -1,5 +1,8 @@
 """The Invoices pages: finance and admins read the tenant's invoices; nobody changes anything."""
 
+import csv
+import io
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -284,11 +287,12 @@ def test_csv_export_is_exact_and_keeps_the_filters(tenant, finance, invoices, fo
     assert response["Content-Disposition"] == 'attachment; filename="invoices-acme-2026-06-30.csv"'
     assert b"".join(response.streaming_content).decode().splitlines() == [
         "number,status,issued_date,paid_date,service_period_start,service_period_end,gateway_period_start,"
-        "gateway_period_end,currency,subtotal,tax,total,amount_paid,amount_remaining,credit_applied,credit_added",
-        "ACME-0003,paid,2026-03-01,2026-03-01,2026-03-01,2026-03-31,2026-03-01,2026-03-31,EUR,12.50,0.00,12.50,12.50,0.00,0.00,0.00",
-        "ACME-0005,open,2026-02-28,,2026-02-28,2026-03-28,2026-02-28,2026-02-28,USD,1000.05,200.01,1200.06,0.05,1200.01,0.00,0.00",
-        "ACME-0002,open,2026-02-15,,2026-02-15,2026-03-17,2026-02-15,2026-03-17,USD,25.00,0.00,25.00,0.00,25.00,0.00,0.00",
-        "ACME-0001,paid,2026-01-10,2026-01-10,2026-01-10,2026-02-09,2026-01-10,2026-02-09,USD,10.00,2.00,12.00,12.00,0.00,0.00,0.00",
+        "gateway_period_end,currency,subtotal,tax,total,amount_paid,amount_remaining,credit_applied,credit_added,"
+        "amount_refunded,amount_credited,net_paid",
+        "ACME-0003,paid,2026-03-01,2026-03-01,2026-03-01,2026-03-31,2026-03-01,2026-03-31,EUR,12.50,0.00,12.50,12.50,0.00,0.00,0.00,0.00,0.00,12.50",
+        "ACME-0005,open,2026-02-28,,2026-02-28,2026-03-28,2026-02-28,2026-02-28,USD,1000.05,200.01,1200.06,0.05,1200.01,0.00,0.00,0.00,0.00,0.05",
+        "ACME-0002,open,2026-02-15,,2026-02-15,2026-03-17,2026-02-15,2026-03-17,USD,25.00,0.00,25.00,0.00,25.00,0.00,0.00,0.00,0.00,0.00",
+        "ACME-0001,paid,2026-01-10,2026-01-10,2026-01-10,2026-02-09,2026-01-10,2026-02-09,USD,10.00,2.00,12.00,12.00,0.00,0.00,0.00,0.00,0.00,12.00",
     ]
 
 
@@ -305,7 +309,7 @@ def test_csv_by_status(tenant, finance, invoices, client_for):
     response = client_for(finance).get(url("invoice_csv", tenant), {"status": "void"})
     rows = b"".join(response.streaming_content).decode().splitlines()
     assert rows[1:] == [
-        "ACME-0004,void,2026-04-02,,2026-04-02,2026-05-02,2026-04-02,2026-05-02,USD,7.00,0.00,7.00,0.00,0.00,0.00,0.00"
+        "ACME-0004,void,2026-04-02,,2026-04-02,2026-05-02,2026-04-02,2026-05-02,USD,7.00,0.00,7.00,0.00,0.00,0.00,0.00,0.00,0.00,0.00"
     ]
 
 
@@ -444,8 +448,122 @@ def test_a_downgrade_credit_and_its_use_show_on_the_list_the_detail_and_the_csv(
     assert b"(Added to your credit balance)" in invoice_pdf(invoice=down)
     used = Invoice.objects.get(number="ACME-0011")
     assert b"(Paid from your credit balance)" in invoice_pdf(invoice=used)
-    rows = b"".join(client.get(url("invoice_csv", tenant)).streaming_content).decode().splitlines()
-    assert [r.split(",")[-5:] for r in rows if r.startswith(("ACME-0010", "ACME-0011"))] == [
+    rows = csv_rows(client.get(url("invoice_csv", tenant)))
+    columns = ("total", "amount_paid", "amount_remaining", "credit_applied", "credit_added")
+    assert [[row[c] for c in columns] for row in rows if row["number"] in ("ACME-0010", "ACME-0011")] == [
         ["49.00", "19.03", "0.00", "29.97", "0.00"],
         ["-29.97", "0.00", "0.00", "0.00", "29.97"],
     ]
+
+
+def csv_rows(response) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+# --- money back after payment: refunds and credit notes -------------------------------------------
+
+
+@pytest.fixture
+def refunded(tenant):
+    """The quill repro (a finance tester): two subscriptions paid at once, the duplicate canceled and
+    refunded in full; its invoice stays paid, as at Stripe since API 2025-03-31 (the refund is on the
+    charge). Beside them: one partly refunded, one with a $50.00 credit note credited to the balance
+    and then refunded in full (the credit note's amount is not taken off: see Invoice.net_paid), and
+    one in euros."""
+    return {
+        "kept": InvoiceFactory(tenant=tenant, number="ACME-0001", subtotal=4900, issued_at=at("2026-04-01", 9)),
+        "duplicate": InvoiceFactory(
+            tenant=tenant, number="ACME-0002", subtotal=19900, amount_refunded=19900, issued_at=at("2026-04-01", 10)
+        ),
+        "partly": InvoiceFactory(
+            tenant=tenant, number="ACME-0003", subtotal=9900, amount_refunded=2501, issued_at=at("2026-04-02")
+        ),
+        "credited": InvoiceFactory(
+            tenant=tenant, number="ACME-0004", subtotal=19900, amount_refunded=19900, amount_credited=5000,
+            issued_at=at("2026-04-03"),
+        ),
+        "euro": InvoiceFactory(
+            tenant=tenant, number="ACME-0005", currency="eur", subtotal=1250, amount_credited=300,
+            issued_at=at("2026-04-04"),
+        ),
+    }  # fmt: skip
+
+
+def test_totals_add_what_was_refunded_and_what_stayed_paid(tenant, refunded, foreign_invoice):
+    """Failed before the fix: the totals had no refunded figure (CurrencyTotals had no such field)."""
+    assert invoice_totals(invoices_for(tenant=tenant)) == [
+        CurrencyTotals("eur", 1, 1250, 1250, 0, amount_refunded=0, amount_credited=300),
+        CurrencyTotals("usd", 4, 54600, 54600, 0, amount_refunded=42301, amount_credited=5000),
+    ]
+    usd = invoice_totals(invoices_for(tenant=tenant))[1]
+    assert usd.net_paid == 12299  # 4900 + 0 + (9900 - 2501) + 0
+    assert [type(v) for v in (usd.amount_refunded, usd.amount_credited, usd.net_paid)] == [int] * 3
+
+
+def test_the_totals_card_shows_refunded_and_net_paid_to_finance_and_admins(
+    tenant, finance, admin, client_for
+):
+    """The quill repro: Paid $248.00, Refunded $199.00, Net paid $49.00. Failed before the fix: the
+    card said "Paid $248.00" and nothing else."""
+    InvoiceFactory(tenant=tenant, number="ACME-0001", subtotal=4900, issued_at=at("2026-04-01", 9))
+    InvoiceFactory(
+        tenant=tenant,
+        number="ACME-0002",
+        subtotal=19900,
+        amount_refunded=19900,
+        issued_at=at("2026-04-01", 10),
+    )
+    for user in (finance, admin):
+        body = client_for(user).get(url("invoices", tenant)).content.decode()
+        assert 'data-testid="totals-paid">$248.00<' in body
+        assert 'data-testid="totals-refunded">$199.00<' in body
+        assert 'data-testid="totals-net-paid">$49.00<' in body
+        assert 'data-testid="totals-credit-notes">$0.00<' in body
+        assert "Net paid: paid less refunded." in body
+
+
+def test_list_rows_badge_each_refund_and_credit_with_its_amount(tenant, finance, refunded, client_for):
+    response = client_for(finance).get(url("invoices", tenant))
+    body = response.content.decode()
+    row = r'<a href="/t/acme/invoices/\d+/">([^<]+)</a>.*?(?:data-testid="money-back">([^<]*)<|</tr>)'
+    badges = dict(re.findall(row, body, re.S))
+    assert (
+        badges
+        == {
+            "ACME-0005": "Credited €3.00",
+            "ACME-0004": "Refunded $199.00",  # refunded is what the badge tells; the note's $50.00 is on the detail
+            "ACME-0003": "Partially refunded $25.01",
+            "ACME-0002": "Refunded $199.00",
+            "ACME-0001": "",
+        }
+    )
+    # The gateway's status stays paid: the badge says so, beside the money back.
+    assert body.count('data-testid="status">Paid<') == 5
+
+
+def test_csv_has_the_refunded_credited_and_net_paid_columns_exact(
+    tenant, finance, admin, refunded, client_for
+):
+    """Failed before the fix: no such columns, and the refunded invoice read as paid 199.00."""
+    for user in (finance, admin):
+        rows = csv_rows(client_for(user).get(url("invoice_csv", tenant)))
+        columns = ("number", "currency", "amount_paid", "amount_refunded", "amount_credited", "net_paid")
+        assert [tuple(r[c] for c in columns) for r in rows] == [
+            ("ACME-0005", "EUR", "12.50", "0.00", "3.00", "12.50"),
+            ("ACME-0004", "USD", "199.00", "199.00", "50.00", "0.00"),
+            ("ACME-0003", "USD", "99.00", "25.01", "0.00", "73.99"),
+            ("ACME-0002", "USD", "199.00", "199.00", "0.00", "0.00"),
+            ("ACME-0001", "USD", "49.00", "0.00", "0.00", "49.00"),
+        ]
+
+
+def test_a_zero_decimal_currency_exports_refunds_in_whole_units(tenant, finance, client_for):
+    InvoiceFactory(tenant=tenant, number="ACME-0009", currency="jpy", subtotal=1200, amount_refunded=200)
+    (row,) = csv_rows(client_for(finance).get(url("invoice_csv", tenant)))
+    assert (row["amount_paid"], row["amount_refunded"], row["net_paid"]) == ("1200", "200", "1000")
+
+
+def test_member_is_still_refused_the_list_and_the_csv_with_refunds(tenant, member, refunded, client_for):
+    client = client_for(member)
+    assert client.get(url("invoices", tenant)).status_code == 403
+    assert client.get(url("invoice_csv", tenant)).status_code == 403

@@ -200,7 +200,7 @@ def test_a_refund_and_a_credit_note_show_on_the_invoice_mirror(org, paid, captur
     assert 'data-testid="amount-refunded">$199.00<' in detail
     assert 'data-testid="amount-credited">$50.00<' in detail
     listing = client.get(f"/t/{org.tenant.slug}/invoices/").content.decode()
-    assert 'data-testid="money-back">Refunded<' in listing
+    assert 'data-testid="money-back">Refunded $199.00<' in listing
 
 
 def test_a_credit_note_goes_to_the_customer_balance_and_the_renewal_is_paid_partly_from_it(

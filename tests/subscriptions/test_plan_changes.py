@@ -4,6 +4,7 @@ through billing_portal.services.plan_change and the local gateway's subscription
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +19,8 @@ from plans.models import ScheduledChange, Subscription
 from plans.selectors import MSG_OVERDUE, entitlements
 from plans.services import When
 from tenants.errors import BusinessError
-from tenants.models import AuditEvent
+from tenants.factories import MembershipFactory, UserFactory
+from tenants.models import AuditEvent, Role
 from tests.subscriptions.helpers import START, assert_webhooks_applied, customer_id, gateway, live, subscribe
 
 pytestmark = pytest.mark.django_db
@@ -128,6 +130,40 @@ def test_immediate_downgrade_credits_the_customer_balance_and_the_next_invoice_u
     assert (renewal.starting_balance, renewal.ending_balance, renewal.credit_applied) == (-10161, -5261, 4900)
     assert LocalGatewayObject.objects.get(object_id=customer_id(org.tenant)).data["balance"] == -5261
     assert charges.count() == 1  # the renewal was paid from the credit, not the card
+
+
+def _renewal_on_the_overview(client, org) -> str:
+    page = client.get(f"/t/{org.tenant.slug}/").content.decode()
+    found = re.search(r'data-testid="renewal">\s*<div>(.*?)</div>', page, re.S)
+    assert found, "no renewal on the next-invoice tile"
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(1))).strip()
+
+
+def test_after_a_downgrade_the_next_invoice_tile_says_what_the_renewal_will_charge(
+    org, paid, clock, capture, client_for
+):
+    """A finance tester on helix: after a downgrade the tile said "Next invoice $49.00" beside a
+    credit balance that pays it. Now it gives the renewal's total and what is due after the
+    credit, and the renewal the gateway then finalizes charges exactly that (its amount_due), each
+    month until the credit is used up. Failed before the fix: no amount due on the tile."""
+    finance = MembershipFactory(tenant=org.tenant, role=Role.FINANCE, user=UserFactory()).user
+    clock.move_to(START + timedelta(days=10))
+    change(org, capture, "agents-starter", When.IMMEDIATELY)  # $101.61 of credit
+    expected = [
+        # (the tile before the renewal, the renewal's amount_due at the gateway)
+        ("$49.00 on 10 Apr 2021 · $0.00 due after your credit balance", 0),
+        ("$49.00 on 10 May 2021 · $0.00 due after your credit balance", 0),  # $52.61 left
+        ("$49.00 on 10 Jun 2021 · $45.39 due after your credit balance", 4539),  # $3.61 left
+        ("$49.00 on 10 Jul 2021", 4900),  # used up
+    ]
+    for tile, due in expected:
+        for user in (org.founder, finance):
+            assert _renewal_on_the_overview(client_for(user), org) == tile
+        clock.move_to(live(org.tenant).current_period_end + timedelta(minutes=1))
+        with capture(execute=True):
+            billing.billing_tick(now=timezone.now())
+        renewal = Invoice.objects.filter(tenant=org.tenant, billing_reason="subscription_cycle").first()
+        assert (renewal.total, renewal.amount_due) == (4900, due)
 
 
 def test_end_of_period_change_is_upcoming_until_the_period_ends(org, paid, clock, capture):
