@@ -455,6 +455,75 @@ def test_an_api_moment_that_is_not_iso_8601_text_is_a_422(moment, api_auth):
     assert not Conversation.objects.exists()
 
 
+FORM_REFUSED = {
+    "code": "invalid_request",
+    "message": "Send the body as JSON (application/json).",
+    "details": [
+        {"type": "content_type", "loc": ["body"], "msg": "Send the body as JSON (application/json)."}
+    ],
+}
+MULTIPART = "multipart/form-data; boundary=B"
+
+
+def test_a_form_body_is_refused_by_every_write_whatever_its_method(tenant, admin, api_auth):
+    """A body sent as a form (curl -d's default Content-Type) is a 422 and the write is not done,
+    for PUT and DELETE as for POST: Django parses a form for a POST only, so a PUT's or a DELETE's
+    fields once read as no body and the write went ahead (a license removed by `-d
+    '{"dry_run": true}'`). A form is not read as JSON either, on any endpoint. A form without
+    fields (an empty body) is still no body."""
+    from credits.factories import grant, on_plus
+    from credits.models import Hold
+    from licensing.factories import on_helpdesk
+    from licensing.models import Client as PsaClient
+    from sessions_billing.models import SessionLimit
+    from sessions_billing.tests.conftest import paid
+
+    on_plus(tenant)
+    on_helpdesk(tenant)
+    paid(tenant)
+    grant(tenant, 50)
+    client = Client()
+
+    def send(method: str, path: str, body: str, content_type: str = "application/json"):
+        return client.generic(method, path, body, content_type=content_type, **api_auth)
+
+    hold = send("POST", "/api/v1/credits/holds", '{"credits": "1", "idempotency_key": "h"}').json()
+    for external_id in ("c-1", "c-2"):
+        send("PUT", f"/api/v1/clients/{external_id}", '{"name": "Contoso"}')
+    assert send("PUT", "/api/v1/clients/c-1/licenses/ai", "").status_code == 200
+    assert send("PUT", "/api/v1/usage/session-limit", '{"session_limit": 120}').status_code == 200
+    writes = [
+        ("POST", f"/api/v1/credits/holds/{hold['id']}/release"),
+        ("POST", f"/api/v1/credits/holds/{hold['id']}/commit"),
+        ("POST", "/api/v1/credits/refund"),
+        ("PUT", "/api/v1/clients/c-2/licenses/ai"),
+        ("DELETE", "/api/v1/clients/c-1/licenses/ai"),
+        ("PUT", "/api/v1/usage/session-limit"),
+        ("DELETE", "/api/v1/usage/session-limit"),
+    ]
+    forms = [
+        ("application/x-www-form-urlencoded", "session_limit=5"),
+        ("application/x-www-form-urlencoded", '{"session_limit": 5, "dry_run": true}'),
+        ("application/x-www-form-urlencoded; charset=utf-8", "x=1"),
+        (MULTIPART, '--B\r\nContent-Disposition: form-data; name="dry_run"\r\n\r\ntrue\r\n--B--\r\n'),
+    ]
+    for method, path in writes:
+        for content_type, body in forms:
+            refused = send(method, path, body, content_type)
+            assert (refused.status_code, refused.json()["error"]) == (422, FORM_REFUSED), (method, path, body)
+    assert Hold.objects.get(pk=hold["id"]).status == "held"
+    assert PsaClient.objects.get(external_id="c-1").ai_license_since is not None
+    assert PsaClient.objects.get(external_id="c-2").ai_license_since is None
+    assert SessionLimit.objects.get(tenant=tenant).session_limit == 120
+    # A form without fields is no body, whatever the method: the write is done.
+    for content_type, empty in (("application/x-www-form-urlencoded", ""), (MULTIPART, "--B--\r\n")):
+        assert send("DELETE", "/api/v1/usage/session-limit", empty, content_type).status_code == 200
+        assert send("PUT", "/api/v1/clients/c-2/licenses/ai", empty, content_type).status_code == 200
+        assert send("DELETE", "/api/v1/clients/c-2/licenses/ai", empty, content_type).status_code == 200
+    assert not SessionLimit.objects.filter(tenant=tenant, session_limit=120).exists()
+    assert send("POST", f"/api/v1/credits/holds/{hold['id']}/release", "", MULTIPART).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
