@@ -21,7 +21,7 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, FieldErrors, Moment, RequestBody, body_of, no_body
+from tenants.api_fields import NO_CONTROL, PRINTABLE, FieldErrors, Moment, RequestBody, json_body, no_body
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -269,7 +269,7 @@ def session_event(
     conversation_id = _conversation_id(conversation_id)
     # The body is read here, after the id: an unknown conversation is a 404 whatever the body says.
     try:
-        payload = body_of(request.body, EventIn, example='{"type": "agent_message"}')
+        payload = json_body(request, EventIn, example='{"type": "agent_message"}')
     except FieldErrors:
         services.session_find(tenant=tenant, conversation_id=conversation_id)
         raise

@@ -492,7 +492,12 @@ def test_a_form_body_is_refused_by_every_write_whatever_its_method(tenant, admin
         send("PUT", f"/api/v1/clients/{external_id}", '{"name": "Contoso"}')
     assert send("PUT", "/api/v1/clients/c-1/licenses/ai", "").status_code == 200
     assert send("PUT", "/api/v1/usage/session-limit", '{"session_limit": 120}').status_code == 200
+    assert (
+        send("POST", "/api/v1/sessions", '{"conversation_id": "s-1", "direction": "inbound"}').status_code
+        == 201
+    )
     writes = [
+        ("POST", "/api/v1/sessions/s-1/events"),
         ("POST", f"/api/v1/credits/holds/{hold['id']}/release"),
         ("POST", f"/api/v1/credits/holds/{hold['id']}/commit"),
         ("POST", "/api/v1/credits/refund"),
@@ -504,6 +509,7 @@ def test_a_form_body_is_refused_by_every_write_whatever_its_method(tenant, admin
     forms = [
         ("application/x-www-form-urlencoded", "session_limit=5"),
         ("application/x-www-form-urlencoded", '{"session_limit": 5, "dry_run": true}'),
+        ("application/x-www-form-urlencoded", '{"type": "end"}'),
         ("application/x-www-form-urlencoded; charset=utf-8", "x=1"),
         (MULTIPART, '--B\r\nContent-Disposition: form-data; name="dry_run"\r\n\r\ntrue\r\n--B--\r\n'),
     ]
@@ -515,6 +521,7 @@ def test_a_form_body_is_refused_by_every_write_whatever_its_method(tenant, admin
     assert PsaClient.objects.get(external_id="c-1").ai_license_since is not None
     assert PsaClient.objects.get(external_id="c-2").ai_license_since is None
     assert SessionLimit.objects.get(tenant=tenant).session_limit == 120
+    assert send("GET", "/api/v1/sessions/s-1", "").json()["ended_at"] is None
     # A form without fields is no body, whatever the method: the write is done.
     for content_type, empty in (("application/x-www-form-urlencoded", ""), (MULTIPART, "--B--\r\n")):
         assert send("DELETE", "/api/v1/usage/session-limit", empty, content_type).status_code == 200
