@@ -787,3 +787,38 @@ def _query_error(name: str, kind: str, msg: str) -> dict:
         "message": f"{name}: {msg}",
         "details": [{"type": kind, "loc": ["query", name], "msg": msg}],
     }
+
+
+def test_a_multipart_body_without_its_boundary_is_the_forms_422_without_a_traceback(tenant, api_auth, caplog):
+    """`Content-Type: multipart/form-data` with no boundary cannot be parsed as a form: Django's
+    parser raised before any handler (the NUL check reads a POST's form), a 400 `bad_request` with
+    its traceback in the log. It is a form the API does not read, refused as any other form is,
+    whatever the method; nothing is done."""
+    import logging
+
+    from credits.factories import grant, on_plus
+    from credits.models import Consumption, Hold
+
+    on_plus(tenant)
+    grant(tenant, 50)
+    client = Client()
+    consume = '{"feature": "smart_response", "quantity": 1, "idempotency_key": "x"}'
+    hold = client.post(
+        "/api/v1/credits/holds", '{"credits": "1", "idempotency_key": "h"}',
+        content_type="application/json", **api_auth,
+    ).json()  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        for method, path, body in (
+            ("POST", "/api/v1/credits/consume", consume),
+            ("POST", "/api/v1/credits/refund", '{"idempotency_key": "x"}'),
+            ("POST", f"/api/v1/credits/holds/{hold['id']}/release", "{}"),
+            ("POST", f"/api/v1/credits/holds/{hold['id']}/commit", '{"credits": "1"}'),
+            ("DELETE", "/api/v1/usage/session-limit", "{}"),
+        ):
+            response = client.generic(method, path, body, content_type="multipart/form-data", **api_auth)
+            assert (response.status_code, response.json()["error"]) == (422, FORM_REFUSED), path
+    assert not [r for r in caplog.records if r.exc_info or "multipart" in r.getMessage().lower()]
+    assert not Consumption.objects.exists()
+    assert Hold.objects.get(pk=hold["id"]).status == "held"
+    # The key is still checked first.
+    assert client.post("/api/v1/credits/refund", "{}", content_type="multipart/form-data").status_code == 401
