@@ -6,7 +6,7 @@ Writes refused for a billing reason answer 402 with the code and message the adm
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
@@ -21,7 +21,16 @@ from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
 from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, FieldErrors, Moment, RequestBody, json_body, no_body
+from tenants.api_fields import (
+    NO_CONTROL,
+    PRINTABLE,
+    Day,
+    FieldErrors,
+    Moment,
+    RequestBody,
+    json_body,
+    no_body,
+)
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -356,8 +365,8 @@ class ListQuery(Schema):
     agent: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = Field(
         "", description="Only this agent's sessions (its key)"
     )
-    since: date | None = Field(None, description="Started on or after this day (UTC)")
-    until: date | None = Field(None, description="Started on or before this day (UTC)")
+    since: Day | None = Field(None, description="Started on or after this day (UTC), YYYY-MM-DD")
+    until: Day | None = Field(None, description="Started on or before this day (UTC), YYYY-MM-DD")
     answered: bool | None = Field(None, description="Only answered (true) or unanswered (false) sessions")
     before: Annotated[str, StringConstraints(max_length=60)] = Field(
         "", description="The cursor of the previous page"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from io import BytesIO
 from typing import Annotated, Any
 
@@ -57,6 +57,22 @@ def _iso_text(value: Any) -> Any:
 
 # An ISO 8601 moment with its zone (a naive one is refused), within what UTC can hold, in UTC.
 Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_utc)]
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    # As for a moment, pydantic also reads a number (or a text of digits) as seconds since 1970:
+    # "until=0" would be 1 January 1970. A day is ISO 8601 text, YYYY-MM-DD, and nothing more.
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+        raise PydanticCustomError("date_not_iso", "Input should be an ISO 8601 date (YYYY-MM-DD)")
+    return value
+
+
+# An ISO 8601 day: YYYY-MM-DD.
+Day = Annotated[date, BeforeValidator(_iso_day)]
 
 
 def pattern_says(code: str, message: str) -> WrapValidator:

@@ -455,6 +455,35 @@ def test_an_api_moment_that_is_not_iso_8601_text_is_a_422(moment, api_auth):
     assert not Conversation.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "day", ["0", "1", "-1", "1700000000", "20260101", "2026-01-01T00:00:00Z", "2026-1-1"]
+)
+def test_an_api_day_that_is_not_iso_8601_text_is_a_422(day, tenant, api_auth):
+    """The Sessions list's `since` and `until` are days, YYYY-MM-DD: `until=0` is not 1 January
+    1970 (pydantic reads a number as seconds since then), nor is a moment a day."""
+    from sessions_billing.tests.conftest import paid
+
+    paid(tenant)
+    for name in ("since", "until"):
+        response = Client().get("/api/v1/sessions", {name: day}, **api_auth)
+        assert (response.status_code, response.json()["error"]) == (
+            422,
+            {
+                "code": "invalid_request",
+                "message": f"{name}: Input should be an ISO 8601 date (YYYY-MM-DD)",
+                "details": [
+                    {
+                        "type": "date_not_iso",
+                        "loc": ["query", name],
+                        "msg": "Input should be an ISO 8601 date (YYYY-MM-DD)",
+                    }
+                ],
+            },
+        ), (name, day)
+    listed = Client().get("/api/v1/sessions", {"since": "2026-01-01", "until": "9999-12-31"}, **api_auth)
+    assert listed.status_code == 200
+
+
 FORM_REFUSED = {
     "code": "invalid_request",
     "message": "Send the body as JSON (application/json).",
