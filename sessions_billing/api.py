@@ -20,7 +20,7 @@ from sessions_billing.models import MAX_ID_LENGTH
 from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
-from tenants.api_docs import NOT_FOUND, ErrorCase, documented
+from tenants.api_docs import FORM_BODY, NOT_FOUND, ErrorCase, documented
 from tenants.api_fields import (
     NO_CONTROL,
     PRINTABLE,
@@ -236,6 +236,7 @@ _event_docs = documented(
     ENDED,
     OVERDUE,
     LIMIT_REACHED,
+    FORM_BODY,
     ok_examples={200: {"session": SESSION_EXAMPLE}},
     ok_descriptions={200: "The session"},
 )
@@ -299,6 +300,7 @@ _start_docs = documented(
     LIMIT_REACHED,
     BAD_AT,
     BAD_ID,
+    FORM_BODY,
     ok_examples={
         201: {"session": SESSION_EXAMPLE | {"billable_sessions": 1}},
         200: {"session": SESSION_EXAMPLE},
@@ -396,8 +398,8 @@ class ListQuery(Schema):
             422,
             "invalid_request",
             "limit: Input should be less than or equal to 200",
-            "A filter is invalid (a date that is not a date, a limit out of range, a parameter the list does not "
-            "take).",
+            "A filter is invalid (a since or until that is not a YYYY-MM-DD day, a limit out of range, a parameter "
+            "the list does not take).",
             source="query",
             detail_type="less_than_equal",
         ),
@@ -541,7 +543,7 @@ class LimitIn(RequestBody):
     "/usage/session-limit",
     summary="Set limit: cap the billable sessions of the current period (paid plans only)",
     description="A whole number greater than zero, at most the plan's base limit. Audited with the key as actor.",
-    **documented(UsageOut, LIMIT_NOT_AVAILABLE, LIMIT_ABOVE_PLAN, NOT_POSITIVE),
+    **documented(UsageOut, LIMIT_NOT_AVAILABLE, LIMIT_ABOVE_PLAN, NOT_POSITIVE, FORM_BODY),
 )
 def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
     tenant = request.auth.tenant  # type: ignore[attr-defined]
@@ -562,6 +564,7 @@ def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
             "A body with a field: a reset takes none.",
             detail_type="extra_forbidden",
         ),
+        FORM_BODY,
     ),
 )
 def session_limit_reset(request: HttpRequest) -> dict:
