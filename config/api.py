@@ -17,7 +17,7 @@ from plans.api import router as plans_router
 from sessions_billing.api import router as sessions_router
 from tenants.api import router as tenants_router
 from tenants.api_auth import UNAUTHORIZED_MESSAGE, ApiKeyAuth
-from tenants.api_fields import DuplicateKey, FieldErrors, StrictJsonParser
+from tenants.api_fields import DuplicateKey, FieldErrors, FormBody, StrictJsonParser
 from tenants.api_run import streamlined
 from tenants.errors import BusinessError, error_body, http_error
 
@@ -112,7 +112,7 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     # ninja adds the parser's own words in DEBUG ("Cannot parse request body (Expecting ...)").
-    if exc.status_code == 400 and isinstance(exc.__cause__, DuplicateKey):
+    if exc.status_code == 400 and isinstance(exc.__cause__, DuplicateKey | FormBody):
         return on_validation_error(request, FieldErrors(exc.__cause__.errors()))
     if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
         # A body that is not JSON is bad input like any other (DESIGN: 422).

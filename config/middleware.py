@@ -14,6 +14,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.shortcuts import render
 from django.utils.module_loading import import_string
@@ -31,6 +32,9 @@ def _too_big() -> str:
     limit = f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024:.1f}".removesuffix(".0")
     return f"The upload is larger than {limit} MB: split the file into smaller files and try again."
 
+
+# A page's form that Django cannot parse (a multipart body without its boundary, or cut short).
+FORM_UNREADABLE = "The form could not be read. Go back to the page and send it again."
 
 # A JSON body's NUL: the raw byte, or the escape \u0000 that is not itself escaped (`\\u0000` is a
 # backslash followed by the text "u0000").
@@ -110,6 +114,13 @@ class RejectNulMiddleware:
             # The body is read here first (an API JSON body): over DATA_UPLOAD_MAX_MEMORY_SIZE it
             # is the API's 413, as ninja's own reading of it would answer (config.api).
             return error_response(*http_error(413), status=413)
+        except MultiPartParserError:
+            # Django would answer its 400 and log the parser's traceback, for what a client sent.
+            if request.path.startswith(API_PREFIX):
+                # The API reads no form: its handler refuses this one in words after the key's check
+                # (422 "Send the body as JSON", tenants.api_fields.FormBody), as any other form.
+                return self.get_response(request)
+            return render(request, "400.html", {"reason": FORM_UNREADABLE}, status=400)
         if where is None:
             return self.get_response(request)
         if request.path.startswith(API_PREFIX):

@@ -22,7 +22,7 @@ from credits import selectors, services
 from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
-from tenants.api_docs import ErrorCase, documented
+from tenants.api_docs import FORM_BODY, ErrorCase, documented
 from tenants.api_fields import (
     NO_CONTROL,
     PRINTABLE,
@@ -346,11 +346,12 @@ CONSUMED = {
             422,
             "invalid_request",
             "quantity: Input should be greater than or equal to 1",
-            "A field is missing or invalid (a quantity under 1, an idempotency key over 190 characters, a NUL "
+            "A field is missing or invalid (a quantity under 1, an idempotency key over 200 characters, a NUL "
             "character, a field the request does not take).",
             detail_type="greater_than_equal",
         ),
         UNKNOWN_FEATURE,
+        FORM_BODY,
         example=CONSUMED,
         request_body=_body_examples(
             review={
@@ -426,6 +427,7 @@ REFUNDED = {
             "The idempotency key is missing or invalid.",
             detail_type="missing",
         ),
+        FORM_BODY,
         example=REFUNDED,
         request_body=_body_examples(refund={"idempotency_key": "reply-1f9a"}),
         when="Refunded (or refunded before: the same answer, nothing changed).",
@@ -490,6 +492,7 @@ BAD_TTL = ErrorCase(
         QUANTITY_REQUIRED,
         BAD_TTL,
         UNKNOWN_FEATURE,
+        FORM_BODY,
         example=HELD,
         request_body=_body_examples(
             by_credits={"credits": "2.5", "idempotency_key": "llm-call-77", "ttl_seconds": 600},
@@ -551,6 +554,7 @@ HoldIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The id a hold was
             "The credits are not a decimal string with up to three decimals, or the body holds another field.",
             detail_type="credits_format",
         ),
+        FORM_BODY,
         example=COMMITTED,
         when="Committed (or committed before: the first answer).",
         # The optional body, read by hand (tenants.api_fields.optional_body), documented as ninja would have.
@@ -600,6 +604,7 @@ RELEASED = {
             "A body with a field: a release takes none.",
             detail_type="extra_forbidden",
         ),
+        FORM_BODY,
         example=RELEASED,
         when="Released (or released before, or expired: its credits are free).",
     ),

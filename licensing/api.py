@@ -22,7 +22,7 @@ from licensing.selectors import ClientFilters
 from plans.money import credits_string
 from plans.selectors import MSG_ENDED, MSG_OVERDUE, ProductEntitlement, entitlements
 from tenants.api_answer import json_answer
-from tenants.api_docs import ErrorCase, documented
+from tenants.api_docs import FORM_BODY, ErrorCase, documented
 from tenants.api_fields import RequestBody, no_body
 from tenants.errors import BusinessError
 from tenants.models import Tenant
@@ -186,6 +186,12 @@ LIMIT = ErrorCase(
 )
 ENDED = ErrorCase(402, "subscription_ended", MSG_ENDED, "The Helpdesk AI plan has ended.")
 OVERDUE = ErrorCase(402, "payment_overdue", MSG_OVERDUE, "A payment failed and the grace period is over.")
+NO_SUBSCRIPTION = ErrorCase(
+    402,
+    "no_subscription",
+    "There is no subscription for this product. Subscribe to a plan to continue.",
+    "The tenant has no Helpdesk AI subscription.",
+)
 BAD_PATH = ErrorCase(
     422,
     "invalid_request",
@@ -260,6 +266,7 @@ _upsert_docs = documented(
     ),
     BAD_ID,
     MISSING_NAME,
+    FORM_BODY,
     ok_examples={
         201: {
             "created": CLIENT_EXAMPLE
@@ -392,7 +399,8 @@ def client_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
     summary="Add AI license / Add Chat license to a client",
     description="At once, audited with the key as actor. Idempotent: a client that holds the license already "
     "answers 200 and nothing changes. Refused, changing nothing, when the plan's total is used up or passed "
-    "after a downgrade (402 `license_limit_reached`), when the plan has ended or is overdue (402), or for an "
+    "after a downgrade (402 `license_limit_reached`), when the plan has ended or is overdue or there is none "
+    "(402), or for an "
     "inactive client (409) — as on the Plans & Licenses page.",
     **documented(
         ClientOut,
@@ -400,8 +408,10 @@ def client_list(request: HttpRequest, query: Query[ListQuery]) -> dict:
         LIMIT,
         ENDED,
         OVERDUE,
+        NO_SUBSCRIPTION,
         INACTIVE,
         BAD_PATH,
+        FORM_BODY,
         ok_examples={200: {"assigned": CLIENT_EXAMPLE}},
         ok_descriptions={200: "The client, holding the license"},
     ),
@@ -427,6 +437,7 @@ def license_put(request: HttpRequest, client_id: ClientIdPath, kind: KindPath) -
         ClientOut,
         UNKNOWN,
         BAD_PATH,
+        FORM_BODY,
         ok_examples={200: {"removed": CLIENT_EXAMPLE | {"ai_license": False, "ai_license_since": None}}},
         ok_descriptions={200: "The client, without the license"},
     ),
@@ -517,6 +528,7 @@ _ticket_docs = documented(
         "A field is missing or invalid (a ticket_id over 190 characters, a client_id with '/', a NUL character).",
         detail_type="string_too_long",
     ),
+    FORM_BODY,
     ok_examples={200: TICKET_EXAMPLES},
     ok_descriptions={200: "The answer: whether the ticket gets AI, and why (or why not)"},
 )

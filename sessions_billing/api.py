@@ -6,7 +6,7 @@ Writes refused for a billing reason answer 402 with the code and message the adm
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
@@ -20,8 +20,17 @@ from sessions_billing.models import MAX_ID_LENGTH
 from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
-from tenants.api_docs import NOT_FOUND, ErrorCase, documented
-from tenants.api_fields import NO_CONTROL, PRINTABLE, FieldErrors, Moment, RequestBody, body_of, no_body
+from tenants.api_docs import FORM_BODY, NOT_FOUND, ErrorCase, documented
+from tenants.api_fields import (
+    NO_CONTROL,
+    PRINTABLE,
+    Day,
+    FieldErrors,
+    Moment,
+    RequestBody,
+    json_body,
+    no_body,
+)
 from tenants.errors import BusinessError
 
 router = Router(tags=["sessions"])
@@ -227,6 +236,7 @@ _event_docs = documented(
     ENDED,
     OVERDUE,
     LIMIT_REACHED,
+    FORM_BODY,
     ok_examples={200: {"session": SESSION_EXAMPLE}},
     ok_descriptions={200: "The session"},
 )
@@ -269,7 +279,7 @@ def session_event(
     conversation_id = _conversation_id(conversation_id)
     # The body is read here, after the id: an unknown conversation is a 404 whatever the body says.
     try:
-        payload = body_of(request.body, EventIn, example='{"type": "agent_message"}')
+        payload = json_body(request, EventIn, example='{"type": "agent_message"}')
     except FieldErrors:
         services.session_find(tenant=tenant, conversation_id=conversation_id)
         raise
@@ -290,6 +300,7 @@ _start_docs = documented(
     LIMIT_REACHED,
     BAD_AT,
     BAD_ID,
+    FORM_BODY,
     ok_examples={
         201: {"session": SESSION_EXAMPLE | {"billable_sessions": 1}},
         200: {"session": SESSION_EXAMPLE},
@@ -356,8 +367,8 @@ class ListQuery(Schema):
     agent: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] = Field(
         "", description="Only this agent's sessions (its key)"
     )
-    since: date | None = Field(None, description="Started on or after this day (UTC)")
-    until: date | None = Field(None, description="Started on or before this day (UTC)")
+    since: Day | None = Field(None, description="Started on or after this day (UTC), YYYY-MM-DD")
+    until: Day | None = Field(None, description="Started on or before this day (UTC), YYYY-MM-DD")
     answered: bool | None = Field(None, description="Only answered (true) or unanswered (false) sessions")
     before: Annotated[str, StringConstraints(max_length=60)] = Field(
         "", description="The cursor of the previous page"
@@ -387,8 +398,8 @@ class ListQuery(Schema):
             422,
             "invalid_request",
             "limit: Input should be less than or equal to 200",
-            "A filter is invalid (a date that is not a date, a limit out of range, a parameter the list does not "
-            "take).",
+            "A filter is invalid (a since or until that is not a YYYY-MM-DD day, a limit out of range, a parameter "
+            "the list does not take).",
             source="query",
             detail_type="less_than_equal",
         ),
@@ -532,7 +543,7 @@ class LimitIn(RequestBody):
     "/usage/session-limit",
     summary="Set limit: cap the billable sessions of the current period (paid plans only)",
     description="A whole number greater than zero, at most the plan's base limit. Audited with the key as actor.",
-    **documented(UsageOut, LIMIT_NOT_AVAILABLE, LIMIT_ABOVE_PLAN, NOT_POSITIVE),
+    **documented(UsageOut, LIMIT_NOT_AVAILABLE, LIMIT_ABOVE_PLAN, NOT_POSITIVE, FORM_BODY),
 )
 def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
     tenant = request.auth.tenant  # type: ignore[attr-defined]
@@ -553,6 +564,7 @@ def session_limit_set(request: HttpRequest, payload: LimitIn) -> dict:
             "A body with a field: a reset takes none.",
             detail_type="extra_forbidden",
         ),
+        FORM_BODY,
     ),
 )
 def session_limit_reset(request: HttpRequest) -> dict:

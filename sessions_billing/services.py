@@ -724,7 +724,8 @@ def _bill_window(
     billable: int,
 ) -> int:
     """Bill window k of a running conversation, once (the window's unique insert decides), in the
-    period in which it starts, even past the limit. Returns the conversation's billable sessions."""
+    period in which it starts, even past the limit. Returns the conversation's billable sessions
+    once the window is billed (`billable`, read before, may predate a parallel event's billing)."""
     period_id = _period_for(tenant.pk, terms, starts_at, current_id)
     if period_id is None:
         return billable
@@ -737,7 +738,11 @@ def _bill_window(
             [tenant.pk, conversation, k, _db(starts_at), period_id, _db(now)],
         )
         if cursor.fetchone() is None:
-            return billable  # a parallel event billed it
+            # A parallel event billed it: the conflict waited for that event's transaction, which
+            # counted the window on the conversation too, so this (READ COMMITTED) read sees its
+            # count. The `billable` read before may not: it would answer a count one short.
+            cursor.execute(f"SELECT billable_sessions FROM {CONVERSATION} WHERE id = %s", [conversation])
+            return cursor.fetchone()[0]
         cursor.execute(
             f"UPDATE {CONVERSATION} SET billable_sessions = billable_sessions + 1, "
             f"last_billed_window = {_greatest()}(COALESCE(last_billed_window, -1), %s) "

@@ -3,9 +3,12 @@ the error statuses it can answer (DESIGN, "API conventions": every operation doc
 it can answer, with examples).
 
 The body itself is built only by `tenants.errors.error_body`; this module describes it. Every
-operation's documentation starts from `COMMON_ERRORS` (a NUL anywhere is a 400, a missing or bad
-key a 401) and adds its own cases: `**documented(OkSchema, NOT_FOUND_CASE, ...)` in the router's
-decorator gives ninja both the `response=` mapping and the examples (`openapi_extra=`)."""
+operation's documentation ends with `COMMON_ERRORS` (what any request can be answered before the
+operation reads it: a request that cannot be read, a missing or bad key, a body too large or sent
+compressed, a query parameter the operation does not take) after its own cases:
+`**documented(OkSchema, NOT_FOUND_CASE, ...)` in the router's decorator gives ninja both the
+`response=` mapping and the examples (`openapi_extra=`). A write (POST, PUT, DELETE) reads a body,
+so it lists `FORM_BODY` among its cases (tests/test_api_schema.py holds every write to it)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from django.conf import settings
 from ninja import Field, Schema
 
+from tenants.api_fields import FormBody
 from tenants.errors import error_body, http_error
 
 
@@ -61,6 +66,7 @@ class ErrorCase:
     when: str
     source: str | None = "body"
     detail_type: str = "value_error"
+    name: str = ""  # the example's name, when its code and field do not tell it from another case
 
     def field(self) -> list[str]:
         """The field its message names ("at: must be…" → ["at"])."""
@@ -77,6 +83,8 @@ class ErrorCase:
     def example_name(self) -> str:
         """The example's name: its code, and the field for a field's refusal (several cases of one
         operation may share a code: each keeps its own example)."""
+        if self.name:
+            return self.name
         field = ".".join(self.field())
         return f"{self.code} ({field})" if field and self.code == "invalid_request" else self.code
 
@@ -84,12 +92,42 @@ class ErrorCase:
 BAD_REQUEST = ErrorCase(
     400,
     *http_error(400),
-    "The request could not be read (a Host we do not serve, a body over the size limit).",
+    "The request could not be read (a Host this server does not serve, a form with more fields than it "
+    "reads). A body over the size limit is a 413.",
 )
 UNAUTHORIZED = ErrorCase(401, *http_error(401), "No API key was sent, or the key is unknown or revoked.")
 NOT_FOUND = ErrorCase(404, *http_error(404), "Nothing of that name exists for the key's tenant.")
-# What every operation behind the API key can answer.
-COMMON_ERRORS = (BAD_REQUEST, UNAUTHORIZED)
+_LIMIT_MB = f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024:.1f}".removesuffix(".0")
+PAYLOAD_TOO_LARGE = ErrorCase(
+    413, *http_error(413), f"The request body is larger than {_LIMIT_MB} MB: nothing is read or done."
+)
+UNSUPPORTED_ENCODING = ErrorCase(
+    415,
+    *http_error(415),
+    "The request body was sent with a Content-Encoding (gzip, br, deflate): send it as is. The answer "
+    "carries `Accept-Encoding: identity`.",
+)
+UNKNOWN_QUERY = ErrorCase(
+    422,
+    "invalid_request",
+    "dry_run: Unknown query parameter",
+    "A query parameter the operation does not take, or one of its parameters given twice (`Given more than "
+    "once: send it once`): nothing is done.",
+    source="query",
+    detail_type="extra_forbidden",
+)
+# A write's body sent as a form (tenants.api_fields.FormBody).
+FORM_BODY = ErrorCase(
+    422,
+    "invalid_request",
+    FormBody.MESSAGE,
+    "The body was sent as a form (application/x-www-form-urlencoded or multipart/form-data, as curl -d "
+    "sends it without a Content-Type), or is not JSON: nothing is done. A form without fields is no body.",
+    detail_type="content_type",
+    name="invalid_request (form)",
+)
+# What every operation can answer, whatever it does: listed after its own cases.
+COMMON_ERRORS = (BAD_REQUEST, UNAUTHORIZED, PAYLOAD_TOO_LARGE, UNSUPPORTED_ENCODING, UNKNOWN_QUERY)
 
 
 def documented(
@@ -105,7 +143,7 @@ def documented(
     when it happens and one example body per case, and each success status its examples
     (`ok_examples`: {status: {name: body}})."""
     by_status: dict[int, list[ErrorCase]] = defaultdict(list)
-    for case in (*COMMON_ERRORS, *cases):
+    for case in (*cases, *COMMON_ERRORS):
         by_status[case.status].append(case)
     responses: dict[int, Any] = dict(ok) if isinstance(ok, dict) else {ok_status: ok}
     extra: dict[int, Any] = {}

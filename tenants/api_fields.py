@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from io import BytesIO
 from typing import Annotated, Any
 
-from django.http import HttpRequest
-from django.http.multipartparser import MultiPartParserError
+from django.core.exceptions import SuspiciousOperation
+from django.http import HttpRequest, QueryDict
+from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja.errors import ValidationError
 from ninja.parser import Parser
 from pydantic import (
@@ -55,6 +57,22 @@ def _iso_text(value: Any) -> Any:
 
 # An ISO 8601 moment with its zone (a naive one is refused), within what UTC can hold, in UTC.
 Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_utc)]
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    # As for a moment, pydantic also reads a number (or a text of digits) as seconds since 1970:
+    # "until=0" would be 1 January 1970. A day is ISO 8601 text, YYYY-MM-DD, and nothing more.
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+        raise PydanticCustomError("date_not_iso", "Input should be an ISO 8601 date (YYYY-MM-DD)")
+    return value
+
+
+# An ISO 8601 day: YYYY-MM-DD.
+Day = Annotated[date, BeforeValidator(_iso_day)]
 
 
 def pattern_says(code: str, message: str) -> WrapValidator:
@@ -134,10 +152,51 @@ def loads_strict(raw: bytes | str) -> Any:
     return data
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class FormBody(ValueError):
+    """A body whose Content-Type says it is a form (FORM_TYPES) and that holds a field: the API reads
+    JSON only, so it is refused (422) on every endpoint and for every method, never read as JSON
+    against what it says it is nor taken for no body."""
+
+    MESSAGE = "Send the body as JSON (application/json)."
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [{"type": "content_type", "loc": ("body",), "msg": self.MESSAGE}]
+
+
+def form_without_fields(request: HttpRequest) -> bool | None:
+    """None when the body is not sent as a form; else whether the form holds no field (what a form
+    posted without fields, or the test client's bare `post`, sends). Parsed here, not read from
+    `request.POST`: Django fills that for a POST only, so a PUT's or a DELETE's form would look
+    empty and its write go ahead. A form that cannot be parsed (a multipart body without its
+    boundary) or holds more fields than Django parses counts as holding some."""
+    if request.content_type not in FORM_TYPES:
+        return None
+    raw = request.body
+    if not raw.strip():
+        return True
+    try:
+        if request.content_type == "multipart/form-data":
+            parser = MultiPartParser(request.META, BytesIO(raw), request.upload_handlers, request.encoding)
+            fields, files = parser.parse()
+            return not (fields or files)
+        return not QueryDict(raw, encoding=request.encoding)
+    except (MultiPartParserError, SuspiciousOperation):  # no boundary; too many fields or files
+        return False
+
+
 class StrictJsonParser(Parser):
-    """ninja's body parser, refusing an object that names a key twice (config.api answers 422)."""
+    """ninja's body parser: a JSON object whatever the Content-Type says, but a form (FormBody) or
+    an object that names a key twice is refused (config.api answers 422 for both)."""
 
     def parse_body(self, request: HttpRequest) -> Any:
+        if request.content_type in FORM_TYPES:
+            raise FormBody
         return loads_strict(request.body)
 
 
@@ -167,25 +226,29 @@ class RequestBody(BaseModel):
 def optional_body[Body: RequestBody](
     request: HttpRequest, schema: type[Body], *, example: str
 ) -> Body | None:
-    """A body that may be left out: none at all (or only whitespace), or a form post without fields,
-    is None. Anything else must be the JSON object of `schema`, whatever the Content-Type says (as
-    ninja reads the other endpoints' bodies): a body that is not one is a 422 and the write is not
-    done, never done as if nothing had been sent. Read by hand because ninja refuses an empty body
-    of a body parameter, and reads none at all for an endpoint without one."""
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        try:
-            form = bool(request.POST or request.FILES)
-        except MultiPartParserError:
-            form = True
-        if not form:
-            return None  # a form post without fields: no body
-        raise FieldErrors(
-            [{"type": "content_type", "loc": ("body",), "msg": "Send the body as JSON (application/json)."}]
-        )
+    """A body that may be left out: none at all (or only whitespace), or a form without fields, is
+    None, whatever the method. Anything else must be the JSON object of `schema`, whatever the
+    Content-Type says unless it says form (as ninja reads the other endpoints' bodies, through
+    StrictJsonParser): a body that is not one is a 422 and the write is not done, never done as if
+    nothing had been sent. Read by hand because ninja refuses an empty body of a body parameter,
+    and reads none at all for an endpoint without one."""
+    empty_form = form_without_fields(request)
+    if empty_form is not None:
+        if empty_form:
+            return None
+        raise FieldErrors(FormBody().errors())
     raw = request.body.strip()
     if not raw:
         return None
     return body_of(raw, schema, example=example)
+
+
+def json_body[Body: RequestBody](request: HttpRequest, schema: type[Body], *, example: str) -> Body:
+    """The JSON object of `schema` the request's body holds, read by hand as StrictJsonParser reads
+    the others: a form is refused as there (FormBody), anything else read as JSON (body_of)."""
+    if request.content_type in FORM_TYPES:
+        raise FieldErrors(FormBody().errors())
+    return body_of(request.body, schema, example=example)
 
 
 def body_of[Body: RequestBody](raw: bytes, schema: type[Body], *, example: str) -> Body:
@@ -221,7 +284,7 @@ class NoBody(RequestBody):
 
 def no_body(request: HttpRequest) -> None:
     """A write that takes nothing beyond its path (release a hold, assign or remove a license, reset
-    the session limit): no body, `{}`, or a form post without fields. A field is refused as
+    the session limit): no body, `{}`, or a form without fields, for every method. A field is refused as
     `RequestBody` refuses one it does not know (422 naming it, nothing done): a client that meant
     something by it learns it was not read, never that it was."""
     optional_body(request, NoBody, example="{}")

@@ -1,6 +1,8 @@
 """The integration API's OpenAPI schema holds every operation to DESIGN's "API conventions": each
-documents the error statuses it can answer (400 and 401 for all, 404 where a path names something,
-422 where it takes input) with the one error body and an example per case; every field of every
+documents the error statuses it can answer (400, 401, 413, 415 and 422 for all — any request may
+carry a body too large or compressed, or a query parameter the operation does not take —, 404 where
+a path names something, a write's 422 for a form body) with the one error body and an example per
+case; every field of every
 schema and every parameter has a description (units included); and the documented examples are
 what the API really answers. The docs page serves Swagger UI from our own origin (no CDN).
 
@@ -8,6 +10,7 @@ New endpoints are held to the same rules: document them with `tenants.api_docs.d
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -17,12 +20,16 @@ from django.test import Client
 
 from plans.selectors import MSG_OVERDUE
 from tenants import services
-from tenants.api_docs import ErrorOut
+from tenants.api_docs import FORM_BODY, UNKNOWN_QUERY, ErrorOut
 
 pytestmark = pytest.mark.django_db
 
 ERROR_REF = "#/components/schemas/ErrorOut"
 METHODS = {"get", "post", "put", "patch", "delete"}
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+# The 422 examples every operation (or every write) documents, checked on each of them by
+# test_the_answers_any_operation_can_give_are_documented_as_answered.
+GENERIC_422 = {UNKNOWN_QUERY.example_name(), FORM_BODY.example_name()}
 
 
 @pytest.fixture
@@ -44,15 +51,20 @@ def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
 
 
 def _required_statuses(op: dict[str, Any]) -> set[str]:
-    required = {"400"}
+    # Before any operation reads its input: a request that cannot be read (400), a body over the size
+    # limit (413) or compressed (415), a query parameter the operation does not take (422).
+    required = {"400", "413", "415", "422"}
     if op.get("security"):
         required.add("401")
     params = op.get("parameters", [])
     if any(p["in"] == "path" for p in params):
         required.add("404")
-    if any(p["in"] == "query" for p in params) or "requestBody" in op:
-        required.add("422")
     return required
+
+
+def _example_names(op: dict[str, Any], status: str) -> set[str]:
+    content = op["responses"].get(status, {}).get("content", {}).get("application/json", {})
+    return set(content.get("examples", {}))
 
 
 def test_every_operation_documents_its_error_statuses_with_the_error_body_and_examples(schema):
@@ -64,6 +76,9 @@ def test_every_operation_documents_its_error_statuses_with_the_error_body_and_ex
             problems.append(f"{method} {path}: no {sorted(missing)} response")
         if not any(status.startswith("2") for status in responses):
             problems.append(f"{method} {path}: no success response")
+        wanted = {UNKNOWN_QUERY.example_name()} | ({FORM_BODY.example_name()} if method in WRITES else set())
+        if missing_422 := wanted - _example_names(op, "422"):
+            problems.append(f"{method} {path}: no 422 example {sorted(missing_422)}")
         for status, response in responses.items():
             if status.startswith("2"):
                 if "$ref" not in response["content"]["application/json"]["schema"]:
@@ -415,10 +430,148 @@ def test_the_documented_422_examples_are_what_the_api_answers(schema, tenant, ad
     documented_422 = {
         (method, path, name)
         for method, path, op in ((m.lower(), p, o) for m, p, o in _operations(schema))
-        for name in op["responses"]
-        .get("422", {})
-        .get("content", {})
-        .get("application/json", {})
-        .get("examples", {})
+        for name in _example_names(op, "422") - GENERIC_422
     }
     assert documented_422 - checked == set()
+
+
+# --- what any operation can answer ----------------------------------------------------------------
+
+
+def _documented(op: dict[str, Any], status: int, name: str) -> dict[str, Any]:
+    return op["responses"][str(status)]["content"]["application/json"]["examples"][name]["value"]
+
+
+def test_the_answers_any_operation_can_give_are_documented_as_answered(schema, tenant, admin, settings):
+    """On every operation, whatever it does: a query parameter it does not take (422), a body over
+    the size limit (413) or compressed (415), and on every write a body sent as a form (422) are
+    answered as its documentation shows. Nothing is done."""
+    from credits.factories import grant, on_plus
+    from credits.models import Hold
+    from licensing.factories import on_helpdesk
+    from sessions_billing.tests.conftest import paid
+
+    on_plus(tenant)
+    grant(tenant, 10)
+    on_helpdesk(tenant)
+    paid(tenant)
+    client = Client(
+        HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(tenant=tenant, name='s', actor=admin).secret}"
+    )
+    json_type = "application/json"
+    hold = client.post(
+        "/api/v1/credits/holds", {"credits": "1", "idempotency_key": "h"}, content_type=json_type
+    )
+    client.put("/api/v1/clients/acme", {"name": "Acme"}, content_type=json_type)
+    client.post("/api/v1/sessions", {"conversation_id": "c", "direction": "inbound"}, content_type=json_type)
+    known = {"hold_id": hold.json()["id"], "client_id": "acme", "kind": "ai", "conversation_id": "c"}
+    known["product"] = "ai_agents"
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64
+    for method, path, op in _operations(schema):
+        url = re.sub(r"\{(\w+)\}", lambda m: str(known[m[1]]), path)
+
+        def send(
+            body: str,
+            content_type: str = json_type,
+            query: str = "",
+            method: str = method,
+            url: str = url,
+            **meta: str,
+        ) -> Any:
+            return client.generic(method, url + query, body, content_type=content_type, **meta)
+
+        answers = [
+            (send("", query="?dry_run=1"), 422, UNKNOWN_QUERY.example_name()),
+            (send('{"a": 1}', HTTP_CONTENT_ENCODING="gzip"), 415, "unsupported_content_encoding"),
+            (send('{"a": "' + "x" * 64 + '"}'), 413, "payload_too_large"),
+        ]
+        if method in WRITES:
+            answers.append((send("a=1", "application/x-www-form-urlencoded"), 422, FORM_BODY.example_name()))
+        for response, status, name in answers:
+            assert (response.status_code, response.json()) == (status, _documented(op, status, name)), (
+                method,
+                path,
+                name,
+            )
+    assert Hold.objects.get(pk=known["hold_id"]).status == "held"
+
+
+def test_a_400_is_not_documented_as_covering_a_body_too_large(schema):
+    """A body over the size limit is a 413 (config.api, config.middleware), not the 400."""
+    for method, path, op in _operations(schema):
+        assert "size limit)" not in op["responses"]["400"]["description"], (method, path)
+        assert "413" in op["responses"]
+
+
+def test_a_refusal_for_a_tenant_without_subscriptions_is_documented_as_answered(schema, tenant, admin):
+    """A tenant with no subscription at all: each write that asks the plan answers a refusal its
+    operation documents (status, code and body), e.g. `no_subscription` for a license."""
+    client = Client(
+        HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(tenant=tenant, name='s', actor=admin).secret}"
+    )
+    from licensing.models import Client as PsaClient
+
+    PsaClient.objects.create(tenant=tenant, external_id="acme", name="Acme")
+    writes = [
+        (
+            "POST",
+            "/api/v1/credits/consume",
+            {"feature": "smart_response", "quantity": 1, "idempotency_key": "k"},
+        ),
+        ("POST", "/api/v1/credits/holds", {"credits": "1", "idempotency_key": "k"}),
+        ("POST", "/api/v1/sessions", {"conversation_id": "c", "direction": "inbound"}),
+        ("PUT", "/api/v1/usage/session-limit", {"session_limit": 5}),
+        ("DELETE", "/api/v1/usage/session-limit", None),
+        ("PUT", "/api/v1/clients/{client_id}/licenses/{kind}", None),
+    ]
+    for method, path, body in writes:
+        url = path.replace("{client_id}", "acme").replace("{kind}", "ai")
+        response = client.generic(
+            method, url, "" if body is None else json.dumps(body), content_type="application/json"
+        )
+        op = schema["paths"][path][method.lower()]
+        code = response.json()["error"]["code"]
+        assert str(response.status_code) in op["responses"], (method, path, response.status_code)
+        assert response.json() == _documented(op, response.status_code, code), (method, path)
+
+
+def _field_schemas(schema: dict[str, Any], op: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The operation's inputs by name: its parameters and its JSON body's fields."""
+    fields = {p["name"]: p.get("schema", {}) for p in op.get("parameters", [])}
+    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    if "$ref" in body:
+        body = schema["components"]["schemas"][body["$ref"].rpartition("/")[2]]
+    fields.update(body.get("properties", {}))
+    return fields
+
+
+def _max_length(spec: dict[str, Any]) -> int | None:
+    """The schema's maxLength; for an input checked by hand (a path parameter), the one its own
+    description gives ("1 to 100 printable characters")."""
+    options = [spec, *spec.get("anyOf", [])]
+    found = next((s["maxLength"] for s in options if "maxLength" in s), None)
+    said = re.search(r"(?:1 to|at most) (\d+) [a-z ]*characters", spec.get("description", ""))
+    return int(said[1]) if found is None and said else found
+
+
+def test_a_length_an_error_description_names_is_the_fields_own(schema):
+    """ "an idempotency key over 190 characters" where the key takes 200: a limit in words is the
+    limit the schema (and the API) applies. The field is the last input named before the limit in
+    its clause ("idempotency key" for idempotency_key)."""
+    checked = 0
+    for method, path, op in _operations(schema):
+        fields = _field_schemas(schema, op)
+        for status, response in op["responses"].items():
+            for clause in re.split(r"[,(;]", response["description"]):
+                found = re.search(r"^(.*) over (\d+) characters", clause)
+                if not found:
+                    continue
+                before, limit = found.groups()
+                named = [
+                    (max(before.rfind(name), before.rfind(name.replace("_", " "))), name) for name in fields
+                ]
+                at, name = max(named)
+                assert at >= 0, (method, path, status, clause)
+                assert _max_length(fields[name]) == int(limit), (method, path, status, clause)
+                checked += 1
+    assert checked >= 5

@@ -456,6 +456,111 @@ def test_an_api_moment_that_is_not_iso_8601_text_is_a_422(moment, api_auth):
 
 
 @pytest.mark.parametrize(
+    "day", ["0", "1", "-1", "1700000000", "20260101", "2026-01-01T00:00:00Z", "2026-1-1"]
+)
+def test_an_api_day_that_is_not_iso_8601_text_is_a_422(day, tenant, api_auth):
+    """The Sessions list's `since` and `until` are days, YYYY-MM-DD: `until=0` is not 1 January
+    1970 (pydantic reads a number as seconds since then), nor is a moment a day."""
+    from sessions_billing.tests.conftest import paid
+
+    paid(tenant)
+    for name in ("since", "until"):
+        response = Client().get("/api/v1/sessions", {name: day}, **api_auth)
+        assert (response.status_code, response.json()["error"]) == (
+            422,
+            {
+                "code": "invalid_request",
+                "message": f"{name}: Input should be an ISO 8601 date (YYYY-MM-DD)",
+                "details": [
+                    {
+                        "type": "date_not_iso",
+                        "loc": ["query", name],
+                        "msg": "Input should be an ISO 8601 date (YYYY-MM-DD)",
+                    }
+                ],
+            },
+        ), (name, day)
+    listed = Client().get("/api/v1/sessions", {"since": "2026-01-01", "until": "9999-12-31"}, **api_auth)
+    assert listed.status_code == 200
+
+
+FORM_REFUSED = {
+    "code": "invalid_request",
+    "message": "Send the body as JSON (application/json).",
+    "details": [
+        {"type": "content_type", "loc": ["body"], "msg": "Send the body as JSON (application/json)."}
+    ],
+}
+MULTIPART = "multipart/form-data; boundary=B"
+
+
+def test_a_form_body_is_refused_by_every_write_whatever_its_method(tenant, admin, api_auth):
+    """A body sent as a form (curl -d's default Content-Type) is a 422 and the write is not done,
+    for PUT and DELETE as for POST: Django parses a form for a POST only, so a PUT's or a DELETE's
+    fields once read as no body and the write went ahead (a license removed by `-d
+    '{"dry_run": true}'`). A form is not read as JSON either, on any endpoint. A form without
+    fields (an empty body) is still no body."""
+    from credits.factories import grant, on_plus
+    from credits.models import Hold
+    from licensing.factories import on_helpdesk
+    from licensing.models import Client as PsaClient
+    from sessions_billing.models import SessionLimit
+    from sessions_billing.tests.conftest import paid
+
+    on_plus(tenant)
+    on_helpdesk(tenant)
+    paid(tenant)
+    grant(tenant, 50)
+    client = Client()
+
+    def send(method: str, path: str, body: str, content_type: str = "application/json"):
+        return client.generic(method, path, body, content_type=content_type, **api_auth)
+
+    hold = send("POST", "/api/v1/credits/holds", '{"credits": "1", "idempotency_key": "h"}').json()
+    for external_id in ("c-1", "c-2"):
+        send("PUT", f"/api/v1/clients/{external_id}", '{"name": "Contoso"}')
+    assert send("PUT", "/api/v1/clients/c-1/licenses/ai", "").status_code == 200
+    assert send("PUT", "/api/v1/usage/session-limit", '{"session_limit": 120}').status_code == 200
+    assert (
+        send("POST", "/api/v1/sessions", '{"conversation_id": "s-1", "direction": "inbound"}').status_code
+        == 201
+    )
+    writes = [
+        ("POST", "/api/v1/sessions/s-1/events"),
+        ("POST", f"/api/v1/credits/holds/{hold['id']}/release"),
+        ("POST", f"/api/v1/credits/holds/{hold['id']}/commit"),
+        ("POST", "/api/v1/credits/refund"),
+        ("PUT", "/api/v1/clients/c-2/licenses/ai"),
+        ("DELETE", "/api/v1/clients/c-1/licenses/ai"),
+        ("PUT", "/api/v1/usage/session-limit"),
+        ("DELETE", "/api/v1/usage/session-limit"),
+    ]
+    forms = [
+        ("application/x-www-form-urlencoded", "session_limit=5"),
+        ("application/x-www-form-urlencoded", '{"session_limit": 5, "dry_run": true}'),
+        ("application/x-www-form-urlencoded", '{"type": "end"}'),
+        ("application/x-www-form-urlencoded; charset=utf-8", "x=1"),
+        (MULTIPART, '--B\r\nContent-Disposition: form-data; name="dry_run"\r\n\r\ntrue\r\n--B--\r\n'),
+    ]
+    for method, path in writes:
+        for content_type, body in forms:
+            refused = send(method, path, body, content_type)
+            assert (refused.status_code, refused.json()["error"]) == (422, FORM_REFUSED), (method, path, body)
+    assert Hold.objects.get(pk=hold["id"]).status == "held"
+    assert PsaClient.objects.get(external_id="c-1").ai_license_since is not None
+    assert PsaClient.objects.get(external_id="c-2").ai_license_since is None
+    assert SessionLimit.objects.get(tenant=tenant).session_limit == 120
+    assert send("GET", "/api/v1/sessions/s-1", "").json()["ended_at"] is None
+    # A form without fields is no body, whatever the method: the write is done.
+    for content_type, empty in (("application/x-www-form-urlencoded", ""), (MULTIPART, "--B--\r\n")):
+        assert send("DELETE", "/api/v1/usage/session-limit", empty, content_type).status_code == 200
+        assert send("PUT", "/api/v1/clients/c-2/licenses/ai", empty, content_type).status_code == 200
+        assert send("DELETE", "/api/v1/clients/c-2/licenses/ai", empty, content_type).status_code == 200
+    assert not SessionLimit.objects.filter(tenant=tenant, session_limit=120).exists()
+    assert send("POST", f"/api/v1/credits/holds/{hold['id']}/release", "", MULTIPART).status_code == 200
+
+
+@pytest.mark.parametrize(
     ("path", "body"),
     [
         (
@@ -711,3 +816,38 @@ def _query_error(name: str, kind: str, msg: str) -> dict:
         "message": f"{name}: {msg}",
         "details": [{"type": kind, "loc": ["query", name], "msg": msg}],
     }
+
+
+def test_a_multipart_body_without_its_boundary_is_the_forms_422_without_a_traceback(tenant, api_auth, caplog):
+    """`Content-Type: multipart/form-data` with no boundary cannot be parsed as a form: Django's
+    parser raised before any handler (the NUL check reads a POST's form), a 400 `bad_request` with
+    its traceback in the log. It is a form the API does not read, refused as any other form is,
+    whatever the method; nothing is done."""
+    import logging
+
+    from credits.factories import grant, on_plus
+    from credits.models import Consumption, Hold
+
+    on_plus(tenant)
+    grant(tenant, 50)
+    client = Client()
+    consume = '{"feature": "smart_response", "quantity": 1, "idempotency_key": "x"}'
+    hold = client.post(
+        "/api/v1/credits/holds", '{"credits": "1", "idempotency_key": "h"}',
+        content_type="application/json", **api_auth,
+    ).json()  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        for method, path, body in (
+            ("POST", "/api/v1/credits/consume", consume),
+            ("POST", "/api/v1/credits/refund", '{"idempotency_key": "x"}'),
+            ("POST", f"/api/v1/credits/holds/{hold['id']}/release", "{}"),
+            ("POST", f"/api/v1/credits/holds/{hold['id']}/commit", '{"credits": "1"}'),
+            ("DELETE", "/api/v1/usage/session-limit", "{}"),
+        ):
+            response = client.generic(method, path, body, content_type="multipart/form-data", **api_auth)
+            assert (response.status_code, response.json()["error"]) == (422, FORM_REFUSED), path
+    assert not [r for r in caplog.records if r.exc_info or "multipart" in r.getMessage().lower()]
+    assert not Consumption.objects.exists()
+    assert Hold.objects.get(pk=hold["id"]).status == "held"
+    # The key is still checked first.
+    assert client.post("/api/v1/credits/refund", "{}", content_type="multipart/form-data").status_code == 401

@@ -125,6 +125,15 @@ def test_400_for_a_nul_character_says_so(db):
     }
 
 
+def test_400_for_a_form_without_its_multipart_boundary_says_so_without_a_traceback(db, caplog):
+    with caplog.at_level(logging.INFO):
+        response = Client().post("/accounts/login/", "username=a", content_type="multipart/form-data")
+
+    assert response.status_code == 400
+    assert _card(response)["reason"] == "The form could not be read. Go back to the page and send it again."
+    assert not [r for r in caplog.records if r.exc_info or "multipart" in r.getMessage().lower()]
+
+
 def test_400_that_django_answers_itself_uses_the_same_page(db):
     response = Client().get("/accounts/login/", HTTP_HOST="evil.example")  # not in ALLOWED_HOSTS
 

@@ -161,3 +161,62 @@ def test_parallel_replies_in_one_conversation_bill_it_once(tenant):
     assert all(not isinstance(r, BusinessError) for r in results), results
     assert Conversation.objects.get(tenant=tenant, conversation_id="ob").billable_sessions == 1
     assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 1
+
+
+def test_parallel_messages_in_a_new_window_all_answer_the_committed_count(tenant):
+    """Ten customer messages at once in a conversation's second 24-hour window: one bills it, and
+    every answer says 2 billable sessions, the count stored once the window is billed — not the 1
+    an event read before the event that billed it committed."""
+    paid(tenant)
+    start = timezone.now() - timedelta(hours=30)
+    services.session_start(tenant=tenant, conversation_id="new-window", direction="inbound", at=start)
+    results = _race(
+        10,
+        lambda i: services.session_event(
+            tenant=tenant, conversation_id="new-window", type="customer_message"
+        ),
+    )
+    assert [r.billable_sessions for r in results] == [2] * 10
+    assert Conversation.objects.get(tenant=tenant, conversation_id="new-window").billable_sessions == 2
+
+
+def test_a_message_whose_window_a_parallel_message_billed_answers_the_committed_count(tenant, monkeypatch):
+    """The interleaving of the race above, forced: B's message is recorded (count 1, window not
+    billed), A's message bills the window and commits (count 2), then B finds the window billed.
+    B answers 2, as the conversation then stands."""
+    paid(tenant)
+    start = timezone.now() - timedelta(hours=30)
+    services.session_start(tenant=tenant, conversation_id="ab", direction="inbound", at=start)
+    a_done = threading.Event()
+    b_recorded = threading.Event()
+    period_for = services._period_for
+
+    def paused(*args: Any) -> Any:
+        if threading.current_thread().name == "B":
+            b_recorded.set()
+            assert a_done.wait(10)
+        return period_for(*args)
+
+    monkeypatch.setattr(services, "_period_for", paused)
+    results: dict[str, Any] = {}
+
+    def message(name: str) -> None:
+        try:
+            if name == "A":
+                assert b_recorded.wait(10)
+            results[name] = services.session_event(
+                tenant=tenant, conversation_id="ab", type="customer_message"
+            ).billable_sessions
+        finally:
+            if name == "A":
+                a_done.set()
+            connection.close()
+
+    threads = [threading.Thread(target=message, args=(name,), name=name) for name in ("B", "A")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"A": 2, "B": 2}
+    assert BillableWindow.objects.filter(conversation__conversation_id="ab").count() == 2
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 2
