@@ -49,7 +49,7 @@ from credits.selectors import (
     wallet_figures,
 )
 from plans.models import Plan
-from plans.money import credits_string
+from plans.money import credits_figure, credits_string
 from plans.selectors import MSG_ENDED, Refusal, entitlements
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.cache import Versions
@@ -302,7 +302,7 @@ def credits_grant(
         actor=actor or SYSTEM,
         action="credits.granted",
         target=grant,
-        target_label=f"{credits_string(amount)} {UNIT_PLURAL[Unit(unit)]} ({grant.get_source_display()})",
+        target_label=f"{credits_figure(amount)} {UNIT_PLURAL[Unit(unit)]} ({grant.get_source_display()})",
         data={"source": source, "amount": credits_string(amount), "reference": reference},
     )
     return grant
@@ -378,7 +378,7 @@ def credits_grant_plan_period(
         actor=SYSTEM,
         action="credits.granted",
         target=grant,
-        target_label=f"{credits_string(amount)} AI credits ({label})",
+        target_label=f"{credits_figure(amount)} AI credits ({label})",
         data={"source": grant.source, "amount": credits_string(amount), "reference": reference},
     )
     return grant
@@ -1258,7 +1258,7 @@ def ticket_credits_grant_cycle(
         actor=SYSTEM,
         action="credits.granted",
         target=grant,
-        target_label=f"{credits_string(top_up)} ticket credits ({label})",
+        target_label=f"{credits_figure(top_up)} ticket credits ({label})",
         data={"source": grant.source, "amount": credits_string(top_up), "reference": reference},
     )
     return grant
@@ -1299,7 +1299,7 @@ def _ticket_cycle_withdraw(
         actor=SYSTEM,
         action="credits.withdrawn",
         target=wallet,
-        target_label=f"{credits_string(take)} ticket credits ({label})",
+        target_label=f"{credits_figure(take)} ticket credits ({label})",
         data={"amount": credits_string(take), "reason": "plan changed within the cycle"},
     )
 

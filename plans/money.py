@@ -83,11 +83,16 @@ def credits_string(thousandths: int) -> str:
     return f"{sign}{whole}" + (f".{frac:03d}".rstrip("0") if frac else "")
 
 
-def format_credits(thousandths: int) -> str:
-    """The form for people: 2000000 → "2,000 credits", 12500 → "12.5 credits", 1000 → "1 credit"."""
+def credits_figure(thousandths: int) -> str:
+    """The number as people read it, without the word: 2000000 → "2,000", 12500 → "12.5"."""
     sign = "-" if thousandths < 0 else ""
     whole, frac = divmod(abs(thousandths), CREDIT)
-    text = f"{sign}{whole:,}" + (f".{frac:03d}".rstrip("0") if frac else "")
+    return f"{sign}{whole:,}" + (f".{frac:03d}".rstrip("0") if frac else "")
+
+
+def format_credits(thousandths: int) -> str:
+    """The form for people: 2000000 → "2,000 credits", 12500 → "12.5 credits", 1000 → "1 credit"."""
+    text = credits_figure(thousandths)
     return f"{text} credit" if thousandths == CREDIT else f"{text} credits"
 
 

@@ -166,6 +166,25 @@ def _readable(value: object) -> str:
     return text
 
 
+# Data keys whose plain numbers are quantities (credits, a session limit): shown as the pages show
+# them, "2,000". Other numbers (an invoice's number, a card's last digits) are left as they are.
+_QUANTITY_KEYS = frozenset({"amount", "from", "to", "new", "updated", "unchanged"})
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
+
+
+def details(event: AuditEvent) -> list[tuple[str, str]]:
+    """The event's data as the Activity page's Details column says it: each key with its value
+    read as a sentence reads it (a role's name, "28 Feb 2027"), quantities with thousands separators."""
+    shown = []
+    for key, value in (event.data or {}).items():
+        text = _readable(value)
+        if key in _QUANTITY_KEYS and not isinstance(value, bool) and _DECIMAL.fullmatch(text):
+            whole, _, frac = text.lstrip("-").partition(".")
+            text = ("-" if text.startswith("-") else "") + f"{int(whole):,}" + (f".{frac}" if frac else "")
+        shown.append((str(key), text))
+    return shown
+
+
 def event_fields(event: AuditEvent) -> Fields:
     fields = {str(key): _readable(value) for key, value in (event.data or {}).items()}
     # An invitation is labelled "carla@… → Acme (pending)": the sentence names the address.

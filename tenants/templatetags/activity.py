@@ -18,3 +18,8 @@ def sentence(event: AuditEvent) -> str:
 @register.filter
 def action_label(action: str) -> str:
     return audit.action_label(str(action))
+
+
+@register.filter
+def details(event: AuditEvent) -> list[tuple[str, str]]:
+    return audit.details(event)

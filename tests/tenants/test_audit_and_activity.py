@@ -265,3 +265,27 @@ def test_page_query_count_does_not_grow_with_its_rows(tenant, admin, client_for,
 
     assert with_many == with_few
     assert with_few <= 12
+
+
+def test_activity_reads_figures_and_days_as_the_pages_do(tenant, admin, client_for):
+    """The Activity page writes quantities with thousands separators and days as "28 Feb 2027",
+    as every other page does (the audit data keeps its plain values)."""
+    from credits.models import Source
+    from credits.services import credits_grant
+
+    credits_grant(
+        tenant=tenant,
+        source=Source.STAFF_ADJUSTMENT,
+        amount=2_000_000,
+        expires_at=datetime(2027, 2, 28, tzinfo=UTC),
+        note="Goodwill",
+    )
+    audit(
+        tenant=tenant, actor=SYSTEM, action="plan.changed", data={"ends": "2027-02-28", "amount": "12500.5"}
+    )
+
+    page = client_for(admin).get(f"/t/{tenant.slug}/activity/").content.decode()
+
+    assert "System granted 2,000 AI credits (Staff adjustment)" in page
+    assert "amount: 2,000" in page
+    assert "ends: 28 Feb 2027, amount: 12,500.5" in page
