@@ -138,7 +138,7 @@ def test_activity_lists_the_tenants_events_newest_first(tenant, admin, log, clie
     content = response.content.decode()
     assert content.count('data-testid="event-row"') == 5
     assert "outsider@globex.test" not in content
-    assert "role: member" in content
+    assert "role: Member" in content
     # Sentences, not action codes; a sentence its data cannot fill falls back to the readable name.
     assert 'data-testid="event-sentence" title="api_key.created">System created the API key …</td>' in content
     assert 'title="invitation.sent">admin@acme.test invited … as Member</td>' in content
