@@ -164,6 +164,32 @@ def _move(grant_id: int, delta: int) -> None:
     Grant.objects.filter(pk=grant_id).update(remaining=F("remaining") + delta)
 
 
+def _take_by_adjustment(
+    wallet: Wallet, parts: list[tuple[int, int]], *, note: str, who: Who, now: datetime, key: str = ""
+) -> list[Entry]:
+    """Adjust entries taking `take` from each (grant id, take) of the wallet, and the grants' moves
+    (a staff adjustment's take, a cycle's withdrawal). The wallet lock is held."""
+    entries = [
+        Entry(
+            wallet=wallet,
+            tenant_id=wallet.tenant_id,
+            grant_id=grant_id,
+            kind=Entry.Kind.ADJUST,
+            quantity=-take,
+            idempotency_key=key[:200],
+            note=note[:200],
+            created_at=now,
+            **_actor_fields(who),
+        )
+        for grant_id, take in parts
+    ]
+    for entry in entries:
+        assert entry.grant_id is not None
+        _move(entry.grant_id, entry.quantity)
+    Entry.objects.bulk_create(entries)
+    return entries
+
+
 # --- features ----------------------------------------------------------------------------------
 
 
@@ -465,23 +491,9 @@ def credits_adjust(
             status=402,
         )
     assert wallet is not None
-    entries = [
-        Entry(
-            wallet=wallet,
-            tenant=tenant,
-            grant_id=grant.pk,
-            kind=Entry.Kind.ADJUST,
-            quantity=-take,
-            note=reason[:200],
-            created_at=now,
-            **_actor_fields(actor),
-        )
-        for grant, take in _draw(grants, -amount)
-    ]
-    for entry in entries:
-        assert entry.grant_id is not None
-        _move(entry.grant_id, entry.quantity)
-    Entry.objects.bulk_create(entries)
+    entries = _take_by_adjustment(
+        wallet, [(grant.pk, take) for grant, take in _draw(grants, -amount)], note=reason, who=actor, now=now
+    )
     audit(
         tenant=tenant,
         actor=actor,
@@ -1272,28 +1284,20 @@ def _ticket_cycle_withdraw(
     entries on the cycle's grants, keyed so the cycle's allowance can be told from its use."""
     if take <= 0:
         return
-    note = f"{label}: plan changed, ticket credits beyond the plan's withdrawn"
-    entries: list[Entry] = []
+    parts: list[tuple[int, int]] = []
+    left = take
     for grant in reversed(cycle):  # the latest top-up first: the plan's change that made it
-        part = min(grant.remaining, take - sum(-e.quantity for e in entries))
-        if part > 0:
-            entries.append(
-                Entry(
-                    wallet=wallet,
-                    tenant=tenant,
-                    grant_id=grant.pk,
-                    kind=Entry.Kind.ADJUST,
-                    quantity=-part,
-                    idempotency_key=f"{TICKET_CYCLE_WITHDRAWAL}{prefix}{plan.code}"[:200],
-                    note=note[:200],
-                    created_at=now,
-                    **_actor_fields(SYSTEM),
-                )
-            )
-    for entry in entries:
-        assert entry.grant_id is not None
-        _move(entry.grant_id, entry.quantity)
-    Entry.objects.bulk_create(entries)
+        if (part := min(grant.remaining, left)) > 0:
+            parts.append((grant.pk, part))
+            left -= part
+    _take_by_adjustment(
+        wallet,
+        parts,
+        note=f"{label}: plan changed, ticket credits beyond the plan's withdrawn",
+        who=SYSTEM,
+        now=now,
+        key=f"{TICKET_CYCLE_WITHDRAWAL}{prefix}{plan.code}",
+    )
     audit(
         tenant=tenant,
         actor=SYSTEM,

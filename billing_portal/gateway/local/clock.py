@@ -200,16 +200,9 @@ class LocalClock(LocalCheckout):
         sub["schedule"] = None
         invoice: dict[str, Any] | None = None
         if proration is not None and proration.amount != 0:
-            invoice = self._new_invoice(
-                customer_row,
-                now=switch_at,
-                currency=new_price["currency"],
-                billing_reason="subscription_update",
-                subscription=sub,
-                lines_spec=proration.lines,
-                period=(switch_at, switch_at),
+            invoice = self._proration_invoice(
+                customer_row, sub, proration, currency=new_price["currency"], at=switch_at
             )
-            sub["latest_invoice"] = invoice["id"]
         sub_row.save()
         schedule.update(
             status="completed",

@@ -27,7 +27,7 @@ from billing_portal.gateway.local.invoices import (
     LocalInvoices,
     apply_price,
 )
-from billing_portal.gateway.local.money import prorate
+from billing_portal.gateway.local.money import Proration, prorate
 from billing_portal.gateway.local.objects import ENDED, OVERDUE, dt, interval, item, ts
 from billing_portal.gateway.local.periods import period_end_after
 from billing_portal.gateway.store import LocalGatewayObject
@@ -208,16 +208,9 @@ class LocalSubscriptions(LocalInvoices):
             # negative: nothing is charged, the credit goes to the customer's balance and the next
             # invoices use it (see _apply_customer_balance). Stripe does not refund it to the card.
             # https://docs.stripe.com/billing/subscriptions/prorations
-            invoice = self._new_invoice(
-                customer_row,
-                now=now,
-                currency=new_price["currency"],
-                billing_reason="subscription_update",
-                subscription=sub,
-                lines_spec=proration.lines,
-                period=(now, now),
+            invoice = self._proration_invoice(
+                customer_row, sub, proration, currency=new_price["currency"], at=now
             )
-            sub["latest_invoice"] = invoice["id"]
         if invoice is None or proration.amount < 0 or payment_behavior == "allow_incomplete":
             sub_row.save()
             self._emit("customer.subscription.updated", sub, now=now, before=before)
@@ -262,6 +255,24 @@ class LocalSubscriptions(LocalInvoices):
             raise GatewayError(MSG_DECLINED, code="card_declined")  # undoes the update and its invoice
         self._emit("customer.subscription.updated", sub, now=now, before=before)
         return subscription_id
+
+    def _proration_invoice(
+        self, customer_row: LocalGatewayObject, sub: dict[str, Any], proration: Proration, *, currency: str,
+        at: datetime,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The invoice of a price change's prorations at `at` (an update's `always_invoice`, or a
+        schedule's switch), made the subscription's latest; the caller finalizes and collects it."""
+        invoice = self._new_invoice(
+            customer_row,
+            now=at,
+            currency=currency,
+            billing_reason="subscription_update",
+            subscription=sub,
+            lines_spec=proration.lines,
+            period=(at, at),
+        )
+        sub["latest_invoice"] = invoice["id"]
+        return invoice
 
     def preview_price_change(
         self, *, subscription_id: str, price_id: str, at: datetime | None = None
