@@ -212,7 +212,11 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
                 messages.warning(request, result.message)
             else:
                 assert result.scheduled is not None
-                messages.success(request, f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}.")
+                starts = f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}"
+                if form.cleaned_data["when"] == When.CUSTOM_DATE:
+                    # S18: the switch prorates what is left of the billing period it falls in.
+                    starts += ": that day the rest of its billing period is prorated and invoiced"
+                messages.success(request, f"{starts}.")
             return _go(request, _back(tenant, plan.product))
     ents = plan_selectors.entitlements(tenant=tenant)
     offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role, ents=ents)

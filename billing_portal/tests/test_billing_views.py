@@ -788,8 +788,9 @@ def test_htmx_change_with_an_error_answers_200_with_the_dialog_and_the_error(
 
 def test_htmx_change_on_a_custom_date_redirects_the_client(subscribed, trial_tenant, admin, client_for, live):
     starts = (timezone.now() + timedelta(days=10)).date()
+    browser = client_for(admin)
     with live():
-        response = client_for(admin).post(
+        response = browser.post(
             "/t/acme/billing/plans/agents-starter/change/",
             {"when": "custom_date", "custom_date": starts.isoformat()},
             HTTP_HX_REQUEST="true",
@@ -797,6 +798,12 @@ def test_htmx_change_on_a_custom_date_redirects_the_client(subscribed, trial_ten
 
     assert response.status_code == 200
     assert response["HX-Redirect"] == "/t/acme/billing/?product=ai_agents"
+    # S18: the message says the switch is invoiced, not only when the plan starts.
+    shown = text(browser.get("/t/acme/billing/?product=ai_agents"))
+    assert (
+        f"Starter starts on {starts.day} {starts:%b %Y}: that day the rest of its billing period is "
+        "prorated and invoiced." in shown
+    )
     change = ScheduledChange.objects.get(tenant=trial_tenant)
     assert (change.to_plan.code, change.effective_at) == (
         "agents-starter",
