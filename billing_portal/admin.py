@@ -37,7 +37,15 @@ class InvoiceLineInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["tenant", "number", "status", "total_display", "currency", "issued_at"]
+    list_display = [
+        "tenant",
+        "number",
+        "status",
+        "total_display",
+        "refunded_display",
+        "currency",
+        "issued_at",
+    ]
     list_filter = ["status", "currency"]
     search_fields = [
         "tenant__name",
@@ -53,6 +61,11 @@ class InvoiceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj: Invoice) -> str:
         return format_money(obj.total, obj.currency)
+
+    @admin.display(description="Refunded", ordering="amount_refunded")
+    def refunded_display(self, obj: Invoice) -> str:
+        """A refund leaves the invoice paid (the refund is on its payment): said beside its status."""
+        return format_money(obj.amount_refunded, obj.currency) if obj.amount_refunded else "—"
 
 
 @admin.register(WebhookEvent)

@@ -131,6 +131,10 @@ def invoice_pdf(*, invoice: Invoice) -> bytes:
         *([("Added to your credit balance", money(invoice.credit_added))] if invoice.credit_added else []),
         ("Amount paid", money(invoice.amount_paid)),
         ("Amount remaining", money(invoice.amount_remaining)),
+        # A refund stays on the paid invoice's payment (the invoice stays paid), as the Invoices list
+        # and the CSV show it; a credit note is shown apart.
+        *([("Refunded", money(invoice.amount_refunded))] if invoice.amount_refunded else []),
+        *([("Credit notes", money(invoice.amount_credited))] if invoice.amount_credited else []),
     ]
     totals_table = Table(
         [

@@ -388,6 +388,25 @@ def test_pdf_of_an_open_invoice_has_no_paid_stamp(tenant):
     assert b"(PAID)" not in pdf
 
 
+def test_pdf_of_a_refunded_invoice_says_so(tenant):
+    """The PDF we render says what the Invoices list says of a refund and a credit note."""
+    plain = invoice_pdf(invoice=InvoiceFactory(tenant=tenant, number="ACME-0080", status=Status.PAID))
+    assert b"(Refunded)" not in plain
+    refunded = InvoiceFactory(
+        tenant=tenant,
+        number="ACME-0081",
+        status=Status.PAID,
+        subtotal=19900,
+        amount_paid=19900,
+        amount_refunded=19900,
+        amount_credited=1500,
+    )
+    pdf = invoice_pdf(invoice=refunded)
+    assert b"(Refunded)" in pdf
+    assert b"(Credit notes)" in pdf
+    assert b"($199.00)" in pdf
+
+
 def test_pdf_of_an_invoice_with_many_lines_spans_pages(tenant):
     invoice = InvoiceFactory(tenant=tenant, number="ACME-0079")
     InvoiceLineFactory.create_batch(80, invoice=invoice)
@@ -402,12 +421,14 @@ def test_platform_staff_see_every_tenants_invoices_read_only(tenant, other_tenan
     staff = UserFactory(email="ops@allowance.test", is_staff=True, is_superuser=True)
     acme = InvoiceFactory(tenant=tenant, number="ACME-0100", gateway_invoice_id="in_acme_0100")
     InvoiceLineFactory(invoice=acme, description="Pro plan")
-    InvoiceFactory(tenant=other_tenant, number="GLOBEX-0100")
+    InvoiceFactory(tenant=other_tenant, number="GLOBEX-0100", amount_paid=4900, amount_refunded=4900)
     client = client_for(staff)
 
     listing = client.get("/admin/billing_portal/invoice/").content.decode()
     assert "ACME-0100" in listing
     assert "GLOBEX-0100" in listing
+    assert '<th scope="col" class="sortable column-refunded_display">' in listing
+    assert re.search(r"GLOBEX-0100.*?<td class=\"field-refunded_display\">\$49\.00</td>", listing, re.S)
     found = client.get("/admin/billing_portal/invoice/", {"q": "in_acme_0100"}).content.decode()
     assert "ACME-0100" in found
     assert "GLOBEX-0100" not in found
