@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -564,6 +564,16 @@ def plan_change_validate(
         raise BusinessError("date_in_past", "Pick a date in the future.", status=422)
     if custom_date > now + timedelta(days=366):
         raise BusinessError("date_too_far", "Pick a date within the next year.", status=422)
+    end = sub.current_period_end
+    if (
+        end is not None
+        and custom_date.astimezone(UTC).date() == end.astimezone(UTC).date()
+        and custom_date < end
+    ):
+        # The renewal's own day, picked as a day (its start, UTC): the switch is the renewal itself,
+        # which bills the new plan and prorates nothing — not a few hours before it, which would
+        # invoice those hours' proration.
+        custom_date = end
     return ChangeRequest(sub, to_plan, when, custom_date)
 
 

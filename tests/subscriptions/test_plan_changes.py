@@ -336,8 +336,16 @@ def test_custom_date_downgrade_credits_the_customer_balance_s18(org, paid, clock
 
 def test_a_custom_date_at_the_period_end_prorates_nothing_s18(org, paid, clock, capture):
     """S18: a switch exactly at the period's end has no time left to prorate; the renewal bills the
-    new plan, as End of the current period does."""
-    change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=PERIOD_END)
+    new plan, as End of the current period does. The dialog sends a day, which starts at 00:00 UTC,
+    hours before the renewal (09:00 here): the renewal's own day is taken as the renewal itself, or
+    those hours would be prorated and invoiced on their own."""
+    picked = datetime(PERIOD_END.year, PERIOD_END.month, PERIOD_END.day, tzinfo=UTC)  # the form's day
+    outlook = billing.plan_change_custom_date_outlook(
+        tenant=org.tenant, to_plan=plan("agents-scale"), custom_date=picked, actor=org.founder
+    )
+    assert (outlook.starts_on, outlook.at_period_end, outlook.preview) == (PERIOD_END, True, None)
+    change(org, capture, "agents-scale", When.CUSTOM_DATE, custom_date=picked)
+    assert ScheduledChange.objects.get(tenant=org.tenant).effective_at == PERIOD_END
     clock.move_to(PERIOD_END + timedelta(minutes=1))
     tick(capture)
     assert live(org.tenant).plan.code == "agents-scale"
