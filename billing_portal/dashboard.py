@@ -197,7 +197,17 @@ def next_invoice_tile(request: TenantRequest) -> dict[str, Any] | None:
     # A downgrade's credit pays the next invoices before the card (an outsider probe: the tile said
     # $49.00 due while $89.77 of credit waited to pay it): each renewal says what is left due.
     credit = _credit(request, last) if renewals else None
+    # A change scheduled for a day within the period is prorated and invoiced that day (S18), before
+    # the renewal: said, without an amount (the Overview asks the gateway for no preview).
+    switches = [
+        ent
+        for ent in products
+        if ent.upcoming is not None
+        and ent.next_billing_date is not None
+        and ent.upcoming.starts_on < ent.next_billing_date
+    ]
     return {
+        "switches": switches,
         "renewals": _with_credit(renewals, credit),
         "unpaid": unpaid,
         "last": last,

@@ -213,6 +213,23 @@ def test_an_upcoming_change_shows_on_the_tile_and_prices_the_next_invoice(tenant
     assert "Scale starts on 24 Dec 2026" in squash(block(page, "tile-product-ai_agents"))
     renewal = block(page, "renewal")
     assert squash(renewal) == "$499.00 on 24 Dec 2026 AI Agents · Scale, every month"
+    assert 'data-testid="switch-invoice"' not in page  # at the renewal: nothing prorated before it
+
+
+def test_s18_a_change_on_a_day_within_the_period_says_that_day_is_invoiced(tenant, finance, client_for):
+    """An outsider probe: the tile said only the renewal, though a change scheduled for a day within
+    the period is prorated and invoiced on that day, before the renewal."""
+    sub = agents(
+        tenant, current_period_start=NOW - timedelta(days=5), current_period_end=NOW + timedelta(days=25)
+    )
+    ScheduledChangeFactory(
+        subscription=sub, to_plan=plan("agents-scale"), effective_at=NOW + timedelta(days=2)
+    )
+    page = overview(client_for(finance))
+    assert squash(block(page, "switch-invoice")) == (
+        "AI Agents · Scale starts on 1 Dec 2026 : the rest of that billing period is prorated and invoiced that day."
+    )
+    assert squash(block(page, "renewal")) == "$499.00 on 24 Dec 2026 AI Agents · Scale, every month"
 
 
 # --- the next invoice --------------------------------------------------------------------------------
