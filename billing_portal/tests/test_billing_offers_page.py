@@ -264,7 +264,8 @@ def test_the_dialog_says_a_custom_date_change_is_prorated_and_invoiced_that_day_
     note = re.search(r'data-testid="custom-date-note">([^<]+)<', page)
     assert note is not None
     assert note.group(1) == (
-        "On a custom date Scale starts that day, and the rest of the billing period that date falls "
+        f"On a custom date Scale starts that day (at 00:00 UTC; on {end}, at the renewal itself), "
+        "and the rest of the billing period that date falls "
         "in is prorated and invoiced then, as Immediately is now: a credit for the unused time on "
         f"Growth, a charge for the remaining time on Scale. For a date before {end}, the invoice of "
         f"{end} then bills Scale's $499.00 for the next month; for a later date, renewals bill "
