@@ -488,6 +488,7 @@ def test_l20_an_inactive_clients_menu_offers_no_add_it_would_refuse(essentials, 
     )
     assert 'disabled data-testid="chat-action"' in row
     assert 'value="add"' not in row
+    assert re.search(r'data-testid="chat-reason">Gone is inactive: make it active \(Edit client\)', row)
 
     licensed(essentials, 1, status="inactive", name="Holder")
     page = client_for(admin).get(PAGE, {"license": "flagged"})
@@ -789,6 +790,15 @@ def test_l04_l13_at_its_plans_total_a_rows_add_item_is_disabled_with_the_reason(
 
     page = row(browser.get(PAGE).content.decode())
     assert full_ai in page
+    # The reason in words under the disabled item, not only as a tooltip (a disabled button takes
+    # no focus: the keyboard and screen readers never reach its title).
+    assert re.search(
+        r'Add AI license</button><span class="muted small menu-reason" data-testid="ai-reason">All 10 AI '
+        r"licenses of your AI Essentials plan are assigned\. Remove one from another client or upgrade your "
+        r"plan\.</span>",
+        page,
+    )
+    assert 'data-testid="chat-reason"' not in page  # Add Chat license is offered
     assert 'value="add" formaction' in page  # Add Chat license: 0 of 10 used
     table = browser.get(PAGE, {"q": "Contoso"}, HTTP_HX_TARGET="clients", **HTMX).content.decode()
     assert full_ai in row(table)
