@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from credits.models import UNIT_PLURAL, Unit
 from tenants.audit import Fields, Sentence
 from tenants.models import AuditEvent
-
-# What a staff adjustment moved (its `unit`; events written before it was recorded were AI credits).
-_UNITS = {"ai_credit": "AI credits", "ticket_credit": "ticket credits"}
 
 
 def _adjusted(event: AuditEvent, fields: Fields) -> str:
     amount, reason = fields.get("amount"), fields.get("reason")
-    units = _UNITS.get(str((event.data or {}).get("unit", "ai_credit")), "credits")
+    # Its `unit` (events written before the unit was recorded were AI credits).
+    unit = str((event.data or {}).get("unit", Unit.AI_CREDIT))
+    units = UNIT_PLURAL[Unit(unit)] if unit in Unit.values else "credits"
     if amount is None:
         return f"{fields['actor']} adjusted the {units}"
     verb = f"took {amount.lstrip('-')} {units}" if amount.startswith("-") else f"added {amount} {units}"

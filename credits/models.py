@@ -32,6 +32,10 @@ class Unit(models.TextChoices):
     TICKET_CREDIT = "ticket_credit", "Ticket credit"
 
 
+# How a sentence names a quantity of each unit ("12 AI credits").
+UNIT_PLURAL = {Unit.AI_CREDIT: "AI credits", Unit.TICKET_CREDIT: "ticket credits"}
+
+
 class Source(models.TextChoices):
     PLAN_INCLUDED = "plan_included", "Plan included"
     PLAN_RENEWAL = "plan_renewal", "Plan renewal"

@@ -27,6 +27,7 @@ from credits.models import (
     DEFAULT_PRIORITY,
     PLAN_SOURCES,
     TICKET_CYCLE_WITHDRAWAL,
+    UNIT_PLURAL,
     Consumption,
     Entry,
     ExtraPack,
@@ -62,7 +63,6 @@ Who = User | ApiKey | Actor | None
 # The product whose plan admits new AI-credit work (entitlements' refusal decides).
 UNIT_PRODUCT = {Unit.AI_CREDIT: "ai_credits"}
 
-UNIT_PLURAL = {Unit.AI_CREDIT: "AI credits", Unit.TICKET_CREDIT: "ticket credits"}
 
 MAX_TTL_SECONDS = 86_400
 
