@@ -70,7 +70,21 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
         start = reader.line_num + 1
 
 
+# Spreadsheets in many locales save "CSV" with semicolons (or tabs) between values: the header is then
+# one cell, and "unknown column 'external_id;name'" would not say what to change.
+OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs"}
+MSG_SEPARATOR = (
+    "The values are separated by {what}, not commas: save the file as CSV with commas (CSV UTF-8) "
+    "and try again."
+)
+
+
 def _header(cells: list[str], checked: Checked) -> list[str] | None:
+    if len(cells) == 1:
+        for separator, what in OTHER_SEPARATORS.items():
+            if separator in cells[0]:
+                checked.error(1, MSG_SEPARATOR.format(what=what))
+                return None
     names = [ALIASES.get(c.strip().lower(), c.strip().lower()) for c in cells]
     unknown = [c for c in names if c not in COLUMNS]
     missing = [c for c in REQUIRED if c not in names]

@@ -82,8 +82,15 @@ class Header:
 
     @property
     def refresh_date(self) -> datetime | None:
-        """When the ticket credits refresh: the start of the next billing cycle (L05, L18)."""
+        """When the ticket credits refresh: the start of the next billing cycle (L05, L18). None
+        when no cycle follows: the plan admits no new work, or it ends with this cycle (canceled)."""
         if self.ent.refusal is not None:
+            return None
+        if (
+            self.ent.ends_at is not None
+            and self.ent.period_end is not None
+            and self.ent.ends_at <= self.ent.period_end
+        ):
             return None
         return self.ent.next_billing_date or self.ent.period_end
 

@@ -97,9 +97,31 @@ def test_the_header_names_the_columns_in_any_order_and_case():
             ],
         ),
         ("external_id,name,name\n1,A,B\n", [(1, "The column name appears twice.")]),
+        (
+            "external_id;name;status\n1;A;active\n",
+            [
+                (
+                    1,
+                    "The values are separated by semicolons, not commas: save the file as CSV with commas "
+                    "(CSV UTF-8) and try again.",
+                )
+            ],
+        ),
+        (
+            "external_id\tname\n1\tA\n",
+            [
+                (
+                    1,
+                    "The values are separated by tabs, not commas: save the file as CSV with commas "
+                    "(CSV UTF-8) and try again.",
+                )
+            ],
+        ),
     ],
 )
 def test_a_file_without_a_usable_header_or_rows_is_refused(text, expected):
+    """A header that names no usable columns is refused on line 1 in words that say what to change
+    (a file saved with semicolons or tabs between its values, as some spreadsheets do)."""
     assert [(e["line"], e["message"]) for e in imports.check(text).errors] == expected
 
 

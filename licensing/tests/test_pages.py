@@ -70,6 +70,20 @@ def test_l01_to_l06_the_header_shows_plan_billing_date_licenses_ticket_credits_a
     assert by_testid(page, "unlimited-ai") == ["Disabled"]
 
 
+def test_l05_l18_a_canceled_plan_shows_no_refresh_date_but_when_it_expires(tenant, clock, admin, client_for):
+    """L05, L18, L21: a canceled plan ends with its cycle, so no ticket-credit refresh follows; the
+    header says when the plan expires instead of a refresh that will not happen."""
+    from licensing.factories import on_helpdesk
+
+    ends = timezone.now() + timedelta(days=30)
+    on_helpdesk(tenant, state=Subscription.State.CANCELED, canceled_at=timezone.now(), ends_at=ends)
+
+    page = client_for(admin).get(PAGE)
+
+    assert by_testid(page, "badge") == ["Canceled subscription"]
+    assert by_testid(page, "ticket-refresh") == ["No refresh: your plan expires on 1 Jul 2022"]
+
+
 def test_l06_ai_pro_shows_unlimited_ai_access_enabled(pro, member, client_for):
     page = client_for(member).get(PAGE)
     assert (by_testid(page, "plan-type"), by_testid(page, "unlimited-ai")) == (["AI Pro"], ["Enabled"])
