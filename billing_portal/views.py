@@ -25,6 +25,7 @@ from billing_portal import services, tasks, webhooks
 from billing_portal.forms import LeadForm, PlanChangeForm
 from billing_portal.gateway.base import WebhookRejected, WebhookSignatureError
 from credits import selectors as credit_selectors
+from licensing import selectors as licensing_selectors
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.models import Plan, Product, ScheduledChange
@@ -183,6 +184,17 @@ def _limit_stop(tenant: Tenant, plan: Plan, *, now_applied: bool = False) -> str
     return limit_stop_warning(usage=usage, new_limit=new_limit)
 
 
+def _license_overage(tenant: Tenant, plan: Plan) -> str:
+    """A Helpdesk AI plan whose totals are below the licenses assigned today keeps them but blocks
+    new ones: the sentence that says so before and as the change is made ("" otherwise)."""
+    if plan.product.code != Product.Code.HELPDESK_AI:
+        return ""
+    overages = licensing_selectors.overages_on(
+        tenant=tenant, ai_licenses=plan.ai_licenses, chat_licenses=plan.chat_licenses
+    )
+    return licensing_selectors.overage_warning(plan_name=plan.name, overages=overages)
+
+
 @tenant_view(ADMIN_ONLY)
 @require_http_methods(["GET", "POST"])
 def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpResponse:
@@ -217,6 +229,8 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
                     # S18: the switch prorates what is left of the billing period it falls in.
                     starts += ": that day the rest of its billing period is prorated and invoiced"
                 messages.success(request, f"{starts}.")
+            if overage := _license_overage(tenant, plan):
+                messages.warning(request, overage)
             return _go(request, _back(tenant, plan.product))
     ents = plan_selectors.entitlements(tenant=tenant)
     offer = plan_offer(tenant=tenant, plan=plan, role=request.membership.role, ents=ents)
@@ -239,6 +253,8 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
         "offer": offer,
         # S25: what Immediately does to the agents when this period's usage reaches the new limit.
         "limit_stop": _limit_stop(tenant, plan) if offer.available else "",
+        # Licenses beyond the new plan's totals are kept, new ones blocked, whenever it starts.
+        "license_overage": _license_overage(tenant, plan) if offer.available else "",
         "ent": ents[plan.product.code],
         "product": plan.product,
     }

@@ -20,6 +20,7 @@ from credits.selectors import TicketCredits
 from licensing.models import Client, LicenseKind
 from licensing.rules import KIND_LABEL, PRODUCT
 from plans.admission import Admission, from_refusal
+from plans.models import Plan
 from plans.money import CREDIT
 from plans.selectors import Entitlements, ProductEntitlement, entitlements
 from tenants.models import Tenant
@@ -175,6 +176,64 @@ def licenses_used(*, tenant: Tenant) -> dict[str, int]:
     """How many clients hold an AI license and a Chat license (one query)."""
     counts = _counts(tenant)
     return {LicenseKind.AI.value: counts["ai"], LicenseKind.CHAT.value: counts["chat"]}
+
+
+def overages_on(
+    *, tenant: Tenant, ai_licenses: int, chat_licenses: int, used: Mapping[str, int] | None = None
+) -> list[Seats]:
+    """The licenses of each kind that a plan with these totals would leave assigned beyond them (a
+    downgrade: kept, new ones blocked), so the partner admin hears it before the plan changes.
+    `used`: the counts the caller has read (`licenses_used`); one query otherwise."""
+    used = used if used is not None else _counts(tenant)
+    seats = (
+        Seats(LicenseKind.AI, ai_licenses, used["ai"]),
+        Seats(LicenseKind.CHAT, chat_licenses, used["chat"]),
+    )
+    return [s for s in seats if s.over]
+
+
+def upcoming_overage_warning(*, tenant: Tenant, top: Header) -> str:
+    """When the tenant's Helpdesk AI plan is scheduled to change (an Upcoming subscription) to a plan
+    whose totals are below the licenses assigned today, what that change will do, with its date ("" otherwise).
+    One query, only when a change is scheduled."""
+    upcoming = top.ent.upcoming
+    if upcoming is None:
+        return ""
+    totals = Plan.objects.filter(code=upcoming.plan_code).values_list("ai_licenses", "chat_licenses").first()
+    if totals is None:
+        return ""
+    used = {LicenseKind.AI.value: top.ai.used, LicenseKind.CHAT.value: top.chat.used}
+    over = overages_on(tenant=tenant, ai_licenses=totals[0], chat_licenses=totals[1], used=used)
+    if not over:
+        return ""
+    return overage_warning(plan_name=upcoming.plan_name, overages=over, on=upcoming.starts_on)
+
+
+def overage_warning(*, plan_name: str, overages: list[Seats], on: datetime | None = None) -> str:
+    """What a change to the plan `plan_name` (scheduled `on` that day, if given) does to the licenses
+    assigned beyond its totals, in words ("" when none would be): "AI Essentials includes 10 AI
+    licenses (12 are assigned). The clients that hold them keep them, but no new AI license can be
+    assigned until you remove 2."."""
+    if not overages:
+        return ""
+    subject = f"On {on:%-d %b %Y} your plan changes to {plan_name}, which" if on else plan_name
+    included = " and ".join(
+        f"{s.total:,} {s.label} license{_s(s.total)} ({s.used:,} are assigned)" for s in overages
+    )
+    kinds = " or ".join(s.label for s in overages)
+    remove = (
+        " and ".join(f"{s.over:,} {s.label}" for s in overages)
+        if len(overages) > 1
+        else f"{overages[0].over:,}"
+    )
+    return (
+        f"{subject} includes {included}. The clients that hold them keep them, but no new {kinds} "
+        f"license can be assigned until you remove {remove}."
+    )
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def header(*, tenant: Tenant, now: datetime | None = None, ents: Entitlements | None = None) -> Header:

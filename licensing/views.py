@@ -162,6 +162,8 @@ def _header_context(request: TenantRequest, tenant: Tenant, ents: Entitlements) 
         "offers": offers,
         # L22: the bigger plans, as their cards offer them to this member (plans.offers decides).
         "upgrades": [o for o in offers if o.plan.rank > rank and (o.label or o.reason)],
+        # The downgrade's overage ahead of time: a scheduled change that will leave licenses beyond its totals.
+        "coming_overage": selectors.upcoming_overage_warning(tenant=tenant, top=top),
         "is_admin": request.membership.role == Role.ADMIN,
     }
 
