@@ -204,6 +204,17 @@ def test_a_declined_card_is_a_clear_error_and_grants_nothing(subscribed, admin, 
     assert [s.status for s in gateway_subscriptions(tenant)] == ["canceled"]
 
 
+def test_c10_after_a_declined_card_the_dialog_asks_for_a_new_code(subscribed, admin, client_for, live):
+    """C10: the code confirmed the purchase and is spent even when the card is then declined. The
+    dialog says why and offers to email a new code, instead of keeping the spent code's field whose
+    next Confirm could only answer "Ask for a security code first"."""
+    set_card(subscribed.tenant, "declines")
+    answer = confirm(client_for(admin), live, SUBSCRIBE).content.decode()
+    assert "Your card was declined." in answer
+    assert 'data-testid="send-code"' in answer
+    assert 'data-testid="security-code"' not in answer
+
+
 def test_3d_secure_sends_the_admin_to_the_hosted_invoice_page_and_plus_starts_once_paid(
     subscribed, admin, client_for, live
 ):
