@@ -559,13 +559,15 @@ def ai_subscribe(request: TenantRequest, tenant: Tenant, plan_code: str) -> Http
 
 
 # Refusals that send the purchase dialog back to its first step (ask for a code); any other one
-# leaves it at the code's step.
+# leaves it at the code's step. A payment refused by the gateway (402 a card error, 502 the gateway)
+# comes after the code was accepted, and spent: a new one is needed.
 _BACK_TO_START = frozenset({"security_code_missing", "security_code_not_sent"})
+_PAYMENT_REFUSED = frozenset({402, 502})
 
 
 def _purchase_refused(request: TenantRequest, context: dict, exc: BusinessError) -> HttpResponse:
     """A refused code request or confirmation: the dialog again, with the error, at its step."""
-    step = "start" if exc.code in _BACK_TO_START else "code"
+    step = "start" if exc.code in _BACK_TO_START or exc.status in _PAYMENT_REFUSED else "code"
     return _purchase_dialog(request, {**context, "step": step}, error=exc)
 
 

@@ -498,11 +498,13 @@ MSG_PACK_PAYMENT_FAILED = (
 )
 
 
-def msg_extra_pack_active(until: datetime) -> str:
-    """C14: one extra package at a time; the sentence the card, the sidebar and the service say."""
+def msg_extra_pack_active(until: datetime, *, admin: bool = True) -> str:
+    """C14: one extra package at a time; the sentence the card, the sidebar and the service say. A
+    member who is not an admin cannot buy (C18, C21): they are told who can, once it expires."""
+    who = "you" if admin else "your account administrator"
     return (
         f"You already have an active extra credit package (valid until {_day(until)}). "
-        "Only one extra package can be active at a time; you can buy a new one once it expires."
+        f"Only one extra package can be active at a time; {who} can buy a new one once it expires."
     )
 
 
@@ -541,7 +543,10 @@ def extra_pack_offer(
     if role != Role.ADMIN:
         if tenant_refusal is None:
             return refuse("role_not_allowed", MSG_PACK_ASK_ADMIN, 403)
-        message = _PACK_MEMBER_MESSAGES.get(tenant_refusal.code, tenant_refusal.message)
+        if tenant_refusal.code == "extra_pack_active" and pack_active_until is not None:
+            message = msg_extra_pack_active(pack_active_until, admin=False)
+        else:
+            message = _PACK_MEMBER_MESSAGES.get(tenant_refusal.code, tenant_refusal.message)
         return refuse("role_not_allowed", message, 403)
     if tenant_refusal is not None:
         return PackOffer(False, tenant_refusal)

@@ -30,6 +30,7 @@ from plans.offers import (
     MSG_PACK_CONTRACT,
     MSG_PACK_PLUS_ONLY,
     MSG_PACK_TRIAL,
+    msg_extra_pack_active,
     msg_pack_balance_sufficient,
 )
 from tenants.errors import BusinessError
@@ -201,6 +202,17 @@ def test_a_declined_card_is_a_clear_error_and_grants_nothing(subscribed, admin, 
     assert live_sub(tenant, "ai_credits").plan.code == "credits-free"
     assert plus_grants(tenant) == [] or all(g.amount != 2000 * K for g in plus_grants(tenant))
     assert [s.status for s in gateway_subscriptions(tenant)] == ["canceled"]
+
+
+def test_c10_after_a_declined_card_the_dialog_asks_for_a_new_code(subscribed, admin, client_for, live):
+    """C10: the code confirmed the purchase and is spent even when the card is then declined. The
+    dialog says why and offers to email a new code, instead of keeping the spent code's field whose
+    next Confirm could only answer "Ask for a security code first"."""
+    set_card(subscribed.tenant, "declines")
+    answer = confirm(client_for(admin), live, SUBSCRIBE).content.decode()
+    assert "Your card was declined." in answer
+    assert 'data-testid="send-code"' in answer
+    assert 'data-testid="security-code"' not in answer
 
 
 def test_3d_secure_sends_the_admin_to_the_hosted_invoice_page_and_plus_starts_once_paid(
@@ -600,6 +612,22 @@ def test_faq7_buy_extra_credits_shows_only_for_an_admin_on_plus(on_plus, spent, 
     dialog = client_for(admin).get(PACK).content.decode()
     assert "500 credits for $" in dialog
     assert "credits credits" not in dialog
+
+
+def test_c14_c18_c21_a_member_is_not_told_they_can_buy_the_next_pack(spent, admin, member, client_for, live):
+    """C18, C21: a Non-Administrator cannot purchase. While a pack is active (C14) the member is told
+    when the next one can be bought and that their account administrator buys it, not "you can buy
+    a new one"; the admin is still told they can."""
+    confirm(client_for(admin), live, PACK, pack="extra-500")
+    [pack] = packs(spent)
+    member_page = client_for(member).get(PAGE).content.decode()
+    assert "you can buy a new one" not in member_page
+    assert escape(msg_extra_pack_active(pack.expires_at, admin=False)) in member_page
+    assert msg_extra_pack_active(pack.expires_at, admin=False).endswith(
+        "your account administrator can buy a new one once it expires."
+    )
+    assert client_for(member).get(PACK).status_code == 403
+    assert escape(msg_extra_pack_active(pack.expires_at)) in client_for(admin).get(PAGE).content.decode()
 
 
 def test_c12_c24_faq7_no_extra_credits_while_the_balance_is_sufficient_then_offered_once_it_runs_low(
