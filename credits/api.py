@@ -624,7 +624,7 @@ def _plan(ent: Any) -> dict[str, Any] | None:
     return {
         "code": ent.plan_code,
         "name": ent.plan_name,
-        "state": ent.state,
+        "state": ent.shown_state,
         "badge": ent.badge,
         "included_credits": credits_string(ent.limits.included_credits),
         "renewal": ent.limits.credit_renewal,

@@ -54,7 +54,7 @@ def from_refusal(
         allowed=refusal is None,
         code=refusal.code if refusal else None,
         message=refusal.message if refusal else None,
-        state=ent.state,
+        state=ent.shown_state,
         plan_code=ent.plan_code,
         details=details,
         reusable=reusable,

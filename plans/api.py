@@ -88,7 +88,8 @@ class ProductOut(Schema):
     )
     state: str = Field(
         description="Subscription state: `trialing`, `active`, `past_due`, `suspended`, `canceled`, "
-        "`expired` or `none`."
+        "`expired` or `none`. It says `expired` (or `suspended`) the moment `refusal` does, before any "
+        "background job has moved the subscription."
     )
     badge: str = Field(
         description="The badge the Billing tab shows, e.g. `Active subscription`, `Payment issue`."

@@ -118,10 +118,22 @@ class ProductEntitlement:
         )
         return self.period_end if contract_continues else None
 
+    @property
+    def shown_state(self) -> str:
+        """The state an answer gives: the database decides before a sweeper runs, so a plan past its
+        end reads `expired`, and one past its grace period `suspended`, the moment its refusal says
+        so (`state` stays the row's, which the sweeper moves)."""
+        code = self.refusal.code if self.refusal is not None else None
+        if code == "subscription_ended" and self.state != "none":
+            return "expired"
+        if code == "payment_overdue":
+            return "suspended"
+        return self.state
+
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return asdict(self) | {"active": self.active}
+        return asdict(self) | {"active": self.active, "state": self.shown_state}
 
 
 @dataclass(frozen=True)

@@ -239,3 +239,46 @@ def test_api_answers_for_the_keys_tenant_only(org, outsider, other_tenant):
         "ai_credits": "none",
         "helpdesk_ai": "none",
     }
+
+
+def test_the_api_says_expired_and_suspended_the_moment_the_refusal_does_before_any_sweeper(org, clock):
+    """S12, S33, C02: the database decides before a sweeper runs, in the answers' `state` too. At the
+    trial's end (and AI Free's, three months after sign-up) nothing has swept the rows, yet every
+    answer already says `expired` beside its refusal, not the row's `trialing` or `active`."""
+    issued = api_key_create(tenant=org.tenant, name="Runtime", actor=SYSTEM)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {issued.secret}"}
+    clock.move_to(START + timedelta(days=92))
+    assert sorted(Subscription.objects.filter(tenant=org.tenant).values_list("state", flat=True)) == [
+        "active",
+        "trialing",
+    ]  # no sweeper has run
+
+    products = Client().get("/api/v1/entitlements", **auth).json()["products"]
+    assert {code: (p["state"], p["refusal"] and p["refusal"]["code"]) for code, p in products.items()} == {
+        "ai_agents": ("expired", "subscription_ended"),
+        "ai_credits": ("expired", "subscription_ended"),
+        "helpdesk_ai": ("none", "no_subscription"),
+    }
+    assert Client().get("/api/v1/credits", **auth).json()["plan"]["state"] == "expired"
+    admission = Client().get("/api/v1/entitlements/ai_agents/admission", **auth).json()
+    assert (admission["state"], admission["code"]) == ("expired", "subscription_ended")
+
+
+def test_the_api_says_suspended_once_the_grace_period_has_passed_before_any_sweeper(tenant, clock):
+    """S13, S14: past the grace period the refusal is `payment_overdue`, and the state `suspended`."""
+    SubscriptionFactory(
+        tenant=tenant,
+        plan=plan("agents-growth"),
+        state=Subscription.State.PAST_DUE,
+        current_period_start=START,
+        current_period_end=START + timedelta(days=31),
+        payment_failed_at=START + timedelta(days=31),
+        grace_until=START + timedelta(days=38),
+    )
+    issued = api_key_create(tenant=tenant, name="Runtime", actor=SYSTEM)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {issued.secret}"}
+    clock.move_to(START + timedelta(days=37))
+    assert Client().get("/api/v1/entitlements", **auth).json()["products"]["ai_agents"]["state"] == "past_due"
+    clock.move_to(START + timedelta(days=39))
+    agents = Client().get("/api/v1/entitlements", **auth).json()["products"]["ai_agents"]
+    assert (agents["state"], agents["refusal"]["code"]) == ("suspended", "payment_overdue")
