@@ -104,6 +104,12 @@ class Header:
         return -(-self.tickets.cycle_used // CREDIT)  # a part of a credit used counts as used
 
     @property
+    def ticket_extra(self) -> int:
+        """Whole ticket credits left beyond the cycle's (a staff adjustment): spent after the cycle's,
+        counted in the API's `ticket_credits_remaining`."""
+        return max(0, self.tickets.balance - self.tickets.cycle_remaining) // CREDIT
+
+    @property
     def ticket_percent(self) -> int:
         return min(100, self.ticket_used * 100 // self.ticket_total) if self.ticket_total else 0
 
@@ -113,7 +119,8 @@ class Header:
 
     @property
     def tickets_reached(self) -> bool:
-        return self.ticket_total > 0 and self.ticket_used >= self.ticket_total
+        """The cycle's are all used and no extra ones are left: no ticket credit to spend."""
+        return self.ticket_total > 0 and self.ticket_used >= self.ticket_total and not self.ticket_extra
 
     @property
     def near_limits(self) -> list[str]:

@@ -70,6 +70,35 @@ def test_l01_to_l06_the_header_shows_plan_billing_date_licenses_ticket_credits_a
     assert by_testid(page, "unlimited-ai") == ["Disabled"]
 
 
+def test_l05_ticket_credits_staff_gave_show_beside_the_cycles_and_keep_the_prompt_honest(
+    essentials, admin, client_for, django_user_model
+):
+    """L05, L22: the header counts the cycle's 60; 100 ticket credits a staff member added are spent
+    after them, so the header says they are there (the API's `ticket_credits_remaining` counts them),
+    and with the cycle's all used the prompt does not say every ticket credit is used."""
+    from licensing.services import ticket_qualify
+
+    staff = django_user_model.objects.create_user(email="cs@allowance.test", password="x", is_staff=True)
+    credit_services.credits_adjust(
+        tenant=essentials, unit="ticket_credit", amount=100_000, reason="goodwill", actor=staff
+    )
+    ClientFactory(tenant=essentials, external_id="walk-in")
+    for i in range(60):
+        ticket_qualify(tenant=essentials, ticket_id=f"t{i}", client_id="walk-in")
+
+    page = client_for(admin).get(PAGE)
+    assert by_testid(page, "ticket-credits") == ["60 of 60 used"]
+    assert by_testid(page, "ticket-extra") == ["Plus 100 extra ticket credits, used after this cycle's"]
+    prompt = by_testid(page, "upgrade-prompt")[0]
+    assert "every one of your ticket credits is used" not in prompt
+    assert prompt.startswith("You are close to your plan's limits: ticket credits at 90% or more.")
+
+    ticket_qualify(tenant=essentials, ticket_id="t-extra", client_id="walk-in")
+    assert by_testid(client_for(admin).get(PAGE), "ticket-extra") == [
+        "Plus 99 extra ticket credits, used after this cycle's"
+    ]
+
+
 def test_l05_l18_a_canceled_plan_shows_no_refresh_date_but_when_it_expires(tenant, clock, admin, client_for):
     """L05, L18, L21: a canceled plan ends with its cycle, so no ticket-credit refresh follows; the
     header says when the plan expires instead of a refresh that will not happen."""
