@@ -8,7 +8,9 @@ For every URL pattern:
   slug AND with the attacker's own slug; GET and POST, plain and htmx: the answer is 404 or 403,
   shows none of the victim's data, and the victim's rows are unchanged;
 - API endpoints: called with the attacker's key, ids filled with victim objects: 404/403 and none
-  of the victim's data; without a key: 401;
+  of the victim's data; then every operation the API's schema documents (PUT and DELETE too) once
+  more, with its documented example body whose ids and keys name the victim's objects: the victim's
+  rows unchanged; without a key, or with a revoked one: 401;
 - anonymous: tenant pages redirect to the login page, API endpoints answer 401.
 A URL whose parameters the sweep cannot fill and that is not on the commented allow-list below
 fails the test, so every URL added later is covered or consciously exempted.
@@ -28,6 +30,7 @@ from django.utils import timezone
 
 from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice
+from config.api import api
 from credits import services as credit_services
 from credits.factories import grant as credit_grant
 from credits.factories import on_plus
@@ -121,6 +124,35 @@ def _fill(route: str, values: dict[str, Any]) -> str:
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), route)
 
 
+@dataclass(frozen=True)
+class Operation:
+    route: Route
+    method: str  # lower case, as the test client names it
+    example: dict[str, Any] | None  # the first documented example body, if the operation takes one
+
+
+def api_operations() -> list[Operation]:
+    """Every operation of the integration API, as its OpenAPI schema documents it: PUT and DELETE
+    too, which the GET/POST calls of the sweep never reach."""
+    schema = api.get_openapi_schema()
+    by_path = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", "/" + r.route): r for r in all_routes() if r.is_api}
+    found = []
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            examples = [e["value"] for e in body.get("examples", {}).values()]
+            found.append(
+                Operation(by_path[path], method, examples[0] if examples else ({} if body else None))
+            )
+    return found
+
+
+def _api_call(client: Client, url: str, op: Operation, body: dict[str, Any] | None, **headers: str):
+    if body is None:
+        return getattr(client, op.method)(url, **headers)
+    return getattr(client, op.method)(url, data=body, content_type="application/json", **headers)
+
+
 @pytest.fixture
 def victim(tenant, admin, member, finance) -> dict[str, Any]:
     """The victim tenant's objects, one per kind of id a URL can take, and the strings that must
@@ -185,6 +217,14 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "client_pk": client.pk,
             "client_id": client.external_id,
             "import_id": upload.pk,
+        },
+        # Fields of an API request body that name the victim's objects (the key of a consumption to
+        # refund, a client, a conversation, a ticket): the write pass sends them with the attacker's key.
+        "body": {
+            "idempotency_key": "victim-consume-key",
+            "client_id": client.external_id,
+            "conversation_id": conversation.conversation_id,
+            "ticket_id": "victim-ticket-acme",
         },
         "markers": [
             tenant.name,
@@ -337,8 +377,26 @@ def test_outsider_cannot_see_or_change_another_tenants_data(
                     assert response.status_code in (403, 404, 405), f"{label} answered {response.status_code}"
                 _assert_no_markers(label, response, victim["markers"])
                 swept += 1
+    # Every operation of the API once more, PUT and DELETE included, with its documented example
+    # body naming the victim's objects: whatever it answers, nothing of the victim's changes and the
+    # answer shows nothing of the victim's but what the attacker has sent (a client the attacker
+    # created under the victim's client id is the attacker's own).
+    sent = ""
+    for op in api_operations():
+        url = _fill(op.route.route, {**SHARED_FILLERS, **victim["ids"]})
+        body = None if op.example is None else {**op.example, **_victim_fields(op.example, victim["body"])}
+        label = f"{op.method.upper()} {url} {body}"
+        response = _api_call(Client(), url, op, body, HTTP_AUTHORIZATION=f"Bearer {attacker_key}")
+        assert response.status_code < 500, f"{label} answered {response.status_code}"
+        sent += url + str(body)
+        _assert_no_markers(label, response, [m for m in victim["markers"] if m not in sent])
+        swept += 1
     assert swept > 0
     assert _snapshot(tenant) == before, "the outsider's requests changed the victim's data"
+
+
+def _victim_fields(example: dict[str, Any], fields: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in fields.items() if name in example}
 
 
 @pytest.mark.django_db
@@ -369,15 +427,17 @@ def test_anonymous_requests_are_sent_to_login_or_refused(victim, tenant):
 
 @pytest.mark.django_db
 def test_revoked_victim_key_cannot_reach_the_api(victim, tenant, admin):
-    """A key the victim revoked is refused everywhere, at once."""
+    """A key the victim revoked is refused everywhere, at once: every operation, writes included."""
     issued = services.api_key_create(tenant=tenant, name="Soon revoked", actor=admin)
     services.api_key_revoke(tenant=tenant, api_key=issued.api_key, actor=admin)
-    client = Client()
-    for r in all_routes():
-        if r.is_api and r.name not in NOT_TENANT_SCOPED:
-            url = _fill(r.route, {**SHARED_FILLERS, **victim["ids"]})
-            response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
-            assert response.status_code in (401, 405), f"{r.route} answered {response.status_code}"
+    before = _snapshot(tenant)
+    operations = [op for op in api_operations() if op.route.name not in NOT_TENANT_SCOPED]
+    assert {op.method for op in operations} >= {"get", "post", "put", "delete"}
+    for op in operations:
+        url = _fill(op.route.route, {**SHARED_FILLERS, **victim["ids"]})
+        response = _api_call(Client(), url, op, op.example, HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+        assert response.status_code == 401, f"{op.method.upper()} {url} answered {response.status_code}"
+    assert _snapshot(tenant) == before
 
 
 @pytest.mark.django_db
