@@ -14,6 +14,9 @@ For every URL pattern:
 - anonymous: tenant pages redirect to the login page, API endpoints answer 401.
 A URL whose parameters the sweep cannot fill and that is not on the commented allow-list below
 fails the test, so every URL added later is covered or consciously exempted.
+The role sweep: the victim's own member and finance call every tenant URL: nothing answers 5xx, and
+every POST is refused (403) or not a method of the URL (405) unless the URL is on the commented list
+of what those roles may do, so a new admin-only form that forgets its role check fails the test.
 """
 
 from __future__ import annotations
@@ -88,6 +91,11 @@ PUBLIC_FILLERS = {
 }
 # Parameters that name shared things, not the victim's objects (the catalog is the same for all).
 SHARED_FILLERS = {"plan_code": "agents-scale", "product": "ai_agents", "kind": "ai"}
+# Tenant URLs that a member or finance may POST to, by name, with why (the role sweep below refuses
+# every other POST of theirs).
+MEMBER_AND_FINANCE_WRITES = {
+    "billing_contact": "all profiles can register interest in a plan (spec 001, Permission and Access Rules)",
+}
 
 
 @dataclass(frozen=True)
@@ -438,6 +446,42 @@ def test_revoked_victim_key_cannot_reach_the_api(victim, tenant, admin):
         response = _api_call(Client(), url, op, op.example, HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
         assert response.status_code == 401, f"{op.method.upper()} {url} answered {response.status_code}"
     assert _snapshot(tenant) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["member", "finance"])
+def test_member_and_finance_post_only_what_their_role_may_and_nothing_answers_5xx(
+    request, role, victim, tenant, client_for
+):
+    """The role sweep: every tenant URL as the victim's own member or finance. A POST is refused
+    (403) or not a method of the URL (405), unless the URL is in MEMBER_AND_FINANCE_WRITES; a refused
+    request changes nothing."""
+    client = client_for(request.getfixturevalue(role))
+    routes = [r for r in all_routes() if r.is_tenant]
+    values = {**SHARED_FILLERS, **victim["ids"]}
+    before = _snapshot(tenant)
+    for r in routes:
+        if r.name in MEMBER_AND_FINANCE_WRITES:
+            continue  # swept below, once the snapshot is compared
+        for label, response in _calls(client, _fill(r.route, values)):
+            assert response.status_code < 500, f"{label} answered {response.status_code} to {role}"
+            if label.startswith("POST"):
+                assert response.status_code in (403, 405), (
+                    f"{label} answered {response.status_code} to {role}: refuse it with the role check "
+                    "or, if this role may use it, add it to MEMBER_AND_FINANCE_WRITES with why"
+                )
+    assert _snapshot(tenant) == before, f"{role}'s refused requests changed the tenant's data"
+    for r in routes:
+        if r.name in MEMBER_AND_FINANCE_WRITES:
+            for label, response in _calls(client, _fill(r.route, values)):
+                assert response.status_code < 500, f"{label} answered {response.status_code} to {role}"
+
+
+@pytest.mark.django_db
+def test_the_member_and_finance_allow_list_names_only_urls_that_exist():
+    names = {r.name for r in all_routes() if r.is_tenant}
+    stale = set(MEMBER_AND_FINANCE_WRITES) - names
+    assert not stale, f"allow-list entries for URLs that no longer exist: {stale}"
 
 
 @pytest.mark.django_db
