@@ -8,10 +8,15 @@ For every URL pattern:
   slug AND with the attacker's own slug; GET and POST, plain and htmx: the answer is 404 or 403,
   shows none of the victim's data, and the victim's rows are unchanged;
 - API endpoints: called with the attacker's key, ids filled with victim objects: 404/403 and none
-  of the victim's data; without a key: 401;
+  of the victim's data; then every operation the API's schema documents (PUT and DELETE too) once
+  more, with its documented example body whose ids and keys name the victim's objects: the victim's
+  rows unchanged; without a key, or with a revoked one: 401;
 - anonymous: tenant pages redirect to the login page, API endpoints answer 401.
 A URL whose parameters the sweep cannot fill and that is not on the commented allow-list below
 fails the test, so every URL added later is covered or consciously exempted.
+The role sweep: the victim's own member and finance call every tenant URL: nothing answers 5xx, and
+every POST is refused (403) or not a method of the URL (405) unless the URL is on the commented list
+of what those roles may do, so a new admin-only form that forgets its role check fails the test.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from django.utils import timezone
 
 from billing_portal.factories import InvoiceFactory, InvoiceLineFactory
 from billing_portal.models import BillingCustomer, CheckoutSession, Invoice
+from config.api import api
 from credits import services as credit_services
 from credits.factories import grant as credit_grant
 from credits.factories import on_plus
@@ -85,6 +91,11 @@ PUBLIC_FILLERS = {
 }
 # Parameters that name shared things, not the victim's objects (the catalog is the same for all).
 SHARED_FILLERS = {"plan_code": "agents-scale", "product": "ai_agents", "kind": "ai"}
+# Tenant URLs that a member or finance may POST to, by name, with why (the role sweep below refuses
+# every other POST of theirs).
+MEMBER_AND_FINANCE_WRITES = {
+    "billing_contact": "all profiles can register interest in a plan (spec 001, Permission and Access Rules)",
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,35 @@ def all_routes() -> list[Route]:
 
 def _fill(route: str, values: dict[str, Any]) -> str:
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), route)
+
+
+@dataclass(frozen=True)
+class Operation:
+    route: Route
+    method: str  # lower case, as the test client names it
+    example: dict[str, Any] | None  # the first documented example body, if the operation takes one
+
+
+def api_operations() -> list[Operation]:
+    """Every operation of the integration API, as its OpenAPI schema documents it: PUT and DELETE
+    too, which the GET/POST calls of the sweep never reach."""
+    schema = api.get_openapi_schema()
+    by_path = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", "/" + r.route): r for r in all_routes() if r.is_api}
+    found = []
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            examples = [e["value"] for e in body.get("examples", {}).values()]
+            found.append(
+                Operation(by_path[path], method, examples[0] if examples else ({} if body else None))
+            )
+    return found
+
+
+def _api_call(client: Client, url: str, op: Operation, body: dict[str, Any] | None, **headers: str):
+    if body is None:
+        return getattr(client, op.method)(url, **headers)
+    return getattr(client, op.method)(url, data=body, content_type="application/json", **headers)
 
 
 @pytest.fixture
@@ -185,6 +225,14 @@ def victim(tenant, admin, member, finance) -> dict[str, Any]:
             "client_pk": client.pk,
             "client_id": client.external_id,
             "import_id": upload.pk,
+        },
+        # Fields of an API request body that name the victim's objects (the key of a consumption to
+        # refund, a client, a conversation, a ticket): the write pass sends them with the attacker's key.
+        "body": {
+            "idempotency_key": "victim-consume-key",
+            "client_id": client.external_id,
+            "conversation_id": conversation.conversation_id,
+            "ticket_id": "victim-ticket-acme",
         },
         "markers": [
             tenant.name,
@@ -337,8 +385,26 @@ def test_outsider_cannot_see_or_change_another_tenants_data(
                     assert response.status_code in (403, 404, 405), f"{label} answered {response.status_code}"
                 _assert_no_markers(label, response, victim["markers"])
                 swept += 1
+    # Every operation of the API once more, PUT and DELETE included, with its documented example
+    # body naming the victim's objects: whatever it answers, nothing of the victim's changes and the
+    # answer shows nothing of the victim's but what the attacker has sent (a client the attacker
+    # created under the victim's client id is the attacker's own).
+    sent = ""
+    for op in api_operations():
+        url = _fill(op.route.route, {**SHARED_FILLERS, **victim["ids"]})
+        body = None if op.example is None else {**op.example, **_victim_fields(op.example, victim["body"])}
+        label = f"{op.method.upper()} {url} {body}"
+        response = _api_call(Client(), url, op, body, HTTP_AUTHORIZATION=f"Bearer {attacker_key}")
+        assert response.status_code < 500, f"{label} answered {response.status_code}"
+        sent += url + str(body)
+        _assert_no_markers(label, response, [m for m in victim["markers"] if m not in sent])
+        swept += 1
     assert swept > 0
     assert _snapshot(tenant) == before, "the outsider's requests changed the victim's data"
+
+
+def _victim_fields(example: dict[str, Any], fields: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in fields.items() if name in example}
 
 
 @pytest.mark.django_db
@@ -369,15 +435,53 @@ def test_anonymous_requests_are_sent_to_login_or_refused(victim, tenant):
 
 @pytest.mark.django_db
 def test_revoked_victim_key_cannot_reach_the_api(victim, tenant, admin):
-    """A key the victim revoked is refused everywhere, at once."""
+    """A key the victim revoked is refused everywhere, at once: every operation, writes included."""
     issued = services.api_key_create(tenant=tenant, name="Soon revoked", actor=admin)
     services.api_key_revoke(tenant=tenant, api_key=issued.api_key, actor=admin)
-    client = Client()
-    for r in all_routes():
-        if r.is_api and r.name not in NOT_TENANT_SCOPED:
-            url = _fill(r.route, {**SHARED_FILLERS, **victim["ids"]})
-            response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
-            assert response.status_code in (401, 405), f"{r.route} answered {response.status_code}"
+    before = _snapshot(tenant)
+    operations = [op for op in api_operations() if op.route.name not in NOT_TENANT_SCOPED]
+    assert {op.method for op in operations} >= {"get", "post", "put", "delete"}
+    for op in operations:
+        url = _fill(op.route.route, {**SHARED_FILLERS, **victim["ids"]})
+        response = _api_call(Client(), url, op, op.example, HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+        assert response.status_code == 401, f"{op.method.upper()} {url} answered {response.status_code}"
+    assert _snapshot(tenant) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["member", "finance"])
+def test_member_and_finance_post_only_what_their_role_may_and_nothing_answers_5xx(
+    request, role, victim, tenant, client_for
+):
+    """The role sweep: every tenant URL as the victim's own member or finance. A POST is refused
+    (403) or not a method of the URL (405), unless the URL is in MEMBER_AND_FINANCE_WRITES; a refused
+    request changes nothing."""
+    client = client_for(request.getfixturevalue(role))
+    routes = [r for r in all_routes() if r.is_tenant]
+    values = {**SHARED_FILLERS, **victim["ids"]}
+    before = _snapshot(tenant)
+    for r in routes:
+        if r.name in MEMBER_AND_FINANCE_WRITES:
+            continue  # swept below, once the snapshot is compared
+        for label, response in _calls(client, _fill(r.route, values)):
+            assert response.status_code < 500, f"{label} answered {response.status_code} to {role}"
+            if label.startswith("POST"):
+                assert response.status_code in (403, 405), (
+                    f"{label} answered {response.status_code} to {role}: refuse it with the role check "
+                    "or, if this role may use it, add it to MEMBER_AND_FINANCE_WRITES with why"
+                )
+    assert _snapshot(tenant) == before, f"{role}'s refused requests changed the tenant's data"
+    for r in routes:
+        if r.name in MEMBER_AND_FINANCE_WRITES:
+            for label, response in _calls(client, _fill(r.route, values)):
+                assert response.status_code < 500, f"{label} answered {response.status_code} to {role}"
+
+
+@pytest.mark.django_db
+def test_the_member_and_finance_allow_list_names_only_urls_that_exist():
+    names = {r.name for r in all_routes() if r.is_tenant}
+    stale = set(MEMBER_AND_FINANCE_WRITES) - names
+    assert not stale, f"allow-list entries for URLs that no longer exist: {stale}"
 
 
 @pytest.mark.django_db
