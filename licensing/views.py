@@ -290,14 +290,14 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     kind = LicenseKind.AI
     q = (request.GET.get("q") or request.POST.get("q") or "").strip()[:200]
     form = AssignForm(request.POST if request.method == "POST" else None)
-    error = None
+    error, status = None, 200
     if request.method == "POST" and form.is_valid():
         try:
             chosen = services.licenses_assign(
                 tenant=tenant, client_ids=form.cleaned_data["clients"], kind=kind, actor=request.user
             )
         except BusinessError as exc:
-            error = exc.message
+            error, status = exc.message, exc.status
         else:
             names = ", ".join(c.name for c in chosen[:5]) + (
                 f" and {len(chosen) - 5} more" if len(chosen) > 5 else ""
@@ -307,7 +307,7 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
                 return _changed(request, tenant, table=True)
             return redirect(_back(request, tenant))
     elif request.method == "POST":
-        error = str(form.errors["clients"][0])
+        error, status = str(form.errors["clients"][0]), 422
     # Clients already ticked stay ticked while the search changes (the search sends them along),
     # and after a refusal (the form sent them).
     sent = request.POST if request.method == "POST" else request.GET
@@ -331,8 +331,9 @@ def assign(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     if request.htmx and request.htmx.target == "assign-candidates":
         return render(request, "licensing/assign.html#candidates", context)
     if request.htmx:
+        # htmx swaps only 2xx answers: the dialog with its error comes back as 200 to htmx.
         return render(request, "licensing/assign.html#dialog", context)
-    return render(request, "licensing/assign.html", context)
+    return render(request, "licensing/assign.html", context, status=status)
 
 
 # --- clients -----------------------------------------------------------------------------------------

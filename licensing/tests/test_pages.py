@@ -491,6 +491,28 @@ def test_the_picker_refuses_more_than_is_left_and_says_so_in_the_dialog(essentia
         f"{PAGE}assign/", {"clients": ["1; drop"]}, HTTP_HX_TARGET="dialog-body", **HTMX
     )
     assert by_testid(forged, "assign-error") == ["Pick clients from the list."]
+    assert (response.status_code, nothing.status_code, forged.status_code) == (
+        200,
+        200,
+        200,
+    )  # htmx swaps 2xx only
+
+
+def test_the_picker_without_javascript_answers_its_refusals_with_their_status(essentials, admin, client_for):
+    """The plain form (no htmx): a refusal is the page with its error, answered 402 (no licenses
+    left, as the API's license_limit_reached) or 422 (nothing or a forged pick), not 200."""
+    licensed(essentials, 9)
+    picked = ClientFactory.create_batch(2, tenant=essentials)
+    client = client_for(admin)
+
+    over = client.post(f"{PAGE}assign/", {"clients": [c.pk for c in picked]})
+    assert over.status_code == 402
+    assert by_testid(over, "assign-error") == [
+        "Only 1 of your 10 AI licenses is left: pick at most 1 client, or upgrade your plan."
+    ]
+    assert client.post(f"{PAGE}assign/", {}).status_code == 422
+    assert client.post(f"{PAGE}assign/", {"clients": ["1; drop"]}).status_code == 422
+    assert Client.objects.filter(ai_license_since__isnull=False).count() == 9
 
 
 # --- flags and prompts (L20 to L22) and the downgrade overage ------------------------------------------
