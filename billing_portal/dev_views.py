@@ -22,8 +22,8 @@ from billing_portal.gateway.local import LocalGateway
 from billing_portal.gateway.local.invoices import Card
 from billing_portal.models import BillingCustomer
 from plans.models import Plan
-from tenants.access import ADMIN_ONLY, TenantRequest, member_access
-from tenants.models import Tenant
+from tenants.access import ADMIN_ONLY, BILLING_READERS, TenantRequest, member_access
+from tenants.models import Role, Tenant
 
 
 def _local_gateway() -> LocalGateway:
@@ -33,14 +33,15 @@ def _local_gateway() -> LocalGateway:
     return gateway
 
 
-def _customer_tenant(request: HttpRequest, customer_id: str) -> Tenant:
-    """The tenant owning `customer_id`, for one of its admins (the tenant views' access rule: 404
-    for anyone else, a member without the role included — the stand-in reveals nothing)."""
+def _customer_tenant(request: HttpRequest, customer_id: str, roles: tuple[Role, ...] = ADMIN_ONLY) -> Tenant:
+    """The tenant owning `customer_id`, for one of its members with one of `roles` (the tenant
+    views' access rule: 404 for anyone else, a member without the role included — the stand-in
+    reveals nothing)."""
     bc = BillingCustomer.objects.select_related("tenant").filter(customer_id=customer_id).first()
     if bc is None:
         raise Http404
     try:
-        return member_access(request, ADMIN_ONLY, tenant=bc.tenant).tenant
+        return member_access(request, roles, tenant=bc.tenant).tenant
     except PermissionDenied as exc:
         raise Http404 from exc
 
@@ -208,7 +209,9 @@ def invoice(request: TenantRequest, gateway_invoice_id: str) -> HttpResponse:
         found = gateway.retrieve_invoice(gateway_invoice_id)
     except GatewayError as exc:
         raise Http404 from exc
-    tenant = _customer_tenant(request, found.customer_id)
+    # Stripe's hosted invoice page opens for whoever holds its link; here, for those our pages show
+    # the link to: the tenant's admins and finance (the invoice page's "Hosted invoice").
+    tenant = _customer_tenant(request, found.customer_id, BILLING_READERS)
     if request.method == "POST":
         action = request.POST.get("action")
         try:

@@ -74,7 +74,7 @@ NOT_TENANT_SCOPED = {
     "dev_checkout": "local gateway stand-in: 404 unless DEBUG, and then only for an admin of the "
     "customer's tenant (billing_portal/tests/test_billing_views.py sweeps it with DEBUG on)",
     "dev_portal": "local gateway stand-in: as dev_checkout",
-    "dev_invoice": "local gateway stand-in (the hosted invoice page): as dev_checkout",
+    "dev_invoice": "local gateway stand-in (the hosted invoice page): its tenant's admins and finance only",
 }
 # Route prefixes exempt from the sweep, with why.
 EXEMPT_PREFIXES = {

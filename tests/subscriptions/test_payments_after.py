@@ -80,6 +80,31 @@ def test_a_renewal_the_bank_asks_to_confirm_shows_on_the_billing_tab_until_it_is
     assert live(org.tenant).state == "active"
 
 
+def test_the_local_hosted_invoice_page_opens_for_admins_and_finance_who_see_its_link(
+    org, paid, clock, capture, client_for, settings
+):
+    """The invoice page shows finance its "Hosted invoice" link: the local stand-in of Stripe's
+    hosted invoice page (which opens for whoever holds the link) opens for them too, and still for
+    no member without a billing role, nor anyone outside the tenant."""
+    from tenants.factories import MembershipFactory
+    from tenants.models import Role
+
+    settings.DEBUG = True  # the stand-in's pages exist only then
+    _card_behaviour(org, "requires_action")
+    clock.move_to(paid.current_period_end + timedelta(minutes=1))
+    with capture(execute=True):
+        gateway().advance(timezone.now())
+    renewal = Invoice.objects.get(tenant=org.tenant, billing_reason="subscription_cycle")
+    finance = MembershipFactory(tenant=org.tenant, role=Role.FINANCE, user=UserFactory()).user
+    detail = client_for(finance).get(f"/t/{org.tenant.slug}/invoices/{renewal.pk}/").content.decode()
+    assert f'href="{renewal.hosted_invoice_url}"' in detail
+
+    assert client_for(org.founder).get(renewal.hosted_invoice_url).status_code == 200
+    assert client_for(finance).get(renewal.hosted_invoice_url).status_code == 200
+    assert client_for(org.member).get(renewal.hosted_invoice_url).status_code == 404
+    assert client_for(UserFactory()).get(renewal.hosted_invoice_url).status_code == 404
+
+
 # --- dunning exhausted ----------------------------------------------------------------------------------
 
 
