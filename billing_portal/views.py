@@ -225,8 +225,10 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
             else:
                 assert result.scheduled is not None
                 starts = f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}"
-                if form.cleaned_data["when"] == When.CUSTOM_DATE:
-                    # S18: the switch prorates what is left of the billing period it falls in.
+                end = result.subscription.current_period_end
+                if form.cleaned_data["when"] == When.CUSTOM_DATE and result.scheduled.effective_at != end:
+                    # S18: the switch prorates what is left of the billing period it falls in; on the
+                    # renewal's own day it is the renewal itself, which prorates nothing.
                     starts += ": that day the rest of its billing period is prorated and invoiced"
                 messages.success(request, f"{starts}.")
             if overage := _license_overage(tenant, plan):

@@ -815,6 +815,26 @@ def test_htmx_change_on_a_custom_date_redirects_the_client(subscribed, trial_ten
     )
 
 
+def test_s18_a_custom_date_on_the_renewal_day_does_not_say_it_is_prorated(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """S18: an outsider probe. The renewal's own day, picked On custom date, is the renewal itself
+    (nothing prorated, as the dialog's outlook says): the confirmation said "that day the rest of its
+    billing period is prorated and invoiced"."""
+    renewal = subscribed.current_period_end
+    browser = client_for(admin)
+    with live():
+        response = browser.post(
+            "/t/acme/billing/plans/agents-starter/change/",
+            {"when": "custom_date", "custom_date": renewal.date().isoformat()},
+        )
+    assert response.status_code == 302
+    assert ScheduledChange.objects.get(tenant=trial_tenant).effective_at == renewal
+    shown = text(browser.get("/t/acme/billing/?product=ai_agents"))
+    assert f"Starter starts on {renewal.day} {renewal:%b %Y}." in shown
+    assert "prorated" not in shown
+
+
 # --- Book a demo, Speak with Specialist ------------------------------------------------------------
 
 
