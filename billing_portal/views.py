@@ -253,10 +253,13 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
         "form": form,
         "error": error,
         "offer": offer,
+        # The dialog's choices and its button only when the card offers a change: a live card of
+        # another action (Resume on a canceled current plan) is no change to submit.
+        "can_change": refusal is None,
         # S25: what Immediately does to the agents when this period's usage reaches the new limit.
-        "limit_stop": _limit_stop(tenant, plan) if offer.available else "",
+        "limit_stop": _limit_stop(tenant, plan) if refusal is None else "",
         # Licenses beyond the new plan's totals are kept, new ones blocked, whenever it starts.
-        "license_overage": _license_overage(tenant, plan) if offer.available else "",
+        "license_overage": _license_overage(tenant, plan) if refusal is None else "",
         "ent": ents[plan.product.code],
         "product": plan.product,
     }
