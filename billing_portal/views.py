@@ -225,8 +225,10 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
             else:
                 assert result.scheduled is not None
                 starts = f"{plan.name} starts on {result.scheduled.effective_at:%-d %b %Y}"
-                if form.cleaned_data["when"] == When.CUSTOM_DATE:
-                    # S18: the switch prorates what is left of the billing period it falls in.
+                end = result.subscription.current_period_end
+                if form.cleaned_data["when"] == When.CUSTOM_DATE and result.scheduled.effective_at != end:
+                    # S18: the switch prorates what is left of the billing period it falls in; on the
+                    # renewal's own day it is the renewal itself, which prorates nothing.
                     starts += ": that day the rest of its billing period is prorated and invoiced"
                 messages.success(request, f"{starts}.")
             if overage := _license_overage(tenant, plan):
@@ -251,10 +253,13 @@ def change_plan(request: TenantRequest, tenant: Tenant, plan_code: str) -> HttpR
         "form": form,
         "error": error,
         "offer": offer,
+        # The dialog's choices and its button only when the card offers a change: a live card of
+        # another action (Resume on a canceled current plan) is no change to submit.
+        "can_change": refusal is None,
         # S25: what Immediately does to the agents when this period's usage reaches the new limit.
-        "limit_stop": _limit_stop(tenant, plan) if offer.available else "",
+        "limit_stop": _limit_stop(tenant, plan) if refusal is None else "",
         # Licenses beyond the new plan's totals are kept, new ones blocked, whenever it starts.
-        "license_overage": _license_overage(tenant, plan) if offer.available else "",
+        "license_overage": _license_overage(tenant, plan) if refusal is None else "",
         "ent": ents[plan.product.code],
         "product": plan.product,
     }

@@ -595,8 +595,10 @@ _EVENT_RETURNING = (
 
 def _event_assignments(type: str) -> str:
     if type == EventType.END:
-        # Within the clock skew allowed an end may be dated a moment before the start: never stored so.
-        return f"ended_at = {_greatest()}(started_at, %s)"
+        # An end reported late or out of order may be dated before activity already recorded (a
+        # message, or the start within the clock skew allowed): a conversation never ends before
+        # its last recorded activity (last_activity_at >= started_at always).
+        return f"ended_at = {_greatest()}(last_activity_at, %s)"
     return f"last_activity_at = {_greatest()}(last_activity_at, %s), answered = (answered OR %s)"
 
 

@@ -815,6 +815,43 @@ def test_htmx_change_on_a_custom_date_redirects_the_client(subscribed, trial_ten
     )
 
 
+def test_s18_a_custom_date_on_the_renewal_day_does_not_say_it_is_prorated(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """S18: an outsider probe. The renewal's own day, picked On custom date, is the renewal itself
+    (nothing prorated, as the dialog's outlook says): the confirmation said "that day the rest of its
+    billing period is prorated and invoiced"."""
+    renewal = subscribed.current_period_end
+    browser = client_for(admin)
+    with live():
+        response = browser.post(
+            "/t/acme/billing/plans/agents-starter/change/",
+            {"when": "custom_date", "custom_date": renewal.date().isoformat()},
+        )
+    assert response.status_code == 302
+    assert ScheduledChange.objects.get(tenant=trial_tenant).effective_at == renewal
+    shown = text(browser.get("/t/acme/billing/?product=ai_agents"))
+    assert f"Starter starts on {renewal.day} {renewal:%b %Y}." in shown
+    assert "prorated" not in shown
+
+
+def test_s29_the_change_dialog_of_a_canceled_current_plan_offers_no_update(
+    subscribed, trial_tenant, admin, client_for, live
+):
+    """S18, S29: an outsider probe. Canceled at period end, the current plan's card offers Resume;
+    its Apply subscription updates dialog (opened by URL) said why not, yet still drew the custom
+    date field, the charge preview and an Update subscription button that could only be refused."""
+    with live():
+        services.subscription_cancel(tenant=trial_tenant, product=subscribed.product, actor=admin)
+    response = client_for(admin).get("/t/acme/billing/plans/agents-growth/change/")
+    assert response.status_code == 409
+    page = text(response)
+    assert "Your Growth subscription is canceled: click Resume to keep it." in page
+    assert 'data-testid="update-subscription"' not in page
+    assert 'data-testid="charge-preview"' not in page
+    assert 'data-testid="custom-date-field"' not in page
+
+
 # --- Book a demo, Speak with Specialist ------------------------------------------------------------
 
 

@@ -288,3 +288,22 @@ def test_an_event_dated_before_the_start_is_422_and_stores_nothing(tenant, growt
     skewed = api.event("c", "end", at=_iso(now - 2 * H - timedelta(minutes=2)))
     assert skewed.status_code == 200
     assert skewed.json()["ended_at"] == _ms(now - 2 * H)  # never before the start
+
+
+def test_an_end_reported_out_of_order_never_precedes_the_last_message_s04_s05(tenant, growth, api_for):
+    """S04, S05: an `end` dated before a message already recorded (reports out of order) does not
+    make the conversation end before its last activity: it ends at that activity."""
+    now = timezone.now()
+    api = api_for(tenant)
+    api.start("ooo", at=_iso(now - 40 * H))
+    assert api.event("ooo", "customer_message", at=_iso(now - 10 * H)).status_code == 200
+    answer = api.event("ooo", "end", at=_iso(now - 30 * H))
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["ended_at"], body["last_activity_at"], body["billable_sessions"]) == (
+        _ms(now - 10 * H),
+        _ms(now - 10 * H),
+        2,
+    )
+    row = Conversation.objects.get(tenant=tenant, conversation_id="ooo")
+    assert row.ended_at == row.last_activity_at == now - 10 * H
