@@ -530,6 +530,14 @@ class ChangeRequest:
     effective_at: datetime | None  # None for immediately
 
 
+def _a_year_after(moment: datetime) -> datetime:
+    """The same day and time a calendar year later (29 February: the 28th)."""
+    try:
+        return moment.replace(year=moment.year + 1)
+    except ValueError:
+        return moment.replace(year=moment.year + 1, day=28)
+
+
 def plan_change_validate(
     *,
     tenant: Tenant,
@@ -562,7 +570,7 @@ def plan_change_validate(
         raise BusinessError("date_required", "Pick the date the change applies on.", status=422)
     if custom_date <= now:
         raise BusinessError("date_in_past", "Pick a date in the future.", status=422)
-    if custom_date > now + timedelta(days=366):
+    if custom_date > _a_year_after(now):
         raise BusinessError("date_too_far", "Pick a date within the next year.", status=422)
     end = sub.current_period_end
     if (

@@ -767,15 +767,17 @@ def session_find(*, tenant: Tenant, conversation_id: str) -> Session:
 # --- the session limit -----------------------------------------------------------------------------
 
 MAX_LIMIT = 2_147_483_647  # the column's range
+MSG_LIMIT_ON_TRIAL = "The session limit is available on paid plans, not on the free trial."
+MSG_LIMIT_WITHOUT_PLAN = (
+    "The session limit is available on an active paid plan: subscribe to a plan to set it."
+)
 
 
 def _limit_check(terms: Terms, value: int) -> None:
     if not terms.limit_adjustable:
-        raise BusinessError(
-            "limit_not_available",
-            "The session limit is available on paid plans, not on the free trial.",
-            status=409,
-        )
+        # On the trial, or with no paid plan running (none yet, or one that has ended).
+        message = MSG_LIMIT_ON_TRIAL if terms.trial else MSG_LIMIT_WITHOUT_PLAN
+        raise BusinessError("limit_not_available", message, status=409)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BusinessError(
             "invalid_limit", "The session limit must be a whole number greater than zero.", status=422

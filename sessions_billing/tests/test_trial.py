@@ -4,6 +4,7 @@ each, and the trial ending at once when its 50 sessions are used. S08-S12."""
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from plans.models import Subscription
 from sessions_billing import services
@@ -110,6 +111,24 @@ def test_the_trial_ends_at_once_at_50_sessions_s12(tenant, admin, trial, api_for
     usage = api.get("/usage").json()
     assert usage["trial_sessions_left"] is None  # no longer on the trial
     assert api.get("/entitlements/ai_agents/admission").json()["code"] == "subscription_ended"
+
+
+def test_after_a_paid_plan_ended_the_limit_refusal_does_not_speak_of_the_trial_s22(tenant, admin, api_for):
+    """S22: the Session limit is for active paid plans. A tenant whose Growth plan expired is not on
+    the free trial: the refusal says a paid plan must be running, not "not on the free trial"."""
+    from sessions_billing.tests.conftest import paid
+
+    paid(tenant, state=Subscription.State.EXPIRED, ended_at=timezone.now())
+    api = api_for(tenant)
+    for response in (
+        api.put("/usage/session-limit", {"session_limit": 10}),
+        api.delete("/usage/session-limit"),
+    ):
+        assert response.status_code == 409
+        assert response.json()["error"] == {
+            "code": "limit_not_available",
+            "message": "The session limit is available on an active paid plan: subscribe to a plan to set it.",
+        }
 
 
 def test_the_trial_has_no_session_limit_of_its_own(tenant, admin, trial, api_for):

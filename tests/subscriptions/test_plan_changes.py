@@ -423,8 +423,9 @@ def test_scale_between_two_custom_dates_is_paid_for_s18(org, clock, capture):
         (START - timedelta(days=1), "date_in_past", "Pick a date in the future."),
         (START, "date_in_past", "Pick a date in the future."),
         (START + timedelta(days=367), "date_too_far", "Pick a date within the next year."),
+        (START + timedelta(days=365, hours=1), "date_too_far", "Pick a date within the next year."),
     ],
-    ids=["missing", "past", "now", "more-than-a-year"],
+    ids=["missing", "past", "now", "more-than-a-year", "a-year-and-an-hour"],
 )
 def test_invalid_custom_date_is_refused_and_changes_nothing(org, paid, capture, custom_date, code, message):
     """S18"""
