@@ -32,6 +32,9 @@
   // button, and when a click lands outside it: left open, its panel covers the rows below.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape") return;
+    // Escape in a modal dialog closes the dialog only: the browser then puts focus back on the
+    // dialog's opener ("Edit client" in a row's menu), which must still be there to take it.
+    if (document.querySelector("dialog[open]")) return;
     document.querySelectorAll("details.menu[open]").forEach(function (menu) {
       var inside = menu.contains(document.activeElement);
       menu.open = false;
@@ -66,6 +69,26 @@
       var box = dismiss.closest("[data-dismissible]");
       if (box) box.remove();
     }
+  });
+
+  // A filter form that pushes its URL (hx-push-url) shows, after Back or Forward, the filters of
+  // the URL it returns to: htmx restores the page from a copy of its markup, and what was typed or
+  // picked lives in properties, not in that markup, so the form would disagree with its results.
+  document.addEventListener("htmx:historyRestore", function () {
+    var params = new URLSearchParams(window.location.search);
+    document.querySelectorAll("form[hx-get][hx-push-url=true]").forEach(function (form) {
+      Array.prototype.forEach.call(form.elements, function (field) {
+        if (!field.name || field.type === "submit" || field.type === "button") return;
+        if (params.has(field.name)) {
+          field.value = params.get(field.name);
+        } else if (field.tagName === "SELECT") {  // not in the URL: the value the page came with
+          Array.prototype.forEach.call(field.options, function (option) { option.selected = option.defaultSelected; });
+        } else {
+          field.value = field.defaultValue;
+        }
+        if (field.tagName === "SELECT" && field.selectedIndex < 0) field.selectedIndex = 0;
+      });
+    });
   });
 
   // [data-show-when="name=value"]: shown only while the radio button `name` has `value` checked
