@@ -51,6 +51,17 @@ def test_the_custom_date_shows_only_for_on_custom_date_and_works_without_javascr
     assert '<span class="optional">(for On custom date)</span>' in field.group(1)
 
 
+def test_the_dialog_opens_with_focus_on_the_choice_already_made(subscribed, admin, client_for):
+    """S18: "End of the current period" is chosen when the dialog opens; focus starts on it (a
+    dialog focuses its autofocus element), not on "Immediately", where Space would change the choice."""
+    page = text(client_for(admin).get(DIALOG, HTTP_HX_REQUEST="true"))
+    radios = re.findall(r'<input type="radio" name="when" value="(\w+)"[^>]*>', page)
+    assert "period_end" in radios
+    focused = re.findall(r'<input type="radio" name="when" value="(\w+)"[^>]*\bautofocus\b[^>]*>', page)
+    checked = re.findall(r'<input type="radio" name="when" value="(\w+)"[^>]*\bchecked\b[^>]*>', page)
+    assert focused == checked == ["period_end"]
+
+
 def test_the_dialog_fetches_the_preview_of_immediately(subscribed, admin, client_for):
     page = text(client_for(admin).get(DIALOG, HTTP_HX_REQUEST="true"))
     box = re.search(r'<div class="charge-preview-box" data-show-when="when=immediately"[^>]*>', page)

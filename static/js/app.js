@@ -79,6 +79,10 @@
     document.querySelectorAll("form[hx-get][hx-push-url=true]").forEach(function (form) {
       Array.prototype.forEach.call(form.elements, function (field) {
         if (!field.name || field.type === "submit" || field.type === "button") return;
+        if (field.type === "checkbox" || field.type === "radio") {
+          field.checked = params.has(field.name) ? params.getAll(field.name).indexOf(field.value) >= 0 : field.defaultChecked;
+          return;
+        }
         if (params.has(field.name)) {
           field.value = params.get(field.name);
         } else if (field.tagName === "SELECT") {  // not in the URL: the value the page came with
