@@ -304,15 +304,18 @@ def cancel_subscription(request: TenantRequest, tenant: Tenant) -> HttpResponse:
     """Cancel subscription: at the end of the period; a scheduled change is released first."""
     _billing_enabled()
     product = _product(request)
+    upcoming = plan_selectors.entitlements(tenant=tenant)[product.code].upcoming
     try:
         sub = services.subscription_cancel(tenant=tenant, product=product, actor=request.user)
     except BusinessError as exc:
         messages.error(request, exc.message)
     else:
         ends = f"{sub.ends_at:%-d %b %Y}" if sub.ends_at else "the end of the period"
-        messages.success(
-            request, f"Your {sub.plan.name} subscription is canceled. It stays active until {ends}."
-        )
+        said = f"Your {sub.plan.name} subscription is canceled. It stays active until {ends}."
+        if upcoming is not None:
+            # The confirmation said so before; the answer says it happened (the schedule is released).
+            said += f" The change to {upcoming.plan_name} on {upcoming.starts_on:%-d %b %Y} is canceled too."
+        messages.success(request, said)
     return redirect(_back(tenant, product))
 
 

@@ -1,4 +1,5 @@
 import logging
+import unicodedata
 from typing import Any
 
 from django import forms
@@ -93,6 +94,11 @@ def password_reset_allowed(*, email: str, request: HttpRequest | None) -> bool:
     return by_email and by_ip
 
 
+def _same_address(a: str, b: str) -> bool:
+    """Django's `_unicode_ci_compare` (private there): NFKC, then case-folded."""
+    return unicodedata.normalize("NFKC", a).casefold() == unicodedata.normalize("NFKC", b).casefold()
+
+
 class QueuedPasswordResetForm(PasswordResetForm):
     """Password reset through the once-only notification log and a worker, like every email.
 
@@ -109,7 +115,10 @@ class QueuedPasswordResetForm(PasswordResetForm):
     def get_users(self, email):
         from tenants.models import User
 
-        return User.objects.filter(email__iexact=email, is_active=True)
+        # As Django's own: the database's case-insensitive match, then Unicode's (UTR 36), so an
+        # address that only looks alike once upper-cased (a dotless i) matches no one (CVE-2019-19844).
+        found = User.objects.filter(email__iexact=email, is_active=True)
+        return [user for user in found if _same_address(email, user.email)]
 
     def send_mail(
         self,

@@ -716,6 +716,21 @@ def test_cancel_subscription_on_the_billing_tab_releases_a_scheduled_change_firs
     assert entitlements(tenant=org.tenant)["ai_agents"].badge == "Canceled subscription"
 
 
+def test_cancel_subscription_says_the_scheduled_change_is_canceled_too(org, paid, clock, capture, client_for):
+    """S20, S29: the confirmation says a scheduled change will not happen; once canceled, the
+    answer says it did not, beside until when the plan stays active."""
+    from django.contrib.messages import get_messages
+
+    change(org, capture, "agents-scale", When.PERIOD_END)
+    with capture(execute=True):
+        done = client_for(org.founder).post(f"/t/{org.tenant.slug}/billing/cancel/", {"product": "ai_agents"})
+    assert done.status_code == 302
+    assert [m.message for m in get_messages(done.wsgi_request)] == [
+        f"Your Growth subscription is canceled. It stays active until {PERIOD_END:%-d %b %Y}. "
+        f"The change to Scale on {PERIOD_END:%-d %b %Y} is canceled too."
+    ]
+
+
 def test_canceling_an_upcoming_change_after_its_date_is_refused_and_shows_what_applied(
     org, paid, clock, capture
 ):

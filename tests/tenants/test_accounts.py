@@ -228,6 +228,18 @@ def test_password_reset_for_an_unknown_email_sends_nothing_but_looks_the_same(ad
     assert b"Check your email" in page.content
 
 
+def test_password_reset_matches_an_address_as_django_does_not_one_that_only_upper_cases_alike(db, send_mail):
+    """CVE-2019-19844, as Django's own form guards it: "x@\\u0131nitech.test" (a dotless i) upper-cases
+    as "x@initech.test" does, so the database's case-insensitive match finds that user; Unicode's
+    case-insensitive comparison does not, and no reset is sent for it."""
+    User.objects.create_user("x@initech.test", password="Correct-horse-battery-42")
+
+    _request_reset(Client(), "x@\u0131nitech.test", send_mail)
+    assert mail.outbox == []
+    _request_reset(Client(), "X@INITECH.test", send_mail)
+    assert [m.to for m in mail.outbox] == [["x@initech.test"]]
+
+
 def test_password_reset_reaches_a_user_who_never_chose_a_password(db, send_mail):
     ops = User.objects.create_user("ops@acme.test")  # as create_tenant makes them
     assert not ops.has_usable_password()
