@@ -200,9 +200,8 @@ CONVERSATION_ENDED = ErrorCase(
 LIMIT_NOT_AVAILABLE = ErrorCase(
     409,
     "limit_not_available",
-    "The session limit is available on paid plans, not on the free trial.",
-    "The tenant is on the free trial; without an active paid plan (none yet, or one that has ended) the "
-    "message says so instead.",
+    "The session limit is available on active paid plans, not on the free trial.",
+    "The tenant is on the free trial, or has no active paid plan (none yet, or one that has ended).",
 )
 LIMIT_ABOVE_PLAN = ErrorCase(
     422,

