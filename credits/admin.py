@@ -15,12 +15,106 @@ from django.template.response import TemplateResponse
 
 from credits import services
 from credits.models import Consumption, Entry, ExtraPack, FeatureCost, Grant, Hold, Wallet
-from plans.money import MAX_CREDITS_AT_ONCE, credits_string, parse_credits
+from plans.money import MAX_CREDITS_AT_ONCE, credits_string, decimal_string, parse_credits, parse_money
 from tenants.errors import BusinessError
+
+
+def _credits_field(label: str, help_text: str) -> forms.CharField:
+    return forms.CharField(label=label, max_length=20, help_text=help_text)
+
+
+def _positive_credits(text: str) -> int:
+    """Staff type credits as the pages show them ("0.1", "500"); the catalog keeps thousandths."""
+    try:
+        amount = parse_credits(text)
+    except ValueError as exc:
+        raise forms.ValidationError("A quantity of credits with at most three decimals.") from exc
+    if amount <= 0:
+        raise forms.ValidationError("More than zero credits.")
+    if amount > MAX_CREDITS_AT_ONCE:
+        raise forms.ValidationError("At most a billion credits (1000000000).")
+    return amount
+
+
+class FeatureCostForm(forms.ModelForm):
+    """The cost per use in credits ("0.1" for an AI Reviewer review), not the thousandths it is kept in."""
+
+    credits_per_use = _credits_field(
+        "Credits per use", '"1" for a Smart Response, "0.1" for an AI Reviewer review.'
+    )
+
+    class Meta:
+        model = FeatureCost
+        fields = ["feature", "name", "unit", "credits_per_use", "active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["credits_per_use"] = credits_string(self.instance.cost)
+
+    def clean_credits_per_use(self) -> int:
+        return _positive_credits(self.cleaned_data["credits_per_use"])
+
+    def save(self, commit: bool = True) -> FeatureCost:
+        self.instance.cost = self.cleaned_data["credits_per_use"]
+        return super().save(commit=commit)
+
+
+MAX_PRICE = 2_147_483_647  # ExtraPack.price_amount's range, in minor units
+
+
+class ExtraPackForm(forms.ModelForm):
+    """The pack's credits and price as a customer reads them ("500", "29.00"), not thousandths and cents."""
+
+    pack_credits = _credits_field("Credits", 'The credits the pack grants, e.g. "500".')
+    price = forms.CharField(
+        label="Price", max_length=20, help_text='In the currency below, e.g. "29.00" (two decimals for USD).'
+    )
+
+    class Meta:
+        model = ExtraPack
+        fields = [
+            "code",
+            "name",
+            "pack_credits",
+            "price",
+            "currency",
+            "validity_days",
+            "active",
+            "sort_order",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["pack_credits"] = credits_string(self.instance.credits)
+            self.initial["price"] = decimal_string(self.instance.price_amount, self.instance.currency)
+
+    def clean_pack_credits(self) -> int:
+        return _positive_credits(self.cleaned_data["pack_credits"])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        currency, text = cleaned.get("currency"), cleaned.get("price")
+        if currency and text is not None:
+            try:
+                cleaned["price"] = parse_money(text, currency)
+            except ValueError as exc:
+                self.add_error("price", str(exc))
+            else:
+                if cleaned["price"] > MAX_PRICE:  # the column's range
+                    self.add_error("price", f"At most {decimal_string(MAX_PRICE, currency)}.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> ExtraPack:
+        self.instance.credits = self.cleaned_data["pack_credits"]
+        self.instance.price_amount = self.cleaned_data["price"]
+        return super().save(commit=commit)
 
 
 @admin.register(FeatureCost)
 class FeatureCostAdmin(admin.ModelAdmin):
+    form = FeatureCostForm
     list_display = ["name", "feature", "unit", "credits_per_use", "active", "updated_at"]
     list_editable = ["active"]
 
@@ -31,6 +125,7 @@ class FeatureCostAdmin(admin.ModelAdmin):
 
 @admin.register(ExtraPack)
 class ExtraPackAdmin(admin.ModelAdmin):
+    form = ExtraPackForm
     list_display = [
         "name",
         "code",

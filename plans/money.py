@@ -96,6 +96,20 @@ def format_credits(thousandths: int) -> str:
     return f"{text} credit" if thousandths == CREDIT else f"{text} credits"
 
 
+def parse_money(text: str, currency: str) -> int:
+    """ "29.00" usd → 2900 minor units, exactly: a plain non-negative decimal with at most the
+    currency's minor-unit digits (no sign, exponent or grouping). The inverse of `decimal_string`."""
+    digits = minor_unit_digits(currency)
+    whole, dot, frac = text.strip().partition(".")
+    plain = whole.isascii() and whole.isdigit() and (not dot or (frac.isascii() and frac.isdigit()))
+    if not plain or len(frac) > digits or len(whole) > 12:
+        places = f"at most {digits} decimals" if digits else "no decimals"
+        raise ValueError(
+            f"An amount in {currency.upper()} with {places}, e.g. {decimal_string(2900, currency)}."
+        )
+    return int(whole) * 10**digits + int(frac.ljust(digits, "0") or "0")
+
+
 def parse_credits(text: str) -> int:
     """ "2.5" → 2500 thousandths, exactly; refuses anything that is not a plain decimal with at most
     three decimals (no exponent, no sign other than a leading minus, no float rounding)."""

@@ -206,23 +206,61 @@ def test_c20_staff_without_the_credits_permission_can_neither_adjust_nor_deactiv
     assert client_for(support).get(path).status_code == 200
 
 
-def test_staff_edit_feature_costs_and_packs(staff, client_for):
+def test_staff_edit_feature_costs_and_packs_in_credits_and_money_as_customers_read_them(staff, client_for):
+    """C08, C12: the catalog (feature costs, extra packs) is kept in thousandths and minor units, but staff read and type credits
+    ("0.2") and prices ("19.50"); a malformed or out-of-range figure is a form error that changes nothing."""
     from credits.models import FeatureCost
 
     client = client_for(staff)
     cost = FeatureCost.objects.get(feature="ai_review")
+    page = client.get(f"/admin/credits/featurecost/{cost.pk}/change/").content.decode()
+    assert 'name="credits_per_use" value="0.1"' in page
+    fields = {"feature": "ai_review", "name": "AI Reviewer review", "unit": "ai_credit", "active": "on"}
     response = client.post(
-        f"/admin/credits/featurecost/{cost.pk}/change/",
-        {
-            "feature": "ai_review",
-            "name": "AI Reviewer review",
-            "unit": "ai_credit",
-            "cost": 200,
-            "active": "on",
-        },
+        f"/admin/credits/featurecost/{cost.pk}/change/", {**fields, "credits_per_use": "0.2"}
     )
     assert response.status_code == 302
     assert FeatureCost.objects.get(pk=cost.pk).cost == 200
+    for bad in ("0", "-1", "0.0001", "1e3", "abc", "2000000000"):
+        refused = client.post(
+            f"/admin/credits/featurecost/{cost.pk}/change/", {**fields, "credits_per_use": bad}
+        )
+        assert refused.status_code == 200, bad  # the form again, with its error
+    assert FeatureCost.objects.get(pk=cost.pk).cost == 200
+
+    pack = ExtraPack.objects.get(code="extra-500")
+    page = client.get(f"/admin/credits/extrapack/{pack.pk}/change/").content.decode()
+    assert 'name="pack_credits" value="500"' in page
+    assert 'name="price" value="29.00"' in page
+    pack_fields = {
+        "code": pack.code, "name": pack.name, "currency": "usd", "validity_days": 30, "active": "on", "sort_order": 0,
+    }  # fmt: skip
+    response = client.post(
+        f"/admin/credits/extrapack/{pack.pk}/change/",
+        {**pack_fields, "pack_credits": "750.5", "price": "19.50"},
+    )
+    assert response.status_code == 302
+    pack.refresh_from_db()
+    assert (pack.credits, pack.price_amount) == (750_500, 1950)
+    for bad in ("19.505", "-5", "1,000", "", "99999999999"):
+        refused = client.post(
+            f"/admin/credits/extrapack/{pack.pk}/change/",
+            {**pack_fields, "pack_credits": "500", "price": bad},
+        )
+        assert refused.status_code == 200, bad
+    pack.refresh_from_db()
+    assert (pack.credits, pack.price_amount) == (750_500, 1950)
+
+    added = client.post(
+        "/admin/credits/extrapack/add/",
+        {**pack_fields, "code": "extra-2000", "name": "2,000 credits", "pack_credits": "2000", "price": "99"},
+    )
+    assert added.status_code == 302
+    assert ExtraPack.objects.filter(code="extra-2000").values_list("credits", "price_amount").get() == (
+        2_000_000,
+        9900,
+    )
+    assert client.get("/admin/credits/featurecost/add/").status_code == 200
 
 
 def test_the_activity_page_reads_credit_events_as_sentences(staff, plus, ledger, admin, client_for):

@@ -70,6 +70,24 @@ def test_l01_to_l06_the_header_shows_plan_billing_date_licenses_ticket_credits_a
     assert by_testid(page, "unlimited-ai") == ["Disabled"]
 
 
+def test_l22_a_canceled_plan_near_its_totals_is_not_told_of_a_next_billing_cycle(
+    tenant, clock, admin, client_for
+):
+    """L22, L18: a canceled plan has no next billing cycle: the prompt near the totals does not
+    suggest upgrading "before your next billing cycle" (the plan cards say to resume it first)."""
+    from licensing.factories import on_helpdesk
+
+    sub = on_helpdesk(tenant)
+    Subscription.objects.filter(pk=sub.pk).update(
+        state=Subscription.State.CANCELED, canceled_at=timezone.now(), ends_at=sub.current_period_end
+    )
+    licensed(tenant, 9)
+
+    prompt = by_testid(client_for(admin).get(PAGE), "upgrade-prompt")[0]
+    assert prompt.startswith("You are close to your plan's limits: AI licenses at 90% or more.")
+    assert "next billing cycle" not in prompt
+
+
 def test_l05_ticket_credits_staff_gave_show_beside_the_cycles_and_keep_the_prompt_honest(
     essentials, admin, client_for, django_user_model
 ):
