@@ -8,23 +8,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from billing_portal.demo import start_plan
 from billing_portal.factories import InvoiceFactory
 from billing_portal.services import organization_create
 from plans.factories import plan
-from tenants.factories import PASSWORD, UserFactory
+from tenants.factories import UserFactory
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 def test_a_violation_is_caught(new_context, csp_violations, live_server):
@@ -51,7 +44,7 @@ def test_pages_and_htmx_work_under_the_policy(new_context, csp_violations, setti
     start_plan(tenant=tenant, plan=plan("agents-starter"), actor=admin)
     InvoiceFactory(tenant=tenant, number="POLICY-0001", status="void")
     page = new_context().new_page()
-    _log_in(page, admin.email)
+    log_in(page, admin.email)
     assert page.evaluate("typeof htmx") == "object"
     base = f"/t/{tenant.slug}"
 

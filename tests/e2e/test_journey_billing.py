@@ -4,13 +4,14 @@ checkout and portal stand-ins (DEBUG on, as in `make run`). S15, S17-S20, S26, S
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from billing_portal.demo import start_plan
 from billing_portal.services import organization_create
 from plans.factories import plan
 from plans.models import Subscription
-from tenants.factories import PASSWORD, UserFactory
+from tenants.factories import UserFactory
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -19,14 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def billing_settings(settings):
     settings.DEBUG = True  # the local gateway's stand-in pages answer only in DEBUG
     settings.PAYMENT_GATEWAY = "local"
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 def _tenant(email: str, name: str, plan_code: str | None = None):
@@ -42,7 +35,7 @@ def test_trial_tenant_subscribes_through_checkout_and_sees_active(billing_settin
     tenant = _tenant("trial-admin@journey.test", "Trial Journey Co")
     context = new_context()
     page = context.new_page()
-    _log_in(page, "trial-admin@journey.test")
+    log_in(page, "trial-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/")
     expect(page.get_by_test_id("badge")).to_have_text("Trial subscription")
     expect(page.get_by_test_id("trial-days-left")).to_have_text("14")
@@ -63,7 +56,7 @@ def test_schedule_a_change_for_period_end_then_cancel_it(billing_settings, new_c
     """S18, S19, S20: Apply subscription updates → Upcoming subscription card → Cancel scheduled plan."""
     tenant = _tenant("change-admin@journey.test", "Change Journey Co", "agents-starter")
     page = new_context().new_page()
-    _log_in(page, "change-admin@journey.test")
+    log_in(page, "change-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/")
     expect(page.get_by_test_id("badge")).to_have_text("Active subscription")
 
@@ -98,7 +91,7 @@ def test_failed_payment_in_the_portal_shows_payment_issue_and_banner(billing_set
     tenant = _tenant("portal-admin@journey.test", "Portal Journey Co", "agents-growth")
     context = new_context()
     page = context.new_page()
-    _log_in(page, "portal-admin@journey.test")
+    log_in(page, "portal-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/")
 
     with context.expect_page() as portal_info:
@@ -121,7 +114,7 @@ def test_cancel_in_the_portal_then_resume_on_the_card(billing_settings, new_cont
     tenant = _tenant("resume-admin@journey.test", "Resume Journey Co", "agents-growth")
     context = new_context()
     page = context.new_page()
-    _log_in(page, "resume-admin@journey.test")
+    log_in(page, "resume-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/")
 
     with context.expect_page() as portal_info:

@@ -8,23 +8,16 @@ import json
 
 import pytest
 from django.test import Client
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from credits.factories import grant, on_plus
 from credits.models import Source
-from tenants.factories import PASSWORD, MembershipFactory, TenantFactory, UserFactory
+from tenants.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import Role
 from tenants.services import api_key_create
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 def test_consumption_through_the_api_shows_in_ai_statistics_and_every_way_leads_to_ai_credits(new_context):
@@ -48,7 +41,7 @@ def test_consumption_through_the_api_shows_in_ai_statistics_and_every_way_leads_
         assert response.status_code == 201
 
     page = new_context().new_page()
-    _log_in(page, "charts@journey.test")
+    log_in(page, "charts@journey.test")
 
     # C03: 80.5 of the period's 100 credits used: the sidebar offers the AI Credits page.
     page.goto(f"/t/{tenant.slug}/")

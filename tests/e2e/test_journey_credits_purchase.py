@@ -14,14 +14,15 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import BrowserContext, Locator, Page, expect
+from playwright.sync_api import BrowserContext, Locator, expect
 
 from billing_portal.demo import start_plan
 from billing_portal.services import organization_create
 from config.settings import mail_backend
 from plans.factories import plan
-from tenants.factories import PASSWORD, UserFactory
+from tenants.factories import UserFactory
 from tenants.services import api_key_create
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -39,14 +40,6 @@ def make_run_settings(settings):
             "BACKEND": mail_backend(debug=True, configured="django.core.mail.backends.console.EmailBackend")
         }
     }
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 def _emailed_code(context: BrowserContext, dialog: Locator, *, emails: int) -> str:
@@ -71,7 +64,7 @@ def test_subscribe_now_with_the_emailed_code_spend_through_the_api_then_buy_one_
     start_plan(tenant=tenant, plan=plan("agents-growth"), actor=admin)  # its card saved at the gateway
     context = new_context()
     page = context.new_page()
-    _log_in(page, EMAIL)
+    log_in(page, EMAIL)
     page.goto(f"/t/{tenant.slug}/marketplace/ai-credits/")
 
     # C09: Subscribe Now opens the confirmation dialog; C10: it emails a code.

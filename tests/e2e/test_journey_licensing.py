@@ -9,19 +9,12 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from licensing.factories import ClientFactory, licensed, on_helpdesk
-from tenants.factories import PASSWORD, MembershipFactory, TenantFactory, UserFactory
+from tenants.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import Role
 from tenants.services import api_key_create
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 @pytest.fixture
@@ -40,7 +33,7 @@ def partner():
 
 def test_search_a_client_add_an_ai_license_see_the_header_change_and_remove_it(partner, new_context):
     page = new_context().new_page()
-    _log_in(page, "partner-admin@journey.test")
+    log_in(page, "partner-admin@journey.test")
     page.locator("nav.sidebar").get_by_role("link", name="Plans & Licenses").click()
     expect(page.get_by_role("heading", name="Plans & Licenses", level=1)).to_be_visible()
     expect(page.get_by_test_id("plan-type")).to_have_text("AI Essentials")
@@ -95,7 +88,7 @@ def test_assign_ai_license_to_several_clients_with_the_picker_then_a_ticket_qual
     secret = api_key_create(tenant=partner, name="helpdesk", actor=None).secret
     context = new_context()
     page = context.new_page()
-    _log_in(page, "partner-admin@journey.test")
+    log_in(page, "partner-admin@journey.test")
     page.goto("/t/journey-msp/licenses/")
 
     page.get_by_test_id("assign-ai-license").click()
@@ -134,7 +127,7 @@ def test_l11_the_sort_clicked_last_stays_when_searching_and_filtering(partner, n
     """A column's link swaps only the table; the search and filters then send the sort it shows
     (the form's sort input lives in the table), so typing does not fall back to sorting by name."""
     page = new_context().new_page()
-    _log_in(page, "partner-admin@journey.test")
+    log_in(page, "partner-admin@journey.test")
     page.goto("/t/journey-msp/licenses/")
     page.locator("#clients thead").get_by_role("link", name="Client").click()  # by name: now the other way
     expect(page).to_have_url("/t/journey-msp/licenses/?sort=-name")

@@ -10,14 +10,15 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from billing_portal.demo import start_plan
 from billing_portal.factories import InvoiceFactory
 from billing_portal.services import organization_create
 from plans.factories import SubscriptionFactory, plan
 from plans.models import Subscription
-from tenants.factories import PASSWORD, UserFactory
+from tenants.factories import UserFactory
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -28,14 +29,6 @@ POLL_MS = 15_000  # the watch asks every 3 s; leave room for a slow machine
 def billing_settings(settings):
     settings.DEBUG = True  # the local gateway's stand-in pages answer only in DEBUG
     settings.PAYMENT_GATEWAY = "local"
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 def _tenant(email: str, name: str, plan_code: str | None = None):
@@ -54,7 +47,7 @@ def test_the_tab_that_opened_checkout_updates_itself_when_the_payment_completes(
     tenant = _tenant("watch-admin@journey.test", "Watch Journey Co")
     context = new_context()
     page = context.new_page()
-    _log_in(page, "watch-admin@journey.test")
+    log_in(page, "watch-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/?product=ai_agents")
     expect(page.get_by_test_id("badge")).to_have_text("Trial subscription")
     expect(page.get_by_test_id("checkout-watch")).to_be_hidden()
@@ -81,7 +74,7 @@ def test_a_checkout_canceled_in_the_new_tab_is_said_calmly_in_the_first(billing_
     tenant = _tenant("cancel-admin@journey.test", "Cancel Journey Co")
     context = new_context()
     page = context.new_page()
-    _log_in(page, "cancel-admin@journey.test")
+    log_in(page, "cancel-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/?product=ai_agents")
 
     with context.expect_page() as checkout_info:
@@ -106,7 +99,7 @@ def test_the_dialog_shows_the_custom_date_only_when_chosen_and_what_immediately_
     Immediately shows the preview's amount."""
     tenant = _tenant("dialog-admin@journey.test", "Dialog Journey Co", "agents-growth")
     page = new_context().new_page()
-    _log_in(page, "dialog-admin@journey.test")
+    log_in(page, "dialog-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/?product=ai_agents")
 
     page.get_by_test_id("subscribe-agents-scale").click()
@@ -152,7 +145,7 @@ def test_the_dialog_shows_the_custom_date_only_when_chosen_and_what_immediately_
 def test_a_success_message_can_be_dismissed(billing_settings, new_context):
     tenant = _tenant("flash-admin@journey.test", "Flash Journey Co", "agents-starter")
     page = new_context().new_page()
-    _log_in(page, "flash-admin@journey.test")
+    log_in(page, "flash-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/?product=ai_agents")
     page.get_by_test_id("subscribe-agents-growth").click()
     dialog = page.get_by_test_id("change-dialog")
@@ -185,7 +178,7 @@ def test_the_overview_dashboard_fits_a_phone(new_context, tenant, admin):
     InvoiceFactory(tenant=tenant, number="ACME-LONG-INVOICE-NUMBER-000000001", status="open")
 
     page = new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
-    _log_in(page, admin.email)
+    log_in(page, admin.email)
     page.goto(f"/t/{tenant.slug}/")
 
     expect(page.get_by_test_id("alert-payment_issue")).to_be_visible()
@@ -225,7 +218,7 @@ def test_tables_stack_as_cards_on_a_phone(new_context, tenant, admin, path):
     InvoiceFactory(tenant=tenant, number="ACME-LONG-INVOICE-NUMBER-000000001", status="open")
 
     page = new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
-    _log_in(page, admin.email)
+    log_in(page, admin.email)
     page.goto(f"/t/{tenant.slug}/{path}")
     table = page.locator("table").last
     expect(table).to_be_visible()
@@ -260,7 +253,7 @@ def test_the_dev_mailbox_wraps_long_email_bodies(settings, new_context, tenant, 
         )
     )
     page = new_context(viewport={"width": 1280, "height": 800}).new_page()
-    _log_in(page, admin.email)
+    log_in(page, admin.email)
     page.goto(f"/t/{tenant.slug}/dev/mailbox/")
     expect(page.get_by_test_id("dev-mail-body")).to_contain_text("123456")
     overflow = page.evaluate(

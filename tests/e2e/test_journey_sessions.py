@@ -5,13 +5,14 @@ screen says why agents stop at 100% - then that they have stopped."""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from billing_portal.demo import start_plan
 from billing_portal.services import organization_create
 from plans.factories import plan
-from tenants.factories import PASSWORD, UserFactory
+from tenants.factories import UserFactory
 from tenants.services import api_key_create
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -20,14 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def billing_settings(settings):
     settings.DEBUG = True  # the local gateway's checkout answers only in DEBUG
     settings.PAYMENT_GATEWAY = "local"
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 def test_admin_sets_a_limit_usage_reaches_80_percent_and_agents_say_why_they_stop(
@@ -40,7 +33,7 @@ def test_admin_sets_a_limit_usage_reaches_80_percent_and_agents_say_why_they_sto
 
     context = new_context()
     page = context.new_page()
-    _log_in(page, "limit-admin@journey.test")
+    log_in(page, "limit-admin@journey.test")
     page.goto(f"/t/{tenant.slug}/billing/")
     card = page.get_by_test_id("session-limit-card")
     expect(card.get_by_test_id("session-limit")).to_have_text("1,500 billable sessions / period")

@@ -7,23 +7,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from licensing.factories import ClientFactory, on_helpdesk
-from tenants.factories import PASSWORD, MembershipFactory, TenantFactory, UserFactory
+from tenants.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import Role
+from tests.e2e.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PHONE = {"width": 375, "height": 812}
-
-
-def _log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("tenant-switcher")).to_be_visible()
 
 
 @pytest.fixture
@@ -38,7 +31,7 @@ def partner():
 
 def test_escape_in_a_dialog_opened_from_a_row_menu_returns_focus_to_the_menu(partner, new_context):
     page = new_context().new_page()
-    _log_in(page, "kb-admin@journey.test")
+    log_in(page, "kb-admin@journey.test")
     page.goto(f"/t/{partner.slug}/licenses/")
     row = page.get_by_test_id("client-row").filter(has_text="Fabrikam Dental")
     row.get_by_test_id("row-actions").focus()
@@ -60,7 +53,7 @@ def test_escape_in_a_dialog_opened_from_a_row_menu_returns_focus_to_the_menu(par
 
 def test_back_after_a_filter_shows_the_filters_of_the_url_it_returns_to(partner, new_context):
     page = new_context().new_page()
-    _log_in(page, "kb-admin@journey.test")
+    log_in(page, "kb-admin@journey.test")
     page.goto(f"/t/{partner.slug}/licenses/")
     search = page.get_by_test_id("client-search")
     status = page.locator("#client-filters select[name=status]")
@@ -84,7 +77,7 @@ def test_back_after_a_filter_shows_the_filters_of_the_url_it_returns_to(partner,
 
 def test_a_role_changed_from_the_keyboard_keeps_focus_on_its_select(new_context, tenant, admin, member):
     page = new_context().new_page()
-    _log_in(page, admin.email)
+    log_in(page, admin.email)
     page.goto(f"/t/{tenant.slug}/team/")
     role = page.get_by_label(f"Role of {member.email}")
     role.focus()
@@ -100,7 +93,7 @@ def test_the_not_allowed_page_fits_a_phone(new_context):
     tenant = TenantFactory(name="Lumen Marketplace International", slug="lumen-intl")
     MembershipFactory(tenant=tenant, user=UserFactory(email="kb-member@journey.test"), role=Role.MEMBER)
     page = new_context(viewport=PHONE).new_page()
-    _log_in(page, "kb-member@journey.test")
+    log_in(page, "kb-member@journey.test")
     page.goto(f"/t/{tenant.slug}/team/")
     expect(page.get_by_test_id("error-page")).to_be_visible()
     overflow = page.evaluate(
