@@ -23,6 +23,7 @@ from django.db.models import F, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from credits import db_functions
 from credits.models import (
     DEFAULT_PRIORITY,
     PLAN_SOURCES,
@@ -588,12 +589,6 @@ def _refusal_error(refusal: Refusal) -> BusinessError:
     return BusinessError("subscription_ended", MSG_ENDED, status=402)
 
 
-_CONSUME_SQL = (
-    "SELECT * FROM allowance_credits_consume(%s::bigint, %s::text, %s::bigint, %s::text, %s::text, "
-    "%s::timestamptz, %s::text, %s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
-)
-
-
 def _consume_in_one_statement(
     *,
     tenant: Tenant,
@@ -618,7 +613,9 @@ def _consume_in_one_statement(
     answer = {**known, "client_id": client_id or None, "created_at": now.isoformat()}
     with connection.cursor() as cursor:
         cursor.execute(
-            _CONSUME_SQL,
+            # Outside a transaction, its durable procedure: the wallet's lock is released before
+            # the WAL flush, and the answer waits for the flush (tenants.durable_call).
+            db_functions.CONSUME.statement_sql(),
             [tenant.pk, feature, quantity, idempotency_key, client_id, now, refused_unit, json.dumps(answer),
              who.type, who.user.pk if who.user else None, who.api_key.pk if who.api_key else None,
              who.label[:200]],

@@ -21,7 +21,7 @@ from django.utils import timezone
 from credits import selectors as credit_selectors
 from credits import services as credit_services
 from credits.models import Grant
-from licensing import imports, rules
+from licensing import db_functions, imports, rules
 from licensing.models import Client, ClientImport, LicenseKind, LicensePool, Ticket
 from licensing.rules import KIND_LABEL, PRODUCT, ClientFields
 from plans.models import Plan, Subscription
@@ -370,12 +370,6 @@ def _no_ticket_credits(ticket_id: str, client_id: str, client_name: str) -> dict
     )
 
 
-_QUALIFY_SQL = (
-    "SELECT * FROM allowance_ticket_qualify(%s::bigint, %s::text, %s::text, %s::text, %s::timestamptz, "
-    "%s::jsonb, %s::jsonb, %s::text, %s::bigint, %s::bigint, %s::text)"
-)
-
-
 def _qualify_in_one_statement(
     *, tenant: Tenant, ticket_id: str, client_id: str, actor: Who, now: datetime
 ) -> tuple[_Found, dict[str, Any] | None]:
@@ -391,7 +385,9 @@ def _qualify_in_one_statement(
     del answer["ticket_credits_remaining"]  # the function sets it from the credits left
     with connection.cursor() as cursor:
         cursor.execute(
-            _QUALIFY_SQL,
+            # Outside a transaction, its durable procedure: the ticket wallet's lock is released
+            # before the WAL flush, and the answer waits for the flush (tenants.durable_call).
+            db_functions.QUALIFY.statement_sql(),
             [
                 tenant.pk,
                 ticket_id,

@@ -1,0 +1,23 @@
+# PostgreSQL: the consumption's durable procedure (tenants.durable_call). It commits the consumption
+# without waiting for the WAL flush, so that the wallet's lock goes to the next consumption at once,
+# then waits for the flush before it returns: the API answers only a consumption that is on disk.
+
+from django.db import migrations
+
+from credits import db_functions as f
+
+
+def forward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f.CONSUME.create_sql())
+
+
+def backward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f.CONSUME.drop_sql())
+
+
+class Migration(migrations.Migration):
+    dependencies = [("credits", "0011_consumption_tenant_client_index")]
+
+    operations = [migrations.RunPython(forward, backward, elidable=False)]

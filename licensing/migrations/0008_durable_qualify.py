@@ -1,0 +1,23 @@
+# PostgreSQL: the ticket question's durable procedure (tenants.durable_call). It commits the ticket
+# credit without waiting for the WAL flush, so that the ticket wallet's lock goes to the next ticket
+# at once, then waits for the flush before it returns: the API answers only a ticket on disk.
+
+from django.db import migrations
+
+from licensing import db_functions as f
+
+
+def forward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f.QUALIFY.create_sql())
+
+
+def backward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f.QUALIFY.drop_sql())
+
+
+class Migration(migrations.Migration):
+    dependencies = [("licensing", "0007_import_preview_changes")]
+
+    operations = [migrations.RunPython(forward, backward, elidable=False)]
