@@ -27,13 +27,14 @@ says nothing of theirs.
 A procedure can commit only when CALL is its own top-level statement: inside a transaction
 (`transaction.atomic`, and the test cases that run in one) the caller runs the function itself,
 which commits, or rolls back, with the caller's transaction (`statement_sql`). The procedures are
-installed by each app's migration (`Function.create_sql`, `drop_sql`)."""
+installed by each app's migration (`Function.install`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.db import connection
+from django.db import connection, migrations
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,17 @@ END $$"""  # noqa: S608 (names of ours)
     def drop_sql(self) -> str:
         kinds = ", ".join(kind for _, kind in [*self.arguments, *self.columns])
         return f"DROP PROCEDURE IF EXISTS {self.procedure}({kinds})"
+
+    def install(self) -> migrations.RunPython:
+        """The migration operation that installs the procedure on PostgreSQL (and drops it when
+        unapplied); nothing on the embedded SQLite default, which runs no functions."""
+
+        def forward(apps: Any, schema_editor: Any) -> None:
+            if schema_editor.connection.vendor == "postgresql":
+                schema_editor.execute(self.create_sql())
+
+        def backward(apps: Any, schema_editor: Any) -> None:
+            if schema_editor.connection.vendor == "postgresql":
+                schema_editor.execute(self.drop_sql())
+
+        return migrations.RunPython(forward, backward, elidable=False)

@@ -4,20 +4,10 @@
 
 from django.db import migrations
 
-from credits import db_functions as f
-
-
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f.CONSUME.create_sql())
-
-
-def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f.CONSUME.drop_sql())
+from credits.db_functions import CONSUME
 
 
 class Migration(migrations.Migration):
     dependencies = [("credits", "0011_consumption_tenant_client_index")]
 
-    operations = [migrations.RunPython(forward, backward, elidable=False)]
+    operations = [CONSUME.install()]

@@ -4,20 +4,10 @@
 
 from django.db import migrations
 
-from licensing import db_functions as f
-
-
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f.QUALIFY.create_sql())
-
-
-def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f.QUALIFY.drop_sql())
+from licensing.db_functions import QUALIFY
 
 
 class Migration(migrations.Migration):
     dependencies = [("licensing", "0007_import_preview_changes")]
 
-    operations = [migrations.RunPython(forward, backward, elidable=False)]
+    operations = [QUALIFY.install()]
