@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 
 from credits import services
 from credits.models import Consumption, Entry, ExtraPack, FeatureCost, Grant, Hold, Wallet
+from plans.models import Plan
 from plans.money import MAX_CREDITS_AT_ONCE, credits_string, decimal_string, parse_credits, parse_money
 from tenants.errors import BusinessError
 
@@ -92,6 +93,19 @@ class ExtraPackForm(forms.ModelForm):
 
     def clean_pack_credits(self) -> int:
         return _positive_credits(self.cleaned_data["pack_credits"])
+
+    def clean_currency(self) -> str:
+        """A pack is sold in a currency the plans are priced in, as the ISO code in lowercase as
+        Stripe takes it. Its one-off invoice goes to the customer that pays the Plus subscription,
+        and a customer is invoiced in its own currency unless the account uses multi-currency
+        customers (https://docs.stripe.com/invoicing/multi-currency-customers): any other code
+        would fail only when a customer buys the pack."""
+        currency = self.cleaned_data["currency"].strip().lower()
+        priced_in = sorted(set(Plan.objects.values_list("currency", flat=True)))
+        if currency not in priced_in:
+            names = " or ".join(code.upper() for code in priced_in) or "none"
+            raise forms.ValidationError(f"A currency the plans are priced in: {names}.")
+        return currency
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

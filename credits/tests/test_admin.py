@@ -250,6 +250,21 @@ def test_staff_edit_feature_costs_and_packs_in_credits_and_money_as_customers_re
         assert refused.status_code == 200, bad
     pack.refresh_from_db()
     assert (pack.credits, pack.price_amount) == (750_500, 1950)
+    for bad in ("zzz", "EURO", "", "us"):
+        refused = client.post(
+            f"/admin/credits/extrapack/{pack.pk}/change/",
+            {**pack_fields, "currency": bad, "pack_credits": "500", "price": "29.00"},
+        )
+        assert refused.status_code == 200, bad
+        if bad == "zzz":
+            assert "A currency the plans are priced in: USD." in refused.content.decode()
+    response = client.post(  # the code as typed, kept as Stripe takes it
+        f"/admin/credits/extrapack/{pack.pk}/change/",
+        {**pack_fields, "currency": " USD ", "pack_credits": "750.5", "price": "19.50"},
+    )
+    assert response.status_code == 302
+    pack.refresh_from_db()
+    assert (pack.credits, pack.price_amount, pack.currency) == (750_500, 1950, "usd")
 
     added = client.post(
         "/admin/credits/extrapack/add/",
