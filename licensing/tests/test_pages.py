@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -86,6 +86,36 @@ def test_l22_a_canceled_plan_near_its_totals_is_not_told_of_a_next_billing_cycle
     prompt = by_testid(client_for(admin).get(PAGE), "upgrade-prompt")[0]
     assert prompt.startswith("You are close to your plan's limits: AI licenses at 90% or more.")
     assert "next billing cycle" not in prompt
+
+
+@pytest.mark.parametrize(
+    ("state", "fields", "shown"),
+    [
+        (
+            "past_due",
+            {"grace_until": "2022-06-08"},
+            "Once the failed payment is settled (grace period until 8 Jun 2022)",
+        ),
+        ("suspended", {}, "Once the failed payment is settled"),
+        (
+            "canceled",
+            {"ends_at": "2022-07-01", "canceled_at": "2022-06-01"},
+            "None: the plan ends on 1 Jul 2022",
+        ),
+    ],
+)
+def test_l03_the_next_billing_date_says_why_there_is_none(
+    tenant, clock, admin, client_for, state, fields, shown
+):
+    """L03 (next billing date), S26, S28: a plan whose payment failed, or that is canceled, has no next
+    billing date; the header says when there will be one (or that there will be none), not a dash."""
+    from licensing.factories import on_helpdesk
+
+    sub = on_helpdesk(tenant)
+    dates = {k: datetime.fromisoformat(v).replace(tzinfo=UTC) for k, v in fields.items()}
+    Subscription.objects.filter(pk=sub.pk).update(state=state, **dates)
+
+    assert by_testid(client_for(admin).get(PAGE), "next-billing-date") == [shown]
 
 
 def test_l05_ticket_credits_staff_gave_show_beside_the_cycles_and_keep_the_prompt_honest(
