@@ -8,26 +8,19 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from licensing.factories import ClientFactory, licensed, on_helpdesk
-from tenants.factories import MembershipFactory, TenantFactory, UserFactory
-from tenants.models import Role
+from licensing.factories import licensed
 from tenants.services import api_key_create
-from tests.e2e.helpers import log_in
+from tests.e2e.helpers import log_in, msp_partner
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def partner():
-    tenant = TenantFactory(name="Journey MSP", slug="journey-msp")
-    admin = UserFactory(email="partner-admin@journey.test")
-    MembershipFactory(tenant=tenant, user=admin, role=Role.ADMIN)
-    on_helpdesk(tenant)
+    tenant = msp_partner(
+        "Journey MSP", "journey-msp", admin_email="partner-admin@journey.test", clients_before=60
+    )
     licensed(tenant, 2, name="Licensed Co")
-    for i in range(60):
-        ClientFactory(tenant=tenant, name=f"Client {i:02d}")
-    ClientFactory(tenant=tenant, name="Fabrikam Dental", external_id="fabrikam")
-    ClientFactory(tenant=tenant, name="Tailspin Travel", external_id="tailspin")
     return tenant
 
 

@@ -9,10 +9,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from licensing.factories import ClientFactory, on_helpdesk
 from tenants.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import Role
-from tests.e2e.helpers import log_in
+from tests.e2e.helpers import log_in, msp_partner
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -21,12 +20,7 @@ PHONE = {"width": 375, "height": 812}
 
 @pytest.fixture
 def partner():
-    tenant = TenantFactory(name="Keyboard MSP", slug="keyboard-msp")
-    MembershipFactory(tenant=tenant, user=UserFactory(email="kb-admin@journey.test"), role=Role.ADMIN)
-    on_helpdesk(tenant)
-    ClientFactory(tenant=tenant, name="Fabrikam Dental", external_id="fabrikam")
-    ClientFactory(tenant=tenant, name="Tailspin Travel", external_id="tailspin")
-    return tenant
+    return msp_partner("Keyboard MSP", "keyboard-msp", admin_email="kb-admin@journey.test")
 
 
 def test_escape_in_a_dialog_opened_from_a_row_menu_returns_focus_to_the_menu(partner, new_context):
