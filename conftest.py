@@ -62,7 +62,10 @@ def _empty_cache():
     tests or runs left in Redis would otherwise refuse this test's requests."""
     from django.core.cache import cache
 
+    from tenants.services import api_keys_forget
+
     cache.clear()
+    api_keys_forget()  # the keys this process remembers (tenants.key_confirmation)
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from credits import selectors, services
 from plans.money import credits_string, parse_credits
 from plans.selectors import MSG_ENDED, MSG_OVERDUE
 from tenants.api_answer import json_answer
+from tenants.api_auth import ApiKeyAuth
 from tenants.api_docs import FORM_BODY, ErrorCase, documented
 from tenants.api_fields import (
     NO_CONTROL,
@@ -331,6 +332,9 @@ CONSUMED = {
 
 @router.post(
     "/credits/consume",
+    # The key may come from the process's memory: the write's procedure confirms it
+    # (tenants.key_confirmation).
+    auth=ApiKeyAuth(remembered=True),
     summary="Consume credits for uses of a feature, all or nothing",
     description="Takes the cost of `quantity` uses of `feature` (1 credit = 1 Smart Response = 10 AI "
     "Reviewer reviews) from the tenant's credits: plan credits before extra packs, each soonest-expiring "

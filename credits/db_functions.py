@@ -30,4 +30,4 @@ _CONSUME_COLUMNS = (
     ("o_quantity", "bigint"),
     ("o_client", "text"),
 )
-CONSUME = Function(CONSUME_NAME, _CONSUME_ARGUMENTS, _CONSUME_COLUMNS)
+CONSUME = Function(CONSUME_NAME, _CONSUME_ARGUMENTS, _CONSUME_COLUMNS, tenant_argument="p_tenant")

@@ -611,18 +611,14 @@ def _consume_in_one_statement(
     who = Actor.of(actor)
     known = {"feature": feature, "quantity": quantity, "idempotency_key": idempotency_key}
     answer = {**known, "client_id": client_id or None, "created_at": now.isoformat()}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            # Outside a transaction, its durable procedure: the wallet's lock is released before
-            # the WAL flush, and the answer waits for the flush (tenants.durable_call).
-            db_functions.CONSUME.statement_sql(),
-            [tenant.pk, feature, quantity, idempotency_key, client_id, now, refused_unit, json.dumps(answer),
-             who.type, who.user.pk if who.user else None, who.api_key.pk if who.api_key else None,
-             who.label[:200]],
-        )  # fmt: skip
-        outcome, unit, amount, available, stored, hold_id, first_feature, first_quantity, first_client = (
-            cursor.fetchone()
-        )
+    # Outside a transaction, its durable procedure: the wallet's lock is released before the WAL
+    # flush, and the answer waits for the flush (tenants.durable_call).
+    args = [tenant.pk, feature, quantity, idempotency_key, client_id, now, refused_unit, json.dumps(answer),
+            who.type, who.user.pk if who.user else None, who.api_key.pk if who.api_key else None,
+            who.label[:200]]  # fmt: skip
+    outcome, unit, amount, available, stored, hold_id, first_feature, first_quantity, first_client = (
+        db_functions.CONSUME.call(args)
+    )
     if outcome == "created":
         return Outcome(json.loads(stored), created=True)
     if outcome == "exists":

@@ -22,6 +22,7 @@ from licensing.selectors import ClientFilters
 from plans.money import credits_string
 from plans.selectors import MSG_ENDED, MSG_OVERDUE, ProductEntitlement, entitlements
 from tenants.api_answer import json_answer
+from tenants.api_auth import ApiKeyAuth
 from tenants.api_docs import FORM_BODY, ErrorCase, documented
 from tenants.api_fields import RequestBody, no_body
 from tenants.errors import BusinessError
@@ -543,6 +544,9 @@ _ticket_docs["openapi_extra"]["requestBody"] = {
 
 @router.post(
     "/tickets",
+    # The key may come from the process's memory: the write's procedure confirms it
+    # (tenants.key_confirmation).
+    auth=ApiKeyAuth(remembered=True),
     summary="Does this ticket get AI? (a license, Unlimited AI access, or one ticket credit)",
     description="Call it when a ticket is created. A client with an AI license qualifies `via` `license`; with "
     "Unlimited AI access every active client qualifies `via` `unlimited`; otherwise one ticket credit is "

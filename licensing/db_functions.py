@@ -29,4 +29,4 @@ _QUALIFY_COLUMNS = (
     ("o_client_active", "boolean"),
     ("o_ai_license", "boolean"),
 )
-QUALIFY = Function(QUALIFY_NAME, _QUALIFY_ARGUMENTS, _QUALIFY_COLUMNS)
+QUALIFY = Function(QUALIFY_NAME, _QUALIFY_ARGUMENTS, _QUALIFY_COLUMNS, tenant_argument="p_tenant")

@@ -383,11 +383,10 @@ def _qualify_in_one_statement(
     )
     answer = _answer(ticket_id, client_id, via=Ticket.Via.TICKET_CREDIT, remaining=0)
     del answer["ticket_credits_remaining"]  # the function sets it from the credits left
-    with connection.cursor() as cursor:
-        cursor.execute(
-            # Outside a transaction, its durable procedure: the ticket wallet's lock is released
-            # before the WAL flush, and the answer waits for the flush (tenants.durable_call).
-            db_functions.QUALIFY.statement_sql(),
+    # Outside a transaction, its durable procedure: the ticket wallet's lock is released before the
+    # WAL flush, and the answer waits for the flush (tenants.durable_call).
+    outcome, stored, feature, first_client, _available, pk, name, active, ai_license = (
+        db_functions.QUALIFY.call(
             [
                 tenant.pk,
                 ticket_id,
@@ -397,9 +396,9 @@ def _qualify_in_one_statement(
                 credit.answer,
                 json.dumps(answer),
                 *credit.actor,
-            ],
+            ]
         )
-        outcome, stored, feature, first_client, _available, pk, name, active, ai_license = cursor.fetchone()
+    )
     if outcome == "unknown_client":
         raise BusinessError("unknown_client", rules.MSG_UNKNOWN_CLIENT, status=404)
     client = _Found(pk, name, active, ai_license)

@@ -17,6 +17,10 @@ or one of its parameters given twice, is a 422 naming it, as a body field it doe
 would ignore the one and take the last of the other: `?per_page=100000` for `page_size`, a
 misspelled filter, answered as if nothing had been asked.
 
+A request whose key came from the process's memory (`ApiKeyAuth(remembered=True)`) runs with that
+key's confirmation (`tenants.key_confirmation`), and again from a fresh read of its key when the
+confirmation finds it stale.
+
 `tests/test_api_run.py` pins the ninja source this mirrors, so an upgrade is looked at again."""
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from ninja.errors import AuthenticationError
@@ -31,6 +37,7 @@ from ninja.operation import Operation
 from ninja.utils import is_async_callable
 
 from tenants.api_fields import FieldErrors
+from tenants.key_confirmation import KeyConfirmation, KeyStale
 
 Run = Callable[..., HttpResponseBase]
 
@@ -48,6 +55,10 @@ def streamlined(run: Run) -> Run:
         or operation.stream_format
         or not all(_sync(callback) for callback in operation.auth_callbacks)
     ):
+        callbacks = getattr(operation, "auth_callbacks", ())
+        if any(getattr(callback, "remembered", False) for callback in callbacks):
+            # Only this run confirms a remembered key (tenants.key_confirmation).
+            raise ImproperlyConfigured(f"{run!r}: a remembered key needs the streamlined run")
         return run
     api = operation.api
     callbacks = list(operation.auth_callbacks)
@@ -74,6 +85,21 @@ def streamlined(run: Run) -> Run:
                     break
             else:
                 return api.on_exception(request, AuthenticationError())
+        confirmation: KeyConfirmation | None = request.__dict__.pop("key_confirmation", None)
+        if confirmation is None:
+            return after_auth(request, kw)
+        # A remembered key (tenants.key_confirmation): confirmed by the first statement, or before
+        # the answer; found stale, nothing was done and the request runs again from a fresh read.
+        try:
+            with connection.execute_wrapper(confirmation):
+                response = after_auth(request, kw)
+                confirmation.before_answer()
+        except KeyStale:
+            request.key_stale = True  # type: ignore[attr-defined]
+            return streamlined_run(request, **kw)
+        return response
+
+    def after_auth(request: HttpRequest, kw: dict[str, Any]) -> HttpResponseBase:
         if request.META.get("QUERY_STRING"):
             refused = _query_refused(request, known_query)
             if refused is not None:
@@ -88,6 +114,8 @@ def streamlined(run: Run) -> Run:
             if temporal is None:
                 temporal = api.create_temporal_response(request)
             return operation._result_to_response(request, result, temporal)
+        except KeyStale:
+            raise  # to streamlined_run, which runs the request again
         except Exception as e:
             if isinstance(e, TypeError) and "required positional argument" in str(e):
                 msg = "Did you fail to use functools.wraps() in a decorator?"

@@ -27,32 +27,57 @@ says nothing of theirs.
 A procedure can commit only when CALL is its own top-level statement: inside a transaction
 (`transaction.atomic`, and the test cases that run in one) the caller runs the function itself,
 which commits, or rolls back, with the caller's transaction (`statement_sql`). The procedures are
-installed by each app's migration (`Function.install`)."""
+installed by each app's migration (`Function.install`).
+
+A procedure whose function names its tenant (`tenant_argument`) also confirms the request's API key
+when the key came from the process's memory (`tenants.key_confirmation`): before the function runs,
+in the same transaction, it checks that the key is the tenant's, not revoked, and that the cache
+versions the request used are current; if not, it writes nothing and says so (`call`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, migrations
+from django.db import InterfaceError, OperationalError, connection, migrations
+
+from tenants import key_confirmation
 
 
 @dataclass(frozen=True)
 class Function:
     """A PostgreSQL function that writes and answers one row: its name, its parameters as (name,
-    type) and its result's columns, in order, as (name, type)."""
+    type) and its result's columns, in order, as (name, type). `tenant_argument`: the parameter
+    that names the tenant, for a procedure that confirms a remembered API key (None: it does not)."""
 
     name: str
     arguments: tuple[tuple[str, str], ...]
     columns: tuple[tuple[str, str], ...]
+    tenant_argument: str | None = None
     select_sql: str = field(init=False, repr=False)
     call_sql: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        placeholders = ", ".join(f"%s::{kind}" for _, kind in self.arguments)
-        nulls = ", ".join("NULL" for _ in self.columns)  # the INOUT parameters
-        object.__setattr__(self, "select_sql", f"SELECT * FROM {self.name}({placeholders})")  # noqa: S608 (names of ours)
+        placeholders = ", ".join(f"%s::{kind}" for _, kind in self.procedure_arguments)
+        nulls = ", ".join("NULL" for _ in self.procedure_columns)  # the INOUT parameters
+        select = ", ".join(f"%s::{kind}" for _, kind in self.arguments)
+        object.__setattr__(self, "select_sql", f"SELECT * FROM {self.name}({select})")  # noqa: S608 (names of ours)
         object.__setattr__(self, "call_sql", f"CALL {self.procedure}({placeholders}, {nulls})")
+
+    @property
+    def _confirms_key(self) -> bool:
+        return self.tenant_argument is not None
+
+    @property
+    def procedure_arguments(self) -> tuple[tuple[str, str], ...]:
+        if not self._confirms_key:
+            return self.arguments
+        return (*self.arguments, *_KEY_ARGUMENTS)
+
+    @property
+    def procedure_columns(self) -> tuple[tuple[str, str], ...]:
+        return (*self.columns, _KEY_COLUMN) if self._confirms_key else self.columns
 
     @property
     def procedure(self) -> str:
@@ -66,17 +91,56 @@ class Function:
             return self.select_sql
         return self.call_sql
 
+    def call(self, arguments: Sequence[Any]) -> tuple[Any, ...]:
+        """Run the function with these arguments (by `statement_sql`) and answer its row.
+
+        With a request's remembered API key still unconfirmed (`tenants.key_confirmation`), the
+        procedure confirms it before it writes: not current, nothing is written and `KeyStale` is
+        raised. Its first statement on a connection kept from an earlier request is also the
+        connection's health check, as the key's read is otherwise (`tenants.services._first_read`):
+        a connection found closed is replaced and `KeyStale` raised, so that the request runs again
+        from the key's read, which reconnects."""
+        sql = self.statement_sql()
+        confirming = self._confirms_key and sql == self.call_sql
+        pending = key_confirmation.pending() if confirming else None
+        params = list(arguments)
+        if confirming:
+            params += pending.vouch() if pending is not None else (None, None, None)
+        db: Any = connection  # django-stubs do not declare the health check's attributes
+        checking = pending is not None and db.connection is not None and db.health_check_enabled
+        if checking and not db.health_check_done:
+            db.health_check_done = True
+        else:
+            checking = False
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+        except (OperationalError, InterfaceError):
+            if not checking or db.connection is None or not db.connection.closed:
+                raise
+            # The server had closed the connection: nothing ran (or, cut off while it ran, it ran
+            # once, and the run again answers it by its idempotency key).
+            connection.close()
+            raise key_confirmation.KeyStale from None
+        if not confirming:
+            return tuple(row)
+        *answer, current = row
+        if pending is not None:
+            pending.vouched(current)
+        return tuple(answer)
+
     def create_sql(self) -> str:
         """The procedure that runs the function durably and hands back its row (its INOUT
         parameters)."""
-        params = ", ".join(f"{name} {kind}" for name, kind in self.arguments)
-        outs = ", ".join(f"INOUT {name} {kind}" for name, kind in self.columns)
+        params = ", ".join(f"{name} {kind}" for name, kind in self.procedure_arguments)
+        outs = ", ".join(f"INOUT {name} {kind}" for name, kind in self.procedure_columns)
         into = ", ".join(name for name, _ in self.columns)
         args = ", ".join(name for name, _ in self.arguments)
         return f"""
 CREATE OR REPLACE PROCEDURE {self.procedure}({params}, {outs})
 LANGUAGE plpgsql AS $$
-BEGIN
+BEGIN{self._key_check_sql()}
   -- The write, committed without waiting for the flush: its row locks are released at once.
   PERFORM set_config('synchronous_commit', 'off', true);
   SELECT * INTO {into} FROM {self.name}({args});
@@ -89,20 +153,54 @@ BEGIN
   END IF;
 END $$"""  # noqa: S608 (names of ours)
 
+    def _key_check_sql(self) -> str:
+        if not self._confirms_key:
+            return ""
+        from tenants.models import ApiKey, CacheVersion
+
+        keys, versions, tenant = ApiKey._meta.db_table, CacheVersion._meta.db_table, self.tenant_argument
+        return f"""
+  -- A remembered API key (tenants.key_confirmation): the write runs only if the key is still the
+  -- tenant's and not revoked, and the cache versions the request used are still current.
+  IF p_confirm_key IS NOT NULL AND (
+      NOT EXISTS (SELECT 1 FROM {keys} k
+                  WHERE k.id = p_confirm_key AND k.tenant_id = {tenant} AND k.revoked_at IS NULL)
+      OR COALESCE((SELECT v.version FROM {versions} v WHERE v.scope = {tenant}), 0)
+         IS DISTINCT FROM p_tenant_version
+      OR COALESCE((SELECT v.version FROM {versions} v WHERE v.scope = {CacheVersion.CATALOG}), 0)
+         IS DISTINCT FROM p_catalog_version) THEN
+    o_key_current := false;
+    RETURN;
+  END IF;
+  o_key_current := true;"""  # noqa: S608 (names of ours)
+
     def drop_sql(self) -> str:
-        kinds = ", ".join(kind for _, kind in [*self.arguments, *self.columns])
+        kinds = ", ".join(kind for _, kind in [*self.procedure_arguments, *self.procedure_columns])
         return f"DROP PROCEDURE IF EXISTS {self.procedure}({kinds})"
 
     def install(self) -> migrations.RunPython:
         """The migration operation that installs the procedure on PostgreSQL (and drops it when
         unapplied); nothing on the embedded SQLite default, which runs no functions."""
+        return migrations.RunPython(self._create, self._drop, elidable=False)
 
-        def forward(apps: Any, schema_editor: Any) -> None:
-            if schema_editor.connection.vendor == "postgresql":
-                schema_editor.execute(self.create_sql())
+    def uninstall(self) -> migrations.RunPython:
+        """The reverse of `install`: the operation that drops this procedure (to install another
+        signature in its place) and creates it again when unapplied."""
+        return migrations.RunPython(self._drop, self._create, elidable=False)
 
-        def backward(apps: Any, schema_editor: Any) -> None:
-            if schema_editor.connection.vendor == "postgresql":
-                schema_editor.execute(self.drop_sql())
+    def _create(self, apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(self.create_sql())
 
-        return migrations.RunPython(forward, backward, elidable=False)
+    def _drop(self, apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(self.drop_sql())
+
+
+# What a key-confirming procedure takes after the function's arguments, and answers after its row.
+_KEY_ARGUMENTS = (
+    ("p_confirm_key", "bigint"),
+    ("p_tenant_version", "bigint"),
+    ("p_catalog_version", "bigint"),
+)
+_KEY_COLUMN = ("o_key_current", "boolean")

@@ -161,6 +161,9 @@ class ApiKey(models.Model):
     # Set by `api_key_authenticate(..., companions=True)`: what each registered key companion read in
     # the same statement (`tenants.services.register_key_companion`); empty otherwise.
     companions: Mapping[str, Any] = MappingProxyType({})
+    # Set by `api_key_authenticate(..., remembered=True)` on a key from the process's memory, which the
+    # request must confirm (`tenants.key_confirmation`).
+    remembered: bool = False
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "revoked_at"])]

@@ -439,26 +439,36 @@ def _first_read(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
         return cursor.fetchone()
 
 
-def api_key_authenticate(secret: str, *, companions: bool = False) -> ApiKey | None:
+def api_key_authenticate(secret: str, *, companions: bool = False, remembered: bool = False) -> ApiKey | None:
     """The active key whose secret this is, or None, with its tenant and their cache version
     (`key.versions`: what this request may answer from `tenants.cache`) and, when `companions` is
     asked on PostgreSQL, the registered companions' values (`key.companions`). Records last use at
-    most once a minute."""
+    most once a minute.
+
+    `remembered`: the key may come from this process's memory, unconfirmed (`key.remembered`),
+    when this process read it since its last use was recorded; the request must then confirm it
+    (`tenants.key_confirmation`). PostgreSQL only, outside a transaction."""
     if not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
         return None
+    digest = _sha256(secret)
+    remembering = remembered and not companions and connection.vendor == "postgresql"
+    if remembering and not connection.in_atomic_block:
+        key = _recall(digest)
+        if key is not None:
+            return key
     read = dict(_COMPANIONS) if companions and connection.vendor == "postgresql" else {}
     # A plain joined query: every API call starts here, so the ORM's SQL compilation stays off it.
-    row = _first_read(_key_sql(tuple(read.values())), [_sha256(secret)])
+    row = _first_read(_key_sql(tuple(read.values())), [digest])
     if row is None:
+        _REMEMBERED.pop(digest, None)
         return None
     n = len(_KEY_FIELDS) + len(_TENANT_FIELDS)
     values = [
         _aware(v) if isinstance(v, datetime | str) and name in _KEY_TIMES else v
         for name, v in zip(_KEY_FIELDS + _TENANT_FIELDS, row[:n], strict=True)
     ]
-    key = ApiKey.from_db("default", _KEY_FIELDS, values[: len(_KEY_FIELDS)])
-    key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[len(_KEY_FIELDS) :])
-    key.versions = Versions(tenant=row[n], catalog=row[n + 1])
+    versions = Versions(tenant=row[n], catalog=row[n + 1])
+    key = _key_of(values, versions)
     if read:
         key.companions = dict(zip(read, row[n + 2 :], strict=True))
     now = timezone.now()
@@ -466,4 +476,42 @@ def api_key_authenticate(secret: str, *, companions: bool = False) -> ApiKey | N
     if key.last_used_at is None or key.last_used_at < stale:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+        values[_KEY_FIELDS.index("last_used_at")] = now
+    if remembering:
+        if len(_REMEMBERED) >= _REMEMBERED_MAX and digest not in _REMEMBERED:
+            _REMEMBERED.clear()  # no unbounded growth; the keys in use are read again
+        _REMEMBERED[digest] = (values, versions)
     return key
+
+
+# Keys this process read for endpoints that take a remembered key (`remembered=True`), by their
+# secret's hash: the values of the key's and the tenant's fields, and the cache versions read then.
+_REMEMBERED: dict[str, tuple[list[Any], Versions]] = {}
+_REMEMBERED_MAX = 1_000
+
+
+def _key_of(values: list[Any], versions: Versions) -> ApiKey:
+    key = ApiKey.from_db("default", _KEY_FIELDS, values[: len(_KEY_FIELDS)])
+    key.tenant = Tenant.from_db("default", _TENANT_FIELDS, values[len(_KEY_FIELDS) :])
+    key.versions = versions
+    return key
+
+
+def _recall(digest: str) -> ApiKey | None:
+    """The remembered key, unconfirmed, while its recorded last use is recent enough that this use
+    needs no new record."""
+    found = _REMEMBERED.get(digest)
+    if found is None:
+        return None
+    values, versions = found
+    key = _key_of(values, versions)
+    stale = timezone.now() - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION)
+    if key.last_used_at is None or key.last_used_at < stale:
+        return None
+    key.remembered = True
+    return key
+
+
+def api_keys_forget() -> None:
+    """Forget the keys this process remembers (tests)."""
+    _REMEMBERED.clear()

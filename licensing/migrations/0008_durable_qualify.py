@@ -2,6 +2,8 @@
 # credit without waiting for the WAL flush, so that the ticket wallet's lock goes to the next ticket
 # at once, then waits for the flush before it returns: the API answers only a ticket on disk.
 
+from dataclasses import replace
+
 from django.db import migrations
 
 from licensing.db_functions import QUALIFY
@@ -10,4 +12,5 @@ from licensing.db_functions import QUALIFY
 class Migration(migrations.Migration):
     dependencies = [("licensing", "0007_import_preview_changes")]
 
-    operations = [QUALIFY.install()]
+    # As it was installed here, before it confirmed remembered API keys (0009).
+    operations = [replace(QUALIFY, tenant_argument=None).install()]

@@ -105,10 +105,10 @@ def test_the_procedure_keeps_the_sessions_own_synchronous_commit():
 
 
 def test_the_installed_procedures_are_the_ones_the_services_call():
-    """Migrations credits 0012 and licensing 0008 installed what `create_sql` makes of each."""
+    """Migrations credits 0013 and licensing 0009 installed what `create_sql` makes of each."""
     with connection.cursor() as cursor:
         for function in (credit_functions.CONSUME, licensing_functions.QUALIFY):
-            kinds = [kind for _, kind in (*function.arguments, *function.columns)]
+            kinds = [kind for _, kind in (*function.procedure_arguments, *function.procedure_columns)]
             cursor.execute(
                 "SELECT array_to_string(p.proargtypes::regtype[], ',') = array_to_string(%s::text[]::regtype[], ','), "
                 "p.prosrc "
