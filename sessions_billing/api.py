@@ -20,6 +20,7 @@ from sessions_billing.models import MAX_ID_LENGTH
 from sessions_billing.services import MAX_EARLY, MAX_LATE, Session
 from sessions_billing.terms import PRODUCT
 from tenants.api_answer import json_answer
+from tenants.api_auth import ApiKeyAuth
 from tenants.api_docs import FORM_BODY, NOT_FOUND, ErrorCase, documented
 from tenants.api_fields import (
     NO_CONTROL,
@@ -330,6 +331,9 @@ _start_docs["openapi_extra"]["requestBody"] = {
 
 @router.post(
     "/sessions",
+    # The key may come from the process's memory: the start's procedure confirms it
+    # (tenants.key_confirmation).
+    auth=ApiKeyAuth(remembered=True),
     summary="Start a session (admission): call before an agent takes a new conversation",
     description="201 with the session when the conversation is admitted (its first 24-hour window is billed; "
     "with Answered only an outbound conversation is billed only once the customer replies); 200 with the "

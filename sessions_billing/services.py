@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 from plans.models import Subscription
 from plans.selectors import Refusal, entitlements
 from plans.services import trial_end, trial_sessions_ending
+from sessions_billing import db_functions
 from sessions_billing.models import Agent, BillableWindow, Conversation, SessionLimit, UsagePeriod
 from sessions_billing.terms import PRODUCT, Terms, tenant_limit, terms_for
 from tenants.audit import Actor, audit
@@ -472,12 +473,6 @@ def session_start(
     )
 
 
-_START_SQL = (
-    "SELECT * FROM allowance_session_start(%s::bigint, %s::text, %s::text, %s::text, %s::timestamptz, "
-    "%s::timestamptz, %s::boolean, %s::timestamptz, %s::bigint, %s::integer, %s::integer, %s::boolean)"
-)
-
-
 def _start_in_one_statement(
     *,
     tenant: Tenant,
@@ -491,16 +486,15 @@ def _start_in_one_statement(
 ) -> tuple[Session, bool] | None:
     """PostgreSQL: the common start — a known agent, the period's counter in place, under the limit,
     no usage email or trial end set off — in one statement (a function: migration 0003), which is
-    its own transaction. None when the plain path must decide (the function wrote nothing then)."""
+    its own transaction (its durable procedure outside a transaction). None when the plain path must
+    decide (the function wrote nothing then)."""
     first, second = terms.thresholds()
     ends_trial = terms.trial and terms.ent.state == "trialing" and terms.ent.subscription_id is not None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _START_SQL,
-            [tenant.pk, conversation_id, agent, direction, at, now, answered, terms.period_start,
-             terms.limit, first, second, ends_trial],
-        )  # fmt: skip
-        outcome, *row = cursor.fetchone()
+    # Outside a transaction, its durable procedure: the period counter's lock is released before the
+    # WAL flush, and the answer waits for the flush (tenants.durable_call).
+    args = [tenant.pk, conversation_id, agent, direction, at, now, answered, terms.period_start, terms.limit,
+            first, second, ends_trial]  # fmt: skip
+    outcome, *row = db_functions.START.call(args)
     if outcome == "created":
         return Session(conversation_id, agent or None, direction, at, at, None, 1, answered), True
     if outcome == "exists":

@@ -18,6 +18,7 @@ from licensing import db_functions as licensing_functions
 from licensing import services as licensing_services
 from licensing.factories import ClientFactory, on_helpdesk
 from licensing.models import Ticket
+from sessions_billing import db_functions as session_functions
 from tenants.durable_call import Function
 from tenants.errors import BusinessError
 from tenants.factories import TenantFactory, second_connection
@@ -105,9 +106,10 @@ def test_the_procedure_keeps_the_sessions_own_synchronous_commit():
 
 
 def test_the_installed_procedures_are_the_ones_the_services_call():
-    """Migrations credits 0013 and licensing 0009 installed what `create_sql` makes of each."""
+    """Migrations credits 0013, licensing 0009 and sessions_billing 0006 installed what `create_sql`
+    makes of each."""
     with connection.cursor() as cursor:
-        for function in (credit_functions.CONSUME, licensing_functions.QUALIFY):
+        for function in (credit_functions.CONSUME, licensing_functions.QUALIFY, session_functions.START):
             kinds = [kind for _, kind in (*function.procedure_arguments, *function.procedure_columns)]
             cursor.execute(
                 "SELECT array_to_string(p.proargtypes::regtype[], ',') = array_to_string(%s::text[]::regtype[], ','), "

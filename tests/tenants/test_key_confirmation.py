@@ -1,5 +1,5 @@
-"""The hot writes' remembered API keys (tenants.key_confirmation): a consumption (C08) or a ticket's
-question (L16) may take its key from the process's memory, and then the write's own procedure
+"""The hot writes' remembered API keys (tenants.key_confirmation): a consumption (C08), a ticket's
+question (L16) or a session start (S01) may take its key from the process's memory, and then the write's own procedure
 confirms it; a key revoked, or cache versions moved, in another process are never served — the
 request runs again from a fresh read. Real PostgreSQL outside a transaction (the procedures); the
 "other process" is a second connection."""
@@ -21,6 +21,9 @@ from credits.selectors import figures, ticket_credits
 from licensing.factories import ClientFactory, on_helpdesk
 from licensing.models import Ticket
 from plans.models import Subscription
+from sessions_billing import db_functions as session_functions
+from sessions_billing.models import Conversation, UsagePeriod
+from sessions_billing.tests.conftest import paid
 from tenants import services
 from tenants.factories import TenantFactory, second_connection
 from tenants.models import ApiKey, CacheVersion
@@ -219,3 +222,24 @@ def test_l16_a_ticket_with_a_key_revoked_elsewhere_takes_no_ticket_credit(tenant
     assert third.status_code == 401
     assert ticket_credits(tenant_id=tenant.pk, now=datetime.now(UTC)).remaining == left - 1
     assert not Ticket.objects.filter(ticket_id="HD-3").exists()
+
+
+def test_s01_a_session_start_with_a_key_revoked_elsewhere_admits_nothing(tenant, admin):
+    paid(tenant)
+    secret = services.api_key_create(tenant=tenant, name="Agents", actor=admin).secret
+    assert (
+        _post(secret, "/api/v1/sessions", {"conversation_id": "c-1", "direction": "inbound"}).status_code
+        == 201
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        second = _post(secret, "/api/v1/sessions", {"conversation_id": "c-2", "direction": "inbound"})
+    assert second.status_code == 201, second.content
+    assert [q["sql"].split("(")[0] for q in queries] == [f"CALL {session_functions.START.procedure}"]
+
+    _revoke_elsewhere(secret)
+    third = _post(secret, "/api/v1/sessions", {"conversation_id": "c-3", "direction": "inbound"})
+
+    assert third.status_code == 401
+    assert not Conversation.objects.filter(conversation_id="c-3").exists()
+    assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 2
