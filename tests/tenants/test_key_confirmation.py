@@ -18,6 +18,7 @@ from credits import db_functions as credit_functions
 from credits.factories import K, grant, on_plus
 from credits.models import Consumption
 from credits.selectors import figures, ticket_credits
+from licensing import db_functions as licensing_functions
 from licensing.factories import ClientFactory, on_helpdesk
 from licensing.models import Ticket
 from plans.models import Subscription
@@ -243,3 +244,24 @@ def test_s01_a_session_start_with_a_key_revoked_elsewhere_admits_nothing(tenant,
     assert third.status_code == 401
     assert not Conversation.objects.filter(conversation_id="c-3").exists()
     assert UsagePeriod.objects.get(tenant=tenant).billable_sessions == 2
+
+
+def test_l15_l16_a_remembered_ticket_via_a_license_and_asked_again_send_no_read_of_the_key(tenant, admin):
+    """The README's round trips with a remembered key: a licensed client's ticket is the procedure
+    (which confirms the key), the ticket credits left and the ticket's row; a ticket asked again is
+    the procedure alone."""
+    on_helpdesk(tenant, start=datetime.now(UTC))
+    ClientFactory(tenant=tenant, external_id="fabrikam", ai_license_since=datetime.now(UTC))
+    secret = services.api_key_create(tenant=tenant, name="PSA", actor=admin).secret
+    assert _post(secret, "/api/v1/tickets", {"ticket_id": "HD-0", "client_id": "fabrikam"}).status_code == 200
+
+    with CaptureQueriesContext(connection) as licensed:
+        first = _post(secret, "/api/v1/tickets", {"ticket_id": "HD-1", "client_id": "fabrikam"})
+    with CaptureQueriesContext(connection) as again:
+        second = _post(secret, "/api/v1/tickets", {"ticket_id": "HD-1", "client_id": "fabrikam"})
+
+    assert (first.json()["via"], second.json()) == ("license", first.json())
+    statements = [q["sql"].split("(")[0].split()[0] for q in licensed]
+    assert statements[0] == "CALL"
+    assert len([q for q in statements if q not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]) == 3
+    assert [q["sql"].split("(")[0] for q in again] == [f"CALL {licensing_functions.QUALIFY.procedure}"]
