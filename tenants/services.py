@@ -361,6 +361,9 @@ def api_key_revoke(*, tenant: Tenant, api_key: ApiKey, actor: User) -> ApiKey:
     )
     if updated:
         audit(tenant=tenant, actor=actor, action="api_key.revoked", target=api_key)
+    # This process's memory of it is dropped at once (the write's own check would refuse it anyway:
+    # tenants.key_confirmation); other processes find out from that check.
+    transaction.on_commit(lambda: _forget(api_key.pk))
     return ApiKey.objects.get(pk=api_key.pk)
 
 
@@ -510,6 +513,13 @@ def _recall(digest: str) -> ApiKey | None:
         return None
     key.remembered = True
     return key
+
+
+def _forget(key_id: int) -> None:
+    at = _KEY_FIELDS.index("id")
+    for digest, (values, _versions) in list(_REMEMBERED.items()):
+        if values[at] == key_id:
+            _REMEMBERED.pop(digest, None)
 
 
 def api_keys_forget() -> None:

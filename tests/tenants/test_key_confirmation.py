@@ -265,3 +265,18 @@ def test_l15_l16_a_remembered_ticket_via_a_license_and_asked_again_send_no_read_
     assert statements[0] == "CALL"
     assert len([q for q in statements if q not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]) == 3
     assert [q["sql"].split("(")[0] for q in again] == [f"CALL {licensing_functions.QUALIFY.procedure}"]
+
+
+def test_a_key_revoked_in_this_process_is_forgotten_at_once(secret, tenant, admin):
+    """The Keys page's revocation drops this process's memory of the key: the next request reads it
+    (and gets its 401) without sending the write first."""
+    assert _consume(secret, "first").status_code == 201
+    key = ApiKey.objects.get(key_hash=services._sha256(secret))
+    services.api_key_revoke(tenant=tenant, api_key=key, actor=admin)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = _consume(secret, "after-revocation")
+
+    assert response.status_code == 401
+    assert not any(q["sql"].startswith("CALL ") for q in queries)
+    assert figures(tenant_id=tenant.pk).balance == 4 * K
