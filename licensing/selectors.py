@@ -96,6 +96,21 @@ class Header:
         return self.ent.next_billing_date or self.ent.period_end
 
     @property
+    def next_billing(self) -> tuple[str, datetime | None]:
+        """The header's next billing date (L03), or why there is none (S26, S28), as (why, day):
+        ("date", the date); ("unpaid", the grace period's end or None): billed again once the
+        failed payment is settled; ("ends", the plan's end): canceled, never billed again;
+        ("none", None)."""
+        ent = self.ent
+        if ent.next_billing_date is not None:
+            return "date", ent.next_billing_date
+        if ent.state in ("past_due", "suspended"):
+            return "unpaid", ent.grace_until if ent.state == "past_due" else None
+        if ent.state == "canceled" and ent.ends_at is not None:
+            return "ends", ent.ends_at
+        return "none", None
+
+    @property
     def ticket_total(self) -> int:
         return self.tickets.cycle_amount // CREDIT
 
