@@ -1,5 +1,5 @@
 """The ledger's PostgreSQL functions that the hot writes call, by name and signature: the services
-build their statements from these, and migration 0012 installs their durable procedures
+build their statements from these, and migration 0013 installs their durable procedures
 (`tenants.durable_call`)."""
 
 from tenants.durable_call import Function

@@ -1,5 +1,5 @@
 """Licensing's PostgreSQL function that a ticket's question calls, by name and signature: the
-service builds its statement from these, and migration 0008 installs its durable procedure
+service builds its statement from these, and migration 0009 installs its durable procedure
 (`tenants.durable_call`)."""
 
 from tenants.durable_call import Function

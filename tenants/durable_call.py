@@ -40,9 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection, migrations
+from django.db import connection, migrations
 
 from tenants import key_confirmation
+from tenants.first_statement import ConnectionWasClosed, execute_first
 
 
 @dataclass(frozen=True)
@@ -96,33 +97,27 @@ class Function:
 
         With a request's remembered API key still unconfirmed (`tenants.key_confirmation`), the
         procedure confirms it before it writes: not current, nothing is written and `KeyStale` is
-        raised. Its first statement on a connection kept from an earlier request is also the
-        connection's health check, as the key's read is otherwise (`tenants.services._first_read`):
-        a connection found closed is replaced and `KeyStale` raised, so that the request runs again
-        from the key's read, which reconnects."""
+        raised. Then it is the request's first statement, and the connection's health check as the
+        key's read is otherwise (`tenants.first_statement`): a connection found closed is replaced
+        and `KeyStale` raised, so that the request runs again from the key's read."""
         sql = self.statement_sql()
         confirming = self._confirms_key and sql == self.call_sql
         pending = key_confirmation.pending() if confirming else None
         params = list(arguments)
         if confirming:
             params += pending.vouch() if pending is not None else (None, None, None)
-        db: Any = connection  # django-stubs do not declare the health check's attributes
-        checking = pending is not None and db.connection is not None and db.health_check_enabled
-        if checking and not db.health_check_done:
-            db.health_check_done = True
-        else:
-            checking = False
-        try:
+        if pending is None:
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 row = cursor.fetchone()
-        except (OperationalError, InterfaceError):
-            if not checking or db.connection is None or not db.connection.closed:
-                raise
-            # The server had closed the connection: nothing ran (or, cut off while it ran, it ran
-            # once, and the run again answers it by its idempotency key).
-            connection.close()
-            raise key_confirmation.KeyStale from None
+        else:
+            try:
+                row = execute_first(sql, params)
+            except ConnectionWasClosed:
+                # Nothing ran (or, cut off while it ran, it ran once, and the run again answers it by
+                # its idempotency key): the request runs again from the key's read.
+                raise key_confirmation.KeyStale from None
+        assert row is not None
         if not confirming:
             return tuple(row)
         *answer, current = row

@@ -1,7 +1,8 @@
 """A hot write's API key from this process's memory, confirmed by the write's own statement.
 
 Every API request starts by reading its key (`tenants.services.api_key_authenticate`): a round trip
-that, on the hot writes (a consumption, a ticket's question), costs a tenth of the request. An
+that, on the hot writes (a consumption, a ticket's question, a session start), costs a tenth of the
+request. An
 endpoint whose auth is `ApiKeyAuth(remembered=True)` may take the key instead from what this process
 read less than `API_KEY_LAST_USED_RESOLUTION` seconds ago (so its last use is still recorded to the
 minute), with the tenant's and the catalog's cache versions read then (`tenants.cache`). Such a key
@@ -56,10 +57,6 @@ class KeyConfirmation:
         self._secret = secret
         self._read = read  # the key's read (tenants.services.api_key_authenticate)
         self._state = _State.PENDING
-
-    @property
-    def confirmed(self) -> bool:
-        return self._state is _State.CONFIRMED
 
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
         if self._state is _State.PENDING:

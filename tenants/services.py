@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -20,6 +20,7 @@ from django.utils.text import slugify
 from tenants.audit import SYSTEM, Actor, audit
 from tenants.cache import Versions
 from tenants.errors import BusinessError
+from tenants.first_statement import ConnectionWasClosed, execute_first
 from tenants.models import ApiKey, CacheVersion, Invitation, Membership, Role, Tenant, User
 from tenants.notifications import notify
 from tenants.text import CONTROL, MSG_CONTROL
@@ -369,6 +370,7 @@ def api_key_revoke(*, tenant: Tenant, api_key: ApiKey, actor: User) -> ApiKey:
 
 _KEY_FIELDS = [f.attname for f in ApiKey._meta.concrete_fields]
 _KEY_TIMES = {"created_at", "last_used_at", "revoked_at"}
+_KEY_ID, _KEY_LAST_USED = _KEY_FIELDS.index("id"), _KEY_FIELDS.index("last_used_at")
 
 
 def _aware(value: datetime | str) -> datetime:
@@ -413,30 +415,13 @@ def _key_sql(expressions: tuple[str, ...]) -> str:
 
 def _first_read(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     """One row of a read that is the request's first query, doubling as its connection's health
-    check. With CONN_HEALTH_CHECKS Django sends `SELECT 1` before the first query on a connection
-    kept from an earlier request: a round trip on every API call. Here the key's read goes first
-    instead and, when the kept connection turns out to be broken (the server restarted, or closed
-    it: psycopg then says it is closed), the connection is replaced and the read sent once more, as
-    Django's check would have done before it; an error on a live connection is the request's own.
-    Only outside a transaction, where repeating a read is safe; anywhere else (a query already ran,
-    a transaction is open, no kept connection) it is a plain read."""
-    db: Any = connection  # django-stubs do not declare the health check's attributes
-    checking = (
-        db.connection is not None
-        and db.health_check_enabled
-        and not db.health_check_done
-        and not db.in_atomic_block
-    )
-    if checking:
-        db.health_check_done = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return cursor.fetchone()
-        except (OperationalError, InterfaceError):
-            if db.connection is not None and not db.connection.closed:
-                raise  # a live connection's error (a timeout, a cancel): not one to send again
-            connection.close()  # the next cursor connects afresh
+    check (`tenants.first_statement`): on a kept connection that the server closed meanwhile, the
+    connection is replaced and the read sent once more, as Django's check would have done before
+    it; a read outside any transaction is safe to repeat."""
+    try:
+        return execute_first(sql, params)
+    except ConnectionWasClosed:
+        pass
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
@@ -479,7 +464,7 @@ def api_key_authenticate(secret: str, *, companions: bool = False, remembered: b
     if key.last_used_at is None or key.last_used_at < stale:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
-        values[_KEY_FIELDS.index("last_used_at")] = now
+        values[_KEY_LAST_USED] = now
     if remembering:
         if len(_REMEMBERED) >= _REMEMBERED_MAX and digest not in _REMEMBERED:
             _REMEMBERED.clear()  # no unbounded growth; the keys in use are read again
@@ -507,18 +492,16 @@ def _recall(digest: str) -> ApiKey | None:
     if found is None:
         return None
     values, versions = found
-    key = _key_of(values, versions)
-    stale = timezone.now() - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION)
-    if key.last_used_at is None or key.last_used_at < stale:
+    if values[_KEY_LAST_USED] < timezone.now() - timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION):
         return None
+    key = _key_of(values, versions)
     key.remembered = True
     return key
 
 
 def _forget(key_id: int) -> None:
-    at = _KEY_FIELDS.index("id")
     for digest, (values, _versions) in list(_REMEMBERED.items()):
-        if values[at] == key_id:
+        if values[_KEY_ID] == key_id:
             _REMEMBERED.pop(digest, None)
 
 

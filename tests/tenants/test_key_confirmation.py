@@ -7,6 +7,7 @@ request runs again from a fresh read. Real PostgreSQL outside a transaction (the
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
 import time_machine
@@ -64,14 +65,29 @@ def _revoke_elsewhere(secret: str) -> None:
     )
 
 
-def test_c08_a_remembered_key_costs_a_consumption_no_read_of_its_own(secret, tenant):
-    assert _consume(secret, "first").status_code == 201
+def _new_request() -> None:
+    """What Django does when a request starts on a kept connection (close_old_connections): the
+    health check is due again. The test client skips that signal, so the test sets it."""
+    assert connection.health_check_enabled
+    connection.health_check_done = False
 
-    with CaptureQueriesContext(connection) as queries:
+
+def test_c08_a_remembered_key_costs_a_consumption_no_read_of_its_own(secret, tenant):
+    """One statement in all: not the key's read, nor Django's `SELECT 1` health check on the kept
+    connection (the procedure is the check; is_usable's query is not in CaptureQueriesContext)."""
+    assert _consume(secret, "first").status_code == 201
+    _new_request()
+
+    with (
+        CaptureQueriesContext(connection) as queries,
+        mock.patch.object(connection, "is_usable", wraps=connection.is_usable) as health_check,
+    ):
         response = _consume(secret, "second")
 
     assert response.status_code == 201, response.content
     assert [q["sql"].split("(")[0] for q in queries] == [f"CALL {credit_functions.CONSUME.procedure}"]
+    assert health_check.call_count == 0
+    assert connection.health_check_done
     assert response.json()["balance"] == "3"
     assert figures(tenant_id=tenant.pk).balance == 3 * K
 
@@ -165,11 +181,19 @@ def test_a_remembered_key_write_on_a_connection_the_server_closed_runs_again_on_
     before = connection.connection.info.backend_pid
     with second_connection() as other:
         other.execute("SELECT pg_terminate_backend(%s)", [before])
-    connection.health_check_done = False  # a new request on the kept connection (close_old_connections)
+    _new_request()
 
-    response = _consume(secret, "on-a-new-connection")
+    with (
+        CaptureQueriesContext(connection) as queries,
+        mock.patch.object(connection, "is_usable", wraps=connection.is_usable) as health_check,
+    ):
+        response = _consume(secret, "on-a-new-connection")
 
     assert response.status_code == 201, response.content
+    assert health_check.call_count == 0  # the procedure found the connection closed, not SELECT 1
+    # The procedure failed on the closed connection (the failure is not in the log), and the request
+    # ran again from the key's read, which a remembered key would not have sent.
+    assert [q["sql"].split(" ")[0] for q in queries] == ["SELECT", "CALL"]
     assert connection.connection.info.backend_pid != before
     assert figures(tenant_id=tenant.pk).balance == 3 * K
 
